@@ -1,0 +1,54 @@
+"""The app factory: settings in, app out; the pool lives in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from psycopg_pool import ConnectionPool
+
+import twin
+from api.errors import install_error_handlers
+from api.routes import health, layers
+from twin.settings import Settings
+
+
+def create_app(settings: Settings, *, database_url: str) -> FastAPI:
+    """The one map's HTTP API on the data base at ``database_url`` (already migrated)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = f"-c statement_timeout={settings.statement_timeout_ms}"
+        pool = ConnectionPool(
+            database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            kwargs={"options": timeout, "autocommit": True},
+            open=False,
+            timeout=settings.pool_timeout_s,
+        )
+        pool.open()
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="The one map (一张图)",
+        version=twin.__version__,
+        description="Spatial digital twin of the city: layers, jurisdictions, assets.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(layers.router)
+
+    @app.get("/", include_in_schema=False)
+    def landing() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

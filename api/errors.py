@@ -1,0 +1,47 @@
+"""Domain errors to HTTP, in one place, as problem+json (RFC 9457)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.access import NotAllowed
+from twin.errors import DatabaseUnavailable, InvalidInput, NotFound, SetupError, TwinError
+
+STATUS_CODES: dict[type[TwinError], int] = {
+    InvalidInput: 400,
+    NotAllowed: 401,
+    NotFound: 404,
+    DatabaseUnavailable: 503,
+    SetupError: 503,
+}
+
+
+def problem(status: int, title: str, detail: str, instance: str) -> JSONResponse:
+    """A problem+json answer."""
+    return JSONResponse(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail,
+         "instance": instance},
+        status_code=status,
+        media_type="application/problem+json",
+    )  # fmt: skip
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every domain error and every bad parameter to a clear 4xx/5xx problem."""
+
+    @app.exception_handler(TwinError)
+    async def twin_error(request: Request, exc: TwinError) -> JSONResponse:
+        status = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), 500)
+        title = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(
+            status, "Service Unavailable"
+        )
+        return problem(status, title, str(exc), request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return problem(400, "Bad Request", details, request.url.path)

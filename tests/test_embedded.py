@@ -1,0 +1,153 @@
+"""The embedded PostGIS cluster: made, reused, stopped, and refusing what is not ours."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import make_data_dir
+from twin.cli import main
+from twin.embedded import EmbeddedCluster
+
+
+def run_twin(*args: str, env: dict[str, str] | None = None, user: str | None = None):
+    """Run the real ``twin`` command in a child process, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "twin.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=make_data_dir("twin-cwd-"),  # no .env file of the developer's
+        user=user,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_start_makes_a_cluster_with_postgis_and_reuses_it(tmp_path: Path):
+    data_dir = make_data_dir("twin-start-")
+    started = run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)})
+    assert started.returncode == 0, started.stderr
+    assert "data base ready" in started.stderr
+    url = run_twin("db", "url", env={"TWIN_DATA_DIR": str(data_dir)}).stdout.strip()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT postgis_lib_version()").fetchone()[0].startswith("3")
+        assert conn.execute("SELECT to_regclass('buildings')").fetchone()[0] == "buildings"
+        conn.execute("CREATE TABLE kept (x int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+    # The state file holds the password: only its owner may read it.
+    mode = stat.S_IMODE((data_dir / "cluster.json").stat().st_mode)
+    assert mode == 0o600
+
+    assert run_twin("db", "stop", env={"TWIN_DATA_DIR": str(data_dir)}).returncode == 0
+    status = run_twin("db", "status", env={"TWIN_DATA_DIR": str(data_dir)})
+    assert status.returncode == 1 and '"running": false' in status.stdout
+
+    # Started again: same data base, data still there.
+    assert run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)}).returncode == 0
+    url_again = run_twin("db", "url", env={"TWIN_DATA_DIR": str(data_dir)}).stdout.strip()
+    with psycopg.connect(url_again) as conn:
+        assert conn.execute("SELECT x FROM kept").fetchone()[0] == 42
+    EmbeddedCluster(data_dir).stop()
+
+
+def test_a_folder_that_is_not_a_cluster_is_refused_and_left_alone():
+    data_dir = make_data_dir("twin-foreign-")
+    (data_dir / "pg").mkdir()
+    precious = data_dir / "pg" / "precious.txt"
+    precious.write_text("do not delete")
+    result = run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)})
+    assert result.returncode == 1
+    assert "refusing to touch it" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert precious.read_text() == "do not delete"
+
+
+def test_an_occupied_port_is_a_clear_error():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = run_twin(
+            "db", "start",
+            env={"TWIN_DATA_DIR": str(make_data_dir("twin-port-")), "TWIN_PG_PORT": str(port)},
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://nobody:wrong@127.0.0.1:1/nothing", "cannot use the data base"),
+        ("mysql://root@localhost/city", "must be a postgresql:// URL"),
+        ("not a url at all", "not a data base URL"),
+    ],
+)
+def test_a_wrong_database_url_is_a_one_line_error(url: str, expected: str):
+    result = run_twin("db", "status", env={"TWIN_DATABASE_URL": url})
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "wrong" not in result.stderr  # the password is never printed
+
+
+def test_missing_postgis_says_what_to_install(tmp_path: Path):
+    real = EmbeddedCluster(tmp_path).bin_dir
+    fake_bin = make_data_dir("twin-fakebin-")
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        (fake_bin / tool).symlink_to(real / tool)
+    empty_share = make_data_dir("twin-share-")
+    pg_config = fake_bin / "pg_config"
+    pg_config.write_text(f"#!/bin/sh\necho {empty_share}\n")
+    pg_config.chmod(0o755)
+    data_dir = make_data_dir("twin-nopostgis-")
+    result = run_twin(
+        "db", "start", env={"TWIN_DATA_DIR": str(data_dir), "TWIN_PG_BIN_DIR": str(fake_bin)}
+    )
+    assert result.returncode == 1
+    assert "PostGIS is not installed" in result.stderr
+    assert "postgresql-15-postgis-3" in result.stderr
+    assert not (data_dir / "pg").exists()
+
+
+def test_missing_postgresql_says_what_to_install():
+    data_dir = make_data_dir("twin-nopg-")
+    result = run_twin(
+        "db", "start", env={"TWIN_DATA_DIR": str(data_dir), "TWIN_PG_BIN_DIR": "/nonexistent"}
+    )
+    assert result.returncode == 1
+    assert "initdb, pg_ctl" in result.stderr and "not found in /nonexistent" in result.stderr
+    assert "apt-get install postgresql-15-postgis-3" in result.stderr
+
+
+def test_a_data_folder_owned_by_someone_else_is_refused():
+    data_dir = make_data_dir("twin-owned-")
+    if os.geteuid() == 0:
+        # As root, try it as an unprivileged user who does not own the folder.
+        if "nobody" not in {p.pw_name for p in pwd.getpwall()}:
+            pytest.skip("no user 'nobody' to run as")
+        result = run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)}, user="nobody")
+    else:
+        data_dir.chmod(0o555)
+        result = run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)})
+    assert result.returncode == 1
+    assert str(data_dir) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_setting_names_the_variable(capsys, monkeypatch):
+    monkeypatch.setenv("TWIN_PG_PORT", "not-a-port")
+    assert main(["db", "status"]) == 1
+    assert "TWIN_PG_PORT" in capsys.readouterr().err

@@ -1,0 +1,206 @@
+"""The layer catalogue: the data inventory (数据清单) every API answer and tile is made from.
+
+Each layer is one row: what it is, where its features live, who provides and owns it, its
+licence, cadence, source CRS, extent and count. The built-in kinds are registered on every
+start; their property schema is derived from the table itself, so it cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from sqlalchemy import Boolean, DateTime, Double, Integer, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import BigInteger
+
+from twin import schema
+from twin.errors import NotFound
+
+
+@dataclass(frozen=True)
+class BuiltinLayer:
+    """A layer kind the one map has from the start."""
+
+    name: str
+    title: str
+    kind: str
+    model: type[schema.Base]
+    description: str
+
+    @property
+    def table_name(self) -> str:
+        """The table that holds the layer's features."""
+        return str(self.model.__tablename__)
+
+    @property
+    def geometry_type(self) -> str:
+        """Geometry type of the layer's ``geom`` column (e.g. MultiPolygon)."""
+        geometry_type = self.model.__table__.c.geom.type.geometry_type  # type: ignore[attr-defined]
+        return _GEOMETRY_NAMES[str(geometry_type).upper()]
+
+
+_GEOMETRY_NAMES = {
+    "POINT": "Point",
+    "LINESTRING": "LineString",
+    "POLYGON": "Polygon",
+    "MULTIPOINT": "MultiPoint",
+    "MULTILINESTRING": "MultiLineString",
+    "MULTIPOLYGON": "MultiPolygon",
+}
+
+BUILTIN_LAYERS: tuple[BuiltinLayer, ...] = (
+    BuiltinLayer(
+        "buildings", "Buildings 城市楼宇", "building", schema.Building,
+        "Building footprints with height, floors, use and address.",
+    ),
+    BuiltinLayer(
+        "public_spaces", "Public space 公共空间", "public_space", schema.PublicSpace,
+        "Parks, squares, roads, water, green and plazas.",
+    ),
+    BuiltinLayer(
+        "pipes", "Pipes 地下管网", "pipe", schema.Pipe,
+        "Underground pipes of every network, with diameter, material and depth.",
+    ),
+    BuiltinLayer(
+        "pipe_nodes", "Pipe nodes 管网节点", "pipe_node", schema.PipeNode,
+        "Valves, hydrants, manholes, junctions, sources and service connections.",
+    ),
+    BuiltinLayer(
+        "sensors", "Sensors 物联感知设备", "sensor", schema.Sensor,
+        "IoT sensing devices with thresholds and their latest reading.",
+    ),
+    BuiltinLayer(
+        "jurisdictions", "Jurisdictions 管辖区域", "jurisdiction", schema.Jurisdiction,
+        "City, district, street, grid and community boundaries.",
+    ),
+    BuiltinLayer(
+        "units", "Units 责任单位", "unit", schema.Unit,
+        "Departments, teams and centres that handle incidents.",
+    ),
+)  # fmt: skip
+
+BUILTIN_BY_NAME = {layer.name: layer for layer in BUILTIN_LAYERS}
+# The allow-list of tables whose statistics may be computed: names never come from input.
+LAYER_TABLES = frozenset(layer.table_name for layer in BUILTIN_LAYERS)
+
+
+def property_schema(model: type[schema.Base]) -> dict[str, Any]:
+    """A JSON Schema of the layer's properties, read off the table's columns."""
+    properties: dict[str, Any] = {}
+    for column in model.__table__.columns:
+        if column.name == "geom":
+            continue
+        properties[column.name] = {"type": _json_type(column.type)}
+        if column.comment:
+            properties[column.name]["description"] = column.comment
+    return {"type": "object", "properties": properties}
+
+
+def _json_type(column_type: object) -> str:
+    if isinstance(column_type, Boolean):
+        return "boolean"
+    if isinstance(column_type, Integer | BigInteger):
+        return "integer"
+    if isinstance(column_type, Double):
+        return "number"
+    if isinstance(column_type, JSONB):
+        return "object"
+    if isinstance(column_type, DateTime):
+        return "string"  # RFC 3339 date-time
+    if isinstance(column_type, Text):
+        return "string"
+    return "string"
+
+
+def register_builtin_layers(conn: psycopg.Connection) -> None:
+    """Make sure every built-in layer has its catalogue row; keep what people entered."""
+    for layer in BUILTIN_LAYERS:
+        conn.execute(
+            """
+            INSERT INTO layer_catalogue
+                (name, title, description, kind, table_name, geometry_type, property_schema)
+            VALUES (%(name)s, %(title)s, %(description)s, %(kind)s, %(table)s, %(gtype)s,
+                    %(schema)s)
+            ON CONFLICT (name) DO UPDATE SET
+                kind = EXCLUDED.kind,
+                table_name = EXCLUDED.table_name,
+                geometry_type = EXCLUDED.geometry_type,
+                property_schema = EXCLUDED.property_schema
+            """,
+            {
+                "name": layer.name,
+                "title": layer.title,
+                "description": layer.description,
+                "kind": layer.kind,
+                "table": layer.table_name,
+                "gtype": layer.geometry_type,
+                "schema": psycopg.types.json.Jsonb(property_schema(layer.model)),
+            },
+        )
+
+
+def refresh_layer_statistics(conn: psycopg.Connection, name: str) -> None:
+    """Recount a layer's features and extent after its data changed."""
+    layer = BUILTIN_BY_NAME.get(name)
+    if layer is None or layer.table_name not in LAYER_TABLES:
+        raise NotFound(f"no built-in layer named {name!r}")
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE layer_catalogue SET
+                feature_count = stats.n,
+                extent = stats.extent,
+                updated_at = now()
+            FROM (SELECT count(*) AS n,
+                         ST_SetSRID(ST_Extent(geom)::geometry, {srid}) AS extent
+                  FROM {table}) AS stats
+            WHERE layer_catalogue.name = %s
+            """
+        ).format(table=sql.Identifier(layer.table_name), srid=sql.Literal(schema.SRID)),
+        (name,),
+    )
+
+
+def update_layer_metadata(conn: psycopg.Connection, name: str, **fields: str) -> None:
+    """Set a layer's inventory fields (provider, owner unit, licence, cadence, source CRS)."""
+    allowed = {"provider", "owner_unit", "licence", "update_cadence", "source_crs", "description"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"not catalogue fields: {', '.join(sorted(unknown))}")
+    for field, value in fields.items():
+        conn.execute(
+            sql.SQL("UPDATE layer_catalogue SET {} = %s WHERE name = %s").format(
+                sql.Identifier(field)
+            ),
+            (value, name),
+        )
+
+
+_LIST_SQL = """
+    SELECT name, title, description, kind, table_name, geometry_type, property_schema,
+           provider, owner_unit, licence, update_cadence, source_crs, feature_count,
+           CASE WHEN extent IS NULL THEN NULL ELSE
+               ARRAY[ST_XMin(extent), ST_YMin(extent), ST_XMax(extent), ST_YMax(extent)]
+           END AS bbox,
+           updated_at
+    FROM layer_catalogue
+"""
+
+
+def list_layers(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every layer of the catalogue, as plain dicts, in a stable order."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(_LIST_SQL + " ORDER BY kind = 'scene', name"))
+
+
+def get_layer(conn: psycopg.Connection, name: str) -> dict[str, Any]:
+    """One layer's catalogue entry; NotFound when there is none of that name."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_LIST_SQL + " WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no layer named {name!r}")
+    return row

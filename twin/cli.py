@@ -1,0 +1,298 @@
+"""The ``twin`` command: the one place that wires settings, data base, layers and API together.
+
+Errors a person can act on come out as one line on stderr and a non-zero exit, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import psycopg
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from twin import catalogue, db
+from twin.errors import TwinError
+from twin.settings import Settings
+
+console = Console(stderr=True)
+out = Console()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``twin`` console command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings()
+        return int(args.run(settings, args) or 0)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TWIN_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        console.print(f"twin: error: bad setting: {problems}", highlight=False)
+    except TwinError as exc:
+        console.print(f"twin: error: {exc}", highlight=False, markup=False)
+    except psycopg.Error as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        console.print(f"twin: data base error: {message}", highlight=False, markup=False)
+    except KeyboardInterrupt:
+        console.print("twin: interrupted")
+        return 130
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``twin db|demo|layers|serve|up``."""
+    parser = argparse.ArgumentParser(
+        prog="twin",
+        description="The one map (一张图): a spatial digital twin of the city on PostGIS.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    db_parser = commands.add_parser("db", help="manage the data base (embedded by default)")
+    db_commands = db_parser.add_subparsers(title="db commands", metavar="ACTION", required=True)
+    for name, run, text in (
+        ("start", cmd_db_start, "make (first time) and start the embedded PostGIS cluster"),
+        ("stop", cmd_db_stop, "stop the embedded cluster"),
+        ("status", cmd_db_status, "say whether the data base is there and up"),
+        ("url", cmd_db_url, "print the data base URL (starts the embedded cluster)"),
+        ("migrate", cmd_db_migrate, "bring the schema to the newest migration"),
+    ):
+        db_commands.add_parser(name, help=text, description=text).set_defaults(run=run)
+
+    demo = commands.add_parser(
+        "demo", help="generate and load the demo city (replaces only the previous demo)"
+    )
+    demo.add_argument("--size", choices=("small", "default", "large"), default="default")
+    demo.add_argument("--seed", type=int, default=1, help="same seed, same city (default 1)")
+    demo.set_defaults(run=cmd_demo)
+
+    layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
+    layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    layers.set_defaults(run=cmd_layers)
+
+    for name, run, text in (
+        ("serve", cmd_serve, "serve the API and the 3D view"),
+        ("up", cmd_up, "the main job: data base, demo city (if none yet), API and 3D view"),
+    ):
+        serve = commands.add_parser(name, help=text, description=text)
+        serve.add_argument("--host", help="address to listen on (TWIN_HOST, default 127.0.0.1)")
+        serve.add_argument("--port", type=int, help="port (TWIN_PORT, default 8000)")
+        if name == "up":
+            serve.add_argument("--size", choices=("small", "default", "large"), default="default")
+        serve.set_defaults(run=run)
+    return parser
+
+
+# -- db ----------------------------------------------------------------------------------
+
+
+def cmd_db_start(settings: Settings, args: argparse.Namespace) -> int:
+    """Start the embedded cluster, or check the configured server."""
+    url = db.prepare(settings)
+    where = (
+        "configured server" if settings.database_url else f"embedded cluster in {settings.data_dir}"
+    )
+    console.print(f"data base ready ({where}): {_safe(url)}", highlight=False)
+    return 0
+
+
+def cmd_db_stop(settings: Settings, args: argparse.Namespace) -> int:
+    """Stop the embedded cluster."""
+    if settings.database_url:
+        console.print("TWIN_DATABASE_URL is set: that server is not ours to stop")
+        return 1
+    stopped = db.embedded_cluster(settings).stop()
+    console.print("stopped" if stopped else "not running")
+    return 0
+
+
+def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Report where the data base is and whether it is up; exit 1 when it is not."""
+    if settings.database_url:
+        url = db.libpq_url(settings.database_url)
+        db.check_reachable(url)
+        report: dict[str, object] = {"database": "configured", "url": _safe(url), "running": True}
+        report["schema_revision"] = db.schema_revision(url)
+    else:
+        report = {"database": "embedded", **db.embedded_cluster(settings).status()}
+    report["schema_head"] = db.head_revision()
+    out.print_json(json.dumps(report, default=str))
+    return 0 if report.get("running") else 1
+
+
+def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the libpq URL (for psql, ogr2ogr, QGIS)."""
+    out.print(db.database_url(settings), highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply migrations."""
+    url = db.prepare(settings)
+    console.print(f"schema at revision {db.schema_revision(url)}")
+    return 0
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Generate the demo city and load it."""
+    load_demo_city(db.prepare(settings), size=args.size, seed=args.seed)
+    return 0
+
+
+def load_demo_city(url: str, *, size: str, seed: int) -> dict[str, int]:
+    """Generate and load the demo city with progress bars; print what was loaded."""
+    from layers.demo.generate import generate_city
+
+    from layers.demo.load import load_demo
+
+    started = time.perf_counter()
+    with progress_bars() as progress:
+        city = generate_city(size, seed=seed, progress=progress)
+        generated = time.perf_counter()
+        with db.connect(url) as conn:
+            counts = load_demo(conn, city, progress=progress)
+    finished = time.perf_counter()
+    features = sum(counts.values())
+    console.print(
+        f"demo city ({size}, seed {seed}) loaded: "
+        + ", ".join(f"{n:,} {table}" for table, n in counts.items()),
+        highlight=False,
+    )
+    console.print(
+        f"generated in {generated - started:.1f} s, loaded in {finished - generated:.1f} s "
+        f"({features / max(finished - generated, 1e-9):,.0f} features/s)",
+        highlight=False,
+    )
+    return counts
+
+
+def cmd_layers(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the layer catalogue."""
+    with db.connect(db.prepare(settings)) as conn:
+        layers = catalogue.list_layers(conn)
+    if args.json:
+        out.print_json(json.dumps(layers, default=str))
+        return 0
+    table = Table("name", "kind", "geometry", "features", "provider", "owner", "updated")
+    for layer in layers:
+        table.add_row(
+            layer["name"],
+            layer["kind"],
+            layer["geometry_type"],
+            f"{layer['feature_count']:,}",
+            layer["provider"],
+            layer["owner_unit"],
+            f"{layer['updated_at']:%Y-%m-%d %H:%M}",
+        )
+    out.print(table)
+    return 0
+
+
+# -- serving -------------------------------------------------------------------------------
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the API on the data base as it is."""
+    return serve(settings, db.prepare(settings), host=args.host, port=args.port)
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Data base, demo city when there is none, then serve."""
+    from layers.demo.load import demo_loaded
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    _check_port_free(host, port)
+    url = db.prepare(settings)
+    with db.connect(url) as conn:
+        loaded = demo_loaded(conn)
+    if loaded:
+        console.print("demo city already loaded (run 'twin demo' to generate it again)")
+    else:
+        load_demo_city(url, size=args.size, seed=1)
+    return serve(settings, url, host=host, port=port)
+
+
+def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -> int:
+    """Run the API with uvicorn until interrupted."""
+    import uvicorn
+
+    from api.app import create_app
+
+    host = host or settings.host
+    port = port or settings.port
+    _check_port_free(host, port)
+    app = create_app(settings, database_url=url)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    console.print(
+        f"the one map is served at http://{shown}:{port}/  "
+        f"(health: /health, API docs: /docs, layers: /layers)",
+        highlight=False,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")
+    return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise TwinError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): "
+                "choose another with --port or TWIN_PORT"
+            ) from exc
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(step, done, total)`` callback drawing one rich bar per step."""
+    bars = Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, int] = {}
+
+    def progress(step: str, done: int, total: int) -> None:
+        if step not in tasks:
+            tasks[step] = bars.add_task(step, total=total)
+        bars.update(tasks[step], completed=done, total=total)
+
+    with bars:
+        yield progress
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The one schema of the one map: every layer kind as a table, geometries in one CRS.
+
+These models are the truth that alembic migrations are written from
+(``twin/migrations/versions``). Kinds are text with CHECK constraints rather than
+PostgreSQL enums, so a later migration can add a kind without rewriting a type.
+Every geometry column gets a GiST index (GeoAlchemy2 ``spatial_index``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from geoalchemy2 import Geometry, WKBElement
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SRID = 4326  # see DESIGN: one CRS; CGCS2000 (4490) matches it to well under a metre
+
+JURISDICTION_LEVELS = ("city", "district", "street", "grid", "community")
+PUBLIC_SPACE_KINDS = ("park", "square", "road", "water", "green", "plaza")
+PIPE_NETWORKS = ("water", "drainage", "sewage", "gas", "power", "heat", "telecom")
+PIPE_STATUSES = ("in_service", "planned", "under_repair", "abandoned")
+FLOW_DIRECTIONS = ("forward", "backward", "both", "unknown")
+PIPE_NODE_KINDS = (
+    "valve",
+    "hydrant",
+    "manhole",
+    "junction",
+    "source",
+    "tank",
+    "service_connection",
+)
+VALVE_STATES = ("open", "closed")
+UNIT_KINDS = ("centre", "department", "street_office", "team", "company")
+LAYER_KINDS = (
+    "building",
+    "public_space",
+    "pipe",
+    "pipe_node",
+    "sensor",
+    "jurisdiction",
+    "unit",
+    "scene",
+)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=f"{column}_allowed")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names, so migrations can refer to them."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSONB}
+
+
+class SourcedFeature:
+    """Columns every imported feature carries: where it came from, and what was not mapped."""
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dataset: Mapped[str] = mapped_column(Text, default="", server_default="")
+    source_id: Mapped[str | None] = mapped_column(Text)
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LayerCatalogue(Base):
+    """The data inventory (数据清单): one row per layer, built-in or a street's scene."""
+
+    __tablename__ = "layer_catalogue"
+    __table_args__ = (_one_of("kind", LAYER_KINDS),)
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    kind: Mapped[str] = mapped_column(Text)
+    table_name: Mapped[str] = mapped_column(Text)
+    geometry_type: Mapped[str] = mapped_column(Text)
+    property_schema: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    provider: Mapped[str] = mapped_column(Text, default="", server_default="")
+    owner_unit: Mapped[str] = mapped_column(Text, default="", server_default="")
+    licence: Mapped[str] = mapped_column(Text, default="", server_default="")
+    update_cadence: Mapped[str] = mapped_column(Text, default="", server_default="")
+    source_crs: Mapped[str] = mapped_column(Text, default="", server_default="")
+    feature_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    extent: Mapped[WKBElement | None] = mapped_column(
+        Geometry("POLYGON", srid=SRID, spatial_index=False)
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Jurisdiction(Base):
+    """A unit of the management hierarchy: city > district > street > grid > community."""
+
+    __tablename__ = "jurisdictions"
+    __table_args__ = (_one_of("level", JURISDICTION_LEVELS),)
+
+    code: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    level: Mapped[str] = mapped_column(Text, index=True)
+    parent_code: Mapped[str | None] = mapped_column(
+        ForeignKey("jurisdictions.code", ondelete="RESTRICT"), index=True
+    )
+    dataset: Mapped[str] = mapped_column(Text, default="", server_default="")
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    geom: Mapped[WKBElement] = mapped_column(Geometry("MULTIPOLYGON", srid=SRID))
+
+
+class Unit(Base):
+    """A department, team or centre that handles incidents within a jurisdiction."""
+
+    __tablename__ = "units"
+    __table_args__ = (_one_of("kind", UNIT_KINDS),)
+
+    code: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    jurisdiction_code: Mapped[str] = mapped_column(
+        ForeignKey("jurisdictions.code", ondelete="RESTRICT"), index=True
+    )
+    phone: Mapped[str | None] = mapped_column(Text)
+    dataset: Mapped[str] = mapped_column(Text, default="", server_default="")
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    geom: Mapped[WKBElement | None] = mapped_column(Geometry("POINT", srid=SRID))
+
+
+class Building(SourcedFeature, Base):
+    """A building (城市楼宇): footprint, height and use."""
+
+    __tablename__ = "buildings"
+    __table_args__ = (
+        UniqueConstraint("dataset", "source_id"),
+        CheckConstraint("height_m IS NULL OR height_m >= 0", name="height_not_negative"),
+        CheckConstraint("floors IS NULL OR floors >= 0", name="floors_not_negative"),
+    )
+
+    name: Mapped[str | None] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(Text)
+    use: Mapped[str | None] = mapped_column(Text)
+    height_m: Mapped[float | None] = mapped_column(Double)
+    height_estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    floors: Mapped[int | None] = mapped_column(Integer)
+    base_elevation_m: Mapped[float | None] = mapped_column(Double)
+    geom: Mapped[WKBElement] = mapped_column(Geometry("MULTIPOLYGON", srid=SRID))
+
+
+class PublicSpace(SourcedFeature, Base):
+    """Public space (公共空间): parks, squares, roads, water, green, plazas."""
+
+    __tablename__ = "public_spaces"
+    __table_args__ = (UniqueConstraint("dataset", "source_id"), _one_of("kind", PUBLIC_SPACE_KINDS))
+
+    kind: Mapped[str] = mapped_column(Text, index=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    geom: Mapped[WKBElement] = mapped_column(Geometry("MULTIPOLYGON", srid=SRID))
+
+
+class PipeNode(SourcedFeature, Base):
+    """A node of a pipe network: valve, hydrant, manhole, junction, source, tank, service."""
+
+    __tablename__ = "pipe_nodes"
+    __table_args__ = (
+        UniqueConstraint("dataset", "source_id"),
+        _one_of("network", PIPE_NETWORKS),
+        _one_of("kind", PIPE_NODE_KINDS),
+        CheckConstraint("state IS NULL OR state IN ('open', 'closed')", name="state_allowed"),
+        Index("ix_pipe_nodes_network_kind", "network", "kind"),
+    )
+
+    network: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    state: Mapped[str | None] = mapped_column(Text)
+    operable: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    depth_m: Mapped[float | None] = mapped_column(Double)
+    ground_elevation_m: Mapped[float | None] = mapped_column(Double)
+    building_id: Mapped[int | None] = mapped_column(
+        ForeignKey("buildings.id", ondelete="SET NULL"), index=True
+    )
+    geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", srid=SRID))
+
+
+class Pipe(SourcedFeature, Base):
+    """A pipe (an edge of a network) under the ground, with depth or invert elevations."""
+
+    __tablename__ = "pipes"
+    __table_args__ = (
+        UniqueConstraint("dataset", "source_id"),
+        _one_of("network", PIPE_NETWORKS),
+        _one_of("status", PIPE_STATUSES),
+        _one_of("flow_direction", FLOW_DIRECTIONS),
+        CheckConstraint("diameter_mm IS NULL OR diameter_mm > 0", name="diameter_positive"),
+    )
+
+    network: Mapped[str] = mapped_column(Text, index=True)
+    diameter_mm: Mapped[float | None] = mapped_column(Double)
+    material: Mapped[str | None] = mapped_column(Text)
+    depth_m: Mapped[float | None] = mapped_column(Double)
+    invert_start_m: Mapped[float | None] = mapped_column(Double)
+    invert_end_m: Mapped[float | None] = mapped_column(Double)
+    install_year: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(Text, default="in_service", server_default="in_service")
+    flow_direction: Mapped[str] = mapped_column(Text, default="unknown", server_default="unknown")
+    from_node_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipe_nodes.id", ondelete="SET NULL"), index=True
+    )
+    to_node_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipe_nodes.id", ondelete="SET NULL"), index=True
+    )
+    geom: Mapped[WKBElement] = mapped_column(Geometry("LINESTRING", srid=SRID))
+
+
+class Sensor(SourcedFeature, Base):
+    """An IoT sensing device (物联感知设备) with thresholds and its latest reading."""
+
+    __tablename__ = "sensors"
+    __table_args__ = (UniqueConstraint("device_id"), Index("ix_sensors_kind", "kind"))
+
+    device_id: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    unit_of_measure: Mapped[str] = mapped_column(Text)
+    threshold_low: Mapped[float | None] = mapped_column(Double)
+    threshold_high: Mapped[float | None] = mapped_column(Double)
+    elevation_m: Mapped[float | None] = mapped_column(Double)
+    asset_layer: Mapped[str | None] = mapped_column(Text)
+    asset_id: Mapped[int | None] = mapped_column(BigInteger)
+    latest_value: Mapped[float | None] = mapped_column(Double)
+    latest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    online: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", srid=SRID))
