@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,25 +21,13 @@ from psycopg import sql
 
 from api.app import create_app
 from layers.demo.load import load_demo
+from tests.helpers import make_data_dir, settings_for
 from twin import db
 from twin.embedded import EmbeddedCluster
 from twin.settings import Settings
 
 TEMPLATE = "twin"  # the embedded cluster's own data base serves as the template
 _clone_numbers = itertools.count()
-
-
-def make_data_dir(prefix: str) -> Path:
-    """A folder the PostgreSQL server user can reach when the tests run as root."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)
-    return path
-
-
-def test_settings(data_dir: Path, **overrides: object) -> Settings:
-    """Settings that ignore the developer's environment and .env file."""
-    values: dict[str, object] = {"data_dir": data_dir, "database_url": None, **overrides}
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +40,7 @@ def cluster_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def settings(cluster_dir: Path) -> Settings:
-    return test_settings(cluster_dir)
+    return settings_for(cluster_dir)
 
 
 @pytest.fixture(scope="session")

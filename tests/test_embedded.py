@@ -6,32 +6,14 @@ import os
 import pwd
 import socket
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import make_data_dir
+from tests.helpers import make_data_dir, run_twin
 from twin.cli import main
 from twin.embedded import EmbeddedCluster
-
-
-def run_twin(*args: str, env: dict[str, str] | None = None, user: str | None = None):
-    """Run the real ``twin`` command in a child process, as a user would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "twin.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=make_data_dir("twin-cwd-"),  # no .env file of the developer's
-        user=user,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_start_makes_a_cluster_with_postgis_and_reuses_it(tmp_path: Path):
@@ -132,19 +114,23 @@ def test_missing_postgresql_says_what_to_install():
     assert "apt-get install postgresql-15-postgis-3" in result.stderr
 
 
-def test_a_data_folder_owned_by_someone_else_is_refused():
+def test_a_cluster_folder_owned_by_someone_else_is_refused_and_left_alone():
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a folder to another user")
     data_dir = make_data_dir("twin-owned-")
-    if os.geteuid() == 0:
-        # As root, try it as an unprivileged user who does not own the folder.
-        if "nobody" not in {p.pw_name for p in pwd.getpwall()}:
-            pytest.skip("no user 'nobody' to run as")
-        result = run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)}, user="nobody")
-    else:
-        data_dir.chmod(0o555)
-        result = run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)})
+    cluster = EmbeddedCluster(data_dir)
+    cluster.ensure_running()
+    cluster.stop()
+    stranger = pwd.getpwnam("nobody")
+    pgdata = data_dir / "pg"
+    os.chown(pgdata, stranger.pw_uid, stranger.pw_gid)
+    files_before = sorted(p.name for p in pgdata.iterdir())
+    result = run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)})
     assert result.returncode == 1
-    assert str(data_dir) in result.stderr
+    assert "belongs to user 'nobody'" in result.stderr and "refusing" in result.stderr
     assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in pgdata.iterdir()) == files_before
+    assert pgdata.stat().st_uid == stranger.pw_uid
 
 
 def test_bad_setting_names_the_variable(capsys, monkeypatch):

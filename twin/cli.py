@@ -24,8 +24,8 @@ from twin import catalogue, db
 from twin.errors import TwinError
 from twin.settings import Settings
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -181,6 +181,7 @@ class EmbeddedCluster:
             if not self.is_initialised():
                 self._initialise()
             state = self.state()
+            self._check_owner()
             if not self.is_running():
                 state = self._start(state)
             self._ensure_database(state)
@@ -345,6 +346,18 @@ class EmbeddedCluster:
                 "for example /var/lib/twin"
             )
 
+    def _check_owner(self) -> None:
+        """The cluster folder must belong to whoever runs the server; never chown it back."""
+        account = self._server_account()
+        expected = account.pw_uid if account is not None else os.geteuid()
+        owner = self.pgdata.stat().st_uid
+        if owner != expected:
+            raise SetupError(
+                f"{self.pgdata} belongs to user {_user_name(owner)}, but the server would run "
+                f"as {_user_name(expected)}: refusing to change it "
+                "(give it back to that user or choose another TWIN_DATA_DIR)"
+            )
+
     def _give_to_server_user(self, path: Path) -> None:
         account = self._server_account()
         if account is not None:
@@ -407,6 +420,13 @@ class EmbeddedCluster:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"'{pwd.getpwuid(uid).pw_name}'"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _last_line(text: str) -> str:
