@@ -45,4 +45,4 @@ test: setup lint
 	$(VENV)/bin/pytest
 
 bench: setup
-	$(PY) bench/demo_load.py
+	$(PY) bench/demo_load.py --size $(or $(SIZE),default)

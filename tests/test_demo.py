@@ -1,0 +1,257 @@
+"""The demo city: a district a planner recognises, whole and consistent, from a seed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import networkx as nx
+import numpy as np
+import psycopg
+import pytest
+import shapely
+from layers.demo.generate import DemoCity, generate_city
+from shapely.geometry import Point
+
+from twin.cli import main
+
+LEVELS = ("city", "district", "street", "grid", "community")
+
+
+def test_small_city_has_every_layer_in_the_data_base(conn: psycopg.Connection):
+    def count(query: str) -> int:
+        return conn.execute(query).fetchone()[0]
+
+    assert count("SELECT count(*) FROM buildings") >= 1000
+    assert count("SELECT count(*) FROM public_spaces WHERE kind = 'road'") > 10
+    assert count("SELECT count(DISTINCT kind) FROM public_spaces") >= 5
+    assert count("SELECT count(*) FROM sensors") >= 150
+    assert count("SELECT count(DISTINCT kind) FROM sensors") >= 8
+    assert count("SELECT count(*) FROM units") >= 10
+    networks = {r[0] for r in conn.execute("SELECT DISTINCT network FROM pipes")}
+    assert {"water", "drainage", "gas", "power"} <= networks
+    node_kinds = {r[0] for r in conn.execute("SELECT DISTINCT kind FROM pipe_nodes")}
+    assert {"valve", "hydrant", "manhole", "junction", "service_connection"} <= node_kinds
+    assert node_kinds & {"source", "tank"}
+    levels = dict(conn.execute("SELECT level, count(*) FROM jurisdictions GROUP BY level"))
+    assert levels["city"] == 1 and levels["district"] == 1
+    assert 4 <= levels["street"] <= 6
+    assert levels["grid"] >= 20 and levels["community"] >= levels["grid"]
+
+
+def test_demo_city_lies_in_shanghai(conn: psycopg.Connection):
+    west, south, east, north = conn.execute(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
+        " FROM (SELECT ST_Extent(geom) AS e FROM buildings) x"
+    ).fetchone()
+    assert 121.2 < west < east < 121.7
+    assert 31.0 < south < north < 31.5
+
+
+def test_children_cover_their_parent_without_gaps_or_overlaps(conn: psycopg.Connection):
+    rows = conn.execute(
+        """
+        SELECT p.code, p.level, ST_Area(p.geom) AS parent_area,
+               ST_Area(ST_Union(c.geom)) AS union_area, sum(ST_Area(c.geom)) AS sum_area,
+               bool_and(ST_CoveredBy(c.geom, ST_Buffer(p.geom, 1e-9))) AS inside
+        FROM jurisdictions p JOIN jurisdictions c ON c.parent_code = p.code
+        GROUP BY p.code, p.level, p.geom
+        """
+    ).fetchall()
+    assert {level for _, level, *_ in rows} == {"city", "district", "street", "grid"}
+    for code, _, parent_area, union_area, sum_area, inside in rows:
+        assert abs(union_area - parent_area) / parent_area < 1e-6, f"gap under {code}"
+        assert abs(sum_area - parent_area) / parent_area < 1e-6, f"overlap under {code}"
+        assert inside, f"a child of {code} lies outside it"
+
+
+def test_every_point_falls_in_exactly_one_unit_of_each_level(conn: psycopg.Connection):
+    district = shapely.from_wkb(
+        conn.execute(
+            "SELECT ST_AsBinary(geom) FROM jurisdictions WHERE level = 'district'"
+        ).fetchone()[0]
+    )
+    rng = np.random.default_rng(7)
+    west, south, east, north = district.bounds
+    points = [
+        p
+        for p in (Point(x, y) for x, y in rng.uniform((west, south), (east, north), (400, 2)))
+        if district.contains(p)
+    ][:200]
+    assert len(points) > 100
+    for point in points:
+        levels = Counter(
+            level
+            for (level,) in conn.execute(
+                "SELECT level FROM jurisdictions WHERE ST_Intersects(geom, ST_GeomFromWKB(%s, 4326))",
+                (shapely.to_wkb(point),),
+            )
+        )
+        assert all(levels[level] == 1 for level in LEVELS), (point, levels)
+
+
+def test_pipes_start_and_end_at_their_nodes(conn: psycopg.Connection):
+    loose = conn.execute(
+        """
+        SELECT count(*) FROM pipes p
+        JOIN pipe_nodes a ON a.id = p.from_node_id JOIN pipe_nodes b ON b.id = p.to_node_id
+        WHERE NOT ST_DWithin(ST_StartPoint(p.geom), a.geom, 1e-9)
+           OR NOT ST_DWithin(ST_EndPoint(p.geom), b.geom, 1e-9)
+           OR a.network <> p.network OR b.network <> p.network
+        """
+    ).fetchone()[0]
+    unlinked = conn.execute(
+        "SELECT count(*) FROM pipes WHERE from_node_id IS NULL OR to_node_id IS NULL"
+    ).fetchone()[0]
+    assert loose == 0 and unlinked == 0
+
+
+def test_water_supply_is_one_looped_network_fed_by_a_source(conn: psycopg.Connection):
+    graph = nx.Graph()
+    graph.add_edges_from(
+        conn.execute("SELECT from_node_id, to_node_id FROM pipes WHERE network = 'water'")
+    )
+    biggest = max(nx.connected_components(graph), key=len)
+    assert len(biggest) / graph.number_of_nodes() > 0.99
+    # Loops mean a burst can be isolated and fed from the other side.
+    cycle_rank = (
+        graph.number_of_edges() - graph.number_of_nodes() + nx.number_connected_components(graph)
+    )
+    assert cycle_rank >= 10
+    sources = {
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM pipe_nodes WHERE network = 'water' AND kind IN ('source', 'tank')"
+        )
+    }
+    assert sources & biggest
+    valves = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE state = 'closed') FROM pipe_nodes"
+        " WHERE network = 'water' AND kind = 'valve'"
+    ).fetchone()
+    assert valves[0] > 20 and valves[1] < valves[0] * 0.2
+
+
+def test_drainage_runs_downhill(conn: psycopg.Connection):
+    uphill, total = conn.execute(
+        "SELECT count(*) FILTER (WHERE invert_end_m > invert_start_m), count(*) FROM pipes"
+        " WHERE network = 'drainage'"
+    ).fetchone()
+    assert total > 20 and uphill == 0
+
+
+def test_buildings_stand_clear_of_roads_water_and_each_other(conn: psycopg.Connection):
+    on_public_space = conn.execute(
+        """
+        SELECT count(*) FROM buildings b JOIN public_spaces s
+          ON s.kind IN ('road', 'water') AND ST_Intersects(b.geom, s.geom)
+        WHERE ST_Area(ST_Intersection(b.geom, s.geom)) > 1e-12
+        """
+    ).fetchone()[0]
+    overlapping = conn.execute(
+        """
+        SELECT count(*) FROM buildings a JOIN buildings b
+          ON a.id < b.id AND ST_Intersects(a.geom, b.geom)
+        WHERE ST_Area(ST_Intersection(a.geom, b.geom)) > 1e-12
+        """
+    ).fetchone()[0]
+    assert on_public_space == 0 and overlapping == 0
+
+
+def test_buildings_range_from_low_rise_to_towers(conn: psycopg.Connection):
+    low, towers, uses, bad_ratio = conn.execute(
+        """
+        SELECT count(*) FILTER (WHERE height_m <= 12), count(*) FILTER (WHERE height_m >= 80),
+               count(DISTINCT use),
+               count(*) FILTER (WHERE height_m / floors NOT BETWEEN 2.5 AND 6.5)
+        FROM buildings
+        """
+    ).fetchone()
+    assert low > 50 and towers > 5 and uses >= 5 and bad_ratio == 0
+
+
+def test_sensors_sit_on_their_assets(conn: psycopg.Connection):
+    for layer in ("pipe_nodes", "pipes", "buildings", "public_spaces"):
+        far = conn.execute(
+            f"SELECT count(*) FROM sensors s JOIN {layer} a ON a.id = s.asset_id"
+            " WHERE s.asset_layer = %s AND NOT ST_DWithin(s.geom::geography, a.geom::geography, 30)",
+            (layer,),
+        ).fetchone()[0]
+        assert far == 0, layer
+    orphans = conn.execute(
+        "SELECT count(*) FROM sensors WHERE asset_layer IS NULL OR asset_id IS NULL"
+    ).fetchone()[0]
+    assert orphans == 0
+
+
+def _fingerprint(city: DemoCity) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(city.tables):
+        for column in sorted(city.tables[name]):
+            values = city.tables[name][column]
+            if column == "geom":
+                digest.update(b"".join(shapely.to_wkb(np.asarray(values, dtype=object))))
+            else:
+                digest.update(repr(list(values)).encode())
+    return digest.hexdigest()
+
+
+def test_same_seed_same_city_other_seed_other_city(small_city: DemoCity):
+    assert _fingerprint(generate_city("small", seed=1)) == _fingerprint(small_city)
+    assert _fingerprint(generate_city("small", seed=2)) != _fingerprint(small_city)
+
+
+def test_unknown_size_is_refused():
+    with pytest.raises(ValueError, match="size"):
+        generate_city("enormous")
+
+
+@pytest.mark.slow
+def test_default_size_has_the_figures_of_a_real_district():
+    city = generate_city("default", seed=1)
+    tables = city.tables
+    assert len(tables["buildings"]["id"]) >= 20_000
+    assert len(tables["sensors"]["id"]) >= 2_000
+    assert len(set(tables["sensors"]["kind"])) >= 8
+    levels = Counter(tables["jurisdictions"]["level"])
+    assert levels["district"] == 1 and 4 <= levels["street"] <= 6 and levels["grid"] >= 100
+    # Grids cover the district exactly.
+    by_level = {
+        level: [
+            g
+            for g, lv in zip(
+                tables["jurisdictions"]["geom"], tables["jurisdictions"]["level"], strict=True
+            )
+            if lv == level
+        ]
+        for level in ("district", "grid")
+    }
+    district = by_level["district"][0]
+    grids = by_level["grid"]
+    assert abs(shapely.union_all(grids).area - district.area) / district.area < 1e-6
+    assert abs(sum(g.area for g in grids) - district.area) / district.area < 1e-6
+
+
+def test_reloading_the_demo_replaces_only_the_demo(fresh_url: str, monkeypatch, capsys):
+    with psycopg.connect(fresh_url) as conn:
+        conn.execute(
+            "INSERT INTO buildings (dataset, source_id, height_m, geom) VALUES ('survey', 'S-1', 9,"
+            " ST_Multi(ST_GeomFromText('POLYGON((121.3 31.1, 121.3001 31.1, 121.3001 31.1001,"
+            " 121.3 31.1001, 121.3 31.1))', 4326)))"
+        )
+        before = conn.execute("SELECT count(*) FROM buildings WHERE dataset = 'demo'").fetchone()[0]
+    monkeypatch.setenv("TWIN_DATABASE_URL", fresh_url)
+    assert main(["demo", "--size", "small", "--seed", "2"]) == 0
+    assert "demo city (small, seed 2) loaded" in capsys.readouterr().err
+    expected = len(generate_city("small", seed=2).tables["buildings"]["id"])
+    with psycopg.connect(fresh_url) as conn:
+        after = conn.execute("SELECT count(*) FROM buildings WHERE dataset = 'demo'").fetchone()[0]
+        survey = conn.execute(
+            "SELECT count(*) FROM buildings WHERE dataset = 'survey' AND source_id = 'S-1'"
+        ).fetchone()[0]
+        catalogued = conn.execute(
+            "SELECT feature_count FROM layer_catalogue WHERE name = 'buildings'"
+        ).fetchone()[0]
+    assert before > 0 and after == expected
+    assert survey == 1
+    assert catalogued == expected + 1
