@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from layers.demo.generate import DemoCity, generate_city
 from psycopg import sql
+from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from layers.demo.load import load_demo
@@ -65,7 +66,7 @@ def _clone(template_url: str, name: str) -> str:
                 sql.Identifier(name), sql.Identifier(TEMPLATE)
             )
         )
-    return psycopg.conninfo.make_conninfo(template_url, dbname=name)
+    return make_url(template_url).set(database=name).render_as_string(hide_password=False)
 
 
 def _drop(template_url: str, name: str) -> None:

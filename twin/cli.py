@@ -100,9 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
 # -- db ----------------------------------------------------------------------------------
 
 
+def prepare(settings: Settings) -> str:
+    """``db.prepare`` with a spinner: making a cluster the first time takes a few seconds."""
+    where = "the data base" if settings.database_url else f"the embedded PostGIS in {settings.data_dir}"
+    with console.status(f"starting {where}, migrating the schema…"):
+        return db.prepare(settings)
+
+
 def cmd_db_start(settings: Settings, args: argparse.Namespace) -> int:
     """Start the embedded cluster, or check the configured server."""
-    url = db.prepare(settings)
+    url = prepare(settings)
     where = (
         "configured server" if settings.database_url else f"embedded cluster in {settings.data_dir}"
     )
@@ -142,7 +149,7 @@ def cmd_db_url(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
     """Apply migrations."""
-    url = db.prepare(settings)
+    url = prepare(settings)
     console.print(f"schema at revision {db.schema_revision(url)}")
     return 0
 
@@ -152,7 +159,7 @@ def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Generate the demo city and load it."""
-    load_demo_city(db.prepare(settings), size=args.size, seed=args.seed)
+    load_demo_city(prepare(settings), size=args.size, seed=args.seed)
     return 0
 
 
@@ -185,7 +192,7 @@ def load_demo_city(url: str, *, size: str, seed: int) -> dict[str, int]:
 
 def cmd_layers(settings: Settings, args: argparse.Namespace) -> int:
     """Print the layer catalogue."""
-    with db.connect(db.prepare(settings)) as conn:
+    with db.connect(prepare(settings)) as conn:
         layers = catalogue.list_layers(conn)
     if args.json:
         out.print_json(json.dumps(layers, default=str))
@@ -210,7 +217,7 @@ def cmd_layers(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the API on the data base as it is."""
-    return serve(settings, db.prepare(settings), host=args.host, port=args.port)
+    return serve(settings, prepare(settings), host=args.host, port=args.port)
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -220,7 +227,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     _check_port_free(host, port)
-    url = db.prepare(settings)
+    url = prepare(settings)
     with db.connect(url) as conn:
         loaded = demo_loaded(conn)
     if loaded:
