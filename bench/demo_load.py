@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from layers.demo.generate import generate_city
-
 from layers.demo.load import load_demo
 from twin import db
 from twin.settings import Settings

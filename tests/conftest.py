@@ -16,11 +16,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from layers.demo.generate import DemoCity, generate_city
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
+from layers.demo.generate import DemoCity, generate_city
 from layers.demo.load import load_demo
 from tests.helpers import make_data_dir, settings_for
 from twin import db

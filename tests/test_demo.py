@@ -10,9 +10,9 @@ import numpy as np
 import psycopg
 import pytest
 import shapely
-from layers.demo.generate import DemoCity, generate_city
 from shapely.geometry import Point
 
+from layers.demo.generate import DemoCity, generate_city
 from twin.cli import main
 
 LEVELS = ("city", "district", "street", "grid", "community")

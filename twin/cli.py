@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def prepare(settings: Settings) -> str:
     """``db.prepare`` with a spinner: making a cluster the first time takes a few seconds."""
-    where = "the data base" if settings.database_url else f"the embedded PostGIS in {settings.data_dir}"
+    where = (
+        "the data base" if settings.database_url else f"the embedded PostGIS in {settings.data_dir}"
+    )
     with console.status(f"starting {where}, migrating the schema…"):
         return db.prepare(settings)
 
@@ -166,7 +168,6 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def load_demo_city(url: str, *, size: str, seed: int) -> dict[str, int]:
     """Generate and load the demo city with progress bars; print what was loaded."""
     from layers.demo.generate import generate_city
-
     from layers.demo.load import load_demo
 
     started = time.perf_counter()
