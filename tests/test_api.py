@@ -42,7 +42,7 @@ def test_layer_catalogue_lists_every_layer_with_true_counts(
     assert layers["buildings"]["feature_count"] == buildings > 0
     assert layers["buildings"]["geometry_type"] == "MultiPolygon"
     assert layers["pipes"]["geometry_type"] == "LineString"
-    assert layers["buildings"]["provider"].startswith("twin demo generator")
+    assert layers["buildings"]["provider"].startswith("twin demo")
     west, south, east, north = layers["buildings"]["bbox"]
     assert 121.2 < west < east < 121.7 and 31.0 < south < north < 31.5
 

@@ -134,10 +134,10 @@ def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
     if settings.database_url:
         url = db.libpq_url(settings.database_url)
         db.check_reachable(url)
-        report: dict[str, object] = {"database": "configured", "url": _safe(url), "running": True}
+        report: dict[str, object] = {"kind": "configured", "url": _safe(url), "running": True}
         report["schema_revision"] = db.schema_revision(url)
     else:
-        report = {"database": "embedded", **db.embedded_cluster(settings).status()}
+        report = {"kind": "embedded", **db.embedded_cluster(settings).status()}
     report["schema_head"] = db.head_revision()
     out.print_json(json.dumps(report, default=str))
     return 0 if report.get("running") else 1

@@ -94,7 +94,7 @@ def load_demo(
                 catalogue.update_layer_metadata(
                     conn,
                     layer.name,
-                    provider="twin demo generator (fictional data)",
+                    provider="twin demo (fictional)",
                     owner_unit="区城运中心",
                     licence="CC0-1.0",
                     update_cadence="on demand",
