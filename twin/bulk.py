@@ -30,24 +30,45 @@ def table_length(columns: Columns) -> int:
     return next(iter(lengths.values()), 0)
 
 
-def _text_column(values: Sequence[Any] | np.ndarray, name: str) -> list[Any]:
-    """Turn one column into values COPY's text format takes."""
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+NULL = "\\N"
+
+
+def _text_column(values: Sequence[Any] | np.ndarray, name: str) -> list[str]:
+    """One column as COPY text-format fields, escaped, NULL as ``\\N``.
+
+    Formatting whole columns at once is several times faster than psycopg's per-row
+    ``write_row``, which matters at a million features.
+    """
     if name == "geom":
         geoms = shapely.set_srid(np.asarray(values, dtype=object), SRID)
-        return list(shapely.to_wkb(geoms, hex=True, include_srid=True))
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        return values.tolist()
-    out: list[Any] = []
-    for value in values:
-        if isinstance(value, dict | list):
-            out.append(json.dumps(value, ensure_ascii=False))
-        elif isinstance(value, datetime):
-            out.append(value.isoformat())
-        elif isinstance(value, np.generic):
-            out.append(value.item())
-        else:
-            out.append(value)
-    return out
+        wkb = shapely.to_wkb(geoms, hex=True, include_srid=True)
+        return [NULL if w is None else w for w in wkb]
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        return [NULL if v != v else repr(v) for v in values.tolist()]  # NaN is NULL
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return [str(v) for v in values.tolist()]
+    if isinstance(values, np.ndarray) and values.dtype.kind == "b":
+        return ["t" if v else "f" for v in values.tolist()]
+    return [_text_field(v) for v in values]
+
+
+def _text_field(value: Any) -> str:
+    if value is None:
+        return NULL
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, float):
+        return NULL if value != value else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False).translate(_ESCAPES)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value).translate(_ESCAPES)
 
 
 def copy_table(
@@ -70,8 +91,8 @@ def copy_table(
         for start in range(0, n, BATCH):
             stop = min(start + BATCH, n)
             batch = [_text_column(columns[c][start:stop], c) for c in names]
-            for row in zip(*batch, strict=True):
-                copy.write_row(row)
+            lines = "\n".join(map("\t".join, zip(*batch, strict=True)))
+            copy.write((lines + "\n").encode())
             if progress is not None:
                 progress(stop - start)
     return n
