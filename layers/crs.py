@@ -1,0 +1,245 @@
+"""Coordinate reference systems at the door: any EPSG code pyproj knows, and GCJ-02 / BD-09.
+
+GCJ-02 ("Mars coordinates", used by Amap/Tencent) and BD-09 (Baidu) are not EPSG systems
+but published obfuscations of WGS 84 inside China; they are converted here both ways.
+CGCS2000 (EPSG:4490) matches WGS 84 to well under a metre, so it is stored as is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyproj
+import shapely
+from pyproj.exceptions import CRSError
+
+from twin.errors import InvalidInput
+
+# Krasovsky 1940 ellipsoid, as the GCJ-02 algorithm uses it.
+_A = 6378245.0
+_EE = 0.00669342162296594323
+_X_PI = math.pi * 3000.0 / 180.0
+OFFSET_SYSTEMS = {"GCJ02", "BD09"}
+_ALIASES = {
+    "GCJ02": "GCJ02", "GCJ-02": "GCJ02", "GCJ": "GCJ02", "MARS": "GCJ02", "AMAP": "GCJ02",
+    "GAODE": "GCJ02", "TENCENT": "GCJ02", "火星坐标": "GCJ02", "高德": "GCJ02",
+    "BD09": "BD09", "BD-09": "BD09", "BD09LL": "BD09", "BAIDU": "BD09", "百度": "BD09",
+    "WGS84": "EPSG:4326", "WGS 84": "EPSG:4326", "CRS84": "OGC:CRS84",
+    "CGCS2000": "EPSG:4490", "国家2000": "EPSG:4490",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SourceCRS:
+    """A CRS input may come in: a pyproj CRS, or one of the offset systems on WGS 84."""
+
+    name: str  # what is recorded in the catalogue, e.g. "EPSG:4549" or "GCJ02"
+    crs: pyproj.CRS | None  # None for the offset systems
+
+    @property
+    def is_geographic(self) -> bool:
+        """Whether coordinates are longitude/latitude degrees."""
+        return self.crs is None or self.crs.is_geographic
+
+
+def resolve_crs(text: str | int | pyproj.CRS) -> SourceCRS:
+    """The CRS named by an EPSG code, an alias (CGCS2000, GCJ-02, BD-09), WKT or PROJ text."""
+    if isinstance(text, pyproj.CRS):
+        return _from_pyproj(text)
+    raw = str(text).strip()
+    alias = _ALIASES.get(raw.upper(), _ALIASES.get(raw))
+    if alias in OFFSET_SYSTEMS:
+        return SourceCRS(alias, None)
+    try:
+        crs = pyproj.CRS.from_user_input(int(raw) if raw.isdigit() else (alias or raw))
+    except CRSError as exc:
+        raise InvalidInput(
+            f"unknown CRS {raw!r}: give an EPSG code (e.g. EPSG:4490), GCJ02 or BD09"
+        ) from exc
+    return _from_pyproj(crs)
+
+
+def _from_pyproj(crs: pyproj.CRS) -> SourceCRS:
+    authority = crs.to_authority(min_confidence=90)
+    name = f"{authority[0]}:{authority[1]}" if authority else crs.name
+    return SourceCRS(name, crs)
+
+
+# -- the offset systems --------------------------------------------------------------------
+
+
+def outside_china(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Where the offsets do not apply (the published rough box around China)."""
+    return (lon < 72.004) | (lon > 137.8347) | (lat < 0.8293) | (lat > 55.8271)
+
+
+def _offset(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x, y = lon - 105.0, lat - 35.0
+    dlat = (
+        -100.0
+        + 2.0 * x
+        + 3.0 * y
+        + 0.2 * y * y
+        + 0.1 * x * y
+        + 0.2 * np.sqrt(np.abs(x))
+        + (20.0 * np.sin(6.0 * x * np.pi) + 20.0 * np.sin(2.0 * x * np.pi)) * 2.0 / 3.0
+        + (20.0 * np.sin(y * np.pi) + 40.0 * np.sin(y / 3.0 * np.pi)) * 2.0 / 3.0
+        + (160.0 * np.sin(y / 12.0 * np.pi) + 320.0 * np.sin(y * np.pi / 30.0)) * 2.0 / 3.0
+    )
+    dlon = (
+        300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * np.sqrt(np.abs(x))
+        + (20.0 * np.sin(6.0 * x * np.pi) + 20.0 * np.sin(2.0 * x * np.pi)) * 2.0 / 3.0
+        + (20.0 * np.sin(x * np.pi) + 40.0 * np.sin(x / 3.0 * np.pi)) * 2.0 / 3.0
+        + (150.0 * np.sin(x / 12.0 * np.pi) + 300.0 * np.sin(x / 30.0 * np.pi)) * 2.0 / 3.0
+    )  # fmt: skip
+    rad = lat / 180.0 * np.pi
+    magic = 1 - _EE * np.sin(rad) ** 2
+    sqrt_magic = np.sqrt(magic)
+    dlat = (dlat * 180.0) / ((_A * (1 - _EE)) / (magic * sqrt_magic) * np.pi)
+    dlon = (dlon * 180.0) / (_A / sqrt_magic * np.cos(rad) * np.pi)
+    outside = outside_china(lon, lat)
+    return np.where(outside, 0.0, dlon), np.where(outside, 0.0, dlat)
+
+
+def wgs84_to_gcj02(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """WGS 84 to GCJ-02 (no change outside China)."""
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    dlon, dlat = _offset(lon, lat)
+    return lon + dlon, lat + dlat
+
+
+def gcj02_to_wgs84(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """GCJ-02 to WGS 84, by fixed-point iteration to about 1e-9 degrees (0.1 mm)."""
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    wlon, wlat = lon.copy(), lat.copy()
+    for _ in range(30):
+        glon, glat = wgs84_to_gcj02(wlon, wlat)
+        dlon, dlat = glon - lon, glat - lat
+        wlon, wlat = wlon - dlon, wlat - dlat
+        if np.all(np.abs(dlon) < 1e-10) and np.all(np.abs(dlat) < 1e-10):
+            break
+    return wlon, wlat
+
+
+def gcj02_to_bd09(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """GCJ-02 to BD-09."""
+    x, y = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    z = np.sqrt(x * x + y * y) + 0.00002 * np.sin(y * _X_PI)
+    theta = np.arctan2(y, x) + 0.000003 * np.cos(x * _X_PI)
+    return z * np.cos(theta) + 0.0065, z * np.sin(theta) + 0.006
+
+
+def bd09_to_gcj02(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BD-09 to GCJ-02."""
+    x = np.asarray(lon, dtype=float) - 0.0065
+    y = np.asarray(lat, dtype=float) - 0.006
+    z = np.sqrt(x * x + y * y) - 0.00002 * np.sin(y * _X_PI)
+    theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _X_PI)
+    return z * np.cos(theta), z * np.sin(theta)
+
+
+def bd09_to_wgs84(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BD-09 to WGS 84."""
+    return gcj02_to_wgs84(*bd09_to_gcj02(lon, lat))
+
+
+def wgs84_to_bd09(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """WGS 84 to BD-09."""
+    return gcj02_to_bd09(*wgs84_to_gcj02(lon, lat))
+
+
+# -- geometries ------------------------------------------------------------------------------
+
+
+def _coordinate_function(source: SourceCRS, target_srid: int):  # noqa: ANN202
+    """A vectorised (N, 2) -> (N, 2) function from ``source`` to the storage CRS."""
+    if source.crs is None:
+        to_wgs84 = gcj02_to_wgs84 if source.name == "GCJ02" else bd09_to_wgs84
+        then = _pyproj_function(pyproj.CRS.from_epsg(4326), target_srid)
+
+        def offset(coords: np.ndarray) -> np.ndarray:
+            lon, lat = to_wgs84(coords[:, 0], coords[:, 1])
+            return then(np.column_stack([lon, lat]))
+
+        return offset
+    return _pyproj_function(source.crs, target_srid)
+
+
+def _pyproj_function(crs: pyproj.CRS, target_srid: int):  # noqa: ANN202
+    target = pyproj.CRS.from_epsg(target_srid)
+    if crs == target or (crs.is_geographic and crs.equals(target, ignore_axis_order=True)):
+        return lambda coords: coords
+    transformer = pyproj.Transformer.from_crs(crs, target, always_xy=True)
+
+    def transform(coords: np.ndarray) -> np.ndarray:
+        x, y = transformer.transform(coords[:, 0], coords[:, 1], errcheck=False)
+        return np.column_stack([x, y])
+
+    return transform
+
+
+def to_storage(geoms: np.ndarray, source: SourceCRS, target_srid: int = 4326) -> np.ndarray:
+    """Geometries from ``source`` into the storage CRS (2D; z is dropped)."""
+    return shapely.transform(
+        np.asarray(geoms, dtype=object), _coordinate_function(source, target_srid)
+    )
+
+
+def from_storage(geoms: np.ndarray, target: str, storage_srid: int = 4326) -> np.ndarray:
+    """Geometries from the storage CRS into ``target`` (an EPSG code, GCJ02 or BD09)."""
+    wanted = resolve_crs(target)
+    if wanted.crs is None:
+        to_offset = wgs84_to_gcj02 if wanted.name == "GCJ02" else wgs84_to_bd09
+
+        def offset(coords: np.ndarray) -> np.ndarray:
+            return np.column_stack(to_offset(coords[:, 0], coords[:, 1]))
+
+        return shapely.transform(np.asarray(geoms, dtype=object), offset)
+    transformer = pyproj.Transformer.from_crs(
+        pyproj.CRS.from_epsg(storage_srid), wanted.crs, always_xy=True
+    )
+
+    def project(coords: np.ndarray) -> np.ndarray:
+        return np.column_stack(transformer.transform(coords[:, 0], coords[:, 1]))
+
+    return shapely.transform(np.asarray(geoms, dtype=object), project)
+
+
+def implausible(geoms: np.ndarray, source: SourceCRS) -> np.ndarray:
+    """For each geometry, why its coordinates cannot be in ``source`` (or None if they can).
+
+    Degrees beyond ±180/±90 cannot be longitude/latitude; projected coordinates that fall
+    far outside the CRS's area of use were probably declared in the wrong CRS.
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    reasons = np.full(len(geoms), None, dtype=object)
+    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    if not present.any():
+        return reasons
+    bounds = shapely.bounds(geoms[present])
+    xmin, ymin, xmax, ymax = bounds.T
+    found = np.full(present.sum(), None, dtype=object)
+    if source.is_geographic:
+        bad_lat = (ymin < -90) | (ymax > 90)
+        bad_lon = (xmin < -180) | (xmax > 180)
+        found[bad_lon] = f"longitude beyond ±180 cannot be in {source.name}"
+        found[bad_lat] = f"latitude beyond ±90 cannot be in {source.name}"
+    else:
+        area = source.crs.area_of_use if source.crs is not None else None
+        if area is not None:
+            to_lonlat = pyproj.Transformer.from_crs(source.crs, 4326, always_xy=True)
+            cx, cy = to_lonlat.transform((xmin + xmax) / 2, (ymin + ymax) / 2, errcheck=False)
+            margin = 2.0  # degrees: data near a zone's edge is still plausible
+            outside = (
+                ~np.isfinite(cx)
+                | ~np.isfinite(cy)
+                | (cx < area.west - margin)
+                | (cx > area.east + margin)
+                | (cy < area.south - margin)
+                | (cy > area.north + margin)
+            )
+            found[outside] = f"outside the area where {source.name} is used ({area.name})"
+    reasons[present] = found
+    return reasons

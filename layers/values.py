@@ -1,0 +1,175 @@
+"""Values as they come in real data: "12.13 m", "12,5", "3 floors", "DN300", "300mm", "3层".
+
+Each parser returns the value in the schema's unit, or raises ``ValueError`` with a short
+reason; the importer then keeps the raw value in the feature's properties and reports it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date, datetime
+from typing import Any
+
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:[.,]\d+)*|[.,]\d+)(?:[eE][-+]?\d+)?")
+# Metres per unit, for lengths written with a unit.
+_LENGTH_UNITS = {
+    "mm": 0.001, "毫米": 0.001,
+    "cm": 0.01, "厘米": 0.01,
+    "dm": 0.1,
+    "m": 1.0, "米": 1.0, "metre": 1.0, "metres": 1.0, "meter": 1.0, "meters": 1.0,
+    "km": 1000.0, "公里": 1000.0, "千米": 1000.0,
+    "ft": 0.3048, "feet": 0.3048, "foot": 0.3048, "'": 0.3048,
+    "in": 0.0254, "inch": 0.0254, "inches": 0.0254, '"': 0.0254, "英寸": 0.0254,
+}  # fmt: skip
+_FLOOR_WORDS = re.compile(r"(floors?|storeys?|stories|levels?|f|层|楼)$", re.IGNORECASE)
+
+
+def is_blank(value: Any) -> bool:
+    """None, NaN, an empty or whitespace string, or a placeholder like "-" or "N/A"."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() in {"", "-", "--", "n/a", "na", "null", "none", "无", "/"}
+    return False
+
+
+def parse_number(value: Any) -> float:
+    """A plain number from a number or a string with decimal comma or thousands separators."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite number: {value!r}")
+        return float(value)
+    text = str(value).strip()
+    match = _NUMBER.search(text)
+    if match is None:
+        raise ValueError(f"no number in {value!r}")
+    return _to_float(match.group(0))
+
+
+def _to_float(token: str) -> float:
+    """'12,5' -> 12.5; '1,234.5' -> 1234.5; '1.234,5' -> 1234.5; '1,234' -> 1234."""
+    if "," in token and "." in token:
+        # The later separator is the decimal one.
+        if token.rfind(",") > token.rfind("."):
+            token = token.replace(".", "").replace(",", ".")
+        else:
+            token = token.replace(",", "")
+    elif token.count(",") > 1 or re.fullmatch(r"[-+]?\d{1,3},\d{3}", token):
+        token = token.replace(",", "")  # thousands separators
+    else:
+        token = token.replace(",", ".")  # decimal comma
+    number = float(token)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {token!r}")
+    return number
+
+
+def parse_length_m(value: Any) -> float:
+    """A length in metres: 12.13, "12.13 m", "12,5米", "1213 cm", "40 ft"."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return parse_number(value)
+    text = str(value).strip().lower().replace("约", "").replace("~", "")
+    match = _NUMBER.search(text)
+    if match is None:
+        raise ValueError(f"no length in {value!r}")
+    number = _to_float(match.group(0))
+    unit = text[match.end() :].strip().rstrip(".")
+    if not unit:
+        return number
+    if unit not in _LENGTH_UNITS:
+        raise ValueError(f"unknown length unit {unit!r} in {value!r}")
+    return number * _LENGTH_UNITS[unit]
+
+
+def parse_diameter_mm(value: Any) -> float:
+    """A pipe diameter in millimetres: "DN300", "De110", "Φ300", "300mm", "0.3 m", '12"'.
+
+    A bare number under 3 is read as metres (no pipe is 3 mm wide), otherwise as mm.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = parse_number(value)
+        return number * 1000 if 0 < number < 3 else number
+    text = str(value).strip().lower()
+    text = re.sub(r"^(dn|de|d|φ|ф|ø|phi)\s*", "", text)
+    match = _NUMBER.search(text)
+    if match is None:
+        raise ValueError(f"no diameter in {value!r}")
+    number = _to_float(match.group(0))
+    unit = text[match.end() :].strip()
+    if not unit:
+        return number * 1000 if 0 < number < 3 else number
+    if unit not in _LENGTH_UNITS:
+        raise ValueError(f"unknown diameter unit {unit!r} in {value!r}")
+    return number * _LENGTH_UNITS[unit] * 1000
+
+
+def parse_floors(value: Any) -> int:
+    """Floors above ground: 3, "3", "3 floors", "3F", "3层", "地上3层", "3.0"."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = parse_number(value)
+    else:
+        text = str(value).strip().replace("地上", "")
+        match = _NUMBER.search(text)
+        if match is None:
+            raise ValueError(f"no floor count in {value!r}")
+        unit = text[match.end() :].strip()
+        if unit and not _FLOOR_WORDS.match(unit):
+            raise ValueError(f"not a floor count: {value!r}")
+        number = _to_float(match.group(0))
+    if number < 0 or number != int(number):
+        raise ValueError(f"not a whole number of floors: {value!r}")
+    return int(number)
+
+
+def parse_year(value: Any) -> int:
+    """A year from 1998, "1998", "1998-05-01", "1998年", a date."""
+    if isinstance(value, date | datetime):
+        return value.year
+    match = re.search(r"(1[89]\d\d|20\d\d)", str(value))
+    if match is None:
+        raise ValueError(f"no year in {value!r}")
+    return int(match.group(1))
+
+
+def parse_bool(value: Any) -> bool:
+    """yes/no, true/false, 1/0, 是/否, 可/不可."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "t", "yes", "y", "是", "可", "可操作", "正常"}:
+        return True
+    if text in {"0", "false", "f", "no", "n", "否", "不可", "不可操作", "故障"}:
+        return False
+    raise ValueError(f"not yes or no: {value!r}")
+
+
+def parse_text(value: Any) -> str:
+    """Text as given, trimmed; numbers that are whole print without '.0'."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def vocabulary(words: dict[str, tuple[str, ...]]) -> Any:
+    """A parser mapping synonyms (any case, Chinese or English) onto the schema's words."""
+    lookup = {}
+    for canonical, synonyms in words.items():
+        for word in (canonical, *synonyms):
+            lookup[_normalise(word)] = canonical
+
+    def parse(value: Any) -> str:
+        key = _normalise(str(value))
+        if key in lookup:
+            return lookup[key]
+        raise ValueError(f"{value!r} is not one of {', '.join(words)}")
+
+    return parse
+
+
+def _normalise(word: str) -> str:
+    return re.sub(r"[\s_\-:/]+", "", word.strip().lower())
