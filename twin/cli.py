@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import psycopg
 from pydantic import ValidationError
@@ -79,6 +80,52 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", choices=("small", "default", "large"), default="default")
     demo.add_argument("--seed", type=int, default=1, help="same seed, same city (default 1)")
     demo.set_defaults(run=cmd_demo)
+
+    imports = commands.add_parser(
+        "import",
+        help="import a provider's file into a layer",
+        description=(
+            "Import a file (GeoJSON, GeoPackage, Shapefile or zipped Shapefile, CSV with "
+            "lon/lat, x/y or WKT columns, FlatGeobuf, any GDAL format, EPANET .inp) into a "
+            "layer. Features are matched by source id: importing the same dataset again "
+            "updates it. Exit status: 0 all imported, 3 some features rejected (the rest "
+            "imported), 1 nothing imported."
+        ),
+    )
+    imports.add_argument(
+        "layer",
+        help="buildings, public_spaces, pipes, pipe_nodes, sensors, "
+        "jurisdictions, units, or a scene's name",
+    )
+    imports.add_argument("path", type=Path, help="the file")
+    imports.add_argument(
+        "--crs",
+        help="the file's CRS when it does not say (or says wrong): "
+        "EPSG:4549, 4490, GCJ02, BD09 ...",
+    )
+    imports.add_argument("--layer", dest="source_layer", help="layer inside a multi-layer file")
+    imports.add_argument("--dataset", help="name of this source (default: the file's name)")
+    imports.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=SOURCE",
+        help="take schema FIELD from the file's SOURCE field (repeatable)",
+    )
+    imports.add_argument("--mapping", type=Path, help="a JSON file {field: source field}")
+    imports.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="give FIELD this value for every feature (repeatable)",
+    )
+    imports.add_argument("--provider", help="who provides the data (catalogue)")
+    imports.add_argument("--owner", help="the unit that owns the layer (catalogue)")
+    imports.add_argument("--licence", help="licence of the data (catalogue)")
+    imports.add_argument("--cadence", help="how often it is updated (catalogue)")
+    imports.add_argument("--json", action="store_true", help="print the report as JSON")
+    imports.set_defaults(run=cmd_import)
 
     layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -189,6 +236,64 @@ def load_demo_city(url: str, *, size: str, seed: int) -> dict[str, int]:
         highlight=False,
     )
     return counts
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    """Import a file into a layer and print what happened."""
+    from layers.coverage import describe
+    from layers.ingest import ImportOptions, group_rejections, import_file
+
+    mapping = _pairs(args.map, "--map")
+    if args.mapping:
+        mapping = {**_mapping_file(args.mapping), **mapping}
+    options = ImportOptions(
+        dataset=args.dataset,
+        crs=args.crs,
+        layer=args.source_layer,
+        mapping=mapping,
+        values=_pairs(args.set, "--set"),
+        provider=args.provider,
+        owner_unit=args.owner,
+        licence=args.licence,
+        update_cadence=args.cadence,
+    )
+    url = prepare(settings)
+    with progress_bars() as progress, db.connect(url) as conn:
+        report = import_file(conn, args.layer, args.path, options, progress=progress)
+    if args.json:
+        out.print_json(json.dumps(report.as_dict(), default=str, ensure_ascii=False))
+    else:
+        console.print(report.summary(), highlight=False, markup=False)
+        for line in report.notes + group_rejections(report):
+            console.print(f"  {line}", highlight=False, markup=False)
+        if report.coverage is not None:
+            for line in describe(report.coverage):
+                console.print(f"  {line}", highlight=False, markup=False)
+    if report.inserted + report.updated == 0:
+        return 1
+    return 3 if report.rejected else 0
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise TwinError(f"{flag} {item!r}: write it as NAME=VALUE")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def _mapping_file(path: Path) -> dict[str, str]:
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TwinError(f"cannot read the mapping file {path}: {exc}") from exc
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+    ):
+        raise TwinError(f"{path} must be a JSON object of field names to source field names")
+    return mapping
 
 
 def cmd_layers(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,0 +1,226 @@
+"""Reading providers' files into one shape: fields, geometries, source ids and the file's CRS.
+
+GDAL (through pyogrio) reads GeoJSON, GeoPackage, Shapefile (plain or zipped), FlatGeobuf
+and every other vector format it knows; CSV with coordinate or WKT columns is read here so
+that a file without them gets a message naming the columns it has.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyogrio
+import shapely
+from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
+
+from twin.errors import InvalidInput
+
+MAX_UNZIPPED_BYTES = 4 * 1024**3  # a zip that claims more than this is refused
+MAX_ZIP_RATIO = 200  # and so is one whose members expand more than this (zip bombs)
+CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
+VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".fgb", ".gml", ".kml", ".tab", ".mif",
+                   ".sqlite", ".gdb", ".dxf", ".csv")  # fmt: skip
+X_COLUMNS = (
+    "lon",
+    "lng",
+    "long",
+    "longitude",
+    "x",
+    "经度",
+    "x坐标",
+    "东坐标",
+    "easting",
+    "point_x",
+)
+Y_COLUMNS = ("lat", "latitude", "y", "纬度", "y坐标", "北坐标", "northing", "point_y")
+WKT_COLUMNS = ("wkt", "geometry", "geom", "the_geom", "shape", "几何", "坐标串")
+
+
+@dataclass
+class FeatureFrame:
+    """Features read from one file, column-oriented."""
+
+    fields: dict[str, np.ndarray]  # source field -> values (object arrays; None or NaN = blank)
+    geoms: np.ndarray  # shapely geometries, None where a feature has none or it is unreadable
+    fids: np.ndarray  # the file's own feature ids, as text
+    crs: str | None  # the CRS the file declares, if any
+    source: str  # what was read, for messages
+
+    def __len__(self) -> int:
+        return len(self.geoms)
+
+
+def read_features(path: Path | str, *, layer: str | None = None) -> FeatureFrame:
+    """Read a vector file of any format GDAL knows, or a CSV with coordinates or WKT."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"no file at {path}")
+    if path.is_dir() and path.suffix.lower() != ".gdb":
+        raise InvalidInput(f"{path} is a folder: give the file itself")
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        return _read_zip(path, layer=layer)
+    if suffix in CSV_SUFFIXES:
+        return _read_csv(path.read_bytes(), path.name)
+    return _read_gdal(str(path), path.name, layer=layer)
+
+
+def _read_zip(path: Path, *, layer: str | None) -> FeatureFrame:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            total = sum(m.file_size for m in members)
+            packed = sum(m.compress_size for m in members) or 1
+            if total > MAX_UNZIPPED_BYTES or (
+                total > 100 * 1024**2 and total / packed > MAX_ZIP_RATIO
+            ):
+                raise InvalidInput(
+                    f"{path.name} would unpack to {total / 1024**2:,.0f} MB "
+                    f"({total / packed:,.0f} times its size): refused as a possible zip bomb"
+                )
+            names = [m.filename for m in members if not m.filename.startswith("__MACOSX")]
+            data = [n for n in names if n.lower().endswith(VECTOR_SUFFIXES)]
+            if not data:
+                raise InvalidInput(
+                    f"{path.name} holds no file of a vector format ({', '.join(names[:8]) or 'nothing'})"
+                )
+            # Prefer a shapefile; a zip of several datasets must say which by --layer.
+            chosen = next((n for n in data if n.lower().endswith(".shp")), data[0])
+            if chosen.lower().endswith(tuple(CSV_SUFFIXES)):
+                return _read_csv(archive.read(chosen), f"{path.name}/{chosen}")
+    except zipfile.BadZipFile as exc:
+        raise InvalidInput(f"{path.name} is not a readable zip archive ({exc})") from exc
+    return _read_gdal(f"/vsizip/{path}/{chosen}", f"{path.name}/{chosen}", layer=layer)
+
+
+def _read_gdal(location: str, name: str, *, layer: str | None) -> FeatureFrame:
+    try:
+        layers = pyogrio.list_layers(location)
+        if layer is None and len(layers) > 1:
+            names = ", ".join(str(row[0]) for row in layers)
+            raise InvalidInput(f"{name} has several layers ({names}): choose one with --layer")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # GDAL's notes about the file come back as errors
+            meta, fids, wkb, field_data = pyogrio.raw.read(
+                location, layer=layer, return_fids=True, force_2d=True
+            )
+    except (DataSourceError, DataLayerError, FieldError, GeometryError) as exc:
+        raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise InvalidInput(f"cannot read {name}: {exc}") from exc
+    if wkb is None:
+        raise InvalidInput(f"{name} has no geometry column")
+    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
+    fields = {
+        str(field): _as_objects(values)
+        for field, values in zip(meta["fields"], field_data, strict=True)
+    }
+    return FeatureFrame(
+        fields=fields,
+        geoms=np.asarray(geoms, dtype=object),
+        fids=np.array([str(f) for f in fids], dtype=object),
+        crs=meta.get("crs"),
+        source=name,
+    )
+
+
+def _gdal_message(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "not recognized as" in text or "not a supported file format" in text:
+        text += " (is the file complete, and its extension right?)"
+    return text
+
+
+def _as_objects(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "M":  # dates: keep as ISO text, parsers read years from it
+        return np.array([None if np.isnat(v) else str(v) for v in values], dtype=object)
+    return values.astype(object)
+
+
+def _read_csv(raw: bytes, name: str) -> FeatureFrame:
+    text = _decode(raw, name)
+    sample = text[:20_000]
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
+    try:
+        header = next(reader)
+    except StopIteration as exc:
+        raise InvalidInput(f"{name} is empty") from exc
+    header = [h.strip() for h in header]
+    rows = list(reader)
+    columns: dict[str, list[Any]] = {h: [] for h in header}
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header) and any(cell.strip() for cell in row):
+            if len(row) < len(header):
+                row = row + [""] * (len(header) - len(row))
+            else:
+                raise InvalidInput(
+                    f"{name} line {number}: {len(row)} values for {len(header)} columns"
+                )
+        for h, cell in zip(header, row, strict=False):
+            columns[h].append(cell.strip() or None)
+    lowered = {h.lower(): h for h in header}
+    x_col = next((lowered[c] for c in X_COLUMNS if c in lowered), None)
+    y_col = next((lowered[c] for c in Y_COLUMNS if c in lowered), None)
+    wkt_col = next((lowered[c] for c in WKT_COLUMNS if c in lowered), None)
+    n = len(rows)
+    if x_col and y_col:
+        xs = np.array([_coordinate(v) for v in columns[x_col]], dtype=float)
+        ys = np.array([_coordinate(v) for v in columns[y_col]], dtype=float)
+        ok = np.isfinite(xs) & np.isfinite(ys)
+        geoms = np.full(n, None, dtype=object)
+        geoms[ok] = shapely.points(xs[ok], ys[ok])
+        used = {x_col, y_col}
+    elif wkt_col:
+        geoms = np.array([_wkt(v) for v in columns[wkt_col]], dtype=object)
+        used = {wkt_col}
+    else:
+        raise InvalidInput(
+            f"{name} has no coordinate columns: expected lon/lat, x/y or WKT "
+            f"(its columns are {', '.join(header)})"
+        )
+    fields = {h: np.array(v, dtype=object) for h, v in columns.items() if h not in used}
+    return FeatureFrame(
+        fields=fields,
+        geoms=geoms,
+        fids=np.array([str(i) for i in range(1, n + 1)], dtype=object),
+        crs=None,
+        source=name,
+    )
+
+
+def _decode(raw: bytes, name: str) -> str:
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise InvalidInput(f"{name} is neither UTF-8 nor GB18030 text")
+
+
+def _coordinate(value: str | None) -> float:
+    if value is None:
+        return float("nan")
+    try:
+        return float(value.replace(",", "."))
+    except ValueError:
+        return float("nan")
+
+
+def _wkt(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return shapely.from_wkt(value)
+    except shapely.errors.GEOSException:
+        return None
