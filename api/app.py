@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from fastapi_offline import FastAPIOffline
 from psycopg_pool import ConnectionPool
 
 import twin
@@ -36,7 +37,8 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         finally:
             pool.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc served from the package: a city intranet has no CDN.
+    app = FastAPIOffline(
         title="The one map (一张图)",
         version=twin.__version__,
         description="Spatial digital twin of the city: layers, jurisdictions, assets.",

@@ -357,7 +357,9 @@ def _map_fields(
                 except ValueError as exc:
                     unreadable[f"{column} -> {f.name}"] += 1
                     examples.setdefault(f"{column} -> {f.name}", str(exc))
-                    properties[i][column] = _json_safe(raw[i])  # keep what we could not read
+                    # Keep what we could not read, beside (never over) the field itself.
+                    kept = f"{column}_raw" if column in known else column
+                    properties[i][kept] = _json_safe(raw[i])
         if f.name in kind.defaults:
             values = [kind.defaults[f.name] if v is None else v for v in values]
         if f.required:
@@ -370,6 +372,13 @@ def _map_fields(
         report.notes.append(
             f"{count:,} values of {what} not understood (kept in properties), e.g. {examples[what]}"
         )
+    if kind.fields_in_properties:
+        for f in kind.fields:
+            if f.name == "source_id":
+                continue
+            for i, value in enumerate(columns.pop(f.name)):
+                if value is not None:
+                    properties[i][f.name] = value
     mapped = ", ".join(f"{t}<-{'/'.join(s)}" for t, s in sources.items())
     report.notes.append(f"fields mapped: {mapped or 'none'}")
     columns["properties"] = properties  # type: ignore[assignment]

@@ -50,6 +50,7 @@ class LayerKind:
     fields: tuple[Field, ...]
     key: tuple[str, ...] = ("dataset", "source_id")  # what a re-import matches on
     geometry_optional: bool = False
+    fields_in_properties: bool = False  # scenes keep their declared fields in properties
     defaults: dict[str, Any] = field(default_factory=dict)
 
     def field(self, name: str) -> Field:

@@ -67,3 +67,11 @@ def test_openapi_documents_the_routes(client: TestClient):
     spec = client.get("/openapi.json").json()
     assert {"/health", "/layers", "/layers/{name}"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
+
+
+def test_api_docs_work_without_internet(client: TestClient):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn.jsdelivr" not in page.text and "unpkg.com" not in page.text
+    script = next(part.split('"')[1] for part in page.text.split("src=")[1:] if "swagger" in part)
+    assert client.get(script).status_code == 200

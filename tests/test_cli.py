@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
+import psycopg
 from sqlalchemy.engine import make_url
 
 from tests.helpers import run_twin
@@ -42,3 +43,28 @@ def test_unknown_demo_size_is_refused_by_the_command_line():
     result = run_twin("demo", "--size", "huge")
     assert result.returncode == 2
     assert "invalid choice: 'huge'" in result.stderr
+
+
+def test_status_does_not_change_a_data_base_without_postgis(template_url: str):
+    from psycopg import sql
+
+    admin = make_url(template_url).set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier("plain"))
+        )
+    plain = make_url(template_url).set(database="plain").render_as_string(hide_password=False)
+    try:
+        result = run_twin("db", "status", env={"TWIN_DATABASE_URL": plain})
+        assert result.returncode == 1
+        assert "has no postgis extension yet" in result.stderr
+        with psycopg.connect(plain) as conn:
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM pg_extension WHERE extname = 'postgis'"
+                ).fetchone()[0]
+                == 0
+            )
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE plain WITH (FORCE)")

@@ -137,3 +137,24 @@ def test_bad_setting_names_the_variable(capsys, monkeypatch):
     monkeypatch.setenv("TWIN_PG_PORT", "not-a-port")
     assert main(["db", "status"]) == 1
     assert "TWIN_PG_PORT" in capsys.readouterr().err
+
+
+def test_a_data_folder_holding_other_files_is_not_taken_over():
+    data_dir = make_data_dir("twin-others-")
+    (data_dir / "notes.txt").write_text("mine")
+    result = run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)})
+    assert result.returncode == 1
+    assert "already holds other files (notes.txt)" in result.stderr
+    assert sorted(p.name for p in data_dir.iterdir()) == [".lock", "notes.txt"]
+
+
+def test_a_setting_that_is_not_json_is_one_line():
+    result = run_twin("layers", env={"TWIN_API_KEYS": "notjson"})
+    assert result.returncode == 1
+    assert "bad setting" in result.stderr and "api_keys" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_negative_seed_is_refused_by_the_command_line():
+    result = run_twin("demo", "--seed", "-1")
+    assert result.returncode == 2 and "must be 0 or more" in result.stderr

@@ -50,6 +50,14 @@ def _text_column(values: Sequence[Any] | np.ndarray, name: str) -> list[str]:
         return [str(v) for v in values.tolist()]
     if isinstance(values, np.ndarray) and values.dtype.kind == "b":
         return ["t" if v else "f" for v in values.tolist()]
+    kinds = {type(v) for v in values}
+    if kinds <= {str, type(None)}:  # the common case, without a call per value
+        return [NULL if v is None else v.translate(_ESCAPES) for v in values]
+    if kinds <= {dict, type(None)}:
+        return [
+            NULL if v is None else json.dumps(v, ensure_ascii=False).translate(_ESCAPES)
+            for v in values
+        ]
     return [_text_field(v) for v in values]
 
 

@@ -7,6 +7,7 @@ start; their property schema is derived from the table itself, so it cannot drif
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +85,8 @@ BUILTIN_LAYERS: tuple[BuiltinLayer, ...] = (
 )  # fmt: skip
 
 BUILTIN_BY_NAME = {layer.name: layer for layer in BUILTIN_LAYERS}
-# The allow-list of tables whose statistics may be computed: names never come from input.
-LAYER_TABLES = frozenset(layer.table_name for layer in BUILTIN_LAYERS)
+# Scene tables are made by layers.scenes from a checked name; nothing else matches this.
+SCENE_TABLE = re.compile(r"^scene_[a-z][a-z0-9_]{1,39}$")
 
 
 def property_schema(model: type[schema.Base]) -> dict[str, Any]:
@@ -143,11 +144,21 @@ def register_builtin_layers(conn: psycopg.Connection) -> None:
         )
 
 
+def layer_table(conn: psycopg.Connection, name: str) -> str:
+    """The table of a layer: a built-in's, or a scene's as registered (checked by pattern)."""
+    builtin = BUILTIN_BY_NAME.get(name)
+    if builtin is not None:
+        return builtin.table_name
+    row = conn.execute(
+        "SELECT table_name FROM layer_catalogue WHERE name = %s AND kind = 'scene'", (name,)
+    ).fetchone()
+    if row is None or not SCENE_TABLE.match(row[0]):
+        raise NotFound(f"no layer named {name!r}")
+    return str(row[0])
+
+
 def refresh_layer_statistics(conn: psycopg.Connection, name: str) -> None:
     """Recount a layer's features and extent after its data changed."""
-    layer = BUILTIN_BY_NAME.get(name)
-    if layer is None or layer.table_name not in LAYER_TABLES:
-        raise NotFound(f"no built-in layer named {name!r}")
     conn.execute(
         sql.SQL(
             """
@@ -160,7 +171,7 @@ def refresh_layer_statistics(conn: psycopg.Connection, name: str) -> None:
                   FROM {table}) AS stats
             WHERE layer_catalogue.name = %s
             """
-        ).format(table=sql.Identifier(layer.table_name), srid=sql.Literal(schema.SRID)),
+        ).format(table=sql.Identifier(layer_table(conn, name)), srid=sql.Literal(schema.SRID)),
         (name,),
     )
 

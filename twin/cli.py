@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -26,7 +27,7 @@ from twin.errors import TwinError
 from twin.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"TWIN_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         console.print(f"twin: error: bad setting: {problems}", highlight=False)
+    except SettingsError as exc:
+        # e.g. TWIN_API_KEYS that is not JSON: pydantic-settings names the field.
+        console.print(f"twin: error: bad setting: {exc}", highlight=False, markup=False)
     except TwinError as exc:
         console.print(f"twin: error: {exc}", highlight=False, markup=False)
     except psycopg.Error as exc:
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="generate and load the demo city (replaces only the previous demo)"
     )
     demo.add_argument("--size", choices=("small", "default", "large"), default="default")
-    demo.add_argument("--seed", type=int, default=1, help="same seed, same city (default 1)")
+    demo.add_argument("--seed", type=_seed, default=1, help="same seed, same city (default 1)")
     demo.set_defaults(run=cmd_demo)
 
     imports = commands.add_parser(
@@ -127,13 +131,33 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--json", action="store_true", help="print the report as JSON")
     imports.set_defaults(run=cmd_import)
 
+    scene = commands.add_parser("scene", help="register or drop a scene layer (个性化场景)")
+    scene_commands = scene.add_subparsers(title="scene commands", metavar="ACTION", required=True)
+    create = scene_commands.add_parser("create", help="register a new scene layer")
+    create.add_argument("name", help="2-40 lower-case letters, digits or _")
+    create.add_argument("--geometry", required=True, help="Point, LineString or Polygon")
+    create.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        metavar="NAME:TYPE",
+        help="a property and its type: string, number, integer, boolean",
+    )
+    create.add_argument("--title", help="a title for people")
+    create.add_argument("--owner", default="", help="the unit that owns the scene")
+    create.add_argument("--description", default="")
+    create.set_defaults(run=cmd_scene_create)
+    drop = scene_commands.add_parser("drop", help="remove a scene layer and its features")
+    drop.add_argument("name")
+    drop.set_defaults(run=cmd_scene_drop)
+
     layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     layers.set_defaults(run=cmd_layers)
 
     for name, run, text in (
-        ("serve", cmd_serve, "serve the API and the 3D view"),
-        ("up", cmd_up, "the main job: data base, demo city (if none yet), API and 3D view"),
+        ("serve", cmd_serve, "serve the API on the data base as it is"),
+        ("up", cmd_up, "the main job: data base, demo city (if none yet), and the API"),
     ):
         serve = commands.add_parser(name, help=text, description=text)
         serve.add_argument("--host", help="address to listen on (TWIN_HOST, default 127.0.0.1)")
@@ -142,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
             serve.add_argument("--size", choices=("small", "default", "large"), default="default")
         serve.set_defaults(run=run)
     return parser
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {seed}")
+    return seed
 
 
 # -- db ----------------------------------------------------------------------------------
@@ -169,8 +203,7 @@ def cmd_db_start(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_db_stop(settings: Settings, args: argparse.Namespace) -> int:
     """Stop the embedded cluster."""
     if settings.database_url:
-        console.print("TWIN_DATABASE_URL is set: that server is not ours to stop")
-        return 1
+        raise TwinError("TWIN_DATABASE_URL is set: that server is not ours to stop")
     stopped = db.embedded_cluster(settings).stop()
     console.print("stopped" if stopped else "not running")
     return 0
@@ -274,6 +307,44 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return 3 if report.rejected else 0
 
 
+def cmd_scene_create(settings: Settings, args: argparse.Namespace) -> int:
+    """Register a scene layer."""
+    from layers.scenes import create_scene
+
+    properties = {}
+    for item in args.property:
+        name, sep, kind = item.partition(":")
+        if not sep:
+            raise TwinError(f"--property {item!r}: write it as NAME:TYPE (e.g. count:integer)")
+        properties[name.strip()] = kind.strip()
+    with db.connect(prepare(settings)) as conn:
+        layer = create_scene(
+            conn,
+            args.name,
+            geometry_type=args.geometry,
+            properties=properties,
+            title=args.title,
+            owner_unit=args.owner,
+            description=args.description,
+        )
+    console.print(
+        f"scene {layer['name']} registered ({layer['geometry_type']}): "
+        f"import features with 'twin import {layer['name']} FILE'",
+        highlight=False,
+    )
+    return 0
+
+
+def cmd_scene_drop(settings: Settings, args: argparse.Namespace) -> int:
+    """Remove a scene layer."""
+    from layers.scenes import drop_scene
+
+    with db.connect(prepare(settings)) as conn:
+        drop_scene(conn, args.name)
+    console.print(f"scene {args.name} removed", highlight=False)
+    return 0
+
+
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
     pairs = {}
     for item in items:
@@ -327,20 +398,32 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    """Data base, demo city when there is none, then serve."""
+    """Data base, demo city when there is none, then serve; stops a cluster it started."""
     from layers.demo.load import demo_loaded
 
     host = args.host or settings.host
     port = args.port or settings.port
     _check_port_free(host, port)
+    cluster = None if settings.database_url else db.embedded_cluster(settings)
+    was_running = cluster is not None and cluster.is_running()
     url = prepare(settings)
-    with db.connect(url) as conn:
-        loaded = demo_loaded(conn)
-    if loaded:
-        console.print("demo city already loaded (run 'twin demo' to generate it again)")
-    else:
-        load_demo_city(url, size=args.size, seed=1)
-    return serve(settings, url, host=host, port=port)
+    try:
+        with db.connect(url) as conn:
+            loaded = demo_loaded(conn)
+            buildings = conn.execute("SELECT count(*) FROM buildings").fetchone()[0]  # type: ignore[index]
+        if loaded:
+            console.print(
+                f"a demo city is loaded ({buildings:,} buildings); "
+                f"'twin demo --size {args.size}' replaces it",
+                highlight=False,
+            )
+        else:
+            load_demo_city(url, size=args.size, seed=1)
+        return serve(settings, url, host=host, port=port)
+    finally:
+        if cluster is not None and not was_running:
+            cluster.stop()
+            console.print(f"stopped the embedded PostGIS in {cluster.data_dir}", highlight=False)
 
 
 def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -> int:
@@ -353,6 +436,16 @@ def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -
     port = port or settings.port
     _check_port_free(host, port)
     app = create_app(settings, database_url=url)
+    where = (
+        "configured server"
+        if settings.database_url
+        else f"embedded PostGIS in {settings.data_dir.absolute()}"
+    )
+    with db.connect(url) as conn:
+        features = sum(layer["feature_count"] for layer in catalogue.list_layers(conn))
+    console.print(f"data base: {where}, {features:,} features", highlight=False)
+    if features == 0:
+        console.print("the map is empty: load the demo city with 'twin demo', or import data")
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     console.print(
         f"the one map is served at http://{shown}:{port}/  "

@@ -41,7 +41,7 @@ def database_url(settings: Settings) -> str:
     """The libpq URL to use: the configured one, checked, or the embedded cluster's (started)."""
     if settings.database_url:
         url = libpq_url(settings.database_url)
-        check_reachable(url)
+        check_reachable(url, create_postgis=True)
         return url
     return embedded_cluster(settings).ensure_running()
 
@@ -69,8 +69,8 @@ def make_engine(url: str) -> Engine:
     return create_engine(sqlalchemy_url(url), pool_pre_ping=True)
 
 
-def check_reachable(url: str) -> None:
-    """Connect once and check PostGIS is there; a one-line error otherwise."""
+def check_reachable(url: str, *, create_postgis: bool = False) -> None:
+    """Connect once and check PostGIS is there (or create it); a one-line error otherwise."""
     safe = make_url(url).render_as_string(hide_password=True)
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
@@ -83,6 +83,8 @@ def check_reachable(url: str) -> None:
                 ).fetchone()
                 if available is None:
                     raise SetupError(f"PostGIS is not installed on the server at {safe}")
+                if not create_postgis:
+                    raise SetupError(f"the data base at {safe} has no postgis extension yet")
                 conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
                 conn.commit()
     except psycopg.Error as exc:

@@ -210,6 +210,14 @@ class EmbeddedCluster:
     # -- steps -----------------------------------------------------------------------------
 
     def _initialise(self) -> None:
+        ours = {"pg", "cluster.json", "cluster.tmp", ".lock", "bench"}
+        strangers = sorted(p.name for p in self.data_dir.iterdir() if p.name not in ours)
+        if strangers:
+            shown = ", ".join(strangers[:5]) + (" …" if len(strangers) > 5 else "")
+            raise SetupError(
+                f"the data folder {self.data_dir} already holds other files ({shown}) and no "
+                "twin cluster: refusing to take it over (choose a new or empty TWIN_DATA_DIR)"
+            )
         if self.pgdata.exists() and any(self.pgdata.iterdir()):
             if (self.pgdata / "PG_VERSION").exists():
                 raise SetupError(

@@ -1,0 +1,142 @@
+"""Scenes (个性化场景): layers a street registers at run time, without code or a restart.
+
+A scene is a catalogue row (kind ``scene``) and a table ``scene_<name>`` with the columns
+every feature has (id, dataset, source_id, properties, geom). Its declared properties live
+in ``properties`` and are parsed by their declared type on import. The table name is made
+here from a checked name, never taken from input as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from layers.kinds import SOURCE_ID, Field, LayerKind
+from layers.values import parse_bool, parse_number, parse_text
+from twin import catalogue
+from twin.errors import InvalidInput, NotFound
+from twin.schema import SRID
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+GEOMETRY_TYPES = {
+    "point": ("Point", "POINT", "point"),
+    "linestring": ("LineString", "LINESTRING", "line"),
+    "line": ("LineString", "LINESTRING", "line"),
+    "polygon": ("MultiPolygon", "MULTIPOLYGON", "polygon"),
+    "multipolygon": ("MultiPolygon", "MULTIPOLYGON", "polygon"),
+}
+PROPERTY_TYPES = {
+    "string": parse_text,
+    "number": parse_number,
+    "integer": lambda v: int(parse_number(v)),
+    "boolean": parse_bool,
+}
+
+
+def create_scene(
+    conn: psycopg.Connection,
+    name: str,
+    *,
+    geometry_type: str,
+    properties: dict[str, str],
+    title: str | None = None,
+    owner_unit: str = "",
+    description: str = "",
+) -> dict[str, Any]:
+    """Register a scene layer and make its table; returns its catalogue entry."""
+    if not NAME_PATTERN.match(name):
+        raise InvalidInput(
+            f"scene name {name!r}: use 2-40 lower-case letters, digits or _, starting with a letter"
+        )
+    if name in catalogue.BUILTIN_BY_NAME:
+        raise InvalidInput(f"{name!r} is a built-in layer; choose another scene name")
+    geometry = GEOMETRY_TYPES.get(geometry_type.strip().lower())
+    if geometry is None:
+        raise InvalidInput(f"geometry type {geometry_type!r}: choose Point, LineString or Polygon")
+    schema_properties: dict[str, Any] = {}
+    for prop, kind in properties.items():
+        if not NAME_PATTERN.match(prop):
+            raise InvalidInput(f"property name {prop!r}: use lower-case letters, digits or _")
+        if kind not in PROPERTY_TYPES:
+            raise InvalidInput(
+                f"property {prop}: type {kind!r} is not one of {', '.join(PROPERTY_TYPES)}"
+            )
+        schema_properties[prop] = {"type": kind}
+    exists = conn.execute("SELECT 1 FROM layer_catalogue WHERE name = %s", (name,)).fetchone()
+    if exists:
+        raise InvalidInput(f"a layer named {name!r} exists already")
+    table = f"scene_{name}"
+    with conn.transaction():
+        conn.execute(
+            sql.SQL(
+                """
+                CREATE TABLE {table} (
+                    id bigserial PRIMARY KEY,
+                    dataset text NOT NULL DEFAULT '',
+                    source_id text,
+                    properties jsonb NOT NULL DEFAULT '{{}}',
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    geom geometry({gtype}, {srid}) NOT NULL,
+                    UNIQUE (dataset, source_id)
+                )
+                """
+            ).format(
+                table=sql.Identifier(table),
+                gtype=sql.SQL(geometry[1]),
+                srid=sql.Literal(SRID),
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} USING gist (geom)").format(
+                sql.Identifier(f"idx_{table}_geom"), sql.Identifier(table)
+            )
+        )
+        conn.execute(
+            """
+            INSERT INTO layer_catalogue (name, title, description, kind, table_name,
+                                         geometry_type, property_schema, owner_unit)
+            VALUES (%s, %s, %s, 'scene', %s, %s, %s, %s)
+            """,
+            (
+                name,
+                title or name,
+                description,
+                table,
+                geometry[0],
+                Jsonb({"type": "object", "properties": schema_properties}),
+                owner_unit,
+            ),
+        )
+    return catalogue.get_layer(conn, name)
+
+
+def scene_kind(conn: psycopg.Connection, name: str) -> LayerKind:
+    """The import target of a registered scene."""
+    row = conn.execute(
+        "SELECT table_name, geometry_type, property_schema FROM layer_catalogue"
+        " WHERE name = %s AND kind = 'scene'",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no scene named {name!r}")
+    table, geometry_type, schema = row
+    if not catalogue.SCENE_TABLE.match(table):
+        raise NotFound(f"scene {name!r} has no usable table")
+    family = GEOMETRY_TYPES[geometry_type.lower()][2]
+    fields = [SOURCE_ID] + [
+        Field(prop, PROPERTY_TYPES[spec.get("type", "string")], (prop,))
+        for prop, spec in schema.get("properties", {}).items()
+    ]
+    return LayerKind(name, table, family, tuple(fields), fields_in_properties=True)
+
+
+def drop_scene(conn: psycopg.Connection, name: str) -> None:
+    """Remove a scene layer and its features."""
+    kind = scene_kind(conn, name)
+    with conn.transaction():
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(kind.table)))
+        conn.execute("DELETE FROM layer_catalogue WHERE name = %s AND kind = 'scene'", (name,))
