@@ -89,9 +89,13 @@ class ImportReport:
     rejected: list[Rejection] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     coverage: dict[str, Any] | None = None
+    related: list[ImportReport] = field(default_factory=list)  # e.g. the nodes of a network
 
     def summary(self) -> str:
-        """One line: read, inserted, updated, repaired, rejected."""
+        """One line per layer: read, inserted, updated, repaired, rejected."""
+        return "\n".join([self._line(), *(r._line() for r in self.related)])
+
+    def _line(self) -> str:
         return (
             f"{self.layer} from {self.source}: read {self.read:,}, inserted {self.inserted:,}, "
             f"updated {self.updated:,}, repaired {self.repaired:,}, "
@@ -115,8 +119,16 @@ def import_file(
     """Read ``path`` and import it into ``layer`` (a built-in kind or a scene)."""
     options = options or ImportOptions()
     kind = layer_kind(conn, layer)
-    frame = read_features(path, layer=options.layer)
     dataset = options.dataset or Path(path).stem
+    if Path(path).suffix.lower() == ".inp":
+        from layers.epanet import import_epanet
+
+        if kind.name not in ("pipes", "pipe_nodes"):
+            raise InvalidInput(
+                f"an EPANET file holds a water network: import it into pipes, not {layer}"
+            )
+        return import_epanet(conn, Path(path), options, dataset=dataset, progress=progress)
+    frame = read_features(path, layer=options.layer)
     return import_frame(conn, kind, frame, options, dataset=dataset, progress=progress)
 
 

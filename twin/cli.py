@@ -297,14 +297,16 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         out.print_json(json.dumps(report.as_dict(), default=str, ensure_ascii=False))
     else:
         console.print(report.summary(), highlight=False, markup=False)
-        for line in report.notes + group_rejections(report):
-            console.print(f"  {line}", highlight=False, markup=False)
+        for part in (report, *report.related):
+            for line in part.notes + group_rejections(part):
+                console.print(f"  {part.layer}: {line}", highlight=False, markup=False)
         if report.coverage is not None:
             for line in describe(report.coverage):
                 console.print(f"  {line}", highlight=False, markup=False)
-    if report.inserted + report.updated == 0:
+    parts = (report, *report.related)
+    if sum(p.inserted + p.updated for p in parts) == 0:
         return 1
-    return 3 if report.rejected else 0
+    return 3 if any(p.rejected for p in parts) else 0
 
 
 def cmd_scene_create(settings: Settings, args: argparse.Namespace) -> int:
