@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 
 import twin
 from api.errors import install_error_handlers
-from api.routes import health, layers
+from api.routes import health, imports, layers
 from twin.settings import Settings
 
 
@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(layers.router)
+    app.include_router(imports.router)
 
     @app.get("/", include_in_schema=False)
     def landing() -> RedirectResponse:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.access import NotAllowed
 from twin.errors import DatabaseUnavailable, InvalidInput, NotFound, SetupError, TwinError
+
+logger = logging.getLogger("twin.api")
 
 STATUS_CODES: dict[type[TwinError], int] = {
     InvalidInput: 400,
@@ -38,6 +43,23 @@ def install_error_handlers(app: FastAPI) -> None:
             status, "Service Unavailable"
         )
         return problem(status, title, str(exc), request.url.path)
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def too_slow(request: Request, exc: psycopg.Error) -> JSONResponse:
+        return problem(
+            503, "Service Unavailable", "the query took too long and was stopped", request.url.path
+        )
+
+    @app.exception_handler(psycopg.Error)
+    async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
+        # Never data base text to the client: it can reveal the schema. The log has it.
+        logger.error("data base error on %s: %s", request.url.path, exc)
+        return problem(
+            500,
+            "Internal Server Error",
+            "the data base could not answer this request",
+            request.url.path,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:

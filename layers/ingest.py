@@ -31,6 +31,7 @@ from layers.kinds import (
     LayerKind,
 )
 from layers.readers import FeatureFrame, read_features
+from layers.terrain import sample_elevations, terrain_loaded
 from layers.values import is_blank
 from twin import catalogue
 from twin.bulk import copy_table
@@ -38,6 +39,7 @@ from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
 
 Progress = Callable[[str, int, int], None]
+ELEVATED = {"buildings", "pipe_nodes", "sensors"}  # layers that take elevations from terrain
 FAMILY_WORDS = {"polygon": "polygons", "line": "lines", "point": "points"}
 LAYER_WORDS = {
     "buildings": "a building footprint",
@@ -188,6 +190,9 @@ def import_frame(
                 rows["dataset"] = [dataset] * int(keep.sum())
             report.inserted, report.updated = _upsert(conn, kind, rows, progress)
         _update_catalogue(conn, kind, options, report)
+        if kind.name in ELEVATED and keep.any() and terrain_loaded(conn):
+            filled = sample_elevations(conn).get(kind.name, 0)
+            report.notes.append(f"{filled:,} elevations taken from the terrain")
         if kind.name == "jurisdictions" and keep.any():
             codes = [str(c) for c in _take(columns["code"], keep)]
             report.coverage = coverage.check(conn, codes)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyogrio
 import shapely
+import shapely.geometry
 from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
 
 from twin.errors import InvalidInput
@@ -224,3 +225,45 @@ def _wkt(value: str | None) -> Any:
         return shapely.from_wkt(value)
     except shapely.errors.GEOSException:
         return None
+
+
+MAX_GEOJSON_FEATURES = 50_000
+
+
+def frame_from_geojson(document: Any, source: str = "request body") -> FeatureFrame:
+    """Features from a GeoJSON FeatureCollection (or one Feature) already parsed from JSON."""
+    if not isinstance(document, dict):
+        raise InvalidInput(f"{source}: expected a GeoJSON object")
+    if document.get("type") == "Feature":
+        features = [document]
+    elif document.get("type") == "FeatureCollection" and isinstance(document.get("features"), list):
+        features = document["features"]
+    else:
+        raise InvalidInput(f"{source}: expected a GeoJSON Feature or FeatureCollection")
+    if len(features) > MAX_GEOJSON_FEATURES:
+        raise InvalidInput(
+            f"{source}: {len(features):,} features; send at most {MAX_GEOJSON_FEATURES:,} "
+            "per request or upload a file"
+        )
+    names: dict[str, None] = {}
+    geoms = np.full(len(features), None, dtype=object)
+    fids = np.empty(len(features), dtype=object)
+    for i, feature in enumerate(features):
+        if not isinstance(feature, dict) or feature.get("type") != "Feature":
+            raise InvalidInput(f"{source}: features[{i}] is not a GeoJSON Feature")
+        properties = feature.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise InvalidInput(f"{source}: features[{i}].properties is not an object")
+        names.update(dict.fromkeys(properties))
+        fids[i] = str(feature["id"]) if feature.get("id") is not None else str(i + 1)
+        geometry = feature.get("geometry")
+        if geometry is not None:
+            try:
+                geoms[i] = shapely.geometry.shape(geometry)
+            except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException):
+                geoms[i] = None  # rejected later as unreadable, with its id
+    fields = {
+        name: np.array([(f.get("properties") or {}).get(name) for f in features], dtype=object)
+        for name in names
+    }
+    return FeatureFrame(fields=fields, geoms=geoms, fids=fids, crs=None, source=source)

@@ -151,6 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     drop.add_argument("name")
     drop.set_defaults(run=cmd_scene_drop)
 
+    terrain = commands.add_parser("terrain", help="the ground elevation model (DEM)")
+    terrain_commands = terrain.add_subparsers(
+        title="terrain commands", metavar="ACTION", required=True
+    )
+    dem = terrain_commands.add_parser(
+        "import", help="load a DEM (GeoTIFF or any raster GDAL reads) and sample elevations"
+    )
+    dem.add_argument("path", type=Path)
+    dem.add_argument("--crs", help="the raster's CRS when it does not say")
+    dem.add_argument("--dataset", help="name of this DEM (default: the file's name)")
+    dem.add_argument("--provider", help="who provides it (catalogue)")
+    dem.set_defaults(run=cmd_terrain_import)
+    sample = terrain_commands.add_parser(
+        "sample", help="fill missing elevations of buildings, pipe nodes and sensors"
+    )
+    sample.set_defaults(run=cmd_terrain_sample)
+
     layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     layers.set_defaults(run=cmd_layers)
@@ -344,6 +361,36 @@ def cmd_scene_drop(settings: Settings, args: argparse.Namespace) -> int:
     with db.connect(prepare(settings)) as conn:
         drop_scene(conn, args.name)
     console.print(f"scene {args.name} removed", highlight=False)
+    return 0
+
+
+def cmd_terrain_import(settings: Settings, args: argparse.Namespace) -> int:
+    """Load a DEM."""
+    from layers.terrain import import_dem
+
+    with progress_bars() as progress, db.connect(prepare(settings)) as conn:
+        result = import_dem(
+            conn, args.path, crs=args.crs, dataset=args.dataset, provider=args.provider,
+            progress=progress,
+        )  # fmt: skip
+    console.print(
+        f"terrain {result['dataset']}: {result['tiles']} tiles, {result['min_m']:.1f} to "
+        f"{result['max_m']:.1f} m; elevations filled: "
+        + ", ".join(f"{n:,} {table}" for table, n in result["sampled"].items()),
+        highlight=False,
+    )
+    return 0
+
+
+def cmd_terrain_sample(settings: Settings, args: argparse.Namespace) -> int:
+    """Fill missing elevations from the stored terrain."""
+    from layers.terrain import sample_elevations
+
+    with db.connect(prepare(settings)) as conn:
+        counts = sample_elevations(conn)
+    console.print(
+        "elevations filled: " + ", ".join(f"{n:,} {t}" for t, n in counts.items()), highlight=False
+    )
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from geoalchemy2 import Geometry, WKBElement
+from geoalchemy2 import Geometry, Raster, WKBElement
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -56,6 +57,7 @@ LAYER_KINDS = (
     "jurisdiction",
     "unit",
     "scene",
+    "terrain",
 )
 
 
@@ -252,3 +254,20 @@ class Sensor(SourcedFeature, Base):
     latest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     online: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
     geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", srid=SRID))
+
+
+class TerrainTile(Base):
+    """A tile of the ground elevation model (DEM), metres above the vertical datum."""
+
+    __tablename__ = "terrain_tiles"
+    __table_args__ = (
+        Index(
+            "idx_terrain_tiles_rast",
+            func.ST_ConvexHull(text("rast")),
+            postgresql_using="gist",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dataset: Mapped[str] = mapped_column(Text, default="", server_default="")
+    rast: Mapped[Any] = mapped_column(Raster(spatial_index=False))

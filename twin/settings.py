@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     pool_timeout_s: float = Field(default=10.0, gt=0, description="Wait for a connection.")
+    max_upload_mb: int = Field(default=2048, ge=1, description="Largest file an upload may be.")
     api_keys: dict[str, str] = Field(
         default_factory=dict,
         description='API keys of staff and trusted systems, as JSON: {"key": "caller name"}.',

@@ -1,0 +1,175 @@
+"""Loading data into layers over HTTP: file uploads, GeoJSON, and scene registration.
+
+Staff only. The core does the work (layers.ingest, layers.scenes); this module turns HTTP
+into calls of it and keeps a long import from being cut by the per-request time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Body, File, Form, Path, Request, UploadFile, status
+from pydantic import BaseModel, Field
+
+from api.access import Staff
+from api.deps import Connection
+from layers.ingest import ImportOptions, import_file, import_frame, layer_kind
+from layers.readers import frame_from_geojson
+from layers.scenes import create_scene, drop_scene
+from twin import catalogue
+from twin.errors import InvalidInput
+
+router = APIRouter(tags=["imports"])
+LayerName = Annotated[str, Path(max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
+IMPORT_TIMEOUT = "15min"
+ALLOWED_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip", ".csv", ".tsv", ".txt", ".fgb",
+                    ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
+
+
+def _long_statements(conn: psycopg.Connection) -> None:
+    """Imports may run longer than a query: lift the time limit for this transaction."""
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (IMPORT_TIMEOUT,))
+
+
+def _options(
+    dataset: str | None,
+    crs: str | None,
+    layer: str | None,
+    mapping: str | None,
+    values: str | None,
+    provider: str | None,
+    owner_unit: str | None,
+    licence: str | None,
+    update_cadence: str | None,
+) -> ImportOptions:
+    return ImportOptions(
+        dataset=dataset,
+        crs=crs,
+        layer=layer,
+        mapping=_json_object(mapping, "mapping"),
+        values=_json_object(values, "values"),
+        provider=provider,
+        owner_unit=owner_unit,
+        licence=licence,
+        update_cadence=update_cadence,
+    )
+
+
+def _json_object(text: str | None, name: str) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{name} is not JSON: {exc}") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidInput(
+            f'{name} must be a JSON object of names to text, e.g. {{"height_m": "H"}}'
+        )
+    return value
+
+
+@router.post("/layers/{name}/import", summary="Import a file into a layer (staff)")
+def upload(
+    request: Request,
+    conn: Connection,
+    caller: Staff,
+    name: LayerName,
+    file: Annotated[
+        UploadFile,
+        File(description="GeoJSON, GeoPackage, zipped Shapefile, CSV, FlatGeobuf, EPANET .inp ..."),
+    ],
+    dataset: Annotated[str | None, Form(max_length=100)] = None,
+    crs: Annotated[str | None, Form(max_length=200)] = None,
+    layer: Annotated[str | None, Form(max_length=200)] = None,
+    mapping: Annotated[str | None, Form(description='JSON {"field": "source field"}')] = None,
+    values: Annotated[str | None, Form(description='JSON {"field": "value for all"}')] = None,
+    provider: Annotated[str | None, Form(max_length=200)] = None,
+    owner_unit: Annotated[str | None, Form(max_length=200)] = None,
+    licence: Annotated[str | None, Form(max_length=200)] = None,
+    update_cadence: Annotated[str | None, Form(max_length=100)] = None,
+) -> dict[str, Any]:
+    """Import the uploaded file; answers the report (read, inserted, updated, rejected…)."""
+    original = FilePath(file.filename or "upload")
+    suffix = original.suffix.lower()
+    if suffix not in ALLOWED_SUFFIXES:
+        raise InvalidInput(
+            f"file type {suffix or '(none)'} is not importable; send one of "
+            + ", ".join(sorted(ALLOWED_SUFFIXES))
+        )
+    limit = request.app.state.settings.max_upload_mb * 1024 * 1024
+    options = _options(dataset or original.stem, crs, layer, mapping, values, provider,
+                       owner_unit, licence, update_cadence)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="twin-upload-") as folder:
+        # Only the suffix of the client's name is used: it tells the format, nothing more.
+        target = FilePath(folder) / f"upload{suffix}"
+        with target.open("wb") as out:
+            copied = 0
+            while chunk := file.file.read(1024 * 1024):
+                copied += len(chunk)
+                if copied > limit:
+                    raise InvalidInput(f"the file is larger than {limit // 1024 // 1024} MB")
+                out.write(chunk)
+        with conn.transaction():
+            _long_statements(conn)
+            report = import_file(conn, name, target, options)
+    report.source = original.name
+    return {"caller": caller, **report.as_dict()}
+
+
+@router.post("/layers/{name}/features", summary="Add or update features from GeoJSON (staff)")
+def post_features(
+    conn: Connection,
+    caller: Staff,
+    name: LayerName,
+    document: Annotated[dict[str, Any], Body(description="A GeoJSON FeatureCollection")],
+    dataset: str = "api",
+    crs: str | None = None,
+) -> dict[str, Any]:
+    """Upsert GeoJSON features by their ``id`` (or a mapped source id field)."""
+    frame = frame_from_geojson(document)
+    with conn.transaction():
+        _long_statements(conn)
+        kind = layer_kind(conn, name)
+        report = import_frame(conn, kind, frame, ImportOptions(crs=crs), dataset=dataset)
+    return {"caller": caller, **report.as_dict()}
+
+
+class SceneRequest(BaseModel):
+    """A scene layer a street registers."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,39}$", examples=["ebike_theft"])
+    geometry_type: str = Field(examples=["Point"])
+    properties: dict[str, str] = Field(default_factory=dict, examples=[{"count": "integer"}])
+    title: str | None = Field(default=None, max_length=200)
+    owner_unit: str = Field(default="", max_length=200)
+    description: str = Field(default="", max_length=2000)
+
+
+@router.post(
+    "/scenes", status_code=status.HTTP_201_CREATED, summary="Register a scene layer (staff)"
+)
+def post_scene(conn: Connection, caller: Staff, scene: SceneRequest) -> dict[str, Any]:
+    """The new layer appears in the catalogue at once; load features with the import routes."""
+    return create_scene(
+        conn,
+        scene.name,
+        geometry_type=scene.geometry_type,
+        properties=scene.properties,
+        title=scene.title,
+        owner_unit=scene.owner_unit,
+        description=scene.description,
+    )
+
+
+@router.delete(
+    "/scenes/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a scene layer (staff)"
+)
+def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> None:
+    """Drop the scene's features and its catalogue entry."""
+    catalogue.get_layer(conn, name)  # 404 when there is no such layer
+    drop_scene(conn, name)
