@@ -130,7 +130,7 @@ def _tiles(elevation: np.ndarray, transform: Any) -> Any:
             block = elevation[row : row + TILE, col : col + TILE]
             if not (block != NODATA).any():
                 continue
-            x, y = transform * (col, row)
+            x, y = transform @ (col, row)
             yield raster_wkb(block, x, y, transform.a, transform.e).hex()
 
 

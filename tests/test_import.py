@@ -1,0 +1,513 @@
+"""Importing providers' data: every format, CRS and messy field, on the real data base."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pyogrio
+import pytest
+import shapely
+from shapely.geometry import Point, Polygon
+
+from layers import readers
+from layers.crs import from_storage
+from layers.ingest import ImportOptions, import_file
+from tests.helpers import run_twin
+from twin.errors import InvalidInput, NotFound
+
+LON, LAT = 121.4005, 31.2405  # inside the small demo district
+
+
+def square(lon: float, lat: float, size: float = 0.0002) -> Polygon:
+    return shapely.box(lon, lat, lon + size, lat + size)
+
+
+def write_geojson(path: Path, features: list[tuple[dict, object]]) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": props,
+                        "geometry": None if geom is None else shapely.geometry.mapping(geom),
+                    }
+                    for props, geom in features
+                ],
+            },
+            ensure_ascii=False,
+        )
+    )
+    return path
+
+
+def write_vector(path: Path, geoms: list, fields: dict[str, list], crs: str, driver: str) -> Path:
+    names = list(fields)
+    data = [np.array(fields[n], dtype=object) for n in names]
+    geometry_type = geoms[0].geom_type
+    pyogrio.raw.write(
+        str(path),
+        shapely.to_wkb(np.array(geoms, dtype=object)),
+        data,
+        names,
+        driver=driver,
+        geometry_type=geometry_type,
+        crs=crs,
+    )
+    return path
+
+
+def count(conn: psycopg.Connection, query: str, *params: object) -> int:
+    return conn.execute(query, params).fetchone()[0]
+
+
+# -- buildings, fields, repair ---------------------------------------------------------------
+
+
+def test_osm_style_buildings_import_with_no_mapping(fresh_url: str, tmp_path: Path):
+    path = write_geojson(
+        tmp_path / "osm.geojson",
+        [
+            ({"osm_id": "w1", "building": "apartments", "building:levels": "6", "name": "一号楼",
+              "height": "18.5 m", "addr:street": "长寿路"}, square(LON, LAT)),
+            ({"osm_id": "w2", "building": "yes", "building:levels": "3 floors"},
+             square(LON + 0.001, LAT)),
+            ({"osm_id": "w3", "building": "office", "height": "12,5", "roof:shape": "flat"},
+             square(LON + 0.002, LAT)),
+            ({"osm_id": "w4", "building": "retail", "height": "tall"}, square(LON + 0.003, LAT)),
+            ({"osm_id": "w5"}, Point(LON, LAT)),
+            ({"osm_id": "w6"}, None),
+        ],
+    )  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", path, ImportOptions(provider="OpenStreetMap"))
+        rows = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                "SELECT source_id, name, use, height_m, height_estimated, floors, properties"
+                " FROM buildings WHERE dataset = 'osm'"
+            )
+        }
+        layer = conn.execute(
+            "SELECT provider, source_crs, feature_count FROM layer_catalogue WHERE name = 'buildings'"
+        ).fetchone()
+        total = count(conn, "SELECT count(*) FROM buildings")
+    assert (report.read, report.inserted, report.updated) == (6, 4, 0)
+    assert {r.source_id: r.reason for r in report.rejected} == {
+        "w5": "a Point cannot be a building footprint (it needs a polygon)",
+        "w6": "no geometry (empty, missing or unreadable)",
+    }
+    assert rows["w1"][:5] == ("一号楼", "residential", 18.5, False, 6)
+    assert rows["w1"][5] == {"addr:street": "长寿路"}  # unmapped fields are kept
+    assert rows["w2"][2:5] == (9.6, True, 3)  # height estimated from floors (3.2 m), flagged
+    assert rows["w3"][2] == 12.5 and rows["w3"][5] == {"roof:shape": "flat"}
+    assert rows["w4"][2] is None and rows["w4"][5]["height"] == "tall"  # kept, not lost
+    assert any("height -> height_m not understood" in note for note in report.notes)
+    assert layer == ("OpenStreetMap", "EPSG:4326", total)
+
+
+def test_reimport_updates_by_source_id_and_duplicates_nothing(fresh_url: str, tmp_path: Path):
+    first = [({"id": f"B{i}", "height": 10 + i}, square(LON + i * 0.0005, LAT)) for i in range(5)]
+    path = write_geojson(tmp_path / "survey.geojson", first)
+    with psycopg.connect(fresh_url) as conn:
+        import_file(conn, "buildings", path)
+        changed = [({"id": "B0", "height": 99}, square(LON, LAT)), *first[1:]]
+        again = import_file(conn, "buildings", write_geojson(path, changed))
+        rows = dict(
+            conn.execute("SELECT source_id, height_m FROM buildings WHERE dataset = 'survey'")
+        )
+    assert (again.inserted, again.updated) == (0, 5)
+    assert len(rows) == 5 and rows["B0"] == 99 and rows["B4"] == 14
+
+
+def test_invalid_geometry_is_repaired_and_flagged_degenerate_rejected(
+    fresh_url: str, tmp_path: Path
+):
+    bowtie = Polygon(
+        [(LON, LAT), (LON + 0.001, LAT + 0.001), (LON + 0.001, LAT), (LON, LAT + 0.001)]
+    )
+    flat = Polygon([(LON, LAT), (LON + 0.001, LAT), (LON + 0.002, LAT)])
+    path = write_geojson(
+        tmp_path / "messy.geojson", [({"id": "bow"}, bowtie), ({"id": "flat"}, flat)]
+    )
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", path)
+        stored = conn.execute(
+            "SELECT ST_IsValid(geom), properties->>'_geometry_repaired', ST_NumGeometries(geom)"
+            " FROM buildings WHERE dataset = 'messy' AND source_id = 'bow'"
+        ).fetchone()
+    assert report.repaired == 1 and report.inserted == 1
+    assert stored[0] is True and stored[1].startswith("Self-intersection") and stored[2] == 2
+    assert [r.source_id for r in report.rejected] == ["flat"]
+
+
+# -- formats and CRS -------------------------------------------------------------------------
+
+
+def test_provider_shapefile_in_gauss_kruger_zone_imports_zipped_with_no_mapping(
+    fresh_url: str, tmp_path: Path
+):
+    centres = [Point(LON + i * 0.001, LAT) for i in range(3)]
+    gk_centres = from_storage(np.array(centres, dtype=object), "EPSG:4549")
+    footprints = [shapely.box(p.x - 10, p.y - 10, p.x + 10, p.y + 10) for p in gk_centres]
+    folder = tmp_path / "shp"
+    folder.mkdir()
+    write_vector(
+        folder / "楼宇.shp",
+        footprints,
+        {"编号": ["A1", "A2", "A3"], "名称": ["甲楼", "乙楼", "丙楼"], "高度": ["24米", "3.5", ""],
+         "层数": [8, 1, 12], "用途": ["住宅", "商业", "办公"]},
+        crs="EPSG:4549",
+        driver="ESRI Shapefile",
+    )  # fmt: skip
+    archive = tmp_path / "provider.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for part in folder.iterdir():
+            z.write(part, part.name)
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", archive)
+        rows = conn.execute(
+            "SELECT source_id, name, use, height_m, height_estimated, floors,"
+            " ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom))"
+            " FROM buildings WHERE dataset = 'provider' ORDER BY source_id"
+        ).fetchall()
+    assert report.inserted == 3 and report.source_crs == "EPSG:4549"
+    assert [r[:6] for r in rows] == [
+        ("A1", "甲楼", "residential", 24.0, False, 8),
+        ("A2", "乙楼", "commercial", 3.5, False, 1),
+        ("A3", "丙楼", "office", 45.6, True, 12),
+    ]
+    for row, centre in zip(rows, centres, strict=True):
+        assert abs(row[6] - centre.x) < 1e-7 and abs(row[7] - centre.y) < 1e-7
+
+
+def test_geopackage_and_flatgeobuf_pipes_with_messy_values(fresh_url: str, tmp_path: Path):
+    lines = [shapely.LineString([(LON, LAT), (LON + 0.001, LAT)]),
+             shapely.LineString([(LON, LAT + 0.001), (LON + 0.001, LAT + 0.001)])]  # fmt: skip
+    fields = {"管线类型": ["给水", "燃气"], "管径": ["DN300", "110mm"], "材质": ["球墨铸铁", "PE"],
+              "埋深": ["1.2 m", "0,9"], "建设年代": ["1998-05-01", "2015"]}  # fmt: skip
+    gpkg = write_vector(tmp_path / "pipes.gpkg", lines, fields, "EPSG:4326", "GPKG")
+    fgb = write_vector(tmp_path / "pipes2.fgb", lines, fields, "EPSG:4326", "FlatGeobuf")
+    with psycopg.connect(fresh_url) as conn:
+        for path in (gpkg, fgb):
+            report = import_file(conn, "pipes", path)
+            assert report.inserted == 2, report
+        rows = conn.execute(
+            "SELECT network, diameter_mm, material, depth_m, install_year FROM pipes"
+            " WHERE dataset IN ('pipes', 'pipes2') ORDER BY dataset, network DESC"
+        ).fetchall()
+    assert rows[:2] == [("water", 300.0, "球墨铸铁", 1.2, 1998), ("gas", 110.0, "PE", 0.9, 2015)]
+    assert rows[2:] == rows[:2]
+
+
+def test_csv_sensors_in_gcj02_and_bd09_land_on_true_positions(fresh_url: str, tmp_path: Path):
+    from layers.crs import wgs84_to_bd09, wgs84_to_gcj02
+
+    glon, glat = wgs84_to_gcj02(LON, LAT)
+    blon, blat = wgs84_to_bd09(LON, LAT)
+    (tmp_path / "amap.csv").write_text(
+        f"设备编号,类型,单位,经度,纬度,上限\nWL-1,water_level,m,{glon:.9f},{glat:.9f},0.3\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "baidu.csv").write_text(
+        f"device_id,kind,unit,lng,lat\nNS-1,noise,dB(A),{blon:.9f},{blat:.9f}\n", encoding="gb18030"
+    )
+    with psycopg.connect(fresh_url) as conn:
+        import_file(conn, "sensors", tmp_path / "amap.csv", ImportOptions(crs="GCJ02"))
+        import_file(conn, "sensors", tmp_path / "baidu.csv", ImportOptions(crs="BD09"))
+        rows = conn.execute(
+            "SELECT device_id, kind, unit_of_measure, threshold_high, ST_X(geom), ST_Y(geom)"
+            " FROM sensors WHERE device_id IN ('WL-1', 'NS-1') ORDER BY device_id"
+        ).fetchall()
+    assert rows[0][:3] == ("NS-1", "noise", "dB(A)") and rows[1][:4] == (
+        "WL-1",
+        "water_level",
+        "m",
+        0.3,
+    )
+    for row in rows:
+        # GCJ-02 inverts to 1e-9 degrees; the published BD-09 formulas to about 2 cm.
+        assert abs(row[4] - LON) < 1e-6 and abs(row[5] - LAT) < 1e-6
+
+
+def test_csv_with_wkt_public_spaces_from_osm_tags(fresh_url: str, tmp_path: Path):
+    park, pond = square(LON, LAT, 0.001), square(LON + 0.002, LAT, 0.0005)
+    (tmp_path / "spaces.csv").write_text(
+        f'id;name;leisure;natural;wkt\np1;中山公园;park;;"{park.wkt}"\nw1;;;water;"{pond.wkt}"\n'
+    )
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "public_spaces", tmp_path / "spaces.csv")
+        kinds = dict(
+            conn.execute("SELECT source_id, kind FROM public_spaces WHERE dataset = 'spaces'")
+        )
+    assert report.inserted == 2 and kinds == {"p1": "park", "w1": "water"}
+
+
+# -- refused files, nothing lost -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "crs", "message"),
+    [
+        ("lat95.geojson", {"type": "Point", "coordinates": [121.4, 95]}, None,
+         "latitude beyond ±90"),
+        ("metres.geojson", {"type": "Point", "coordinates": [633390, 3458440]}, "EPSG:4326",
+         "look like metres"),
+        ("nocrs.geojson", {"type": "Point", "coordinates": [633390, 3458440]}, None,
+         "cannot be in EPSG:4326"),
+        ("wrongzone.geojson", {"type": "Point", "coordinates": [121.4, 31.2]}, "EPSG:4549",
+         "outside the area where EPSG:4549 is used"),
+    ],
+)  # fmt: skip
+def test_coordinates_that_cannot_be_in_the_crs_refuse_the_file(
+    fresh_url: str, tmp_path: Path, name: str, content: dict, crs: str | None, message: str
+):
+    path = tmp_path / name
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"device_id": "X", "kind": "smoke", "unit": "ppm"},
+         "geometry": content}]}))  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        before = count(conn, "SELECT count(*) FROM sensors")
+        with pytest.raises(InvalidInput, match=message):
+            import_file(conn, "sensors", path, ImportOptions(crs=crs))
+        conn.rollback()
+        assert count(conn, "SELECT count(*) FROM sensors") == before
+
+
+def test_malformed_files_get_clear_messages(tmp_path: Path, monkeypatch):
+    truncated = tmp_path / "cut.geojson"
+    truncated.write_text('{"type": "FeatureCollection", "features": [{"type": "Feat')
+    with pytest.raises(InvalidInput, match=r"cannot read cut.geojson"):
+        readers.read_features(truncated)
+    disguised = tmp_path / "data.shp"
+    disguised.write_bytes(b"this is a scanned PDF, not a shapefile" * 10)
+    with pytest.raises(InvalidInput, match=r"cannot read data.shp"):
+        readers.read_features(disguised)
+    no_coords = tmp_path / "list.csv"
+    no_coords.write_text("name,height\nA,3\n")
+    with pytest.raises(InvalidInput, match=r"no coordinate columns.*name, height"):
+        readers.read_features(no_coords)
+    not_zip = tmp_path / "fake.zip"
+    not_zip.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(InvalidInput, match="not a readable zip"):
+        readers.read_features(not_zip)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("big.geojson", b" " * 2_000_000)
+    monkeypatch.setattr(readers, "MAX_UNZIPPED_BYTES", 1_000_000)
+    with pytest.raises(InvalidInput, match="possible zip bomb"):
+        readers.read_features(bomb)
+    with pytest.raises(InvalidInput, match="no file at"):
+        readers.read_features(tmp_path / "missing.gpkg")
+
+
+def test_unknown_crs_and_unknown_layer_are_refused(fresh_url: str, tmp_path: Path):
+    path = write_geojson(tmp_path / "b.geojson", [({"id": "1"}, square(LON, LAT))])
+    with psycopg.connect(fresh_url) as conn:
+        with pytest.raises(InvalidInput, match="unknown CRS 'EPSG:123456'"):
+            import_file(conn, "buildings", path, ImportOptions(crs="EPSG:123456"))
+        conn.rollback()
+        with pytest.raises(NotFound, match="no layer 'castles'"):
+            import_file(conn, "castles", path)
+
+
+def test_mixed_geometry_types_keep_the_right_ones_and_exit_3(fresh_url: str, tmp_path: Path):
+    path = write_geojson(
+        tmp_path / "mixed.geojson",
+        [({"id": "poly"}, square(LON, LAT)), ({"id": "pt"}, Point(LON, LAT)),
+         ({"id": "line"}, shapely.LineString([(LON, LAT), (LON + 0.001, LAT)]))],
+    )  # fmt: skip
+    result = run_twin("import", "buildings", str(path), env={"TWIN_DATABASE_URL": fresh_url})
+    assert result.returncode == 3, result.stderr
+    assert "read 3, inserted 1" in result.stderr and "rejected 2" in result.stderr
+    assert "a LineString cannot be a building footprint" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_refuses_a_bad_file_with_one_line_and_exit_1(fresh_url: str, tmp_path: Path):
+    path = tmp_path / "cut.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": [')
+    result = run_twin("import", "buildings", str(path), env={"TWIN_DATABASE_URL": fresh_url})
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("twin: error: cannot read cut.geojson")
+    assert "Traceback" not in result.stderr
+
+
+def test_mapping_and_fixed_values(fresh_url: str, tmp_path: Path):
+    path = write_geojson(
+        tmp_path / "lines.geojson",
+        [
+            (
+                {"GID": "L1", "SIZE_X": "DN600", "H": "2.4"},
+                shapely.LineString([(LON, LAT), (LON + 0.001, LAT)]),
+            )
+        ],
+    )
+    mapping = {"source_id": "GID", "diameter_mm": "SIZE_X", "depth_m": "H"}
+    with psycopg.connect(fresh_url) as conn:
+        with pytest.raises(InvalidInput, match=r"names a field lines\.geojson does not have"):
+            import_file(conn, "pipes", path, ImportOptions(mapping={"diameter_mm": "DIAM"}))
+        conn.rollback()
+        report = import_file(
+            conn, "pipes", path, ImportOptions(mapping=mapping, values={"network": "雨水"})
+        )
+        row = conn.execute(
+            "SELECT network, diameter_mm, depth_m, properties FROM pipes WHERE source_id = 'L1'"
+        ).fetchone()
+    assert report.inserted == 1 and row == ("drainage", 600.0, 2.4, {})
+
+
+# -- jurisdictions and units -----------------------------------------------------------------
+
+
+def test_jurisdiction_import_reports_gaps_overlaps_and_strays(fresh_url: str, tmp_path: Path):
+    parent = shapely.box(121.50, 31.30, 121.52, 31.32)
+    path = write_geojson(
+        tmp_path / "grids.geojson",
+        [
+            ({"code": "T1", "name": "测试街道", "level": "街道"}, parent),
+            ({"code": "T1G1", "name": "一网格", "level": "网格", "parent_code": "T1"},
+             shapely.box(121.50, 31.30, 121.511, 31.32)),
+            ({"code": "T1G2", "name": "二网格", "level": "网格", "parent_code": "T1"},
+             shapely.box(121.510, 31.30, 121.518, 31.32)),  # overlaps G1, leaves a gap east
+            ({"code": "T1G3", "name": "三网格", "level": "网格", "parent_code": "T1"},
+             shapely.box(121.518, 31.31, 121.53, 31.32)),  # reaches outside its parent
+            ({"code": "X9", "name": "孤儿", "level": "grid", "parent_code": "NOPE"},
+             shapely.box(121.6, 31.3, 121.61, 31.31)),
+        ],
+    )  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "jurisdictions", path)
+    assert report.inserted == 4
+    assert [r.source_id for r in report.rejected] == ["X9"]
+    assert "NOPE" in report.rejected[0].reason
+    coverage = report.coverage
+    assert [g["parent"] for g in coverage["gaps"]] == ["T1"]
+    assert coverage["gaps"][0]["gap_m2"] == pytest.approx(
+        0.002 * 0.01 * 111_320**2 * 0.855, rel=0.05
+    )
+    assert [(o["a"], o["b"]) for o in coverage["overlaps"]] == [("T1G1", "T1G2")]
+    assert coverage["overlaps"][0]["overlap_m2"] == pytest.approx(
+        0.001 * 0.02 * 111_320**2 * 0.855, rel=0.05
+    )
+    assert [o["code"] for o in coverage["outside_parent"]] == ["T1G3"]
+
+
+def test_units_need_a_known_jurisdiction(fresh_url: str, tmp_path: Path):
+    path = tmp_path / "units.csv"
+    path.write_text(
+        "单位编码,单位名称,单位类型,辖区代码,电话,lon,lat\n"
+        "U1,测试水务所,局,310199000000,021-1234,121.40,31.24\n"
+        "U2,无名队,中队,999,,,\n"
+    )
+    with psycopg.connect(fresh_url) as conn:
+        district = conn.execute(
+            "SELECT code FROM jurisdictions WHERE level = 'district'"
+        ).fetchone()[0]
+        path.write_text(path.read_text().replace("310199000000", district))
+        report = import_file(conn, "units", path)
+        row = conn.execute(
+            "SELECT name, kind, jurisdiction_code FROM units WHERE code = 'U1'"
+        ).fetchone()
+    assert report.inserted == 1 and row == ("测试水务所", "department", district)
+    assert [r.source_id for r in report.rejected] == ["U2"]
+    assert "999" in report.rejected[0].reason
+
+
+# -- EPANET, terrain -------------------------------------------------------------------------
+
+EPANET = """
+[OPTIONS]
+Units LPS
+[JUNCTIONS]
+J1 4.5 1
+J2 4.2 2
+J3 3.9 1
+[RESERVOIRS]
+R1 40
+[PIPES]
+P1 R1 J1 300 400 100 0 Open
+P2 J1 J2 250 300 100 0 Open
+P3 J2 J3 200 200 100 0 Open
+[VALVES]
+V1 J3 J1 150 PRV 30 0
+[COORDINATES]
+J1 633390 3458440
+J2 633640 3458440
+J3 633640 3458240
+R1 633090 3458440
+[VERTICES]
+P3 633650 3458340
+[END]
+"""
+
+
+def test_epanet_network_imports_nodes_valves_and_tied_pipes(fresh_url: str, tmp_path: Path):
+    path = tmp_path / "net.inp"
+    path.write_text(EPANET)
+    with psycopg.connect(fresh_url) as conn:
+        with pytest.raises(InvalidInput, match="do not say their CRS"):
+            import_file(conn, "pipes", path)
+        conn.rollback()
+        report = import_file(conn, "pipes", path, ImportOptions(crs="EPSG:4549"))
+        nodes = dict(conn.execute("SELECT source_id, kind FROM pipe_nodes WHERE dataset = 'net'"))
+        pipes = conn.execute(
+            "SELECT p.source_id, p.diameter_mm, a.source_id, b.source_id, ST_NPoints(p.geom)"
+            " FROM pipes p JOIN pipe_nodes a ON a.id = p.from_node_id"
+            " JOIN pipe_nodes b ON b.id = p.to_node_id WHERE p.dataset = 'net' ORDER BY 1"
+        ).fetchall()
+        j1 = conn.execute(
+            "SELECT ST_X(geom), ST_Y(geom) FROM pipe_nodes WHERE dataset = 'net' AND source_id = 'J1'"
+        ).fetchone()
+    assert report.inserted == 5 and report.related[0].inserted == 5
+    assert nodes == {
+        "J1": "junction",
+        "J2": "junction",
+        "J3": "junction",
+        "R1": "source",
+        "V1": "valve",
+    }
+    assert pipes == [("P1", 400.0, "R1", "J1", 2), ("P2", 300.0, "J1", "J2", 2),
+                     ("P3", 200.0, "J2", "J3", 3), ("V1-a", 150.0, "J3", "V1", 2),
+                     ("V1-b", 150.0, "V1", "J1", 2)]  # fmt: skip
+    assert abs(j1[0] - 121.40015) < 1e-4 and abs(j1[1] - 31.2401) < 1e-4
+
+
+def test_terrain_fills_missing_elevations(fresh_url: str, tmp_path: Path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from layers.terrain import import_dem
+
+    x0, y0, cell = 632000, 3462000, 10
+    xs = x0 + (np.arange(500) + 0.5) * cell
+    ys = y0 - (np.arange(600) + 0.5) * cell
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    z = (3.0 + (grid_x - x0) * 0.001 + (y0 - grid_y) * 0.0005).astype("float32")
+    dem = tmp_path / "dem.tif"
+    with rasterio.open(dem, "w", driver="GTiff", width=500, height=600, count=1, dtype="float32",
+                       crs="EPSG:4549", transform=from_origin(x0, y0, cell, cell)) as out:  # fmt: skip
+        out.write(z, 1)
+    buildings = write_geojson(
+        tmp_path / "nobase.geojson", [({"id": "n1"}, square(121.40015, 31.2401, 0.00001))]
+    )
+    with psycopg.connect(fresh_url) as conn:
+        conn.execute(
+            "UPDATE sensors SET elevation_m = NULL WHERE id IN (SELECT id FROM sensors LIMIT 5)"
+        )
+        result = import_dem(conn, dem)
+        assert result["sampled"]["sensors"] == 5
+        import_file(conn, "buildings", buildings)  # after the terrain: filled on import
+        base = conn.execute(
+            "SELECT base_elevation_m FROM buildings WHERE dataset = 'nobase'"
+        ).fetchone()[0]
+        listed = conn.execute(
+            "SELECT kind, feature_count FROM layer_catalogue WHERE name = 'terrain'"
+        ).fetchone()
+    assert base == pytest.approx(6.17, abs=0.02)
+    assert listed == ("terrain", result["tiles"])
