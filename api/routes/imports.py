@@ -7,6 +7,7 @@ into calls of it and keeps a long import from being cut by the per-request time 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -105,8 +106,9 @@ def upload(
     options = _options(dataset or original.stem, crs, layer, mapping, values, provider,
                        owner_unit, licence, update_cadence)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="twin-upload-") as folder:
-        # Only the suffix of the client's name is used: it tells the format, nothing more.
-        target = FilePath(folder) / f"upload{suffix}"
+        # The client's name, reduced to safe characters, inside our own temporary folder.
+        safe = re.sub(r"[^\w.-]", "_", original.stem)[:100] or "upload"
+        target = FilePath(folder) / f"{safe}{suffix}"
         with target.open("wb") as out:
             copied = 0
             while chunk := file.file.read(1024 * 1024):

@@ -1,0 +1,99 @@
+"""Loading data over HTTP: uploads, GeoJSON features and scenes, for staff only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from tests.helpers import make_data_dir, settings_for
+
+KEY = {"X-API-Key": "test-key"}
+POINTS = {
+    "type": "FeatureCollection",
+    "features": [
+        {"type": "Feature", "id": "t1", "properties": {"count": "3", "note": "gate"},
+         "geometry": {"type": "Point", "coordinates": [121.401, 31.241]}},
+        {"type": "Feature", "id": "t2", "properties": {"count": 5},
+         "geometry": {"type": "Point", "coordinates": [121.402, 31.242]}},
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture
+def staff(fresh_url: str) -> Iterator[TestClient]:
+    settings = settings_for(make_data_dir("twin-api-"), api_keys={"test-key": "tester"})
+    with TestClient(create_app(settings, database_url=fresh_url)) as client:
+        yield client
+
+
+def test_a_street_registers_a_scene_and_loads_it_without_a_restart(staff: TestClient):
+    scene = {"name": "ebike_theft", "geometry_type": "Point", "owner_unit": "长寿路街道",
+             "properties": {"count": "integer", "note": "string"}}  # fmt: skip
+    assert staff.post("/scenes", json=scene).status_code == 401  # no key, no scene
+    created = staff.post("/scenes", json=scene, headers=KEY)
+    assert created.status_code == 201, created.text
+    assert created.json()["kind"] == "scene"
+    loaded = staff.post("/layers/ebike_theft/features", json=POINTS, headers=KEY)
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json()["inserted"] == 2 and loaded.json()["caller"] == "tester"
+    listed = {layer["name"]: layer for layer in staff.get("/layers").json()["layers"]}
+    assert listed["ebike_theft"]["feature_count"] == 2
+    assert listed["ebike_theft"]["owner_unit"] == "长寿路街道"
+    assert listed["ebike_theft"]["property_schema"]["properties"]["count"] == {"type": "integer"}
+    again = staff.post("/scenes", json=scene, headers=KEY)
+    assert again.status_code == 400 and "exists already" in again.json()["detail"]
+    assert staff.delete("/scenes/ebike_theft", headers=KEY).status_code == 204
+    assert staff.get("/layers/ebike_theft").status_code == 404
+
+
+def test_scene_names_and_types_are_checked(staff: TestClient):
+    bad_name = staff.post("/scenes", json={"name": "Robert'); DROP TABLE buildings;--",
+                                           "geometry_type": "Point"}, headers=KEY)  # fmt: skip
+    assert bad_name.status_code == 400 and "name" in bad_name.json()["detail"]
+    bad_type = staff.post("/scenes", json={"name": "odd", "geometry_type": "Circle"}, headers=KEY)
+    assert bad_type.status_code == 400 and "Circle" in bad_type.json()["detail"]
+    builtin = staff.post(
+        "/scenes", json={"name": "buildings", "geometry_type": "Point"}, headers=KEY
+    )
+    assert builtin.status_code == 400 and "built-in" in builtin.json()["detail"]
+
+
+def test_upload_a_file_into_a_layer(staff: TestClient):
+    body = json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"id": "u1", "高度": "30米", "层数": "10"},
+         "geometry": {"type": "Polygon", "coordinates": [[[121.40, 31.24], [121.4002, 31.24],
+                      [121.4002, 31.2402], [121.40, 31.2402], [121.40, 31.24]]]}}]})  # fmt: skip
+    answer = staff.post(
+        "/layers/buildings/import",
+        files={"file": ("survey.geojson", body, "application/geo+json")},
+        data={"provider": "测绘院", "licence": "internal"},
+        headers=KEY,
+    )
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert (report["read"], report["inserted"], report["source"]) == (1, 1, "survey.geojson")
+    layer = staff.get("/layers/buildings").json()
+    assert layer["provider"] == "测绘院" and layer["licence"] == "internal"
+
+
+def test_bad_uploads_are_clear_400s_and_need_a_key(staff: TestClient):
+    cut = staff.post(
+        "/layers/buildings/import",
+        files={"file": ("cut.geojson", '{"type": "FeatureCollection", "feat', "application/json")},
+        headers=KEY,
+    )
+    assert cut.status_code == 400
+    assert cut.headers["content-type"].startswith("application/problem+json")
+    assert "cannot read cut.geojson" in cut.json()["detail"]
+    exe = staff.post("/layers/buildings/import", files={"file": ("x.exe", b"MZ")}, headers=KEY)
+    assert exe.status_code == 400 and ".exe" in exe.json()["detail"]
+    anonymous = staff.post("/layers/buildings/import", files={"file": ("a.geojson", "{}")})
+    assert anonymous.status_code == 401
+    unknown = staff.post("/layers/castles/features", json=POINTS, headers=KEY)
+    assert unknown.status_code == 404
+    not_geojson = staff.post("/layers/sensors/features", json={"hello": 1}, headers=KEY)
+    assert not_geojson.status_code == 400 and "GeoJSON" in not_geojson.json()["detail"]
