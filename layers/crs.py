@@ -161,16 +161,18 @@ def _coordinate_function(source: SourceCRS, target_srid: int):  # noqa: ANN202
 
         def offset(coords: np.ndarray) -> np.ndarray:
             lon, lat = to_wgs84(coords[:, 0], coords[:, 1])
-            return then(np.column_stack([lon, lat]))
+            wgs84 = np.column_stack([lon, lat])
+            return wgs84 if then is None else then(wgs84)
 
         return offset
     return _pyproj_function(source.crs, target_srid)
 
 
 def _pyproj_function(crs: pyproj.CRS, target_srid: int):  # noqa: ANN202
+    """A vectorised coordinate function, or None when the CRS is the target already."""
     target = pyproj.CRS.from_epsg(target_srid)
     if crs == target or (crs.is_geographic and crs.equals(target, ignore_axis_order=True)):
-        return lambda coords: coords
+        return None  # nothing to do
     transformer = pyproj.Transformer.from_crs(crs, target, always_xy=True)
 
     def transform(coords: np.ndarray) -> np.ndarray:
@@ -181,10 +183,10 @@ def _pyproj_function(crs: pyproj.CRS, target_srid: int):  # noqa: ANN202
 
 
 def to_storage(geoms: np.ndarray, source: SourceCRS, target_srid: int = 4326) -> np.ndarray:
-    """Geometries from ``source`` into the storage CRS (2D; z is dropped)."""
-    return shapely.transform(
-        np.asarray(geoms, dtype=object), _coordinate_function(source, target_srid)
-    )
+    """Geometries from ``source`` into the storage CRS."""
+    function = _coordinate_function(source, target_srid)
+    geoms = np.asarray(geoms, dtype=object)
+    return geoms if function is None else shapely.transform(geoms, function)
 
 
 def from_storage(geoms: np.ndarray, target: str, storage_srid: int = 4326) -> np.ndarray:

@@ -8,6 +8,7 @@ noted, and fields the schema has no column for are kept as properties.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections import Counter, defaultdict
@@ -39,6 +40,7 @@ from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
 
 Progress = Callable[[str, int, int], None]
+SIMPLE_TYPES = {"polygon": (3, 6), "line": (1,), "point": (0,)}  # shapely type ids
 ELEVATED = {"buildings", "pipe_nodes", "sensors"}  # layers that take elevations from terrain
 FAMILY_WORDS = {"polygon": "polygons", "line": "lines", "point": "points"}
 LAYER_WORDS = {
@@ -249,10 +251,32 @@ def _prepare_geometries(
         present &= ~bad
     out = np.full(len(geoms), None, dtype=object)
     if present.any():
-        flat = shapely.force_2d(geoms[present])
+        flat = geoms[present]
+        if shapely.has_z(flat).any():
+            flat = shapely.force_2d(flat)
         out[present] = to_storage(flat, source, SRID) if source is not None else flat
     repaired: list[str | None] = [None] * len(geoms)
-    for i in np.flatnonzero(present):
+    # The common case, vectorised: already the right type, valid, not degenerate.
+    types = shapely.get_type_id(out)
+    simple = present & np.isin(types, SIMPLE_TYPES[kind.family])
+    simple[simple] &= shapely.is_valid(out[simple])
+    if kind.family == "polygon":
+        singles = simple & (types == 3)  # Polygon -> MultiPolygon, one part each
+        out[singles] = shapely.multipolygons(out[singles], indices=np.arange(singles.sum()))
+        degenerate = simple & (shapely.area(out) == 0)
+    elif kind.family == "line":
+        degenerate = simple & (shapely.length(out) == 0)
+    else:
+        degenerate = np.zeros(len(out), dtype=bool)
+    for i in np.flatnonzero(degenerate):
+        _reject_one(
+            reasons,
+            i,
+            f"degenerate {kind.family} (zero {'area' if kind.family == 'polygon' else 'length'})",
+        )
+        out[i] = None
+    # The rest one by one: repair, take parts of the right type, or reject with a reason.
+    for i in np.flatnonzero(present & ~simple):
         geom, why, repair = _fit_family(kind, out[i])
         if why is not None:
             _reject_one(reasons, i, why)
@@ -346,13 +370,20 @@ def _map_fields(
             used.update(found)
 
     columns: dict[str, list[Any]] = {}
-    properties: list[dict[str, Any]] = [
-        {name: _json_safe(frame.fields[name][i]) for name in frame.fields if name not in used}
-        for i in range(n)
-    ]
-    for p in properties:
-        for name in [k for k, v in p.items() if v is None]:
-            del p[name]  # a blank says nothing; the feature keeps what it has
+    kept_columns = {
+        name: [_json_safe(v) for v in frame.fields[name]]
+        for name in frame.fields
+        if name not in used
+    }
+    # A blank says nothing: each feature keeps only the values it has.
+    properties: list[dict[str, Any]] = (
+        [
+            {name: v for name, v in zip(kept_columns, row, strict=True) if v is not None}
+            for row in zip(*kept_columns.values(), strict=True)
+        ]
+        if kept_columns
+        else [{} for _ in range(n)]
+    )
     unreadable: Counter[str] = Counter()
     examples: dict[str, str] = {}
     for f in kind.fields:
@@ -366,17 +397,17 @@ def _map_fields(
         values: list[Any] = [None] * n
         for column in sources.get(f.name, []):
             raw = frame.fields[column]
-            for i in range(n):
-                if values[i] is not None or is_blank(raw[i]):
+            for i, parsed in enumerate(_parse_column(f.parse, raw)):
+                if values[i] is not None or parsed is None:
                     continue
-                try:
-                    values[i] = f.parse(raw[i])
-                except ValueError as exc:
+                if isinstance(parsed, _Unreadable):
                     unreadable[f"{column} -> {f.name}"] += 1
-                    examples.setdefault(f"{column} -> {f.name}", str(exc))
+                    examples.setdefault(f"{column} -> {f.name}", parsed.reason)
                     # Keep what we could not read, beside (never over) the field itself.
                     kept = f"{column}_raw" if column in known else column
                     properties[i][kept] = _json_safe(raw[i])
+                else:
+                    values[i] = parsed
         if f.name in kind.defaults:
             values = [kind.defaults[f.name] if v is None else v for v in values]
         if f.required:
@@ -400,6 +431,38 @@ def _map_fields(
     report.notes.append(f"fields mapped: {mapped or 'none'}")
     columns["properties"] = properties  # type: ignore[assignment]
     return columns
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    reason: str
+
+
+def _parse_column(parse: Callable[[Any], Any], raw: np.ndarray) -> list[Any]:
+    """Each value parsed (None when blank, _Unreadable when not understood).
+
+    Provider data repeats itself ("6", "apartments", "DN300"): each distinct value is
+    parsed once.
+    """
+    cache: dict[Any, Any] = {}
+    out: list[Any] = []
+    for value in raw:
+        try:
+            out.append(cache[value])
+            continue
+        except (KeyError, TypeError):
+            pass
+        if is_blank(value):
+            result = None
+        else:
+            try:
+                result = parse(value)
+            except ValueError as exc:
+                result = _Unreadable(str(exc))
+        with contextlib.suppress(TypeError):  # unhashable (a JSON list): parsed every time
+            cache[value] = result
+        out.append(result)
+    return out
 
 
 def _source_keys(
@@ -479,6 +542,14 @@ def _table_columns(conn: psycopg.Connection, table: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _dataset_present(conn: psycopg.Connection, kind: LayerKind, rows: dict[str, Any]) -> bool:
+    dataset = rows["dataset"][0] if len(rows["dataset"]) else ""
+    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE dataset = %s)").format(
+        sql.Identifier(kind.table)
+    )
+    return bool(conn.execute(query, (dataset,)).fetchone()[0])  # type: ignore[index]
+
+
 def _upsert(
     conn: psycopg.Connection,
     kind: LayerKind,
@@ -489,12 +560,6 @@ def _upsert(
     columns = [c for c in rows if c in _table_columns(conn, kind.table)]
     table = sql.Identifier(kind.table)
     names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    # Only the loaded columns, without the table's constraints: checked on the way in.
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE import_stage ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
-        ).format(names, table)
-    )
     total = len(rows["geom"])
     done = 0
 
@@ -504,6 +569,17 @@ def _upsert(
         if progress is not None:
             progress(f"import {kind.name}", done, total)
 
+    if kind.key == ("dataset", "source_id") and not _dataset_present(conn, kind, rows):
+        # A dataset seen for the first time: nothing to match, so COPY straight in (the
+        # file's own duplicates were rejected already). Half the work of staging.
+        copy_table(conn, kind.table, {c: rows[c] for c in columns}, progress=advance)
+        return total, 0
+    # Only the loaded columns, without the table's constraints: checked on the way in.
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE import_stage ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
+        ).format(names, table)
+    )
     copy_table(conn, "import_stage", {c: rows[c] for c in columns}, progress=advance)
     updates = [c for c in columns if c not in kind.key]
     if "updated_at" in _table_columns(conn, kind.table):
