@@ -132,7 +132,11 @@ def import_file(
                 f"an EPANET file holds a water network: import it into pipes, not {layer}"
             )
         return import_epanet(conn, Path(path), options, dataset=dataset, progress=progress)
+    if progress is not None:
+        progress(f"read {Path(path).name}", 0, 1)
     frame = read_features(path, layer=options.layer)
+    if progress is not None:
+        progress(f"read {Path(path).name}", 1, 1)
     return import_frame(conn, kind, frame, options, dataset=dataset, progress=progress)
 
 

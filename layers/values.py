@@ -87,6 +87,22 @@ def parse_length_m(value: Any) -> float:
 
 
 def parse_diameter_mm(value: Any) -> float:
+    """A pipe diameter in millimetres (see _diameter_mm); zero or less is refused."""
+    diameter = _diameter_mm(value)
+    if diameter <= 0:
+        raise ValueError(f"a diameter must be more than zero: {value!r}")
+    return diameter
+
+
+def parse_height_m(value: Any) -> float:
+    """A height in metres; below zero is refused (heights stand above the base)."""
+    height = parse_length_m(value)
+    if height < 0:
+        raise ValueError(f"a height cannot be below zero: {value!r}")
+    return height
+
+
+def _diameter_mm(value: Any) -> float:
     """A pipe diameter in millimetres: "DN300", "De110", "Φ300", "300mm", "0.3 m", '12"'.
 
     A bare number under 3 is read as metres (no pipe is 3 mm wide), otherwise as mm.

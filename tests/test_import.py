@@ -511,3 +511,40 @@ def test_terrain_fills_missing_elevations(fresh_url: str, tmp_path: Path):
         ).fetchone()
     assert base == pytest.approx(6.17, abs=0.02)
     assert listed == ("terrain", result["tiles"])
+
+
+def test_a_failure_during_the_write_leaves_the_layer_as_it_was(
+    fresh_url: str, tmp_path: Path, monkeypatch
+):
+    from layers import ingest
+
+    path = write_geojson(
+        tmp_path / "half.geojson",
+        [({"id": f"h{i}"}, square(LON + i * 0.0005, LAT)) for i in range(3)],
+    )
+    with psycopg.connect(fresh_url) as conn:
+        before = conn.execute("SELECT count(*), max(updated_at) FROM buildings").fetchone()
+
+        def copy_then_fail(*args, **kwargs):
+            ingest_copy(*args, **kwargs)
+            raise psycopg.OperationalError("connection lost half way")
+
+        ingest_copy = ingest.copy_table
+        monkeypatch.setattr(ingest, "copy_table", copy_then_fail)
+        with pytest.raises(psycopg.OperationalError):
+            import_file(conn, "buildings", path)
+        conn.rollback()
+        assert conn.execute("SELECT count(*), max(updated_at) FROM buildings").fetchone() == before
+
+
+def test_negative_heights_and_diameters_are_not_taken(fresh_url: str, tmp_path: Path):
+    path = write_geojson(
+        tmp_path / "neg.geojson", [({"id": "n", "height": "-3 m"}, square(LON, LAT))]
+    )
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", path)
+        row = conn.execute(
+            "SELECT height_m, properties FROM buildings WHERE dataset = 'neg'"
+        ).fetchone()
+    assert report.inserted == 1 and row == (None, {"height": "-3 m"})
+    assert any("cannot be below zero" in note for note in report.notes)

@@ -531,6 +531,7 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        disable=not console.is_terminal,  # bars are for people; logs and pipes get the summary
     )
     tasks: dict[str, int] = {}
 
