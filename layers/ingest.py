@@ -8,7 +8,6 @@ noted, and fields the schema has no column for are kept as properties.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from collections import Counter, defaultdict
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import psycopg
 import shapely
 from psycopg import sql
@@ -445,28 +445,22 @@ class _Unreadable:
 def _parse_column(parse: Callable[[Any], Any], raw: np.ndarray) -> list[Any]:
     """Each value parsed (None when blank, _Unreadable when not understood).
 
-    Provider data repeats itself ("6", "apartments", "DN300"): each distinct value is
-    parsed once.
+    Provider data repeats itself ("6", "apartments", "DN300"): pandas' factorize finds the
+    distinct values in C, each is parsed once, and the results are spread back.
     """
-    cache: dict[Any, Any] = {}
-    out: list[Any] = []
-    for value in raw:
-        try:
-            out.append(cache[value])
-            continue
-        except (KeyError, TypeError):
-            pass
+    try:
+        codes, distinct = pd.factorize(np.asarray(raw, dtype=object), use_na_sentinel=True)
+    except TypeError:  # unhashable values (JSON lists): parse one by one
+        codes, distinct = np.arange(len(raw)), np.asarray(raw, dtype=object)
+    parsed = np.empty(len(distinct) + 1, dtype=object)  # the extra last slot: blank (-1)
+    for i, value in enumerate(distinct):
         if is_blank(value):
-            result = None
-        else:
-            try:
-                result = parse(value)
-            except ValueError as exc:
-                result = _Unreadable(str(exc))
-        with contextlib.suppress(TypeError):  # unhashable (a JSON list): parsed every time
-            cache[value] = result
-        out.append(result)
-    return out
+            continue
+        try:
+            parsed[i] = parse(value)
+        except ValueError as exc:
+            parsed[i] = _Unreadable(str(exc))
+    return parsed[codes].tolist()
 
 
 def _source_keys(
@@ -650,6 +644,8 @@ def _reject_one(reasons: np.ndarray, i: int, why: str) -> None:
 
 
 def _take(values: list[Any] | np.ndarray, keep: np.ndarray) -> list[Any]:
+    if keep.all():
+        return list(values)
     return [v for v, k in zip(values, keep, strict=True) if k]
 
 
