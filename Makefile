@@ -13,14 +13,14 @@ PG_MAJOR ?= 15
 
 setup: system python
 
-# PostgreSQL and PostGIS from Debian's packages, when the machine lacks them.
+# PostgreSQL and PostGIS (and GDAL's command line tools) from Debian's packages, when missing.
 system:
-	@if ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1; then \
-	  echo "PostgreSQL + PostGIS: present"; \
+	@if ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 && command -v ogr2ogr >/dev/null; then \
+	  echo "PostgreSQL + PostGIS, GDAL: present"; \
 	elif command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing postgresql-$(PG_MAJOR)-postgis-3 with apt-get"; \
+	  echo "installing postgresql-$(PG_MAJOR)-postgis-3 and gdal-bin with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-$(PG_MAJOR)-postgis-3 >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-$(PG_MAJOR)-postgis-3 gdal-bin >/dev/null; \
 	else \
 	  echo "error: install PostgreSQL with PostGIS (or set TWIN_DATABASE_URL)"; exit 1; \
 	fi
