@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import ConnectionPool
 
 import twin
 from api.errors import install_error_handlers
-from api.routes import health, imports, layers
+from api.routes import health, imports, layers, ogc
 from twin.settings import Settings
 
 
@@ -49,9 +48,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(health.router)
     app.include_router(layers.router)
     app.include_router(imports.router)
-
-    @app.get("/", include_in_schema=False)
-    def landing() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    app.include_router(ogc.router)
 
     return app

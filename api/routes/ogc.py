@@ -1,0 +1,332 @@
+"""OGC API Features (Parts 1, 2 and 3) over every layer in the catalogue. Public.
+
+Query parameters are parsed and checked here; twin.features does the querying.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from api.access import Public
+from api.deps import Connection
+from twin import features
+from twin.errors import InvalidInput
+
+router = APIRouter(tags=["OGC API Features"])
+CollectionId = Annotated[str, Path(max_length=63)]
+GEOJSON = "application/geo+json"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/temporal-functions",
+]
+RESERVED = {"f", "limit", "offset", "bbox", "bbox-crs", "crs", "properties", "sortby",
+            "datetime", "filter", "filter-lang", "filter-crs"}  # fmt: skip
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _wants_html(request: Request, f: str | None) -> bool:
+    if f is not None:
+        if f not in ("json", "html"):
+            raise InvalidInput("f must be json or html")
+        return f == "html"
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "json" not in accept
+
+
+@router.get("/", dependencies=[Public], summary="Landing page (public)")
+def landing(request: Request, f: str | None = None) -> Any:
+    """Links to the API definition, conformance and collections."""
+    base = _base(request)
+    body = {
+        "title": "The one map (一张图)",
+        "description": "Spatial digital twin of the city: every layer as OGC API Features.",
+        "links": [
+            {"rel": "self", "href": f"{base}/", "type": "application/json"},
+            {"rel": "service-desc", "href": f"{base}/api", "type": "application/vnd.oai.openapi+json;version=3.0"},
+            {"rel": "service-doc", "href": f"{base}/docs", "type": "text/html"},
+            {"rel": "conformance", "href": f"{base}/conformance", "type": "application/json"},
+            {"rel": "data", "href": f"{base}/collections", "type": "application/json"},
+        ],
+    }  # fmt: skip
+    if _wants_html(request, f):
+        return HTMLResponse(_page(body["title"], _links_html(body["links"])))
+    return body
+
+
+@router.get("/conformance", dependencies=[Public], summary="Conformance classes (public)")
+def conformance() -> dict[str, Any]:
+    """What the API implements."""
+    return {"conformsTo": CONFORMANCE}
+
+
+@router.get("/api", dependencies=[Public], summary="The OpenAPI definition (public)")
+def api_definition(request: Request) -> JSONResponse:
+    """The same document as /openapi.json, where OGC clients look for it."""
+    return JSONResponse(
+        request.app.openapi(), media_type="application/vnd.oai.openapi+json;version=3.0"
+    )
+
+
+def _collection_body(coll: features.Collection, base: str) -> dict[str, Any]:
+    href = f"{base}/collections/{coll.name}"
+    body: dict[str, Any] = {
+        "id": coll.name,
+        "title": coll.title,
+        "description": coll.description,
+        "itemType": "feature",
+        "crs": list(features.SUPPORTED_CRS),
+        "storageCrs": features.CRS84,
+        "links": [
+            {"rel": "self", "href": href, "type": "application/json"},
+            {"rel": "items", "href": f"{href}/items", "type": GEOJSON},
+            {"rel": "items", "href": f"{href}/items?f=html", "type": "text/html"},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables", "href": f"{href}/queryables", "type": "application/schema+json"},
+        ],
+    }  # fmt: skip
+    if coll.bbox:
+        body["extent"] = {"spatial": {"bbox": [coll.bbox], "crs": features.CRS84}}
+    return body
+
+
+@router.get("/collections", dependencies=[Public], summary="Every layer as a collection (public)")
+def collections(request: Request, conn: Connection, f: str | None = None) -> Any:
+    """Built-in layers and scenes, as the catalogue lists them."""
+    base = _base(request)
+    body = {
+        "links": [{"rel": "self", "href": f"{base}/collections", "type": "application/json"}],
+        "collections": [_collection_body(c, base) for c in features.list_collections(conn)],
+    }
+    if _wants_html(request, f):
+        rows = "".join(
+            f'<li><a href="{html.escape(c["links"][2]["href"])}">{html.escape(c["title"])}</a> ({html.escape(c["id"])})</li>'
+            for c in body["collections"]
+        )
+        return HTMLResponse(_page("Collections", f"<ul>{rows}</ul>"))
+    return body
+
+
+@router.get(
+    "/collections/{collection_id}", dependencies=[Public], summary="One collection (public)"
+)
+def collection(request: Request, conn: Connection, collection_id: CollectionId) -> dict[str, Any]:
+    """A collection's description and links."""
+    return _collection_body(features.get_collection(conn, collection_id), _base(request))
+
+
+@router.get(
+    "/collections/{collection_id}/queryables", dependencies=[Public], summary="Queryables (public)"
+)
+def queryables(request: Request, conn: Connection, collection_id: CollectionId) -> JSONResponse:
+    """The properties a filter, sortby or property query may name."""
+    coll = features.get_collection(conn, collection_id)
+    return JSONResponse(
+        features.queryables_schema(coll, _base(request)), media_type="application/schema+json"
+    )
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        numbers = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise InvalidInput(
+            f"bbox {text[:80]!r}: four (or six) numbers separated by commas"
+        ) from exc
+    if len(numbers) == 6:
+        numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
+    if len(numbers) != 4:
+        raise InvalidInput(f"bbox has {len(numbers)} numbers; it needs four (or six)")
+    if not all(math.isfinite(v) for v in numbers):
+        raise InvalidInput("bbox: every number must be finite (no NaN or infinity)")
+    return numbers[0], numbers[1], numbers[2], numbers[3]
+
+
+def _instant(text: str) -> datetime | None:
+    if text in ("", ".."):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"datetime {text[:60]!r} is not RFC 3339") from exc
+
+
+def _datetime(text: str) -> tuple[datetime | None, datetime | None]:
+    if "/" in text:
+        start, _, end = text.partition("/")
+        return _instant(start), _instant(end)
+    moment = _instant(text)
+    return moment, moment
+
+
+def _integer(text: str | None, name: str, default: int) -> int:
+    if text is None:
+        return default
+    if not text.lstrip("-").isdigit() or len(text) > 12:
+        raise InvalidInput(f"{name} must be a whole number, not {text[:40]!r}")
+    return int(text)
+
+
+@router.get(
+    "/collections/{collection_id}/items", dependencies=[Public], summary="Features (public)"
+)
+def collection_items(
+    request: Request,
+    conn: Connection,
+    collection_id: CollectionId,
+    limit: Annotated[
+        str | None, Query(description=f"1 to {features.MAX_LIMIT}; more is clamped")
+    ] = None,
+    offset: Annotated[str | None, Query()] = None,
+    bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy (in bbox-crs)")] = None,
+    bbox_crs: Annotated[str, Query(alias="bbox-crs")] = features.CRS84,
+    crs: Annotated[str, Query()] = features.CRS84,
+    properties: Annotated[str | None, Query(description="comma-separated property names")] = None,
+    sortby: Annotated[str | None, Query(description="e.g. -height_m,name")] = None,
+    datetime_: Annotated[str | None, Query(alias="datetime")] = None,
+    filter_: Annotated[str | None, Query(alias="filter", max_length=20_000)] = None,
+    filter_lang: Annotated[str, Query(alias="filter-lang")] = "cql2-text",
+    filter_crs: Annotated[str, Query(alias="filter-crs")] = features.CRS84,
+    f: str | None = None,
+) -> Any:
+    """A page of features; other query parameters filter by property equality."""
+    coll = features.get_collection(conn, collection_id)
+    if filter_crs not in (features.CRS84, "http://www.opengis.net/def/crs/EPSG/0/4326"):
+        raise InvalidInput("filter-crs: filters are read in CRS84")
+    requested = _integer(limit, "limit", features.DEFAULT_LIMIT)
+    if requested < 1:
+        raise InvalidInput("limit must be at least 1")
+    query = features.ItemsQuery(
+        limit=min(requested, features.MAX_LIMIT),
+        offset=_integer(offset, "offset", 0),
+        bbox=_bbox(bbox) if bbox else None,
+        bbox_crs=bbox_crs,
+        crs=crs,
+        properties=[p.strip() for p in properties.split(",") if p.strip()] if properties else None,
+        sortby=[s.strip() for s in sortby.split(",") if s.strip()] if sortby else [],
+        equals={k: v for k, v in request.query_params.items() if k not in RESERVED},
+        datetime_range=_datetime(datetime_) if datetime_ else None,
+        filter=filter_,
+        filter_lang=filter_lang,
+    )
+    page = features.items(conn, coll, query)
+    page["links"] = _page_links(request, query, page["numberMatched"])
+    page["timeStamp"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    headers = {"Content-Crs": f"<{crs}>"}
+    if _wants_html(request, f):
+        return HTMLResponse(_items_html(coll.title, page), headers=headers)
+    return JSONResponse(page, media_type=GEOJSON, headers=headers)
+
+
+def _page_links(request: Request, query: features.ItemsQuery, matched: int) -> list[dict[str, str]]:
+    def at(offset: int) -> str:
+        return str(request.url.include_query_params(offset=offset, limit=query.limit))
+
+    links = [{"rel": "self", "href": str(request.url), "type": GEOJSON}]
+    if query.offset + query.limit < matched:
+        links.append({"rel": "next", "href": at(query.offset + query.limit), "type": GEOJSON})
+    if query.offset > 0:
+        links.append(
+            {"rel": "prev", "href": at(max(query.offset - query.limit, 0)), "type": GEOJSON}
+        )
+    return links
+
+
+@router.get(
+    "/collections/{collection_id}/items/{feature_id}",
+    dependencies=[Public],
+    summary="One feature (public)",
+)
+def collection_item(
+    request: Request,
+    conn: Connection,
+    collection_id: CollectionId,
+    feature_id: Annotated[str, Path(max_length=100)],
+    crs: str = features.CRS84,
+    f: str | None = None,
+) -> Any:
+    """One feature by id."""
+    coll = features.get_collection(conn, collection_id)
+    feature = features.item(conn, coll, feature_id, crs)
+    base = _base(request)
+    feature["links"] = [
+        {
+            "rel": "self",
+            "href": f"{base}/collections/{coll.name}/items/{feature_id}",
+            "type": GEOJSON,
+        },
+        {
+            "rel": "collection",
+            "href": f"{base}/collections/{coll.name}",
+            "type": "application/json",
+        },
+    ]
+    if _wants_html(request, f):
+        return HTMLResponse(
+            _items_html(coll.title, {"features": [feature], "numberMatched": 1, "links": []})
+        )
+    return JSONResponse(feature, media_type=GEOJSON, headers={"Content-Crs": f"<{crs}>"})
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+
+
+def _links_html(links: list[dict[str, str]]) -> str:
+    return (
+        "<ul>"
+        + "".join(
+            f'<li><a href="{html.escape(link["href"])}">{html.escape(link["rel"])}</a></li>'
+            for link in links
+        )
+        + "</ul>"
+    )
+
+
+def _items_html(title: str, page: dict[str, Any]) -> str:
+    rows = page["features"]
+    names = sorted({k for f in rows for k in f["properties"]})
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in ["id", *names])
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in [f["id"], *(f["properties"].get(n, "") for n in names)]
+        )
+        + "</tr>"
+        for f in rows
+    )
+    nav = " ".join(
+        f'<a href="{html.escape(link["href"].replace("f=json", "f=html"))}">{html.escape(link["rel"])}</a>'
+        for link in page.get("links", [])
+        if link["rel"] in ("prev", "next")
+    )
+    summary = f"<p>{len(rows)} of {page['numberMatched']} features {nav}</p>"
+    return _page(title, summary + f"<table><tr>{head}</tr>{body}</table>")

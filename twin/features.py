@@ -1,0 +1,324 @@
+"""Features of every layer in the catalogue, as OGC API Features serves them.
+
+A collection is a catalogue row (built-in kind or scene). Every name that reaches SQL is
+checked against the collection's own columns (the queryables); every value is a parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from twin import catalogue, cql
+from twin.errors import InvalidInput, NotFound
+from twin.schema import SRID
+
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 10
+HIDDEN_COLUMNS = {"geom"}
+# Output CRSs: URI -> (SRID, whether the CRS's axis order is latitude first).
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+SUPPORTED_CRS = {
+    CRS84: (4326, False),
+    "http://www.opengis.net/def/crs/EPSG/0/4326": (4326, True),
+    "http://www.opengis.net/def/crs/EPSG/0/4490": (4490, True),
+    "http://www.opengis.net/def/crs/EPSG/0/3857": (3857, False),
+    "http://www.opengis.net/def/crs/EPSG/0/4549": (4549, False),
+}
+_TYPES = {
+    "text": "string", "integer": "integer", "bigint": "integer", "double precision": "number",
+    "boolean": "boolean", "jsonb": "object", "timestamp with time zone": "string",
+}  # fmt: skip
+
+
+@dataclass
+class Collection:
+    """One layer as a feature collection."""
+
+    name: str
+    title: str
+    description: str
+    kind: str
+    table: str
+    geometry_type: str
+    id_column: str
+    columns: dict[str, str]  # column -> JSON type, in table order
+    time_column: str | None
+    bbox: list[float] | None
+    feature_count: int
+    scene_properties: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def queryables(self) -> dict[str, str]:
+        """Names a filter, sortby or properties selection may use, with their JSON types."""
+        names = {c: t for c, t in self.columns.items() if c not in HIDDEN_COLUMNS}
+        for prop, spec in self.scene_properties.items():
+            names.setdefault(prop, spec.get("type", "string"))
+        return names
+
+
+def list_collections(conn: psycopg.Connection) -> list[Collection]:
+    """Every feature layer of the catalogue (terrain is a raster, not features)."""
+    return [
+        _collection(conn, layer)
+        for layer in catalogue.list_layers(conn)
+        if layer["kind"] != "terrain"
+    ]
+
+
+def get_collection(conn: psycopg.Connection, name: str) -> Collection:
+    """The collection called ``name``; NotFound otherwise."""
+    layer = catalogue.get_layer(conn, name)
+    if layer["kind"] == "terrain":
+        raise NotFound(f"{name!r} is a raster, not a feature collection")
+    return _collection(conn, layer)
+
+
+def _collection(conn: psycopg.Connection, layer: dict[str, Any]) -> Collection:
+    table = catalogue.layer_table(conn, layer["name"])
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    columns = {name: _TYPES.get(data_type, "string") for name, data_type in rows}
+    id_column = "id" if "id" in columns else "code"
+    time_column = next((c for c in ("latest_at", "updated_at") if c in columns), None)
+    scene_properties = (
+        layer["property_schema"].get("properties", {}) if layer["kind"] == "scene" else {}
+    )
+    return Collection(
+        name=layer["name"],
+        title=layer["title"],
+        description=layer["description"],
+        kind=layer["kind"],
+        table=table,
+        geometry_type=layer["geometry_type"],
+        id_column=id_column,
+        columns=columns,
+        time_column=time_column,
+        bbox=layer["bbox"],
+        feature_count=layer["feature_count"],
+        scene_properties=scene_properties,
+    )
+
+
+@dataclass
+class ItemsQuery:
+    """What a client asked of /items, already parsed into plain values."""
+
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+    bbox: tuple[float, float, float, float] | None = None
+    bbox_crs: str = CRS84
+    crs: str = CRS84
+    properties: list[str] | None = None
+    sortby: list[str] = field(default_factory=list)
+    equals: dict[str, str] = field(default_factory=dict)
+    datetime_range: tuple[datetime | None, datetime | None] | None = None
+    filter: str | None = None
+    filter_lang: str = "cql2-text"
+
+
+def check_crs(uri: str) -> tuple[int, bool]:
+    """SRID and axis order of a supported CRS URI; InvalidInput naming the supported ones."""
+    if uri not in SUPPORTED_CRS:
+        raise InvalidInput(f"crs {uri!r} is not supported; use one of {', '.join(SUPPORTED_CRS)}")
+    return SUPPORTED_CRS[uri]
+
+
+def items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dict[str, Any]:
+    """A page of features as a GeoJSON FeatureCollection, with numberMatched."""
+    if not 1 <= query.limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}")
+    if query.offset < 0:
+        raise InvalidInput("offset cannot be negative")
+    where = _where(coll, query)
+    order = _order(coll, query.sortby)
+    srid, lat_first = check_crs(query.crs)
+    select = _select(coll, query.properties, srid, lat_first)
+    table = sql.Identifier(coll.table)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            sql.SQL("SELECT {} FROM {} AS f WHERE {} ORDER BY {} LIMIT %s OFFSET %s").format(
+                select, table, where, order
+            ),
+            (query.limit, query.offset),
+        ).fetchall()
+        matched = cur.execute(
+            sql.SQL("SELECT count(*) AS n FROM {} AS f WHERE {}").format(table, where)
+        ).fetchone()["n"]  # type: ignore[index]
+    return {
+        "type": "FeatureCollection",
+        "features": [_feature(row) for row in rows],
+        "numberMatched": matched,
+        "numberReturned": len(rows),
+    }
+
+
+def item(
+    conn: psycopg.Connection, coll: Collection, feature_id: str, crs: str = CRS84
+) -> dict[str, Any]:
+    """One feature by its id; NotFound when there is none."""
+    srid, lat_first = check_crs(crs)
+    key: Any = feature_id
+    if coll.id_column == "id":
+        if not feature_id.isdigit() or len(feature_id) > 18:
+            raise NotFound(f"no feature {feature_id!r} in {coll.name}")
+        key = int(feature_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            sql.SQL("SELECT {} FROM {} AS f WHERE {} = %s").format(
+                _select(coll, None, srid, lat_first),
+                sql.Identifier(coll.table),
+                sql.Identifier(coll.id_column),
+            ),
+            (key,),
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"no feature {feature_id!r} in {coll.name}")
+    return _feature(row)
+
+
+def _select(
+    coll: Collection, wanted: list[str] | None, srid: int, lat_first: bool
+) -> sql.Composable:
+    geometry = sql.SQL("ST_Transform(f.geom, {})").format(sql.Literal(srid))
+    if lat_first:
+        geometry = sql.SQL("ST_FlipCoordinates({})").format(geometry)
+    names = [c for c in coll.columns if c not in HIDDEN_COLUMNS and c != "properties"]
+    if wanted is not None:
+        unknown = [w for w in wanted if w not in coll.queryables]
+        if unknown:
+            raise InvalidInput(
+                f"properties: {', '.join(unknown)} not in {coll.name} (see queryables)"
+            )
+    pairs: list[sql.Composable] = []
+    for name in names:
+        if wanted is None or name in wanted:
+            pairs += [sql.Literal(name), sql.SQL("f.{}").format(sql.Identifier(name))]
+    properties = sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(pairs))
+    if "properties" in coll.columns:
+        extra = sql.SQL("f.properties")
+        if wanted is not None:
+            keep = [w for w in wanted if w not in coll.columns]
+            extra = sql.SQL(
+                "(SELECT COALESCE(jsonb_object_agg(key, value), '{{}}') FROM jsonb_each(f.properties) WHERE key = ANY({}))"
+            ).format(sql.Literal(keep))
+        properties = sql.SQL("({} || {})").format(extra, properties)
+    return sql.SQL(
+        "f.{id}::text AS id, ST_AsGeoJSON({geom}, 9)::jsonb AS geometry, {props} AS properties"
+    ).format(id=sql.Identifier(coll.id_column), geom=geometry, props=properties)
+
+
+def _feature(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "Feature",
+        "id": row["id"],
+        "geometry": row["geometry"],
+        "properties": row["properties"],
+    }
+
+
+def _column(coll: Collection):  # noqa: ANN202
+    """Property name -> SQL, for names in the queryables only."""
+
+    def column(name: str) -> sql.Composable:
+        if name == "geom" or name == "geometry":
+            return sql.SQL("f.geom")
+        if name in coll.columns and name not in HIDDEN_COLUMNS:
+            return sql.SQL("f.{}").format(sql.Identifier(name))
+        if name in coll.scene_properties:
+            kind = coll.scene_properties[name].get("type", "string")
+            cast = {"integer": "bigint", "number": "double precision", "boolean": "boolean"}.get(
+                kind
+            )
+            text = sql.SQL("(f.properties->>{})").format(sql.Literal(name))
+            return sql.SQL("({})::{}").format(text, sql.SQL(cast)) if cast else text
+        raise InvalidInput(f"{name!r} is not a queryable of {coll.name}")
+
+    return column
+
+
+def _where(coll: Collection, query: ItemsQuery) -> sql.Composable:
+    column = _column(coll)
+    clauses: list[sql.Composable] = [sql.SQL("TRUE")]
+    if query.bbox is not None:
+        clauses.append(_bbox_clause(query.bbox, query.bbox_crs))
+    for name, value in query.equals.items():
+        clauses.append(sql.SQL("{}::text = {}").format(column(name), sql.Literal(value)))
+    if query.datetime_range is not None:
+        if coll.time_column is None:
+            raise InvalidInput(f"{coll.name} has no time to filter on")
+        start, end = query.datetime_range
+        time = sql.SQL("f.{}").format(sql.Identifier(coll.time_column))
+        if start is not None:
+            clauses.append(sql.SQL("{} >= {}").format(time, sql.Literal(start)))
+        if end is not None:
+            clauses.append(sql.SQL("{} <= {}").format(time, sql.Literal(end)))
+    if query.filter:
+        tree = cql.parse(query.filter, query.filter_lang)
+        clauses.append(cql.compile_filter(tree, column, sql.SQL("f.geom"), SRID))
+    return sql.SQL(" AND ").join(clauses)
+
+
+def _bbox_clause(bbox: tuple[float, float, float, float], bbox_crs: str) -> sql.Composable:
+    srid, lat_first = check_crs(bbox_crs)
+    x1, y1, x2, y2 = bbox
+    if lat_first:
+        x1, y1, x2, y2 = y1, x1, y2, x2
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise InvalidInput("bbox: every number must be finite")
+    if srid in (4326, 4490):
+        if not (-180 <= x1 <= 180 and -180 <= x2 <= 180 and -90 <= y1 <= 90 and -90 <= y2 <= 90):
+            raise InvalidInput("bbox: longitudes must be within ±180 and latitudes within ±90")
+        if y1 > y2:
+            raise InvalidInput("bbox: the southern edge is north of the northern edge")
+        if x1 > x2:  # crosses the antimeridian: two boxes
+            return sql.SQL("(f.geom && ST_MakeEnvelope({}, {}, 180, {}, 4326) OR f.geom && ST_MakeEnvelope(-180, {}, {}, {}, 4326))").format(
+                sql.Literal(x1), sql.Literal(y1), sql.Literal(y2), sql.Literal(y1), sql.Literal(x2), sql.Literal(y2)
+            )  # fmt: skip
+    elif x1 > x2 or y1 > y2:
+        raise InvalidInput("bbox: minimum above maximum")
+    return sql.SQL("f.geom && ST_Transform(ST_MakeEnvelope({}, {}, {}, {}, {}), {})").format(
+        sql.Literal(x1), sql.Literal(y1), sql.Literal(x2), sql.Literal(y2), sql.Literal(srid),
+        sql.Literal(SRID),
+    )  # fmt: skip
+
+
+def _order(coll: Collection, sortby: list[str]) -> sql.Composable:
+    column = _column(coll)
+    parts = []
+    for item_ in sortby:
+        descending = item_.startswith("-")
+        name = item_.lstrip("+-")
+        parts.append(
+            sql.SQL("{} {}").format(column(name), sql.SQL("DESC" if descending else "ASC"))
+        )
+    parts.append(sql.SQL("f.{}").format(sql.Identifier(coll.id_column)))  # stable paging
+    return sql.SQL(", ").join(parts)
+
+
+def queryables_schema(coll: Collection, base_url: str) -> dict[str, Any]:
+    """The queryables as JSON Schema (OGC API Features Part 3)."""
+    properties: dict[str, Any] = {
+        "geometry": {"$ref": f"https://geojson.org/schema/{coll.geometry_type}.json"}
+    }
+    for name, kind in coll.queryables.items():
+        properties[name] = {"type": kind, "title": name}
+        if kind == "string" and name in ("updated_at", "latest_at"):
+            properties[name]["format"] = "date-time"
+    return {
+        "$schema": "https://json-schema.org/draft/2019-09/schema",
+        "$id": f"{base_url}/collections/{coll.name}/queryables",
+        "type": "object",
+        "title": coll.title,
+        "properties": properties,
+        "additionalProperties": False,
+    }
