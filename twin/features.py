@@ -236,11 +236,16 @@ def _column(coll: Collection):  # noqa: ANN202
             return sql.SQL("f.{}").format(sql.Identifier(name))
         if name in coll.scene_properties:
             kind = coll.scene_properties[name].get("type", "string")
-            cast = {"integer": "bigint", "number": "double precision", "boolean": "boolean"}.get(
-                kind
-            )
             text = sql.SQL("(f.properties->>{})").format(sql.Literal(name))
-            return sql.SQL("({})::{}").format(text, sql.SQL(cast)) if cast else text
+            if kind == "string":
+                return text
+            # A value kept as it came ("five" for a count) is not that type: it is NULL here.
+            json_type, cast = {"integer": ("number", "double precision"),
+                               "number": ("number", "double precision"),
+                               "boolean": ("boolean", "boolean")}[kind]  # fmt: skip
+            return sql.SQL(
+                "(CASE WHEN jsonb_typeof(f.properties->{}) = {} THEN {}::{} END)"
+            ).format(sql.Literal(name), sql.Literal(json_type), text, sql.SQL(cast))
         raise InvalidInput(f"{name!r} is not a queryable of {coll.name}")
 
     return column
