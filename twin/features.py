@@ -146,10 +146,11 @@ def items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dict
     table = sql.Identifier(coll.table)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            sql.SQL("SELECT {} FROM {} AS f WHERE {} ORDER BY {} LIMIT %s OFFSET %s").format(
-                select, table, where, order
-            ),
-            (query.limit, query.offset),
+            # Values are literals composed by psycopg, so no placeholders: a '%' inside a
+            # LIKE pattern must not be read as one.
+            sql.SQL("SELECT {} FROM {} AS f WHERE {} ORDER BY {} LIMIT {} OFFSET {}").format(
+                select, table, where, order, sql.Literal(query.limit), sql.Literal(query.offset)
+            )
         ).fetchall()
         matched = cur.execute(
             sql.SQL("SELECT count(*) AS n FROM {} AS f WHERE {}").format(table, where)
@@ -174,12 +175,12 @@ def item(
         key = int(feature_id)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            sql.SQL("SELECT {} FROM {} AS f WHERE {} = %s").format(
+            sql.SQL("SELECT {} FROM {} AS f WHERE {} = {}").format(
                 _select(coll, None, srid, lat_first),
                 sql.Identifier(coll.table),
                 sql.Identifier(coll.id_column),
+                sql.Literal(key),
             ),
-            (key,),
         ).fetchone()
     if row is None:
         raise NotFound(f"no feature {feature_id!r} in {coll.name}")

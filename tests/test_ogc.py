@@ -1,0 +1,226 @@
+"""OGC API Features through the real app, and through real clients: GDAL and OWSLib."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import psycopg
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from tests.helpers import make_data_dir, settings_for
+from twin.features import CRS84
+
+EPSG4326 = "http://www.opengis.net/def/crs/EPSG/0/4326"
+LAYERS = ("buildings", "public_spaces", "pipes", "pipe_nodes", "sensors", "jurisdictions", "units")
+
+
+def test_landing_conformance_and_collections(client: TestClient):
+    links = {link["rel"] for link in client.get("/").json()["links"]}
+    assert {"service-desc", "conformance", "data"} <= links
+    conforms = client.get("/conformance").json()["conformsTo"]
+    assert "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core" in conforms
+    assert "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text" in conforms
+    assert client.get("/api").json()["openapi"].startswith("3.")
+    ids = {c["id"] for c in client.get("/collections").json()["collections"]}
+    assert set(LAYERS) <= ids
+    one = client.get("/collections/buildings").json()
+    assert one["extent"]["spatial"]["bbox"][0][0] > 121 and EPSG4326 in one["crs"]
+
+
+def test_items_page_through_every_building_once(client: TestClient, conn: psycopg.Connection):
+    total = conn.execute("SELECT count(*) FROM buildings").fetchone()[0]
+    seen: list[str] = []
+    url = "/collections/buildings/items?limit=1000&properties=height_m"
+    while url:
+        page = client.get(url).json()
+        assert page["numberMatched"] == total
+        seen += [f["id"] for f in page["features"]]
+        url = next((link["href"] for link in page["links"] if link["rel"] == "next"), None)
+    assert len(seen) == len(set(seen)) == total
+
+
+def test_bbox_sortby_properties_and_equality(client: TestClient, conn: psycopg.Connection):
+    west, south, east, north = 121.395, 31.235, 121.405, 31.245
+    expected = conn.execute(
+        "SELECT count(*) FROM buildings WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)",
+        (west, south, east, north),
+    ).fetchone()[0]
+    page = client.get(
+        f"/collections/buildings/items?bbox={west},{south},{east},{north}&limit=5"
+        "&sortby=-height_m&properties=height_m,use"
+    ).json()
+    assert page["numberMatched"] == expected > 5
+    heights = [f["properties"]["height_m"] for f in page["features"]]
+    assert heights == sorted(heights, reverse=True)
+    assert set(page["features"][0]["properties"]) == {"height_m", "use"}
+    smoke = client.get("/collections/sensors/items?kind=smoke&limit=3").json()
+    assert smoke["numberMatched"] > 0 and {f["properties"]["kind"] for f in smoke["features"]} == {
+        "smoke"
+    }
+
+
+def test_cql2_text_and_json_filters(client: TestClient, conn: psycopg.Connection):
+    expected = conn.execute(
+        "SELECT count(*) FROM buildings WHERE height_m > 50 AND use IN ('office', 'commercial')"
+    ).fetchone()[0]
+    text = quote("height_m > 50 AND use IN ('office','commercial')")
+    assert (
+        client.get(f"/collections/buildings/items?filter={text}").json()["numberMatched"]
+        == expected
+    )
+    cql_json = {"op": "and", "args": [
+        {"op": ">", "args": [{"property": "height_m"}, 50]},
+        {"op": "in", "args": [{"property": "use"}, ["office", "commercial"]]}]}  # fmt: skip
+    answer = client.get(
+        f"/collections/buildings/items?filter-lang=cql2-json&filter={quote(json.dumps(cql_json))}"
+    ).json()
+    assert answer["numberMatched"] == expected
+    spatial = quote(
+        "S_INTERSECTS(geometry, POLYGON((121.39 31.23, 121.41 31.23, 121.41 31.25, 121.39 31.25, 121.39 31.23)))"
+    )
+    inside = client.get(f"/collections/sensors/items?filter={spatial}").json()["numberMatched"]
+    assert 0 < inside < conn.execute("SELECT count(*) FROM sensors").fetchone()[0]
+    between = quote("floors BETWEEN 3 AND 6 AND NOT name IS NULL AND address LIKE '%号'")
+    assert client.get(f"/collections/buildings/items?filter={between}").status_code == 200
+
+
+def test_output_crs_flips_axes_for_epsg_4326(client: TestClient):
+    url = "/collections/sensors/items?limit=1&sortby=id"
+    lon_lat = client.get(url).json()["features"][0]["geometry"]["coordinates"]
+    answer = client.get(f"{url}&crs={EPSG4326}")
+    assert answer.headers["content-crs"] == f"<{EPSG4326}>"
+    assert answer.json()["features"][0]["geometry"]["coordinates"] == lon_lat[::-1]
+    metric = client.get(f"{url}&crs=http://www.opengis.net/def/crs/EPSG/0/4549").json()
+    x, y = metric["features"][0]["geometry"]["coordinates"]
+    assert 600_000 < x < 700_000 and 3_400_000 < y < 3_500_000
+
+
+def test_one_feature_and_queryables(client: TestClient):
+    first = client.get("/collections/jurisdictions/items?limit=1&level=district").json()[
+        "features"
+    ][0]
+    one = client.get(f"/collections/jurisdictions/items/{first['id']}")
+    assert one.status_code == 200 and one.json()["properties"]["level"] == "district"
+    queryables = client.get("/collections/buildings/queryables").json()["properties"]
+    assert queryables["height_m"]["type"] == "number" and "geom" not in queryables
+    html = client.get("/collections/buildings/items?f=html&limit=3")
+    assert html.status_code == 200 and "<table>" in html.text
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "words"),
+    [
+        ("/collections/castles/items", 404, "castles"),
+        ("/collections/buildings/items/999999999", 404, "999999999"),
+        ("/collections/buildings/items/1;DROP TABLE buildings", 404, "no feature"),
+        ("/collections/buildings/items?bbox=121,31,NaN,32", 400, "finite"),
+        ("/collections/buildings/items?bbox=121,31,inf,32", 400, "finite"),
+        ("/collections/buildings/items?bbox=121,31,1e999,32", 400, "finite"),
+        ("/collections/buildings/items?bbox=31,121,32,122", 400, "latitudes"),
+        ("/collections/buildings/items?bbox=121,31,122", 400, "four"),
+        ("/collections/buildings/items?limit=1e9", 400, "whole number"),
+        ("/collections/buildings/items?limit=-5", 400, "limit"),
+        ("/collections/buildings/items?offset=-1", 400, "offset"),
+        ("/collections/buildings/items?crs=EPSG:9999", 400, "not supported"),
+        ("/collections/buildings/items?sortby=height_m;DROP TABLE x", 400, "queryable"),
+        ("/collections/buildings/items?properties=password", 400, "password"),
+        ("/collections/buildings/items?colour=red", 400, "colour"),
+        ("/collections/buildings/items?filter=height_m >", 400, "cql2-text"),
+        ("/collections/buildings/items?filter=secret = 1", 400, "secret"),
+        (
+            "/collections/buildings/items?filter=name = 'x OR 1=1; DROP TABLE buildings; --'",
+            200,
+            "",
+        ),
+        ("/collections/buildings/items?filter=name LIKE '%25'';--'", 400, "cql2-text"),
+        ("/collections/buildings/items?filter-lang=cql2-json&filter={bad", 400, "cql2-json"),
+        ("/collections/buildings/items?datetime=yesterday", 400, "RFC 3339"),
+    ],
+)
+def test_bad_requests_are_problems_never_500(client: TestClient, url: str, status: int, words: str):
+    answer = client.get(url)
+    assert answer.status_code == status, answer.text
+    if status != 200:
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert words in answer.json()["detail"]
+        assert "psycopg" not in answer.text and "SELECT" not in answer.text
+
+
+def test_limit_above_the_maximum_is_clamped(client: TestClient):
+    page = client.get("/collections/sensors/items?limit=50000").json()
+    assert page["numberReturned"] == min(10_000, page["numberMatched"])
+
+
+def test_antimeridian_bbox_is_answered(client: TestClient):
+    answer = client.get("/collections/buildings/items?bbox=170,-10,-170,10")
+    assert answer.status_code == 200 and answer.json()["numberMatched"] == 0
+    wide = client.get("/collections/buildings/items?bbox=121,-10,-170,40&limit=1")
+    assert wide.json()["numberMatched"] > 0  # 121E eastward across 180 to 170W holds Shanghai
+
+
+# -- real clients over real HTTP ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_url(demo_url: str) -> Iterator[str]:
+    """The app served by uvicorn on a local port, for clients that speak HTTP themselves."""
+    port = _free_port()
+    app = create_app(settings_for(make_data_dir("twin-live-")), database_url=demo_url)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("ogr2ogr") is None, reason="gdal-bin is not installed")
+def test_gdal_reads_every_collection_in_full(live_url: str, conn: psycopg.Connection, tmp_path):
+    listing = subprocess.run(
+        ["ogrinfo", "-ro", "-q", f"OAPIF:{live_url}/"], capture_output=True, text=True, timeout=120
+    )
+    assert listing.returncode == 0, listing.stderr
+    for layer in LAYERS:
+        assert layer in listing.stdout
+        out = tmp_path / f"{layer}.geojson"
+        copied = subprocess.run(
+            ["ogr2ogr", "-f", "GeoJSON", str(out), f"OAPIF:{live_url}/", layer,
+             "-oo", "PAGE_SIZE=2000"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert copied.returncode == 0, copied.stderr
+        got = len(json.loads(out.read_text())["features"])
+        assert got == conn.execute(f"SELECT count(*) FROM {layer}").fetchone()[0], layer
+
+
+def test_owslib_reads_items_and_queryables(live_url: str):
+    from owslib.ogcapi.features import Features
+
+    api = Features(live_url)
+    ids = {c["id"] for c in api.collections()["collections"]}
+    assert set(LAYERS) <= ids
+    page = api.collection_items("sensors", limit=5)
+    assert len(page["features"]) == 5
+    queryables = api.collection_queryables("buildings")
+    assert "height_m" in queryables["properties"]
+    assert api.conformance()["conformsTo"]
+    assert CRS84
