@@ -11,7 +11,7 @@ from psycopg_pool import ConnectionPool
 
 import twin
 from api.errors import install_error_handlers
-from api.routes import health, imports, layers, ogc
+from api.routes import health, imports, layers, ogc, spatial
 from twin.settings import Settings
 
 
@@ -49,5 +49,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(layers.router)
     app.include_router(imports.router)
     app.include_router(ogc.router)
+    app.include_router(spatial.router)
 
     return app

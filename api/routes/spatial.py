@@ -1,0 +1,126 @@
+"""The one-map questions over HTTP: locate, nearest, within, below. Public: they return
+assets and jurisdictions, never anything personal.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import shapely
+from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel, Field
+
+from api.access import Public
+from api.deps import Connection
+from layers.crs import resolve_crs, to_storage
+from twin import spatial
+from twin.errors import InvalidInput
+
+router = APIRouter(tags=["one-map queries"])
+CrsParam = Annotated[
+    str, Query(description="CRS of the point: CRS84/4326 (default), 4490, 3857, 4549, GCJ02, BD09")
+]
+DEFAULT_LAYERS = "buildings,public_spaces,pipes,pipe_nodes,sensors,units"
+
+
+def _storage_point(lon: float, lat: float, crs: str) -> tuple[float, float]:
+    """The point in lon/lat; x/y in the named CRS when it is projected."""
+    if crs.upper() in (
+        "CRS84",
+        "EPSG:4326",
+        "4326",
+        "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84",
+    ):
+        return lon, lat
+    if not (np.isfinite(lon) and np.isfinite(lat)):
+        raise InvalidInput("lon and lat must be finite numbers")
+    point = to_storage(np.array([shapely.Point(lon, lat)], dtype=object), resolve_crs(crs))[0]
+    return point.x, point.y
+
+
+def _layers(text: str) -> list[str]:
+    return spatial.check_layers([name.strip() for name in text.split(",") if name.strip()])
+
+
+@router.get(
+    "/locate", dependencies=[Public], summary="What is here: jurisdictions, units, assets (public)"
+)
+def locate(conn: Connection, lon: float, lat: float, crs: CrsParam = "CRS84") -> dict[str, Any]:
+    """The jurisdiction at every level with the units there, the building the point is in,
+    the public space, and the pipes beneath with their depth."""
+    return spatial.locate(conn, *_storage_point(lon, lat, crs))
+
+
+@router.get("/nearest", dependencies=[Public], summary="The nearest features per layer (public)")
+def nearest(
+    conn: Connection,
+    lon: float,
+    lat: float,
+    layers: str = DEFAULT_LAYERS,
+    k: Annotated[int, Query(ge=1, le=spatial.MAX_K)] = 5,
+    max_distance: Annotated[float | None, Query(gt=0, description="metres")] = None,
+    crs: CrsParam = "CRS84",
+) -> dict[str, Any]:
+    """k nearest features of each layer, with distances in metres."""
+    x, y = _storage_point(lon, lat, crs)
+    return spatial.nearest(conn, x, y, layers=_layers(layers), k=k, max_distance_m=max_distance)
+
+
+class Area(BaseModel):
+    """An area as GeoJSON or WKT, in lon/lat."""
+
+    geometry: dict[str, Any] | None = Field(
+        default=None, description="a GeoJSON Polygon or MultiPolygon"
+    )
+    wkt: str | None = Field(default=None, max_length=200_000)
+    layers: str = DEFAULT_LAYERS
+    limit: int = Field(default=1000, ge=1, le=spatial.MAX_WITHIN_FEATURES)
+
+
+def _area(body: Area) -> Any:
+    try:
+        if body.geometry is not None:
+            return shapely.geometry.shape(body.geometry)
+        if body.wkt is not None:
+            return shapely.from_wkt(body.wkt)
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+        raise InvalidInput(f"the area is not readable GeoJSON or WKT: {str(exc)[:120]}") from exc
+    raise InvalidInput("give the area as geometry (GeoJSON) or wkt")
+
+
+@router.post("/within", dependencies=[Public], summary="What is inside an area (public)")
+def within_area(conn: Connection, body: Annotated[Area, Body()]) -> dict[str, Any]:
+    """Features of the chosen layers in a polygon, with counts by layer (平急两用)."""
+    return spatial.within(conn, _area(body), layers=_layers(body.layers), limit=body.limit)
+
+
+@router.get("/within", dependencies=[Public], summary="What is within a radius of a point (public)")
+def within_radius(
+    conn: Connection,
+    lon: float,
+    lat: float,
+    radius: Annotated[float, Query(gt=0, le=5000, description="metres")],
+    layers: str = DEFAULT_LAYERS,
+    limit: Annotated[int, Query(ge=1, le=spatial.MAX_WITHIN_FEATURES)] = 1000,
+    crs: CrsParam = "CRS84",
+) -> dict[str, Any]:
+    """Features of the chosen layers within ``radius`` metres of the point."""
+    x, y = _storage_point(lon, lat, crs)
+    return spatial.within(
+        conn, spatial.area_from_circle(x, y, radius), layers=_layers(layers), limit=limit
+    )
+
+
+@router.get("/below", dependencies=[Public], summary="Pipes and nodes under a building (public)")
+def below_building(conn: Connection, building_id: int) -> dict[str, Any]:
+    """What lies under a building's footprint, shallowest first."""
+    return spatial.below(conn, spatial.building_footprint(conn, building_id))
+
+
+@router.post(
+    "/below", dependencies=[Public], summary="Pipes and nodes under a planned excavation (public)"
+)
+def below_area(conn: Connection, body: Annotated[Area, Body()]) -> dict[str, Any]:
+    """What lies under an area, with depth and network, shallowest first."""
+    return spatial.below(conn, _area(body))

@@ -1,0 +1,266 @@
+"""The one-map questions: what is here (locate), what is near (nearest), what is inside an
+area (within), and what lies below (below). Points and areas come in the storage CRS
+(lon/lat); distances and depths go out in metres.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import psycopg
+import shapely
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from twin.errors import InvalidInput, NotFound
+
+# Layers these questions may name, with what a person wants to see of each feature.
+SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "buildings": ("name", "address", "use", "height_m", "floors"),
+    "public_spaces": ("kind", "name"),
+    "pipes": ("network", "diameter_mm", "material", "depth_m", "status"),
+    "pipe_nodes": ("network", "kind", "state", "depth_m"),
+    "sensors": ("device_id", "kind", "unit_of_measure", "latest_value", "online"),
+    "units": ("code", "name", "kind", "jurisdiction_code", "phone"),
+    "jurisdictions": ("code", "name", "level"),
+}
+PIPE_SEARCH_M = 5.0  # pipes this close to a point count as beneath it
+MAX_K = 100
+MAX_DISTANCE_M = 20_000.0
+MAX_AREA_M2 = 50_000_000.0  # 50 km²: a district, not a province
+MAX_WITHIN_FEATURES = 5_000
+
+
+def check_point(lon: float, lat: float) -> None:
+    """A usable longitude/latitude, or InvalidInput saying what is wrong."""
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise InvalidInput("lon and lat must be finite numbers")
+    if not -90 <= lat <= 90:
+        hint = " (are lon and lat swapped?)" if -180 <= lat <= 180 and -90 <= lon <= 90 else ""
+        raise InvalidInput(f"lat {lat} is beyond ±90{hint}")
+    if not -180 <= lon <= 180:
+        raise InvalidInput(f"lon {lon} is beyond ±180")
+
+
+def check_layers(layers: list[str]) -> list[str]:
+    """Layer names from the allow-list, or InvalidInput naming the unknown ones."""
+    unknown = [layer for layer in layers if layer not in SUMMARY_COLUMNS]
+    if unknown:
+        raise InvalidInput(
+            f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(SUMMARY_COLUMNS)}"
+        )
+    return layers
+
+
+def _point(lon: float, lat: float) -> sql.Composable:
+    return sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(
+        sql.Literal(lon), sql.Literal(lat)
+    )
+
+
+def _summary(layer: str, alias: str = "f") -> sql.Composable:
+    pairs: list[sql.Composable] = []
+    for column in SUMMARY_COLUMNS[layer]:
+        pairs += [
+            sql.Literal(column),
+            sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column)),
+        ]
+    return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(pairs))
+
+
+def locate(conn: psycopg.Connection, lon: float, lat: float) -> dict[str, Any]:
+    """Jurisdiction at every level, the units there, and what is at or under the point."""
+    check_point(lon, lat)
+    point = _point(lon, lat)
+    query = sql.SQL(
+        """
+        WITH here AS (SELECT {point} AS p),
+        chain AS (
+            SELECT j.code, j.name, j.level FROM jurisdictions j, here
+            WHERE j.geom && here.p AND ST_Intersects(j.geom, here.p)
+        )
+        SELECT
+          (SELECT COALESCE(jsonb_agg(jsonb_build_object('level', level, 'code', code, 'name', name)
+                   ORDER BY array_position(ARRAY['city','district','street','grid','community'], level)), '[]')
+           FROM chain) AS jurisdictions,
+          (SELECT COALESCE(jsonb_agg({unit} ORDER BY u.code), '[]') FROM units u
+           WHERE u.jurisdiction_code IN (SELECT code FROM chain)) AS units,
+          (SELECT {building} || jsonb_build_object('id', f.id) FROM buildings f, here
+           WHERE f.geom && here.p AND ST_Intersects(f.geom, here.p) LIMIT 1) AS building,
+          (SELECT COALESCE(jsonb_agg({space} || jsonb_build_object('id', f.id)), '[]')
+           FROM public_spaces f, here
+           WHERE f.geom && here.p AND ST_Intersects(f.geom, here.p)) AS public_spaces,
+          (SELECT COALESCE(jsonb_agg(x.pipe ORDER BY x.depth NULLS LAST), '[]') FROM (
+             SELECT {pipe} || jsonb_build_object('id', f.id, 'distance_m',
+                      round(ST_Distance(f.geom::geography, here.p::geography)::numeric, 2)) AS pipe,
+                    f.depth_m AS depth
+             FROM pipes f, here
+             WHERE f.geom && ST_Expand(here.p, {degrees})
+               AND ST_DWithin(f.geom::geography, here.p::geography, {metres})) x) AS pipes_beneath
+        """
+    ).format(
+        point=point,
+        unit=_summary("units", "u"),
+        building=_summary("buildings"),
+        space=_summary("public_spaces"),
+        pipe=_summary("pipes"),
+        degrees=sql.Literal(PIPE_SEARCH_M / 80_000),  # metres to degrees, generously
+        metres=sql.Literal(PIPE_SEARCH_M),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query).fetchone()
+    assert row is not None
+    inside = bool(row["jurisdictions"])
+    answer: dict[str, Any] = {"lon": lon, "lat": lat, "inside": inside, **row}
+    if not inside:
+        answer["message"] = "this point lies outside every jurisdiction the one map knows"
+    return answer
+
+
+def nearest(
+    conn: psycopg.Connection,
+    lon: float,
+    lat: float,
+    *,
+    layers: list[str],
+    k: int = 5,
+    max_distance_m: float | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """The k nearest features per layer, with distances in metres, nearest first."""
+    check_point(lon, lat)
+    check_layers(layers)
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be from 1 to {MAX_K}")
+    if max_distance_m is not None and not 0 < max_distance_m <= MAX_DISTANCE_M:
+        raise InvalidInput(f"max_distance must be more than 0 and at most {MAX_DISTANCE_M:g} m")
+    point = _point(lon, lat)
+    answer: dict[str, list[dict[str, Any]]] = {}
+    for layer in layers:
+        # Index-assisted KNN on the planar distance, then the true metric distance on a
+        # few more candidates than asked, so the order in metres is right.
+        key = "code" if layer in ("units", "jurisdictions") else "id"
+        within = (
+            sql.SQL("AND ST_DWithin(f.geom::geography, {}::geography, {})").format(
+                point, sql.Literal(max_distance_m)
+            )
+            if max_distance_m is not None
+            else sql.SQL("")
+        )
+        query = sql.SQL(
+            """
+            SELECT * FROM (
+              SELECT f.{key}::text AS id, {summary} AS properties,
+                     ST_Distance(f.geom::geography, {point}::geography) AS distance_m
+              FROM {table} f
+              WHERE f.geom IS NOT NULL {within}
+              ORDER BY f.geom <-> {point}
+              LIMIT {candidates}
+            ) c ORDER BY distance_m LIMIT {k}
+            """
+        ).format(
+            key=sql.Identifier(key), summary=_summary(layer), point=point,
+            table=sql.Identifier(layer), within=within,
+            candidates=sql.Literal(k * 2 + 10), k=sql.Literal(k),
+        )  # fmt: skip
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query).fetchall()
+        answer[layer] = [{**r, "distance_m": round(float(r["distance_m"]), 2)} for r in rows]
+    return answer
+
+
+def area_from_circle(lon: float, lat: float, radius_m: float) -> Any:
+    """The circle of ``radius_m`` metres around a point, as a lon/lat polygon."""
+    check_point(lon, lat)
+    if not 0 < radius_m <= 5_000:
+        raise InvalidInput("radius must be more than 0 and at most 5000 m")
+    # 64 segments on a local equirectangular scale: within centimetres of true at 5 km.
+    metres_per_degree = 111_320.0
+    unit_circle = shapely.Point(0, 0).buffer(1.0, quad_segs=16).exterior.coords
+    return shapely.Polygon(
+        [(lon + dx * radius_m / (metres_per_degree * math.cos(math.radians(lat))),
+          lat + dy * radius_m / metres_per_degree) for dx, dy in unit_circle]
+    )  # fmt: skip
+
+
+def check_area(conn: psycopg.Connection, area: Any) -> float:
+    """The area in m²; InvalidInput when it is not a usable polygon or too large."""
+    if area is None or area.is_empty or area.geom_type not in ("Polygon", "MultiPolygon"):
+        raise InvalidInput("the area must be a Polygon or MultiPolygon")
+    if not area.is_valid:
+        raise InvalidInput(f"the area is not a valid polygon: {shapely.is_valid_reason(area)}")
+    west, south, east, north = area.bounds
+    if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
+        raise InvalidInput("the area's coordinates are not longitude/latitude")
+    square_metres = conn.execute(
+        "SELECT ST_Area(ST_GeomFromText(%s, 4326)::geography)", (area.wkt,)
+    ).fetchone()[0]  # type: ignore[index]
+    if square_metres > MAX_AREA_M2:
+        raise InvalidInput(
+            f"the area is {square_metres / 1e6:,.1f} km²; at most {MAX_AREA_M2 / 1e6:,.0f} km² is searched"
+        )
+    return float(square_metres)
+
+
+def within(
+    conn: psycopg.Connection, area: Any, *, layers: list[str], limit: int = 1000
+) -> dict[str, Any]:
+    """Features of the chosen layers that intersect the area, with counts by layer."""
+    check_layers(layers)
+    if not 1 <= limit <= MAX_WITHIN_FEATURES:
+        raise InvalidInput(f"limit must be from 1 to {MAX_WITHIN_FEATURES}")
+    square_metres = check_area(conn, area)
+    shape = sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(area.wkt))
+    counts: dict[str, int] = {}
+    found: dict[str, list[dict[str, Any]]] = {}
+    for layer in layers:
+        key = "code" if layer in ("units", "jurisdictions") else "id"
+        match = sql.SQL("f.geom && {0} AND ST_Intersects(f.geom, {0})").format(shape)
+        with conn.cursor(row_factory=dict_row) as cur:
+            counts[layer] = cur.execute(
+                sql.SQL("SELECT count(*) AS n FROM {} f WHERE {}").format(
+                    sql.Identifier(layer), match
+                )
+            ).fetchone()["n"]  # type: ignore[index]
+            found[layer] = cur.execute(
+                sql.SQL(
+                    "SELECT f.{}::text AS id, {} AS properties FROM {} f WHERE {} LIMIT {}"
+                ).format(
+                    sql.Identifier(key),
+                    _summary(layer),
+                    sql.Identifier(layer),
+                    match,
+                    sql.Literal(limit),
+                )
+            ).fetchall()
+    return {"area_m2": round(square_metres, 1), "counts": counts, "features": found}
+
+
+def below(conn: psycopg.Connection, area: Any) -> dict[str, Any]:
+    """Pipes and pipe nodes under an area (a footprint or planned excavation), shallowest first."""
+    square_metres = check_area(conn, area)
+    shape = sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(area.wkt))
+    answer: dict[str, Any] = {"area_m2": round(square_metres, 1)}
+    for layer in ("pipes", "pipe_nodes"):
+        query = sql.SQL(
+            """
+            SELECT f.id::text AS id, {summary} AS properties FROM {table} f
+            WHERE f.geom && {shape} AND ST_Intersects(f.geom, {shape})
+            ORDER BY f.depth_m NULLS LAST, f.id LIMIT {limit}
+            """
+        ).format(summary=_summary(layer), table=sql.Identifier(layer), shape=shape,
+                 limit=sql.Literal(MAX_WITHIN_FEATURES))  # fmt: skip
+        with conn.cursor(row_factory=dict_row) as cur:
+            answer[layer] = cur.execute(query).fetchall()
+    answer["networks"] = sorted({p["properties"]["network"] for p in answer["pipes"]})
+    return answer
+
+
+def building_footprint(conn: psycopg.Connection, building_id: int) -> Any:
+    """A building's footprint as a shapely geometry; InvalidInput when there is none."""
+    row = conn.execute(
+        "SELECT ST_AsBinary(geom) FROM buildings WHERE id = %s", (building_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no building {building_id}")
+    return shapely.from_wkb(row[0])
