@@ -12,12 +12,12 @@ from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field
 
 from api.access import Public
-from api.deps import Connection
+from api.deps import Connection, FastJSON
 from layers.crs import resolve_crs, to_storage
 from twin import spatial
 from twin.errors import InvalidInput
 
-router = APIRouter(tags=["one-map queries"])
+router = APIRouter(tags=["one-map queries"], default_response_class=FastJSON)
 CrsParam = Annotated[
     str, Query(description="CRS of the point: CRS84/4326 (default), 4490, 3857, 4549, GCJ02, BD09")
 ]

@@ -1,0 +1,141 @@
+"""Benchmark: locate and nearest over HTTP (1 and 8 connections) beside the raw SQL time.
+
+    .venv/bin/python bench/queries.py [--requests 2000] [--size large]
+
+Uses the benchmark cluster in .twin/bench (or TWIN_DATABASE_URL); loads the demo city of
+the given size there first if it has none. Serves the API with `twin serve` in a child
+process on a free port, then times requests from this process. Record figures in
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2 as httpx
+import numpy as np
+
+from twin import db, spatial
+from twin.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _figures(name: str, seconds: list[float], wall: float) -> str:
+    ms = sorted(s * 1000 for s in seconds)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    return (
+        f"{name:<34} p50 {statistics.median(ms):6.2f} ms  p99 {p99:6.2f} ms  "
+        f"{len(ms) / wall:7.0f} req/s"
+    )
+
+
+def main() -> None:
+    """Run the benchmark once and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--size", choices=("small", "default", "large"), default="large")
+    args = parser.parse_args()
+
+    settings = Settings()
+    env = dict(os.environ)
+    if not settings.database_url:
+        settings = Settings(data_dir=Path(".twin/bench"))
+        env["TWIN_DATA_DIR"] = str(Path(".twin/bench").absolute())
+    url = db.prepare(settings)
+    with db.connect(url) as conn:
+        buildings = conn.execute(
+            "SELECT count(*) FROM buildings WHERE dataset = 'demo'"
+        ).fetchone()[0]
+        if buildings == 0:
+            subprocess.run(
+                [sys.executable, "-m", "twin.cli", "demo", "--size", args.size], env=env, check=True
+            )
+        west, south, east, north = conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
+            " (SELECT ST_Extent(geom) e FROM jurisdictions WHERE level = 'district') x"
+        ).fetchone()
+        buildings = conn.execute("SELECT count(*) FROM buildings").fetchone()[0]
+
+    rng = np.random.default_rng(7)
+    points = rng.uniform((west, south), (east, north), (args.requests, 2)).tolist()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"data: {buildings:,} buildings; {args.requests:,} random points in the districts")
+
+    with db.connect(url) as conn:
+        for name, call in (
+            ("locate, SQL in process", lambda p: spatial.locate(conn, *p)),
+            ("nearest k=5 x3 layers, SQL", lambda p: spatial.nearest(conn, *p, layers=["buildings", "sensors", "pipe_nodes"], k=5)),
+        ):  # fmt: skip
+            times = []
+            started = time.perf_counter()
+            for point in points:
+                t = time.perf_counter()
+                call(point)
+                times.append(time.perf_counter() - t)
+            print(_figures(name, times, time.perf_counter() - started))
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "twin.cli", "serve", "--port", str(port)],
+        env={**env, "TWIN_POOL_MAX_SIZE": "16"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        for path in (
+            "/locate?lon={}&lat={}",
+            "/nearest?lon={}&lat={}&layers=buildings,sensors,pipe_nodes&k=5",
+        ):
+            for connections in (1, 8):
+                clients = [httpx.Client(base_url=base, timeout=30) for _ in range(connections)]
+
+                def one(
+                    i: int,
+                    path: str = path,
+                    clients: list = clients,
+                    connections: int = connections,
+                ) -> float:
+                    lon, lat = points[i]
+                    t = time.perf_counter()
+                    answer = clients[i % connections].get(path.format(lon, lat))
+                    answer.raise_for_status()
+                    return time.perf_counter() - t
+
+                started = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=connections) as pool:
+                    times = list(pool.map(one, range(len(points))))
+                wall = time.perf_counter() - started
+                label = path.split("?")[0].strip("/")
+                print(_figures(f"{label}, HTTP, {connections} connection(s)", times, wall))
+                for client in clients:
+                    client.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
