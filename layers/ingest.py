@@ -63,6 +63,7 @@ class ImportOptions:
     layer: str | None = None  # the layer inside a multi-layer file
     mapping: dict[str, str] = field(default_factory=dict)  # schema field -> source field
     values: dict[str, str] = field(default_factory=dict)  # schema field -> value for all
+    defaults: dict[str, str] = field(default_factory=dict)  # schema field -> value where missing
     provider: str | None = None
     owner_unit: str | None = None
     licence: str | None = None
@@ -105,6 +106,7 @@ class ImportReport:
             f"updated {self.updated:,}, repaired {self.repaired:,}, "
             f"rejected {len(self.rejected):,}"
             + (f", heights estimated {self.estimated_heights:,}" if self.estimated_heights else "")
+            + (f" (CRS {self.source_crs})" if self.source_crs else "")
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -175,7 +177,7 @@ def import_frame(
 
     geoms, repaired_why = _prepare_geometries(kind, frame, source_crs, reasons)
     columns = _map_fields(kind, frame, options, reasons, report)
-    keys = _source_keys(kind, frame, columns, reasons)
+    keys = _source_keys(kind, frame, columns, reasons, report.notes)
     if "floors" in columns and "height_m" in columns:
         report.estimated_heights = _estimate_heights(columns, reasons)
     for i, why in enumerate(repaired_why):
@@ -346,7 +348,7 @@ def _map_fields(
 ) -> dict[str, list[Any]]:
     n = len(frame)
     known = {f.name for f in kind.fields}
-    for target in (*options.mapping, *options.values):
+    for target in (*options.mapping, *options.values, *options.defaults):
         if target not in known:
             raise InvalidInput(
                 f"{kind.name} has no field {target!r} (its fields: {', '.join(sorted(known))})"
@@ -412,10 +414,18 @@ def _map_fields(
                     properties[i][kept] = _json_safe(raw[i])
                 else:
                     values[i] = parsed
+        if f.name in options.defaults:
+            try:
+                fallback = f.parse(options.defaults[f.name])
+            except ValueError as exc:
+                raise InvalidInput(f"--default {f.name}={options.defaults[f.name]}: {exc}") from exc
+            values = [fallback if v is None else v for v in values]
         if f.name in kind.defaults:
             values = [kind.defaults[f.name] if v is None else v for v in values]
         if f.required:
-            hint = f"map a field with --map {f.name}=FIELD or give --set {f.name}=VALUE"
+            hint = (
+                f"map a field with --map {f.name}=FIELD, or fill gaps with --default {f.name}=VALUE"
+            )
             for i in range(n):
                 if values[i] is None:
                     _reject_one(reasons, i, f"no {f.name} ({hint})")
@@ -464,12 +474,21 @@ def _parse_column(parse: Callable[[Any], Any], raw: np.ndarray) -> list[Any]:
 
 
 def _source_keys(
-    kind: LayerKind, frame: FeatureFrame, columns: dict[str, list[Any]], reasons: np.ndarray
+    kind: LayerKind,
+    frame: FeatureFrame,
+    columns: dict[str, list[Any]],
+    reasons: np.ndarray,
+    notes: list[str],
 ) -> list[Any]:
     """The key each feature is matched on when re-imported; duplicates are rejected."""
     key_field = kind.key[-1]
     if key_field == "source_id":
         ids = columns.get("source_id") or [None] * len(frame)
+        if all(i is None for i in ids):
+            notes.append(
+                "no source id field found: features are matched by their row in the file, so a "
+                "re-import of a reordered file updates the wrong features; give --map source_id=FIELD"
+            )
         keys = [
             str(ids[i]) if ids[i] is not None else str(frame.fids[i]) for i in range(len(frame))
         ]

@@ -66,7 +66,8 @@ SOURCE_ID = Field(
     "source_id",
     parse_text,
     ("source_id", "id", "fid", "osm_id", "@id", "objectid", "object_id", "gid", "uid",
-     "编号", "编码", "唯一编号", "要素编号"),
+     "编号", "编码", "唯一编号", "要素编号", "要素编码", "标识码", "bsm", "管线编号", "管段编号",
+     "管点编号", "节点编号", "楼栋编号", "建筑编号", "设施编号", "wybm"),
 )  # fmt: skip
 
 BUILDING_USES = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -70,7 +71,37 @@ def read_features(path: Path | str, *, layer: str | None = None) -> FeatureFrame
         return _read_zip(path, layer=layer)
     if suffix in CSV_SUFFIXES:
         return _read_csv(path.read_bytes(), path.name)
-    return _read_gdal(str(path), path.name, layer=layer)
+    encoding = None
+    if suffix == ".shp":
+        siblings = [p.name for p in path.parent.iterdir()]
+        encoding = _dbf_encoding(
+            lambda name: (path.parent / name).read_bytes(), siblings, path.name
+        )
+    return _read_gdal(str(path), path.name, layer=layer, encoding=encoding)
+
+
+def _dbf_encoding(read: Any, names: list[str], shp: str) -> str | None:
+    """The text encoding of a shapefile's .dbf when no .cpg says it.
+
+    Without a .cpg GDAL assumes ISO-8859-1, which turns the GBK that Chinese providers
+    write into mojibake. Bytes that are not UTF-8 are read as GB18030 (a superset of GBK).
+    """
+    stem = shp[: -len(Path(shp).suffix)]
+    by_lower = {n.lower(): n for n in names}
+    if by_lower.get(f"{stem}.cpg".lower()):
+        return None  # GDAL reads the .cpg itself
+    dbf = by_lower.get(f"{stem}.dbf".lower())
+    if dbf is None:
+        return None
+    sample = read(dbf)[:262_144]
+    if all(b < 128 for b in sample):
+        return None
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(sample) - 4:  # not just a character cut at the sample's end
+            return "GB18030"
+    return "UTF-8"
 
 
 def _read_zip(path: Path, *, layer: str | None) -> FeatureFrame:
@@ -92,16 +123,38 @@ def _read_zip(path: Path, *, layer: str | None) -> FeatureFrame:
                 raise InvalidInput(
                     f"{path.name} holds no file of a vector format ({', '.join(names[:8]) or 'nothing'})"
                 )
-            # Prefer a shapefile; a zip of several datasets must say which by --layer.
-            chosen = next((n for n in data if n.lower().endswith(".shp")), data[0])
+            # A zip of several datasets must say which one by --layer (its name or stem).
+            if layer is not None:
+                picked = [
+                    n for n in data if n == layer or Path(n).stem == layer or Path(n).name == layer
+                ]
+                if not picked:
+                    raise InvalidInput(
+                        f"{path.name} holds no dataset {layer!r} ({', '.join(data)})"
+                    )
+                chosen = picked[0]
+                layer = None  # a member is one layer
+            elif len(data) > 1:
+                raise InvalidInput(
+                    f"{path.name} holds several datasets ({', '.join(data)}): choose one with --layer"
+                )
+            else:
+                chosen = data[0]
             if chosen.lower().endswith(tuple(CSV_SUFFIXES)):
                 return _read_csv(archive.read(chosen), f"{path.name}/{chosen}")
+            encoding = None
+            if chosen.lower().endswith(".shp"):
+                encoding = _dbf_encoding(archive.read, names, chosen)
     except zipfile.BadZipFile as exc:
         raise InvalidInput(f"{path.name} is not a readable zip archive ({exc})") from exc
-    return _read_gdal(f"/vsizip/{path}/{chosen}", f"{path.name}/{chosen}", layer=layer)
+    return _read_gdal(
+        f"/vsizip/{path}/{chosen}", f"{path.name}/{chosen}", layer=layer, encoding=encoding
+    )
 
 
-def _read_gdal(location: str, name: str, *, layer: str | None) -> FeatureFrame:
+def _read_gdal(
+    location: str, name: str, *, layer: str | None, encoding: str | None = None
+) -> FeatureFrame:
     try:
         layers = pyogrio.list_layers(location)
         if layer is None and len(layers) > 1:
@@ -110,7 +163,7 @@ def _read_gdal(location: str, name: str, *, layer: str | None) -> FeatureFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # GDAL's notes about the file come back as errors
             meta, fids, wkb, field_data = pyogrio.raw.read(
-                location, layer=layer, return_fids=True, force_2d=True
+                location, layer=layer, return_fids=True, force_2d=True, encoding=encoding
             )
     except (DataSourceError, DataLayerError, FieldError, GeometryError) as exc:
         raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
@@ -134,6 +187,9 @@ def _read_gdal(location: str, name: str, *, layer: str | None) -> FeatureFrame:
 
 def _gdal_message(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # GDAL's advice to prefix the path with a driver name is not something twin takes.
+    text = re.sub(r"[;,]?\s*It might help to specify the correct driver.*$", "", text)
+    text = re.sub(r"\s*\(?[Pp]refix.*driver.*$", "", text)
     if "not recognized as" in text or "not a supported file format" in text:
         text += " (is the file complete, and its extension right?)"
     return text

@@ -167,7 +167,8 @@ def refresh_layer_statistics(conn: psycopg.Connection, name: str) -> None:
                 extent = stats.extent,
                 updated_at = now()
             FROM (SELECT count(*) AS n,
-                         ST_SetSRID(ST_Extent(geom)::geometry, {srid}) AS extent
+                         -- Expanded a hair so one point or one line still makes a polygon.
+                         ST_SetSRID(ST_Expand(ST_Extent(geom), 1e-9)::geometry, {srid}) AS extent
                   FROM {table}) AS stats
             WHERE layer_catalogue.name = %s
             """

@@ -122,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="give FIELD this value for every feature (repeatable)",
+        help="give FIELD this value for every feature, over the file's (repeatable)",
+    )
+    imports.add_argument(
+        "--default",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="give FIELD this value where the file has none (repeatable)",
     )
     imports.add_argument("--provider", help="who provides the data (catalogue)")
     imports.add_argument("--owner", help="the unit that owns the layer (catalogue)")
@@ -302,6 +309,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         layer=args.source_layer,
         mapping=mapping,
         values=_pairs(args.set, "--set"),
+        defaults=_pairs(args.default, "--default"),
         provider=args.provider,
         owner_unit=args.owner,
         licence=args.licence,
@@ -313,13 +321,14 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         out.print_json(json.dumps(report.as_dict(), default=str, ensure_ascii=False))
     else:
-        console.print(report.summary(), highlight=False, markup=False)
+        # The report is the command's output: stdout, so it can be kept in a file.
+        out.print(report.summary(), highlight=False, markup=False)
         for part in (report, *report.related):
             for line in part.notes + group_rejections(part):
-                console.print(f"  {part.layer}: {line}", highlight=False, markup=False)
+                out.print(f"  {part.layer}: {line}", highlight=False, markup=False)
         if report.coverage is not None:
             for line in describe(report.coverage):
-                console.print(f"  {line}", highlight=False, markup=False)
+                out.print(f"  {line}", highlight=False, markup=False)
     parts = (report, *report.related)
     if sum(p.inserted + p.updated for p in parts) == 0:
         return 1

@@ -88,7 +88,12 @@ def upload(
     crs: Annotated[str | None, Form(max_length=200)] = None,
     layer: Annotated[str | None, Form(max_length=200)] = None,
     mapping: Annotated[str | None, Form(description='JSON {"field": "source field"}')] = None,
-    values: Annotated[str | None, Form(description='JSON {"field": "value for all"}')] = None,
+    values: Annotated[
+        str | None, Form(description='JSON {"field": "value for all"} (CLI --set)')
+    ] = None,
+    defaults: Annotated[
+        str | None, Form(description='JSON {"field": "value where missing"} (CLI --default)')
+    ] = None,
     provider: Annotated[str | None, Form(max_length=200)] = None,
     owner_unit: Annotated[str | None, Form(max_length=200)] = None,
     licence: Annotated[str | None, Form(max_length=200)] = None,
@@ -105,6 +110,7 @@ def upload(
     limit = request.app.state.settings.max_upload_mb * 1024 * 1024
     options = _options(dataset or original.stem, crs, layer, mapping, values, provider,
                        owner_unit, licence, update_cadence)  # fmt: skip
+    options.defaults = _json_object(defaults, "defaults")
     with tempfile.TemporaryDirectory(prefix="twin-upload-") as folder:
         # The client's name, reduced to safe characters, inside our own temporary folder.
         safe = re.sub(r"[^\w.-]", "_", original.stem)[:100] or "upload"
