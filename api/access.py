@@ -18,8 +18,8 @@ class NotAllowed(TwinError):
     """The caller has no key, or a key that is not allowed here."""
 
 
-def public() -> None:
-    """Open to anyone: the route serves nothing personal."""
+async def public() -> None:
+    """Open to anyone: the route serves nothing personal. (Async: no thread hop for nothing.)"""
 
 
 def staff(

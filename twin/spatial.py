@@ -53,12 +53,6 @@ def check_layers(layers: list[str]) -> list[str]:
     return layers
 
 
-def _point(lon: float, lat: float) -> sql.Composable:
-    return sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(
-        sql.Literal(lon), sql.Literal(lat)
-    )
-
-
 def _summary(layer: str, alias: str = "f") -> sql.Composable:
     pairs: list[sql.Composable] = []
     for column in SUMMARY_COLUMNS[layer]:
@@ -72,10 +66,11 @@ def _summary(layer: str, alias: str = "f") -> sql.Composable:
 def locate(conn: psycopg.Connection, lon: float, lat: float) -> dict[str, Any]:
     """Jurisdiction at every level, the units there, and what is at or under the point."""
     check_point(lon, lat)
-    point = _point(lon, lat)
+    # Placeholders, not literals: the text repeats, so psycopg prepares it once per
+    # connection and the server skips planning on every later call.
     query = sql.SQL(
         """
-        WITH here AS (SELECT {point} AS p),
+        WITH here AS (SELECT ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326) AS p),
         chain AS (
             SELECT j.code, j.name, j.level FROM jurisdictions j, here
             WHERE j.geom && here.p AND ST_Intersects(j.geom, here.p)
@@ -100,7 +95,6 @@ def locate(conn: psycopg.Connection, lon: float, lat: float) -> dict[str, Any]:
                AND ST_DWithin(f.geom::geography, here.p::geography, {metres})) x) AS pipes_beneath
         """
     ).format(
-        point=point,
         unit=_summary("units", "u"),
         building=_summary("buildings"),
         space=_summary("public_spaces"),
@@ -109,7 +103,7 @@ def locate(conn: psycopg.Connection, lon: float, lat: float) -> dict[str, Any]:
         metres=sql.Literal(PIPE_SEARCH_M),
     )
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query).fetchone()
+        row = cur.execute(query, {"lon": lon, "lat": lat}).fetchone()
     assert row is not None
     inside = bool(row["jurisdictions"])
     answer: dict[str, Any] = {"lon": lon, "lat": lat, "inside": inside, **row}
@@ -134,16 +128,14 @@ def nearest(
         raise InvalidInput(f"k must be from 1 to {MAX_K}")
     if max_distance_m is not None and not 0 < max_distance_m <= MAX_DISTANCE_M:
         raise InvalidInput(f"max_distance must be more than 0 and at most {MAX_DISTANCE_M:g} m")
-    point = _point(lon, lat)
+    point = sql.SQL("ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)")
     answer: dict[str, list[dict[str, Any]]] = {}
     for layer in layers:
         # Index-assisted KNN on the planar distance, then the true metric distance on a
         # few more candidates than asked, so the order in metres is right.
         key = "code" if layer in ("units", "jurisdictions") else "id"
         within = (
-            sql.SQL("AND ST_DWithin(f.geom::geography, {}::geography, {})").format(
-                point, sql.Literal(max_distance_m)
-            )
+            sql.SQL("AND ST_DWithin(f.geom::geography, {}::geography, %(max)s)").format(point)
             if max_distance_m is not None
             else sql.SQL("")
         )
@@ -155,16 +147,22 @@ def nearest(
               FROM {table} f
               WHERE f.geom IS NOT NULL {within}
               ORDER BY f.geom <-> {point}
-              LIMIT {candidates}
-            ) c ORDER BY distance_m LIMIT {k}
+              LIMIT %(candidates)s
+            ) c ORDER BY distance_m LIMIT %(k)s
             """
         ).format(
             key=sql.Identifier(key), summary=_summary(layer), point=point,
             table=sql.Identifier(layer), within=within,
-            candidates=sql.Literal(k * 2 + 10), k=sql.Literal(k),
         )  # fmt: skip
+        parameters = {
+            "lon": lon,
+            "lat": lat,
+            "max": max_distance_m,
+            "candidates": k * 2 + 10,
+            "k": k,
+        }
         with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query).fetchall()
+            rows = cur.execute(query, parameters).fetchall()
         answer[layer] = [{**r, "distance_m": round(float(r["distance_m"]), 2)} for r in rows]
     return answer
 
