@@ -42,7 +42,6 @@ from twin.schema import SRID
 Progress = Callable[[str, int, int], None]
 SIMPLE_TYPES = {"polygon": (3, 6), "line": (1,), "point": (0,)}  # shapely type ids
 ELEVATED = {"buildings", "pipe_nodes", "sensors"}  # layers that take elevations from terrain
-FAMILY_WORDS = {"polygon": "polygons", "line": "lines", "point": "points"}
 LAYER_WORDS = {
     "buildings": "a building footprint",
     "public_spaces": "a public space",

@@ -193,23 +193,6 @@ class Polylines:
 _BIG = 1.0e6
 
 
-def polylines_from_list(parts: list[np.ndarray]) -> Polylines:
-    """Build a :class:`Polylines` from a list of (k, 2) vertex arrays."""
-    counts = np.array([len(p) for p in parts], dtype=np.int64)
-    off = np.concatenate([[0], np.cumsum(counts)])
-    xy = np.concatenate(parts) if parts else np.zeros((0, 2))
-    d = np.zeros(len(xy))
-    if len(xy) > 1:
-        step = np.hypot(*(xy[1:] - xy[:-1]).T)
-        d[1:] = step
-        d[off[:-1]] = 0.0
-    c = np.cumsum(d)
-    # Restart the cumulative length at the first vertex of every polyline.
-    base = c[off[:-1]]
-    c = c - np.repeat(base, counts)
-    return Polylines(xy=xy, c=c, off=off)
-
-
 def rect_coords(
     cx: np.ndarray, cy: np.ndarray, w: np.ndarray, h: np.ndarray, ang: np.ndarray
 ) -> np.ndarray:
