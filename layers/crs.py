@@ -38,6 +38,10 @@ class SourceCRS:
     name: str  # what is recorded in the catalogue, e.g. "EPSG:4549" or "GCJ02"
     crs: pyproj.CRS | None  # None for the offset systems
 
+    def is_storage(self, srid: int) -> bool:
+        """Whether coordinates in this CRS need no change to be stored in ``srid``."""
+        return self.crs is not None and _pyproj_function(self.crs, srid) is None
+
     @property
     def is_geographic(self) -> bool:
         """Whether coordinates are longitude/latitude degrees."""

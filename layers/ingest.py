@@ -40,6 +40,24 @@ from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
 
 Progress = Callable[[str, int, int], None]
+_MULTI_OF = {3: 6}  # Polygon -> MultiPolygon; the tables hold polygons as multi
+
+
+def storage_ewkb(wkb: bytes, srid: int) -> str | None:
+    """Hex EWKB with ``srid`` for a 2D little-endian WKB, polygons wrapped as multi; or None."""
+    if not wkb or wkb[0] != 1:
+        return None  # big-endian: leave it to shapely
+    geometry_type = int.from_bytes(wkb[1:5], "little")
+    if geometry_type not in (1, 2, 3, 6):
+        return None
+    srid_hex = srid.to_bytes(4, "little").hex()
+    if geometry_type in _MULTI_OF:
+        multi = (_MULTI_OF[geometry_type] | 0x20000000).to_bytes(4, "little").hex()
+        return f"01{multi}{srid_hex}01000000{wkb.hex()}"
+    flagged = (geometry_type | 0x20000000).to_bytes(4, "little").hex()
+    return f"01{flagged}{srid_hex}{wkb[5:].hex()}"
+
+
 SIMPLE_TYPES = {"polygon": (3, 6), "line": (1,), "point": (0,)}  # shapely type ids
 ELEVATED = {"buildings", "pipe_nodes", "sensors"}  # layers that take elevations from terrain
 LAYER_WORDS = {
@@ -266,20 +284,28 @@ def _prepare_geometries(
     simple = present & np.isin(types, SIMPLE_TYPES[kind.family])
     simple[simple] &= shapely.is_valid(out[simple])
     if kind.family == "polygon":
-        singles = simple & (types == 3)  # Polygon -> MultiPolygon, one part each
-        out[singles] = shapely.multipolygons(out[singles], indices=np.arange(singles.sum()))
         degenerate = simple & (shapely.area(out) == 0)
     elif kind.family == "line":
         degenerate = simple & (shapely.length(out) == 0)
     else:
         degenerate = np.zeros(len(out), dtype=bool)
     for i in np.flatnonzero(degenerate):
-        _reject_one(
-            reasons,
-            i,
-            f"degenerate {kind.family} (zero {'area' if kind.family == 'polygon' else 'length'})",
-        )
+        what = "polygon (zero area)" if kind.family == "polygon" else f"{kind.family} (zero length)"
+        _reject_one(reasons, i, f"degenerate {what}")
         out[i] = None
+    simple &= ~degenerate
+    passed = np.zeros(len(out), dtype=bool)
+    if frame.wkb is not None and source is not None and source.is_storage(SRID):
+        # Unchanged geometries go to COPY as the file's own WKB with the SRID written in:
+        # no shapely round trip, which is most of an import's time at a million features.
+        for i in np.flatnonzero(simple):
+            ewkb = storage_ewkb(frame.wkb[i], SRID)
+            if ewkb is not None:
+                out[i] = ewkb
+                passed[i] = True
+    if kind.family == "polygon":
+        singles = simple & ~passed & (types == 3)  # Polygon -> MultiPolygon, one part each
+        out[singles] = shapely.multipolygons(out[singles], indices=np.arange(singles.sum()))
     # The rest one by one: repair, take parts of the right type, or reject with a reason.
     for i in np.flatnonzero(present & ~simple):
         geom, why, repair = _fit_family(kind, out[i])

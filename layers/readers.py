@@ -54,6 +54,7 @@ class FeatureFrame:
     fids: np.ndarray  # the file's own feature ids, as text
     crs: str | None  # the CRS the file declares, if any
     source: str  # what was read, for messages
+    wkb: np.ndarray | None = None  # the file's own WKB, when GDAL read it (see ingest)
 
     def __len__(self) -> int:
         return len(self.geoms)
@@ -182,6 +183,7 @@ def _read_gdal(
         fids=np.array([str(f) for f in fids], dtype=object),
         crs=meta.get("crs"),
         source=name,
+        wkb=wkb,
     )
 
 

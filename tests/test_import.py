@@ -613,3 +613,29 @@ def test_first_feature_of_a_new_scene_can_be_a_single_point(fresh_url: str, tmp_
             "SELECT ST_GeometryType(extent) FROM layer_catalogue WHERE name = 'reports'"
         ).fetchone()[0]
     assert report.inserted == 1 and extent == "ST_Polygon"
+
+
+def test_geometries_passed_through_arrive_exactly(fresh_url: str, tmp_path: Path):
+    polygon = Polygon([(LON, LAT), (LON + 0.0003, LAT), (LON + 0.0003, LAT + 0.0002), (LON, LAT)])
+    line = shapely.LineString([(LON, LAT), (LON + 0.001, LAT + 0.0005), (LON + 0.002, LAT)])
+    point = Point(LON + 0.0001, LAT + 0.0001)
+    gpkg = tmp_path / "exact.gpkg"
+    for geom, name in ((polygon, "b"), (line, "p"), (point, "s")):
+        write_vector(tmp_path / f"{name}.gpkg", [geom], {"id": ["x1"], "network": ["gas"],
+                     "device_id": ["EX-1"], "kind": ["smoke"], "unit": ["ppm"]}, "EPSG:4326", "GPKG")  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        for layer, name, geom in (
+            ("buildings", "b", polygon),
+            ("pipes", "p", line),
+            ("sensors", "s", point),
+        ):
+            assert import_file(conn, layer, tmp_path / f"{name}.gpkg").inserted == 1
+            stored = conn.execute(
+                f"SELECT ST_AsBinary(geom), ST_SRID(geom) FROM {layer} WHERE dataset = %s",
+                (name,),
+            ).fetchone()
+            assert stored[1] == 4326
+            back = shapely.from_wkb(stored[0])
+            expected = shapely.MultiPolygon([geom]) if layer == "buildings" else geom
+            assert back.equals_exact(expected, tolerance=0), layer
+    assert not gpkg.exists()

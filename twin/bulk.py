@@ -43,9 +43,15 @@ def _text_column(values: Sequence[Any] | np.ndarray, name: str) -> list[str]:
     ``write_row``, which matters at a million features.
     """
     if name == "geom":
-        geoms = shapely.set_srid(np.asarray(values, dtype=object), SRID)
-        wkb = shapely.to_wkb(geoms, hex=True, include_srid=True)
-        return [NULL if w is None else w for w in wkb]
+        # Geometries come as shapely objects, or as hex EWKB already (an import passing
+        # a file's WKB through unchanged).
+        column = np.asarray(values, dtype=object)
+        encoded = np.array([isinstance(g, str) for g in column], dtype=bool)
+        out = column.copy()
+        if (~encoded).any():
+            geoms = shapely.set_srid(column[~encoded], SRID)
+            out[~encoded] = shapely.to_wkb(geoms, hex=True, include_srid=True)
+        return [NULL if w is None else w for w in out]
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
         return [NULL if v != v else repr(v) for v in values.tolist()]  # NaN is NULL
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
