@@ -425,20 +425,23 @@ def _map_fields(
                 raise InvalidInput(f"--set {f.name}={options.values[f.name]}: {exc}") from exc
             columns[f.name] = [fixed] * n
             continue
-        values: list[Any] = [None] * n
+        found = np.full(n, None, dtype=object)
         for column in sources.get(f.name, []):
             raw = frame.fields[column]
-            for i, parsed in enumerate(_parse_column(f.parse, raw)):
-                if values[i] is not None or parsed is None:
-                    continue
-                if isinstance(parsed, _Unreadable):
-                    unreadable[f"{column} -> {f.name}"] += 1
-                    examples.setdefault(f"{column} -> {f.name}", parsed.reason)
-                    # Keep what we could not read, beside (never over) the field itself.
-                    kept = f"{column}_raw" if column in known else column
+            parsed, unread, reason = _parse_column(f.parse, raw)
+            empty = _is_none(found)
+            bad = unread & empty
+            if bad.any():
+                what = f"{column} -> {f.name}"
+                unreadable[what] += int(bad.sum())
+                examples.setdefault(what, reason or "")
+                # Keep what we could not read, beside (never over) the field itself.
+                kept = f"{column}_raw" if column in known else column
+                for i in np.flatnonzero(bad):
                     properties[i][kept] = _json_safe(raw[i])
-                else:
-                    values[i] = parsed
+            take = empty & ~unread & ~_is_none(parsed)
+            found[take] = parsed[take]
+        values: list[Any] = found.tolist()
         if f.name in options.defaults:
             try:
                 fallback = f.parse(options.defaults[f.name])
@@ -472,13 +475,10 @@ def _map_fields(
     return columns
 
 
-@dataclass(frozen=True)
-class _Unreadable:
-    reason: str
-
-
-def _parse_column(parse: Callable[[Any], Any], raw: np.ndarray) -> list[Any]:
-    """Each value parsed (None when blank, _Unreadable when not understood).
+def _parse_column(
+    parse: Callable[[Any], Any], raw: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Each value parsed (None when blank), where it could not be read, and the first reason.
 
     Provider data repeats itself ("6", "apartments", "DN300"): pandas' factorize finds the
     distinct values in C, each is parsed once, and the results are spread back.
@@ -488,14 +488,22 @@ def _parse_column(parse: Callable[[Any], Any], raw: np.ndarray) -> list[Any]:
     except TypeError:  # unhashable values (JSON lists): parse one by one
         codes, distinct = np.arange(len(raw)), np.asarray(raw, dtype=object)
     parsed = np.empty(len(distinct) + 1, dtype=object)  # the extra last slot: blank (-1)
+    failed = np.zeros(len(distinct) + 1, dtype=bool)
+    reason = None
     for i, value in enumerate(distinct):
         if is_blank(value):
             continue
         try:
             parsed[i] = parse(value)
         except ValueError as exc:
-            parsed[i] = _Unreadable(str(exc))
-    return parsed[codes].tolist()
+            failed[i] = True
+            reason = reason or str(exc)
+    return parsed[codes], failed[codes], reason
+
+
+def _is_none(values: np.ndarray) -> np.ndarray:
+    """Where an object array holds None, in C rather than a Python loop."""
+    return np.equal(values, None)
 
 
 def _source_keys(
@@ -525,6 +533,9 @@ def _source_keys(
         ]
         if "source_id" not in columns:
             columns["source_id"] = [str(k) for k in columns[key_field]]
+    eligible = np.array([r is None for r in reasons], dtype=bool)
+    if not pd.Series(keys)[eligible].duplicated().any():
+        return keys  # the usual case, found in C
     first: dict[str, int] = {}
     for i, key in enumerate(keys):
         if reasons[i] is not None:
