@@ -101,8 +101,9 @@ def test_output_crs_flips_axes_for_epsg_4326(client: TestClient):
     assert answer.headers["content-crs"] == f"<{EPSG4326}>"
     assert answer.json()["features"][0]["geometry"]["coordinates"] == lon_lat[::-1]
     metric = client.get(f"{url}&crs=http://www.opengis.net/def/crs/EPSG/0/4549").json()
-    x, y = metric["features"][0]["geometry"]["coordinates"]
-    assert 600_000 < x < 700_000 and 3_400_000 < y < 3_500_000
+    northing, easting = metric["features"][0]["geometry"]["coordinates"]  # EPSG axis order
+    assert 600_000 < easting < 700_000 and 3_400_000 < northing < 3_500_000
+    assert "crs" not in metric["features"][0]["geometry"]
 
 
 def test_one_feature_and_queryables(client: TestClient):
@@ -128,7 +129,7 @@ def test_one_feature_and_queryables(client: TestClient):
         ("/collections/buildings/items?bbox=121,31,1e999,32", 400, "finite"),
         ("/collections/buildings/items?bbox=31,121,32,122", 400, "latitudes"),
         ("/collections/buildings/items?bbox=121,31,122", 400, "four"),
-        ("/collections/buildings/items?limit=1e9", 400, "whole number"),
+        ("/collections/buildings/items?limit=1e9", 400, "valid integer"),
         ("/collections/buildings/items?limit=-5", 400, "limit"),
         ("/collections/buildings/items?offset=-1", 400, "offset"),
         ("/collections/buildings/items?crs=EPSG:9999", 400, "not supported"),
@@ -145,6 +146,22 @@ def test_one_feature_and_queryables(client: TestClient):
         ("/collections/buildings/items?filter=name LIKE '%25'';--'", 400, "cql2-text"),
         ("/collections/buildings/items?filter-lang=cql2-json&filter={bad", 400, "cql2-json"),
         ("/collections/buildings/items?datetime=yesterday", 400, "RFC 3339"),
+        ("/collections/buildings/items?filter=height_m > 'abc'", 400, "height_m is a number"),
+        ("/collections/buildings/items?filter=name > 5", 400, "name is a string"),
+        ("/collections/buildings/items?filter=floors IN ('a')", 400, "floors is an integer"),
+        ("/collections/buildings/items?filter=geometry = 1", 400, "S_INTERSECTS"),
+        ("/collections/buildings/items?filter=pg_sleep(10) = 1", 400, "pg_sleep"),
+        ("/collections/buildings/items?filter=name LIKE '\\'", 400, "backslash"),
+        (
+            "/collections/buildings/items?filter=S_INTERSECTS(geometry, POLYGON((0 0, 1 1)))",
+            400,
+            "geometry",
+        ),
+        (
+            "/collections/buildings/items?bbox=-1e30,-1e30,1e30,1e30&bbox-crs=http://www.opengis.net/def/crs/EPSG/0/4549",
+            400,
+            "range",
+        ),
     ],
 )
 def test_bad_requests_are_problems_never_500(client: TestClient, url: str, status: int, words: str):
@@ -154,6 +171,25 @@ def test_bad_requests_are_problems_never_500(client: TestClient, url: str, statu
         assert answer.headers["content-type"].startswith("application/problem+json")
         assert words in answer.json()["detail"]
         assert "psycopg" not in answer.text and "SELECT" not in answer.text
+
+
+def test_a_filter_of_many_terms_is_a_400_not_a_crash(client: TestClient):
+    many = quote(" OR ".join(f"id = {i}" for i in range(600)))
+    answer = client.get(f"/collections/buildings/items?filter={many}")
+    assert answer.status_code in (200, 400)
+    if answer.status_code == 400:
+        assert "too many terms" in answer.json()["detail"]
+
+
+def test_cql2_json_bbox_matches_the_text_form(client: TestClient):
+    text = quote("S_INTERSECTS(geometry, BBOX(121.39, 31.23, 121.40, 31.24))")
+    as_json = quote(json.dumps({"op": "s_intersects", "args": [{"property": "geometry"},
+                                {"bbox": [121.39, 31.23, 121.40, 31.24]}]}))  # fmt: skip
+    by_text = client.get(f"/collections/buildings/items?filter={text}").json()["numberMatched"]
+    by_json = client.get(
+        f"/collections/buildings/items?filter-lang=cql2-json&filter={as_json}"
+    ).json()["numberMatched"]
+    assert by_text == by_json > 0
 
 
 def test_limit_above_the_maximum_is_clamped(client: TestClient):

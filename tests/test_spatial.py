@@ -146,3 +146,26 @@ def test_an_area_too_large_or_broken_is_refused(client: TestClient):
     assert "not a valid polygon" in client.post("/within", json={"wkt": bowtie}).json()["detail"]
     assert client.post("/within", json={"wkt": "POLYGON((oops"}).status_code == 400
     assert client.post("/below", json={}).status_code == 400
+    collection = {"geometry": {"type": "FeatureCollection", "features": []}}
+    assert client.post("/within", json=collection).status_code == 400
+    world = "POLYGON((-180 -90, 180 -90, 180 90, -180 90, -180 -90))"
+    assert client.post("/within", json={"wkt": world}).status_code == 400
+    thin = {"type": "Polygon", "coordinates": [[[179.99, 31.2], [-179.99, 31.2], [-179.99, 31.27],
+            [179.99, 31.27], [179.99, 31.2]]]}  # fmt: skip
+    across = client.post("/within", json={"geometry": thin})
+    assert across.status_code == 400 and "antimeridian" in across.json()["detail"]
+
+
+def test_below_counts_everything_even_when_the_list_is_cut(client: TestClient, conn):
+    d = 0.03
+    west, south = 121.37, 31.22
+    wkt = f"POLYGON(({west} {south}, {west + d} {south}, {west + d} {south + d}, {west} {south + d}, {west} {south}))"
+    answer = client.post("/below", json={"wkt": wkt}).json()
+    pipes = conn.execute(
+        "SELECT count(*), array_agg(DISTINCT network ORDER BY network) FROM pipes"
+        " WHERE ST_Intersects(geom, ST_GeomFromText(%s, 4326))",
+        (wkt,),
+    ).fetchone()
+    assert answer["counts"]["pipes"] == pipes[0]
+    assert answer["networks"] == pipes[1]
+    assert answer["truncated"] == (pipes[0] > len(answer["pipes"]))

@@ -47,6 +47,10 @@ _TEMPORAL = {
 }
 
 
+def _article(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" else "a"
+
+
 def parse(text: str, lang: str = "cql2-text") -> ast.Node:
     """The filter's syntax tree; InvalidInput naming the problem when it does not parse."""
     try:
@@ -58,22 +62,37 @@ def parse(text: str, lang: str = "cql2-text") -> ast.Node:
         raise
     except Exception as exc:  # the parsers raise lark and ValueError kinds alike
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "__init__" in first or "()" in first or "object is not" in first:
+            first = (
+                "an operator is missing its arguments, or has the wrong kind"  # parser internals
+            )
         raise InvalidInput(f"filter is not valid {lang}: {first[:200]}") from exc
     raise InvalidInput(f"filter-lang {lang!r}: use cql2-text or cql2-json")
 
 
 def compile_filter(
-    node: ast.Node, column: Column, geometry: sql.Composable, srid: int
+    node: ast.Node,
+    column: Column,
+    geometry: sql.Composable,
+    srid: int,
+    types: dict[str, str] | None = None,
 ) -> sql.Composable:
-    """SQL for the filter tree; ``column`` maps property names, ``geometry`` is the geometry column."""
-    return _Compiler(column, geometry, srid).visit(node)
+    """SQL for the filter tree; ``column`` maps property names, ``geometry`` is the geometry
+    column, ``types`` the queryables' JSON types (values are checked against them)."""
+    try:
+        return _Compiler(column, geometry, srid, types or {}).visit(node)
+    except RecursionError as exc:
+        raise InvalidInput("filter: too many terms nested; split it or use IN") from exc
 
 
 class _Compiler:
-    def __init__(self, column: Column, geometry: sql.Composable, srid: int) -> None:
+    def __init__(
+        self, column: Column, geometry: sql.Composable, srid: int, types: dict[str, str]
+    ) -> None:
         self.column = column
         self.geometry = geometry
         self.srid = srid
+        self.types = types
 
     def visit(self, node: Any) -> sql.Composable:
         if isinstance(node, ast.And):
@@ -84,22 +103,27 @@ class _Compiler:
             return sql.SQL("(NOT {})").format(self.visit(node.sub_node))
         for kind, operator in _COMPARISONS.items():
             if isinstance(node, kind):
+                self.check_types(node.lhs, [node.rhs])
                 return sql.SQL("({} {} {})").format(
                     self.value(node.lhs), sql.SQL(operator), self.value(node.rhs)
                 )
         if isinstance(node, ast.Like):
             op = "ILIKE" if node.nocase else "LIKE"
             pattern = self._like_pattern(node)
+            if pattern.endswith("\\") and not pattern.endswith("\\\\"):
+                raise InvalidInput("filter: a LIKE pattern cannot end with a backslash")
             return sql.SQL("({}::text {}{} {})").format(
                 self.value(node.lhs), sql.SQL("NOT " if node.not_ else ""), sql.SQL(op),
                 sql.Literal(pattern),
             )  # fmt: skip
         if isinstance(node, ast.In):
+            self.check_types(node.lhs, list(node.sub_nodes))
             items = sql.SQL(", ").join(self.value(v) for v in node.sub_nodes)
             return sql.SQL("({} {}IN ({}))").format(
                 self.value(node.lhs), sql.SQL("NOT " if node.not_ else ""), items
             )
         if isinstance(node, ast.Between):
+            self.check_types(node.lhs, [node.low, node.high])
             return sql.SQL("({} {}BETWEEN {} AND {})").format(
                 self.value(node.lhs), sql.SQL("NOT " if node.not_ else ""),
                 self.value(node.low), self.value(node.high),
@@ -115,6 +139,7 @@ class _Compiler:
                 )
         for kind, operator in _TEMPORAL.items():
             if isinstance(node, kind):
+                self.check_types(node.lhs, [node.rhs])
                 return sql.SQL("({} {} {})").format(
                     self.value(node.lhs), sql.SQL(operator), self.value(node.rhs)
                 )
@@ -126,6 +151,28 @@ class _Compiler:
             return sql.SQL("TRUE" if node else "FALSE")
         raise InvalidInput(f"filter: {type(node).__name__} is not supported")
 
+    def check_types(self, lhs: Any, literals: list[Any]) -> None:
+        """A property compared with literals of another type is the client's mistake: 400."""
+        if not isinstance(lhs, ast.Attribute):
+            return
+        if lhs.name in ("geometry", "geom"):
+            raise InvalidInput("filter: compare the geometry with S_INTERSECTS, S_WITHIN …")
+        kind = self.types.get(lhs.name)
+        for literal in literals:
+            if isinstance(literal, ast.Attribute) or kind is None:
+                continue
+            fits = {
+                "number": isinstance(literal, int | float) and not isinstance(literal, bool),
+                "integer": isinstance(literal, int) and not isinstance(literal, bool),
+                "boolean": isinstance(literal, bool),
+                "string": isinstance(literal, str | datetime | date),
+            }.get(kind, False)
+            if lhs.name in ("updated_at", "latest_at"):
+                fits = isinstance(literal, datetime | date)
+            if not fits:
+                shown = repr(literal)[:40]
+                raise InvalidInput(f"filter: {lhs.name} is {_article(kind)} {kind}; {shown} is not")
+
     def value(self, node: Any) -> sql.Composable:
         if isinstance(node, ast.Attribute):
             return self.column(node.name)
@@ -135,6 +182,8 @@ class _Compiler:
             return sql.Literal(node)
         if isinstance(node, values.Interval):
             raise InvalidInput("filter: an interval can only follow T_DURING")
+        if isinstance(node, ast.Function):
+            raise InvalidInput(f"filter: function {node.name}() is not supported")
         raise InvalidInput(f"filter: {type(node).__name__} cannot be compared")
 
     def spatial(self, node: Any) -> sql.Composable:
@@ -142,10 +191,23 @@ class _Compiler:
             self.column(node.name)  # checked: it must be the geometry queryable
             return self.geometry
         if isinstance(node, values.Geometry):
-            geom = shapely.geometry.shape(node.geometry)
+            try:
+                geom = shapely.geometry.shape(node.geometry)
+            except (
+                ValueError,
+                TypeError,
+                KeyError,
+                AttributeError,
+                shapely.errors.ShapelyError,
+            ) as exc:
+                raise InvalidInput(
+                    f"filter: a geometry that cannot be read ({str(exc)[:80]})"
+                ) from exc
             return self._literal_geometry(geom)
         if isinstance(node, values.Envelope):
-            geom = shapely.box(node.x1, node.y1, node.x2, node.y2)
+            # pygeofilter fills Envelope(x1, x2, y1, y2) from a CQL2-JSON bbox array in its
+            # order (minx, miny, maxx, maxy): x2 holds miny and y1 holds maxx.
+            geom = shapely.box(node.x1, node.x2, node.y1, node.y2)
             return self._literal_geometry(geom)
         if isinstance(node, ast.Function) and node.name.lower() == "bbox":
             numbers = [float(a) for a in node.arguments]

@@ -29,7 +29,8 @@ SUPPORTED_CRS = {
     "http://www.opengis.net/def/crs/EPSG/0/4326": (4326, True),
     "http://www.opengis.net/def/crs/EPSG/0/4490": (4490, True),
     "http://www.opengis.net/def/crs/EPSG/0/3857": (3857, False),
-    "http://www.opengis.net/def/crs/EPSG/0/4549": (4549, False),
+    # CGCS2000 Gauss-Krüger: EPSG gives northing first (surveyors' X is north).
+    "http://www.opengis.net/def/crs/EPSG/0/4549": (4549, True),
 }
 _TYPES = {
     "text": "string", "integer": "integer", "bigint": "integer", "double precision": "number",
@@ -135,6 +136,13 @@ def check_crs(uri: str) -> tuple[int, bool]:
 
 def items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dict[str, Any]:
     """A page of features as a GeoJSON FeatureCollection, with numberMatched."""
+    try:
+        return _items(conn, coll, query)
+    except RecursionError as exc:  # a filter of hundreds of chained terms
+        raise InvalidInput("filter: too many terms nested; split it or use IN") from exc
+
+
+def _items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dict[str, Any]:
     if not 1 <= query.limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}")
     if query.offset < 0:
@@ -214,7 +222,7 @@ def _select(
             ).format(sql.Literal(keep))
         properties = sql.SQL("({} || {})").format(extra, properties)
     return sql.SQL(
-        "f.{id}::text AS id, ST_AsGeoJSON({geom}, 9)::jsonb AS geometry, {props} AS properties"
+        "f.{id}::text AS id, ST_AsGeoJSON({geom}, 9, 0)::jsonb AS geometry, {props} AS properties"
     ).format(id=sql.Identifier(coll.id_column), geom=geometry, props=properties)
 
 
@@ -270,7 +278,7 @@ def _where(coll: Collection, query: ItemsQuery) -> sql.Composable:
             clauses.append(sql.SQL("{} <= {}").format(time, sql.Literal(end)))
     if query.filter:
         tree = cql.parse(query.filter, query.filter_lang)
-        clauses.append(cql.compile_filter(tree, column, sql.SQL("f.geom"), SRID))
+        clauses.append(cql.compile_filter(tree, column, sql.SQL("f.geom"), SRID, coll.queryables))
     return sql.SQL(" AND ").join(clauses)
 
 
@@ -292,6 +300,8 @@ def _bbox_clause(bbox: tuple[float, float, float, float], bbox_crs: str) -> sql.
             )  # fmt: skip
     elif x1 > x2 or y1 > y2:
         raise InvalidInput("bbox: minimum above maximum")
+    elif max(abs(x1), abs(y1), abs(x2), abs(y2)) > 1e8:
+        raise InvalidInput("bbox: coordinates beyond the CRS's range")
     return sql.SQL("f.geom && ST_Transform(ST_MakeEnvelope({}, {}, {}, {}, {}), {})").format(
         sql.Literal(x1), sql.Literal(y1), sql.Literal(x2), sql.Literal(y2), sql.Literal(srid),
         sql.Literal(SRID),

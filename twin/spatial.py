@@ -30,6 +30,7 @@ MAX_K = 100
 MAX_DISTANCE_M = 20_000.0
 MAX_AREA_M2 = 50_000_000.0  # 50 km²: a district, not a province
 MAX_WITHIN_FEATURES = 5_000
+MAX_AREA_VERTICES = 20_000
 
 
 def check_point(lon: float, lat: float) -> None:
@@ -190,9 +191,19 @@ def check_area(conn: psycopg.Connection, area: Any) -> float:
     west, south, east, north = area.bounds
     if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
         raise InvalidInput("the area's coordinates are not longitude/latitude")
-    square_metres = conn.execute(
-        "SELECT ST_Area(ST_GeomFromText(%s, 4326)::geography)", (area.wkt,)
-    ).fetchone()[0]  # type: ignore[index]
+    if east - west > 180:
+        # Longitudes spanning more than half the world are read the short way round by
+        # geography but the long way by the index: refuse rather than answer both ways.
+        raise InvalidInput("the area spans more than 180° of longitude (across the antimeridian?)")
+    if shapely.get_num_coordinates(area) > MAX_AREA_VERTICES:
+        raise InvalidInput(f"the area has more than {MAX_AREA_VERTICES:,} vertices: simplify it")
+    try:
+        with conn.transaction():
+            square_metres = conn.execute(
+                "SELECT ST_Area(ST_GeomFromText(%s, 4326)::geography)", (area.wkt,)
+            ).fetchone()[0]  # type: ignore[index]
+    except psycopg.errors.InternalError_ as exc:  # PostGIS: antipodal edges and the like
+        raise InvalidInput("the area cannot be measured on the globe (edges too long)") from exc
     if square_metres > MAX_AREA_M2:
         raise InvalidInput(
             f"the area is {square_metres / 1e6:,.1f} km²; at most {MAX_AREA_M2 / 1e6:,.0f} km² is searched"
@@ -231,26 +242,43 @@ def within(
                     sql.Literal(limit),
                 )
             ).fetchall()
-    return {"area_m2": round(square_metres, 1), "counts": counts, "features": found}
+    truncated = any(counts[layer] > len(found[layer]) for layer in layers)
+    return {
+        "area_m2": round(square_metres, 1),
+        "counts": counts,
+        "truncated": truncated,
+        "features": found,
+    }
 
 
 def below(conn: psycopg.Connection, area: Any) -> dict[str, Any]:
     """Pipes and pipe nodes under an area (a footprint or planned excavation), shallowest first."""
     square_metres = check_area(conn, area)
     shape = sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(area.wkt))
-    answer: dict[str, Any] = {"area_m2": round(square_metres, 1)}
+    answer: dict[str, Any] = {"area_m2": round(square_metres, 1), "counts": {}, "truncated": False}
+    match = sql.SQL("f.geom && {0} AND ST_Intersects(f.geom, {0})").format(shape)
     for layer in ("pipes", "pipe_nodes"):
         query = sql.SQL(
             """
             SELECT f.id::text AS id, {summary} AS properties FROM {table} f
-            WHERE f.geom && {shape} AND ST_Intersects(f.geom, {shape})
+            WHERE {match}
             ORDER BY f.depth_m NULLS LAST, f.id LIMIT {limit}
             """
-        ).format(summary=_summary(layer), table=sql.Identifier(layer), shape=shape,
+        ).format(summary=_summary(layer), table=sql.Identifier(layer), match=match,
                  limit=sql.Literal(MAX_WITHIN_FEATURES))  # fmt: skip
+        count = sql.SQL("SELECT count(*) AS n FROM {} f WHERE {}").format(
+            sql.Identifier(layer), match
+        )
         with conn.cursor(row_factory=dict_row) as cur:
             answer[layer] = cur.execute(query).fetchall()
-    answer["networks"] = sorted({p["properties"]["network"] for p in answer["pipes"]})
+            answer["counts"][layer] = cur.execute(count).fetchone()["n"]  # type: ignore[index]
+        answer["truncated"] |= answer["counts"][layer] > len(answer[layer])
+    # Every network under the area, not only those of the listed pipes: an excavation
+    # must know about the gas main even when the list was cut.
+    networks = conn.execute(
+        sql.SQL("SELECT DISTINCT network FROM pipes f WHERE {} ORDER BY 1").format(match)
+    ).fetchall()
+    answer["networks"] = [n[0] for n in networks]
     return answer
 
 

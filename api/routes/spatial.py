@@ -84,7 +84,7 @@ def _area(body: Area) -> Any:
             return shapely.geometry.shape(body.geometry)
         if body.wkt is not None:
             return shapely.from_wkt(body.wkt)
-    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as exc:
         raise InvalidInput(f"the area is not readable GeoJSON or WKT: {str(exc)[:120]}") from exc
     raise InvalidInput("give the area as geometry (GeoJSON) or wkt")
 
