@@ -211,7 +211,7 @@ def _select(
     pairs: list[sql.Composable] = []
     for name in names:
         if wanted is None or name in wanted:
-            pairs += [sql.Literal(name), sql.SQL("f.{}").format(sql.Identifier(name))]
+            pairs += [sql.Literal(name), _json_value(name, coll.columns[name])]
     properties = sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(pairs))
     if "properties" in coll.columns:
         extra = sql.SQL("f.properties")
@@ -224,6 +224,21 @@ def _select(
     return sql.SQL(
         "f.{id}::text AS id, ST_AsGeoJSON({geom}, 9, 0)::jsonb AS geometry, {props} AS properties"
     ).format(id=sql.Identifier(coll.id_column), geom=geometry, props=properties)
+
+
+def _json_value(name: str, json_type: str) -> sql.Composable:
+    """A column as it goes into the JSON answer.
+
+    A double that happens to be whole (150.0) would be written 150, and clients that guess
+    a field's type from the first page (GDAL) would make it an integer and cut the rest;
+    as numeric with one decimal it stays 150.0.
+    """
+    column = sql.SQL("f.{}").format(sql.Identifier(name))
+    if json_type != "number":
+        return column
+    return sql.SQL(
+        "(CASE WHEN {0} = trunc({0}) THEN round({0}::numeric, 1) ELSE {0}::numeric END)"
+    ).format(column)
 
 
 def _feature(row: dict[str, Any]) -> dict[str, Any]:
