@@ -211,6 +211,34 @@ def check_area(conn: psycopg.Connection, area: Any) -> float:
     return float(square_metres)
 
 
+def _intersecting(
+    conn: psycopg.Connection, layer: str, area: Any, *, limit: int, order: sql.Composable
+) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``limit`` features of ``layer`` intersecting the area, and how many there are."""
+    key = "code" if layer in ("units", "jurisdictions") else "id"
+    shape = sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(area.wkt))
+    match = sql.SQL("f.geom && {0} AND ST_Intersects(f.geom, {0})").format(shape)
+    table = sql.Identifier(layer)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            sql.SQL(
+                "SELECT f.{key}::text AS id, {summary} AS properties FROM {table} f"
+                " WHERE {match} ORDER BY {order} LIMIT {limit}"
+            ).format(
+                key=sql.Identifier(key),
+                summary=_summary(layer),
+                table=table,
+                match=match,
+                order=order,
+                limit=sql.Literal(limit),
+            )  # fmt: skip
+        ).fetchall()
+        count = cur.execute(
+            sql.SQL("SELECT count(*) AS n FROM {} f WHERE {}").format(table, match)
+        ).fetchone()["n"]  # type: ignore[index]
+    return rows, int(count)
+
+
 def within(
     conn: psycopg.Connection, area: Any, *, layers: list[str], limit: int = 1000
 ) -> dict[str, Any]:
@@ -219,34 +247,16 @@ def within(
     if not 1 <= limit <= MAX_WITHIN_FEATURES:
         raise InvalidInput(f"limit must be from 1 to {MAX_WITHIN_FEATURES}")
     square_metres = check_area(conn, area)
-    shape = sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(area.wkt))
     counts: dict[str, int] = {}
     found: dict[str, list[dict[str, Any]]] = {}
     for layer in layers:
-        key = "code" if layer in ("units", "jurisdictions") else "id"
-        match = sql.SQL("f.geom && {0} AND ST_Intersects(f.geom, {0})").format(shape)
-        with conn.cursor(row_factory=dict_row) as cur:
-            counts[layer] = cur.execute(
-                sql.SQL("SELECT count(*) AS n FROM {} f WHERE {}").format(
-                    sql.Identifier(layer), match
-                )
-            ).fetchone()["n"]  # type: ignore[index]
-            found[layer] = cur.execute(
-                sql.SQL(
-                    "SELECT f.{}::text AS id, {} AS properties FROM {} f WHERE {} LIMIT {}"
-                ).format(
-                    sql.Identifier(key),
-                    _summary(layer),
-                    sql.Identifier(layer),
-                    match,
-                    sql.Literal(limit),
-                )
-            ).fetchall()
-    truncated = any(counts[layer] > len(found[layer]) for layer in layers)
+        found[layer], counts[layer] = _intersecting(
+            conn, layer, area, limit=limit, order=sql.SQL("1")
+        )
     return {
         "area_m2": round(square_metres, 1),
         "counts": counts,
-        "truncated": truncated,
+        "truncated": any(counts[layer] > len(found[layer]) for layer in layers),
         "features": found,
     }
 
@@ -254,29 +264,19 @@ def within(
 def below(conn: psycopg.Connection, area: Any) -> dict[str, Any]:
     """Pipes and pipe nodes under an area (a footprint or planned excavation), shallowest first."""
     square_metres = check_area(conn, area)
-    shape = sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(area.wkt))
-    answer: dict[str, Any] = {"area_m2": round(square_metres, 1), "counts": {}, "truncated": False}
-    match = sql.SQL("f.geom && {0} AND ST_Intersects(f.geom, {0})").format(shape)
+    answer: dict[str, Any] = {"area_m2": round(square_metres, 1), "counts": {}}
     for layer in ("pipes", "pipe_nodes"):
-        query = sql.SQL(
-            """
-            SELECT f.id::text AS id, {summary} AS properties FROM {table} f
-            WHERE {match}
-            ORDER BY f.depth_m NULLS LAST, f.id LIMIT {limit}
-            """
-        ).format(summary=_summary(layer), table=sql.Identifier(layer), match=match,
-                 limit=sql.Literal(MAX_WITHIN_FEATURES))  # fmt: skip
-        count = sql.SQL("SELECT count(*) AS n FROM {} f WHERE {}").format(
-            sql.Identifier(layer), match
-        )
-        with conn.cursor(row_factory=dict_row) as cur:
-            answer[layer] = cur.execute(query).fetchall()
-            answer["counts"][layer] = cur.execute(count).fetchone()["n"]  # type: ignore[index]
-        answer["truncated"] |= answer["counts"][layer] > len(answer[layer])
+        answer[layer], answer["counts"][layer] = _intersecting(
+            conn, layer, area, limit=MAX_WITHIN_FEATURES,
+            order=sql.SQL("f.depth_m NULLS LAST, f.id"),
+        )  # fmt: skip
+    answer["truncated"] = any(answer["counts"][t] > len(answer[t]) for t in ("pipes", "pipe_nodes"))
     # Every network under the area, not only those of the listed pipes: an excavation
     # must know about the gas main even when the list was cut.
     networks = conn.execute(
-        sql.SQL("SELECT DISTINCT network FROM pipes f WHERE {} ORDER BY 1").format(match)
+        "SELECT DISTINCT network FROM pipes WHERE geom && ST_GeomFromText(%(a)s, 4326)"
+        " AND ST_Intersects(geom, ST_GeomFromText(%(a)s, 4326)) ORDER BY 1",
+        {"a": area.wkt},
     ).fetchall()
     answer["networks"] = [n[0] for n in networks]
     return answer
