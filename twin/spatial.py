@@ -231,7 +231,7 @@ def _intersecting(
                 match=match,
                 order=order,
                 limit=sql.Literal(limit),
-            )  # fmt: skip
+            )
         ).fetchall()
         count = cur.execute(
             sql.SQL("SELECT count(*) AS n FROM {} f WHERE {}").format(table, match)
