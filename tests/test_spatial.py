@@ -72,6 +72,7 @@ def test_nearest_is_ordered_in_metres_and_respects_max_distance(client: TestClie
         (lon, lat),
     ).fetchone()[0]
     assert answer["sensors"][0]["id"] == true_nearest
+    assert answer["sensors"][0]["geometry"]["type"] == "Point"  # dispatch puts it on the map
     close = client.get(f"/nearest?lon={lon}&lat={lat}&layers=sensors&k=50&max_distance=150").json()
     assert all(f["distance_m"] <= 150 for f in close["sensors"])
 
@@ -94,6 +95,7 @@ def test_within_a_radius_and_a_polygon_counts_by_layer(client: TestClient, conn)
     assert flooded.status_code == 200
     body = flooded.json()
     assert body["counts"]["buildings"] == len(body["features"]["buildings"]) > 0
+    assert body["features"]["buildings"][0]["geometry"]["type"] == "MultiPolygon"
     by_wkt = client.post(
         "/within",
         json={

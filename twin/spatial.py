@@ -144,6 +144,7 @@ def nearest(
             """
             SELECT * FROM (
               SELECT f.{key}::text AS id, {summary} AS properties,
+                     ST_AsGeoJSON(f.geom, 7, 0)::jsonb AS geometry,
                      ST_Distance(f.geom::geography, {point}::geography) AS distance_m
               FROM {table} f
               WHERE f.geom IS NOT NULL {within}
@@ -222,7 +223,8 @@ def _intersecting(
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             sql.SQL(
-                "SELECT f.{key}::text AS id, {summary} AS properties FROM {table} f"
+                "SELECT f.{key}::text AS id, {summary} AS properties,"
+                " ST_AsGeoJSON(f.geom, 7, 0)::jsonb AS geometry FROM {table} f"
                 " WHERE {match} ORDER BY {order} LIMIT {limit}"
             ).format(
                 key=sql.Identifier(key),
