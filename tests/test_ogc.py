@@ -115,7 +115,10 @@ def test_one_feature_and_queryables(client: TestClient):
     queryables = client.get("/collections/buildings/queryables").json()["properties"]
     assert queryables["height_m"]["type"] == "number" and "geom" not in queryables
     html = client.get("/collections/buildings/items?f=html&limit=3")
-    assert html.status_code == 200 and "<table>" in html.text
+    assert html.status_code == 200 and "<table>" in html.text and ">None<" not in html.text
+    for url in ("/conformance", "/collections/buildings", "/collections/buildings/queryables"):
+        page = client.get(f"{url}?f=html")
+        assert page.headers["content-type"].startswith("text/html"), url
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ GEOJSON = "application/geo+json"
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
@@ -75,8 +76,11 @@ def landing(request: Request, f: str | None = None) -> Any:
 
 
 @router.get("/conformance", dependencies=[Public], summary="Conformance classes (public)")
-def conformance() -> dict[str, Any]:
+def conformance(request: Request, f: str | None = None) -> Any:
     """What the API implements."""
+    if _wants_html(request, f):
+        items = "".join(f"<li>{html.escape(c)}</li>" for c in CONFORMANCE)
+        return HTMLResponse(_page("Conformance", f"<ul>{items}</ul>"))
     return {"conformsTo": CONFORMANCE}
 
 
@@ -129,20 +133,38 @@ def collections(request: Request, conn: Connection, f: str | None = None) -> Any
 @router.get(
     "/collections/{collection_id}", dependencies=[Public], summary="One collection (public)"
 )
-def collection(request: Request, conn: Connection, collection_id: CollectionId) -> dict[str, Any]:
+def collection(
+    request: Request, conn: Connection, collection_id: CollectionId, f: str | None = None
+) -> Any:
     """A collection's description and links."""
-    return _collection_body(features.get_collection(conn, collection_id), _base(request))
+    body = _collection_body(features.get_collection(conn, collection_id), _base(request))
+    if _wants_html(request, f):
+        about = f"<p>{html.escape(body['description'])}</p>"
+        return HTMLResponse(_page(body["title"], about + _links_html(body["links"])))
+    return body
 
 
 @router.get(
     "/collections/{collection_id}/queryables", dependencies=[Public], summary="Queryables (public)"
 )
-def queryables(request: Request, conn: Connection, collection_id: CollectionId) -> JSONResponse:
+def queryables(
+    request: Request, conn: Connection, collection_id: CollectionId, f: str | None = None
+) -> Any:
     """The properties a filter, sortby or property query may name."""
     coll = features.get_collection(conn, collection_id)
-    return JSONResponse(
-        features.queryables_schema(coll, _base(request)), media_type="application/schema+json"
-    )
+    schema = features.queryables_schema(coll, _base(request))
+    if _wants_html(request, f):
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(spec.get('type', 'geometry')))}</td></tr>"
+            for name, spec in schema["properties"].items()
+        )
+        return HTMLResponse(
+            _page(
+                f"{coll.title}: queryables",
+                f"<table><tr><th>name</th><th>type</th></tr>{rows}</table>",
+            )
+        )
+    return JSONResponse(schema, media_type="application/schema+json")
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -306,12 +328,12 @@ def _links_html(links: list[dict[str, str]]) -> str:
 
 def _items_html(title: str, page: dict[str, Any]) -> str:
     rows = page["features"]
-    names = sorted({k for f in rows for k in f["properties"]})
+    names = sorted({k for f in rows for k in f["properties"]} - {"id"})
     head = "".join(f"<th>{html.escape(n)}</th>" for n in ["id", *names])
     body = "".join(
         "<tr>"
         + "".join(
-            f"<td>{html.escape(str(v))}</td>"
+            f"<td>{'' if v is None else html.escape(str(v))}</td>"
             for v in [f["id"], *(f["properties"].get(n, "") for n in names)]
         )
         + "</tr>"
