@@ -63,6 +63,14 @@ def test_bbox_sortby_properties_and_equality(client: TestClient, conn: psycopg.C
     heights = [f["properties"]["height_m"] for f in page["features"]]
     assert heights == sorted(heights, reverse=True)
     assert set(page["features"][0]["properties"]) == {"height_m", "use"}
+    tall = client.get("/collections/buildings/items?floors=6&limit=1").json()
+    assert (
+        tall["numberMatched"]
+        == conn.execute("SELECT count(*) FROM buildings WHERE floors = 6").fetchone()[0]
+        > 0
+    )
+    offline = client.get("/collections/sensors/items?online=false").json()["numberMatched"]
+    assert offline == conn.execute("SELECT count(*) FROM sensors WHERE NOT online").fetchone()[0]
     smoke = client.get("/collections/sensors/items?kind=smoke&limit=3").json()
     assert smoke["numberMatched"] > 0 and {f["properties"]["kind"] for f in smoke["features"]} == {
         "smoke"
@@ -139,6 +147,9 @@ def test_one_feature_and_queryables(client: TestClient):
         ("/collections/buildings/items?sortby=height_m;DROP TABLE x", 400, "queryable"),
         ("/collections/buildings/items?properties=password", 400, "password"),
         ("/collections/buildings/items?colour=red", 400, "colour"),
+        ("/collections/buildings/items?floors=abc", 400, "floors is an integer"),
+        ("/collections/buildings/items?height_m=NaN", 400, "height_m is a number"),
+        ("/collections/sensors/items?online=maybe", 400, "true or false"),
         ("/collections/buildings/items?filter=height_m >", 400, "cql2-text"),
         ("/collections/buildings/items?filter=secret = 1", 400, "secret"),
         (

@@ -281,7 +281,9 @@ def _where(coll: Collection, query: ItemsQuery) -> sql.Composable:
     if query.bbox is not None:
         clauses.append(_bbox_clause(query.bbox, query.bbox_crs))
     for name, value in query.equals.items():
-        clauses.append(sql.SQL("{}::text = {}").format(column(name), sql.Literal(value)))
+        clauses.append(
+            sql.SQL("{} = {}").format(column(name), sql.Literal(_typed(name, value, coll)))
+        )
     if query.datetime_range is not None:
         if coll.time_column is None:
             raise InvalidInput(f"{coll.name} has no time to filter on")
@@ -295,6 +297,35 @@ def _where(coll: Collection, query: ItemsQuery) -> sql.Composable:
         tree = cql.parse(query.filter, query.filter_lang)
         clauses.append(cql.compile_filter(tree, column, sql.SQL("f.geom"), SRID, coll.queryables))
     return sql.SQL(" AND ").join(clauses)
+
+
+def _typed(name: str, value: str, coll: Collection) -> Any:
+    """A ?property=value text as the property's type; InvalidInput when it cannot be."""
+    kind = coll.queryables.get(name)
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
+    except ValueError:
+        raise InvalidInput(
+            f"{name} is {'an' if kind == 'integer' else 'a'} {kind}: {value[:40]!r} is not"
+        ) from None
+    if kind == "boolean":
+        if value.lower() not in ("true", "false"):
+            raise InvalidInput(f"{name} is true or false, not {value[:40]!r}")
+        return value.lower() == "true"
+    if kind == "string" and name in ("updated_at", "latest_at"):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput(f"{name} is a date-time (RFC 3339), not {value[:40]!r}") from None
+    if kind == "object":
+        raise InvalidInput(f"{name} holds several values; filter on one of them with filter=")
+    return value
 
 
 def _bbox_clause(bbox: tuple[float, float, float, float], bbox_crs: str) -> sql.Composable:
