@@ -209,10 +209,7 @@ def import_frame(
         if keep.any():
             rows = {name: _take(values, keep) for name, values in columns.items()}
             rows["geom"] = geoms[keep]
-            if kind.key == ("dataset", "source_id") or "dataset" in _table_columns(
-                conn, kind.table
-            ):
-                rows["dataset"] = [dataset] * int(keep.sum())
+            rows["dataset"] = [dataset] * int(keep.sum())  # every layer table has one
             report.inserted, report.updated = _upsert(conn, kind, rows, progress)
         _update_catalogue(conn, kind, options, report)
         if kind.name in ELEVATED and keep.any() and terrain_loaded(conn):
@@ -588,13 +585,6 @@ def _check_references(
 # -- writing -----------------------------------------------------------------------------------
 
 
-def _table_columns(conn: psycopg.Connection, table: str) -> set[str]:
-    rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
-    )
-    return {r[0] for r in rows}
-
-
 def _dataset_present(conn: psycopg.Connection, kind: LayerKind, rows: dict[str, Any]) -> bool:
     dataset = rows["dataset"][0] if len(rows["dataset"]) else ""
     query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE dataset = %s)").format(
@@ -610,7 +600,8 @@ def _upsert(
     progress: Progress | None,
 ) -> tuple[int, int]:
     """COPY into a staging table, then insert or update by the kind's key; (inserted, updated)."""
-    columns = [c for c in rows if c in _table_columns(conn, kind.table)]
+    table_columns = catalogue.table_columns(conn, kind.table)
+    columns = [c for c in rows if c in table_columns]
     table = sql.Identifier(kind.table)
     names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     total = len(rows["geom"])
@@ -635,7 +626,7 @@ def _upsert(
     )
     copy_table(conn, "import_stage", {c: rows[c] for c in columns}, progress=advance)
     updates = [c for c in columns if c not in kind.key]
-    if "updated_at" in _table_columns(conn, kind.table):
+    if "updated_at" in table_columns:
         updates_sql = sql.SQL(", ").join(
             [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates]
             + [sql.SQL("updated_at = now()")]

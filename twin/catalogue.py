@@ -157,6 +157,16 @@ def layer_table(conn: psycopg.Connection, name: str) -> str:
     return str(row[0])
 
 
+def table_columns(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    """A layer table's columns and their PostgreSQL types, in table order."""
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return {name: data_type for name, data_type in rows}
+
+
 def refresh_layer_statistics(conn: psycopg.Connection, name: str) -> None:
     """Recount a layer's features and extent after its data changed."""
     conn.execute(

@@ -83,12 +83,10 @@ def get_collection(conn: psycopg.Connection, name: str) -> Collection:
 
 def _collection(conn: psycopg.Connection, layer: dict[str, Any]) -> Collection:
     table = catalogue.layer_table(conn, layer["name"])
-    rows = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns"
-        " WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
-        (table,),
-    ).fetchall()
-    columns = {name: _TYPES.get(data_type, "string") for name, data_type in rows}
+    columns = {
+        name: _TYPES.get(data_type, "string")
+        for name, data_type in catalogue.table_columns(conn, table).items()
+    }
     id_column = "id" if "id" in columns else "code"
     time_column = next((c for c in ("latest_at", "updated_at") if c in columns), None)
     scene_properties = (
