@@ -36,30 +36,6 @@ def _long_statements(conn: psycopg.Connection) -> None:
     conn.execute("SELECT set_config('statement_timeout', %s, true)", (IMPORT_TIMEOUT,))
 
 
-def _options(
-    dataset: str | None,
-    crs: str | None,
-    layer: str | None,
-    mapping: str | None,
-    values: str | None,
-    provider: str | None,
-    owner_unit: str | None,
-    licence: str | None,
-    update_cadence: str | None,
-) -> ImportOptions:
-    return ImportOptions(
-        dataset=dataset,
-        crs=crs,
-        layer=layer,
-        mapping=_json_object(mapping, "mapping"),
-        values=_json_object(values, "values"),
-        provider=provider,
-        owner_unit=owner_unit,
-        licence=licence,
-        update_cadence=update_cadence,
-    )
-
-
 def _json_object(text: str | None, name: str) -> dict[str, str]:
     if not text:
         return {}
@@ -108,9 +84,18 @@ def upload(
             + ", ".join(sorted(ALLOWED_SUFFIXES))
         )
     limit = request.app.state.settings.max_upload_mb * 1024 * 1024
-    options = _options(dataset or original.stem, crs, layer, mapping, values, provider,
-                       owner_unit, licence, update_cadence)  # fmt: skip
-    options.defaults = _json_object(defaults, "defaults")
+    options = ImportOptions(
+        dataset=dataset or original.stem,
+        crs=crs,
+        layer=layer,
+        mapping=_json_object(mapping, "mapping"),
+        values=_json_object(values, "values"),
+        defaults=_json_object(defaults, "defaults"),
+        provider=provider,
+        owner_unit=owner_unit,
+        licence=licence,
+        update_cadence=update_cadence,
+    )
     with tempfile.TemporaryDirectory(prefix="twin-upload-") as folder:
         # The client's name, reduced to safe characters, inside our own temporary folder.
         safe = re.sub(r"[^\w.-]", "_", original.stem)[:100] or "upload"
