@@ -8,18 +8,23 @@ noted, and fields the schema has no column for are kept as properties.
 
 from __future__ import annotations
 
+import binascii
 import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from psycopg import sql
 
@@ -31,35 +36,75 @@ from layers.kinds import (
     STOREY_HEIGHT_M,
     LayerKind,
 )
-from layers.readers import FeatureFrame, read_features
+from layers.readers import Column, FeatureFrame, FeatureReader, open_features, read_features
 from layers.terrain import sample_elevations, terrain_loaded
-from layers.values import is_blank
+from layers.values import BLANK_WORDS, is_blank, parse_text
 from twin import catalogue
-from twin.bulk import copy_table
+from twin.bulk import CopyStream, copy_stream
 from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
 
 Progress = Callable[[str, int, int], None]
-_MULTI_OF = {3: 6}  # Polygon -> MultiPolygon; the tables hold polygons as multi
+_BLANK_WORDS = pa.array(sorted(BLANK_WORDS), pa.string())
 
 
-def storage_ewkb(wkb: bytes, srid: int) -> str | None:
-    """Hex EWKB with ``srid`` for a 2D little-endian WKB, polygons wrapped as multi; or None."""
-    if not wkb or wkb[0] != 1:
-        return None  # big-endian: leave it to shapely
-    geometry_type = int.from_bytes(wkb[1:5], "little")
-    if geometry_type not in (1, 2, 3, 6):
-        return None
-    srid_hex = srid.to_bytes(4, "little").hex()
-    if geometry_type in _MULTI_OF:
-        multi = (_MULTI_OF[geometry_type] | 0x20000000).to_bytes(4, "little").hex()
-        return f"01{multi}{srid_hex}01000000{wkb.hex()}"
-    flagged = (geometry_type | 0x20000000).to_bytes(4, "little").hex()
-    return f"01{flagged}{srid_hex}{wkb[5:].hex()}"
+def storage_ewkb(wkb: pa.Array, take: np.ndarray, srid: int) -> tuple[pa.Array, np.ndarray]:
+    """Hex EWKB with ``srid`` for 2D little-endian WKB, polygons wrapped as multi.
+
+    Returns the hex text (null where not made) and where it was made: among ``take``,
+    the points, lines, polygons and multipolygons GDAL wrote in the usual byte order;
+    anything else is left to shapely. Works on whole arrays of bytes at once.
+    """
+    n = len(wkb)
+    offsets = np.frombuffer(wkb.buffers()[1], dtype=np.int32)[wkb.offset : wkb.offset + n + 1]
+    data = wkb.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    starts = offsets[:-1].astype(np.int64)
+    usable = take & (np.diff(offsets) >= 9) & np.asarray(wkb.is_valid(), dtype=bool)
+    kind = np.zeros(n, dtype=np.int64)
+    at = starts[usable]
+    little = raw[at] == 1
+    kind[usable] = np.where(
+        little,
+        raw[at + 1].astype(np.int64) | raw[at + 2].astype(np.int64) << 8
+        | raw[at + 3].astype(np.int64) << 16 | raw[at + 4].astype(np.int64) << 24,
+        0,
+    )  # fmt: skip
+    made = usable & np.isin(kind, (1, 2, 3, 6))
+    if not made.any():
+        return pa.nulls(n, pa.string()), made
+    srid_bytes = srid.to_bytes(4, "little")
+    # Header per geometry type; a polygon keeps its own WKB inside a one-part multipolygon.
+    headers = pa.array(
+        [b"\x01" + (t | 0x20000000).to_bytes(4, "little") + srid_bytes for t in (1, 2, 6)]
+        + [b"\x01" + (6 | 0x20000000).to_bytes(4, "little") + srid_bytes + b"\x01\0\0\0"],
+        pa.binary(),
+    )
+    picked = wkb.filter(pa.array(made))
+    kind = kind[made]
+    header_of = np.select([kind == 1, kind == 2, kind == 6], [0, 1, 2], 3)
+    body = pc.if_else(pa.array(kind == 3), picked, pc.binary_slice(picked, 5, 2**31 - 1))
+    ewkb = pc.binary_join_element_wise(headers.take(pa.array(header_of)), body, b"")
+    m = len(ewkb)
+    e_offsets = np.frombuffer(ewkb.buffers()[1], dtype=np.int32)[ewkb.offset : ewkb.offset + m + 1]
+    e_raw = memoryview(ewkb.buffers()[2])[e_offsets[0] : e_offsets[-1]]
+    hexed = pa.StringArray.from_buffers(
+        m,
+        pa.py_buffer(((e_offsets - e_offsets[0]) * 2).astype(np.int32)),
+        pa.py_buffer(binascii.hexlify(e_raw)),
+    )
+    return pc.replace_with_mask(pa.nulls(n, pa.string()), pa.array(made), hexed), made
 
 
 SIMPLE_TYPES = {"polygon": (3, 6), "line": (1,), "point": (0,)}  # shapely type ids
 ELEVATED = {"buildings", "pipe_nodes", "sensors"}  # layers that take elevations from terrain
+# Layers whose features name others in the same file (parents, jurisdictions): read whole,
+# so those names can be checked against the file and the data base before writing.
+WHOLE_FILE = {"jurisdictions", "units"}
+NO_SOURCE_ID = (
+    "no source id field found: features are matched by their row in the file, so a "
+    "re-import of a reordered file updates the wrong features; give --map source_id=FIELD"
+)
 LAYER_WORDS = {
     "buildings": "a building footprint",
     "public_spaces": "a public space",
@@ -151,12 +196,151 @@ def import_file(
                 f"an EPANET file holds a water network: import it into pipes, not {layer}"
             )
         return import_epanet(conn, Path(path), options, dataset=dataset, progress=progress)
-    if progress is not None:
-        progress(f"read {Path(path).name}", 0, 1)
-    frame = read_features(path, layer=options.layer)
-    if progress is not None:
-        progress(f"read {Path(path).name}", 1, 1)
-    return import_frame(conn, kind, frame, options, dataset=dataset, progress=progress)
+    if kind.name in WHOLE_FILE:
+        frame = read_features(path, layer=options.layer)
+        return import_frame(conn, kind, frame, options, dataset=dataset, progress=progress)
+    with open_features(path, layer=options.layer) as reader:
+        return import_batches(conn, kind, reader, options, dataset=dataset, progress=progress)
+
+
+def import_frame(
+    conn: psycopg.Connection,
+    kind: LayerKind,
+    frame: FeatureFrame,
+    options: ImportOptions,
+    *,
+    dataset: str,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import features already read; one transaction, so a failure changes nothing."""
+    reader = FeatureReader(frame.source, frame.crs, len(frame), iter([frame]))
+    return import_batches(conn, kind, reader, options, dataset=dataset, progress=progress)
+
+
+def import_batches(
+    conn: psycopg.Connection,
+    kind: LayerKind,
+    reader: FeatureReader,
+    options: ImportOptions,
+    *,
+    dataset: str,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import a file a batch at a time, all in one transaction: a failure changes nothing.
+
+    Each batch is checked, mapped and sent down one COPY while the server stores the
+    one before; features are matched by source id across the whole file.
+    """
+    report = ImportReport(layer=kind.name, dataset=dataset, source=reader.source)
+    batches = (frame for frame in reader if len(frame))
+    first = next(batches, None)
+    if first is None:
+        report.notes.append("the file holds no features")
+        return report
+    source_crs = _source_crs(first, options)
+    report.source_crs = source_crs.name if source_crs else None
+    plan = _FieldPlan(kind, first, options)
+    seen: dict[str, int] = {}  # source key -> feature number, for duplicates across batches
+    step = f"import {kind.name}"
+    with conn.transaction():
+        batch = _prepare_batch(kind, first, source_crs, plan, seen, report, start=0)
+        _check_references(conn, kind, batch.columns, batch.reasons)  # one batch: see WHOLE_FILE
+        bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])  # of what was written
+        with _LayerWriter(conn, kind, dataset) as writer:
+            while True:
+                writer.write(batch.rows(report, dataset))
+                bounds = _widen(bounds, batch.geoms[batch.keep])
+                if progress is not None:
+                    progress(step, report.read, max(reader.count or 0, report.read))
+                frame = next(batches, None)
+                if frame is None:
+                    break
+                batch = _prepare_batch(
+                    kind, frame, source_crs, plan, seen, report, start=report.read
+                )
+        report.inserted, report.updated = writer.inserted, writer.updated
+        report.notes.extend(plan.notes())
+        _update_catalogue(conn, kind, options, report, bounds if writer.direct else None)
+        if kind.name in ELEVATED and writer.written and terrain_loaded(conn):
+            filled = sample_elevations(conn).get(kind.name, 0)
+            report.notes.append(f"{filled:,} elevations taken from the terrain")
+        if kind.name == "jurisdictions" and writer.written:
+            codes = [str(c) for c in _take(batch.columns["code"], batch.keep)]
+            report.coverage = coverage.check(conn, codes)
+    return report
+
+
+@dataclass
+class _Batch:
+    """One batch of features checked and mapped, with why some cannot be imported."""
+
+    columns: dict[str, Any]
+    geoms: np.ndarray  # in the storage CRS; shapely geometries or None
+    hexed: pa.Array | None  # hex EWKB made straight from the file's WKB, where it could be
+    reasons: np.ndarray  # None, or why the feature is rejected
+    keys: list[str]
+    repaired: list[str | None]
+
+    @property
+    def keep(self) -> np.ndarray:
+        return _is_none(self.reasons)
+
+    def rows(self, report: ImportReport, dataset: str) -> dict[str, Any]:
+        """The rows to write; rejections and repairs are added to ``report``."""
+        keep = self.keep
+        report.rejected.extend(
+            Rejection(str(self.keys[i]), str(self.reasons[i])) for i in np.flatnonzero(~keep)
+        )
+        report.repaired += sum(1 for i, w in enumerate(self.repaired) if w and keep[i])
+        rows = {name: _take(values, keep) for name, values in self.columns.items()}
+        rows["geom"] = _geometry_column(self.geoms, self.hexed).filter(pa.array(keep))
+        rows["dataset"] = pa.array([dataset], pa.string()).take(np.zeros(int(keep.sum()), int))
+        return rows
+
+
+def _prepare_batch(
+    kind: LayerKind,
+    frame: FeatureFrame,
+    source_crs: SourceCRS | None,
+    plan: _FieldPlan,
+    seen: dict[str, int],
+    report: ImportReport,
+    *,
+    start: int,
+) -> _Batch:
+    report.read += len(frame)
+    reasons = np.full(len(frame), None, dtype=object)
+    geoms, hexed, repaired_why = _prepare_geometries(kind, frame, source_crs, reasons)
+    columns = plan.map(frame, reasons)
+    keys = _source_keys(kind, frame, columns, reasons, report.notes, seen, start)
+    if "floors" in columns and "height_m" in columns:
+        report.estimated_heights += _estimate_heights(columns, reasons)
+    for i, why in enumerate(repaired_why):
+        if why is not None and reasons[i] is None:
+            columns["properties"][i]["_geometry_repaired"] = why
+    return _Batch(columns, geoms, hexed, reasons, keys, repaired_why)
+
+
+def _widen(bounds: np.ndarray, geoms: np.ndarray) -> np.ndarray:
+    """``bounds`` (xmin, ymin, xmax, ymax) grown to take in ``geoms``."""
+    if not len(geoms):
+        return bounds
+    box = shapely.total_bounds(geoms)
+    return np.concatenate([np.fmin(bounds[:2], box[:2]), np.fmax(bounds[2:], box[2:])])
+
+
+def _geometry_column(geoms: np.ndarray, hexed: pa.Array | None) -> pa.Array:
+    """Hex EWKB for every feature: made from the file's WKB, or by shapely for the rest."""
+    if hexed is None:
+        made = np.zeros(len(geoms), dtype=bool)
+        hexed = pa.nulls(len(geoms), pa.string())
+    else:
+        made = np.asarray(hexed.is_valid(), dtype=bool)
+    rest = ~made & ~_is_none(geoms)
+    if not rest.any():
+        return hexed
+    encoded = shapely.to_wkb(shapely.set_srid(geoms[rest], SRID), hex=True, include_srid=True)
+    return pc.replace_with_mask(hexed, pa.array(rest), pa.array(encoded, pa.string()))
 
 
 def layer_kind(conn: psycopg.Connection, layer: str) -> LayerKind:
@@ -172,53 +356,6 @@ def layer_kind(conn: psycopg.Connection, layer: str) -> LayerKind:
         raise NotFound(
             f"no layer {layer!r} to import into (built-in: {names}; or a scene)"
         ) from None
-
-
-def import_frame(
-    conn: psycopg.Connection,
-    kind: LayerKind,
-    frame: FeatureFrame,
-    options: ImportOptions,
-    *,
-    dataset: str,
-    progress: Progress | None = None,
-) -> ImportReport:
-    """Import features already read; one transaction, so a failure changes nothing."""
-    report = ImportReport(layer=kind.name, dataset=dataset, source=frame.source, read=len(frame))
-    if len(frame) == 0:
-        report.notes.append("the file holds no features")
-        return report
-    source_crs = _source_crs(frame, options)
-    report.source_crs = source_crs.name if source_crs else None
-    reasons = np.full(len(frame), None, dtype=object)
-
-    geoms, repaired_why = _prepare_geometries(kind, frame, source_crs, reasons)
-    columns = _map_fields(kind, frame, options, reasons, report)
-    keys = _source_keys(kind, frame, columns, reasons, report.notes)
-    if "floors" in columns and "height_m" in columns:
-        report.estimated_heights = _estimate_heights(columns, reasons)
-    for i, why in enumerate(repaired_why):
-        if why is not None and reasons[i] is None:
-            columns["properties"][i]["_geometry_repaired"] = why
-
-    with conn.transaction():
-        _check_references(conn, kind, columns, reasons)
-        keep = np.array([r is None for r in reasons])
-        report.rejected = [Rejection(str(keys[i]), str(reasons[i])) for i in np.flatnonzero(~keep)]
-        report.repaired = int(sum(1 for i, w in enumerate(repaired_why) if w and keep[i]))
-        if keep.any():
-            rows = {name: _take(values, keep) for name, values in columns.items()}
-            rows["geom"] = geoms[keep]
-            rows["dataset"] = [dataset] * int(keep.sum())  # every layer table has one
-            report.inserted, report.updated = _upsert(conn, kind, rows, progress)
-        _update_catalogue(conn, kind, options, report)
-        if kind.name in ELEVATED and keep.any() and terrain_loaded(conn):
-            filled = sample_elevations(conn).get(kind.name, 0)
-            report.notes.append(f"{filled:,} elevations taken from the terrain")
-        if kind.name == "jurisdictions" and keep.any():
-            codes = [str(c) for c in _take(columns["code"], keep)]
-            report.coverage = coverage.check(conn, codes)
-    return report
 
 
 # -- CRS and geometry --------------------------------------------------------------------------
@@ -245,7 +382,10 @@ def _source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None
 
 def _prepare_geometries(
     kind: LayerKind, frame: FeatureFrame, source: SourceCRS | None, reasons: np.ndarray
-) -> tuple[np.ndarray, list[str | None]]:
+) -> tuple[np.ndarray, pa.Array | None, list[str | None]]:
+    """Geometries in the storage CRS and of the layer's type, hex EWKB straight from the
+    file where nothing needed changing, and what was repaired; rejections go to ``reasons``.
+    """
     geoms = np.asarray(frame.geoms, dtype=object)
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if not kind.geometry_optional:
@@ -253,7 +393,7 @@ def _prepare_geometries(
     present = ~missing
     if source is not None and present.any():
         wrong = implausible(geoms, source)
-        bad = np.array([w is not None for w in wrong]) & present
+        bad = ~_is_none(wrong) & present
         if bad.sum() > 0.5 * present.sum():
             i = int(np.flatnonzero(bad)[0])
             x, y = shapely.get_coordinates(geoms[i : i + 1])[0]
@@ -291,15 +431,12 @@ def _prepare_geometries(
         _reject_one(reasons, i, f"degenerate {what}")
         out[i] = None
     simple &= ~degenerate
+    hexed = None
     passed = np.zeros(len(out), dtype=bool)
     if frame.wkb is not None and source is not None and source.is_storage(SRID):
         # Unchanged geometries go to COPY as the file's own WKB with the SRID written in:
         # no shapely round trip, which is most of an import's time at a million features.
-        for i in np.flatnonzero(simple):
-            ewkb = storage_ewkb(frame.wkb[i], SRID)
-            if ewkb is not None:
-                out[i] = ewkb
-                passed[i] = True
+        hexed, passed = storage_ewkb(frame.wkb, simple, SRID)
     if kind.family == "polygon":
         singles = simple & ~passed & (types == 3)  # Polygon -> MultiPolygon, one part each
         out[singles] = shapely.multipolygons(out[singles], indices=np.arange(singles.sum()))
@@ -312,7 +449,7 @@ def _prepare_geometries(
         else:
             out[i] = geom
             repaired[i] = repair
-    return out, repaired
+    return out, hexed, repaired
 
 
 def _fit_family(kind: LayerKind, geom: Any) -> tuple[Any, str | None, str | None]:
@@ -361,129 +498,158 @@ def _normal(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
-def _map_fields(
-    kind: LayerKind,
-    frame: FeatureFrame,
-    options: ImportOptions,
-    reasons: np.ndarray,
-    report: ImportReport,
-) -> dict[str, list[Any]]:
-    n = len(frame)
-    known = {f.name for f in kind.fields}
-    for target in (*options.mapping, *options.values, *options.defaults):
-        if target not in known:
-            raise InvalidInput(
-                f"{kind.name} has no field {target!r} (its fields: {', '.join(sorted(known))})"
-            )
-    by_normal = {_normal(name): name for name in frame.fields}
-    used: set[str] = set()
-    sources: dict[str, list[str]] = {}
-    for f in kind.fields:
-        if f.name in options.mapping:
-            column = options.mapping[f.name]
-            if column not in frame.fields:
-                raise InvalidInput(
-                    f"the mapping {f.name}={column} names a field {frame.source} does not have "
-                    f"(it has: {', '.join(frame.fields) or 'no fields'})"
-                )
-            sources[f.name] = [column]
-            used.add(column)
-    for f in kind.fields:
-        if f.name in sources or f.name in options.values:
-            continue
-        found = [by_normal[_normal(s)] for s in f.synonyms if _normal(s) in by_normal]
-        found = [c for c in dict.fromkeys(found) if c not in used]
-        if found:
-            sources[f.name] = found
-            used.update(found)
+class _FieldPlan:
+    """Which source fields fill which schema fields, decided once from the first batch,
+    and what could not be read, counted over every batch."""
 
-    columns: dict[str, list[Any]] = {}
-    kept_columns = {
-        name: [_json_safe(v) for v in frame.fields[name]]
-        for name in frame.fields
-        if name not in used
-    }
-    # A blank says nothing: each feature keeps only the values it has.
-    properties: list[dict[str, Any]] = (
-        [
-            {name: v for name, v in zip(kept_columns, row, strict=True) if v is not None}
-            for row in zip(*kept_columns.values(), strict=True)
-        ]
-        if kept_columns
-        else [{} for _ in range(n)]
-    )
-    unreadable: Counter[str] = Counter()
-    examples: dict[str, str] = {}
-    for f in kind.fields:
-        if f.name in options.values:
-            try:
-                fixed = f.parse(options.values[f.name])
-            except ValueError as exc:
-                raise InvalidInput(f"--set {f.name}={options.values[f.name]}: {exc}") from exc
-            columns[f.name] = [fixed] * n
-            continue
-        found = np.full(n, None, dtype=object)
-        for column in sources.get(f.name, []):
-            raw = frame.fields[column]
-            parsed, unread, reason = _parse_column(f.parse, raw)
-            empty = _is_none(found)
-            bad = unread & empty
-            if bad.any():
-                what = f"{column} -> {f.name}"
-                unreadable[what] += int(bad.sum())
-                examples.setdefault(what, reason or "")
-                # Keep what we could not read, beside (never over) the field itself.
-                kept = f"{column}_raw" if column in known else column
-                for i in np.flatnonzero(bad):
-                    properties[i][kept] = _json_safe(raw[i])
-            take = empty & ~unread & ~_is_none(parsed)
-            found[take] = parsed[take]
-        values: list[Any] = found.tolist()
-        if f.name in options.defaults:
-            try:
-                fallback = f.parse(options.defaults[f.name])
-            except ValueError as exc:
-                raise InvalidInput(f"--default {f.name}={options.defaults[f.name]}: {exc}") from exc
-            values = [fallback if v is None else v for v in values]
-        if f.name in kind.defaults:
-            values = [kind.defaults[f.name] if v is None else v for v in values]
-        if f.required:
-            hint = (
-                f"map a field with --map {f.name}=FIELD, or fill gaps with --default {f.name}=VALUE"
-            )
-            for i in range(n):
-                if values[i] is None:
-                    _reject_one(reasons, i, f"no {f.name} ({hint})")
-        columns[f.name] = values
-    for what, count in unreadable.items():
-        report.notes.append(
-            f"{count:,} values of {what} not understood (kept in properties), e.g. {examples[what]}"
-        )
-    if kind.fields_in_properties:
+    def __init__(self, kind: LayerKind, frame: FeatureFrame, options: ImportOptions) -> None:
+        self.kind, self.options = kind, options
+        known = {f.name for f in kind.fields}
+        for target in (*options.mapping, *options.values, *options.defaults):
+            if target not in known:
+                raise InvalidInput(
+                    f"{kind.name} has no field {target!r} (its fields: {', '.join(sorted(known))})"
+                )
+        by_normal = {_normal(name): name for name in frame.fields}
+        used: set[str] = set()
+        self.sources: dict[str, list[str]] = {}
         for f in kind.fields:
-            if f.name == "source_id":
+            if f.name in options.mapping:
+                column = options.mapping[f.name]
+                if column not in frame.fields:
+                    raise InvalidInput(
+                        f"the mapping {f.name}={column} names a field {frame.source} does not "
+                        f"have (it has: {', '.join(frame.fields) or 'no fields'})"
+                    )
+                self.sources[f.name] = [column]
+                used.add(column)
+        for f in kind.fields:
+            if f.name in self.sources or f.name in options.values:
                 continue
-            for i, value in enumerate(columns.pop(f.name)):
-                if value is not None:
-                    properties[i][f.name] = value
-    mapped = ", ".join(f"{t}<-{'/'.join(s)}" for t, s in sources.items())
-    report.notes.append(f"fields mapped: {mapped or 'none'}")
-    columns["properties"] = properties  # type: ignore[assignment]
-    return columns
+            found = [by_normal[_normal(s)] for s in f.synonyms if _normal(s) in by_normal]
+            found = [c for c in dict.fromkeys(found) if c not in used]
+            if found:
+                self.sources[f.name] = found
+                used.update(found)
+        self.kept = [name for name in frame.fields if name not in used]
+        self.fixed: dict[str, Any] = {}
+        self.fallback: dict[str, Any] = {}
+        for name, text in options.values.items():
+            try:
+                self.fixed[name] = kind.field(name).parse(text)
+            except ValueError as exc:
+                raise InvalidInput(f"--set {name}={text}: {exc}") from exc
+        for name, text in options.defaults.items():
+            try:
+                self.fallback[name] = kind.field(name).parse(text)
+            except ValueError as exc:
+                raise InvalidInput(f"--default {name}={text}: {exc}") from exc
+        self.unreadable: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
+
+    def map(self, frame: FeatureFrame, reasons: np.ndarray) -> dict[str, Any]:
+        """The schema's columns for one batch; unmapped fields go to ``properties``."""
+        kind, n = self.kind, len(frame)
+        known = {f.name for f in kind.fields}
+        kept_columns = {
+            name: [_json_safe(v) for v in _python_values(frame.fields[name])] for name in self.kept
+        }
+        # A blank says nothing: each feature keeps only the values it has.
+        properties: list[dict[str, Any]] = (
+            [
+                {name: v for name, v in zip(kept_columns, row, strict=True) if v is not None}
+                for row in zip(*kept_columns.values(), strict=True)
+            ]
+            if kept_columns
+            else [{} for _ in range(n)]
+        )
+        columns: dict[str, Any] = {}
+        for f in kind.fields:
+            if f.name in self.fixed:
+                columns[f.name] = [self.fixed[f.name]] * n
+                continue
+            found = np.full(n, None, dtype=object)
+            for column in self.sources.get(f.name, []):
+                raw = frame.fields[column]
+                parsed, unread, reason = _parse_column(f.parse, raw)
+                empty = _is_none(found)
+                bad = unread & empty
+                if bad.any():
+                    what = f"{column} -> {f.name}"
+                    self.unreadable[what] += int(bad.sum())
+                    self.examples.setdefault(what, reason or "")
+                    # Keep what we could not read, beside (never over) the field itself.
+                    kept = f"{column}_raw" if column in known else column
+                    for i in np.flatnonzero(bad):
+                        properties[i][kept] = _json_safe(_value_at(raw, int(i)))
+                take = empty & ~unread & ~_is_none(parsed)
+                found[take] = parsed[take]
+            if f.name in self.fallback:
+                found[_is_none(found)] = self.fallback[f.name]
+            if f.name in kind.defaults:
+                found[_is_none(found)] = kind.defaults[f.name]
+            if f.required:
+                hint = (
+                    f"map a field with --map {f.name}=FIELD, "
+                    f"or fill gaps with --default {f.name}=VALUE"
+                )
+                _reject(reasons, _is_none(found), f"no {f.name} ({hint})")
+            columns[f.name] = found
+        if kind.fields_in_properties:
+            for f in kind.fields:
+                if f.name == "source_id":
+                    continue
+                for i, value in enumerate(columns.pop(f.name)):
+                    if value is not None:
+                        properties[i][f.name] = value
+        columns["properties"] = properties
+        return columns
+
+    def notes(self) -> list[str]:
+        """What a person should know about the fields, over the whole file."""
+        lines = [
+            f"{count:,} values of {what} not understood (kept in properties), "
+            f"e.g. {self.examples[what]}"
+            for what, count in self.unreadable.items()
+        ]
+        mapped = ", ".join(f"{t}<-{'/'.join(s)}" for t, s in self.sources.items())
+        return [*lines, f"fields mapped: {mapped or 'none'}"]
+
+
+def _python_values(column: Column) -> list[Any]:
+    return column.to_pylist() if isinstance(column, pa.Array) else list(column)
+
+
+def _value_at(column: Column, i: int) -> Any:
+    return column[i].as_py() if isinstance(column, pa.Array) else column[i]
 
 
 def _parse_column(
-    parse: Callable[[Any], Any], raw: np.ndarray
+    parse: Callable[[Any], Any], raw: Column
 ) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Each value parsed (None when blank), where it could not be read, and the first reason.
 
     Provider data repeats itself ("6", "apartments", "DN300"): pandas' factorize finds the
     distinct values in C, each is parsed once, and the results are spread back.
     """
-    try:
-        codes, distinct = pd.factorize(np.asarray(raw, dtype=object), use_na_sentinel=True)
-    except TypeError:  # unhashable values (JSON lists): parse one by one
-        codes, distinct = np.arange(len(raw)), np.asarray(raw, dtype=object)
+    if parse is parse_text and isinstance(raw, pa.Array) and pa.types.is_string(raw.type):
+        # Text (names, ids: often all distinct) is only trimmed: done in Arrow, not per value.
+        trimmed = pc.utf8_trim_whitespace(raw)
+        blank = pc.is_in(pc.utf8_lower(trimmed), value_set=_BLANK_WORDS)
+        parsed = pc.if_else(pc.fill_null(blank, True), None, trimmed)
+        return parsed.to_numpy(zero_copy_only=False), np.zeros(len(raw), dtype=bool), None
+    if isinstance(raw, pa.Array):  # Arrow finds the distinct values faster still
+        try:
+            encoded = pc.dictionary_encode(raw)
+            codes = pc.fill_null(encoded.indices, -1).to_numpy()
+            distinct = encoded.dictionary.to_pylist()
+        except pa.ArrowNotImplementedError:  # nested values (lists): as Python values
+            raw = np.asarray(raw.to_pylist(), dtype=object)
+    if not isinstance(raw, pa.Array):
+        try:
+            codes, distinct = pd.factorize(np.asarray(raw, dtype=object), use_na_sentinel=True)
+        except TypeError:  # unhashable values (JSON lists): parse one by one
+            codes, distinct = np.arange(len(raw)), np.asarray(raw, dtype=object)
     parsed = np.empty(len(distinct) + 1, dtype=object)  # the extra last slot: blank (-1)
     failed = np.zeros(len(distinct) + 1, dtype=bool)
     reason = None
@@ -506,22 +672,27 @@ def _is_none(values: np.ndarray) -> np.ndarray:
 def _source_keys(
     kind: LayerKind,
     frame: FeatureFrame,
-    columns: dict[str, list[Any]],
+    columns: dict[str, Any],
     reasons: np.ndarray,
     notes: list[str],
-) -> list[Any]:
-    """The key each feature is matched on when re-imported; duplicates are rejected."""
+    seen: dict[str, int],
+    start: int,
+) -> list[str]:
+    """The key each feature is matched on when re-imported; duplicates are rejected.
+
+    ``seen`` holds the keys of earlier batches (key -> feature number from 0), ``start``
+    is this batch's first feature number.
+    """
     key_field = kind.key[-1]
     if key_field == "source_id":
-        ids = columns.get("source_id") or [None] * len(frame)
-        if all(i is None for i in ids):
-            notes.append(
-                "no source id field found: features are matched by their row in the file, so a "
-                "re-import of a reordered file updates the wrong features; give --map source_id=FIELD"
-            )
-        keys = [
-            str(ids[i]) if ids[i] is not None else str(frame.fids[i]) for i in range(len(frame))
-        ]
+        ids = columns.get("source_id")
+        ids = np.full(len(frame), None, dtype=object) if ids is None else np.asarray(ids)
+        given = ~_is_none(ids)
+        if not given.any() and NO_SOURCE_ID not in notes:
+            notes.append(NO_SOURCE_ID)
+        keys = np.where(given, ids, frame.fids).tolist()
+        if not all(isinstance(k, str) for k in keys):
+            keys = [str(k) for k in keys]
         columns["source_id"] = keys
     else:
         keys = [
@@ -530,35 +701,40 @@ def _source_keys(
         ]
         if "source_id" not in columns:
             columns["source_id"] = [str(k) for k in columns[key_field]]
-    eligible = np.array([r is None for r in reasons], dtype=bool)
-    if not pd.Series(keys)[eligible].duplicated().any():
-        return keys  # the usual case, found in C
-    first: dict[str, int] = {}
+    eligible = _is_none(reasons)
+    numbers = range(start, start + len(keys))
+    # The usual case, found in C: no key twice in the batch, none from an earlier batch.
+    if not pd.Series(keys)[eligible].duplicated().any() and not any(
+        map(seen.__contains__, compress(keys, eligible))
+    ):
+        seen.update(zip(compress(keys, eligible), compress(numbers, eligible), strict=True))
+        return keys
     for i, key in enumerate(keys):
         if reasons[i] is not None:
             continue
-        if key in first:
+        if key in seen:
             _reject_one(
-                reasons, i, f"duplicate {key_field} {key!r} (first at feature {first[key] + 1})"
+                reasons, i, f"duplicate {key_field} {key!r} (first at feature {seen[key] + 1})"
             )
         else:
-            first[key] = i
+            seen[key] = start + i
     return keys
 
 
-def _estimate_heights(columns: dict[str, list[Any]], reasons: np.ndarray) -> int:
-    heights, floors = columns["height_m"], columns["floors"]
-    uses = columns.get("use") or [None] * len(heights)
-    estimated = [False] * len(heights)
-    count = 0
-    for i, height in enumerate(heights):
-        if height is None and floors[i] and reasons[i] is None:
-            per_floor = STOREY_HEIGHT_M.get(uses[i] or "", DEFAULT_STOREY_HEIGHT_M)
-            heights[i] = round(floors[i] * per_floor, 1)
-            estimated[i] = True
-            count += 1
-    columns["height_estimated"] = estimated
-    return count
+def _estimate_heights(columns: dict[str, Any], reasons: np.ndarray) -> int:
+    """Heights from floors where a building has none, marked as estimated; how many."""
+    heights = np.asarray(columns["height_m"], dtype=object)
+    floors = np.asarray(columns["floors"], dtype=object)
+    need = _is_none(heights) & ~_is_none(floors) & _is_none(reasons)
+    need[need] &= floors[need] != 0
+    uses = columns.get("use")
+    uses = [None] * len(heights) if uses is None else uses
+    for i in np.flatnonzero(need):
+        per_floor = STOREY_HEIGHT_M.get(uses[i] or "", DEFAULT_STOREY_HEIGHT_M)
+        heights[i] = round(floors[i] * per_floor, 1)
+    columns["height_m"] = heights
+    columns["height_estimated"] = need
+    return int(need.sum())
 
 
 def _check_references(
@@ -585,81 +761,106 @@ def _check_references(
 # -- writing -----------------------------------------------------------------------------------
 
 
-def _dataset_present(conn: psycopg.Connection, kind: LayerKind, rows: dict[str, Any]) -> bool:
-    dataset = rows["dataset"][0] if len(rows["dataset"]) else ""
+def _dataset_present(conn: psycopg.Connection, kind: LayerKind, dataset: str) -> bool:
     query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE dataset = %s)").format(
         sql.Identifier(kind.table)
     )
     return bool(conn.execute(query, (dataset,)).fetchone()[0])  # type: ignore[index]
 
 
-def _upsert(
-    conn: psycopg.Connection,
-    kind: LayerKind,
-    rows: dict[str, Any],
-    progress: Progress | None,
-) -> tuple[int, int]:
-    """COPY into a staging table, then insert or update by the kind's key; (inserted, updated)."""
-    table_columns = catalogue.table_columns(conn, kind.table)
-    columns = [c for c in rows if c in table_columns]
-    table = sql.Identifier(kind.table)
-    names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-    total = len(rows["geom"])
-    done = 0
+class _LayerWriter:
+    """Where an import's rows go, a batch at a time, through one COPY.
 
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(f"import {kind.name}", done, total)
+    A dataset seen for the first time has nothing to match, so its rows go straight into
+    the layer's table (the file's own duplicates were rejected already): half the work
+    of staging. Otherwise they are staged and then inserted or updated by the kind's key
+    when the block ends.
+    """
 
-    if kind.key == ("dataset", "source_id") and not _dataset_present(conn, kind, rows):
-        # A dataset seen for the first time: nothing to match, so COPY straight in (the
-        # file's own duplicates were rejected already). Half the work of staging.
-        copy_table(conn, kind.table, {c: rows[c] for c in columns}, progress=advance)
-        return total, 0
-    # Only the loaded columns, without the table's constraints: checked on the way in.
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE import_stage ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
-        ).format(names, table)
-    )
-    copy_table(conn, "import_stage", {c: rows[c] for c in columns}, progress=advance)
-    updates = [c for c in columns if c not in kind.key]
-    if "updated_at" in table_columns:
-        updates_sql = sql.SQL(", ").join(
-            [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates]
-            + [sql.SQL("updated_at = now()")]
+    def __init__(self, conn: psycopg.Connection, kind: LayerKind, dataset: str) -> None:
+        self.conn, self.kind = conn, kind
+        self.table_columns = catalogue.table_columns(conn, kind.table)
+        self.direct = kind.key == ("dataset", "source_id") and not _dataset_present(
+            conn, kind, dataset
         )
-    else:
-        updates_sql = sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
-        )
-    counts = conn.execute(
-        sql.SQL(
-            """
-            WITH written AS (
-                INSERT INTO {table} ({names}) SELECT {names} FROM import_stage
-                ON CONFLICT ({key}) DO UPDATE SET {updates}
-                RETURNING (xmax = 0) AS inserted
+        self.names: list[str] = []
+        self.written = self.inserted = self.updated = 0
+        self._copy = ExitStack()
+        self._stream: CopyStream | None = None
+
+    def __enter__(self) -> _LayerWriter:
+        return self
+
+    def write(self, rows: dict[str, Any]) -> None:
+        """Send one batch of rows (columns the table lacks are left out)."""
+        if self._stream is None:
+            self.names = [c for c in rows if c in self.table_columns]
+            target = self.kind.table
+            if not self.direct:
+                # Only the loaded columns, without the table's constraints: checked on the
+                # way in.
+                target = "import_stage"
+                self.conn.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE import_stage ON COMMIT DROP AS "
+                        "SELECT {} FROM {} WITH NO DATA"
+                    ).format(self._names(), sql.Identifier(self.kind.table))
+                )
+            self._stream = self._copy.enter_context(copy_stream(self.conn, target, self.names))
+        self.written += self._stream.write(rows)
+
+    def __exit__(self, *exc: object) -> None:
+        self._copy.close()  # the COPY ends: the server has every row
+        if exc[0] is not None or self._stream is None:
+            return
+        if self.direct:
+            self.inserted = self.written
+        else:
+            self.inserted, self.updated = self._merge()
+
+    def _names(self) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(c) for c in self.names)
+
+    def _merge(self) -> tuple[int, int]:
+        """Insert or update the staged rows by the kind's key; (inserted, updated)."""
+        updates = [
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+            for c in self.names
+            if c not in self.kind.key
+        ]
+        if "updated_at" in self.table_columns:
+            updates.append(sql.SQL("updated_at = now()"))
+        counts = self.conn.execute(
+            sql.SQL(
+                """
+                WITH written AS (
+                    INSERT INTO {table} ({names}) SELECT {names} FROM import_stage
+                    ON CONFLICT ({key}) DO UPDATE SET {updates}
+                    RETURNING (xmax = 0) AS inserted
+                )
+                SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
+                FROM written
+                """
+            ).format(
+                table=sql.Identifier(self.kind.table),
+                names=self._names(),
+                key=sql.SQL(", ").join(sql.Identifier(k) for k in self.kind.key),
+                updates=sql.SQL(", ").join(updates),
             )
-            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
-            FROM written
-            """
-        ).format(
-            table=table,
-            names=names,
-            key=sql.SQL(", ").join(sql.Identifier(k) for k in kind.key),
-            updates=updates_sql,
-        )
-    ).fetchone()
-    conn.execute("DROP TABLE import_stage")
-    return int(counts[0]), int(counts[1])  # type: ignore[index]
+        ).fetchone()
+        self.conn.execute("DROP TABLE import_stage")
+        return int(counts[0]), int(counts[1])  # type: ignore[index]
 
 
 def _update_catalogue(
-    conn: psycopg.Connection, kind: LayerKind, options: ImportOptions, report: ImportReport
+    conn: psycopg.Connection,
+    kind: LayerKind,
+    options: ImportOptions,
+    report: ImportReport,
+    added_bounds: np.ndarray | None,
 ) -> None:
+    """Record the import in the layer's inventory entry; ``added_bounds`` when it only added
+    features (so the count and extent grow without a scan)."""
     metadata = {
         name: value
         for name, value in (
@@ -673,7 +874,11 @@ def _update_catalogue(
     }
     if metadata:
         catalogue.update_layer_metadata(conn, kind.name, **metadata)
-    catalogue.refresh_layer_statistics(conn, kind.name)
+    if added_bounds is None or not np.isfinite(added_bounds).all():
+        catalogue.refresh_layer_statistics(conn, kind.name)
+    else:
+        bounds = tuple(float(b) for b in added_bounds)
+        catalogue.grow_layer_statistics(conn, kind.name, report.inserted, bounds)  # type: ignore[arg-type]
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -689,10 +894,12 @@ def _reject_one(reasons: np.ndarray, i: int, why: str) -> None:
         reasons[i] = why
 
 
-def _take(values: list[Any] | np.ndarray, keep: np.ndarray) -> list[Any]:
+def _take(values: list[Any] | np.ndarray, keep: np.ndarray) -> list[Any] | np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values if keep.all() else values[keep]
     if keep.all():
-        return list(values)
-    return [v for v, k in zip(values, keep, strict=True) if k]
+        return values
+    return list(compress(values, keep))
 
 
 def _json_safe(value: Any) -> Any:

@@ -12,11 +12,15 @@ import io
 import re
 import warnings
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyogrio
 import shapely
 import shapely.geometry
@@ -45,23 +49,57 @@ Y_COLUMNS = ("lat", "latitude", "y", "纬度", "y坐标", "北坐标", "northing
 WKT_COLUMNS = ("wkt", "geometry", "geom", "the_geom", "shape", "几何", "坐标串")
 
 
+Column = np.ndarray | pa.Array  # object arrays (None or NaN = blank) or Arrow arrays
+BATCH_ROWS = 100_000  # features per batch when a file is read a batch at a time
+
+
 @dataclass
 class FeatureFrame:
-    """Features read from one file, column-oriented."""
+    """Features read from one file (or one batch of it), column-oriented."""
 
-    fields: dict[str, np.ndarray]  # source field -> values (object arrays; None or NaN = blank)
+    fields: dict[str, Column]  # source field -> values
     geoms: np.ndarray  # shapely geometries, None where a feature has none or it is unreadable
     fids: np.ndarray  # the file's own feature ids, as text
     crs: str | None  # the CRS the file declares, if any
     source: str  # what was read, for messages
-    wkb: np.ndarray | None = None  # the file's own WKB, when GDAL read it (see ingest)
+    wkb: pa.Array | None = None  # the file's own WKB, when GDAL read it (see ingest)
 
     def __len__(self) -> int:
         return len(self.geoms)
 
 
+@dataclass
+class FeatureReader:
+    """A file open for reading, a batch of features at a time (see ``open_features``)."""
+
+    source: str
+    crs: str | None
+    count: int | None  # features in the file, when the format says so cheaply
+    batches: Iterator[FeatureFrame] = field(repr=False)
+
+    def __iter__(self) -> Iterator[FeatureFrame]:
+        return self.batches
+
+
 def read_features(path: Path | str, *, layer: str | None = None) -> FeatureFrame:
-    """Read a vector file of any format GDAL knows, or a CSV with coordinates or WKT."""
+    """Read a whole vector file of any format GDAL knows, or a CSV with coordinates or WKT."""
+    with open_features(path, layer=layer) as reader:
+        frames = list(reader)
+        if len(frames) == 1:
+            return frames[0]
+        return _concat(frames, reader)
+
+
+@contextmanager
+def open_features(
+    path: Path | str, *, layer: str | None = None, batch_rows: int | None = None
+) -> Iterator[FeatureReader]:
+    """Open a vector file of any format GDAL knows, or a CSV, to read it in batches.
+
+    GDAL formats stream through GDAL's Arrow interface: a million GeoPackage features
+    read in well under a second, and an import works on one batch while the next is read.
+    CSV files are read whole (one batch).
+    """
     path = Path(path)
     if not path.exists():
         raise InvalidInput(f"no file at {path}")
@@ -69,16 +107,40 @@ def read_features(path: Path | str, *, layer: str | None = None) -> FeatureFrame
         raise InvalidInput(f"{path} is a folder: give the file itself")
     suffix = path.suffix.lower()
     if suffix == ".zip":
-        return _read_zip(path, layer=layer)
-    if suffix in CSV_SUFFIXES:
-        return _read_csv(path.read_bytes(), path.name)
-    encoding = None
-    if suffix == ".shp":
-        siblings = [p.name for p in path.parent.iterdir()]
-        encoding = _dbf_encoding(
-            lambda name: (path.parent / name).read_bytes(), siblings, path.name
-        )
-    return _read_gdal(str(path), path.name, layer=layer, encoding=encoding)
+        found = _open_zip(path, layer=layer)
+    elif suffix in CSV_SUFFIXES:
+        found = _read_csv(path.read_bytes(), path.name)
+    else:
+        encoding = None
+        if suffix == ".shp":
+            siblings = [p.name for p in path.parent.iterdir()]
+            encoding = _dbf_encoding(
+                lambda name: (path.parent / name).read_bytes(), siblings, path.name
+            )
+        found = (str(path), path.name, layer, encoding)
+    if isinstance(found, FeatureFrame):
+        yield FeatureReader(found.source, found.crs, len(found), iter([found]))
+        return
+    location, name, gdal_layer, encoding = found
+    rows = batch_rows or BATCH_ROWS
+    with _open_gdal(location, name, layer=gdal_layer, encoding=encoding, rows=rows) as reader:
+        yield reader
+
+
+def _concat(frames: list[FeatureFrame], reader: FeatureReader) -> FeatureFrame:
+    if not frames:
+        return FeatureFrame({}, np.empty(0, dtype=object), np.empty(0, dtype=object),
+                            reader.crs, reader.source)  # fmt: skip
+    names = list(frames[0].fields)
+    wkbs = [f.wkb for f in frames]
+    return FeatureFrame(
+        fields={n: pa.concat_arrays([f.fields[n] for f in frames]) for n in names},  # type: ignore[misc]
+        geoms=np.concatenate([f.geoms for f in frames]),
+        fids=np.concatenate([f.fids for f in frames]),
+        crs=reader.crs,
+        source=reader.source,
+        wkb=None if any(w is None for w in wkbs) else pa.concat_arrays(wkbs),  # type: ignore[arg-type]
+    )
 
 
 def _dbf_encoding(read: Any, names: list[str], shp: str) -> str | None:
@@ -105,7 +167,10 @@ def _dbf_encoding(read: Any, names: list[str], shp: str) -> str | None:
     return "UTF-8"
 
 
-def _read_zip(path: Path, *, layer: str | None) -> FeatureFrame:
+def _open_zip(
+    path: Path, *, layer: str | None
+) -> FeatureFrame | tuple[str, str, str | None, str | None]:
+    """A CSV member read whole, or where GDAL finds the chosen member."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
@@ -148,14 +213,13 @@ def _read_zip(path: Path, *, layer: str | None) -> FeatureFrame:
                 encoding = _dbf_encoding(archive.read, names, chosen)
     except zipfile.BadZipFile as exc:
         raise InvalidInput(f"{path.name} is not a readable zip archive ({exc})") from exc
-    return _read_gdal(
-        f"/vsizip/{path}/{chosen}", f"{path.name}/{chosen}", layer=layer, encoding=encoding
-    )
+    return f"/vsizip/{path}/{chosen}", f"{path.name}/{chosen}", layer, encoding
 
 
-def _read_gdal(
-    location: str, name: str, *, layer: str | None, encoding: str | None = None
-) -> FeatureFrame:
+@contextmanager
+def _open_gdal(
+    location: str, name: str, *, layer: str | None, encoding: str | None, rows: int
+) -> Iterator[FeatureReader]:
     try:
         layers = pyogrio.list_layers(location)
         if layer is None and len(layers) > 1:
@@ -163,28 +227,69 @@ def _read_gdal(
             raise InvalidInput(f"{name} has several layers ({names}): choose one with --layer")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # GDAL's notes about the file come back as errors
-            meta, fids, wkb, field_data = pyogrio.raw.read(
-                location, layer=layer, return_fids=True, force_2d=True, encoding=encoding
-            )
+            count = pyogrio.read_info(location, layer=layer, encoding=encoding)["features"]
+            opened = pyogrio.raw.open_arrow(
+                location, layer=layer, encoding=encoding, return_fids=True,
+                batch_size=rows, use_pyarrow=True,
+            )  # fmt: skip
+            meta, stream = opened.__enter__()
     except (DataSourceError, DataLayerError, FieldError, GeometryError) as exc:
         raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
     except (ValueError, OSError, RuntimeError) as exc:
         raise InvalidInput(f"cannot read {name}: {exc}") from exc
-    if wkb is None:
-        raise InvalidInput(f"{name} has no geometry column")
-    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
-    fields = {
-        str(field): _as_objects(values)
-        for field, values in zip(meta["fields"], field_data, strict=True)
-    }
-    return FeatureFrame(
-        fields=fields,
-        geoms=np.asarray(geoms, dtype=object),
-        fids=np.array([str(f) for f in fids], dtype=object),
-        crs=meta.get("crs"),
-        source=name,
-        wkb=wkb,
-    )
+    try:
+        geometry = meta.get("geometry_name") or "wkb_geometry"
+        if geometry not in stream.schema.names:
+            raise InvalidInput(f"{name} has no geometry column")
+        fid = meta.get("fid_column") or "OGC_FID"
+        crs = meta.get("crs")
+        yield FeatureReader(
+            name,
+            crs,
+            count if count >= 0 else None,
+            _gdal_batches(stream, name, crs, fid, geometry),
+        )
+    finally:
+        opened.__exit__(None, None, None)
+
+
+def _gdal_batches(
+    stream: Any, name: str, crs: str | None, fid: str, geometry: str
+) -> Iterator[FeatureFrame]:
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                batch = stream.read_next_batch()
+        except StopIteration:
+            return
+        except (DataSourceError, DataLayerError, FieldError, GeometryError) as exc:
+            raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
+        except (pa.ArrowException, ValueError, OSError, RuntimeError) as exc:
+            raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
+        wkb = batch.column(geometry)
+        if pa.types.is_large_binary(wkb.type):
+            wkb = wkb.cast(pa.binary())
+        fields = {
+            column: _plain(batch.column(column))
+            for column in batch.schema.names
+            if column not in (fid, geometry)
+        }
+        yield FeatureFrame(
+            fields=fields,
+            geoms=shapely.from_wkb(wkb.to_numpy(zero_copy_only=False), on_invalid="ignore"),
+            fids=np.asarray(pc.cast(batch.column(fid), pa.string()).to_numpy(zero_copy_only=False)),
+            crs=crs,
+            source=name,
+            wkb=wkb,
+        )
+
+
+def _plain(column: pa.Array) -> pa.Array:
+    """Dates and times as ISO text (parsers read years from it); other types as they are."""
+    if pa.types.is_temporal(column.type):
+        return pc.cast(column, pa.string())
+    return column
 
 
 def _gdal_message(exc: Exception) -> str:
@@ -195,12 +300,6 @@ def _gdal_message(exc: Exception) -> str:
     if "not recognized as" in text or "not a supported file format" in text:
         text += " (is the file complete, and its extension right?)"
     return text
-
-
-def _as_objects(values: np.ndarray) -> np.ndarray:
-    if values.dtype.kind == "M":  # dates: keep as ISO text, parsers read years from it
-        return np.array([None if np.isnat(v) else str(v) for v in values], dtype=object)
-    return values.astype(object)
 
 
 def _read_csv(raw: bytes, name: str) -> FeatureFrame:

@@ -25,6 +25,9 @@ _LENGTH_UNITS = {
 _FLOOR_WORDS = re.compile(r"(floors?|storeys?|stories|levels?|f|层|楼)$", re.IGNORECASE)
 
 
+BLANK_WORDS = frozenset({"", "-", "--", "n/a", "na", "null", "none", "无", "/"})
+
+
 def is_blank(value: Any) -> bool:
     """None, NaN, an empty or whitespace string, or a placeholder like "-" or "N/A"."""
     if value is None:
@@ -32,7 +35,7 @@ def is_blank(value: Any) -> bool:
     if isinstance(value, float) and math.isnan(value):
         return True
     if isinstance(value, str):
-        return value.strip().lower() in {"", "-", "--", "n/a", "na", "null", "none", "无", "/"}
+        return value.strip().lower() in BLANK_WORDS
     return False
 
 

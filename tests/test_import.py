@@ -49,7 +49,7 @@ def write_geojson(path: Path, features: list[tuple[dict, object]]) -> Path:
 def write_vector(path: Path, geoms: list, fields: dict[str, list], crs: str, driver: str) -> Path:
     names = list(fields)
     data = [np.array(fields[n], dtype=object) for n in names]
-    geometry_type = geoms[0].geom_type
+    geometry_type = geoms[0].geom_type + (" Z" if geoms[0].has_z else "")
     pyogrio.raw.write(
         str(path),
         shapely.to_wkb(np.array(geoms, dtype=object)),
@@ -516,7 +516,7 @@ def test_terrain_fills_missing_elevations(fresh_url: str, tmp_path: Path):
 def test_a_failure_during_the_write_leaves_the_layer_as_it_was(
     fresh_url: str, tmp_path: Path, monkeypatch
 ):
-    from layers import ingest
+    from twin import bulk
 
     path = write_geojson(
         tmp_path / "half.geojson",
@@ -525,12 +525,12 @@ def test_a_failure_during_the_write_leaves_the_layer_as_it_was(
     with psycopg.connect(fresh_url) as conn:
         before = conn.execute("SELECT count(*), max(updated_at) FROM buildings").fetchone()
 
-        def copy_then_fail(*args, **kwargs):
-            ingest_copy(*args, **kwargs)
+        def write_then_fail(*args, **kwargs):
+            stream_write(*args, **kwargs)
             raise psycopg.OperationalError("connection lost half way")
 
-        ingest_copy = ingest.copy_table
-        monkeypatch.setattr(ingest, "copy_table", copy_then_fail)
+        stream_write = bulk.CopyStream.write
+        monkeypatch.setattr(bulk.CopyStream, "write", write_then_fail)
         with pytest.raises(psycopg.OperationalError):
             import_file(conn, "buildings", path)
         conn.rollback()
@@ -639,3 +639,62 @@ def test_geometries_passed_through_arrive_exactly(fresh_url: str, tmp_path: Path
             expected = shapely.MultiPolygon([geom]) if layer == "buildings" else geom
             assert back.equals_exact(expected, tolerance=0), layer
     assert not gpkg.exists()
+
+
+# -- large files, a batch at a time ------------------------------------------------------------
+
+
+def test_a_file_read_in_batches_is_one_import(fresh_url: str, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(readers, "BATCH_ROWS", 100)  # 250 features: three batches
+    ids = [f"g{i}" for i in range(250)]
+    ids[180] = "g10"  # the same source id again, two batches later
+    boxes = [square(LON + (i % 50) * 0.0003, LAT + (i // 50) * 0.0003, 0.0001) for i in range(250)]
+    path = write_vector(
+        tmp_path / "grid.gpkg", boxes, {"id": ids, "floors": ["4"] * 250}, "EPSG:4326", "GPKG"
+    )
+    steps: list[tuple[str, int, int]] = []
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", path, progress=lambda *step: steps.append(step))
+        stored = count(conn, "SELECT count(*) FROM buildings WHERE dataset = 'grid'")
+        layer = conn.execute(
+            "SELECT c.feature_count, ST_HausdorffDistance(c.extent, ST_Extent(b.geom)::geometry)"
+            " FROM layer_catalogue c, buildings b WHERE c.name = 'buildings'"
+            " GROUP BY c.feature_count, c.extent"
+        ).fetchone()
+        total = count(conn, "SELECT count(*) FROM buildings")
+        again = import_file(conn, "buildings", path)
+        after = count(conn, "SELECT count(*) FROM buildings WHERE dataset = 'grid'")
+    assert (report.read, report.inserted, stored) == (250, 249, 249)
+    assert [(r.source_id, r.reason) for r in report.rejected] == [
+        ("g10", "duplicate source_id 'g10' (first at feature 11)")
+    ]
+    assert steps == [("import buildings", n, 250) for n in (100, 200, 250)]
+    # The inventory's count and extent, kept up to date without a scan.
+    assert layer[0] == total and layer[1] < 1e-5
+    assert (again.inserted, again.updated, after) == (0, 249, 249)
+
+
+def test_a_bad_later_batch_stores_nothing(fresh_url: str, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(readers, "BATCH_ROWS", 100)
+    # The third batch is in metres although the file says degrees: the whole file is refused.
+    geoms = [square(LON + i * 0.0003, LAT) for i in range(200)]
+    geoms += [shapely.box(633380 + i, 3458430, 633390 + i, 3458440) for i in range(100)]
+    ids = [f"m{i}" for i in range(300)]
+    path = write_vector(tmp_path / "mixed.gpkg", geoms, {"id": ids}, "EPSG:4326", "GPKG")
+    with psycopg.connect(fresh_url) as conn:
+        before = count(conn, "SELECT count(*) FROM buildings")
+        with pytest.raises(InvalidInput, match=r"cannot be in EPSG:4326.*look like metres"):
+            import_file(conn, "buildings", path)
+        conn.rollback()
+        assert count(conn, "SELECT count(*) FROM buildings") == before
+
+
+def test_three_dimensional_footprints_are_stored_flat(fresh_url: str, tmp_path: Path):
+    lifted = shapely.force_3d(square(LON, LAT), 4.5)
+    path = write_vector(tmp_path / "z.gpkg", [lifted], {"id": ["z1"]}, "EPSG:4326", "GPKG")
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", path)
+        dims = conn.execute(
+            "SELECT ST_NDims(geom), ST_GeometryType(geom) FROM buildings WHERE dataset = 'z'"
+        ).fetchone()
+    assert report.inserted == 1 and dims == (2, "ST_MultiPolygon")

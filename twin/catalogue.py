@@ -187,6 +187,31 @@ def refresh_layer_statistics(conn: psycopg.Connection, name: str) -> None:
     )
 
 
+def grow_layer_statistics(
+    conn: psycopg.Connection, name: str, added: int, bounds: tuple[float, float, float, float]
+) -> None:
+    """Count features just added to a layer and widen its extent to ``bounds``.
+
+    For an import of new features only: no scan of the whole table, which at millions of
+    features costs more than the import's own last batch.
+    """
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE layer_catalogue SET
+                feature_count = feature_count + %(added)s,
+                extent = ST_SetSRID(Box2D(ST_Collect(
+                    coalesce(extent, envelope.geom), envelope.geom))::geometry, {srid}),
+                updated_at = now()
+            FROM (SELECT ST_Expand(ST_MakeEnvelope(
+                    %(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s, {srid}), 1e-9) AS geom) AS envelope
+            WHERE layer_catalogue.name = %(name)s
+            """
+        ).format(srid=sql.Literal(schema.SRID)),
+        dict(zip(("xmin", "ymin", "xmax", "ymax"), bounds, strict=True), added=added, name=name),
+    )
+
+
 def update_layer_metadata(conn: psycopg.Connection, name: str, **fields: str) -> None:
     """Set a layer's inventory fields (provider, owner unit, licence, cadence, source CRS)."""
     allowed = {"provider", "owner_unit", "licence", "update_cadence", "source_crs", "description"}
