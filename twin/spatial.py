@@ -5,6 +5,7 @@ area (within), and what lies below (below). Points and areas come in the storage
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -64,11 +65,11 @@ def _summary(layer: str, alias: str = "f") -> sql.Composable:
     return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(pairs))
 
 
-def locate(conn: psycopg.Connection, lon: float, lat: float) -> dict[str, Any]:
-    """Jurisdiction at every level, the units there, and what is at or under the point."""
-    check_point(lon, lat)
-    # Placeholders, not literals: the text repeats, so psycopg prepares it once per
-    # connection and the server skips planning on every later call.
+@functools.cache
+def _locate_query() -> str:
+    """locate's statement, composed once: composing it each time took longer than the
+    server takes to run it. Placeholders, not literals: the text repeats, so psycopg
+    prepares it once per connection and the server skips planning on every later call."""
     query = sql.SQL(
         """
         WITH here AS (SELECT ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326) AS p),
@@ -103,8 +104,14 @@ def locate(conn: psycopg.Connection, lon: float, lat: float) -> dict[str, Any]:
         degrees=sql.Literal(PIPE_SEARCH_M / 80_000),  # metres to degrees, generously
         metres=sql.Literal(PIPE_SEARCH_M),
     )
+    return query.as_string()
+
+
+def locate(conn: psycopg.Connection, lon: float, lat: float) -> dict[str, Any]:
+    """Jurisdiction at every level, the units there, and what is at or under the point."""
+    check_point(lon, lat)
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(query, {"lon": lon, "lat": lat}).fetchone()
+        row = cur.execute(_locate_query(), {"lon": lon, "lat": lat}).fetchone()
     assert row is not None
     inside = bool(row["jurisdictions"])
     answer: dict[str, Any] = {"lon": lon, "lat": lat, "inside": inside, **row}
@@ -129,33 +136,8 @@ def nearest(
         raise InvalidInput(f"k must be from 1 to {MAX_K}")
     if max_distance_m is not None and not 0 < max_distance_m <= MAX_DISTANCE_M:
         raise InvalidInput(f"max_distance must be more than 0 and at most {MAX_DISTANCE_M:g} m")
-    point = sql.SQL("ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)")
     answer: dict[str, list[dict[str, Any]]] = {}
     for layer in layers:
-        # Index-assisted KNN on the planar distance, then the true metric distance on a
-        # few more candidates than asked, so the order in metres is right.
-        key = "code" if layer in ("units", "jurisdictions") else "id"
-        within = (
-            sql.SQL("AND ST_DWithin(f.geom::geography, {}::geography, %(max)s)").format(point)
-            if max_distance_m is not None
-            else sql.SQL("")
-        )
-        query = sql.SQL(
-            """
-            SELECT * FROM (
-              SELECT f.{key}::text AS id, {summary} AS properties,
-                     ST_AsGeoJSON(f.geom, 7, 0)::jsonb AS geometry,
-                     ST_Distance(f.geom::geography, {point}::geography) AS distance_m
-              FROM {table} f
-              WHERE f.geom IS NOT NULL {within}
-              ORDER BY f.geom <-> {point}
-              LIMIT %(candidates)s
-            ) c ORDER BY distance_m LIMIT %(k)s
-            """
-        ).format(
-            key=sql.Identifier(key), summary=_summary(layer), point=point,
-            table=sql.Identifier(layer), within=within,
-        )  # fmt: skip
         parameters = {
             "lon": lon,
             "lat": lat,
@@ -164,9 +146,42 @@ def nearest(
             "k": k,
         }
         with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query, parameters).fetchall()
+            rows = cur.execute(
+                _nearest_query(layer, max_distance_m is not None), parameters
+            ).fetchall()
         answer[layer] = [{**r, "distance_m": round(float(r["distance_m"]), 2)} for r in rows]
     return answer
+
+
+@functools.cache
+def _nearest_query(layer: str, within_max_distance: bool) -> str:
+    """nearest's statement for one layer, composed once (as locate's)."""
+    # Index-assisted KNN on the planar distance, then the true metric distance on a
+    # few more candidates than asked, so the order in metres is right.
+    point = sql.SQL("ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)")
+    key = "code" if layer in ("units", "jurisdictions") else "id"
+    within = (
+        sql.SQL("AND ST_DWithin(f.geom::geography, {}::geography, %(max)s)").format(point)
+        if within_max_distance
+        else sql.SQL("")
+    )
+    query = sql.SQL(
+        """
+        SELECT * FROM (
+          SELECT f.{key}::text AS id, {summary} AS properties,
+                 ST_AsGeoJSON(f.geom, 7, 0)::jsonb AS geometry,
+                 ST_Distance(f.geom::geography, {point}::geography) AS distance_m
+          FROM {table} f
+          WHERE f.geom IS NOT NULL {within}
+          ORDER BY f.geom <-> {point}
+          LIMIT %(candidates)s
+        ) c ORDER BY distance_m LIMIT %(k)s
+        """
+    ).format(
+        key=sql.Identifier(key), summary=_summary(layer), point=point,
+        table=sql.Identifier(layer), within=within,
+    )  # fmt: skip
+    return query.as_string()
 
 
 def area_from_circle(lon: float, lat: float, radius_m: float) -> Any:

@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
+import psycopg
 import shapely
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field
 
 from api.access import Public
-from api.deps import Connection, FastJSON
+from api.deps import Connection, FastJSON, with_connection
 from layers.crs import resolve_crs, to_storage
 from twin import spatial
 from twin.errors import InvalidInput
@@ -43,28 +44,59 @@ def _layers(text: str) -> list[str]:
     return spatial.check_layers([name.strip() for name in text.split(",") if name.strip()])
 
 
-@router.get(
-    "/locate", dependencies=[Public], summary="What is here: jurisdictions, units, assets (public)"
-)
-def locate(conn: Connection, lon: float, lat: float, crs: CrsParam = "CRS84") -> dict[str, Any]:
-    """The jurisdiction at every level with the units there, the building the point is in,
-    the public space, and the pipes beneath with their depth."""
+def _locate(conn: psycopg.Connection, lon: float, lat: float, crs: str) -> dict[str, Any]:
     return spatial.locate(conn, *_storage_point(lon, lat, crs))
 
 
-@router.get("/nearest", dependencies=[Public], summary="The nearest features per layer (public)")
-def nearest(
-    conn: Connection,
+# locate and nearest are async, with one trip through the thread pool for the query and
+# the answer rendered as it is (no response validation): they are asked often and must
+# answer in a few milliseconds. response_model keeps them documented as before.
+@router.get(
+    "/locate",
+    dependencies=[Public],
+    response_model=dict[str, Any],
+    summary="What is here: jurisdictions, units, assets (public)",
+)
+async def locate(request: Request, lon: float, lat: float, crs: CrsParam = "CRS84") -> FastJSON:
+    """The jurisdiction at every level with the units there, the building the point is in,
+    the public space, and the pipes beneath with their depth."""
+    return FastJSON(await with_connection(request, _locate, lon, lat, crs))
+
+
+def _nearest(
+    conn: psycopg.Connection,
+    lon: float,
+    lat: float,
+    crs: str,
+    *,
+    layers: str,
+    k: int,
+    max_distance: float | None,
+) -> dict[str, Any]:
+    x, y = _storage_point(lon, lat, crs)
+    return spatial.nearest(conn, x, y, layers=_layers(layers), k=k, max_distance_m=max_distance)
+
+
+@router.get(
+    "/nearest",
+    dependencies=[Public],
+    response_model=dict[str, Any],
+    summary="The nearest features per layer (public)",
+)
+async def nearest(
+    request: Request,
     lon: float,
     lat: float,
     layers: str = DEFAULT_LAYERS,
     k: Annotated[int, Query(ge=1, le=spatial.MAX_K)] = 5,
     max_distance: Annotated[float | None, Query(gt=0, description="metres")] = None,
     crs: CrsParam = "CRS84",
-) -> dict[str, Any]:
+) -> FastJSON:
     """k nearest features of each layer, with distances in metres."""
-    x, y = _storage_point(lon, lat, crs)
-    return spatial.nearest(conn, x, y, layers=_layers(layers), k=k, max_distance_m=max_distance)
+    answer = await with_connection(
+        request, _nearest, lon, lat, crs, layers=layers, k=k, max_distance=max_distance
+    )
+    return FastJSON(answer)
 
 
 class Area(BaseModel):
