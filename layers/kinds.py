@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from layers.values import (
+    open_vocabulary,
     parse_bool,
     parse_diameter_mm,
     parse_floors,
@@ -151,6 +152,28 @@ VALVE_STATES = {
     "closed": ("close", "shut", "off", "关", "关闭", "常闭"),
 }  # fmt: skip
 
+# The demo city's sensor kinds, with the names providers give them. The list is open:
+# a kind not here is imported as given (the city runs dozens of kinds, and gets new ones).
+SENSOR_KINDS = {
+    "water_pressure": ("pressure", "水压", "压力", "管网压力", "水压监测", "压力计", "压力监测"),
+    "water_flow": ("flow", "flow_meter", "流量", "水流量", "流量计", "流量监测"),
+    "manhole_tilt": ("manhole", "manhole_cover", "井盖", "井盖位移", "井盖倾斜", "井盖监测",
+                     "智能井盖"),
+    "water_level": ("level", "liquid_level", "水位", "液位", "积水", "水位计", "液位计",
+                    "积水监测", "水位监测"),
+    "gas_concentration": ("gas", "gas_detector", "methane", "燃气", "可燃气体", "燃气浓度",
+                          "甲烷", "燃气监测", "可燃气体探测器"),
+    "smoke": ("smoke_detector", "烟感", "烟雾", "烟雾报警", "烟感探测器", "独立烟感"),
+    "noise": ("sound", "sound_level", "噪声", "噪音", "噪声监测"),
+    "air_quality": ("air", "aqi", "pm2.5", "pm10", "空气质量", "空气", "扬尘", "大气"),
+    "structure_tilt": ("structural_tilt", "building_tilt", "结构倾斜", "建筑倾斜", "房屋倾斜",
+                       "结构监测"),
+    "elevator": ("lift", "电梯", "电梯监测"),
+    "electric_fire": ("electrical_fire", "residual_current", "电气火灾", "电气火灾监控",
+                      "剩余电流"),
+    "temperature": ("temp", "温度", "温度计"),
+}  # fmt: skip
+
 NAME = Field("name", parse_text, ("name", "名称", "名字", "name:zh", "title"))
 
 KINDS: dict[str, LayerKind] = {
@@ -234,7 +257,8 @@ KINDS: dict[str, LayerKind] = {
         (
             Field("device_id", parse_text, ("device_id", "device", "sn", "serial", "imei", "id",
                                             "设备编号", "设备id", "编号"), required=True),
-            Field("kind", parse_text, ("kind", "type", "sensor_type", "类型", "设备类型"),
+            Field("kind", open_vocabulary(SENSOR_KINDS), ("kind", "type", "sensor_type",
+                                                          "类型", "设备类型"),
                   required=True),
             Field("unit_of_measure", parse_text, ("unit_of_measure", "unit", "uom", "units",
                                                   "单位", "计量单位"), required=True),

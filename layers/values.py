@@ -190,5 +190,22 @@ def vocabulary(words: dict[str, tuple[str, ...]]) -> Any:
     return parse
 
 
+def open_vocabulary(words: dict[str, tuple[str, ...]]) -> Any:
+    """Like ``vocabulary``, but a word it does not know is kept as given (trimmed).
+
+    For open lists such as sensor kinds, where providers add new words: the known
+    synonyms land on one word, the rest are imported rather than rejected.
+    """
+    closed = vocabulary(words)
+
+    def parse(value: Any) -> str:
+        try:
+            return closed(value)  # type: ignore[no-any-return]
+        except ValueError:
+            return parse_text(value)
+
+    return parse
+
+
 def _normalise(word: str) -> str:
     return re.sub(r"[\s_\-:/]+", "", word.strip().lower())

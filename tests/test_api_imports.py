@@ -97,3 +97,60 @@ def test_bad_uploads_are_clear_400s_and_need_a_key(staff: TestClient):
     assert unknown.status_code == 404
     not_geojson = staff.post("/layers/sensors/features", json={"hello": 1}, headers=KEY)
     assert not_geojson.status_code == 400 and "GeoJSON" in not_geojson.json()["detail"]
+
+
+def _point(fid: str, lon: float = 121.401) -> dict:
+    return {"type": "Feature", "id": fid, "properties": {},
+            "geometry": {"type": "Point", "coordinates": [lon, 31.241]}}  # fmt: skip
+
+
+def test_some_rejected_is_200_with_the_report(staff: TestClient):
+    square = [[[121.40, 31.24], [121.4002, 31.24], [121.4002, 31.2402], [121.40, 31.2402],
+               [121.40, 31.24]]]  # fmt: skip
+    document = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "ok", "properties": {},
+         "geometry": {"type": "Polygon", "coordinates": square}},
+        _point("pt"),
+    ]}  # fmt: skip
+    answer = staff.post("/layers/buildings/features", json=document, headers=KEY)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["inserted"] == 1
+    assert [(r["source_id"], "Point" in r["reason"]) for r in report["rejected"]] == [("pt", True)]
+
+
+def test_nothing_stored_is_422_with_the_reasons_and_changes_nothing(staff: TestClient):
+    before = staff.get("/layers/buildings").json()
+    points = {"type": "FeatureCollection",
+              "features": [_point(f"p{i}", 121.401 + i * 1e-4) for i in range(25)]}  # fmt: skip
+    answer = staff.post("/layers/buildings/features", json=points, headers=KEY)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    problem = answer.json()
+    assert problem["status"] == 422 and problem["title"] == "Unprocessable Content"
+    assert problem["detail"].startswith("nothing imported into buildings: none of 25 features")
+    assert "a Point cannot be a building footprint" in problem["detail"]
+    assert problem["rejected_count"] == 25 and len(problem["rejected"]) == 20
+    first = problem["rejected"][0]
+    assert first["layer"] == "buildings" and first["source_id"] == "p0"
+    assert "cannot be a building footprint" in first["reason"]
+    assert problem["report"]["read"] == 25 and problem["report"]["inserted"] == 0
+
+    upload = staff.post(
+        "/layers/buildings/import",
+        files={"file": ("points.geojson", json.dumps(points), "application/geo+json")},
+        data={"provider": "nobody"},
+        headers=KEY,
+    )
+    assert upload.status_code == 422, upload.text
+    assert upload.json()["report"]["source"] == "points.geojson"
+    after = staff.get("/layers/buildings").json()
+    assert after["feature_count"] == before["feature_count"]
+    assert after["provider"] == before["provider"]  # the refused import changed nothing
+    names = [d["dataset"] for d in staff.get("/layers/buildings/datasets").json()["datasets"]]
+    assert names == ["demo"]
+
+    empty = staff.post(
+        "/layers/sensors/features", json={"type": "FeatureCollection", "features": []}, headers=KEY
+    )
+    assert empty.status_code == 422 and "holds no features" in empty.json()["detail"]

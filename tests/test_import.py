@@ -235,6 +235,25 @@ def test_csv_sensors_in_gcj02_and_bd09_land_on_true_positions(fresh_url: str, tm
         assert abs(row[4] - LON) < 1e-6 and abs(row[5] - LAT) < 1e-6
 
 
+def test_sensor_kinds_in_chinese_land_on_the_demo_words(fresh_url: str, tmp_path: Path):
+    from layers.demo.generate import _SENSOR_KINDS
+    from layers.kinds import SENSOR_KINDS
+
+    assert set(_SENSOR_KINDS) <= set(SENSOR_KINDS)  # every demo kind has its synonyms
+    (tmp_path / "iot.csv").write_text(
+        "设备编号,设备类型,单位,经度,纬度\n"
+        f"K-1,水位,m,{LON},{LAT}\nK-2, 烟感 ,dB/m,{LON},{LAT}\n"
+        f"K-3, 无人机巡检 ,次,{LON},{LAT}\nK-4,PM2.5,µg/m3,{LON},{LAT}\n",
+        encoding="utf-8",
+    )
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "sensors", tmp_path / "iot.csv")
+        kinds = dict(conn.execute("SELECT device_id, kind FROM sensors WHERE device_id LIKE 'K-%'"))
+    assert report.inserted == 4 and not report.rejected
+    assert kinds == {"K-1": "water_level", "K-2": "smoke", "K-3": "无人机巡检",
+                     "K-4": "air_quality"}  # fmt: skip
+
+
 def test_csv_with_wkt_public_spaces_from_osm_tags(fresh_url: str, tmp_path: Path):
     park, pond = square(LON, LAT, 0.001), square(LON + 0.002, LAT, 0.0005)
     (tmp_path / "spaces.csv").write_text(

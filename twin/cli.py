@@ -21,6 +21,7 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from twin import catalogue, db
 from twin.errors import TwinError
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: ``twin db|demo|layers|serve|up``."""
+    """The command line: ``twin db|demo|import|scene|terrain|datasets|layers|serve|up``."""
     parser = argparse.ArgumentParser(
         prog="twin",
         description="The one map (一张图): a spatial digital twin of the city on PostGIS.",
@@ -174,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", help="fill missing elevations of buildings, pipe nodes and sensors"
     )
     sample.set_defaults(run=cmd_terrain_sample)
+
+    datasets = commands.add_parser(
+        "datasets",
+        help="list a layer's datasets, or delete one",
+        description=(
+            "List the datasets of a layer (each import names one, by default the file's "
+            "name) with their feature counts, or delete one dataset's features with --delete."
+        ),
+    )
+    datasets.add_argument("layer", help="a layer of the catalogue (see 'twin layers')")
+    datasets.add_argument("--delete", metavar="NAME", help="delete every feature of this dataset")
+    datasets.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    datasets.set_defaults(run=cmd_datasets)
 
     layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -423,6 +437,43 @@ def _mapping_file(path: Path) -> dict[str, str]:
     ):
         raise TwinError(f"{path} must be a JSON object of field names to source field names")
     return mapping
+
+
+def cmd_datasets(settings: Settings, args: argparse.Namespace) -> int:
+    """List a layer's datasets, or delete one of them."""
+    from layers.datasets import delete_dataset, list_datasets
+
+    with db.connect(prepare(settings)) as conn:
+        if args.delete is not None:
+            deleted = delete_dataset(conn, args.layer, args.delete)
+            conn.commit()
+            if args.json:
+                out.print_json(json.dumps({"layer": args.layer, "dataset": args.delete,
+                                           "deleted": deleted}, ensure_ascii=False))  # fmt: skip
+            else:
+                console.print(
+                    f"deleted dataset {args.delete} of {args.layer}: {deleted:,} features",
+                    highlight=False,
+                    markup=False,
+                )
+            return 0
+        datasets = list_datasets(conn, args.layer)
+    if args.json:
+        out.print_json(json.dumps(datasets, default=str, ensure_ascii=False))
+        return 0
+    if not datasets:
+        console.print(f"layer {args.layer} has no features", highlight=False, markup=False)
+        return 0
+    table = Table("dataset", "features", "updated")
+    for row in datasets:
+        updated = row["updated_at"]
+        table.add_row(  # a dataset's name is the file's: text, never rich markup
+            Text(row["dataset"]),
+            f"{row['features']:,}",
+            f"{updated:%Y-%m-%d %H:%M}" if updated else "",
+        )
+    out.print(table)
+    return 0
 
 
 def cmd_layers(settings: Settings, args: argparse.Namespace) -> int:

@@ -19,3 +19,7 @@ class NotFound(TwinError):
 
 class InvalidInput(TwinError):
     """Input that cannot be used as given; the message says what and where."""
+
+
+class Conflict(TwinError):
+    """The change would break what other data depends on; the message says what."""

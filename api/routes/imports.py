@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from dataclasses import asdict
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -18,7 +19,16 @@ from pydantic import BaseModel, Field
 
 from api.access import Staff
 from api.deps import Connection
-from layers.ingest import ImportOptions, import_file, import_frame, layer_kind
+from api.errors import Unprocessable
+from layers.datasets import delete_dataset
+from layers.ingest import (
+    ImportOptions,
+    ImportReport,
+    group_rejections,
+    import_file,
+    import_frame,
+    layer_kind,
+)
 from layers.readers import frame_from_geojson
 from layers.scenes import create_scene, drop_scene
 from twin import catalogue
@@ -27,6 +37,7 @@ from twin.errors import InvalidInput
 router = APIRouter(tags=["imports"])
 LayerName = Annotated[str, Path(max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
 IMPORT_TIMEOUT = "15min"
+MAX_REJECTIONS_SHOWN = 20  # in a 422 answer; the CLI's --json report has them all
 ALLOWED_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip", ".csv", ".tsv", ".txt", ".fgb",
                     ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
 
@@ -34,6 +45,35 @@ ALLOWED_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip", ".csv", ".tsv", ".txt"
 def _long_statements(conn: psycopg.Connection) -> None:
     """Imports may run longer than a query: lift the time limit for this transaction."""
     conn.execute("SELECT set_config('statement_timeout', %s, true)", (IMPORT_TIMEOUT,))
+
+
+def _check_stored(report: ImportReport) -> None:
+    """Refuse (422, and so roll back) an import that stored no feature at all.
+
+    An import that stored some features answers 200 with its report, whose ``rejected``
+    lists the others; one that stored none answers 422 problem+json with the first
+    rejections and their reasons, and changes nothing (the catalogue included).
+    """
+    parts = (report, *report.related)
+    if sum(p.inserted + p.updated for p in parts) > 0:
+        return
+    rejected = [{"layer": p.layer, **asdict(r)} for p in parts for r in p.rejected]
+    read = sum(p.read for p in parts)
+    if not read:
+        detail = f"nothing imported into {report.layer}: {report.source} holds no features"
+    else:
+        reasons = "; ".join(line for p in parts for line in group_rejections(p, limit=3))
+        detail = (
+            f"nothing imported into {report.layer}: none of {read:,} features could be stored"
+            f" ({reasons})"
+        )
+    summary = {k: v for k, v in report.as_dict().items() if k not in ("rejected", "related")}
+    raise Unprocessable(
+        detail,
+        report=summary,
+        rejected_count=len(rejected),
+        rejected=rejected[:MAX_REJECTIONS_SHOWN],
+    )
 
 
 def _json_object(text: str | None, name: str) -> dict[str, str]:
@@ -75,7 +115,10 @@ def upload(
     licence: Annotated[str | None, Form(max_length=200)] = None,
     update_cadence: Annotated[str | None, Form(max_length=100)] = None,
 ) -> dict[str, Any]:
-    """Import the uploaded file; answers the report (read, inserted, updated, rejected…)."""
+    """Import the uploaded file; answers the report (read, inserted, updated, rejected…).
+
+    200 when at least one feature was stored (the report's ``rejected`` lists any others);
+    422 problem+json, with the first rejections and why, when none could be stored."""
     original = FilePath(file.filename or "upload")
     suffix = original.suffix.lower()
     if suffix not in ALLOWED_SUFFIXES:
@@ -110,7 +153,8 @@ def upload(
         with conn.transaction():
             _long_statements(conn)
             report = import_file(conn, name, target, options)
-    report.source = original.name
+            report.source = original.name
+            _check_stored(report)
     return {"caller": caller, **report.as_dict()}
 
 
@@ -123,12 +167,15 @@ def post_features(
     dataset: str = "api",
     crs: str | None = None,
 ) -> dict[str, Any]:
-    """Upsert GeoJSON features by their ``id`` (or a mapped source id field)."""
+    """Upsert GeoJSON features by their ``id`` (or a mapped source id field).
+
+    200 with the report when at least one feature was stored; 422 when none could be."""
     frame = frame_from_geojson(document)
     with conn.transaction():
         _long_statements(conn)
         kind = layer_kind(conn, name)
         report = import_frame(conn, kind, frame, ImportOptions(crs=crs), dataset=dataset)
+        _check_stored(report)
     return {"caller": caller, **report.as_dict()}
 
 
@@ -166,3 +213,22 @@ def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> None:
     """Drop the scene's features and its catalogue entry."""
     catalogue.get_layer(conn, name)  # 404 when there is no such layer
     drop_scene(conn, name)
+
+
+@router.delete(
+    "/layers/{name}/datasets/{dataset}",
+    summary="Delete one dataset of a layer (staff)",
+)
+def delete_layer_dataset(
+    conn: Connection,
+    caller: Staff,
+    name: LayerName,
+    dataset: Annotated[str, Path(max_length=200)],
+) -> dict[str, Any]:
+    """Delete every feature of the dataset; the catalogue's count and extent follow. 404 for
+    an unknown layer or dataset (naming the datasets there are), 409 when other features
+    depend on these."""
+    with conn.transaction():
+        _long_statements(conn)
+        deleted = delete_dataset(conn, name, dataset)
+    return {"caller": caller, "layer": name, "dataset": dataset, "deleted": deleted}

@@ -1,0 +1,185 @@
+"""Datasets of a layer: listed and deleted from the core, the CLI and the API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import shapely
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from layers.datasets import delete_dataset, list_datasets
+from layers.ingest import ImportOptions, import_file
+from tests.helpers import make_data_dir, run_twin, settings_for
+from twin.errors import Conflict, NotFound
+
+LON, LAT = 121.4005, 31.2405  # inside the small demo district
+KEY = {"X-API-Key": "test-key"}
+
+
+def write_buildings(path: Path, n: int) -> Path:
+    features = [
+        {"type": "Feature", "properties": {"id": f"b{i}", "层数": "3"},
+         "geometry": shapely.geometry.mapping(
+             shapely.box(LON + i * 0.0005, LAT, LON + i * 0.0005 + 0.0002, LAT + 0.0002))}
+        for i in range(n)
+    ]  # fmt: skip
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def two_imports(url: str, folder: Path) -> None:
+    with psycopg.connect(url) as conn:
+        import_file(conn, "buildings", write_buildings(folder / "survey_2024.geojson", 3))
+        import_file(
+            conn,
+            "buildings",
+            write_buildings(folder / "other.geojson", 2),
+            ImportOptions(dataset="测绘院"),
+        )
+
+
+def catalogue_count(conn: psycopg.Connection, layer: str) -> int:
+    row = conn.execute("SELECT feature_count FROM layer_catalogue WHERE name = %s", (layer,))
+    return int(row.fetchone()[0])  # type: ignore[index]
+
+
+@pytest.fixture
+def staff(fresh_url: str) -> Iterator[TestClient]:
+    settings = settings_for(make_data_dir("twin-api-"), api_keys={"test-key": "tester"})
+    with TestClient(create_app(settings, database_url=fresh_url)) as client:
+        yield client
+
+
+def test_datasets_are_listed_after_two_imports(fresh_url: str, tmp_path: Path):
+    two_imports(fresh_url, tmp_path)
+    with psycopg.connect(fresh_url) as conn:
+        demo = conn.execute("SELECT count(*) FROM buildings WHERE dataset = 'demo'").fetchone()[0]
+        listed = list_datasets(conn, "buildings")
+        assert {row["dataset"]: row["features"] for row in listed} == {
+            "demo": demo, "survey_2024": 3, "测绘院": 2,
+        }  # fmt: skip
+        assert all(row["updated_at"] is not None for row in listed)
+        # Layers whose table keeps no time still list, without one.
+        units = list_datasets(conn, "units")
+        assert [row["dataset"] for row in units] == ["demo"] and units[0]["updated_at"] is None
+
+
+def test_delete_a_dataset_in_the_core(fresh_url: str, tmp_path: Path):
+    two_imports(fresh_url, tmp_path)
+    with psycopg.connect(fresh_url) as conn:
+        before = catalogue_count(conn, "buildings")
+        assert delete_dataset(conn, "buildings", "survey_2024") == 3
+        assert catalogue_count(conn, "buildings") == before - 3
+        assert [r["dataset"] for r in list_datasets(conn, "buildings")] == ["demo", "测绘院"]
+        with pytest.raises(NotFound, match=r"no dataset 'survey_2024'.*'demo', '测绘院'"):
+            delete_dataset(conn, "buildings", "survey_2024")
+        with pytest.raises(NotFound, match="no layer named 'castles'"):
+            delete_dataset(conn, "castles", "demo")
+        with pytest.raises(NotFound, match="no layer named 'castles'"):
+            list_datasets(conn, "castles")
+
+
+def test_the_demo_buildings_go_even_with_pipe_nodes_pointing_at_them(fresh_url: str):
+    with psycopg.connect(fresh_url) as conn:
+        linked = conn.execute(
+            "SELECT count(*) FROM pipe_nodes WHERE building_id IS NOT NULL"
+        ).fetchone()[0]
+        assert linked > 0  # the demo's service connections name their building
+        nodes = conn.execute("SELECT count(*) FROM pipe_nodes").fetchone()[0]
+        demo = conn.execute("SELECT count(*) FROM buildings WHERE dataset = 'demo'").fetchone()[0]
+        assert delete_dataset(conn, "buildings", "demo") == demo
+        assert conn.execute("SELECT count(*) FROM pipe_nodes").fetchone()[0] == nodes
+        assert (
+            conn.execute("SELECT count(*) FROM pipe_nodes WHERE building_id IS NOT NULL")
+            .fetchone()[0] == 0
+        )  # fmt: skip
+        layer = conn.execute(
+            "SELECT feature_count, extent FROM layer_catalogue WHERE name = 'buildings'"
+        ).fetchone()
+        assert layer == (0, None)
+
+
+def test_a_dataset_others_depend_on_is_refused_and_left_whole(fresh_url: str):
+    with psycopg.connect(fresh_url) as conn:
+        before = conn.execute("SELECT count(*) FROM jurisdictions").fetchone()[0]
+        with pytest.raises(Conflict, match="features in units refer to it"):
+            delete_dataset(conn, "jurisdictions", "demo")
+        assert conn.execute("SELECT count(*) FROM jurisdictions").fetchone()[0] == before
+        # Units first, then the jurisdictions: children before parents, in one call.
+        assert delete_dataset(conn, "units", "demo") > 0
+        assert delete_dataset(conn, "jurisdictions", "demo") == before
+        assert catalogue_count(conn, "jurisdictions") == 0
+
+
+def test_cli_lists_and_deletes_datasets(fresh_url: str, tmp_path: Path):
+    two_imports(fresh_url, tmp_path)
+    env = {"TWIN_DATABASE_URL": fresh_url}
+    listed = run_twin("datasets", "buildings", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert {r["dataset"]: r["features"] for r in json.loads(listed.stdout)}["survey_2024"] == 3
+    table = run_twin("datasets", "buildings", env=env)
+    assert table.returncode == 0 and "survey_2024" in table.stdout and "测绘院" in table.stdout
+
+    deleted = run_twin("datasets", "buildings", "--delete", "测绘院", env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    assert "deleted dataset 测绘院 of buildings: 2 features" in deleted.stderr
+    with psycopg.connect(fresh_url) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM buildings WHERE dataset = '测绘院'").fetchone()[0]
+            == 0
+        )
+        assert (
+            catalogue_count(conn, "buildings")
+            == conn.execute("SELECT count(*) FROM buildings").fetchone()[0]
+        )
+
+    again = run_twin("datasets", "buildings", "--delete", "测绘院", env=env)
+    assert again.returncode == 1
+    assert again.stderr.strip().startswith("twin: error: layer 'buildings' has no dataset '测绘院'")
+    assert "'survey_2024'" in again.stderr and "Traceback" not in again.stderr
+    castles = run_twin("datasets", "castles", env=env)
+    assert (
+        castles.returncode == 1
+        and castles.stderr.strip() == "twin: error: no layer named 'castles'"
+    )
+    refused = run_twin("datasets", "jurisdictions", "--delete", "demo", env=env)
+    assert refused.returncode == 1 and "units refer to it" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_api_lists_datasets_for_all_and_deletes_for_staff(staff: TestClient, fresh_url: str,
+                                                          tmp_path: Path):  # fmt: skip
+    two_imports(fresh_url, tmp_path)
+    listed = staff.get("/layers/buildings/datasets")
+    assert listed.status_code == 200, listed.text
+    by_name = {r["dataset"]: r for r in listed.json()["datasets"]}
+    assert by_name["survey_2024"]["features"] == 3 and by_name["测绘院"]["features"] == 2
+    assert listed.json()["count"] == 3
+
+    path = "/layers/buildings/datasets/survey_2024"
+    assert staff.delete(path).status_code == 401
+    assert staff.delete(path, headers={"X-API-Key": "wrong"}).status_code == 401
+    count = staff.get("/layers/buildings").json()["feature_count"]
+    deleted = staff.delete(path, headers=KEY)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"caller": "tester", "layer": "buildings", "dataset": "survey_2024",
+                              "deleted": 3}  # fmt: skip
+    assert staff.get("/layers/buildings").json()["feature_count"] == count - 3
+    names = [r["dataset"] for r in staff.get("/layers/buildings/datasets").json()["datasets"]]
+    assert names == ["demo", "测绘院"]
+
+    gone = staff.delete(path, headers=KEY)
+    assert gone.status_code == 404
+    assert gone.headers["content-type"].startswith("application/problem+json")
+    assert "no dataset 'survey_2024'" in gone.json()["detail"]
+    assert "'测绘院'" in gone.json()["detail"]
+    unknown = staff.delete("/layers/castles/datasets/demo", headers=KEY)
+    assert unknown.status_code == 404 and "castles" in unknown.json()["detail"]
+    assert staff.get("/layers/castles/datasets").status_code == 404
+    conflict = staff.delete("/layers/jurisdictions/datasets/demo", headers=KEY)
+    assert conflict.status_code == 409 and "units" in conflict.json()["detail"]
