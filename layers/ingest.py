@@ -53,7 +53,8 @@ def storage_ewkb(wkb: pa.Array, take: np.ndarray, srid: int) -> tuple[pa.Array, 
 
     Returns the hex text (null where not made) and where it was made: among ``take``,
     the points, lines, polygons and multipolygons GDAL wrote in the usual byte order;
-    anything else is left to shapely. Works on whole arrays of bytes at once.
+    anything else is left to shapely. Works on whole arrays of bytes at once: the file's
+    WKB is turned to hex in one call, and each feature's header put in front of it.
     """
     n = len(wkb)
     offsets = np.frombuffer(wkb.buffers()[1], dtype=np.int32)[wkb.offset : wkb.offset + n + 1]
@@ -73,27 +74,29 @@ def storage_ewkb(wkb: pa.Array, take: np.ndarray, srid: int) -> tuple[pa.Array, 
     made = usable & np.isin(kind, (1, 2, 3, 6))
     if not made.any():
         return pa.nulls(n, pa.string()), made
-    srid_bytes = srid.to_bytes(4, "little")
-    # Header per geometry type; a polygon keeps its own WKB inside a one-part multipolygon.
-    headers = pa.array(
-        [b"\x01" + (t | 0x20000000).to_bytes(4, "little") + srid_bytes for t in (1, 2, 6)]
-        + [b"\x01" + (6 | 0x20000000).to_bytes(4, "little") + srid_bytes + b"\x01\0\0\0"],
-        pa.binary(),
-    )
-    picked = wkb.filter(pa.array(made))
-    kind = kind[made]
-    header_of = np.select([kind == 1, kind == 2, kind == 6], [0, 1, 2], 3)
-    body = pc.if_else(pa.array(kind == 3), picked, pc.binary_slice(picked, 5, 2**31 - 1))
-    ewkb = pc.binary_join_element_wise(headers.take(pa.array(header_of)), body, b"")
-    m = len(ewkb)
-    e_offsets = np.frombuffer(ewkb.buffers()[1], dtype=np.int32)[ewkb.offset : ewkb.offset + m + 1]
-    e_raw = memoryview(ewkb.buffers()[2])[e_offsets[0] : e_offsets[-1]]
     hexed = pa.StringArray.from_buffers(
-        m,
-        pa.py_buffer(((e_offsets - e_offsets[0]) * 2).astype(np.int32)),
-        pa.py_buffer(binascii.hexlify(e_raw)),
+        n,
+        pa.py_buffer(((offsets - offsets[0]) * 2).astype(np.int32)),
+        pa.py_buffer(binascii.hexlify(memoryview(data)[offsets[0] : offsets[-1]])),
     )
-    return pc.replace_with_mask(pa.nulls(n, pa.string()), pa.array(made), hexed), made
+    srid_hex = srid.to_bytes(4, "little").hex()
+    # A polygon keeps its own WKB inside a one-part multipolygon; the others get the SRID
+    # flag and the SRID written into their own header (its first 5 bytes, 10 hex digits).
+    polygon_header = f"01{(6 | 0x20000000).to_bytes(4, 'little').hex()}{srid_hex}01000000"
+    polygons = kind == 3
+    if (polygons | ~made).all():
+        ewkb = pc.binary_join_element_wise(polygon_header, hexed, "")
+    else:
+        headers = pa.array(
+            [f"01{(t | 0x20000000).to_bytes(4, 'little').hex()}{srid_hex}" for t in (1, 2, 6)]
+            + [polygon_header]
+        )
+        header_of = np.select([kind == 1, kind == 2, kind == 6], [0, 1, 2], 3)
+        body = pc.if_else(pa.array(polygons), hexed, pc.utf8_slice_codeunits(hexed, 10))
+        ewkb = pc.binary_join_element_wise(headers.take(pa.array(header_of)), body, "")
+    if made.all():
+        return ewkb, made
+    return pc.if_else(pa.array(made), ewkb, pa.scalar(None, pa.string())), made
 
 
 SIMPLE_TYPES = {"polygon": (3, 6), "line": (1,), "point": (0,)}  # shapely type ids
@@ -101,6 +104,7 @@ ELEVATED = {"buildings", "pipe_nodes", "sensors"}  # layers that take elevations
 # Layers whose features name others in the same file (parents, jurisdictions): read whole,
 # so those names can be checked against the file and the data base before writing.
 WHOLE_FILE = {"jurisdictions", "units"}
+BULK_LOAD_MIN = 100_000  # features: a first load this large builds indexes after its rows
 NO_SOURCE_ID = (
     "no source id field found: features are matched by their row in the file, so a "
     "re-import of a reordered file updates the wrong features; give --map source_id=FIELD"
@@ -246,7 +250,7 @@ def import_batches(
         batch = _prepare_batch(kind, first, source_crs, plan, seen, report, start=0)
         _check_references(conn, kind, batch.columns, batch.reasons)  # one batch: see WHOLE_FILE
         bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])  # of what was written
-        with _LayerWriter(conn, kind, dataset) as writer:
+        with _LayerWriter(conn, kind, dataset, reader.count) as writer:
             while True:
                 writer.write(batch.rows(report, dataset))
                 bounds = _widen(bounds, batch.geoms[batch.keep])
@@ -690,9 +694,7 @@ def _source_keys(
         given = ~_is_none(ids)
         if not given.any() and NO_SOURCE_ID not in notes:
             notes.append(NO_SOURCE_ID)
-        keys = np.where(given, ids, frame.fids).tolist()
-        if not all(isinstance(k, str) for k in keys):
-            keys = [str(k) for k in keys]
+        keys = np.where(given, ids, frame.fids).tolist()  # ids are text: parse_text
         columns["source_id"] = keys
     else:
         keys = [
@@ -704,10 +706,12 @@ def _source_keys(
     eligible = _is_none(reasons)
     numbers = range(start, start + len(keys))
     # The usual case, found in C: no key twice in the batch, none from an earlier batch.
-    if not pd.Series(keys)[eligible].duplicated().any() and not any(
-        map(seen.__contains__, compress(keys, eligible))
-    ):
-        seen.update(zip(compress(keys, eligible), compress(numbers, eligible), strict=True))
+    if eligible.all():
+        batch = dict(zip(keys, numbers, strict=True))
+    else:
+        batch = dict(zip(compress(keys, eligible), compress(numbers, eligible), strict=True))
+    if len(batch) == int(eligible.sum()) and seen.keys().isdisjoint(batch):
+        seen.update(batch)
         return keys
     for i, key in enumerate(keys):
         if reasons[i] is not None:
@@ -728,10 +732,12 @@ def _estimate_heights(columns: dict[str, Any], reasons: np.ndarray) -> int:
     need = _is_none(heights) & ~_is_none(floors) & _is_none(reasons)
     need[need] &= floors[need] != 0
     uses = columns.get("use")
-    uses = [None] * len(heights) if uses is None else uses
-    for i in np.flatnonzero(need):
-        per_floor = STOREY_HEIGHT_M.get(uses[i] or "", DEFAULT_STOREY_HEIGHT_M)
-        heights[i] = round(floors[i] * per_floor, 1)
+    if need.any():
+        use = pd.Series(np.asarray(uses, dtype=object)[need] if uses is not None else None,
+                        index=np.arange(int(need.sum())), dtype=object)  # fmt: skip
+        per_floor = use.map(STOREY_HEIGHT_M).fillna(DEFAULT_STOREY_HEIGHT_M).to_numpy(float)
+        estimated = np.round(floors[need].astype(float) * per_floor, 1)
+        heights[need] = estimated.tolist()
     columns["height_m"] = heights
     columns["height_estimated"] = need
     return int(need.sum())
@@ -775,9 +781,16 @@ class _LayerWriter:
     the layer's table (the file's own duplicates were rejected already): half the work
     of staging. Otherwise they are staged and then inserted or updated by the kind's key
     when the block ends.
+
+    A large first load into a layer that holds (almost) nothing yet builds the table's
+    spatial index after the rows are in, as ogr2ogr and pg_restore do: a sorted build is
+    several times cheaper than keeping a GiST index current row by row. The layer is
+    locked while that import runs, which for an empty layer costs nobody.
     """
 
-    def __init__(self, conn: psycopg.Connection, kind: LayerKind, dataset: str) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, kind: LayerKind, dataset: str, expected: int | None
+    ) -> None:
         self.conn, self.kind = conn, kind
         self.table_columns = catalogue.table_columns(conn, kind.table)
         self.direct = kind.key == ("dataset", "source_id") and not _dataset_present(
@@ -787,6 +800,56 @@ class _LayerWriter:
         self.written = self.inserted = self.updated = 0
         self._copy = ExitStack()
         self._stream: CopyStream | None = None
+        self._rebuild: list[sql.Composable] = []
+        if (
+            self.direct
+            and expected is not None
+            and expected >= BULK_LOAD_MIN
+            and self._holds_few(expected // 10)
+        ):
+            self._set_indexes_aside()
+
+    def _holds_few(self, limit: int) -> bool:
+        """Whether the table holds at most ``limit`` rows (counting no further)."""
+        query = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) AS head").format(
+            sql.Identifier(self.kind.table)
+        )
+        return int(self.conn.execute(query, (limit + 1,)).fetchone()[0]) <= limit  # type: ignore[index]
+
+    def _set_indexes_aside(self) -> None:
+        """Drop the secondary indexes, the spatial one above all, and unique constraints
+        that no foreign key leans on, remembering the server's own definitions to build
+        them again at the end (in the same transaction: a failure brings them back)."""
+        table = sql.Identifier(self.kind.table)
+        rows = self.conn.execute(
+            """
+            SELECT index.relname, pg_get_indexdef(i.indexrelid), c.conname,
+                   pg_get_constraintdef(c.oid)
+            FROM pg_index i
+            JOIN pg_class index ON index.oid = i.indexrelid
+            LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+            WHERE i.indrelid = %s::regclass AND NOT i.indisprimary
+              AND (c.oid IS NULL OR c.contype = 'u')
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint f
+                              WHERE f.contype = 'f' AND f.conindid = i.indexrelid)
+            """,
+            (self.kind.table,),
+        ).fetchall()
+        for index, definition, constraint, constraint_definition in rows:
+            if constraint is None:
+                self.conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
+                self._rebuild.append(sql.SQL(definition))  # the server's own text
+                continue
+            self.conn.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    table, sql.Identifier(constraint)
+                )
+            )
+            self._rebuild.append(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    table, sql.Identifier(constraint), sql.SQL(constraint_definition)
+                )
+            )
 
     def __enter__(self) -> _LayerWriter:
         return self
@@ -817,6 +880,15 @@ class _LayerWriter:
             self.inserted = self.written
         else:
             self.inserted, self.updated = self._merge()
+        if self._rebuild:
+            # Sorting for the index builds wants memory (at least 512 MB; more if set).
+            self.conn.execute(
+                "SELECT set_config('maintenance_work_mem', greatest(pg_size_bytes("
+                "current_setting('maintenance_work_mem')), 512 * 1024 * 1024) / 1024 || 'kB',"
+                " true)"
+            )
+            for statement in self._rebuild:
+                self.conn.execute(statement)
 
     def _names(self) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(c) for c in self.names)

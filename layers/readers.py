@@ -51,6 +51,7 @@ WKT_COLUMNS = ("wkt", "geometry", "geom", "the_geom", "shape", "几何", "坐标
 
 Column = np.ndarray | pa.Array  # object arrays (None or NaN = blank) or Arrow arrays
 BATCH_ROWS = 100_000  # features per batch when a file is read a batch at a time
+FIRST_ROWS = 10_000  # the first batch is cut to this, so the data base starts sooner
 
 
 @dataclass
@@ -256,6 +257,7 @@ def _open_gdal(
 def _gdal_batches(
     stream: Any, name: str, crs: str | None, fid: str, geometry: str
 ) -> Iterator[FeatureFrame]:
+    first = True
     while True:
         try:
             with warnings.catch_warnings():
@@ -267,22 +269,33 @@ def _gdal_batches(
             raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
         except (pa.ArrowException, ValueError, OSError, RuntimeError) as exc:
             raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
-        wkb = batch.column(geometry)
-        if pa.types.is_large_binary(wkb.type):
-            wkb = wkb.cast(pa.binary())
-        fields = {
-            column: _plain(batch.column(column))
-            for column in batch.schema.names
-            if column not in (fid, geometry)
-        }
-        yield FeatureFrame(
-            fields=fields,
-            geoms=shapely.from_wkb(wkb.to_numpy(zero_copy_only=False), on_invalid="ignore"),
-            fids=np.asarray(pc.cast(batch.column(fid), pa.string()).to_numpy(zero_copy_only=False)),
-            crs=crs,
-            source=name,
-            wkb=wkb,
-        )
+        if first and batch.num_rows > FIRST_ROWS:
+            # A small first batch: the data base starts storing sooner.
+            yield _frame(batch.slice(0, FIRST_ROWS), name, crs, fid, geometry)
+            batch = batch.slice(FIRST_ROWS)
+        first = False
+        yield _frame(batch, name, crs, fid, geometry)
+
+
+def _frame(
+    batch: pa.RecordBatch, name: str, crs: str | None, fid: str, geometry: str
+) -> FeatureFrame:
+    wkb = batch.column(geometry)
+    if pa.types.is_large_binary(wkb.type):
+        wkb = wkb.cast(pa.binary())
+    fields = {
+        column: _plain(batch.column(column))
+        for column in batch.schema.names
+        if column not in (fid, geometry)
+    }
+    return FeatureFrame(
+        fields=fields,
+        geoms=shapely.from_wkb(wkb.to_numpy(zero_copy_only=False), on_invalid="ignore"),
+        fids=np.asarray(pc.cast(batch.column(fid), pa.string()).to_numpy(zero_copy_only=False)),
+        crs=crs,
+        source=name,
+        wkb=wkb,
+    )
 
 
 def _plain(column: pa.Array) -> pa.Array:

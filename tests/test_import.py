@@ -717,3 +717,52 @@ def test_three_dimensional_footprints_are_stored_flat(fresh_url: str, tmp_path: 
             "SELECT ST_NDims(geom), ST_GeometryType(geom) FROM buildings WHERE dataset = 'z'"
         ).fetchone()
     assert report.inserted == 1 and dims == (2, "ST_MultiPolygon")
+
+
+def test_a_large_first_load_builds_the_indexes_after(fresh_url: str, tmp_path: Path, monkeypatch):
+    from layers import ingest
+
+    monkeypatch.setattr(ingest, "BULK_LOAD_MIN", 100)  # 250 features count as large here
+    monkeypatch.setattr(readers, "BATCH_ROWS", 100)
+    set_aside = ingest._LayerWriter._set_indexes_aside
+    calls: list[int] = []
+
+    def counted(writer: ingest._LayerWriter) -> None:
+        calls.append(1)
+        set_aside(writer)
+
+    monkeypatch.setattr(ingest._LayerWriter, "_set_indexes_aside", counted)
+    boxes = [square(LON + (i % 50) * 0.0003, LAT + (i // 50) * 0.0003, 0.0001) for i in range(250)]
+    path = write_vector(
+        tmp_path / "first.gpkg", boxes, {"id": [f"f{i}" for i in range(250)]}, "EPSG:4326", "GPKG"
+    )
+    indexes = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'buildings'"
+    with psycopg.connect(fresh_url) as conn:
+        conn.execute("DELETE FROM buildings")  # an empty layer: the first load of a city
+        conn.commit()
+        before = sorted(conn.execute(indexes).fetchall())
+        # A failure after the indexes were set aside puts them back with everything else.
+        with monkeypatch.context() as failing:
+            failing.setattr(ingest, "_update_catalogue", _fail)
+            with pytest.raises(RuntimeError):
+                import_file(conn, "buildings", path)
+        conn.rollback()
+        assert sorted(conn.execute(indexes).fetchall()) == before
+        assert count(conn, "SELECT count(*) FROM buildings") == 0
+
+        report = import_file(conn, "buildings", path)
+        assert report.inserted == 250 and len(calls) == 2  # both tries took the bulk path
+        assert sorted(conn.execute(indexes).fetchall()) == before
+        # The unique key is back, so a re-import updates instead of duplicating.
+        again = import_file(conn, "buildings", path)
+        assert (again.inserted, again.updated) == (0, 250) and len(calls) == 2
+        found = count(
+            conn,
+            "SELECT count(*) FROM buildings WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)",
+            LON, LAT, LON + 0.0002, LAT + 0.0002,
+        )  # fmt: skip
+    assert found == 1
+
+
+def _fail(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("the lights went out")

@@ -10,7 +10,9 @@ server waiting on Python and Python waiting on the server.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
@@ -72,6 +74,15 @@ def _text_column(values: Sequence[Any] | np.ndarray | pa.Array, name: str) -> pa
 
 def _python_column(values: Sequence[Any] | np.ndarray) -> pa.Array:
     """Python values as an Arrow array: text as text, dicts and lists as JSON, NaN as null."""
+    first = next((v for v in values if v is not None), None)
+    if not isinstance(first, dict | list):
+        # Arrow infers the type in C; a column it cannot take whole is done value by value.
+        try:
+            inferred = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            inferred = None
+        if inferred is not None and _plain_type(inferred.type):
+            return inferred
     values = list(values)
     kinds = {type(v) for v in values} - {type(None)}
     if kinds <= {str}:
@@ -87,6 +98,16 @@ def _python_column(values: Sequence[Any] | np.ndarray) -> pa.Array:
             return pa.array(["{}"], pa.string()).take(np.zeros(len(values), dtype=np.int64))
         return pa.array([None if v is None else _json(v) for v in values], pa.string())
     return pa.array([_text_field(v) for v in values], pa.string())
+
+
+def _plain_type(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_null(kind)
+    )
 
 
 def _geometry_text(values: Sequence[Any] | np.ndarray | pa.Array) -> pa.Array:
@@ -145,23 +166,50 @@ def copy_text(columns: Columns, names: Sequence[str]) -> memoryview:
 class CopyStream:
     """An open ``COPY table (columns) FROM STDIN``; batches are written as they come.
 
-    A writer thread sends one batch while the caller prepares the next, so the server
-    works while Python does.
+    Each batch becomes COPY text in a thread of its own (Arrow's kernels let go of the
+    GIL), and psycopg's writer thread sends it, while the caller prepares the next batch:
+    the server, the formatting and the caller's work all run at once.
     """
 
     def __init__(self, copy: psycopg.Copy, names: list[str]) -> None:
         self._copy = copy
         self.names = names
         self.rows = 0
+        self._formatter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-text")
+        self._pending: deque[Future[None]] = deque()
 
     def write(self, columns: Columns) -> int:
-        """Send a batch (its columns include at least ``names``); returns its row count."""
-        n = table_length({c: columns[c] for c in self.names})
-        for start in range(0, n, BATCH):
-            part = {c: columns[c][start : start + BATCH] for c in self.names}
-            self._copy.write(copy_text(part, self.names))
+        """Queue a batch (its columns include at least ``names``); returns its row count.
+
+        At most two batches wait at once, which bounds memory; an error formatting an
+        earlier batch is raised here.
+        """
+        part = {c: columns[c] for c in self.names}
+        n = table_length(part)
+        while len(self._pending) >= 2:
+            self._pending.popleft().result()
+        self._pending.append(self._formatter.submit(self._send, part, n))
         self.rows += n
         return n
+
+    def _send(self, part: Columns, n: int) -> None:
+        for start in range(0, n, BATCH):
+            chunk = {c: values[start : start + BATCH] for c, values in part.items()}
+            self._copy.write(copy_text(chunk, self.names))
+
+    def finish(self) -> None:
+        """Wait until every batch has been handed to the writer; raise the first error."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Drop the batches not yet formatted and stop the formatting thread."""
+        for future in self._pending:
+            future.cancel()
+        self._formatter.shutdown(wait=True)
 
 
 @contextmanager
@@ -174,7 +222,13 @@ def copy_stream(conn: psycopg.Connection, table: str, names: list[str]) -> Itera
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in names)
     )
     with conn.cursor() as cur, cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-        yield CopyStream(copy, names)
+        stream = CopyStream(copy, names)
+        try:
+            yield stream
+        except BaseException:
+            stream.abandon()
+            raise
+        stream.finish()
 
 
 def copy_table(
