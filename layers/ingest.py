@@ -13,6 +13,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -246,8 +247,10 @@ def import_batches(
     plan = _FieldPlan(kind, first, options)
     seen: dict[str, int] = {}  # source key -> feature number, for duplicates across batches
     step = f"import {kind.name}"
-    with conn.transaction():
-        batch = _prepare_batch(kind, first, source_crs, plan, seen, report, start=0)
+    with conn.transaction(), ThreadPoolExecutor(1, thread_name_prefix="validity") as checker:
+        batch = _prepare_batch(
+            kind, first, source_crs, plan, seen, report, start=0, checker=checker
+        )
         _check_references(conn, kind, batch.columns, batch.reasons)  # one batch: see WHOLE_FILE
         bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])  # of what was written
         with _LayerWriter(conn, kind, dataset, reader.count) as writer:
@@ -260,7 +263,7 @@ def import_batches(
                 if frame is None:
                     break
                 batch = _prepare_batch(
-                    kind, frame, source_crs, plan, seen, report, start=report.read
+                    kind, frame, source_crs, plan, seen, report, start=report.read, checker=checker
                 )
         report.inserted, report.updated = writer.inserted, writer.updated
         report.notes.extend(plan.notes())
@@ -311,11 +314,19 @@ def _prepare_batch(
     report: ImportReport,
     *,
     start: int,
+    checker: ThreadPoolExecutor,
 ) -> _Batch:
     report.read += len(frame)
+    # GEOS checks validity without holding the GIL: in a thread, while fields are mapped.
+    validity = checker.submit(shapely.is_valid, frame.geoms)
+    field_reasons = np.full(len(frame), None, dtype=object)
+    columns = plan.map(frame, field_reasons)
     reasons = np.full(len(frame), None, dtype=object)
-    geoms, hexed, repaired_why = _prepare_geometries(kind, frame, source_crs, reasons)
-    columns = plan.map(frame, reasons)
+    geoms, hexed, repaired_why = _prepare_geometries(
+        kind, frame, source_crs, reasons, validity.result()
+    )
+    unset = _is_none(reasons)  # a geometry's reason comes first: it is checked first
+    reasons[unset] = field_reasons[unset]
     keys = _source_keys(kind, frame, columns, reasons, report.notes, seen, start)
     if "floors" in columns and "height_m" in columns:
         report.estimated_heights += _estimate_heights(columns, reasons)
@@ -385,7 +396,11 @@ def _source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None
 
 
 def _prepare_geometries(
-    kind: LayerKind, frame: FeatureFrame, source: SourceCRS | None, reasons: np.ndarray
+    kind: LayerKind,
+    frame: FeatureFrame,
+    source: SourceCRS | None,
+    reasons: np.ndarray,
+    valid_as_read: np.ndarray | None = None,
 ) -> tuple[np.ndarray, pa.Array | None, list[str | None]]:
     """Geometries in the storage CRS and of the layer's type, hex EWKB straight from the
     file where nothing needed changing, and what was repaired; rejections go to ``reasons``.
@@ -414,16 +429,21 @@ def _prepare_geometries(
             _reject_one(reasons, i, f"coordinates {wrong[i]}")
         present &= ~bad
     out = np.full(len(geoms), None, dtype=object)
+    unchanged = source is None or source.is_storage(SRID)
     if present.any():
         flat = geoms[present]
         if shapely.has_z(flat).any():
             flat = shapely.force_2d(flat)
+            unchanged = False
         out[present] = to_storage(flat, source, SRID) if source is not None else flat
     repaired: list[str | None] = [None] * len(geoms)
     # The common case, vectorised: already the right type, valid, not degenerate.
     types = shapely.get_type_id(out)
     simple = present & np.isin(types, SIMPLE_TYPES[kind.family])
-    simple[simple] &= shapely.is_valid(out[simple])
+    if unchanged and valid_as_read is not None:  # checked already, on the same geometries
+        simple &= valid_as_read
+    else:
+        simple[simple] &= shapely.is_valid(out[simple])
     if kind.family == "polygon":
         degenerate = simple & (shapely.area(out) == 0)
     elif kind.family == "line":
