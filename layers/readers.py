@@ -50,7 +50,7 @@ WKT_COLUMNS = ("wkt", "geometry", "geom", "the_geom", "shape", "几何", "坐标
 
 
 Column = np.ndarray | pa.Array  # object arrays (None or NaN = blank) or Arrow arrays
-BATCH_ROWS = 100_000  # features per batch when a file is read a batch at a time
+BATCH_ROWS = 50_000  # features per batch when a file is read a batch at a time
 FIRST_ROWS = 10_000  # the first batch is cut to this, so the data base starts sooner
 
 

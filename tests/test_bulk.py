@@ -40,3 +40,24 @@ def test_copy_keeps_awkward_values_intact(conn: psycopg.Connection):
     assert [r[3] for r in rows] == [True, False, True, False, True]
     assert rows[0][4] == {"note": "a\tb"} and rows[2][4] == {"层数": 3} and rows[4][4] is None
     assert rows[0][5] == "POINT(121.4 31.2)"
+
+
+def test_copy_keeps_mixed_columns_exact(conn: psycopg.Connection):
+    conn.execute(
+        "CREATE TEMP TABLE mixed (n double precision, code text, props jsonb, big numeric)"
+    )
+    copy_table(
+        conn,
+        "mixed",
+        {
+            "n": [1, 2.5, None],  # ints and floats in one column: nothing truncated
+            "code": ["a", 3, None],  # text and a number: the number as text
+            "props": [{}, None, {}],  # no properties, and no value at all
+            "big": [2**70, 1, None],  # beyond 64 bits
+        },
+    )
+    rows = conn.execute("SELECT n, code, props, big FROM mixed").fetchall()
+    assert [r[0] for r in rows] == [1.0, 2.5, None]
+    assert [r[1] for r in rows] == ["a", "3", None]
+    assert [r[2] for r in rows] == [{}, None, {}]
+    assert [r[3] for r in rows] == [2**70, 1, None]
