@@ -837,39 +837,21 @@ class _LayerWriter:
         return int(self.conn.execute(query, (limit + 1,)).fetchone()[0]) <= limit  # type: ignore[index]
 
     def _set_indexes_aside(self) -> None:
-        """Drop the secondary indexes, the spatial one above all, and unique constraints
-        that no foreign key leans on, remembering the server's own definitions to build
-        them again at the end (in the same transaction: a failure brings them back)."""
-        table = sql.Identifier(self.kind.table)
+        """Drop the plain secondary indexes (the spatial one above all), remembering the
+        server's own definitions to build them again at the end, in the same transaction:
+        a failure brings them back. Keys and unique constraints stay and guard the data."""
         rows = self.conn.execute(
             """
-            SELECT index.relname, pg_get_indexdef(i.indexrelid), c.conname,
-                   pg_get_constraintdef(c.oid)
-            FROM pg_index i
-            JOIN pg_class index ON index.oid = i.indexrelid
-            LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
-            WHERE i.indrelid = %s::regclass AND NOT i.indisprimary
-              AND (c.oid IS NULL OR c.contype = 'u')
-              AND NOT EXISTS (SELECT 1 FROM pg_constraint f
-                              WHERE f.contype = 'f' AND f.conindid = i.indexrelid)
+            SELECT index.relname, pg_get_indexdef(i.indexrelid)
+            FROM pg_index i JOIN pg_class index ON index.oid = i.indexrelid
+            WHERE i.indrelid = %s::regclass AND NOT i.indisprimary AND NOT i.indisunique
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
             """,
             (self.kind.table,),
         ).fetchall()
-        for index, definition, constraint, constraint_definition in rows:
-            if constraint is None:
-                self.conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
-                self._rebuild.append(sql.SQL(definition))  # the server's own text
-                continue
-            self.conn.execute(
-                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                    table, sql.Identifier(constraint)
-                )
-            )
-            self._rebuild.append(
-                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    table, sql.Identifier(constraint), sql.SQL(constraint_definition)
-                )
-            )
+        for index, definition in rows:
+            self.conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
+            self._rebuild.append(sql.SQL(definition))  # the server's own text
 
     def __enter__(self) -> _LayerWriter:
         return self
@@ -901,7 +883,7 @@ class _LayerWriter:
         else:
             self.inserted, self.updated = self._merge()
         if self._rebuild:
-            # Sorting for the index builds wants memory (at least 512 MB; more if set).
+            # Sorting for the index build wants memory (at least 512 MB; more if set).
             self.conn.execute(
                 "SELECT set_config('maintenance_work_mem', greatest(pg_size_bytes("
                 "current_setting('maintenance_work_mem')), 512 * 1024 * 1024) / 1024 || 'kB',"
