@@ -286,7 +286,7 @@ class _Batch:
     hexed: pa.Array | None  # hex EWKB made straight from the file's WKB, where it could be
     reasons: np.ndarray  # None, or why the feature is rejected
     keys: list[str]
-    repaired: list[str | None]
+    repaired: dict[int, str]  # feature -> what was repaired in its geometry
 
     @property
     def keep(self) -> np.ndarray:
@@ -298,7 +298,7 @@ class _Batch:
         report.rejected.extend(
             Rejection(str(self.keys[i]), str(self.reasons[i])) for i in np.flatnonzero(~keep)
         )
-        report.repaired += sum(1 for i, w in enumerate(self.repaired) if w and keep[i])
+        report.repaired += sum(1 for i in self.repaired if keep[i])
         rows = {name: _take(values, keep) for name, values in self.columns.items()}
         rows["geom"] = _geometry_column(self.geoms, self.hexed).filter(pa.array(keep))
         rows["dataset"] = pa.array([dataset], pa.string()).take(np.zeros(int(keep.sum()), int))
@@ -322,7 +322,7 @@ def _prepare_batch(
     field_reasons = np.full(len(frame), None, dtype=object)
     columns = plan.map(frame, field_reasons)
     reasons = np.full(len(frame), None, dtype=object)
-    geoms, hexed, repaired_why = _prepare_geometries(
+    geoms, hexed, repaired = _prepare_geometries(
         kind, frame, source_crs, reasons, validity.result()
     )
     unset = _is_none(reasons)  # a geometry's reason comes first: it is checked first
@@ -330,10 +330,10 @@ def _prepare_batch(
     keys = _source_keys(kind, frame, columns, reasons, report.notes, seen, start)
     if "floors" in columns and "height_m" in columns:
         report.estimated_heights += _estimate_heights(columns, reasons)
-    for i, why in enumerate(repaired_why):
-        if why is not None and reasons[i] is None:
+    for i, why in repaired.items():
+        if reasons[i] is None:
             columns["properties"][i]["_geometry_repaired"] = why
-    return _Batch(columns, geoms, hexed, reasons, keys, repaired_why)
+    return _Batch(columns, geoms, hexed, reasons, keys, repaired)
 
 
 def _widen(bounds: np.ndarray, geoms: np.ndarray) -> np.ndarray:
@@ -401,7 +401,7 @@ def _prepare_geometries(
     source: SourceCRS | None,
     reasons: np.ndarray,
     valid_as_read: np.ndarray | None = None,
-) -> tuple[np.ndarray, pa.Array | None, list[str | None]]:
+) -> tuple[np.ndarray, pa.Array | None, dict[int, str]]:
     """Geometries in the storage CRS and of the layer's type, hex EWKB straight from the
     file where nothing needed changing, and what was repaired; rejections go to ``reasons``.
     """
@@ -436,7 +436,7 @@ def _prepare_geometries(
             flat = shapely.force_2d(flat)
             unchanged = False
         out[present] = to_storage(flat, source, SRID) if source is not None else flat
-    repaired: list[str | None] = [None] * len(geoms)
+    repaired: dict[int, str] = {}
     # The common case, vectorised: already the right type, valid, not degenerate.
     types = shapely.get_type_id(out)
     simple = present & np.isin(types, SIMPLE_TYPES[kind.family])
@@ -472,7 +472,8 @@ def _prepare_geometries(
             out[i] = None
         else:
             out[i] = geom
-            repaired[i] = repair
+            if repair is not None:
+                repaired[int(i)] = repair
     return out, hexed, repaired
 
 
