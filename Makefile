@@ -1,5 +1,5 @@
 # Two commands set up a fresh machine (see README):
-#   make demo   installs what is needed, loads the demo city, serves the API and 3D view
+#   make demo   installs what is needed, loads the demo city, serves its API
 #   make test   installs what is needed, runs lint and the test suite
 # Both run `setup` first; it is quick when everything is already there.
 

@@ -571,6 +571,7 @@ class _FieldPlan:
                 raise InvalidInput(f"--default {name}={text}: {exc}") from exc
         self.unreadable: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
+        self.derived: Counter[str] = Counter()  # values the file lacked, taken from another
 
     def map(self, frame: FeatureFrame, reasons: np.ndarray) -> dict[str, Any]:
         """The schema's columns for one batch; unmapped fields go to ``properties``."""
@@ -613,6 +614,12 @@ class _FieldPlan:
                 found[_is_none(found)] = self.fallback[f.name]
             if f.name in kind.defaults:
                 found[_is_none(found)] = kind.defaults[f.name]
+            if f.name in kind.defaults_from and kind.defaults_from[f.name][0] in columns:
+                basis, table = kind.defaults_from[f.name]
+                gaps = np.flatnonzero(_is_none(found))
+                derived = [table.get(v) for v in np.asarray(columns[basis], dtype=object)[gaps]]
+                found[gaps] = derived
+                self.derived[f"{f.name} from {basis}"] += sum(d is not None for d in derived)
             if f.required:
                 hint = (
                     f"map a field with --map {f.name}=FIELD, "
@@ -637,6 +644,7 @@ class _FieldPlan:
             f"e.g. {self.examples[what]}"
             for what, count in self.unreadable.items()
         ]
+        lines += [f"{count:,} {what}" for what, count in self.derived.items() if count]
         mapped = ", ".join(f"{t}<-{'/'.join(s)}" for t, s in self.sources.items())
         return [*lines, f"fields mapped: {mapped or 'none'}"]
 

@@ -54,6 +54,8 @@ class LayerKind:
     geometry_optional: bool = False
     fields_in_properties: bool = False  # scenes keep their declared fields in properties
     defaults: dict[str, Any] = field(default_factory=dict)
+    # field -> (another field, its value -> this field's value), where the file has none
+    defaults_from: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     def field(self, name: str) -> Field:
         """The field of that name; KeyError when the kind has none."""
@@ -174,6 +176,15 @@ SENSOR_KINDS = {
     "temperature": ("temp", "温度", "温度计"),
 }  # fmt: skip
 
+# The unit each kind of sensor reports in, as the city's sensor platform has them: a file
+# that does not say its units gets these (and the report says so).
+SENSOR_UNITS = {
+    "water_pressure": "kPa", "water_flow": "m3/h", "manhole_tilt": "degree",
+    "water_level": "m", "gas_concentration": "%LEL", "smoke": "dB/m", "noise": "dB(A)",
+    "air_quality": "µg/m3", "structure_tilt": "degree", "elevator": "m/s2",
+    "electric_fire": "mA", "temperature": "℃",
+}  # fmt: skip
+
 NAME = Field("name", parse_text, ("name", "名称", "名字", "name:zh", "title"))
 
 KINDS: dict[str, LayerKind] = {
@@ -272,6 +283,7 @@ KINDS: dict[str, LayerKind] = {
         ),
         key=("device_id",),
         defaults={"online": True},
+        defaults_from={"unit_of_measure": ("kind", SENSOR_UNITS)},
     ),
     "jurisdictions": LayerKind(
         "jurisdictions", "jurisdictions", "polygon",

@@ -223,9 +223,11 @@ def _open_gdal(
 ) -> Iterator[FeatureReader]:
     try:
         layers = pyogrio.list_layers(location)
+        names = ", ".join(str(row[0]) for row in layers)
         if layer is None and len(layers) > 1:
-            names = ", ".join(str(row[0]) for row in layers)
             raise InvalidInput(f"{name} has several layers ({names}): choose one with --layer")
+        if layer is not None and layer not in {str(row[0]) for row in layers}:
+            raise InvalidInput(f"{name} has no layer {layer!r} (its layers: {names})")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # GDAL's notes about the file come back as errors
             count = pyogrio.read_info(location, layer=layer, encoding=encoding)["features"]

@@ -80,6 +80,28 @@ def test_upload_a_file_into_a_layer(staff: TestClient):
     assert layer["provider"] == "测绘院" and layer["licence"] == "internal"
 
 
+def test_upload_values_may_be_numbers_and_booleans(staff: TestClient):
+    csv = "device_id,kind,lon,lat\nV-1,水位,121.4005,31.2405\n"
+    answer = staff.post(
+        "/layers/sensors/import",
+        files={"file": ("v.csv", csv, "text/csv")},
+        data={"values": json.dumps({"online": False, "threshold_high": 0.5})},
+        headers=KEY,
+    )
+    assert answer.status_code == 200, answer.text
+    sensor = staff.get("/collections/sensors/items", params={"device_id": "V-1"}).json()
+    properties = sensor["features"][0]["properties"]
+    assert properties["online"] is False and properties["threshold_high"] == 0.5
+    assert properties["unit_of_measure"] == "m"  # not in the file: the kind's unit
+    nested = staff.post(
+        "/layers/sensors/import",
+        files={"file": ("v.csv", csv, "text/csv")},
+        data={"values": json.dumps({"online": [1]})},
+        headers=KEY,
+    )
+    assert nested.status_code == 400 and "values must be" in nested.json()["detail"]
+
+
 def test_bad_uploads_are_clear_400s_and_need_a_key(staff: TestClient):
     cut = staff.post(
         "/layers/buildings/import",
@@ -89,6 +111,7 @@ def test_bad_uploads_are_clear_400s_and_need_a_key(staff: TestClient):
     assert cut.status_code == 400
     assert cut.headers["content-type"].startswith("application/problem+json")
     assert "cannot read cut.geojson" in cut.json()["detail"]
+    assert "twin-upload" not in cut.json()["detail"]  # the client's name, not our folder
     exe = staff.post("/layers/buildings/import", files={"file": ("x.exe", b"MZ")}, headers=KEY)
     assert exe.status_code == 400 and ".exe" in exe.json()["detail"]
     anonymous = staff.post("/layers/buildings/import", files={"file": ("a.geojson", "{}")})

@@ -254,6 +254,28 @@ def test_sensor_kinds_in_chinese_land_on_the_demo_words(fresh_url: str, tmp_path
                      "K-4": "air_quality"}  # fmt: skip
 
 
+def test_sensors_without_units_take_their_kind_s_unit(fresh_url: str, tmp_path: Path):
+    from layers.demo.generate import _SENSOR_KINDS
+    from layers.kinds import SENSOR_UNITS
+
+    # The demo's sensors report in the units the import gives a file that says none.
+    assert {kind: spec[1] for kind, spec in _SENSOR_KINDS.items()} == {
+        kind: SENSOR_UNITS[kind] for kind in _SENSOR_KINDS
+    }
+    (tmp_path / "bare.csv").write_text(
+        f"id,kind,lon,lat\nU-1,水位,{LON},{LAT}\nU-2,无人机巡检,{LON},{LAT}\n"
+        f"U-3,noise,{LON},{LAT}\n"
+    )
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "sensors", tmp_path / "bare.csv")
+        units = dict(
+            conn.execute("SELECT device_id, unit_of_measure FROM sensors WHERE dataset = 'bare'")
+        )
+    assert units == {"U-1": "m", "U-3": "dB(A)"}
+    assert [r.source_id for r in report.rejected] == ["U-2"]  # an unknown kind: no unit known
+    assert "2 unit_of_measure from kind" in report.notes
+
+
 def test_csv_with_wkt_public_spaces_from_osm_tags(fresh_url: str, tmp_path: Path):
     park, pond = square(LON, LAT, 0.001), square(LON + 0.002, LAT, 0.0005)
     (tmp_path / "spaces.csv").write_text(
@@ -584,6 +606,14 @@ def test_gbk_shapefile_without_cpg_reads_chinese(fresh_url: str, tmp_path: Path)
         import_file(conn, "buildings", folder / "楼宇.shp")
         row = conn.execute("SELECT name, height_m FROM buildings WHERE dataset = '楼宇'").fetchone()
     assert row == ("甲楼", 24.0)
+
+
+def test_a_layer_the_file_does_not_have_is_named_with_those_it_has(tmp_path: Path):
+    path = write_vector(
+        tmp_path / "one.gpkg", [square(LON, LAT)], {"id": ["a"]}, "EPSG:4326", "GPKG"
+    )
+    with pytest.raises(InvalidInput, match=r"one.gpkg has no layer 'two' \(its layers: one\)"):
+        readers.read_features(path, layer="two")
 
 
 def test_a_zip_of_several_datasets_asks_which(fresh_url: str, tmp_path: Path):

@@ -224,6 +224,14 @@ def prepare(settings: Settings) -> str:
     where = (
         "the data base" if settings.database_url else f"the embedded PostGIS in {settings.data_dir}"
     )
+    if not settings.database_url and not db.embedded_cluster(settings).state_file.exists():
+        # Said out loud: a command run from another folder would otherwise quietly work
+        # on a new, empty map.
+        console.print(
+            f"no embedded PostGIS in {settings.data_dir.resolve()} yet: making a new, empty one "
+            "(set TWIN_DATA_DIR to use another)",
+            highlight=False,
+        )
     with console.status(f"starting {where}, migrating the schema…"):
         return db.prepare(settings)
 

@@ -83,11 +83,13 @@ def _json_object(text: str | None, name: str) -> dict[str, str]:
         value = json.loads(text)
     except ValueError as exc:
         raise InvalidInput(f"{name} is not JSON: {exc}") from exc
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+    scalar = (str, int, float, bool)
+    if not isinstance(value, dict) or not all(isinstance(v, scalar) for v in value.values()):
         raise InvalidInput(
-            f'{name} must be a JSON object of names to text, e.g. {{"height_m": "H"}}'
+            f'{name} must be a JSON object of field names to values, e.g. {{"height_m": "H"}}'
         )
-    return value
+    # Numbers and true/false are read as the CLI reads them from text.
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
 
 @router.post("/layers/{name}/import", summary="Import a file into a layer (staff)")
@@ -152,7 +154,12 @@ def upload(
                 out.write(chunk)
         with conn.transaction():
             _long_statements(conn)
-            report = import_file(conn, name, target, options)
+            try:
+                report = import_file(conn, name, target, options)
+            except InvalidInput as exc:
+                # Messages name the file: the client's name, not our temporary folder.
+                message = str(exc).replace(str(target), original.name).replace(folder, "")
+                raise InvalidInput(message.replace(target.name, original.name)) from exc
             report.source = original.name
             _check_stored(report)
     return {"caller": caller, **report.as_dict()}
