@@ -261,10 +261,14 @@ def import_batches(
                     progress(step, report.read, max(reader.count or 0, report.read))
                 frame = next(batches, None)
                 if frame is None:
+                    if progress is not None and writer.rebuilds:
+                        progress("build the spatial index", 0, 1)  # the last, quiet step
                     break
                 batch = _prepare_batch(
                     kind, frame, source_crs, plan, seen, report, start=report.read, checker=checker
                 )
+        if progress is not None and writer.rebuilds:
+            progress("build the spatial index", 1, 1)
         report.inserted, report.updated = writer.inserted, writer.updated
         report.notes.extend(plan.notes())
         _update_catalogue(conn, kind, options, report, bounds if writer.direct else None)
@@ -837,6 +841,11 @@ class _LayerWriter:
             and self._holds_few(expected // 10)
         ):
             self._set_indexes_aside()
+
+    @property
+    def rebuilds(self) -> bool:
+        """Whether indexes were set aside, to be built when the rows are in."""
+        return bool(self._rebuild)
 
     def _holds_few(self, limit: int) -> bool:
         """Whether the table holds at most ``limit`` rows (counting no further)."""

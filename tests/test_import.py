@@ -780,8 +780,10 @@ def test_a_large_first_load_builds_the_indexes_after(fresh_url: str, tmp_path: P
         assert sorted(conn.execute(indexes).fetchall()) == before
         assert count(conn, "SELECT count(*) FROM buildings") == 0
 
-        report = import_file(conn, "buildings", path)
+        steps: list[tuple[str, int, int]] = []
+        report = import_file(conn, "buildings", path, progress=lambda *s: steps.append(s))
         assert report.inserted == 250 and len(calls) == 2  # both tries took the bulk path
+        assert steps[-2:] == [("build the spatial index", 0, 1), ("build the spatial index", 1, 1)]
         assert sorted(conn.execute(indexes).fetchall()) == before
         # The unique key is back, so a re-import updates instead of duplicating.
         again = import_file(conn, "buildings", path)

@@ -516,6 +516,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Data base, demo city when there is none, then serve; stops a cluster it started."""
+    from layers.demo.load import DATASET as DEMO_DATASET
     from layers.demo.load import demo_loaded
 
     host = args.host or settings.host
@@ -527,10 +528,16 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with db.connect(url) as conn:
             loaded = demo_loaded(conn)
-            buildings = conn.execute("SELECT count(*) FROM buildings").fetchone()[0]  # type: ignore[index]
+            buildings = conn.execute(
+                "SELECT count(*) FILTER (WHERE dataset = %s), count(*) FROM buildings",
+                (DEMO_DATASET,),
+            ).fetchone()
         if loaded:
+            others = buildings[1] - buildings[0]  # type: ignore[index]
             console.print(
-                f"a demo city is loaded ({buildings:,} buildings); "
+                f"a demo city is loaded ({buildings[0]:,} buildings"  # type: ignore[index]
+                + (f", and {others:,} imported" if others else "")
+                + "); "
                 f"'twin demo --size {args.size}' replaces it",
                 highlight=False,
             )
