@@ -395,7 +395,7 @@ def _source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None
     x, y = shapely.get_coordinates(frame.geoms[present][:1])[0]
     raise InvalidInput(
         f"{frame.source} does not say its CRS and its coordinates ({x:.6g}, {y:.6g}) are "
-        "not longitude/latitude: give it with --crs (e.g. --crs EPSG:4549)"
+        "not longitude/latitude: give it with --crs (crs over HTTP), e.g. --crs EPSG:4549"
     )
 
 
@@ -421,9 +421,9 @@ def _prepare_geometries(
             i = int(np.flatnonzero(bad)[0])
             x, y = shapely.get_coordinates(geoms[i : i + 1])[0]
             hint = (
-                " (these look like metres: is the file projected? give --crs)"
+                " (these look like metres: is the file projected? give --crs, or crs over HTTP)"
                 if source.is_geographic and max(abs(x), abs(y)) > 1000
-                else " (give the right CRS with --crs)"
+                else " (give the right CRS with --crs, or crs over HTTP)"
             )
             raise InvalidInput(
                 f"coordinates of {frame.source} cannot be in {source.name}: "
