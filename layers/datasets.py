@@ -1,7 +1,9 @@
 """The datasets of a layer: each import names one (by default the file's name).
 
 A layer holds features from several sources side by side, told apart by the ``dataset``
-column every layer table has. These functions list them and delete one of them whole.
+column every layer table has. Each has a row in the data inventory (数据清单): the file it
+came from, its CRS, who provided it, who owns it, its licence and update cadence. These
+functions record, list and delete them.
 """
 
 from __future__ import annotations
@@ -15,24 +17,88 @@ from psycopg.rows import dict_row
 from twin import catalogue, schema
 from twin.errors import Conflict, NotFound
 
+INVENTORY_FIELDS = ("provider", "owner_unit", "licence", "update_cadence")
+
+
+def record_dataset(
+    conn: psycopg.Connection,
+    layer: str,
+    dataset: str,
+    *,
+    source: str,
+    source_crs: str | None,
+    features: int | None = None,
+    **inventory: str | None,
+) -> None:
+    """Note an import of ``dataset`` into ``layer`` in the data inventory.
+
+    ``inventory`` holds provider, owner_unit, licence and update_cadence: those given
+    replace the dataset's, those not given keep what an earlier import said. ``features``
+    is the dataset's count when the caller knows it; otherwise it is counted.
+    """
+    unknown = set(inventory) - set(INVENTORY_FIELDS)
+    if unknown:
+        raise ValueError(f"not inventory fields: {', '.join(sorted(unknown))}")
+    if features is None:
+        table = catalogue.layer_table(conn, layer)
+        query = sql.SQL("SELECT count(*) FROM {} WHERE dataset = %s").format(sql.Identifier(table))
+        features = int(conn.execute(query, (dataset,)).fetchone()[0])  # type: ignore[index]
+    given = {name: inventory.get(name) for name in INVENTORY_FIELDS}
+    keep_or_replace = sql.SQL(", ").join(
+        sql.SQL("{0} = coalesce({1}, dataset_inventory.{0})").format(
+            sql.Identifier(n), sql.Placeholder(n)
+        )
+        for n in INVENTORY_FIELDS
+    )
+    conn.execute(
+        sql.SQL(
+            """
+            INSERT INTO dataset_inventory (layer, dataset, source, source_crs, feature_count,
+                                           provider, owner_unit, licence, update_cadence)
+            VALUES (%(layer)s, %(dataset)s, %(source)s, coalesce(%(source_crs)s, ''),
+                    %(features)s, coalesce(%(provider)s, ''), coalesce(%(owner_unit)s, ''),
+                    coalesce(%(licence)s, ''), coalesce(%(update_cadence)s, ''))
+            ON CONFLICT (layer, dataset) DO UPDATE SET
+                source = EXCLUDED.source, source_crs = EXCLUDED.source_crs,
+                feature_count = EXCLUDED.feature_count, imported_at = now(), {}
+            """
+        ).format(keep_or_replace),
+        {"layer": layer, "dataset": dataset, "source": source, "source_crs": source_crs,
+         "features": features, **given},
+    )  # fmt: skip
+
 
 def list_datasets(conn: psycopg.Connection, layer: str) -> list[dict[str, Any]]:
-    """The layer's datasets by name: ``{dataset, features, updated_at}`` each.
+    """The layer's datasets by name, each with its count, latest change and inventory.
 
-    ``updated_at`` is the latest change to a feature of the dataset, or None for layers
-    whose table keeps no time (jurisdictions, units). NotFound for an unknown layer.
+    ``{dataset, features, updated_at, source, source_crs, provider, owner_unit, licence,
+    update_cadence, imported_at}``: ``updated_at`` is the latest change to a feature of
+    the dataset (None for layers whose table keeps no time: jurisdictions, units); the
+    inventory fields are empty for a dataset no import recorded. NotFound for an unknown
+    layer.
     """
     table = catalogue.layer_table(conn, layer)  # the allow-list: built-ins and scenes
     has_time = "updated_at" in catalogue.table_columns(conn, table)
     query = sql.SQL(
-        "SELECT dataset, count(*) AS features, {updated} AS updated_at"
-        " FROM {table} GROUP BY dataset ORDER BY dataset"
+        """
+        SELECT f.dataset, f.features, f.updated_at,
+               coalesce(i.source, '') AS source, coalesce(i.source_crs, '') AS source_crs,
+               {inventory}, i.imported_at
+        FROM (SELECT dataset, count(*) AS features, {updated} AS updated_at
+              FROM {table} GROUP BY dataset) AS f
+        LEFT JOIN dataset_inventory i ON i.layer = %s AND i.dataset = f.dataset
+        ORDER BY f.dataset
+        """
     ).format(
+        inventory=sql.SQL(", ").join(
+            sql.SQL("coalesce(i.{0}, '') AS {0}").format(sql.Identifier(n))
+            for n in INVENTORY_FIELDS
+        ),
         updated=sql.SQL("max(updated_at)" if has_time else "NULL::timestamptz"),
         table=sql.Identifier(table),
     )
     with conn.cursor(row_factory=dict_row) as cur:
-        return list(cur.execute(query))
+        return list(cur.execute(query, (layer,)))
 
 
 def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
@@ -50,6 +116,10 @@ def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
             deleted = _delete(conn, table, dataset)
             if deleted == 0:
                 raise NotFound(_no_such_dataset(conn, layer, dataset))
+            conn.execute(
+                "DELETE FROM dataset_inventory WHERE layer = %s AND dataset = %s",
+                (layer, dataset),
+            )
             catalogue.refresh_layer_statistics(conn, layer)
     except psycopg.errors.ForeignKeyViolation as exc:
         referring = _referring_table(conn, exc.diag.constraint_name)

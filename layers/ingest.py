@@ -31,6 +31,7 @@ from psycopg import sql
 
 from layers import coverage
 from layers.crs import SourceCRS, implausible, resolve_crs, to_storage
+from layers.datasets import record_dataset
 from layers.kinds import (
     DEFAULT_STOREY_HEIGHT_M,
     KINDS,
@@ -272,6 +273,12 @@ def import_batches(
         report.inserted, report.updated = writer.inserted, writer.updated
         report.notes.extend(plan.notes())
         _update_catalogue(conn, kind, options, report, bounds if writer.direct else None)
+        record_dataset(
+            conn, kind.name, dataset, source=reader.source, source_crs=report.source_crs,
+            features=report.inserted if writer.direct else None,
+            provider=options.provider, owner_unit=options.owner_unit, licence=options.licence,
+            update_cadence=options.update_cadence,
+        )  # fmt: skip
         if kind.name in ELEVATED and writer.written and terrain_loaded(conn):
             filled = sample_elevations(conn).get(kind.name, 0)
             report.notes.append(f"{filled:,} elevations taken from the terrain")

@@ -183,3 +183,46 @@ def test_api_lists_datasets_for_all_and_deletes_for_staff(staff: TestClient, fre
     assert staff.get("/layers/castles/datasets").status_code == 404
     conflict = staff.delete("/layers/jurisdictions/datasets/demo", headers=KEY)
     assert conflict.status_code == 409 and "units" in conflict.json()["detail"]
+
+
+def test_each_dataset_has_its_own_inventory_entry(fresh_url: str, tmp_path: Path):
+    with psycopg.connect(fresh_url) as conn:
+        import_file(
+            conn, "buildings", write_buildings(tmp_path / "楼宇_2024.geojson", 3),
+            ImportOptions(provider="测绘院", owner_unit="规划资源局", licence="internal"),
+        )  # fmt: skip
+        import_file(
+            conn, "buildings", write_buildings(tmp_path / "osm.geojson", 2),
+            ImportOptions(provider="OpenStreetMap", licence="ODbL-1.0"),
+        )  # fmt: skip
+        # A re-import that names no provider keeps the one the dataset has.
+        import_file(conn, "buildings", write_buildings(tmp_path / "楼宇_2024.geojson", 4))
+        rows = {row["dataset"]: row for row in list_datasets(conn, "buildings")}
+        delete_dataset(conn, "buildings", "osm")
+        left = conn.execute(
+            "SELECT dataset FROM dataset_inventory WHERE layer = 'buildings' ORDER BY dataset"
+        ).fetchall()
+    survey, osm, demo = rows["楼宇_2024"], rows["osm"], rows["demo"]
+    assert (survey["provider"], survey["owner_unit"], survey["licence"]) == (
+        "测绘院", "规划资源局", "internal",
+    )  # fmt: skip
+    assert (survey["features"], survey["source"], survey["source_crs"]) == (
+        4, "楼宇_2024.geojson", "EPSG:4326",
+    )  # fmt: skip
+    assert (osm["provider"], osm["licence"], osm["owner_unit"]) == ("OpenStreetMap", "ODbL-1.0", "")
+    assert demo["provider"] == "twin demo (fictional)"  # the demo city is in the inventory too
+    assert left == [("demo",), ("楼宇_2024",)]  # a deleted dataset leaves the inventory
+
+
+def test_the_inventory_is_served_and_listed(staff: TestClient, fresh_url: str, tmp_path: Path):
+    with psycopg.connect(fresh_url) as conn:
+        import_file(
+            conn, "buildings", write_buildings(tmp_path / "grid.geojson", 2),
+            ImportOptions(provider="网格员", update_cadence="weekly"),
+        )  # fmt: skip
+    served = staff.get("/layers/buildings/datasets").json()["datasets"]
+    grid = next(d for d in served if d["dataset"] == "grid")
+    assert (grid["provider"], grid["update_cadence"], grid["features"]) == ("网格员", "weekly", 2)
+    listed = run_twin("datasets", "buildings", env={"TWIN_DATABASE_URL": fresh_url})
+    assert listed.returncode == 0, listed.stderr
+    assert "网格员" in listed.stdout and "grid.geojson" in listed.stdout

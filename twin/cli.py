@@ -472,13 +472,15 @@ def cmd_datasets(settings: Settings, args: argparse.Namespace) -> int:
     if not datasets:
         console.print(f"layer {args.layer} has no features", highlight=False, markup=False)
         return 0
-    table = Table("dataset", "features", "updated")
+    table = Table("dataset", "features", "updated", "source", "CRS", "provider", "owner",
+                  "licence")  # fmt: skip
     for row in datasets:
-        updated = row["updated_at"]
-        table.add_row(  # a dataset's name is the file's: text, never rich markup
+        updated = row["updated_at"] or row["imported_at"]
+        table.add_row(  # names come from files and people: text, never rich markup
             Text(row["dataset"]),
             f"{row['features']:,}",
             f"{updated:%Y-%m-%d %H:%M}" if updated else "",
+            *(Text(row[k]) for k in ("source", "source_crs", "provider", "owner_unit", "licence")),
         )
     out.print(table)
     return 0

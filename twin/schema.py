@@ -116,6 +116,30 @@ class LayerCatalogue(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class DatasetInventory(Base):
+    """The data inventory per data set (数据清单): each import's source, who provided it
+    and on what terms, and how many features it holds now. A layer holds several."""
+
+    __tablename__ = "dataset_inventory"
+
+    layer: Mapped[str] = mapped_column(
+        Text,
+        ForeignKey("layer_catalogue.name", ondelete="CASCADE", onupdate="CASCADE"),
+        primary_key=True,
+    )
+    dataset: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, default="", server_default="")  # file name
+    source_crs: Mapped[str] = mapped_column(Text, default="", server_default="")
+    provider: Mapped[str] = mapped_column(Text, default="", server_default="")
+    owner_unit: Mapped[str] = mapped_column(Text, default="", server_default="")
+    licence: Mapped[str] = mapped_column(Text, default="", server_default="")
+    update_cadence: Mapped[str] = mapped_column(Text, default="", server_default="")
+    feature_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    imported_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
 class Jurisdiction(Base):
     """A unit of the management hierarchy: city > district > street > grid > community."""
 

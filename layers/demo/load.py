@@ -13,6 +13,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from layers.datasets import record_dataset
 from layers.demo.generate import DemoCity
 from twin import catalogue
 from twin.bulk import copy_table, table_length
@@ -91,15 +92,19 @@ def load_demo(
         for layer in catalogue.BUILTIN_LAYERS:
             catalogue.refresh_layer_statistics(conn, layer.name)
             if counts.get(layer.table_name):
+                inventory = {
+                    "provider": "twin demo (fictional)",
+                    "owner_unit": "区城运中心",
+                    "licence": "CC0-1.0",
+                    "update_cadence": "on demand",
+                }
                 catalogue.update_layer_metadata(
-                    conn,
-                    layer.name,
-                    provider="twin demo (fictional)",
-                    owner_unit="区城运中心",
-                    licence="CC0-1.0",
-                    update_cadence="on demand",
-                    source_crs="EPSG:4326",
+                    conn, layer.name, source_crs="EPSG:4326", **inventory
                 )
+                record_dataset(
+                    conn, layer.name, DATASET, source="twin demo city generator",
+                    source_crs="EPSG:4326", features=counts[layer.table_name], **inventory,
+                )  # fmt: skip
     for table in LOAD_ORDER:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     return counts
