@@ -31,7 +31,7 @@ from psycopg import sql
 
 from layers import coverage
 from layers.crs import SourceCRS, implausible, resolve_crs, to_storage
-from layers.datasets import record_dataset
+from layers.datasets import INVENTORY_FIELDS, record_dataset
 from layers.kinds import (
     DEFAULT_STOREY_HEIGHT_M,
     KINDS,
@@ -42,7 +42,7 @@ from layers.readers import Column, FeatureFrame, FeatureReader, open_features, r
 from layers.terrain import sample_elevations, terrain_loaded
 from layers.values import BLANK_WORDS, is_blank, parse_text
 from twin import catalogue
-from twin.bulk import CopyStream, copy_stream
+from twin.bulk import CopyStream, arrow_offsets, copy_stream, ewkb_hex
 from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
 
@@ -59,7 +59,7 @@ def storage_ewkb(wkb: pa.Array, take: np.ndarray, srid: int) -> tuple[pa.Array, 
     WKB is turned to hex in one call, and each feature's header put in front of it.
     """
     n = len(wkb)
-    offsets = np.frombuffer(wkb.buffers()[1], dtype=np.int32)[wkb.offset : wkb.offset + n + 1]
+    offsets = arrow_offsets(wkb)
     data = wkb.buffers()[2]
     raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
     starts = offsets[:-1].astype(np.int64)
@@ -273,12 +273,6 @@ def import_batches(
         report.inserted, report.updated = writer.inserted, writer.updated
         report.notes.extend(plan.notes())
         _update_catalogue(conn, kind, options, report, bounds if writer.direct else None)
-        record_dataset(
-            conn, kind.name, dataset, source=reader.source, source_crs=report.source_crs,
-            features=report.inserted if writer.direct else None,
-            provider=options.provider, owner_unit=options.owner_unit, licence=options.licence,
-            update_cadence=options.update_cadence,
-        )  # fmt: skip
         if kind.name in ELEVATED and writer.written and terrain_loaded(conn):
             filled = sample_elevations(conn).get(kind.name, 0)
             report.notes.append(f"{filled:,} elevations taken from the terrain")
@@ -365,8 +359,8 @@ def _geometry_column(geoms: np.ndarray, hexed: pa.Array | None) -> pa.Array:
     rest = ~made & ~_is_none(geoms)
     if not rest.any():
         return hexed
-    encoded = shapely.to_wkb(shapely.set_srid(geoms[rest], SRID), hex=True, include_srid=True)
-    return pc.replace_with_mask(hexed, pa.array(rest), pa.array(encoded, pa.string()))
+    encoded = pa.array(ewkb_hex(geoms[rest]), pa.string())
+    return pc.replace_with_mask(hexed, pa.array(rest), encoded)
 
 
 def layer_kind(conn: psycopg.Connection, layer: str) -> LayerKind:
@@ -539,7 +533,7 @@ class _FieldPlan:
     and what could not be read, counted over every batch."""
 
     def __init__(self, kind: LayerKind, frame: FeatureFrame, options: ImportOptions) -> None:
-        self.kind, self.options = kind, options
+        self.kind = kind
         known = {f.name for f in kind.fields}
         for target in (*options.mapping, *options.values, *options.defaults):
             if target not in known:
@@ -958,21 +952,19 @@ def _update_catalogue(
     report: ImportReport,
     added_bounds: np.ndarray | None,
 ) -> None:
-    """Record the import in the layer's inventory entry; ``added_bounds`` when it only added
-    features (so the count and extent grow without a scan)."""
-    metadata = {
-        name: value
-        for name, value in (
-            ("provider", options.provider),
-            ("owner_unit", options.owner_unit),
-            ("licence", options.licence),
-            ("update_cadence", options.update_cadence),
-            ("source_crs", report.source_crs),
+    """Record the import in the data inventory: the dataset's entry, and the layer's (which
+    shows the latest import's terms); ``added_bounds`` when the import only added features
+    (so the layer's count and extent grow without a scan)."""
+    inventory = {name: getattr(options, name) for name in INVENTORY_FIELDS}
+    record_dataset(
+        conn, kind.name, report.dataset, source=report.source, source_crs=report.source_crs,
+        features=report.inserted if added_bounds is not None else None, **inventory,
+    )  # fmt: skip
+    metadata = {**inventory, "source_crs": report.source_crs}
+    if any(metadata.values()):
+        catalogue.update_layer_metadata(
+            conn, kind.name, **{name: value for name, value in metadata.items() if value}
         )
-        if value
-    }
-    if metadata:
-        catalogue.update_layer_metadata(conn, kind.name, **metadata)
     if added_bounds is None or not np.isfinite(added_bounds).all():
         catalogue.refresh_layer_statistics(conn, kind.name)
     else:

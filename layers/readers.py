@@ -92,9 +92,7 @@ def read_features(path: Path | str, *, layer: str | None = None) -> FeatureFrame
 
 
 @contextmanager
-def open_features(
-    path: Path | str, *, layer: str | None = None, batch_rows: int | None = None
-) -> Iterator[FeatureReader]:
+def open_features(path: Path | str, *, layer: str | None = None) -> Iterator[FeatureReader]:
     """Open a vector file of any format GDAL knows, or a CSV, to read it in batches.
 
     GDAL formats stream through GDAL's Arrow interface: a million GeoPackage features
@@ -123,8 +121,7 @@ def open_features(
         yield FeatureReader(found.source, found.crs, len(found), iter([found]))
         return
     location, name, gdal_layer, encoding = found
-    rows = batch_rows or BATCH_ROWS
-    with _open_gdal(location, name, layer=gdal_layer, encoding=encoding, rows=rows) as reader:
+    with _open_gdal(location, name, layer=gdal_layer, encoding=encoding, rows=BATCH_ROWS) as reader:
         yield reader
 
 
@@ -267,8 +264,7 @@ def _gdal_batches(
                 batch = stream.read_next_batch()
         except StopIteration:
             return
-        except (DataSourceError, DataLayerError, FieldError, GeometryError) as exc:
-            raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
+        # pyogrio's own errors (DataSourceError …) are RuntimeErrors.
         except (pa.ArrowException, ValueError, OSError, RuntimeError) as exc:
             raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
         if first and batch.num_rows > FIRST_ROWS:

@@ -55,8 +55,6 @@ def _text_column(values: Sequence[Any] | np.ndarray | pa.Array, name: str) -> pa
     """One column as COPY text-format fields (an Arrow string array), NULL as ``\\N``."""
     if name == "geom":
         return pc.fill_null(_geometry_text(values), NULL)
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         values = pa.array(values, from_pandas=True)  # NaN is NULL
     if not isinstance(values, pa.Array):
@@ -86,16 +84,10 @@ def _python_column(values: Sequence[Any] | np.ndarray) -> pa.Array:
             converted = None
         if converted is not None and _plain_type(converted.type):
             return converted
+    # What Arrow could not take whole: JSON, or each value as text (mixed types, ints
+    # beyond 64 bits, dates).
     values = list(values)
     kinds = {type(v) for v in values} - {type(None)}
-    if kinds <= {str}:
-        return pa.array(values, pa.string())
-    if kinds <= {float, int} and float in kinds:
-        return pa.array(values, pa.float64(), from_pandas=True)
-    if kinds <= {int} and all(-(2**63) <= v < 2**63 for v in values if v is not None):
-        return pa.array(values, pa.int64())
-    if kinds <= {bool}:
-        return pa.array(values, pa.bool_())
     if kinds <= {dict, list}:
         if kinds == {dict} and not any(v is None or v for v in values):  # none, as usual
             return pa.array(["{}"], pa.string()).take(np.zeros(len(values), dtype=np.int64))
@@ -113,6 +105,18 @@ def _plain_type(kind: pa.DataType) -> bool:
     )
 
 
+def ewkb_hex(geoms: np.ndarray) -> np.ndarray:
+    """Shapely geometries as the hex EWKB COPY takes, with the storage SRID written in."""
+    return shapely.to_wkb(shapely.set_srid(geoms, SRID), hex=True, include_srid=True)
+
+
+def arrow_offsets(array: pa.Array) -> np.ndarray:
+    """Where each value of a (32-bit offset) string or binary Arrow array starts and ends
+    in its data buffer: ``len(array) + 1`` offsets."""
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)
+    return offsets[array.offset : array.offset + len(array) + 1]
+
+
 def _geometry_text(values: Sequence[Any] | np.ndarray | pa.Array) -> pa.Array:
     """Geometries as hex EWKB: shapely objects are encoded, hex text passes as it is."""
     if isinstance(values, pa.Array):
@@ -122,10 +126,7 @@ def _geometry_text(values: Sequence[Any] | np.ndarray | pa.Array) -> pa.Array:
     if encoded.all():
         return pa.array(column, pa.string())
     out = column.copy()
-    shapes = ~encoded
-    out[shapes] = shapely.to_wkb(
-        shapely.set_srid(column[shapes], SRID), hex=True, include_srid=True
-    )
+    out[~encoded] = ewkb_hex(column[~encoded])
     return pa.array(out, pa.string())
 
 
@@ -159,9 +160,7 @@ def copy_text(columns: Columns, names: Sequence[str]) -> memoryview:
     lines = pc.binary_join_element_wise(*fields, "\t") if len(fields) > 1 else fields[0]
     lines = pc.binary_join_element_wise(lines, "", "\n")  # each line ends with a newline
     # The joined lines lie end to end in the array's data buffer: send that, no copy.
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[
-        lines.offset : lines.offset + len(lines) + 1
-    ]
+    offsets = arrow_offsets(lines)
     data = lines.buffers()[2]
     return memoryview(data)[int(offsets[0]) : int(offsets[-1])] if data else memoryview(b"")
 
@@ -177,7 +176,6 @@ class CopyStream:
     def __init__(self, copy: psycopg.Copy, names: list[str]) -> None:
         self._copy = copy
         self.names = names
-        self.rows = 0
         self._formatter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-text")
         self._pending: deque[Future[None]] = deque()
 
@@ -192,7 +190,6 @@ class CopyStream:
         while len(self._pending) >= 2:
             self._pending.popleft().result()
         self._pending.append(self._formatter.submit(self._send, part, n))
-        self.rows += n
         return n
 
     def _send(self, part: Columns, n: int) -> None:
