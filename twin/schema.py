@@ -91,7 +91,19 @@ class SourcedFeature:
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class LayerCatalogue(Base):
+class InventoryTerms:
+    """What the data inventory says of a layer and of each of its datasets: who provides
+    it, who owns it, on what licence and cadence, in which CRS it came, how much it holds."""
+
+    provider: Mapped[str] = mapped_column(Text, default="", server_default="")
+    owner_unit: Mapped[str] = mapped_column(Text, default="", server_default="")
+    licence: Mapped[str] = mapped_column(Text, default="", server_default="")
+    update_cadence: Mapped[str] = mapped_column(Text, default="", server_default="")
+    source_crs: Mapped[str] = mapped_column(Text, default="", server_default="")
+    feature_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class LayerCatalogue(InventoryTerms, Base):
     """The data inventory (数据清单): one row per layer, built-in or a street's scene."""
 
     __tablename__ = "layer_catalogue"
@@ -104,19 +116,13 @@ class LayerCatalogue(Base):
     table_name: Mapped[str] = mapped_column(Text)
     geometry_type: Mapped[str] = mapped_column(Text)
     property_schema: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
-    provider: Mapped[str] = mapped_column(Text, default="", server_default="")
-    owner_unit: Mapped[str] = mapped_column(Text, default="", server_default="")
-    licence: Mapped[str] = mapped_column(Text, default="", server_default="")
-    update_cadence: Mapped[str] = mapped_column(Text, default="", server_default="")
-    source_crs: Mapped[str] = mapped_column(Text, default="", server_default="")
-    feature_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     extent: Mapped[WKBElement | None] = mapped_column(
         Geometry("POLYGON", srid=SRID, spatial_index=False)
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class DatasetInventory(Base):
+class DatasetInventory(InventoryTerms, Base):
     """The data inventory per data set (数据清单): each import's source, who provided it
     and on what terms, and how many features it holds now. A layer holds several."""
 
@@ -129,12 +135,6 @@ class DatasetInventory(Base):
     )
     dataset: Mapped[str] = mapped_column(Text, primary_key=True)
     source: Mapped[str] = mapped_column(Text, default="", server_default="")  # file name
-    source_crs: Mapped[str] = mapped_column(Text, default="", server_default="")
-    provider: Mapped[str] = mapped_column(Text, default="", server_default="")
-    owner_unit: Mapped[str] = mapped_column(Text, default="", server_default="")
-    licence: Mapped[str] = mapped_column(Text, default="", server_default="")
-    update_cadence: Mapped[str] = mapped_column(Text, default="", server_default="")
-    feature_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     imported_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
