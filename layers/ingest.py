@@ -164,6 +164,16 @@ class ImportReport:
     coverage: dict[str, Any] | None = None
     related: list[ImportReport] = field(default_factory=list)  # e.g. the nodes of a network
 
+    @property
+    def parts(self) -> tuple[ImportReport, ...]:
+        """This report and those of the layers imported with it (a network's nodes)."""
+        return (self, *self.related)
+
+    @property
+    def stored(self) -> int:
+        """Features inserted or updated, over every part."""
+        return sum(p.inserted + p.updated for p in self.parts)
+
     def summary(self) -> str:
         """One line per layer: read, inserted, updated, repaired, rejected."""
         return "\n".join([self._line(), *(r._line() for r in self.related)])

@@ -345,16 +345,15 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     else:
         # The report is the command's output: stdout, so it can be kept in a file.
         out.print(report.summary(), highlight=False, markup=False)
-        for part in (report, *report.related):
+        for part in report.parts:
             for line in part.notes + group_rejections(part):
                 out.print(f"  {part.layer}: {line}", highlight=False, markup=False)
         if report.coverage is not None:
             for line in describe(report.coverage):
                 out.print(f"  {line}", highlight=False, markup=False)
-    parts = (report, *report.related)
-    if sum(p.inserted + p.updated for p in parts) == 0:
+    if report.stored == 0:
         return 1
-    return 3 if any(p.rejected for p in parts) else 0
+    return 3 if any(p.rejected for p in report.parts) else 0
 
 
 def cmd_scene_create(settings: Settings, args: argparse.Namespace) -> int:

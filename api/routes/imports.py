@@ -54,9 +54,9 @@ def _check_stored(report: ImportReport) -> None:
     lists the others; one that stored none answers 422 problem+json with the first
     rejections and their reasons, and changes nothing (the catalogue included).
     """
-    parts = (report, *report.related)
-    if sum(p.inserted + p.updated for p in parts) > 0:
+    if report.stored > 0:
         return
+    parts = report.parts
     rejected = [{"layer": p.layer, **asdict(r)} for p in parts for r in p.rejected]
     read = sum(p.read for p in parts)
     if not read:
