@@ -17,8 +17,6 @@ from psycopg.rows import dict_row
 from twin import catalogue, schema
 from twin.errors import Conflict, NotFound
 
-INVENTORY_FIELDS = ("provider", "owner_unit", "licence", "update_cadence")
-
 
 def record_dataset(
     conn: psycopg.Connection,
@@ -36,19 +34,19 @@ def record_dataset(
     replace the dataset's, those not given keep what an earlier import said. ``features``
     is the dataset's count when the caller knows it; otherwise it is counted.
     """
-    unknown = set(inventory) - set(INVENTORY_FIELDS)
+    unknown = set(inventory) - set(catalogue.INVENTORY_FIELDS)
     if unknown:
         raise ValueError(f"not inventory fields: {', '.join(sorted(unknown))}")
     if features is None:
         table = catalogue.layer_table(conn, layer)
         query = sql.SQL("SELECT count(*) FROM {} WHERE dataset = %s").format(sql.Identifier(table))
         features = int(conn.execute(query, (dataset,)).fetchone()[0])  # type: ignore[index]
-    given = {name: inventory.get(name) for name in INVENTORY_FIELDS}
+    given = {name: inventory.get(name) for name in catalogue.INVENTORY_FIELDS}
     keep_or_replace = sql.SQL(", ").join(
         sql.SQL("{0} = coalesce({1}, dataset_inventory.{0})").format(
             sql.Identifier(n), sql.Placeholder(n)
         )
-        for n in INVENTORY_FIELDS
+        for n in catalogue.INVENTORY_FIELDS
     )
     conn.execute(
         sql.SQL(
@@ -92,7 +90,7 @@ def list_datasets(conn: psycopg.Connection, layer: str) -> list[dict[str, Any]]:
     ).format(
         inventory=sql.SQL(", ").join(
             sql.SQL("coalesce(i.{0}, '') AS {0}").format(sql.Identifier(n))
-            for n in INVENTORY_FIELDS
+            for n in catalogue.INVENTORY_FIELDS
         ),
         updated=sql.SQL("max(updated_at)" if has_time else "NULL::timestamptz"),
         table=sql.Identifier(table),

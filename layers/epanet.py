@@ -128,7 +128,8 @@ def import_epanet(
     """Import an EPANET network's nodes and pipes and tie them together; one transaction."""
     if not options.crs:
         raise InvalidInput(
-            f"{path.name}: EPANET files do not say their CRS; give it with --crs (crs over HTTP), e.g. EPSG:4549"
+            f"{path.name}: EPANET files do not say their CRS; give it with --crs "
+            "(crs over HTTP), e.g. EPSG:4549"
         )
     nodes, pipes = read_epanet(path)
     values = {"network": "water", **options.values}

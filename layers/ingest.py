@@ -31,7 +31,7 @@ from psycopg import sql
 
 from layers import coverage
 from layers.crs import SourceCRS, implausible, resolve_crs, to_storage
-from layers.datasets import INVENTORY_FIELDS, record_dataset
+from layers.datasets import record_dataset
 from layers.kinds import (
     DEFAULT_STOREY_HEIGHT_M,
     KINDS,
@@ -965,7 +965,7 @@ def _update_catalogue(
     """Record the import in the data inventory: the dataset's entry, and the layer's (which
     shows the latest import's terms); ``added_bounds`` when the import only added features
     (so the layer's count and extent grow without a scan)."""
-    inventory = {name: getattr(options, name) for name in INVENTORY_FIELDS}
+    inventory = {name: getattr(options, name) for name in catalogue.INVENTORY_FIELDS}
     record_dataset(
         conn, kind.name, report.dataset, source=report.source, source_crs=report.source_crs,
         features=report.inserted if added_bounds is not None else None, **inventory,

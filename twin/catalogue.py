@@ -187,6 +187,10 @@ def refresh_layer_statistics(conn: psycopg.Connection, name: str) -> None:
     )
 
 
+# What the person importing says of a data set's terms, kept for the layer and each dataset.
+INVENTORY_FIELDS = ("provider", "owner_unit", "licence", "update_cadence")
+
+
 def grow_layer_statistics(
     conn: psycopg.Connection, name: str, added: int, bounds: tuple[float, float, float, float]
 ) -> None:
@@ -214,7 +218,7 @@ def grow_layer_statistics(
 
 def update_layer_metadata(conn: psycopg.Connection, name: str, **fields: str) -> None:
     """Set a layer's inventory fields (provider, owner unit, licence, cadence, source CRS)."""
-    allowed = {"provider", "owner_unit", "licence", "update_cadence", "source_crs", "description"}
+    allowed = {*INVENTORY_FIELDS, "source_crs", "description"}
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"not catalogue fields: {', '.join(sorted(unknown))}")
