@@ -23,15 +23,18 @@ from layers.readers import FeatureFrame
 from twin.errors import InvalidInput
 
 
-def read_epanet(path: Path) -> tuple[FeatureFrame, FeatureFrame]:
-    """Nodes and pipes of an EPANET file, in the file's own coordinates."""
+def read_epanet(path: Path, source: str | None = None) -> tuple[FeatureFrame, FeatureFrame]:
+    """Nodes and pipes of an EPANET file, in the file's own coordinates; ``source`` is
+    what messages call the file (by default its name)."""
     import wntr  # imported here: it is slow to import and only .inp files need it
 
+    source = source or path.name
     try:
         network = wntr.network.WaterNetworkModel(str(path))
     except Exception as exc:  # wntr raises many kinds; all mean the file is not usable
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"cannot read {path.name} as an EPANET file: {message}") from exc
+        message = message.replace(str(path), source)
+        raise InvalidInput(f"cannot read {source} as an EPANET file: {message}") from exc
 
     nodes: list[dict[str, Any]] = []
     for name, node in network.nodes():
@@ -96,7 +99,7 @@ def read_epanet(path: Path) -> tuple[FeatureFrame, FeatureFrame]:
                     "flow_direction": "forward",
                 }
             )
-    return _frame(nodes, f"{path.name} (nodes)"), _frame(pipes, f"{path.name} (pipes)")
+    return _frame(nodes, f"{source} (nodes)"), _frame(pipes, f"{source} (pipes)")
 
 
 def _number(value: Any) -> float | None:
@@ -128,10 +131,10 @@ def import_epanet(
     """Import an EPANET network's nodes and pipes and tie them together; one transaction."""
     if not options.crs:
         raise InvalidInput(
-            f"{path.name}: EPANET files do not say their CRS; give it with --crs "
+            f"{options.source or path.name}: EPANET files do not say their CRS; give it with --crs "
             "(crs over HTTP), e.g. EPSG:4549"
         )
-    nodes, pipes = read_epanet(path)
+    nodes, pipes = read_epanet(path, options.source)
     values = {"network": "water", **options.values}
     node_options = replace(options, values=values, mapping={})
     pipe_values = {k: v for k, v in values.items() if k in {f.name for f in KINDS["pipes"].fields}}

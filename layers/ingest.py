@@ -129,6 +129,7 @@ class ImportOptions:
     dataset: str | None = None  # re-imports of one source use the same dataset name
     crs: str | None = None  # overrides (or supplies) the file's CRS
     layer: str | None = None  # the layer inside a multi-layer file
+    source: str | None = None  # the file's name in messages and the inventory (an upload's)
     mapping: dict[str, str] = field(default_factory=dict)  # schema field -> source field
     values: dict[str, str] = field(default_factory=dict)  # schema field -> value for all
     defaults: dict[str, str] = field(default_factory=dict)  # schema field -> value where missing
@@ -213,9 +214,9 @@ def import_file(
             )
         return import_epanet(conn, Path(path), options, dataset=dataset, progress=progress)
     if kind.name in WHOLE_FILE:
-        frame = read_features(path, layer=options.layer)
+        frame = read_features(path, layer=options.layer, name=options.source)
         return import_frame(conn, kind, frame, options, dataset=dataset, progress=progress)
-    with open_features(path, layer=options.layer) as reader:
+    with open_features(path, layer=options.layer, name=options.source) as reader:
         return import_batches(conn, kind, reader, options, dataset=dataset, progress=progress)
 
 

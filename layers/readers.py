@@ -82,9 +82,11 @@ class FeatureReader:
         return self.batches
 
 
-def read_features(path: Path | str, *, layer: str | None = None) -> FeatureFrame:
+def read_features(
+    path: Path | str, *, layer: str | None = None, name: str | None = None
+) -> FeatureFrame:
     """Read a whole vector file of any format GDAL knows, or a CSV with coordinates or WKT."""
-    with open_features(path, layer=layer) as reader:
+    with open_features(path, layer=layer, name=name) as reader:
         frames = list(reader)
         if len(frames) == 1:
             return frames[0]
@@ -92,23 +94,27 @@ def read_features(path: Path | str, *, layer: str | None = None) -> FeatureFrame
 
 
 @contextmanager
-def open_features(path: Path | str, *, layer: str | None = None) -> Iterator[FeatureReader]:
+def open_features(
+    path: Path | str, *, layer: str | None = None, name: str | None = None
+) -> Iterator[FeatureReader]:
     """Open a vector file of any format GDAL knows, or a CSV, to read it in batches.
 
     GDAL formats stream through GDAL's Arrow interface: a million GeoPackage features
     read in well under a second, and an import works on one batch while the next is read.
-    CSV files are read whole (one batch).
+    CSV files are read whole (one batch). ``name`` is what messages and reports call the
+    file (an upload's own name, say); by default its file name.
     """
     path = Path(path)
+    name = name or path.name
     if not path.exists():
         raise InvalidInput(f"no file at {path}")
     if path.is_dir() and path.suffix.lower() != ".gdb":
         raise InvalidInput(f"{path} is a folder: give the file itself")
     suffix = path.suffix.lower()
     if suffix == ".zip":
-        found = _open_zip(path, layer=layer)
+        found = _open_zip(path, layer=layer, name=name)
     elif suffix in CSV_SUFFIXES:
-        found = _read_csv(path.read_bytes(), path.name)
+        found = _read_csv(path.read_bytes(), name)
     else:
         encoding = None
         if suffix == ".shp":
@@ -116,12 +122,14 @@ def open_features(path: Path | str, *, layer: str | None = None) -> Iterator[Fea
             encoding = _dbf_encoding(
                 lambda name: (path.parent / name).read_bytes(), siblings, path.name
             )
-        found = (str(path), path.name, layer, encoding)
+        found = (str(path), name, layer, encoding)
     if isinstance(found, FeatureFrame):
         yield FeatureReader(found.source, found.crs, len(found), iter([found]))
         return
-    location, name, gdal_layer, encoding = found
-    with _open_gdal(location, name, layer=gdal_layer, encoding=encoding, rows=BATCH_ROWS) as reader:
+    location, source, gdal_layer, encoding = found
+    with _open_gdal(
+        location, source, layer=gdal_layer, encoding=encoding, rows=BATCH_ROWS
+    ) as reader:
         yield reader
 
 
@@ -166,7 +174,7 @@ def _dbf_encoding(read: Any, names: list[str], shp: str) -> str | None:
 
 
 def _open_zip(
-    path: Path, *, layer: str | None
+    path: Path, *, layer: str | None, name: str
 ) -> FeatureFrame | tuple[str, str, str | None, str | None]:
     """A CSV member read whole, or where GDAL finds the chosen member."""
     try:
@@ -178,14 +186,14 @@ def _open_zip(
                 total > 100 * 1024**2 and total / packed > MAX_ZIP_RATIO
             ):
                 raise InvalidInput(
-                    f"{path.name} would unpack to {total / 1024**2:,.0f} MB "
+                    f"{name} would unpack to {total / 1024**2:,.0f} MB "
                     f"({total / packed:,.0f} times its size): refused as a possible zip bomb"
                 )
             names = [m.filename for m in members if not m.filename.startswith("__MACOSX")]
             data = [n for n in names if n.lower().endswith(VECTOR_SUFFIXES)]
             if not data:
                 raise InvalidInput(
-                    f"{path.name} holds no file of a vector format ({', '.join(names[:8]) or 'nothing'})"
+                    f"{name} holds no file of a vector format ({', '.join(names[:8]) or 'nothing'})"
                 )
             # A zip of several datasets must say which one by --layer (its name or stem).
             if layer is not None:
@@ -193,25 +201,23 @@ def _open_zip(
                     n for n in data if n == layer or Path(n).stem == layer or Path(n).name == layer
                 ]
                 if not picked:
-                    raise InvalidInput(
-                        f"{path.name} holds no dataset {layer!r} ({', '.join(data)})"
-                    )
+                    raise InvalidInput(f"{name} holds no dataset {layer!r} ({', '.join(data)})")
                 chosen = picked[0]
                 layer = None  # a member is one layer
             elif len(data) > 1:
                 raise InvalidInput(
-                    f"{path.name} holds several datasets ({', '.join(data)}): choose one with --layer"
+                    f"{name} holds several datasets ({', '.join(data)}): choose one with --layer"
                 )
             else:
                 chosen = data[0]
             if chosen.lower().endswith(tuple(CSV_SUFFIXES)):
-                return _read_csv(archive.read(chosen), f"{path.name}/{chosen}")
+                return _read_csv(archive.read(chosen), f"{name}/{chosen}")
             encoding = None
             if chosen.lower().endswith(".shp"):
                 encoding = _dbf_encoding(archive.read, names, chosen)
     except zipfile.BadZipFile as exc:
-        raise InvalidInput(f"{path.name} is not a readable zip archive ({exc})") from exc
-    return f"/vsizip/{path}/{chosen}", f"{path.name}/{chosen}", layer, encoding
+        raise InvalidInput(f"{name} is not a readable zip archive ({exc})") from exc
+    return f"/vsizip/{path}/{chosen}", f"{name}/{chosen}", layer, encoding
 
 
 @contextmanager
@@ -234,9 +240,9 @@ def _open_gdal(
             )  # fmt: skip
             meta, stream = opened.__enter__()
     except (DataSourceError, DataLayerError, FieldError, GeometryError) as exc:
-        raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
+        raise InvalidInput(f"cannot read {name}: {_gdal_message(exc, location, name)}") from exc
     except (ValueError, OSError, RuntimeError) as exc:
-        raise InvalidInput(f"cannot read {name}: {exc}") from exc
+        raise InvalidInput(f"cannot read {name}: {exc}".replace(location, name)) from exc
     try:
         geometry = meta.get("geometry_name") or "wkb_geometry"
         if geometry not in stream.schema.names:
@@ -247,14 +253,14 @@ def _open_gdal(
             name,
             crs,
             count if count >= 0 else None,
-            _gdal_batches(stream, name, crs, fid, geometry),
+            _gdal_batches(stream, location, name, crs, fid, geometry),
         )
     finally:
         opened.__exit__(None, None, None)
 
 
 def _gdal_batches(
-    stream: Any, name: str, crs: str | None, fid: str, geometry: str
+    stream: Any, location: str, name: str, crs: str | None, fid: str, geometry: str
 ) -> Iterator[FeatureFrame]:
     first = True
     while True:
@@ -266,7 +272,7 @@ def _gdal_batches(
             return
         # pyogrio's own errors (DataSourceError …) are RuntimeErrors.
         except (pa.ArrowException, ValueError, OSError, RuntimeError) as exc:
-            raise InvalidInput(f"cannot read {name}: {_gdal_message(exc)}") from exc
+            raise InvalidInput(f"cannot read {name}: {_gdal_message(exc, location, name)}") from exc
         if first and batch.num_rows > FIRST_ROWS:
             # A small first batch: the data base starts storing sooner.
             yield _frame(batch.slice(0, FIRST_ROWS), name, crs, fid, geometry)
@@ -303,8 +309,10 @@ def _plain(column: pa.Array) -> pa.Array:
     return column
 
 
-def _gdal_message(exc: Exception) -> str:
+def _gdal_message(exc: Exception, location: str, name: str) -> str:
+    """GDAL's first line, naming the file as the person knows it (not where we put it)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.replace(location, name)
     # GDAL's advice to prefix the path with a driver name is not something twin takes.
     text = re.sub(r"[;,]?\s*It might help to specify the correct driver.*$", "", text)
     text = re.sub(r"\s*\(?[Pp]refix.*driver.*$", "", text)

@@ -133,6 +133,7 @@ def upload(
         dataset=dataset or original.stem,
         crs=crs,
         layer=layer,
+        source=original.name,  # messages and the inventory name the client's file
         mapping=_json_object(mapping, "mapping"),
         values=_json_object(values, "values"),
         defaults=_json_object(defaults, "defaults"),
@@ -154,13 +155,7 @@ def upload(
                 out.write(chunk)
         with conn.transaction():
             _long_statements(conn)
-            try:
-                report = import_file(conn, name, target, options)
-            except InvalidInput as exc:
-                # Messages name the file: the client's name, not our temporary folder.
-                message = str(exc).replace(str(target), original.name).replace(folder, "")
-                raise InvalidInput(message.replace(target.name, original.name)) from exc
-            report.source = original.name
+            report = import_file(conn, name, target, options)
             _check_stored(report)
     return {"caller": caller, **report.as_dict()}
 
