@@ -972,10 +972,7 @@ def _update_catalogue(
         features=report.inserted if added_bounds is not None else None, **inventory,
     )  # fmt: skip
     metadata = {**inventory, "source_crs": report.source_crs}
-    if any(metadata.values()):
-        catalogue.update_layer_metadata(
-            conn, kind.name, **{name: value for name, value in metadata.items() if value}
-        )
+    catalogue.update_layer_metadata(conn, kind.name, **{k: v for k, v in metadata.items() if v})
     if added_bounds is None or not np.isfinite(added_bounds).all():
         catalogue.refresh_layer_statistics(conn, kind.name)
     else:

@@ -222,13 +222,15 @@ def update_layer_metadata(conn: psycopg.Connection, name: str, **fields: str) ->
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"not catalogue fields: {', '.join(sorted(unknown))}")
-    for field, value in fields.items():
-        conn.execute(
-            sql.SQL("UPDATE layer_catalogue SET {} = %s WHERE name = %s").format(
-                sql.Identifier(field)
-            ),
-            (value, name),
-        )
+    if not fields:
+        return
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(field), sql.Placeholder(field)) for field in fields
+    )
+    conn.execute(
+        sql.SQL("UPDATE layer_catalogue SET {} WHERE name = %(layer)s").format(assignments),
+        {**fields, "layer": name},
+    )
 
 
 _LIST_SQL = """
