@@ -8,7 +8,6 @@ noted, and fields the schema has no column for are kept as properties.
 
 from __future__ import annotations
 
-import binascii
 import math
 import re
 from collections import Counter, defaultdict
@@ -42,7 +41,7 @@ from layers.readers import Column, FeatureFrame, FeatureReader, open_features, r
 from layers.terrain import sample_elevations, terrain_loaded
 from layers.values import BLANK_WORDS, is_blank, parse_text
 from twin import catalogue
-from twin.bulk import CopyStream, arrow_offsets, copy_stream, ewkb_hex
+from twin.bulk import CopyStream, arrow_offsets, copy_stream, ewkb
 from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
 
@@ -51,12 +50,12 @@ _BLANK_WORDS = pa.array(sorted(BLANK_WORDS), pa.string())
 
 
 def storage_ewkb(wkb: pa.Array, take: np.ndarray, srid: int) -> tuple[pa.Array, np.ndarray]:
-    """Hex EWKB with ``srid`` for 2D little-endian WKB, polygons wrapped as multi.
+    """EWKB with ``srid`` for 2D little-endian WKB, polygons wrapped as multi.
 
-    Returns the hex text (null where not made) and where it was made: among ``take``,
-    the points, lines, polygons and multipolygons GDAL wrote in the usual byte order;
-    anything else is left to shapely. Works on whole arrays of bytes at once: the file's
-    WKB is turned to hex in one call, and each feature's header put in front of it.
+    Returns the EWKB (a binary array, null where not made) and where it was made: among
+    ``take``, the points, lines, polygons and multipolygons GDAL wrote in the usual byte
+    order; anything else is left to shapely. Works on whole arrays at once: each
+    feature's header is put in front of the file's own bytes.
     """
     n = len(wkb)
     offsets = arrow_offsets(wkb)
@@ -75,30 +74,25 @@ def storage_ewkb(wkb: pa.Array, take: np.ndarray, srid: int) -> tuple[pa.Array, 
     )  # fmt: skip
     made = usable & np.isin(kind, (1, 2, 3, 6))
     if not made.any():
-        return pa.nulls(n, pa.string()), made
-    hexed = pa.StringArray.from_buffers(
-        n,
-        pa.py_buffer(((offsets - offsets[0]) * 2).astype(np.int32)),
-        pa.py_buffer(binascii.hexlify(memoryview(data)[offsets[0] : offsets[-1]])),
-    )
-    srid_hex = srid.to_bytes(4, "little").hex()
+        return pa.nulls(n, pa.binary()), made
+    srid_bytes = srid.to_bytes(4, "little")
     # A polygon keeps its own WKB inside a one-part multipolygon; the others get the SRID
-    # flag and the SRID written into their own header (its first 5 bytes, 10 hex digits).
-    polygon_header = f"01{(6 | 0x20000000).to_bytes(4, 'little').hex()}{srid_hex}01000000"
+    # flag and the SRID written into their own header (its first 5 bytes).
+    polygon_header = b"\x01" + (6 | 0x20000000).to_bytes(4, "little") + srid_bytes + b"\x01\0\0\0"
     polygons = kind == 3
     if (polygons | ~made).all():
-        ewkb = pc.binary_join_element_wise(polygon_header, hexed, "")
+        made_ewkb = pc.binary_join_element_wise(polygon_header, wkb, b"")
     else:
         headers = pa.array(
-            [f"01{(t | 0x20000000).to_bytes(4, 'little').hex()}{srid_hex}" for t in (1, 2, 6)]
+            [b"\x01" + (t | 0x20000000).to_bytes(4, "little") + srid_bytes for t in (1, 2, 6)]
             + [polygon_header]
         )
         header_of = np.select([kind == 1, kind == 2, kind == 6], [0, 1, 2], 3)
-        body = pc.if_else(pa.array(polygons), hexed, pc.utf8_slice_codeunits(hexed, 10))
-        ewkb = pc.binary_join_element_wise(headers.take(pa.array(header_of)), body, "")
+        body = pc.if_else(pa.array(polygons), wkb, pc.binary_slice(wkb, 5, 2**31 - 1))
+        made_ewkb = pc.binary_join_element_wise(headers.take(pa.array(header_of)), body, b"")
     if made.all():
-        return ewkb, made
-    return pc.if_else(pa.array(made), ewkb, pa.scalar(None, pa.string())), made
+        return made_ewkb, made
+    return pc.if_else(pa.array(made), made_ewkb, pa.scalar(None, pa.binary())), made
 
 
 SIMPLE_TYPES = {"polygon": (3, 6), "line": (1,), "point": (0,)}  # shapely type ids
@@ -299,7 +293,7 @@ class _Batch:
 
     columns: dict[str, Any]
     geoms: np.ndarray  # in the storage CRS; shapely geometries or None
-    hexed: pa.Array | None  # hex EWKB made straight from the file's WKB, where it could be
+    from_file: pa.Array | None  # EWKB made straight from the file's WKB, where it could be
     reasons: np.ndarray  # None, or why the feature is rejected
     keys: list[str]
     repaired: dict[int, str]  # feature -> what was repaired in its geometry
@@ -316,7 +310,7 @@ class _Batch:
         )
         report.repaired += sum(1 for i in self.repaired if keep[i])
         rows = {name: _take(values, keep) for name, values in self.columns.items()}
-        rows["geom"] = _geometry_column(self.geoms, self.hexed).filter(pa.array(keep))
+        rows["geom"] = _geometry_column(self.geoms, self.from_file).filter(pa.array(keep))
         rows["dataset"] = pa.array([dataset], pa.string()).take(np.zeros(int(keep.sum()), int))
         return rows
 
@@ -338,7 +332,7 @@ def _prepare_batch(
     field_reasons = np.full(len(frame), None, dtype=object)
     columns = plan.map(frame, field_reasons)
     reasons = np.full(len(frame), None, dtype=object)
-    geoms, hexed, repaired = _prepare_geometries(
+    geoms, from_file, repaired = _prepare_geometries(
         kind, frame, source_crs, reasons, validity.result()
     )
     unset = _is_none(reasons)  # a geometry's reason comes first: it is checked first
@@ -349,7 +343,7 @@ def _prepare_batch(
     for i, why in repaired.items():
         if reasons[i] is None:
             columns["properties"][i]["_geometry_repaired"] = why
-    return _Batch(columns, geoms, hexed, reasons, keys, repaired)
+    return _Batch(columns, geoms, from_file, reasons, keys, repaired)
 
 
 def _widen(bounds: np.ndarray, geoms: np.ndarray) -> np.ndarray:
@@ -360,18 +354,18 @@ def _widen(bounds: np.ndarray, geoms: np.ndarray) -> np.ndarray:
     return np.concatenate([np.fmin(bounds[:2], box[:2]), np.fmax(bounds[2:], box[2:])])
 
 
-def _geometry_column(geoms: np.ndarray, hexed: pa.Array | None) -> pa.Array:
-    """Hex EWKB for every feature: made from the file's WKB, or by shapely for the rest."""
-    if hexed is None:
+def _geometry_column(geoms: np.ndarray, from_file: pa.Array | None) -> pa.Array:
+    """EWKB for every feature: made from the file's WKB, or by shapely for the rest."""
+    if from_file is None:
         made = np.zeros(len(geoms), dtype=bool)
-        hexed = pa.nulls(len(geoms), pa.string())
+        from_file = pa.nulls(len(geoms), pa.binary())
     else:
-        made = np.asarray(hexed.is_valid(), dtype=bool)
+        made = np.asarray(from_file.is_valid(), dtype=bool)
     rest = ~made & ~_is_none(geoms)
     if not rest.any():
-        return hexed
-    encoded = pa.array(ewkb_hex(geoms[rest]), pa.string())
-    return pc.replace_with_mask(hexed, pa.array(rest), encoded)
+        return from_file
+    encoded = pa.array(ewkb(geoms[rest]), pa.binary())
+    return pc.replace_with_mask(from_file, pa.array(rest), encoded)
 
 
 def layer_kind(conn: psycopg.Connection, layer: str) -> LayerKind:
@@ -418,7 +412,7 @@ def _prepare_geometries(
     reasons: np.ndarray,
     valid_as_read: np.ndarray | None = None,
 ) -> tuple[np.ndarray, pa.Array | None, dict[int, str]]:
-    """Geometries in the storage CRS and of the layer's type, hex EWKB straight from the
+    """Geometries in the storage CRS and of the layer's type, EWKB straight from the
     file where nothing needed changing, and what was repaired; rejections go to ``reasons``.
     """
     geoms = np.asarray(frame.geoms, dtype=object)
@@ -471,12 +465,12 @@ def _prepare_geometries(
         _reject_one(reasons, i, f"degenerate {what}")
         out[i] = None
     simple &= ~degenerate
-    hexed = None
+    from_file = None
     passed = np.zeros(len(out), dtype=bool)
     if frame.wkb is not None and source is not None and source.is_storage(SRID):
         # Unchanged geometries go to COPY as the file's own WKB with the SRID written in:
         # no shapely round trip, which is most of an import's time at a million features.
-        hexed, passed = storage_ewkb(frame.wkb, simple, SRID)
+        from_file, passed = storage_ewkb(frame.wkb, simple, SRID)
     if kind.family == "polygon":
         singles = simple & ~passed & (types == 3)  # Polygon -> MultiPolygon, one part each
         out[singles] = shapely.multipolygons(out[singles], indices=np.arange(singles.sum()))
@@ -490,7 +484,7 @@ def _prepare_geometries(
             out[i] = geom
             if repair is not None:
                 repaired[int(i)] = repair
-    return out, hexed, repaired
+    return out, from_file, repaired
 
 
 def _fit_family(kind: LayerKind, geom: Any) -> tuple[Any, str | None, str | None]:

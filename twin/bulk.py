@@ -2,14 +2,22 @@
 
 Tables arrive column-oriented (a dict of column name -> sequence, geometries as shapely
 arrays in the storage CRS, or as hex EWKB already), which is how generators and readers
-produce them fastest. Whole columns become COPY text in Arrow's C++ kernels rather than
+produce them fastest. Whole columns become COPY data in Arrow's C++ kernels rather than
 value by value in Python: at a million features that is the difference between the
 server waiting on Python and Python waiting on the server.
+
+A table whose columns are all text, numbers, booleans, JSON or geometry is sent in
+COPY's binary format: the server then reads numbers and geometries as they are instead
+of parsing their text (a quarter less of its time at a million buildings). Any other
+column type (rasters, timestamps) sends the table as text, which the server parses by
+the column's own type.
 """
 
 from __future__ import annotations
 
+import binascii
 import json
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +39,18 @@ from twin.schema import SRID
 Columns = Mapping[str, Sequence[Any] | np.ndarray | pa.Array]
 BATCH = 50_000
 NULL = "\\N"
+# Column types written in COPY's binary format (typname -> how the value is laid out).
+_BINARY_FIXED = {
+    "float8": (pa.float64(), ">f8"),
+    "float4": (pa.float32(), ">f4"),
+    "int8": (pa.int64(), ">i8"),
+    "int4": (pa.int32(), ">i4"),
+    "int2": (pa.int16(), ">i2"),
+    "bool": (pa.bool_(), "u1"),
+}
+_BINARY_VARYING = {"text", "varchar", "jsonb", "geometry"}
+BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
+BINARY_TRAILER = b"\xff\xff"
 # COPY's text format gives these four a meaning; in values they are written escaped.
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 _NEEDS_ESCAPE = r"[\\\t\n\r]"
@@ -55,19 +75,24 @@ def _text_column(values: Sequence[Any] | np.ndarray | pa.Array, name: str) -> pa
     """One column as COPY text-format fields (an Arrow string array), NULL as ``\\N``."""
     if name == "geom":
         return pc.fill_null(_geometry_text(values), NULL)
+    text, plain = _as_text(values)
+    return pc.fill_null(text if plain else _escaped(text), NULL)
+
+
+def _as_text(values: Sequence[Any] | np.ndarray | pa.Array) -> tuple[pa.Array, bool]:
+    """One column's values as text (an Arrow string array, nulls kept), and whether it
+    is plainly numbers or booleans (which never need escaping)."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
         values = pa.array(values, from_pandas=True)  # NaN is NULL
     if not isinstance(values, pa.Array):
         values = _python_column(values)
     if pa.types.is_boolean(values.type):
-        text = pc.if_else(values, "t", "f")
-    elif pa.types.is_floating(values.type):
-        text = pc.cast(pc.if_else(pc.is_nan(values), None, values), pa.string())
-    elif pa.types.is_integer(values.type):
-        text = pc.cast(values, pa.string())
-    else:
-        text = _escaped(pc.cast(values, pa.string()))
-    return pc.fill_null(text, NULL)
+        return pc.if_else(values, "t", "f"), True
+    if pa.types.is_floating(values.type):
+        return pc.cast(pc.if_else(pc.is_nan(values), None, values), pa.string()), True
+    if pa.types.is_integer(values.type):
+        return pc.cast(values, pa.string()), True
+    return pc.cast(values, pa.string()), False
 
 
 def _python_column(values: Sequence[Any] | np.ndarray) -> pa.Array:
@@ -105,9 +130,10 @@ def _plain_type(kind: pa.DataType) -> bool:
     )
 
 
-def ewkb_hex(geoms: np.ndarray) -> np.ndarray:
-    """Shapely geometries as the hex EWKB COPY takes, with the storage SRID written in."""
-    return shapely.to_wkb(shapely.set_srid(geoms, SRID), hex=True, include_srid=True)
+def ewkb(geoms: np.ndarray, *, as_hex: bool = False) -> np.ndarray:
+    """Shapely geometries as the EWKB COPY takes (bytes, or hex for the text format),
+    with the storage SRID written in."""
+    return shapely.to_wkb(shapely.set_srid(geoms, SRID), hex=as_hex, include_srid=True)
 
 
 def arrow_offsets(array: pa.Array) -> np.ndarray:
@@ -119,14 +145,14 @@ def arrow_offsets(array: pa.Array) -> np.ndarray:
 
 def _geometry_text(values: Sequence[Any] | np.ndarray | pa.Array) -> pa.Array:
     """Geometries as hex EWKB: shapely objects are encoded, hex text passes as it is."""
-    if isinstance(values, pa.Array):
-        return values  # hex EWKB already (an import passing a file's WKB through)
+    if isinstance(values, pa.Array):  # an import passing a file's WKB through, as EWKB
+        return _hex(values) if pa.types.is_binary(values.type) else values
     column = np.asarray(values, dtype=object)
     encoded = np.fromiter((isinstance(g, str) for g in column), dtype=bool, count=len(column))
     if encoded.all():
         return pa.array(column, pa.string())
     out = column.copy()
-    out[~encoded] = ewkb_hex(column[~encoded])
+    out[~encoded] = ewkb(column[~encoded], as_hex=True)
     return pa.array(out, pa.string())
 
 
@@ -165,6 +191,134 @@ def copy_text(columns: Columns, names: Sequence[str]) -> memoryview:
     return memoryview(data)[int(offsets[0]) : int(offsets[-1])] if data else memoryview(b"")
 
 
+def column_types(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    """Each column of ``table`` (from the schema, never input) and its type's name."""
+    rows = conn.execute(
+        "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+        " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+        (sql.Identifier(table).as_string(conn),),
+    ).fetchall()
+    return {name: kind for name, kind in rows}
+
+
+def binary_writable(types: Mapping[str, str], names: Sequence[str]) -> bool:
+    """Whether these columns can all be sent in COPY's binary format."""
+    return all(types.get(c) in _BINARY_FIXED or types.get(c) in _BINARY_VARYING for c in names)
+
+
+def copy_binary(columns: Columns, names: Sequence[str], types: Mapping[str, str]) -> memoryview:
+    """The COPY binary-format tuples of a column-oriented table (no signature or trailer):
+    for each row, its field count, then each field's length and bytes (-1: NULL)."""
+    n = table_length({c: columns[c] for c in names})
+    if n == 0:
+        return memoryview(b"")
+    parts: list[pa.Array | pa.Scalar] = [pa.scalar(struct.pack(">h", len(names)), pa.binary())]
+    for c in names:
+        try:
+            parts.extend(_binary_fields(columns[c], types[c], n))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise ValueError(f"column {c} ({types[c]}): {exc}") from exc
+    rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
+    offsets = arrow_offsets(rows)
+    return memoryview(rows.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
+
+
+def _binary_fields(
+    values: Sequence[Any] | np.ndarray | pa.Array, kind: str, n: int
+) -> list[pa.Array]:
+    """One column as binary COPY fields: arrays to be joined, row by row, in order."""
+    if kind in _BINARY_FIXED:
+        arrow_type, layout = _BINARY_FIXED[kind]
+        array = _typed(values, arrow_type)
+        valid = np.asarray(array.is_valid(), dtype=bool)
+        value = pc.fill_null(array, False if arrow_type == pa.bool_() else 0)
+        width = np.dtype(layout).itemsize
+        record = np.empty(n, dtype=[("length", ">i4"), ("value", layout)])
+        record["length"] = np.where(valid, width, -1)
+        record["value"] = value.to_numpy(zero_copy_only=False)
+        return [_records(record.view(np.uint8).reshape(n, 4 + width), valid, 4)]
+    if kind == "geometry":
+        binary = isinstance(values, pa.Array) and pa.types.is_binary(values.type)
+        payload = values if binary else _unhex(_geometry_text(values))
+    else:
+        payload = _as_text(values)[0].cast(pa.binary())
+    valid = np.asarray(payload.is_valid(), dtype=bool)
+    lengths = np.diff(arrow_offsets(payload))
+    version = kind == "jsonb"  # jsonb's binary form: a version byte, then the JSON text
+    record = np.empty(n, dtype=[("length", ">i4"), ("version", "u1")])
+    record["length"] = np.where(valid, lengths + version, -1)
+    record["version"] = 1
+    head = record.view(np.uint8).reshape(n, 5)
+    prefix = _records(head, valid, 4) if version else _records(head[:, :4], valid, 4)
+    return [prefix, pc.fill_null(payload, b"")]
+
+
+def _typed(values: Sequence[Any] | np.ndarray | pa.Array, arrow_type: pa.DataType) -> pa.Array:
+    """Values as an Arrow array of ``arrow_type``; NaN is NULL, as in the text format."""
+    if not isinstance(values, pa.Array):
+        values = pa.array(
+            values if isinstance(values, np.ndarray) else list(values), from_pandas=True
+        )
+    if pa.types.is_floating(values.type):
+        values = pc.if_else(pc.is_nan(values), None, values)
+    return values if values.type == arrow_type else pc.cast(values, arrow_type)
+
+
+def _records(record: np.ndarray, valid: np.ndarray, null_width: int) -> pa.Array:
+    """Fixed-width byte records (one row each) as a binary array; a NULL row keeps only
+    its first ``null_width`` bytes (the -1 length)."""
+    n, width = record.shape
+    if valid.all():
+        data = np.ascontiguousarray(record).reshape(-1)
+        offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    else:
+        keep = np.ones(record.shape, dtype=bool)
+        keep[~valid, null_width:] = False
+        data = record[keep]
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.where(valid, width, null_width), out=offsets[1:])
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _hex(binary: pa.Array) -> pa.Array:
+    """Bytes (a binary array) as hex text, NULL kept, in one call."""
+    offsets = arrow_offsets(binary)
+    data = binary.buffers()[2]
+    raw = binascii.hexlify(memoryview(data)[offsets[0] : offsets[-1]]) if data else b""
+    return _with_nulls(
+        binary,
+        pa.StringArray.from_buffers(
+            len(binary),
+            pa.py_buffer(((offsets - offsets[0]) * 2).astype(np.int32)),
+            pa.py_buffer(raw),
+        ),
+    )
+
+
+def _with_nulls(source: pa.Array, made: pa.Array) -> pa.Array:
+    """``made`` with NULL where ``source`` has one."""
+    if not source.null_count:
+        return made
+    return pc.if_else(source.is_valid(), made, pa.scalar(None, made.type))
+
+
+def _unhex(text: pa.Array) -> pa.Array:
+    """Hex text (a string array) as the bytes it spells, NULL kept, in one call."""
+    offsets = arrow_offsets(text)
+    data = text.buffers()[2]
+    raw = binascii.unhexlify(memoryview(data)[offsets[0] : offsets[-1]]) if data else b""
+    return _with_nulls(
+        text,
+        pa.BinaryArray.from_buffers(
+            pa.binary(),
+            len(text),
+            [None, pa.py_buffer(((offsets - offsets[0]) // 2).astype(np.int32)), pa.py_buffer(raw)],
+        ),
+    )
+
+
 class CopyStream:
     """An open ``COPY table (columns) FROM STDIN``; batches are written as they come.
 
@@ -173,9 +327,12 @@ class CopyStream:
     the server, the formatting and the caller's work all run at once.
     """
 
-    def __init__(self, copy: psycopg.Copy, names: list[str]) -> None:
+    def __init__(
+        self, copy: psycopg.Copy, names: list[str], binary_types: Mapping[str, str] | None
+    ) -> None:
         self._copy = copy
         self.names = names
+        self._binary_types = binary_types  # None: the text format
         self._formatter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-text")
         self._pending: deque[Future[None]] = deque()
 
@@ -195,7 +352,10 @@ class CopyStream:
     def _send(self, part: Columns, n: int) -> None:
         for start in range(0, n, BATCH):
             chunk = {c: values[start : start + BATCH] for c, values in part.items()}
-            self._copy.write(copy_text(chunk, self.names))
+            if self._binary_types is None:
+                self._copy.write(copy_text(chunk, self.names))
+            else:
+                self._copy.write(copy_binary(chunk, self.names, self._binary_types))
 
     def finish(self) -> None:
         """Wait until every batch has been handed to the writer; raise the first error."""
@@ -216,19 +376,26 @@ class CopyStream:
 def copy_stream(conn: psycopg.Connection, table: str, names: list[str]) -> Iterator[CopyStream]:
     """Open a COPY into ``table``; it ends (and the server finishes) when the block does.
 
+    Binary when every column's type allows (see the module's docstring), else text.
     ``table`` and the column names must come from the schema (an allow-list), never input.
     """
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    types = column_types(conn, table)
+    binary = binary_writable(types, names)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN" + (" (FORMAT binary)" if binary else "")).format(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in names)
     )
     with conn.cursor() as cur, cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-        stream = CopyStream(copy, names)
+        if binary:
+            copy.write(BINARY_SIGNATURE)
+        stream = CopyStream(copy, names, types if binary else None)
         try:
             yield stream
         except BaseException:
             stream.abandon()
             raise
         stream.finish()
+        if binary:
+            copy.write(BINARY_TRAILER)
 
 
 def copy_table(
