@@ -91,12 +91,27 @@ def _fresh_database(url: str, name: str) -> str:
     return fresh
 
 
-def _twin_import(url: str, path: Path) -> tuple[float, ImportReport]:
-    with db.connect(url) as conn:
-        conn.autocommit = True
-        conn.execute("VACUUM (ANALYZE) buildings")  # no dead rows of an earlier run
+def _settle(url: str, *tables: str) -> None:
+    """Quiet the cluster before a timed run: the tables just loaded vacuumed (else an
+    autovacuum worker would do it, competing for the two cores with the next run), no
+    autovacuum worker left, and a checkpoint behind it."""
+    with db.connect(url, autocommit=True) as conn:
+        for table in tables:
+            if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]:  # type: ignore[index]
+                conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+        for _ in range(600):
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+            ).fetchone()[0]  # type: ignore[index]
+            if not busy:
+                break
+            time.sleep(0.1)
         conn.execute("CHECKPOINT")
-        conn.autocommit = False
+
+
+def _twin_import(url: str, path: Path) -> tuple[float, ImportReport]:
+    _settle(url, "buildings")  # no dead rows of an earlier run
+    with db.connect(url) as conn:
         started = time.perf_counter()
         report = import_file(conn, "buildings", path, ImportOptions(dataset="bench"))
     return time.perf_counter() - started, report
@@ -105,8 +120,7 @@ def _twin_import(url: str, path: Path) -> tuple[float, ImportReport]:
 def _ogr2ogr(url: str, path: Path, extra: list[str], target: str = "bench_ogr_buildings") -> float:
     u = make_url(url)
     pg = f"PG:host={u.host} port={u.port} dbname={u.database} user={u.username} password={u.password}"
-    with db.connect(url, autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
+    _settle(url, "buildings", target)
     started = time.perf_counter()
     subprocess.run(
         [OGR2OGR, "-f", "PostgreSQL", pg, str(path), "-nln", target, *extra],
@@ -140,6 +154,7 @@ def main() -> None:
     print(f"file: {path.name}, {path.stat().st_size / 1024**2:,.0f} MB, {args.count:,} buildings")
     rate = args.count
     first, report = _twin_import(first_load, path)
+    _settle(first_load, "buildings")  # its autovacuum would run into the next runs
     print(f"twin import, empty layer:        {first:6.1f} s  {rate / first:>9,.0f} features/s")
     print(f"  ({report.summary()})")
     beside, _ = _twin_import(url, path)

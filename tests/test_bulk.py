@@ -61,3 +61,55 @@ def test_copy_keeps_mixed_columns_exact(conn: psycopg.Connection):
     assert [r[1] for r in rows] == ["a", "3", None]
     assert [r[2] for r in rows] == [{}, None, {}]
     assert [r[3] for r in rows] == [2**70, 1, None]
+
+
+def test_binary_copy_keeps_nulls_and_converts_numbers(conn: psycopg.Connection):
+    """A table of plain types goes in COPY's binary format: every type's NULL, numbers
+    given as text or as the other kind of number, and geometries given every way."""
+    conn.execute(
+        "CREATE TEMP TABLE plain (id bigint, floors integer, small smallint, height double"
+        " precision, ratio real, open boolean, name varchar, props jsonb,"
+        " geom geometry(Geometry, 4326))"
+    )
+    point = shapely.Point(121.4, 31.2)
+    copy_table(
+        conn,
+        "plain",
+        {
+            "id": [1, None, 3],
+            "floors": ["4", None, 6],  # text and numbers: read as integers
+            "small": np.array([1.0, 2.0, 3.0]),  # whole floats
+            "height": [12, None, math.nan],  # an integer as a float; NaN is NULL
+            "ratio": [0.5, None, 0.25],
+            "open": [True, None, False],
+            "name": ["上海", None, "tab\there"],
+            "props": [{"a": 1}, None, {}],
+            "geom": [
+                point,
+                None,
+                shapely.to_wkb(shapely.set_srid(point, 4326), hex=True, include_srid=True),
+            ],
+        },
+    )
+    rows = conn.execute(
+        "SELECT id, floors, small, height, ratio, open, name, props, ST_AsText(geom) FROM plain"
+    ).fetchall()
+    assert rows[0] == (1, 4, 1, 12.0, 0.5, True, "上海", {"a": 1}, "POINT(121.4 31.2)")
+    assert rows[1] == (None, None, 2, None, None, None, None, None, None)
+    assert rows[2] == (3, 6, 3, None, 0.25, False, "tab\there", {}, "POINT(121.4 31.2)")
+
+
+def test_binary_copy_names_the_column_it_cannot_write(conn: psycopg.Connection):
+    """A value that is not a number, bound for a number column, is refused naming the
+    column, and the table is left as it was."""
+    conn.execute("CREATE TEMP TABLE counted (name text, floors integer)")
+    copy_table(conn, "counted", {"name": ["kept"], "floors": [3]})
+    conn.commit()
+    try:
+        copy_table(conn, "counted", {"name": ["a", "b"], "floors": [1, "three"]})
+    except ValueError as exc:
+        assert "floors" in str(exc)
+        conn.rollback()
+    else:
+        raise AssertionError("a word in an integer column was accepted")
+    assert conn.execute("SELECT name, floors FROM counted").fetchall() == [("kept", 3)]

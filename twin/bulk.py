@@ -256,9 +256,12 @@ def _binary_fields(
 def _typed(values: Sequence[Any] | np.ndarray | pa.Array, arrow_type: pa.DataType) -> pa.Array:
     """Values as an Arrow array of ``arrow_type``; NaN is NULL, as in the text format."""
     if not isinstance(values, pa.Array):
-        values = pa.array(
-            values if isinstance(values, np.ndarray) else list(values), from_pandas=True
-        )
+        try:
+            values = pa.array(
+                values if isinstance(values, np.ndarray) else list(values), from_pandas=True
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed (text and numbers): as text
+            values = _as_text(values)[0]
     if pa.types.is_floating(values.type):
         values = pc.if_else(pc.is_nan(values), None, values)
     return values if values.type == arrow_type else pc.cast(values, arrow_type)
