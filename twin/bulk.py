@@ -1,7 +1,7 @@
 """Bulk loading through COPY: the one way features go into the data base in quantity.
 
 Tables arrive column-oriented (a dict of column name -> sequence, geometries as shapely
-arrays in the storage CRS, or as hex EWKB already), which is how generators and readers
+arrays in the storage CRS, or as EWKB already: an Arrow array of bytes or hex), which is how generators and readers
 produce them fastest. Whole columns become COPY data in Arrow's C++ kernels rather than
 value by value in Python: at a million features that is the difference between the
 server waiting on Python and Python waiting on the server.
@@ -144,7 +144,8 @@ def arrow_offsets(array: pa.Array) -> np.ndarray:
 
 
 def _geometry_text(values: Sequence[Any] | np.ndarray | pa.Array) -> pa.Array:
-    """Geometries as hex EWKB: shapely objects are encoded, hex text passes as it is."""
+    """Geometries as hex EWKB: shapely objects are encoded, EWKB bytes turned to hex, hex
+    text passes as it is."""
     if isinstance(values, pa.Array):  # an import passing a file's WKB through, as EWKB
         return _hex(values) if pa.types.is_binary(values.type) else values
     column = np.asarray(values, dtype=object)
@@ -325,7 +326,7 @@ def _unhex(text: pa.Array) -> pa.Array:
 class CopyStream:
     """An open ``COPY table (columns) FROM STDIN``; batches are written as they come.
 
-    Each batch becomes COPY text in a thread of its own (Arrow's kernels let go of the
+    Each batch becomes COPY data in a thread of its own (Arrow's kernels let go of the
     GIL), and psycopg's writer thread sends it, while the caller prepares the next batch:
     the server, the formatting and the caller's work all run at once.
     """
@@ -336,7 +337,7 @@ class CopyStream:
         self._copy = copy
         self.names = names
         self._binary_types = binary_types  # None: the text format
-        self._formatter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-text")
+        self._formatter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-data")
         self._pending: deque[Future[None]] = deque()
 
     def write(self, columns: Columns) -> int:
