@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -121,7 +122,11 @@ def test_cli_lists_and_deletes_datasets(fresh_url: str, tmp_path: Path):
     env = {"TWIN_DATABASE_URL": fresh_url}
     listed = run_twin("datasets", "buildings", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
-    assert {r["dataset"]: r["features"] for r in json.loads(listed.stdout)}["survey_2024"] == 3
+    rows = {r["dataset"]: r for r in json.loads(listed.stdout)}
+    assert rows["survey_2024"]["features"] == 3
+    # Times as the HTTP API writes them (ISO 8601), not Python's str() of a datetime.
+    assert "T" in rows["survey_2024"]["imported_at"]
+    assert datetime.fromisoformat(rows["survey_2024"]["imported_at"]).tzinfo is not None
     table = run_twin("datasets", "buildings", env=env)
     assert table.returncode == 0 and "survey_2024" in table.stdout and "测绘院" in table.stdout
 

@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime
 from pathlib import Path
 
 import psycopg
@@ -265,7 +266,7 @@ def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
     else:
         report = {"kind": "embedded", **db.embedded_cluster(settings).status()}
     report["schema_head"] = db.head_revision()
-    out.print_json(json.dumps(report, default=str))
+    out.print_json(_json(report))
     return 0 if report.get("running") else 1
 
 
@@ -341,7 +342,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     with progress_bars() as progress, db.connect(url) as conn:
         report = import_file(conn, args.layer, args.path, options, progress=progress)
     if args.json:
-        out.print_json(json.dumps(report.as_dict(), default=str, ensure_ascii=False))
+        out.print_json(_json(report.as_dict()))
     else:
         # The report is the command's output: stdout, so it can be kept in a file.
         out.print(report.summary(), highlight=False, markup=False)
@@ -455,8 +456,9 @@ def cmd_datasets(settings: Settings, args: argparse.Namespace) -> int:
             deleted = delete_dataset(conn, args.layer, args.delete)
             conn.commit()
             if args.json:
-                out.print_json(json.dumps({"layer": args.layer, "dataset": args.delete,
-                                           "deleted": deleted}, ensure_ascii=False))  # fmt: skip
+                out.print_json(
+                    _json({"layer": args.layer, "dataset": args.delete, "deleted": deleted})
+                )
             else:
                 console.print(
                     f"deleted dataset {args.delete} of {args.layer}: {deleted:,} features",
@@ -466,7 +468,7 @@ def cmd_datasets(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         datasets = list_datasets(conn, args.layer)
     if args.json:
-        out.print_json(json.dumps(datasets, default=str, ensure_ascii=False))
+        out.print_json(_json(datasets))
         return 0
     if not datasets:
         console.print(f"layer {args.layer} has no features", highlight=False, markup=False)
@@ -490,7 +492,7 @@ def cmd_layers(settings: Settings, args: argparse.Namespace) -> int:
     with db.connect(prepare(settings)) as conn:
         layers = catalogue.list_layers(conn)
     if args.json:
-        out.print_json(json.dumps(layers, default=str))
+        out.print_json(_json(layers))
         return 0
     table = Table("name", "kind", "geometry", "features", "provider", "owner", "updated")
     for layer in layers:
@@ -618,6 +620,15 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
 
     with bars:
         yield progress
+
+
+def _json(value: object) -> str:
+    """JSON for ``--json``: times in ISO 8601 as the HTTP API writes them, text as it is."""
+
+    def plain(item: object) -> str:
+        return item.isoformat() if isinstance(item, date | datetime) else str(item)
+
+    return json.dumps(value, default=plain, ensure_ascii=False)
 
 
 def _safe(url: str) -> str:
