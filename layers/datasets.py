@@ -106,12 +106,13 @@ def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
     are recounted, or nothing changes. NotFound for an unknown layer, or a dataset the
     layer does not have (the message names those it has). Conflict when features of
     another layer or dataset depend on these (units in a jurisdiction, say); references
-    that may lapse (a pipe node's building) are cleared by the data base.
+    that may lapse are cleared: a pipe node's building by the data base, a sensor's asset
+    here (sensors name their asset by layer and id, which no foreign key can check).
     """
     table = catalogue.layer_table(conn, layer)
     try:
         with conn.transaction():
-            deleted = _delete(conn, table, dataset)
+            deleted = _delete(conn, layer, table, dataset)
             if deleted == 0:
                 raise NotFound(_no_such_dataset(conn, layer, dataset))
             conn.execute(
@@ -128,7 +129,7 @@ def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
     return deleted
 
 
-def _delete(conn: psycopg.Connection, table: str, dataset: str) -> int:
+def _delete(conn: psycopg.Connection, layer: str, table: str, dataset: str) -> int:
     if table == "jurisdictions":
         # A parent may not go before its children: delete level by level, lowest first.
         deleted = 0
@@ -137,8 +138,20 @@ def _delete(conn: psycopg.Connection, table: str, dataset: str) -> int:
                 "DELETE FROM jurisdictions WHERE dataset = %s AND level = %s", (dataset, level)
             ).rowcount
         return deleted
-    query = sql.SQL("DELETE FROM {} WHERE dataset = %s").format(sql.Identifier(table))
-    return conn.execute(query, (dataset,)).rowcount
+    if "id" not in catalogue.table_columns(conn, table):
+        query = sql.SQL("DELETE FROM {} WHERE dataset = %s").format(sql.Identifier(table))
+        return conn.execute(query, (dataset,)).rowcount
+    query = sql.SQL(
+        """
+        WITH gone AS (DELETE FROM {} WHERE dataset = %s RETURNING id),
+        lapsed AS (
+            UPDATE sensors SET asset_layer = NULL, asset_id = NULL
+            WHERE asset_layer = %s AND asset_id IN (SELECT id FROM gone)
+        )
+        SELECT count(*) FROM gone
+        """
+    ).format(sql.Identifier(table))
+    return int(conn.execute(query, (dataset, layer)).fetchone()[0])  # type: ignore[index]
 
 
 def _no_such_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> str:

@@ -231,3 +231,32 @@ def test_the_inventory_is_served_and_listed(staff: TestClient, fresh_url: str, t
     listed = run_twin("datasets", "buildings", env={"TWIN_DATABASE_URL": fresh_url})
     assert listed.returncode == 0, listed.stderr
     assert "网格员" in listed.stdout and "grid.geojson" in listed.stdout
+
+
+def test_deleting_a_dataset_clears_the_assets_sensors_named_in_it(fresh_url: str, tmp_path: Path):
+    """A sensor on a building of a deleted dataset stays, no longer naming the building;
+    a sensor on a building that stays keeps it."""
+    two_imports(fresh_url, tmp_path)
+    with psycopg.connect(fresh_url) as conn:
+        gone, kept = (
+            conn.execute(
+                "SELECT id FROM buildings WHERE dataset = %s ORDER BY id LIMIT 1", (dataset,)
+            ).fetchone()[0]
+            for dataset in ("测绘院", "survey_2024")
+        )
+        for device, building in (("on-gone", gone), ("on-kept", kept)):
+            conn.execute(
+                "INSERT INTO sensors (dataset, source_id, device_id, kind, unit_of_measure,"
+                " asset_layer, asset_id, geom) VALUES ('test', %s, %s, 'water_level', 'm',"
+                " 'buildings', %s, ST_SetSRID(ST_MakePoint(%s, %s), 4326))",
+                (device, device, building, LON, LAT),
+            )
+        conn.commit()
+        assert delete_dataset(conn, "buildings", "测绘院") == 2
+        conn.commit()
+        assets = dict(
+            conn.execute(
+                "SELECT device_id, asset_id FROM sensors WHERE dataset = 'test'"
+            ).fetchall()
+        )
+        assert assets == {"on-gone": None, "on-kept": kept}
