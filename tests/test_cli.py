@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import psycopg
 from sqlalchemy.engine import make_url
 
-from tests.helpers import run_twin
+from tests.helpers import make_data_dir, run_twin
 
 
 def test_layers_lists_the_catalogue_as_json(demo_url: str):
@@ -68,3 +74,36 @@ def test_status_does_not_change_a_data_base_without_postgis(template_url: str):
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("DROP DATABASE plain WITH (FORCE)")
+
+
+def test_up_stops_its_cluster_when_terminated():
+    """`twin up` stopped with SIGTERM (kill, Docker, systemd) stops the embedded PostGIS
+    it started, as Ctrl+C does, instead of leaving it running."""
+    data_dir = make_data_dir("twin-up-")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    env |= {"TWIN_DATA_DIR": str(data_dir), "TWIN_PORT": str(port)}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "twin.cli", "up", "--size", "small"],
+        env=env, cwd=data_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    break
+            except OSError:
+                assert up.poll() is None, up.stdout.read()  # type: ignore[union-attr]
+                time.sleep(0.2)
+        up.send_signal(signal.SIGTERM)
+        output, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    status = run_twin("db", "status", env={"TWIN_DATA_DIR": str(data_dir)})
+    if json.loads(status.stdout)["running"]:
+        run_twin("db", "stop", env={"TWIN_DATA_DIR": str(data_dir)})
+        raise AssertionError(f"the cluster was left running: {output}")
+    assert "stopped the embedded PostGIS" in output, output

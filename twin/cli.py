@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import socket
 import sys
 import time
@@ -527,6 +528,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     _check_port_free(host, port)
     cluster = None if settings.database_url else db.embedded_cluster(settings)
     was_running = cluster is not None and cluster.is_running()
+    # kill, Docker and systemd stop a service with SIGTERM, whose default ends the process
+    # on the spot (uvicorn re-sends it once it has shut down): as an exception instead, so
+    # the cluster this command started is stopped on the way out, as for Ctrl+C.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     url = prepare(settings)
     try:
         with db.connect(url) as conn:
@@ -551,6 +556,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         if cluster is not None and not was_running:
             cluster.stop()
             console.print(f"stopped the embedded PostGIS in {cluster.data_dir}", highlight=False)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -> int:
