@@ -230,8 +230,8 @@ def implausible(geoms: np.ndarray, source: SourceCRS) -> np.ndarray:
     if source.is_geographic:
         bad_lat = (ymin < -90) | (ymax > 90)
         bad_lon = (xmin < -180) | (xmax > 180)
-        found[bad_lon] = f"longitude beyond ±180 cannot be in {source.name}"
-        found[bad_lat] = f"latitude beyond ±90 cannot be in {source.name}"
+        found[bad_lon] = "longitude beyond ±180"
+        found[bad_lat] = "latitude beyond ±90"
     else:
         area = source.crs.area_of_use if source.crs is not None else None
         if area is not None:
@@ -246,6 +246,6 @@ def implausible(geoms: np.ndarray, source: SourceCRS) -> np.ndarray:
                 | (cy < area.south - margin)
                 | (cy > area.north + margin)
             )
-            found[outside] = f"outside the area where {source.name} is used ({area.name})"
+            found[outside] = f"outside the area where it is used ({area.name})"
     reasons[present] = found
     return reasons

@@ -391,18 +391,26 @@ def _source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None
         return resolve_crs(options.crs)
     if frame.crs:
         return resolve_crs(frame.crs)
-    present = ~shapely.is_missing(frame.geoms)
+    present = ~shapely.is_missing(frame.geoms) & ~shapely.is_empty(frame.geoms)
     if not present.any():
         return None
-    # No CRS stated: only plain longitude/latitude is a safe guess, and only if it fits.
+    # No CRS stated: only plain longitude/latitude is a safe guess, and only if most
+    # features fit it (the few that do not are rejected one by one, with the reason).
     wgs84 = resolve_crs("EPSG:4326")
-    if all(r is None for r in implausible(frame.geoms, wgs84)):
+    wrong = ~_is_none(implausible(frame.geoms, wgs84)) & present
+    if wrong.sum() <= 0.5 * present.sum():
         return wgs84
-    x, y = shapely.get_coordinates(frame.geoms[present][:1])[0]
+    i = int(np.flatnonzero(wrong)[0])
+    x, y = shapely.get_coordinates(frame.geoms[i : i + 1])[0]
     raise InvalidInput(
-        f"{frame.source} does not say its CRS and its coordinates ({x:.6g}, {y:.6g}) are "
+        f"{frame.source} does not say its CRS and its coordinates (e.g. {_xy(x, y)}) are "
         "not longitude/latitude: give it with --crs (crs over HTTP), e.g. --crs EPSG:4549"
     )
+
+
+def _xy(x: float, y: float) -> str:
+    """A coordinate pair as a person reads it: no exponents, no trailing noise."""
+    return f"{x:.10g}, {y:.10g}" if max(abs(x), abs(y)) < 1e10 else f"{x:.6g}, {y:.6g}"
 
 
 def _prepare_geometries(
@@ -426,17 +434,20 @@ def _prepare_geometries(
         if bad.sum() > 0.5 * present.sum():
             i = int(np.flatnonzero(bad)[0])
             x, y = shapely.get_coordinates(geoms[i : i + 1])[0]
-            hint = (
-                " (these look like metres: is the file projected? give --crs, or crs over HTTP)"
-                if source.is_geographic and max(abs(x), abs(y)) > 1000
-                else " (give the right CRS with --crs, or crs over HTTP)"
-            )
+            if source.is_geographic and max(abs(x), abs(y)) > 1000:
+                hint = (
+                    " (these look like metres: is the file projected? give --crs, or crs over HTTP)"
+                )
+            elif source.is_geographic and abs(x) <= 90 and abs(y) <= 180:
+                hint = " (are longitude and latitude swapped? x is longitude, y latitude)"
+            else:
+                hint = " (give the right CRS with --crs, or crs over HTTP)"
             raise InvalidInput(
                 f"coordinates of {frame.source} cannot be in {source.name}: "
-                f"e.g. ({x:.6g}, {y:.6g}) is {wrong[i]}{hint}"
+                f"e.g. ({_xy(x, y)}): {wrong[i]}{hint}"
             )
         for i in np.flatnonzero(bad):
-            _reject_one(reasons, i, f"coordinates {wrong[i]}")
+            _reject_one(reasons, i, f"coordinates cannot be in {source.name}: {wrong[i]}")
         present &= ~bad
     out = np.full(len(geoms), None, dtype=object)
     unchanged = source is None or source.is_storage(SRID)

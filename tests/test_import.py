@@ -302,7 +302,9 @@ def test_csv_with_wkt_public_spaces_from_osm_tags(fresh_url: str, tmp_path: Path
         ("nocrs.geojson", {"type": "Point", "coordinates": [633390, 3458440]}, None,
          "cannot be in EPSG:4326"),
         ("wrongzone.geojson", {"type": "Point", "coordinates": [121.4, 31.2]}, "EPSG:4549",
-         "outside the area where EPSG:4549 is used"),
+         r"cannot be in EPSG:4549: e.g. \(121.4, 31.2\): outside the area where it is used"),
+        ("swapped.geojson", {"type": "Point", "coordinates": [31.2, 121.4]}, None,
+         "are longitude and latitude swapped"),
     ],
 )  # fmt: skip
 def test_coordinates_that_cannot_be_in_the_crs_refuse_the_file(
@@ -318,6 +320,23 @@ def test_coordinates_that_cannot_be_in_the_crs_refuse_the_file(
             import_file(conn, "sensors", path, ImportOptions(crs=crs))
         conn.rollback()
         assert count(conn, "SELECT count(*) FROM sensors") == before
+
+
+def test_a_csv_without_a_crs_with_one_point_off_the_globe_keeps_the_rest(
+    fresh_url: str, tmp_path: Path
+):
+    """Longitude/latitude is guessed when most rows fit it; the row at latitude 95 is
+    rejected with its reason, not the whole file with a wrong one."""
+    (tmp_path / "offglobe.csv").write_text(
+        f"id,kind,unit,lon,lat\nL1,smoke,ppm,{LON},{LAT}\nL2,smoke,ppm,{LON},95\n"
+        f"L3,smoke,ppm,{LON},{LAT}\n"
+    )
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "sensors", tmp_path / "offglobe.csv")
+    assert report.inserted == 2
+    assert [(r.source_id, r.reason) for r in report.rejected] == [
+        ("L2", "coordinates cannot be in EPSG:4326: latitude beyond ±90")
+    ]
 
 
 def test_malformed_files_get_clear_messages(tmp_path: Path, monkeypatch):
