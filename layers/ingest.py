@@ -501,12 +501,16 @@ def _prepare_geometries(
 def _fit_family(kind: LayerKind, geom: Any) -> tuple[Any, str | None, str | None]:
     """The geometry as the layer stores it, a reason to reject it, and what was repaired."""
     repair = None
+    given = geom.geom_type
     if kind.family != "point" and not shapely.is_valid(geom):
         repair = shapely.is_valid_reason(geom)
         geom = shapely.make_valid(geom)
     what = LAYER_WORDS.get(kind.name, f"a feature of {kind.name}")
     if kind.family == "polygon":
         parts = _parts(geom, ("Polygon",))
+        if not parts and given in ("Polygon", "MultiPolygon"):
+            # Repair left lines or points of it: it enclosed nothing.
+            return None, "degenerate polygon (zero area)", None
         if not parts:
             return None, f"a {geom.geom_type} cannot be {what} (it needs a polygon)", None
         result = shapely.MultiPolygon(parts)
@@ -616,6 +620,7 @@ class _FieldPlan:
                 columns[f.name] = [self.fixed[f.name]] * n
                 continue
             found = np.full(n, None, dtype=object)
+            unread_at: dict[int, Any] = {}  # feature -> the value it had but we could not read
             for column in self.sources.get(f.name, []):
                 raw = frame.fields[column]
                 parsed, unread, reason = _parse_column(f.parse, raw)
@@ -628,7 +633,9 @@ class _FieldPlan:
                     # Keep what we could not read, beside (never over) the field itself.
                     kept = f"{column}_raw" if column in known else column
                     for i in np.flatnonzero(bad):
-                        properties[i][kept] = _json_safe(_value_at(raw, int(i)))
+                        value = _json_safe(_value_at(raw, int(i)))
+                        properties[i][kept] = value
+                        unread_at.setdefault(int(i), value)
                 take = empty & ~unread & ~_is_none(parsed)
                 found[take] = parsed[take]
             if f.name in self.fallback:
@@ -642,11 +649,20 @@ class _FieldPlan:
                 found[gaps] = derived
                 self.derived[f"{f.name} from {basis}"] += sum(d is not None for d in derived)
             if f.required:
+                missing = _is_none(found)
+                # A value the file has but that means nothing here: say so, not "no value".
+                explained: dict[str, str] = {}  # files repeat their values
+                for i, value in unread_at.items():
+                    if missing[i]:
+                        key = repr(value)
+                        if key not in explained:
+                            explained[key] = f"{f.name} {_unread_reason(f.parse, value)}"
+                        _reject_one(reasons, i, explained[key])
                 hint = (
                     f"map a field with --map {f.name}=FIELD, "
                     f"or fill gaps with --default {f.name}=VALUE"
                 )
-                _reject(reasons, _is_none(found), f"no {f.name} ({hint})")
+                _reject(reasons, missing, f"no {f.name} ({hint})")
             columns[f.name] = found
         if kind.fields_in_properties:
             for f in kind.fields:
@@ -668,6 +684,15 @@ class _FieldPlan:
         lines += [f"{count:,} {what}" for what, count in self.derived.items() if count]
         mapped = ", ".join(f"{t}<-{'/'.join(s)}" for t, s in self.sources.items())
         return [*lines, f"fields mapped: {mapped or 'none'}"]
+
+
+def _unread_reason(parse: Callable[[Any], Any], value: Any) -> str:
+    """Why ``parse`` cannot read ``value``, as the parser says it."""
+    try:
+        parse(value)
+    except ValueError as exc:
+        return str(exc)
+    return f"{value!r} not understood"
 
 
 def _python_values(column: Column) -> list[Any]:

@@ -143,7 +143,9 @@ def test_invalid_geometry_is_repaired_and_flagged_degenerate_rejected(
         ).fetchone()
     assert report.repaired == 1 and report.inserted == 1
     assert stored[0] is True and stored[1].startswith("Self-intersection") and stored[2] == 2
-    assert [r.source_id for r in report.rejected] == ["flat"]
+    assert [(r.source_id, r.reason) for r in report.rejected] == [
+        ("flat", "degenerate polygon (zero area)")
+    ]
 
 
 # -- formats and CRS -------------------------------------------------------------------------
@@ -464,6 +466,7 @@ def test_units_need_a_known_jurisdiction(fresh_url: str, tmp_path: Path):
         "单位编码,单位名称,单位类型,辖区代码,电话,lon,lat\n"
         "U1,测试水务所,局,310199000000,021-1234,121.40,31.24\n"
         "U2,无名队,中队,999,,,\n"
+        "U3,外星办,alien,310199000000,,,\n"
     )
     with psycopg.connect(fresh_url) as conn:
         district = conn.execute(
@@ -475,8 +478,10 @@ def test_units_need_a_known_jurisdiction(fresh_url: str, tmp_path: Path):
             "SELECT name, kind, jurisdiction_code FROM units WHERE code = 'U1'"
         ).fetchone()
     assert report.inserted == 1 and row == ("测试水务所", "department", district)
-    assert [r.source_id for r in report.rejected] == ["U2"]
+    assert [r.source_id for r in report.rejected] == ["U2", "U3"]
     assert "999" in report.rejected[0].reason
+    # A kind the file gives but that is not a kind of unit: said so, not "no kind".
+    assert report.rejected[1].reason.startswith("kind 'alien' is not one of centre, department")
 
 
 # -- EPANET, terrain -------------------------------------------------------------------------
