@@ -175,7 +175,8 @@ class ImportReport:
 
     def _line(self) -> str:
         return (
-            f"{self.layer} from {self.source}: read {self.read:,}, inserted {self.inserted:,}, "
+            f"{self.layer} from {self.source} (dataset {self.dataset}): read {self.read:,}, "
+            f"inserted {self.inserted:,}, "
             f"updated {self.updated:,}, repaired {self.repaired:,}, "
             f"rejected {len(self.rejected):,}"
             + (f", heights estimated {self.estimated_heights:,}" if self.estimated_heights else "")
@@ -185,6 +186,13 @@ class ImportReport:
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON answers."""
         return asdict(self)
+
+
+def default_dataset(file_name: str, layer: str | None) -> str:
+    """The dataset a file's features belong to when none is named: the file's name, and the
+    layer read from it (two layers of one GeoPackage are two datasets, not one)."""
+    stem = Path(file_name).stem
+    return f"{stem}:{layer}" if layer else stem
 
 
 def import_file(
@@ -198,7 +206,7 @@ def import_file(
     """Read ``path`` and import it into ``layer`` (a built-in kind or a scene)."""
     options = options or ImportOptions()
     kind = layer_kind(conn, layer)
-    dataset = options.dataset or Path(path).stem
+    dataset = options.dataset or default_dataset(Path(path).name, options.layer)
     if Path(path).suffix.lower() == ".inp":
         from layers.epanet import import_epanet
 

@@ -822,3 +822,28 @@ def test_a_large_first_load_builds_the_indexes_after(fresh_url: str, tmp_path: P
 
 def _fail(*args: object, **kwargs: object) -> None:
     raise RuntimeError("the lights went out")
+
+
+def test_two_layers_of_one_geopackage_are_two_datasets(fresh_url: str, tmp_path: Path):
+    """Water and gas pipes in one GeoPackage, both numbered from 1: importing each layer
+    keeps both, instead of the second overwriting the first."""
+    path = tmp_path / "net2.gpkg"
+    line = shapely.LineString([(LON, LAT), (LON + 0.001, LAT)])
+    for layer in ("给水", "燃气"):
+        pyogrio.raw.write(
+            str(path), shapely.to_wkb(np.array([line], dtype=object)),
+            [np.array(["DN300"], dtype=object)], ["管径"], layer=layer, driver="GPKG",
+            geometry_type="LineString", crs="EPSG:4326", append=path.exists(),
+        )  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        for network in ("给水", "燃气"):
+            report = import_file(
+                conn, "pipes", path, ImportOptions(layer=network, values={"network": network})
+            )
+            assert report.inserted == 1 and report.updated == 0
+            assert f"(dataset net2:{network})" in report.summary()
+        rows = conn.execute(
+            "SELECT dataset, network, diameter_mm FROM pipes WHERE dataset LIKE 'net2%'"
+            " ORDER BY network"
+        ).fetchall()
+    assert rows == [("net2:燃气", "gas", 300.0), ("net2:给水", "water", 300.0)]

@@ -24,6 +24,7 @@ from layers.datasets import delete_dataset
 from layers.ingest import (
     ImportOptions,
     ImportReport,
+    default_dataset,
     group_rejections,
     import_file,
     import_frame,
@@ -130,7 +131,7 @@ def upload(
         )
     limit = request.app.state.settings.max_upload_mb * 1024 * 1024
     options = ImportOptions(
-        dataset=dataset or original.stem,
+        dataset=dataset or default_dataset(original.name, layer),
         crs=crs,
         layer=layer,
         source=original.name,  # messages and the inventory name the client's file
