@@ -29,6 +29,11 @@ GEOMETRY_TYPES = {
     "polygon": ("MultiPolygon", "MULTIPOLYGON", "polygon"),
     "multipolygon": ("MultiPolygon", "MULTIPOLYGON", "polygon"),
 }
+PROPERTY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# Every feature has these already (its key, where it came from, its shape): a property of
+# the same name would be shadowed by them in the feature API and the queryables.
+RESERVED_PROPERTIES = {"id", "dataset", "source_id", "properties", "updated_at", "geom",
+                       "geometry", "type", "bbox"}  # fmt: skip
 PROPERTY_TYPES = {
     "string": parse_text,
     "number": parse_number,
@@ -59,8 +64,16 @@ def create_scene(
         raise InvalidInput(f"geometry type {geometry_type!r}: choose Point, LineString or Polygon")
     schema_properties: dict[str, Any] = {}
     for prop, kind in properties.items():
-        if not NAME_PATTERN.match(prop):
-            raise InvalidInput(f"property name {prop!r}: use lower-case letters, digits or _")
+        if not PROPERTY_PATTERN.match(prop):
+            raise InvalidInput(
+                f"property name {prop!r}: use up to 40 lower-case letters, digits or _, "
+                "starting with a letter"
+            )
+        if prop in RESERVED_PROPERTIES:
+            raise InvalidInput(
+                f"property name {prop!r} is taken by every feature already "
+                f"({', '.join(sorted(RESERVED_PROPERTIES))}); choose another"
+            )
         if kind not in PROPERTY_TYPES:
             raise InvalidInput(
                 f"property {prop}: type {kind!r} is not one of {', '.join(PROPERTY_TYPES)}"

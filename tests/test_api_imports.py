@@ -60,6 +60,13 @@ def test_scene_names_and_types_are_checked(staff: TestClient):
         "/scenes", json={"name": "buildings", "geometry_type": "Point"}, headers=KEY
     )
     assert builtin.status_code == 400 and "built-in" in builtin.json()["detail"]
+    # A property every feature has already would be shadowed by it: refused.
+    clash = staff.post("/scenes", json={"name": "clash", "geometry_type": "Point",
+                                        "properties": {"source_id": "number"}}, headers=KEY)  # fmt: skip
+    assert clash.status_code == 400 and "taken by every feature" in clash.json()["detail"]
+    short = staff.post("/scenes", json={"name": "short", "geometry_type": "Point",
+                                        "properties": {"a": "string"}}, headers=KEY)  # fmt: skip
+    assert short.status_code == 201, short.text  # one letter is a name
 
 
 def test_upload_a_file_into_a_layer(staff: TestClient):
