@@ -103,7 +103,8 @@ WHOLE_FILE = {"jurisdictions", "units"}
 BULK_LOAD_MIN = 100_000  # features: a first load this large builds indexes after its rows
 NO_SOURCE_ID = (
     "no source id field found: features are matched by their row in the file, so a "
-    "re-import of a reordered file updates the wrong features; give --map source_id=FIELD"
+    "re-import of a reordered file updates the wrong features; give --map source_id=FIELD "
+    "(mapping over HTTP)"
 )
 LAYER_WORDS = {
     "buildings": "a building footprint",
@@ -596,12 +597,12 @@ class _FieldPlan:
             try:
                 self.fixed[name] = kind.field(name).parse(text)
             except ValueError as exc:
-                raise InvalidInput(f"--set {name}={text}: {exc}") from exc
+                raise InvalidInput(f"--set {name}={text} (values over HTTP): {exc}") from exc
         for name, text in options.defaults.items():
             try:
                 self.fallback[name] = kind.field(name).parse(text)
             except ValueError as exc:
-                raise InvalidInput(f"--default {name}={text}: {exc}") from exc
+                raise InvalidInput(f"--default {name}={text} (defaults over HTTP): {exc}") from exc
         self.unreadable: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
         self.derived: Counter[str] = Counter()  # values the file lacked, taken from another
@@ -668,7 +669,7 @@ class _FieldPlan:
                         _reject_one(reasons, i, explained[key])
                 hint = (
                     f"map a field with --map {f.name}=FIELD, "
-                    f"or fill gaps with --default {f.name}=VALUE"
+                    f"or fill gaps with --default {f.name}=VALUE; mapping, defaults over HTTP"
                 )
                 _reject(reasons, missing, f"no {f.name} ({hint})")
             columns[f.name] = found

@@ -206,7 +206,8 @@ def _open_zip(
                 layer = None  # a member is one layer
             elif len(data) > 1:
                 raise InvalidInput(
-                    f"{name} holds several datasets ({', '.join(data)}): choose one with --layer"
+                    f"{name} holds several datasets ({', '.join(data)}): "
+                    "choose one with --layer (layer over HTTP)"
                 )
             else:
                 chosen = data[0]
@@ -228,7 +229,9 @@ def _open_gdal(
         layers = pyogrio.list_layers(location)
         names = ", ".join(str(row[0]) for row in layers)
         if layer is None and len(layers) > 1:
-            raise InvalidInput(f"{name} has several layers ({names}): choose one with --layer")
+            raise InvalidInput(
+                f"{name} has several layers ({names}): choose one with --layer (layer over HTTP)"
+            )
         if layer is not None and layer not in {str(row[0]) for row in layers}:
             raise InvalidInput(f"{name} has no layer {layer!r} (its layers: {names})")
         with warnings.catch_warnings():
@@ -312,7 +315,14 @@ def _plain(column: pa.Array) -> pa.Array:
 def _gdal_message(exc: Exception, location: str, name: str) -> str:
     """GDAL's first line, naming the file as the person knows it (not where we put it)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = text.replace(location, name)
+    if "SHAPE_RESTORE_SHX" in text or ".shx" in text:
+        return (
+            "a shapefile is several files (.shp, .shx, .dbf, .prj): keep them together, "
+            "or send them as one zip"
+        )
+    if "disk image is malformed" in text or "file is not a database" in text:
+        return "not a readable GeoPackage (is the file complete? it looks truncated or damaged)"
+    text = text.replace(location, name).replace(str(Path(location).parent) + "/", "")
     # GDAL's advice to prefix the path with a driver name is not something twin takes.
     text = re.sub(r"[;,]?\s*It might help to specify the correct driver.*$", "", text)
     text = re.sub(r"\s*\(?[Pp]refix.*driver.*$", "", text)

@@ -366,6 +366,22 @@ def test_malformed_files_get_clear_messages(tmp_path: Path, monkeypatch):
         readers.read_features(bomb)
     with pytest.raises(InvalidInput, match="no file at"):
         readers.read_features(tmp_path / "missing.gpkg")
+    # A GeoPackage cut short, and a shapefile without its other files: said plainly.
+    whole = write_vector(tmp_path / "whole.gpkg", [square(LON, LAT)] * 200, {"n": list(range(200))},
+                         crs="EPSG:4326", driver="GPKG")  # fmt: skip
+    cut = tmp_path / "cut.gpkg"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InvalidInput, match=r"not a readable GeoPackage.*truncated") as refused:
+        readers.read_features(cut)
+    assert "sqlite" not in str(refused.value).lower()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    write_vector(alone / "楼宇.shp", [square(LON, LAT)], {"n": [1]}, crs="EPSG:4326",
+                 driver="ESRI Shapefile")  # fmt: skip
+    (alone / "楼宇.shx").unlink()
+    with pytest.raises(InvalidInput, match=r"several files.*one zip") as refused:
+        readers.read_features(alone / "楼宇.shp")
+    assert str(alone) not in str(refused.value)
 
 
 def test_unknown_crs_and_unknown_layer_are_refused(fresh_url: str, tmp_path: Path):
