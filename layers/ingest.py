@@ -259,6 +259,10 @@ def import_batches(
         return report
     source_crs = _source_crs(first, options)
     report.source_crs = source_crs.name if source_crs else None
+    if options.crs and first.crs and source_crs is not None:
+        note = _overridden_crs(first.crs, source_crs)
+        if note:
+            report.notes.append(note)
     plan = _FieldPlan(kind, first, options)
     seen: dict[str, int] = {}  # source key -> feature number, for duplicates across batches
     step = f"import {kind.name}"
@@ -420,6 +424,21 @@ def _source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None
 def _xy(x: float, y: float) -> str:
     """A coordinate pair as a person reads it: no exponents, no trailing noise."""
     return f"{x:.10g}, {y:.10g}" if max(abs(x), abs(y)) < 1e10 else f"{x:.6g}, {y:.6g}"
+
+
+def _overridden_crs(stated: str, used: SourceCRS) -> str | None:
+    """A note when the CRS given overrides a different one the file states."""
+    try:
+        own = resolve_crs(stated)
+    except InvalidInput:
+        return None
+    if own.crs is not None and used.crs is not None:
+        same = own.crs.equals(used.crs, ignore_axis_order=True)
+    else:
+        same = own.name == used.name
+    if same:
+        return None
+    return f"the file says its CRS is {own.name}; {used.name} was used, as given"
 
 
 def _prepare_geometries(

@@ -186,6 +186,15 @@ def test_provider_shapefile_in_gauss_kruger_zone_imports_zipped_with_no_mapping(
     ]
     for row, centre in zip(rows, centres, strict=True):
         assert abs(row[6] - centre.x) < 1e-7 and abs(row[7] - centre.y) < 1e-7
+    assert not any("the file says its CRS" in n for n in report.notes)
+    # The same CRS given again says nothing; another one overrides the .prj, and says so.
+    with psycopg.connect(fresh_url) as conn:
+        again = import_file(conn, "buildings", archive, ImportOptions(crs="EPSG:4549"))
+        assert not any("the file says its CRS" in n for n in again.notes)
+        conn.rollback()
+        other = import_file(conn, "buildings", archive, ImportOptions(crs="EPSG:4548"))
+        conn.rollback()
+    assert "the file says its CRS is EPSG:4549; EPSG:4548 was used, as given" in other.notes
 
 
 def test_geopackage_and_flatgeobuf_pipes_with_messy_values(fresh_url: str, tmp_path: Path):
