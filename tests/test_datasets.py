@@ -150,7 +150,8 @@ def test_cli_lists_and_deletes_datasets(fresh_url: str, tmp_path: Path):
     castles = run_twin("datasets", "castles", env=env)
     assert (
         castles.returncode == 1
-        and castles.stderr.strip() == "twin: error: no layer named 'castles'"
+        and castles.stderr.strip().startswith("twin: error: no layer named 'castles'")
+        and "buildings" in castles.stderr
     )
     refused = run_twin("datasets", "jurisdictions", "--delete", "demo", env=env)
     assert refused.returncode == 1 and "units refer to it" in refused.stderr
@@ -185,6 +186,7 @@ def test_api_lists_datasets_for_all_and_deletes_for_staff(staff: TestClient, fre
     assert "'测绘院'" in gone.json()["detail"]
     unknown = staff.delete("/layers/castles/datasets/demo", headers=KEY)
     assert unknown.status_code == 404 and "castles" in unknown.json()["detail"]
+    assert "there are: " in unknown.json()["detail"] and "buildings" in unknown.json()["detail"]
     assert staff.get("/layers/castles/datasets").status_code == 404
     conflict = staff.delete("/layers/jurisdictions/datasets/demo", headers=KEY)
     assert conflict.status_code == 409 and "units" in conflict.json()["detail"]

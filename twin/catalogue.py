@@ -153,7 +153,8 @@ def layer_table(conn: psycopg.Connection, name: str) -> str:
         "SELECT table_name FROM layer_catalogue WHERE name = %s AND kind = 'scene'", (name,)
     ).fetchone()
     if row is None or not SCENE_TABLE.match(row[0]):
-        raise NotFound(f"no layer named {name!r}")
+        names = [r[0] for r in conn.execute("SELECT name FROM layer_catalogue ORDER BY name")]
+        raise NotFound(f"no layer named {name!r} (there are: {', '.join(names)})")
     return str(row[0])
 
 
