@@ -145,6 +145,7 @@ def test_a_data_folder_holding_other_files_is_not_taken_over():
     result = run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)})
     assert result.returncode == 1
     assert "already holds other files (notes.txt)" in result.stderr
+    assert "making a new, empty one" not in result.stderr + result.stdout  # it does not
     assert sorted(p.name for p in data_dir.iterdir()) == [".lock", "notes.txt"]
 
 

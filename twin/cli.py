@@ -226,7 +226,8 @@ def prepare(settings: Settings) -> str:
     where = (
         "the data base" if settings.database_url else f"the embedded PostGIS in {settings.data_dir}"
     )
-    if not settings.database_url and not db.embedded_cluster(settings).state_file.exists():
+    cluster = None if settings.database_url else db.embedded_cluster(settings)
+    if cluster is not None and not cluster.state_file.exists() and not cluster.foreign_files():
         # Said out loud: a command run from another folder would otherwise quietly work
         # on a new, empty map.
         console.print(

@@ -209,9 +209,15 @@ class EmbeddedCluster:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _initialise(self) -> None:
+    def foreign_files(self) -> list[str]:
+        """Files in the data folder that a twin cluster does not make (none: it is ours to use)."""
+        if not self.data_dir.is_dir():
+            return []
         ours = {"pg", "cluster.json", "cluster.tmp", ".lock", "bench"}
-        strangers = sorted(p.name for p in self.data_dir.iterdir() if p.name not in ours)
+        return sorted(p.name for p in self.data_dir.iterdir() if p.name not in ours)
+
+    def _initialise(self) -> None:
+        strangers = self.foreign_files()
         if strangers:
             shown = ", ".join(strangers[:5]) + (" …" if len(strangers) > 5 else "")
             raise SetupError(
