@@ -189,36 +189,55 @@ def _open_zip(
                     f"{name} would unpack to {total / 1024**2:,.0f} MB "
                     f"({total / packed:,.0f} times its size): refused as a possible zip bomb"
                 )
+            # The names as stored (how GDAL and zipfile find members) and as people read them.
+            shown = {m.filename: _member_name(m) for m in members}
             names = [m.filename for m in members if not m.filename.startswith("__MACOSX")]
             data = [n for n in names if n.lower().endswith(VECTOR_SUFFIXES)]
+            listed = ", ".join(shown[n] for n in data)
             if not data:
-                raise InvalidInput(
-                    f"{name} holds no file of a vector format ({', '.join(names[:8]) or 'nothing'})"
-                )
+                found = ", ".join(shown[n] for n in names[:8]) or "nothing"
+                raise InvalidInput(f"{name} holds no file of a vector format ({found})")
             # A zip of several datasets must say which one by --layer (its name or stem).
             if layer is not None:
                 picked = [
-                    n for n in data if n == layer or Path(n).stem == layer or Path(n).name == layer
+                    n
+                    for n in data
+                    if layer in (n, Path(n).stem, Path(n).name)
+                    or layer in (shown[n], Path(shown[n]).stem, Path(shown[n]).name)
                 ]
                 if not picked:
-                    raise InvalidInput(f"{name} holds no dataset {layer!r} ({', '.join(data)})")
+                    raise InvalidInput(f"{name} holds no dataset {layer!r} ({listed})")
                 chosen = picked[0]
                 layer = None  # a member is one layer
             elif len(data) > 1:
                 raise InvalidInput(
-                    f"{name} holds several datasets ({', '.join(data)}): "
+                    f"{name} holds several datasets ({listed}): "
                     "choose one with --layer (layer over HTTP)"
                 )
             else:
                 chosen = data[0]
             if chosen.lower().endswith(tuple(CSV_SUFFIXES)):
-                return _read_csv(archive.read(chosen), f"{name}/{chosen}")
+                return _read_csv(archive.read(chosen), f"{name}/{shown[chosen]}")
             encoding = None
             if chosen.lower().endswith(".shp"):
                 encoding = _dbf_encoding(archive.read, names, chosen)
     except zipfile.BadZipFile as exc:
         raise InvalidInput(f"{name} is not a readable zip archive ({exc})") from exc
-    return f"/vsizip/{path}/{chosen}", f"{name}/{chosen}", layer, encoding
+    return f"/vsizip/{path}/{chosen}", f"{name}/{shown[chosen]}", layer, encoding
+
+
+def _member_name(member: zipfile.ZipInfo) -> str:
+    """A zip member's name as its maker wrote it: many Chinese tools store UTF-8 (or GBK)
+    names without the flag that says so, which zipfile then reads as CP437."""
+    if member.flag_bits & 0x800:
+        return member.filename
+    raw = member.filename.encode("cp437")
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return member.filename
 
 
 @contextmanager

@@ -677,6 +677,35 @@ def test_a_zip_of_several_datasets_asks_which(fresh_url: str, tmp_path: Path):
     assert list(readers.read_features(archive, layer="b").fids) == ["0"]
 
 
+def test_a_zip_with_utf8_names_not_flagged_as_such_is_read_by_its_names(
+    tmp_path: Path, monkeypatch
+):
+    """Info-ZIP and many Chinese tools store UTF-8 names without the UTF-8 flag: members
+    are still chosen, listed and named as the person wrote them."""
+    folder = tmp_path / "shp"
+    folder.mkdir()
+    for stem in ("房屋", "楼宇"):
+        write_vector(folder / f"{stem}.shp", [square(LON, LAT)], {"编号": [stem]},
+                     crs="EPSG:4326", driver="ESRI Shapefile")  # fmt: skip
+    archive = tmp_path / "two.zip"
+    # Written as those tools do: the name's UTF-8 bytes, flag not set.
+    monkeypatch.setattr(
+        zipfile.ZipInfo,
+        "_encodeFilenameFlags",
+        lambda info: (info.filename.encode("utf-8"), info.flag_bits & ~0x800),
+    )
+    with zipfile.ZipFile(archive, "w") as z:
+        for part in sorted(folder.iterdir()):
+            z.write(part, part.name)
+    monkeypatch.undo()
+    with zipfile.ZipFile(archive) as z:
+        assert "房屋.shp" not in z.namelist()  # zipfile itself reads them as CP437
+    with pytest.raises(InvalidInput, match=r"several datasets \(房屋.shp, 楼宇.shp\)"):
+        readers.read_features(archive)
+    frame = readers.read_features(archive, layer="房屋")
+    assert frame.source == "two.zip/房屋.shp" and len(frame) == 1
+
+
 def test_without_a_source_id_the_report_warns(fresh_url: str, tmp_path: Path):
     path = write_geojson(tmp_path / "anon.geojson", [({"height": 3}, square(LON, LAT))])
     with psycopg.connect(fresh_url) as conn:
