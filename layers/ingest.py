@@ -290,7 +290,8 @@ def import_batches(
             progress("build the spatial index", 1, 1)
         report.inserted, report.updated = writer.inserted, writer.updated
         report.notes.extend(plan.notes())
-        _update_catalogue(conn, kind, options, report, bounds if writer.direct else None)
+        if writer.written:  # a file that stored nothing leaves the inventory as it was
+            _update_catalogue(conn, kind, options, report, bounds if writer.direct else None)
         if kind.name in ELEVATED and writer.written and terrain_loaded(conn):
             filled = sample_elevations(conn).get(kind.name, 0)
             report.notes.append(f"{filled:,} elevations taken from the terrain")
@@ -666,16 +667,18 @@ class _FieldPlan:
                         unread_at.setdefault(int(i), value)
                 take = empty & ~unread & ~_is_none(parsed)
                 found[take] = parsed[take]
-            if f.name in self.fallback:
-                found[_is_none(found)] = self.fallback[f.name]
-            if f.name in kind.defaults:
-                found[_is_none(found)] = kind.defaults[f.name]
+            # Gaps are filled from what the feature says of itself first (a sensor's unit
+            # from its kind), then by the person's --default, then by the schema's default.
             if f.name in kind.defaults_from and kind.defaults_from[f.name][0] in columns:
                 basis, table = kind.defaults_from[f.name]
                 gaps = np.flatnonzero(_is_none(found))
                 derived = [table.get(v) for v in np.asarray(columns[basis], dtype=object)[gaps]]
                 found[gaps] = derived
                 self.derived[f"{f.name} from {basis}"] += sum(d is not None for d in derived)
+            if f.name in self.fallback:
+                found[_is_none(found)] = self.fallback[f.name]
+            if f.name in kind.defaults:
+                found[_is_none(found)] = kind.defaults[f.name]
             if f.required:
                 missing = _is_none(found)
                 # A value the file has but that means nothing here: say so, not "no value".
@@ -687,8 +690,9 @@ class _FieldPlan:
                             explained[key] = f"{f.name} {_unread_reason(f.parse, value)}"
                         _reject_one(reasons, i, explained[key])
                 hint = (
-                    f"map a field with --map {f.name}=FIELD, "
-                    f"or fill gaps with --default {f.name}=VALUE; mapping, defaults over HTTP"
+                    f"map a field with --map {f.name}=FIELD, fill gaps with --default "
+                    f"{f.name}=VALUE or give all one with --set {f.name}=VALUE; mapping, "
+                    "defaults, values over HTTP"
                 )
                 _reject(reasons, missing, f"no {f.name} ({hint})")
             columns[f.name] = found

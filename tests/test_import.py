@@ -265,6 +265,28 @@ def test_sensor_kinds_in_chinese_land_on_the_demo_words(fresh_url: str, tmp_path
                      "K-4": "air_quality"}  # fmt: skip
 
 
+def test_a_file_that_stores_nothing_leaves_the_inventory_as_it_was(fresh_url: str, tmp_path: Path):
+    good = write_geojson(tmp_path / "good.geojson", [({"id": "1"}, square(LON, LAT))])
+    bad = write_geojson(tmp_path / "bad.geojson", [({"id": "1"}, Point(LON, LAT))])
+    with psycopg.connect(fresh_url) as conn:
+        import_file(conn, "buildings", good, ImportOptions(dataset="iso", provider="测绘院"))
+        conn.commit()
+        before = conn.execute(
+            "SELECT d.provider, d.source, d.imported_at, c.provider, c.updated_at"
+            " FROM dataset_inventory d JOIN layer_catalogue c ON c.name = d.layer"
+            " WHERE d.layer = 'buildings' AND d.dataset = 'iso'"
+        ).fetchone()
+        report = import_file(conn, "buildings", bad, ImportOptions(dataset="iso", provider="BAD"))
+        conn.commit()  # as the CLI does: nothing was stored, nothing is changed
+        after = conn.execute(
+            "SELECT d.provider, d.source, d.imported_at, c.provider, c.updated_at"
+            " FROM dataset_inventory d JOIN layer_catalogue c ON c.name = d.layer"
+            " WHERE d.layer = 'buildings' AND d.dataset = 'iso'"
+        ).fetchone()
+    assert report.stored == 0 and len(report.rejected) == 1
+    assert after == before and before[0] == "测绘院"
+
+
 def test_sensors_without_units_take_their_kind_s_unit(fresh_url: str, tmp_path: Path):
     from layers.demo.generate import _SENSOR_KINDS
     from layers.kinds import SENSOR_UNITS
@@ -285,6 +307,14 @@ def test_sensors_without_units_take_their_kind_s_unit(fresh_url: str, tmp_path: 
     assert units == {"U-1": "m", "U-3": "dB(A)"}
     assert [r.source_id for r in report.rejected] == ["U-2"]  # an unknown kind: no unit known
     assert "2 unit_of_measure from kind" in report.notes
+    # A --default fills only what the kind does not say: U-2 gets it, the others keep theirs.
+    with psycopg.connect(fresh_url) as conn:
+        import_file(conn, "sensors", tmp_path / "bare.csv",
+                    ImportOptions(defaults={"unit_of_measure": "架次"}))  # fmt: skip
+        units = dict(
+            conn.execute("SELECT device_id, unit_of_measure FROM sensors WHERE dataset = 'bare'")
+        )
+    assert units == {"U-1": "m", "U-2": "架次", "U-3": "dB(A)"}
 
 
 def test_csv_with_wkt_public_spaces_from_osm_tags(fresh_url: str, tmp_path: Path):
@@ -715,7 +745,8 @@ def test_without_a_source_id_the_report_warns(fresh_url: str, tmp_path: Path):
 
 def test_default_fills_only_the_gaps(fresh_url: str, tmp_path: Path):
     (tmp_path / "s.csv").write_text(
-        "device_id,kind,unit,lon,lat\nA,temp,℃,121.40,31.24\nB,temp,,121.41,31.24\n"
+        "device_id,kind,unit,lon,lat\nA,temp,℃,121.40,31.24\nB,custom_probe,,121.41,31.24\n"
+        "C,temp,,121.42,31.24\n"
     )
     with psycopg.connect(fresh_url) as conn:
         report = import_file(
@@ -723,10 +754,11 @@ def test_default_fills_only_the_gaps(fresh_url: str, tmp_path: Path):
         )
         units = dict(
             conn.execute(
-                "SELECT device_id, unit_of_measure FROM sensors WHERE device_id IN ('A', 'B')"
+                "SELECT device_id, unit_of_measure FROM sensors WHERE device_id IN ('A', 'B', 'C')"
             )
         )
-    assert report.inserted == 2 and units == {"A": "℃", "B": "m"}
+    # The file's unit first, then the one its kind has, then the default.
+    assert report.inserted == 3 and units == {"A": "℃", "B": "m", "C": "℃"}
 
 
 def test_first_feature_of_a_new_scene_can_be_a_single_point(fresh_url: str, tmp_path: Path):
