@@ -29,11 +29,12 @@ GEOMETRY_TYPES = {
     "polygon": ("MultiPolygon", "MULTIPOLYGON", "polygon"),
     "multipolygon": ("MultiPolygon", "MULTIPOLYGON", "polygon"),
 }
-PROPERTY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-# Every feature has these already (its key, where it came from, its shape): a property of
-# the same name would be shadowed by them in the feature API and the queryables.
+# Taken already: what every feature has (its key, where it came from, its shape), which
+# would shadow a property of the same name in the feature API and the queryables, and the
+# feature API's own query parameters, which a filter by that name would collide with.
 RESERVED_PROPERTIES = {"id", "dataset", "source_id", "properties", "updated_at", "geom",
-                       "geometry", "type", "bbox"}  # fmt: skip
+                       "geometry", "type", "bbox", "limit", "offset", "datetime", "crs",
+                       "filter", "sortby", "links"}  # fmt: skip
 PROPERTY_TYPES = {
     "string": parse_text,
     "number": parse_number,
@@ -64,15 +65,16 @@ def create_scene(
         raise InvalidInput(f"geometry type {geometry_type!r}: choose Point, LineString or Polygon")
     schema_properties: dict[str, Any] = {}
     for prop, kind in properties.items():
-        if not PROPERTY_PATTERN.match(prop):
+        if not NAME_PATTERN.match(prop):
             raise InvalidInput(
-                f"property name {prop!r}: use up to 40 lower-case letters, digits or _, "
+                f"property name {prop!r}: use 2-40 lower-case letters, digits or _, "
                 "starting with a letter"
             )
         if prop in RESERVED_PROPERTIES:
             raise InvalidInput(
-                f"property name {prop!r} is taken by every feature already "
-                f"({', '.join(sorted(RESERVED_PROPERTIES))}); choose another"
+                f"property name {prop!r} is taken, by every feature's own fields or the "
+                f"feature API's parameters ({', '.join(sorted(RESERVED_PROPERTIES))}); "
+                "choose another"
             )
         if kind not in PROPERTY_TYPES:
             raise InvalidInput(

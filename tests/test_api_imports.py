@@ -63,10 +63,14 @@ def test_scene_names_and_types_are_checked(staff: TestClient):
     # A property every feature has already would be shadowed by it: refused.
     clash = staff.post("/scenes", json={"name": "clash", "geometry_type": "Point",
                                         "properties": {"source_id": "number"}}, headers=KEY)  # fmt: skip
-    assert clash.status_code == 400 and "taken by every feature" in clash.json()["detail"]
+    assert clash.status_code == 400 and "is taken" in clash.json()["detail"]
+    for taken in ("source_id", "limit", "crs"):  # a feature's own, a query parameter
+        clash = staff.post("/scenes", json={"name": "clash", "geometry_type": "Point",
+                                            "properties": {taken: "number"}}, headers=KEY)  # fmt: skip
+        assert clash.status_code == 400 and "taken" in clash.json()["detail"]
     short = staff.post("/scenes", json={"name": "short", "geometry_type": "Point",
-                                        "properties": {"a": "string"}}, headers=KEY)  # fmt: skip
-    assert short.status_code == 201, short.text  # one letter is a name
+                                        "properties": {"x": "integer"}}, headers=KEY)  # fmt: skip
+    assert short.status_code == 400 and "2-40 lower-case letters" in short.json()["detail"]
 
 
 def test_upload_a_file_into_a_layer(staff: TestClient):
