@@ -259,10 +259,12 @@ def import_batches(
         return report
     source_crs = _source_crs(first, options)
     report.source_crs = source_crs.name if source_crs else None
-    if options.crs and first.crs and source_crs is not None:
-        note = _overridden_crs(first.crs, source_crs)
-        if note:
-            report.notes.append(note)
+    if options.crs and source_crs is not None:
+        stated = _other_stated_crs(first.crs, source_crs)
+        if stated:
+            report.notes.append(
+                f"the file says its CRS is {stated}; {source_crs.name} was used, as given"
+            )
     plan = _FieldPlan(kind, first, options)
     seen: dict[str, int] = {}  # source key -> feature number, for duplicates across batches
     step = f"import {kind.name}"
@@ -427,8 +429,10 @@ def _xy(x: float, y: float) -> str:
     return f"{x:.10g}, {y:.10g}" if max(abs(x), abs(y)) < 1e10 else f"{x:.6g}, {y:.6g}"
 
 
-def _overridden_crs(stated: str, used: SourceCRS) -> str | None:
-    """A note when the CRS given overrides a different one the file states."""
+def _other_stated_crs(stated: str | None, used: SourceCRS) -> str | None:
+    """The CRS the file states, when it is not the one used (given over it)."""
+    if not stated:
+        return None
     try:
         own = resolve_crs(stated)
     except InvalidInput:
@@ -437,9 +441,7 @@ def _overridden_crs(stated: str, used: SourceCRS) -> str | None:
         same = own.crs.equals(used.crs, ignore_axis_order=True)
     else:
         same = own.name == used.name
-    if same:
-        return None
-    return f"the file says its CRS is {own.name}; {used.name} was used, as given"
+    return None if same else own.name
 
 
 def _prepare_geometries(
@@ -463,7 +465,10 @@ def _prepare_geometries(
         if bad.sum() > 0.5 * present.sum():
             i = int(np.flatnonzero(bad)[0])
             x, y = shapely.get_coordinates(geoms[i : i + 1])[0]
-            if source.is_geographic and max(abs(x), abs(y)) > 1000:
+            stated = _other_stated_crs(frame.crs, source)
+            if stated:
+                hint = f" (the file itself says {stated}: leave out --crs, or crs over HTTP)"
+            elif source.is_geographic and max(abs(x), abs(y)) > 1000:
                 hint = (
                     " (these look like metres: is the file projected? give --crs, or crs over HTTP)"
                 )

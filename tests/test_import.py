@@ -195,6 +195,10 @@ def test_provider_shapefile_in_gauss_kruger_zone_imports_zipped_with_no_mapping(
         other = import_file(conn, "buildings", archive, ImportOptions(crs="EPSG:4548"))
         conn.rollback()
     assert "the file says its CRS is EPSG:4549; EPSG:4548 was used, as given" in other.notes
+    # Degrees given over a projected file: refused, saying what the file itself says.
+    refused = pytest.raises(InvalidInput, match=r"the file itself says EPSG:4549: leave out")
+    with psycopg.connect(fresh_url) as conn, refused:
+        import_file(conn, "buildings", archive, ImportOptions(crs="EPSG:4326"))
 
 
 def test_geopackage_and_flatgeobuf_pipes_with_messy_values(fresh_url: str, tmp_path: Path):
