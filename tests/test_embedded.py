@@ -159,3 +159,16 @@ def test_a_setting_that_is_not_json_is_one_line():
 def test_a_negative_seed_is_refused_by_the_command_line():
     result = run_twin("demo", "--seed", "-1")
     assert result.returncode == 2 and "must be 0 or more" in result.stderr
+
+
+def test_an_import_with_a_mistyped_crs_or_file_makes_no_cluster(tmp_path: Path):
+    """Mistakes found without the data base are said before one is made or started."""
+    data_dir = make_data_dir("twin-nocluster-")
+    (tmp_path / "b.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    env = {"TWIN_DATA_DIR": str(data_dir)}
+    bad_crs = run_twin("import", "buildings", str(tmp_path / "b.geojson"), "--crs", "FOO", env=env)
+    assert bad_crs.returncode == 1 and "unknown CRS 'FOO'" in bad_crs.stderr
+    missing = run_twin("import", "buildings", str(tmp_path / "none.gpkg"), env=env)
+    assert missing.returncode == 1 and "no file at" in missing.stderr
+    assert list(data_dir.iterdir()) == []
+    assert "making a new, empty one" not in bad_crs.stderr + missing.stderr

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from twin import catalogue, db
-from twin.errors import TwinError
+from twin.errors import InvalidInput, TwinError
 from twin.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
@@ -323,6 +323,7 @@ def load_demo_city(url: str, *, size: str, seed: int) -> dict[str, int]:
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     """Import a file into a layer and print what happened."""
     from layers.coverage import describe
+    from layers.crs import resolve_crs
     from layers.ingest import ImportOptions, group_rejections, import_file
 
     mapping = _pairs(args.map, "--map")
@@ -340,6 +341,12 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         licence=args.licence,
         update_cadence=args.cadence,
     )
+    # What can be checked without the data base is, first: a mistyped CRS or a missing
+    # file should not start (or make) a cluster before saying so.
+    if args.crs:
+        resolve_crs(args.crs)
+    if not Path(args.path).exists():
+        raise InvalidInput(f"no file at {args.path}")
     url = prepare(settings)
     with progress_bars() as progress, db.connect(url) as conn:
         report = import_file(conn, args.layer, args.path, options, progress=progress)
