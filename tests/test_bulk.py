@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import psycopg
+import pyarrow as pa
 import shapely
 
 from twin.bulk import copy_table
@@ -113,3 +114,14 @@ def test_binary_copy_names_the_column_it_cannot_write(conn: psycopg.Connection):
     else:
         raise AssertionError("a word in an integer column was accepted")
     assert conn.execute("SELECT name, floors FROM counted").fetchall() == [("kept", 3)]
+
+
+def test_text_copy_takes_ewkb_bytes_as_imports_pass_them(conn: psycopg.Connection):
+    """A table COPY must send as text (a timestamp column) still takes geometries as the
+    EWKB bytes an import passes through from the file, NULL included."""
+    conn.execute("CREATE TEMP TABLE stamped (seen timestamptz, geom geometry(Point, 4326))")
+    point = shapely.set_srid(shapely.Point(121.4, 31.2), 4326)
+    ewkb = pa.array([shapely.to_wkb(point, include_srid=True), None], pa.binary())
+    copy_table(conn, "stamped", {"seen": ["2026-11-25T08:00:00+08:00", None], "geom": ewkb})
+    rows = conn.execute("SELECT seen IS NOT NULL, ST_AsText(geom) FROM stamped").fetchall()
+    assert rows == [(True, "POINT(121.4 31.2)"), (False, None)]

@@ -288,39 +288,27 @@ def _records(record: np.ndarray, valid: np.ndarray, null_width: int) -> pa.Array
 
 def _hex(binary: pa.Array) -> pa.Array:
     """Bytes (a binary array) as hex text, NULL kept, in one call."""
-    offsets = arrow_offsets(binary)
-    data = binary.buffers()[2]
-    raw = binascii.hexlify(memoryview(data)[offsets[0] : offsets[-1]]) if data else b""
-    return _with_nulls(
-        binary,
-        pa.StringArray.from_buffers(
-            len(binary),
-            pa.py_buffer(((offsets - offsets[0]) * 2).astype(np.int32)),
-            pa.py_buffer(raw),
-        ),
-    )
-
-
-def _with_nulls(source: pa.Array, made: pa.Array) -> pa.Array:
-    """``made`` with NULL where ``source`` has one."""
-    if not source.null_count:
-        return made
-    return pc.if_else(source.is_valid(), made, pa.scalar(None, made.type))
+    return _recoded(binary, binascii.hexlify, 2, pa.string())
 
 
 def _unhex(text: pa.Array) -> pa.Array:
     """Hex text (a string array) as the bytes it spells, NULL kept, in one call."""
-    offsets = arrow_offsets(text)
-    data = text.buffers()[2]
-    raw = binascii.unhexlify(memoryview(data)[offsets[0] : offsets[-1]]) if data else b""
-    return _with_nulls(
-        text,
-        pa.BinaryArray.from_buffers(
-            pa.binary(),
-            len(text),
-            [None, pa.py_buffer(((offsets - offsets[0]) // 2).astype(np.int32)), pa.py_buffer(raw)],
-        ),
-    )
+    return _recoded(text, binascii.unhexlify, 0.5, pa.binary())
+
+
+def _recoded(
+    array: pa.Array, convert: Callable[[memoryview], bytes], ratio: float, kind: pa.DataType
+) -> pa.Array:
+    """Every value of a string or binary array through ``convert`` in one call over the
+    whole buffer (each value's length times ``ratio``), as an array of ``kind``; NULL kept."""
+    offsets = arrow_offsets(array)
+    data = array.buffers()[2]
+    raw = convert(memoryview(data)[offsets[0] : offsets[-1]]) if data else b""
+    lengths = ((offsets - offsets[0]) * ratio).astype(np.int32)
+    made = pa.Array.from_buffers(kind, len(array), [None, pa.py_buffer(lengths), pa.py_buffer(raw)])
+    if not array.null_count:
+        return made
+    return pc.if_else(array.is_valid(), made, pa.scalar(None, kind))
 
 
 class CopyStream:
