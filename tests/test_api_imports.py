@@ -44,6 +44,16 @@ def test_a_street_registers_a_scene_and_loads_it_without_a_restart(staff: TestCl
     assert listed["ebike_theft"]["feature_count"] == 2
     assert listed["ebike_theft"]["owner_unit"] == "长寿路街道"
     assert listed["ebike_theft"]["property_schema"]["properties"]["count"] == {"type": "integer"}
+    # The spatial questions take a scene like a built-in layer, its properties as summary.
+    near = staff.get("/nearest?lon=121.401&lat=31.241&layers=ebike_theft,buildings&k=1")
+    assert near.status_code == 200, near.text
+    first = near.json()["ebike_theft"][0]
+    assert first["properties"] == {"count": 3, "note": "gate"} and first["distance_m"] < 1
+    inside = staff.get("/within?lon=121.4015&lat=31.2415&radius=200&layers=ebike_theft")
+    assert inside.status_code == 200, inside.text
+    assert inside.json()["counts"] == {"ebike_theft": 2}
+    unknown = staff.get("/nearest?lon=121.401&lat=31.241&layers=castles")
+    assert unknown.status_code == 400 and "or a scene" in unknown.json()["detail"]
     again = staff.post("/scenes", json=scene, headers=KEY)
     assert again.status_code == 400 and "exists already" in again.json()["detail"]
     assert staff.delete("/scenes/ebike_theft", headers=KEY).status_code == 204

@@ -149,6 +149,11 @@ def layer_table(conn: psycopg.Connection, name: str) -> str:
     builtin = BUILTIN_BY_NAME.get(name)
     if builtin is not None:
         return builtin.table_name
+    return scene_table(conn, name)
+
+
+def scene_table(conn: psycopg.Connection, name: str) -> str:
+    """The table of a scene as registered (checked by pattern); NotFound naming the layers."""
     row = conn.execute(
         "SELECT table_name FROM layer_catalogue WHERE name = %s AND kind = 'scene'", (name,)
     ).fetchone()

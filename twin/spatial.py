@@ -14,6 +14,7 @@ import shapely
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from twin import catalogue
 from twin.errors import InvalidInput, NotFound
 
 # Layers these questions may name, with what a person wants to see of each feature.
@@ -45,17 +46,32 @@ def check_point(lon: float, lat: float) -> None:
         raise InvalidInput(f"lon {lon} is beyond ±180")
 
 
-def check_layers(layers: list[str]) -> list[str]:
-    """Layer names from the allow-list, or InvalidInput naming the unknown ones."""
-    unknown = [layer for layer in layers if layer not in SUMMARY_COLUMNS]
+def check_layers(conn: psycopg.Connection, layers: list[str]) -> dict[str, str]:
+    """The table of each layer named: the built-ins above, or a scene registered in the
+    catalogue (its table checked by pattern there); InvalidInput naming unknown ones."""
+    tables: dict[str, str] = {}
+    unknown = []
+    for layer in layers:
+        if layer in SUMMARY_COLUMNS:
+            tables[layer] = layer
+            continue
+        try:
+            tables[layer] = catalogue.scene_table(conn, layer)
+        except NotFound:
+            unknown.append(layer)
     if unknown:
         raise InvalidInput(
-            f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(SUMMARY_COLUMNS)}"
+            f"unknown layer(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(SUMMARY_COLUMNS)}, or a scene"
         )
-    return layers
+    return tables
 
 
 def _summary(layer: str, alias: str = "f") -> sql.Composable:
+    """What a person wants to see of a feature: chosen columns of a built-in layer, all
+    properties of a scene (they are its schema)."""
+    if layer not in SUMMARY_COLUMNS:
+        return sql.SQL("{}.properties").format(sql.Identifier(alias))
     pairs: list[sql.Composable] = []
     for column in SUMMARY_COLUMNS[layer]:
         pairs += [
@@ -131,7 +147,7 @@ def nearest(
 ) -> dict[str, list[dict[str, Any]]]:
     """The k nearest features per layer, with distances in metres, nearest first."""
     check_point(lon, lat)
-    check_layers(layers)
+    tables = check_layers(conn, layers)
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k must be from 1 to {MAX_K}")
     if max_distance_m is not None and not 0 < max_distance_m <= MAX_DISTANCE_M:
@@ -147,14 +163,14 @@ def nearest(
         }
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
-                _nearest_query(layer, max_distance_m is not None), parameters
+                _nearest_query(layer, tables[layer], max_distance_m is not None), parameters
             ).fetchall()
         answer[layer] = [{**r, "distance_m": round(float(r["distance_m"]), 2)} for r in rows]
     return answer
 
 
 @functools.cache
-def _nearest_query(layer: str, within_max_distance: bool) -> str:
+def _nearest_query(layer: str, table: str, within_max_distance: bool) -> str:
     """nearest's statement for one layer, composed once (as locate's)."""
     # Index-assisted KNN on the planar distance, then the true metric distance on a
     # few more candidates than asked, so the order in metres is right.
@@ -179,7 +195,7 @@ def _nearest_query(layer: str, within_max_distance: bool) -> str:
         """
     ).format(
         key=sql.Identifier(key), summary=_summary(layer), point=point,
-        table=sql.Identifier(layer), within=within,
+        table=sql.Identifier(table), within=within,
     )  # fmt: skip
     return query.as_string()
 
@@ -228,13 +244,19 @@ def check_area(conn: psycopg.Connection, area: Any) -> float:
 
 
 def _intersecting(
-    conn: psycopg.Connection, layer: str, area: Any, *, limit: int, order: sql.Composable
+    conn: psycopg.Connection,
+    layer: str,
+    area: Any,
+    *,
+    limit: int,
+    order: sql.Composable,
+    table_name: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Up to ``limit`` features of ``layer`` intersecting the area, and how many there are."""
     key = "code" if layer in ("units", "jurisdictions") else "id"
     shape = sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(area.wkt))
     match = sql.SQL("f.geom && {0} AND ST_Intersects(f.geom, {0})").format(shape)
-    table = sql.Identifier(layer)
+    table = sql.Identifier(table_name or layer)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             sql.SQL(
@@ -260,7 +282,7 @@ def within(
     conn: psycopg.Connection, area: Any, *, layers: list[str], limit: int = 1000
 ) -> dict[str, Any]:
     """Features of the chosen layers that intersect the area, with counts by layer."""
-    check_layers(layers)
+    tables = check_layers(conn, layers)
     if not 1 <= limit <= MAX_WITHIN_FEATURES:
         raise InvalidInput(f"limit must be from 1 to {MAX_WITHIN_FEATURES}")
     square_metres = check_area(conn, area)
@@ -268,7 +290,7 @@ def within(
     found: dict[str, list[dict[str, Any]]] = {}
     for layer in layers:
         found[layer], counts[layer] = _intersecting(
-            conn, layer, area, limit=limit, order=sql.SQL("1")
+            conn, layer, area, limit=limit, order=sql.SQL("1"), table_name=tables[layer]
         )
     return {
         "area_m2": round(square_metres, 1),
