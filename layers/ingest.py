@@ -654,22 +654,23 @@ class _FieldPlan:
                 columns[f.name] = [self.fixed[f.name]] * n
                 continue
             found = np.full(n, None, dtype=object)
-            unread_at: dict[int, Any] = {}  # feature -> the value it had but we could not read
+            unread_why = np.full(n, None, dtype=object)  # why a value the file has is unread
             for column in self.sources.get(f.name, []):
                 raw = frame.fields[column]
-                parsed, unread, reason = _parse_column(f.parse, raw)
+                parsed, why = _parse_column(f.parse, raw)
+                unread = ~_is_none(why)
                 empty = _is_none(found)
                 bad = unread & empty
                 if bad.any():
                     what = f"{column} -> {f.name}"
                     self.unreadable[what] += int(bad.sum())
-                    self.examples.setdefault(what, reason or "")
+                    self.examples.setdefault(what, why[np.flatnonzero(bad)[0]])
                     # Keep what we could not read, beside (never over) the field itself.
                     kept = f"{column}_raw" if column in known else column
                     for i in np.flatnonzero(bad):
-                        value = _json_safe(_value_at(raw, int(i)))
-                        properties[i][kept] = value
-                        unread_at.setdefault(int(i), value)
+                        properties[i][kept] = _json_safe(_value_at(raw, int(i)))
+                    first = bad & _is_none(unread_why)
+                    unread_why[first] = why[first]
                 take = empty & ~unread & ~_is_none(parsed)
                 found[take] = parsed[take]
             # Gaps are filled from what the feature says of itself first (a sensor's unit
@@ -687,13 +688,8 @@ class _FieldPlan:
             if f.required:
                 missing = _is_none(found)
                 # A value the file has but that means nothing here: say so, not "no value".
-                explained: dict[str, str] = {}  # files repeat their values
-                for i, value in unread_at.items():
-                    if missing[i]:
-                        key = repr(value)
-                        if key not in explained:
-                            explained[key] = f"{f.name} {_unread_reason(f.parse, value)}"
-                        _reject_one(reasons, i, explained[key])
+                for i in np.flatnonzero(missing & ~_is_none(unread_why)):
+                    _reject_one(reasons, i, f"{f.name} {unread_why[i]}")
                 hint = (
                     f"map a field with --map {f.name}=FIELD, fill gaps with --default "
                     f"{f.name}=VALUE or give all one with --set {f.name}=VALUE; mapping, "
@@ -723,15 +719,6 @@ class _FieldPlan:
         return [*lines, f"fields mapped: {mapped or 'none'}"]
 
 
-def _unread_reason(parse: Callable[[Any], Any], value: Any) -> str:
-    """Why ``parse`` cannot read ``value``, as the parser says it."""
-    try:
-        parse(value)
-    except ValueError as exc:
-        return str(exc)
-    return f"{value!r} not understood"
-
-
 def _python_values(column: Column) -> list[Any]:
     return column.to_pylist() if isinstance(column, pa.Array) else list(column)
 
@@ -740,10 +727,8 @@ def _value_at(column: Column, i: int) -> Any:
     return column[i].as_py() if isinstance(column, pa.Array) else column[i]
 
 
-def _parse_column(
-    parse: Callable[[Any], Any], raw: Column
-) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """Each value parsed (None when blank), where it could not be read, and the first reason.
+def _parse_column(parse: Callable[[Any], Any], raw: Column) -> tuple[np.ndarray, np.ndarray]:
+    """Each value parsed (None when blank), and why each could not be read (None if it was).
 
     Provider data repeats itself ("6", "apartments", "DN300"): pandas' factorize finds the
     distinct values in C, each is parsed once, and the results are spread back.
@@ -753,7 +738,7 @@ def _parse_column(
         trimmed = pc.utf8_trim_whitespace(raw)
         blank = pc.is_in(pc.utf8_lower(trimmed), value_set=_BLANK_WORDS)
         parsed = pc.if_else(pc.fill_null(blank, True), None, trimmed)
-        return parsed.to_numpy(zero_copy_only=False), np.zeros(len(raw), dtype=bool), None
+        return parsed.to_numpy(zero_copy_only=False), np.full(len(raw), None, dtype=object)
     if isinstance(raw, pa.Array):  # Arrow finds the distinct values faster still
         try:
             encoded = pc.dictionary_encode(raw)
@@ -767,17 +752,15 @@ def _parse_column(
         except TypeError:  # unhashable values (JSON lists): parse one by one
             codes, distinct = np.arange(len(raw)), np.asarray(raw, dtype=object)
     parsed = np.empty(len(distinct) + 1, dtype=object)  # the extra last slot: blank (-1)
-    failed = np.zeros(len(distinct) + 1, dtype=bool)
-    reason = None
+    why = np.empty(len(distinct) + 1, dtype=object)
     for i, value in enumerate(distinct):
         if is_blank(value):
             continue
         try:
             parsed[i] = parse(value)
         except ValueError as exc:
-            failed[i] = True
-            reason = reason or str(exc)
-    return parsed[codes], failed[codes], reason
+            why[i] = str(exc)
+    return parsed[codes], why[codes]
 
 
 def _is_none(values: np.ndarray) -> np.ndarray:

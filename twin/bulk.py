@@ -34,6 +34,7 @@ import shapely
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from twin import catalogue
 from twin.schema import SRID
 
 Columns = Mapping[str, Sequence[Any] | np.ndarray | pa.Array]
@@ -190,16 +191,6 @@ def copy_text(columns: Columns, names: Sequence[str]) -> memoryview:
     offsets = arrow_offsets(lines)
     data = lines.buffers()[2]
     return memoryview(data)[int(offsets[0]) : int(offsets[-1])] if data else memoryview(b"")
-
-
-def column_types(conn: psycopg.Connection, table: str) -> dict[str, str]:
-    """Each column of ``table`` (from the schema, never input) and its type's name."""
-    rows = conn.execute(
-        "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
-        " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
-        (sql.Identifier(table).as_string(conn),),
-    ).fetchall()
-    return {name: kind for name, kind in rows}
 
 
 def binary_writable(types: Mapping[str, str], names: Sequence[str]) -> bool:
@@ -371,7 +362,7 @@ def copy_stream(conn: psycopg.Connection, table: str, names: list[str]) -> Itera
     Binary when every column's type allows (see the module's docstring), else text.
     ``table`` and the column names must come from the schema (an allow-list), never input.
     """
-    types = column_types(conn, table)
+    types = catalogue.table_columns(conn, table)
     binary = binary_writable(types, names)
     statement = sql.SQL("COPY {} ({}) FROM STDIN" + (" (FORMAT binary)" if binary else "")).format(
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in names)

@@ -164,13 +164,16 @@ def scene_table(conn: psycopg.Connection, name: str) -> str:
 
 
 def table_columns(conn: psycopg.Connection, table: str) -> dict[str, str]:
-    """A layer table's columns and their PostgreSQL types, in table order."""
+    """A table's columns and their types' short names (``text``, ``int4``, ``float8``,
+    ``geometry`` …), in table order; ``table`` comes from the schema, never input (a
+    temporary table of this session included)."""
     rows = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns"
-        " WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
-        (table,),
+        "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+        " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+        " ORDER BY a.attnum",
+        (sql.Identifier(table).as_string(conn),),
     ).fetchall()
-    return {name: data_type for name, data_type in rows}
+    return {name: kind for name, kind in rows}
 
 
 def refresh_layer_statistics(conn: psycopg.Connection, name: str) -> None:

@@ -33,8 +33,8 @@ SUPPORTED_CRS = {
     "http://www.opengis.net/def/crs/EPSG/0/4549": (4549, True),
 }
 _TYPES = {
-    "text": "string", "integer": "integer", "bigint": "integer", "double precision": "number",
-    "boolean": "boolean", "jsonb": "object", "timestamp with time zone": "string",
+    "text": "string", "int4": "integer", "int8": "integer", "float8": "number",
+    "bool": "boolean", "jsonb": "object", "timestamptz": "string",
 }  # fmt: skip
 
 
