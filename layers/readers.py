@@ -13,7 +13,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 import pyogrio
 import shapely
 import shapely.geometry
-from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
 
 from twin.errors import InvalidInput
 
@@ -127,9 +126,7 @@ def open_features(
         yield FeatureReader(found.source, found.crs, len(found), iter([found]))
         return
     location, source, gdal_layer, encoding = found
-    with _open_gdal(
-        location, source, layer=gdal_layer, encoding=encoding, rows=BATCH_ROWS
-    ) as reader:
+    with _open_gdal(location, source, layer=gdal_layer, encoding=encoding) as reader:
         yield reader
 
 
@@ -242,30 +239,32 @@ def _member_name(member: zipfile.ZipInfo) -> str:
 
 @contextmanager
 def _open_gdal(
-    location: str, name: str, *, layer: str | None, encoding: str | None, rows: int
+    location: str, name: str, *, layer: str | None, encoding: str | None
 ) -> Iterator[FeatureReader]:
-    try:
-        layers = pyogrio.list_layers(location)
-        names = ", ".join(str(row[0]) for row in layers)
-        if layer is None and len(layers) > 1:
-            raise InvalidInput(
-                f"{name} has several layers ({names}): choose one with --layer (layer over HTTP)"
-            )
-        if layer is not None and layer not in {str(row[0]) for row in layers}:
-            raise InvalidInput(f"{name} has no layer {layer!r} (its layers: {names})")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # GDAL's notes about the file come back as errors
-            count = pyogrio.read_info(location, layer=layer, encoding=encoding)["features"]
-            opened = pyogrio.raw.open_arrow(
-                location, layer=layer, encoding=encoding, return_fids=True,
-                batch_size=rows, use_pyarrow=True,
-            )  # fmt: skip
-            meta, stream = opened.__enter__()
-    except (DataSourceError, DataLayerError, FieldError, GeometryError) as exc:
-        raise InvalidInput(f"cannot read {name}: {_gdal_message(exc, location, name)}") from exc
-    except (ValueError, OSError, RuntimeError) as exc:
-        raise InvalidInput(f"cannot read {name}: {exc}".replace(location, name)) from exc
-    try:
+    with ExitStack() as opened:
+        try:
+            layers = pyogrio.list_layers(location)
+            names = ", ".join(str(row[0]) for row in layers)
+            if layer is None and len(layers) > 1:
+                raise InvalidInput(
+                    f"{name} has several layers ({names}): choose one with --layer "
+                    "(layer over HTTP)"
+                )
+            if layer is not None and layer not in {str(row[0]) for row in layers}:
+                raise InvalidInput(f"{name} has no layer {layer!r} (its layers: {names})")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # GDAL's notes about the file come as errors
+                count = pyogrio.read_info(location, layer=layer, encoding=encoding)["features"]
+                meta, stream = opened.enter_context(
+                    pyogrio.raw.open_arrow(
+                        location, layer=layer, encoding=encoding, return_fids=True,
+                        batch_size=BATCH_ROWS, use_pyarrow=True,
+                    )
+                )  # fmt: skip
+        # pyogrio's own errors (DataSourceError …) and GDAL's come as these.
+        except (ValueError, OSError, RuntimeError) as exc:
+            message = _gdal_message(exc, location, name)
+            raise InvalidInput(f"cannot read {name}: {message}") from exc
         geometry = meta.get("geometry_name") or "wkb_geometry"
         if geometry not in stream.schema.names:
             raise InvalidInput(f"{name} has no geometry column")
@@ -277,8 +276,6 @@ def _open_gdal(
             count if count >= 0 else None,
             _gdal_batches(stream, location, name, crs, fid, geometry),
         )
-    finally:
-        opened.__exit__(None, None, None)
 
 
 def _gdal_batches(
