@@ -1,8 +1,8 @@
 """Bulk loading through COPY: the one way features go into the data base in quantity.
 
 Tables arrive column-oriented (a dict of column name -> sequence, geometries as shapely
-arrays in the storage CRS, or as EWKB already: an Arrow array of bytes or hex), which is how generators and readers
-produce them fastest. Whole columns become COPY data in Arrow's C++ kernels rather than
+arrays in the storage CRS, or as EWKB already: an Arrow array of bytes or hex), which is
+how generators and readers produce them fastest. Whole columns become COPY data in Arrow's C++ kernels rather than
 value by value in Python: at a million features that is the difference between the
 server waiting on Python and Python waiting on the server.
 
@@ -72,9 +72,10 @@ def _escaped(text: pa.Array) -> pa.Array:
     return text
 
 
-def _text_column(values: Sequence[Any] | np.ndarray | pa.Array, name: str) -> pa.Array:
-    """One column as COPY text-format fields (an Arrow string array), NULL as ``\\N``."""
-    if name == "geom":
+def _text_column(values: Sequence[Any] | np.ndarray | pa.Array, kind: str) -> pa.Array:
+    """One column (of type ``kind``) as COPY text-format fields (an Arrow string array),
+    NULL as ``\\N``."""
+    if kind == "geometry":
         return pc.fill_null(_geometry_text(values), NULL)
     text, plain = _as_text(values)
     return pc.fill_null(text if plain else _escaped(text), NULL)
@@ -182,9 +183,9 @@ def _json(value: dict[str, Any] | list[Any]) -> str:
         return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def copy_text(columns: Columns, names: Sequence[str]) -> memoryview:
+def copy_text(columns: Columns, names: Sequence[str], types: Mapping[str, str]) -> memoryview:
     """The COPY text-format lines of a column-oriented table, ready to send."""
-    fields = [_text_column(columns[c], c) for c in names]
+    fields = [_text_column(columns[c], types[c]) for c in names]
     lines = pc.binary_join_element_wise(*fields, "\t") if len(fields) > 1 else fields[0]
     lines = pc.binary_join_element_wise(lines, "", "\n")  # each line ends with a newline
     # The joined lines lie end to end in the array's data buffer: send that, no copy.
@@ -311,11 +312,12 @@ class CopyStream:
     """
 
     def __init__(
-        self, copy: psycopg.Copy, names: list[str], binary_types: Mapping[str, str] | None
+        self, copy: psycopg.Copy, names: list[str], types: Mapping[str, str], *, binary: bool
     ) -> None:
         self._copy = copy
         self.names = names
-        self._binary_types = binary_types  # None: the text format
+        self._types = types  # each column's type in the table
+        self._format = copy_binary if binary else copy_text
         self._formatter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-data")
         self._pending: deque[Future[None]] = deque()
 
@@ -335,10 +337,7 @@ class CopyStream:
     def _send(self, part: Columns, n: int) -> None:
         for start in range(0, n, BATCH):
             chunk = {c: values[start : start + BATCH] for c, values in part.items()}
-            if self._binary_types is None:
-                self._copy.write(copy_text(chunk, self.names))
-            else:
-                self._copy.write(copy_binary(chunk, self.names, self._binary_types))
+            self._copy.write(self._format(chunk, self.names, self._types))
 
     def finish(self) -> None:
         """Wait until every batch has been handed to the writer; raise the first error."""
@@ -370,7 +369,7 @@ def copy_stream(conn: psycopg.Connection, table: str, names: list[str]) -> Itera
     with conn.cursor() as cur, cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
         if binary:
             copy.write(BINARY_SIGNATURE)
-        stream = CopyStream(copy, names, types if binary else None)
+        stream = CopyStream(copy, names, types, binary=binary)
         try:
             yield stream
         except BaseException:
