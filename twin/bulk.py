@@ -159,6 +159,18 @@ def _geometry_text(values: Sequence[Any] | np.ndarray | pa.Array) -> pa.Array:
     return pa.array(out, pa.string())
 
 
+def _geometry_bytes(values: Sequence[Any] | np.ndarray | pa.Array) -> pa.Array:
+    """Geometries as EWKB bytes: shapely objects are encoded, hex text read, bytes pass."""
+    if isinstance(values, pa.Array):
+        return values if pa.types.is_binary(values.type) else _unhex(values)
+    column = np.asarray(values, dtype=object)
+    hexed = np.fromiter((isinstance(g, str) for g in column), dtype=bool, count=len(column))
+    out = column.copy()
+    out[~hexed] = ewkb(column[~hexed])
+    out[hexed] = [bytes.fromhex(g) for g in column[hexed]]
+    return pa.array(out, pa.binary())
+
+
 def _text_field(value: Any) -> str | None:
     if value is None:
         return None
@@ -188,9 +200,14 @@ def copy_text(columns: Columns, names: Sequence[str], types: Mapping[str, str]) 
     fields = [_text_column(columns[c], types[c]) for c in names]
     lines = pc.binary_join_element_wise(*fields, "\t") if len(fields) > 1 else fields[0]
     lines = pc.binary_join_element_wise(lines, "", "\n")  # each line ends with a newline
-    # The joined lines lie end to end in the array's data buffer: send that, no copy.
-    offsets = arrow_offsets(lines)
-    data = lines.buffers()[2]
+    return _data_of(lines)
+
+
+def _data_of(rows: pa.Array) -> memoryview:
+    """The values of a string or binary array end to end, as they lie in its data buffer:
+    what COPY is sent, without a copy."""
+    offsets = arrow_offsets(rows)
+    data = rows.buffers()[2]
     return memoryview(data)[int(offsets[0]) : int(offsets[-1])] if data else memoryview(b"")
 
 
@@ -212,8 +229,7 @@ def copy_binary(columns: Columns, names: Sequence[str], types: Mapping[str, str]
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
             raise ValueError(f"column {c} ({types[c]}): {exc}") from exc
     rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
-    offsets = arrow_offsets(rows)
-    return memoryview(rows.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
+    return _data_of(rows)
 
 
 def _binary_fields(
@@ -231,8 +247,7 @@ def _binary_fields(
         record["value"] = value.to_numpy(zero_copy_only=False)
         return [_records(record.view(np.uint8).reshape(n, 4 + width), valid, 4)]
     if kind == "geometry":
-        binary = isinstance(values, pa.Array) and pa.types.is_binary(values.type)
-        payload = values if binary else _unhex(_geometry_text(values))
+        payload = _geometry_bytes(values)
     else:
         payload = _as_text(values)[0].cast(pa.binary())
     valid = np.asarray(payload.is_valid(), dtype=bool)
