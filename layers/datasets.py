@@ -42,25 +42,32 @@ def record_dataset(
         query = sql.SQL("SELECT count(*) FROM {} WHERE dataset = %s").format(sql.Identifier(table))
         features = int(conn.execute(query, (dataset,)).fetchone()[0])  # type: ignore[index]
     given = {name: inventory.get(name) for name in catalogue.INVENTORY_FIELDS}
-    keep_or_replace = sql.SQL(", ").join(
-        sql.SQL("{0} = coalesce({1}, dataset_inventory.{0})").format(
-            sql.Identifier(n), sql.Placeholder(n)
-        )
-        for n in catalogue.INVENTORY_FIELDS
-    )
+    fields = [sql.Identifier(n) for n in catalogue.INVENTORY_FIELDS]
     conn.execute(
         sql.SQL(
             """
             INSERT INTO dataset_inventory (layer, dataset, source, source_crs, feature_count,
-                                           provider, owner_unit, licence, update_cadence)
+                                           {fields})
             VALUES (%(layer)s, %(dataset)s, %(source)s, coalesce(%(source_crs)s, ''),
-                    %(features)s, coalesce(%(provider)s, ''), coalesce(%(owner_unit)s, ''),
-                    coalesce(%(licence)s, ''), coalesce(%(update_cadence)s, ''))
+                    %(features)s, {values})
             ON CONFLICT (layer, dataset) DO UPDATE SET
                 source = EXCLUDED.source, source_crs = EXCLUDED.source_crs,
-                feature_count = EXCLUDED.feature_count, imported_at = now(), {}
+                feature_count = EXCLUDED.feature_count, imported_at = now(), {keep_or_replace}
             """
-        ).format(keep_or_replace),
+        ).format(
+            fields=sql.SQL(", ").join(fields),
+            # Not given: empty for a new dataset, what an earlier import said for one known.
+            values=sql.SQL(", ").join(
+                sql.SQL("coalesce({}, '')").format(sql.Placeholder(n))
+                for n in catalogue.INVENTORY_FIELDS
+            ),
+            keep_or_replace=sql.SQL(", ").join(
+                sql.SQL("{0} = coalesce({1}, dataset_inventory.{0})").format(
+                    field, sql.Placeholder(n)
+                )
+                for field, n in zip(fields, catalogue.INVENTORY_FIELDS, strict=True)
+            ),
+        ),
         {"layer": layer, "dataset": dataset, "source": source, "source_crs": source_crs,
          "features": features, **given},
     )  # fmt: skip
