@@ -105,10 +105,7 @@ def open_features(
     """
     path = Path(path)
     name = name or path.name
-    if not path.exists():
-        raise InvalidInput(f"no file at {path}")
-    if path.is_dir() and path.suffix.lower() != ".gdb":
-        raise InvalidInput(f"{path} is a folder: give the file itself")
+    check_path(path)
     suffix = path.suffix.lower()
     if suffix == ".zip":
         found = _open_zip(path, layer=layer, name=name)
@@ -128,6 +125,14 @@ def open_features(
     location, source, gdal_layer, encoding = found
     with _open_gdal(location, source, layer=gdal_layer, encoding=encoding) as reader:
         yield reader
+
+
+def check_path(path: Path) -> None:
+    """InvalidInput unless ``path`` is a file (or a FileGDB folder) that can be read."""
+    if not path.exists():
+        raise InvalidInput(f"no file at {path}")
+    if path.is_dir() and path.suffix.lower() != ".gdb":
+        raise InvalidInput(f"{path} is a folder: give the file itself")
 
 
 def _concat(frames: list[FeatureFrame], reader: FeatureReader) -> FeatureFrame:

@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from twin import catalogue, db
-from twin.errors import InvalidInput, TwinError
+from twin.errors import TwinError
 from twin.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
@@ -325,6 +325,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from layers.coverage import describe
     from layers.crs import resolve_crs
     from layers.ingest import ImportOptions, group_rejections, import_file
+    from layers.readers import check_path
 
     mapping = _pairs(args.map, "--map")
     if args.mapping:
@@ -345,8 +346,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     # file should not start (or make) a cluster before saying so.
     if args.crs:
         resolve_crs(args.crs)
-    if not Path(args.path).exists():
-        raise InvalidInput(f"no file at {args.path}")
+    check_path(Path(args.path))
     url = prepare(settings)
     with progress_bars() as progress, db.connect(url) as conn:
         report = import_file(conn, args.layer, args.path, options, progress=progress)
