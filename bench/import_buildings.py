@@ -35,7 +35,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from layers.ingest import ImportOptions, ImportReport, import_file
-from twin import catalogue, db
+from twin import db
 from twin.settings import Settings
 
 OUT = Path(__file__).parent / "out"
@@ -83,12 +83,7 @@ def _fresh_database(url: str, name: str) -> str:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     fresh = make_url(url).set(database=name).render_as_string(hide_password=False)
-    db.check_reachable(fresh, create_postgis=True)
-    db.migrate(fresh)
-    with db.connect(fresh) as conn:
-        catalogue.register_builtin_layers(conn)
-        conn.commit()
-    return fresh
+    return db.prepare(Settings(database_url=fresh))  # PostGIS, schema, layers: as any start
 
 
 def _settle(url: str, *tables: str) -> None:
