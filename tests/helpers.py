@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import shapely.geometry
 
 from twin.settings import Settings
 
@@ -40,3 +43,24 @@ def run_twin(
         timeout=600,
         check=False,
     )
+
+
+def write_geojson(path: Path, features: list[tuple[dict, object]]) -> Path:
+    """A GeoJSON file of (properties, shapely geometry or None) features."""
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": props,
+                        "geometry": None if geom is None else shapely.geometry.mapping(geom),
+                    }
+                    for props, geom in features
+                ],
+            },
+            ensure_ascii=False,
+        )
+    )
+    return path

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from layers.datasets import delete_dataset, list_datasets
 from layers.ingest import ImportOptions, import_file
-from tests.helpers import make_data_dir, run_twin, settings_for
+from tests.helpers import make_data_dir, run_twin, settings_for, write_geojson
 from twin.errors import Conflict, NotFound
 
 LON, LAT = 121.4005, 31.2405  # inside the small demo district
@@ -23,14 +23,11 @@ KEY = {"X-API-Key": "test-key"}
 
 
 def write_buildings(path: Path, n: int) -> Path:
-    features = [
-        {"type": "Feature", "properties": {"id": f"b{i}", "层数": "3"},
-         "geometry": shapely.geometry.mapping(
-             shapely.box(LON + i * 0.0005, LAT, LON + i * 0.0005 + 0.0002, LAT + 0.0002))}
+    return write_geojson(path, [
+        ({"id": f"b{i}", "层数": "3"},
+         shapely.box(LON + i * 0.0005, LAT, LON + i * 0.0005 + 0.0002, LAT + 0.0002))
         for i in range(n)
-    ]  # fmt: skip
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    return path
+    ])  # fmt: skip
 
 
 def two_imports(url: str, folder: Path) -> None:

@@ -16,7 +16,7 @@ from shapely.geometry import Point, Polygon
 from layers import readers
 from layers.crs import from_storage
 from layers.ingest import ImportOptions, import_file
-from tests.helpers import run_twin
+from tests.helpers import run_twin, write_geojson
 from twin.errors import InvalidInput, NotFound
 
 LON, LAT = 121.4005, 31.2405  # inside the small demo district
@@ -24,26 +24,6 @@ LON, LAT = 121.4005, 31.2405  # inside the small demo district
 
 def square(lon: float, lat: float, size: float = 0.0002) -> Polygon:
     return shapely.box(lon, lat, lon + size, lat + size)
-
-
-def write_geojson(path: Path, features: list[tuple[dict, object]]) -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "type": "FeatureCollection",
-                "features": [
-                    {
-                        "type": "Feature",
-                        "properties": props,
-                        "geometry": None if geom is None else shapely.geometry.mapping(geom),
-                    }
-                    for props, geom in features
-                ],
-            },
-            ensure_ascii=False,
-        )
-    )
-    return path
 
 
 def write_vector(path: Path, geoms: list, fields: dict[str, list], crs: str, driver: str) -> Path:
