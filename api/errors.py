@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.access import NotAllowed
 from twin.errors import (
@@ -30,8 +33,9 @@ STATUS_CODES: dict[type[TwinError], int] = {
     DatabaseUnavailable: 503,
     SetupError: 503,
 }
-TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict",
-          422: "Unprocessable Content"}  # fmt: skip
+TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+          409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
+          422: "Unprocessable Content", 429: "Too Many Requests", 503: "Service Unavailable"}  # fmt: skip
 
 
 class Unprocessable(Exception):
@@ -86,7 +90,101 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        details = "; ".join(_validation_message(e) for e in exc.errors())
         return problem(400, "Bad Request", details, request.url.path)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own answers (no such route, wrong method, a body it cannot read)
+        # in the same problem+json as ours, in our words.
+        status = exc.status_code
+        detail = str(exc.detail)
+        headers = dict(exc.headers or {})
+        if status == 404 and detail == "Not Found":
+            detail = f"there is nothing at {request.url.path}; see / for what there is"
+        elif status == 400 and detail == "There was an error parsing the body":
+            detail = "the body cannot be read: it is not JSON, or it is nested too deeply"
+        elif status == 405:
+            allowed = headers.get("Allow", "")
+            detail = f"{request.method} is not allowed on {request.url.path}; use {allowed or 'another method'}"
+        response = problem(status, TITLES.get(status, "Error"), detail, request.url.path)
+        response.headers.update(headers)
+        return response
+
+    app.add_middleware(InputGuard)
+
+
+_WHERE = {"query": "query parameter", "path": "path segment", "header": "header",
+          "body": "body", "cookie": "cookie"}  # fmt: skip
+
+
+def _validation_message(error: Any) -> str:
+    """One of pydantic's errors in the client's terms: which parameter, what is wrong."""
+    loc = [str(p) for p in error.get("loc", ())]
+    where = _WHERE.get(loc[0], loc[0]) if loc else "request"
+    name = ".".join(loc[1:])
+    place = f"{where} {name}".strip()
+    kind = error.get("type", "")
+    value = error.get("input")
+    if kind == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "")
+        return f"the body is not valid JSON ({reason})" if reason else "the body is not valid JSON"
+    if kind == "finite_number" or _non_finite(value):
+        return f"{place}: {str(value)[:40]!r} is not a finite number"
+    if kind == "missing":
+        return f"{place} is required"
+    message = str(error.get("msg", "is not valid"))
+    if kind in ("int_parsing", "float_parsing", "bool_parsing") and isinstance(value, str):
+        message = f"{value[:40]!r} is not {'an integer' if kind == 'int_parsing' else 'a number' if kind == 'float_parsing' else 'true or false'}"
+    return f"{place}: {message}"
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, str):
+        return value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
+    return False
+
+
+class InputGuard:
+    """Refuses, before any route, what no route can take, naming where: a NUL byte in the
+    path or query (PostgreSQL text cannot hold one: it would reach a query and answer 500)
+    and a query parameter given twice (every route would silently take the last)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            detail = _refused(scope)
+            if detail is not None:
+                body = {"type": "about:blank", "title": "Bad Request", "status": 400,
+                        "detail": detail, "instance": scope.get("path", "").replace("\x00", "")}  # fmt: skip
+                response = JSONResponse(
+                    body, status_code=400, media_type="application/problem+json"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _refused(scope: Scope) -> str | None:
+    path = scope.get("path", "")
+    if "\x00" in path or b"%00" in (scope.get("raw_path") or b""):
+        return "the path holds a NUL byte (%00), which no name may hold"
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    seen: dict[str, str] = {}
+    for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            return f"query parameter {name[:40].replace(chr(0), '')!r} holds a NUL byte (%00), which no value may hold"
+        if name in seen:
+            hint = ""
+            if path.endswith("/items"):
+                hint = f"; to match any of several values use filter={name} IN ('…', '…')"
+            return f"query parameter {name[:40]!r} is given more than once; give it once{hint}"
+        seen[name] = value
+    return None
