@@ -32,6 +32,16 @@ SUPPORTED_CRS = {
     # CGCS2000 Gauss-Krüger: EPSG gives northing first (surveyors' X is north).
     "http://www.opengis.net/def/crs/EPSG/0/4549": (4549, True),
 }
+# Short names clients and people use for the same CRSs (as /locate's crs= takes them).
+_CRS_NAMES = {
+    "CRS84": CRS84, "OGC:CRS84": CRS84, "URN:OGC:DEF:CRS:OGC:1.3:CRS84": CRS84,
+    **{alias: f"http://www.opengis.net/def/crs/EPSG/0/{code}"
+       for code in (4326, 4490, 3857, 4549)
+       for alias in (str(code), f"EPSG:{code}", f"URN:OGC:DEF:CRS:EPSG::{code}",
+                     f"HTTP://WWW.OPENGIS.NET/DEF/CRS/EPSG/0/{code}")},
+    CRS84.upper(): CRS84,
+}  # fmt: skip
+MAX_OFFSET = 2**63 - 1  # PostgreSQL's OFFSET is a bigint
 _TYPES = {
     "text": "string", "int4": "integer", "int8": "integer", "float8": "number",
     "bool": "boolean", "jsonb": "object", "timestamptz": "string",
@@ -75,6 +85,8 @@ def list_collections(conn: psycopg.Connection) -> list[Collection]:
 
 def get_collection(conn: psycopg.Connection, name: str) -> Collection:
     """The collection called ``name``; NotFound otherwise."""
+    if "\x00" in name:  # PostgreSQL text cannot hold it: no layer is called that
+        raise NotFound(f"no collection {name.replace(chr(0), '')[:63]!r}")
     layer = catalogue.get_layer(conn, name)
     if layer["kind"] == "terrain":
         raise NotFound(f"{name!r} is a raster, not a feature collection")
@@ -123,13 +135,24 @@ class ItemsQuery:
     datetime_range: tuple[datetime | None, datetime | None] | None = None
     filter: str | None = None
     filter_lang: str = "cql2-text"
+    after: str | None = None  # keyset cursor: the last id of the page before
+
+
+def crs_uri(text: str, name: str = "crs") -> str:
+    """The URI of a supported CRS given by URI, URN or short name (CRS84, EPSG:4490, 4549);
+    InvalidInput naming the supported ones."""
+    uri = _CRS_NAMES.get(text.strip().upper())
+    if uri is None:
+        raise InvalidInput(
+            f"{name} {text[:80]!r} is not supported; use one of CRS84, EPSG:4326, EPSG:4490,"
+            f" EPSG:3857, EPSG:4549 (or their URIs, {CRS84} …)"
+        )
+    return uri
 
 
 def check_crs(uri: str) -> tuple[int, bool]:
-    """SRID and axis order of a supported CRS URI; InvalidInput naming the supported ones."""
-    if uri not in SUPPORTED_CRS:
-        raise InvalidInput(f"crs {uri!r} is not supported; use one of {', '.join(SUPPORTED_CRS)}")
-    return SUPPORTED_CRS[uri]
+    """SRID and axis order of a supported CRS (URI or short name)."""
+    return SUPPORTED_CRS[crs_uri(uri)]
 
 
 def items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dict[str, Any]:
@@ -143,19 +166,30 @@ def items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dict
 def _items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dict[str, Any]:
     if not 1 <= query.limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}")
-    if query.offset < 0:
-        raise InvalidInput("offset cannot be negative")
+    if not 0 <= query.offset <= MAX_OFFSET:
+        raise InvalidInput(f"offset must be from 0 to {MAX_OFFSET}")
     where = _where(coll, query)
     order = _order(coll, query.sortby)
     srid, lat_first = check_crs(query.crs)
     select = _select(coll, query.properties, srid, lat_first)
     table = sql.Identifier(coll.table)
+    page = where
+    offset = query.offset
+    if query.after is not None:
+        # Keyset paging: the next page starts after the last id seen, through the primary
+        # key's index, however deep; OFFSET would read and drop every row before it.
+        if query.sortby:
+            raise InvalidInput("after: a page cursor cannot be combined with sortby; use offset")
+        page = sql.SQL("{} AND f.{} > {}").format(
+            where, sql.Identifier(coll.id_column), sql.Literal(_key(coll, query.after, "after"))
+        )
+        offset = 0
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             # Values are literals composed by psycopg, so no placeholders: a '%' inside a
             # LIKE pattern must not be read as one.
             sql.SQL("SELECT {} FROM {} AS f WHERE {} ORDER BY {} LIMIT {} OFFSET {}").format(
-                select, table, where, order, sql.Literal(query.limit), sql.Literal(query.offset)
+                select, table, page, order, sql.Literal(query.limit), sql.Literal(offset)
             )
         ).fetchall()
         matched = cur.execute(
@@ -174,11 +208,10 @@ def item(
 ) -> dict[str, Any]:
     """One feature by its id; NotFound when there is none."""
     srid, lat_first = check_crs(crs)
-    key: Any = feature_id
-    if coll.id_column == "id":
-        if not feature_id.isdigit() or len(feature_id) > 18:
-            raise NotFound(f"no feature {feature_id!r} in {coll.name}")
-        key = int(feature_id)
+    try:
+        key = _key(coll, feature_id, "id")
+    except InvalidInput:
+        raise NotFound(f"no feature {feature_id[:40]!r} in {coll.name}") from None
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             sql.SQL("SELECT {} FROM {} AS f WHERE {} = {}").format(
@@ -191,6 +224,15 @@ def item(
     if row is None:
         raise NotFound(f"no feature {feature_id!r} in {coll.name}")
     return _feature(row)
+
+
+def _key(coll: Collection, text: str, name: str) -> Any:
+    """A feature id as its column's type; InvalidInput when it cannot be one."""
+    if coll.id_column != "id":
+        return text
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidInput(f"{name}: {text[:40]!r} is not a feature id of {coll.name}")
+    return int(text)
 
 
 def _select(
@@ -327,6 +369,8 @@ def _typed(name: str, value: str, coll: Collection) -> Any:
 
 
 def _bbox_clause(bbox: tuple[float, float, float, float], bbox_crs: str) -> sql.Composable:
+    """Features whose geometry intersects the box (OGC API Features), not merely its
+    bounding box: the index finds candidates (&&), ST_Intersects decides."""
     srid, lat_first = check_crs(bbox_crs)
     x1, y1, x2, y2 = bbox
     if lat_first:
@@ -339,17 +383,30 @@ def _bbox_clause(bbox: tuple[float, float, float, float], bbox_crs: str) -> sql.
         if y1 > y2:
             raise InvalidInput("bbox: the southern edge is north of the northern edge")
         if x1 > x2:  # crosses the antimeridian: two boxes
-            return sql.SQL("(f.geom && ST_MakeEnvelope({}, {}, 180, {}, 4326) OR f.geom && ST_MakeEnvelope(-180, {}, {}, {}, 4326))").format(
-                sql.Literal(x1), sql.Literal(y1), sql.Literal(y2), sql.Literal(y1), sql.Literal(x2), sql.Literal(y2)
-            )  # fmt: skip
-    elif x1 > x2 or y1 > y2:
+            return sql.SQL("({} OR {})").format(
+                _intersects_box(x1, y1, 180, y2, srid), _intersects_box(-180, y1, x2, y2, srid)
+            )
+        return _intersects_box(x1, y1, x2, y2, srid)
+    if x1 > x2 or y1 > y2:
         raise InvalidInput("bbox: minimum above maximum")
-    elif max(abs(x1), abs(y1), abs(x2), abs(y2)) > 1e8:
+    if max(abs(x1), abs(y1), abs(x2), abs(y2)) > 1e8:
         raise InvalidInput("bbox: coordinates beyond the CRS's range")
-    return sql.SQL("f.geom && ST_Transform(ST_MakeEnvelope({}, {}, {}, {}, {}), {})").format(
+    # A projected box's edges are curves in lon/lat: segmentize before transforming.
+    box = sql.SQL(
+        "ST_Transform(ST_Segmentize(ST_MakeEnvelope({}, {}, {}, {}, {}), {}), {})"
+    ).format(
+        sql.Literal(x1), sql.Literal(y1), sql.Literal(x2), sql.Literal(y2), sql.Literal(srid),
+        sql.Literal(max(x2 - x1, y2 - y1, 1e-9) / 32), sql.Literal(SRID),
+    )  # fmt: skip
+    return sql.SQL("(f.geom && {0} AND ST_Intersects(f.geom, {0}))").format(box)
+
+
+def _intersects_box(x1: float, y1: float, x2: float, y2: float, srid: int) -> sql.Composable:
+    box = sql.SQL("ST_Transform(ST_MakeEnvelope({}, {}, {}, {}, {}), {})").format(
         sql.Literal(x1), sql.Literal(y1), sql.Literal(x2), sql.Literal(y2), sql.Literal(srid),
         sql.Literal(SRID),
     )  # fmt: skip
+    return sql.SQL("(f.geom && {0} AND ST_Intersects(f.geom, {0}))").format(box)
 
 
 def _order(coll: Collection, sortby: list[str]) -> sql.Composable:
@@ -358,6 +415,10 @@ def _order(coll: Collection, sortby: list[str]) -> sql.Composable:
     for item_ in sortby:
         descending = item_.startswith("-")
         name = item_.lstrip("+-")
+        if name in ("geometry", "geom") or coll.queryables.get(name) == "object":
+            raise InvalidInput(
+                f"sortby: {name} cannot be sorted on; sort on a property that holds one value"
+            )
         parts.append(
             sql.SQL("{} {}").format(column(name), sql.SQL("DESC" if descending else "ASC"))
         )

@@ -9,18 +9,21 @@ import html
 import math
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query, Request
+import psycopg
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from api.access import Public
-from api.deps import Connection
+from api.deps import Connection, with_connection
 from twin import features
 from twin.errors import InvalidInput
 
 router = APIRouter(tags=["OGC API Features"])
 CollectionId = Annotated[str, Path(max_length=63)]
 GEOJSON = "application/geo+json"
+EPSG4326 = "http://www.opengis.net/def/crs/EPSG/0/4326"
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
@@ -38,7 +41,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
     "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
 ]
-RESERVED = {"f", "limit", "offset", "bbox", "bbox-crs", "crs", "properties", "sortby",
+RESERVED = {"f", "limit", "offset", "after", "bbox", "bbox-crs", "crs", "properties", "sortby",
             "datetime", "filter", "filter-lang", "filter-crs"}  # fmt: skip
 
 
@@ -48,8 +51,8 @@ def _base(request: Request) -> str:
 
 def _wants_html(request: Request, f: str | None) -> bool:
     if f is not None:
-        if f not in ("json", "html"):
-            raise InvalidInput("f must be json or html")
+        if f not in ("json", "geojson", "html"):
+            raise InvalidInput(f"f {f[:20]!r}: use json (or geojson) or html")
         return f == "html"
     accept = request.headers.get("accept", "")
     return "text/html" in accept and "json" not in accept
@@ -200,13 +203,8 @@ def _datetime(text: str) -> tuple[datetime | None, datetime | None]:
     return moment, moment
 
 
-@router.get(
-    "/collections/{collection_id}/items", dependencies=[Public], summary="Features (public)"
-)
-def collection_items(
+def items_query(
     request: Request,
-    conn: Connection,
-    collection_id: CollectionId,
     # Integers in the API description, with a maximum: clients such as GDAL size their
     # pages from it. Above the maximum the limit is clamped, as OGC API Features allows.
     limit: Annotated[
@@ -217,56 +215,148 @@ def collection_items(
             json_schema_extra={"maximum": features.MAX_LIMIT},
         ),
     ] = features.DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=features.MAX_OFFSET)] = 0,
+    after: Annotated[
+        str | None,
+        Query(max_length=100, description="page cursor: the last id of the previous page"),
+    ] = None,
     bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy (in bbox-crs)")] = None,
     bbox_crs: Annotated[str, Query(alias="bbox-crs")] = features.CRS84,
-    crs: Annotated[str, Query()] = features.CRS84,
+    crs: Annotated[str, Query(description="CRS84, EPSG:4326, 4490, 3857, 4549 or URI")] = (
+        features.CRS84
+    ),
     properties: Annotated[str | None, Query(description="comma-separated property names")] = None,
     sortby: Annotated[str | None, Query(description="e.g. -height_m,name")] = None,
     datetime_: Annotated[str | None, Query(alias="datetime")] = None,
     filter_: Annotated[str | None, Query(alias="filter", max_length=20_000)] = None,
     filter_lang: Annotated[str, Query(alias="filter-lang")] = "cql2-text",
     filter_crs: Annotated[str, Query(alias="filter-crs")] = features.CRS84,
-    f: str | None = None,
-) -> Any:
-    """A page of features; other query parameters filter by property equality."""
-    coll = features.get_collection(conn, collection_id)
-    if filter_crs not in (features.CRS84, "http://www.opengis.net/def/crs/EPSG/0/4326"):
-        raise InvalidInput("filter-crs: filters are read in CRS84")
-    query = features.ItemsQuery(
+) -> features.ItemsQuery:
+    """The items query parameters, parsed and checked (a dependency of GET and POST)."""
+    if features.crs_uri(filter_crs, "filter-crs") not in (features.CRS84, EPSG4326):
+        raise InvalidInput("filter-crs: filters are read in CRS84 (or EPSG:4326)")
+    return features.ItemsQuery(
         limit=min(limit, features.MAX_LIMIT),
         offset=offset,
         bbox=_bbox(bbox) if bbox else None,
-        bbox_crs=bbox_crs,
-        crs=crs,
+        bbox_crs=features.crs_uri(bbox_crs, "bbox-crs"),
+        crs=features.crs_uri(crs),
         properties=[p.strip() for p in properties.split(",") if p.strip()] if properties else None,
         sortby=[s.strip() for s in sortby.split(",") if s.strip()] if sortby else [],
         equals={k: v for k, v in request.query_params.items() if k not in RESERVED},
         datetime_range=_datetime(datetime_) if datetime_ else None,
         filter=filter_,
         filter_lang=filter_lang,
+        after=after,
     )
+
+
+ItemsParams = Annotated[features.ItemsQuery, Depends(items_query)]
+
+
+@router.get(
+    "/collections/{collection_id}/items", dependencies=[Public], summary="Features (public)"
+)
+def collection_items(
+    request: Request,
+    conn: Connection,
+    collection_id: CollectionId,
+    query: ItemsParams,
+    f: str | None = None,
+) -> Any:
+    """A page of features; other query parameters filter by property equality."""
+    return _items_answer(conn, request, collection_id, query, f)
+
+
+MAX_FILTER_BODY = 1_000_000
+
+
+@router.post(
+    "/collections/{collection_id}/items",
+    dependencies=[Public],
+    summary="Features selected by a CQL2-JSON filter in the body (public)",
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/query-cql-json": {"schema": {"type": "object"}},
+                        "application/json": {"schema": {"type": "object"}}},
+            "description": "a CQL2-JSON filter (as OWSLib's collection_items(cql=...) sends)",
+        }
+    },
+)  # fmt: skip
+async def search_items(
+    request: Request,
+    collection_id: CollectionId,
+    query: ItemsParams,
+    f: str | None = None,
+) -> Any:
+    """The same page as GET, for a CQL2-JSON filter sent as the body; the other
+    parameters stay in the query."""
+    body = await request.body()
+    if len(body) > MAX_FILTER_BODY:
+        raise InvalidInput(f"the filter body is over {MAX_FILTER_BODY:,} bytes; simplify it")
+    if query.filter is not None:
+        raise InvalidInput("give the filter either as filter= or as the body, not both")
+    if body.strip():
+        try:
+            query.filter = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("the filter body is not UTF-8 text") from None
+        query.filter_lang = "cql2-json"
+    return await with_connection(request, _items_answer, request, collection_id, query, f)
+
+
+def _items_answer(
+    conn: psycopg.Connection,
+    request: Request,
+    collection_id: str,
+    query: features.ItemsQuery,
+    f: str | None,
+) -> Any:
+    coll = features.get_collection(conn, collection_id)
     page = features.items(conn, coll, query)
-    page["links"] = _page_links(request, query, page["numberMatched"])
+    html_wanted = _wants_html(request, f)
+    page["links"] = _page_links(request, query, page)
     page["timeStamp"] = datetime.now().astimezone().isoformat(timespec="seconds")
-    headers = {"Content-Crs": f"<{crs}>"}
-    if _wants_html(request, f):
+    # The links in the Link header too (RFC 8288): clients that read headers find them.
+    headers = {"Content-Crs": f"<{query.crs}>", "Link": _link_header(page["links"])}
+    if html_wanted:
         return HTMLResponse(_items_html(coll.title, page), headers=headers)
     return JSONResponse(page, media_type=GEOJSON, headers=headers)
 
 
-def _page_links(request: Request, query: features.ItemsQuery, matched: int) -> list[dict[str, str]]:
-    def at(offset: int) -> str:
-        return str(request.url.include_query_params(offset=offset, limit=query.limit))
+def _page_links(
+    request: Request, query: features.ItemsQuery, page: dict[str, Any]
+) -> list[dict[str, str]]:
+    def at(**params: Any) -> str:
+        url = request.url.remove_query_params(["offset", "after", "limit"])
+        return str(url.include_query_params(**params, limit=query.limit))
 
-    links = [{"rel": "self", "href": str(request.url), "type": GEOJSON}]
-    if query.offset + query.limit < matched:
-        links.append({"rel": "next", "href": at(query.offset + query.limit), "type": GEOJSON})
+    links = [
+        {"rel": "self", "href": str(request.url), "type": GEOJSON},
+        {"rel": "alternate", "href": str(request.url.include_query_params(f="html")),
+         "type": "text/html"},
+    ]  # fmt: skip
+    returned = page["features"]
+    if query.offset + len(returned) < page["numberMatched"] and returned:
+        next_offset = query.offset + query.limit
+        if query.sortby:
+            links.append({"rel": "next", "href": at(offset=next_offset), "type": GEOJSON})
+        else:  # keyset: as fast on the last page as on the first
+            after = returned[-1]["id"]
+            links.append(
+                {"rel": "next", "href": at(offset=next_offset, after=after), "type": GEOJSON}
+            )
     if query.offset > 0:
         links.append(
-            {"rel": "prev", "href": at(max(query.offset - query.limit, 0)), "type": GEOJSON}
+            {"rel": "prev", "href": at(offset=max(query.offset - query.limit, 0)), "type": GEOJSON}
         )
     return links
+
+
+def _link_header(links: list[dict[str, str]]) -> str:
+    return ", ".join(
+        f'<{link["href"]}>; rel="{link["rel"]}"; type="{link["type"]}"' for link in links
+    )
 
 
 @router.get(
@@ -284,25 +374,22 @@ def collection_item(
 ) -> Any:
     """One feature by id."""
     coll = features.get_collection(conn, collection_id)
+    crs = features.crs_uri(crs)
     feature = features.item(conn, coll, feature_id, crs)
     base = _base(request)
+    self_href = f"{base}/collections/{coll.name}/items/{quote(feature_id, safe='')}"
     feature["links"] = [
-        {
-            "rel": "self",
-            "href": f"{base}/collections/{coll.name}/items/{feature_id}",
-            "type": GEOJSON,
-        },
-        {
-            "rel": "collection",
-            "href": f"{base}/collections/{coll.name}",
-            "type": "application/json",
-        },
-    ]
+        {"rel": "self", "href": self_href, "type": GEOJSON},
+        {"rel": "alternate", "href": f"{self_href}?f=html", "type": "text/html"},
+        {"rel": "collection", "href": f"{base}/collections/{coll.name}", "type": "application/json"},
+    ]  # fmt: skip
+    headers = {"Content-Crs": f"<{crs}>", "Link": _link_header(feature["links"])}
     if _wants_html(request, f):
         return HTMLResponse(
-            _items_html(coll.title, {"features": [feature], "numberMatched": 1, "links": []})
+            _items_html(coll.title, {"features": [feature], "numberMatched": 1, "links": []}),
+            headers=headers,
         )
-    return JSONResponse(feature, media_type=GEOJSON, headers={"Content-Crs": f"<{crs}>"})
+    return JSONResponse(feature, media_type=GEOJSON, headers=headers)
 
 
 def _page(title: str, body: str) -> str:
