@@ -79,13 +79,17 @@ def test_nearest_is_ordered_in_metres_and_respects_max_distance(client: TestClie
 
 def test_within_a_radius_and_a_polygon_counts_by_layer(client: TestClient, conn):
     _, lon, lat = a_building(conn)
-    circle = client.get(f"/within?lon={lon}&lat={lat}&radius=300&layers=buildings,sensors").json()
-    expected = conn.execute(
-        "SELECT count(*) FROM buildings WHERE ST_DWithin(geom::geography, ST_SetSRID(ST_MakePoint(%s, %s), 4326)::geography, 300)",
-        (lon, lat),
-    ).fetchone()[0]
-    assert abs(circle["counts"]["buildings"] - expected) <= max(2, expected * 0.02)
-    assert circle["area_m2"] == pytest.approx(np.pi * 300**2, rel=0.01)
+    circle = client.get(
+        f"/within?lon={lon}&lat={lat}&radius=300&layers=buildings,sensors&limit=5000"
+    ).json()
+    for layer in ("buildings", "sensors"):
+        # Exactly the features within 300 m by geodesic distance: none missed at the rim.
+        expected = {str(r[0]) for r in conn.execute(
+            f"SELECT id FROM {layer} WHERE ST_DWithin(geom::geography,"
+            " ST_SetSRID(ST_MakePoint(%s, %s), 4326)::geography, 300)", (lon, lat))}  # fmt: skip
+        assert {f["id"] for f in circle["features"][layer]} == expected
+        assert circle["counts"][layer] == len(expected) > 0
+    assert circle["area_m2"] == round(np.pi * 300**2, 1)
     d = 0.002
     square = {"type": "Polygon", "coordinates": [[[lon - d, lat - d], [lon + d, lat - d],
               [lon + d, lat + d], [lon - d, lat + d], [lon - d, lat - d]]]}  # fmt: skip
@@ -104,6 +108,24 @@ def test_within_a_radius_and_a_polygon_counts_by_layer(client: TestClient, conn)
         },
     )
     assert by_wkt.json()["counts"]["buildings"] == body["counts"]["buildings"]
+
+
+def test_a_radius_finds_features_at_its_rim(client: TestClient, conn):
+    # Buildings 297-300 m away: a polygon approximating the circle cuts some of them off.
+    _, lon, lat = a_building(conn)
+    rim = {str(r[0]) for r in conn.execute(
+        "SELECT id FROM buildings, (SELECT ST_SetSRID(ST_MakePoint(%s, %s), 4326)::geography) x(p)"
+        " WHERE ST_DWithin(geom::geography, p, 300) AND NOT ST_DWithin(geom::geography, p, 297)",
+        (lon, lat))}  # fmt: skip
+    assert rim
+    answer = client.get(f"/within?lon={lon}&lat={lat}&radius=300&layers=buildings&limit=5000")
+    assert rim <= {f["id"] for f in answer.json()["features"]["buildings"]}
+
+
+def test_near_the_antimeridian_a_radius_is_answered(client: TestClient):
+    answer = client.get("/within?lon=179.999&lat=31.24&radius=300&layers=buildings")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["counts"]["buildings"] == 0
 
 
 def test_below_a_building_lists_pipes_shallowest_first(client: TestClient, conn):

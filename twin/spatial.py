@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Any
 
 import psycopg
@@ -33,6 +34,8 @@ MAX_DISTANCE_M = 20_000.0
 MAX_AREA_M2 = 50_000_000.0  # 50 km²: a district, not a province
 MAX_WITHIN_FEATURES = 5_000
 MAX_AREA_VERTICES = 20_000
+MAX_RADIUS_M = 5_000.0
+_LAYER_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")  # what a layer may be called, before asking
 
 
 def check_point(lon: float, lat: float) -> None:
@@ -54,6 +57,9 @@ def check_layers(conn: psycopg.Connection, layers: list[str]) -> dict[str, str]:
     for layer in layers:
         if layer in SUMMARY_COLUMNS:
             tables[layer] = layer
+            continue
+        if not _LAYER_NAME.fullmatch(layer):
+            unknown.append(repr(layer[:40]))
             continue
         try:
             tables[layer] = catalogue.scene_table(conn, layer)
@@ -200,29 +206,63 @@ def _nearest_query(layer: str, table: str, within_max_distance: bool) -> str:
     return query.as_string()
 
 
-def area_from_circle(lon: float, lat: float, radius_m: float) -> Any:
-    """The circle of ``radius_m`` metres around a point, as a lon/lat polygon."""
-    check_point(lon, lat)
-    if not 0 < radius_m <= 5_000:
-        raise InvalidInput("radius must be more than 0 and at most 5000 m")
-    # 64 segments on a local equirectangular scale: within centimetres of true at 5 km.
-    metres_per_degree = 111_320.0
-    unit_circle = shapely.Point(0, 0).buffer(1.0, quad_segs=16).exterior.coords
-    return shapely.Polygon(
-        [(lon + dx * radius_m / (metres_per_degree * math.cos(math.radians(lat))),
-          lat + dy * radius_m / metres_per_degree) for dx, dy in unit_circle]
-    )  # fmt: skip
+def check_radius(radius_m: float) -> None:
+    """A usable search radius in metres, or InvalidInput saying what is wrong."""
+    if not math.isfinite(radius_m):
+        raise InvalidInput("radius must be a finite number of metres")
+    if not 0 < radius_m <= MAX_RADIUS_M:
+        raise InvalidInput(f"radius must be more than 0 and at most {MAX_RADIUS_M:g} m")
+
+
+def _near_point(lon: float, lat: float, metres: float) -> sql.Composable:
+    """Features within ``metres`` of the point by geodesic distance on the spheroid. The
+    index finds candidates in a lon/lat box around the circle (two boxes where it crosses
+    the antimeridian); ST_DWithin on geography decides exactly."""
+    dlat = metres / 110_574.0 * 1.01 + 1e-9
+    dlon = min(
+        metres / (111_320.0 * max(math.cos(math.radians(min(abs(lat) + dlat, 90))), 1e-6)) * 1.01,
+        180,
+    )
+    point = sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(
+        sql.Literal(lon), sql.Literal(lat)
+    )
+    boxes = [(lon - dlon, lon + dlon)]
+    if lon - dlon < -180:
+        boxes = [(-180, lon + dlon), (lon - dlon + 360, 180)]
+    elif lon + dlon > 180:
+        boxes = [(lon - dlon, 180), (-180, lon + dlon - 360)]
+    candidates = sql.SQL(" OR ").join(
+        sql.SQL("f.geom && ST_MakeEnvelope({}, {}, {}, {}, 4326)").format(
+            sql.Literal(west),
+            sql.Literal(max(lat - dlat, -90)),
+            sql.Literal(east),
+            sql.Literal(min(lat + dlat, 90)),
+        )
+        for west, east in boxes
+    )
+    return sql.SQL("({}) AND ST_DWithin(f.geom::geography, {}::geography, {})").format(
+        candidates, point, sql.Literal(metres)
+    )
 
 
 def check_area(conn: psycopg.Connection, area: Any) -> float:
     """The area in m²; InvalidInput when it is not a usable polygon or too large."""
     if area is None or area.is_empty or area.geom_type not in ("Polygon", "MultiPolygon"):
         raise InvalidInput("the area must be a Polygon or MultiPolygon")
+    coordinates = shapely.get_coordinates(area)
+    for n, (x, y) in enumerate(coordinates):
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise InvalidInput(
+                f"the area's coordinate {n + 1} ({x}, {y}) is not a pair of finite numbers"
+            )
+        if not (-180 <= x <= 180 and -90 <= y <= 90):
+            which = "latitude beyond ±90" if not -90 <= y <= 90 else "longitude beyond ±180"
+            raise InvalidInput(
+                f"the area's coordinate {n + 1} ({x:g}, {y:g}) is not longitude/latitude ({which})"
+            )
     if not area.is_valid:
         raise InvalidInput(f"the area is not a valid polygon: {shapely.is_valid_reason(area)}")
-    west, south, east, north = area.bounds
-    if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
-        raise InvalidInput("the area's coordinates are not longitude/latitude")
+    west, _, east, _ = area.bounds
     if east - west > 180:
         # Longitudes spanning more than half the world are read the short way round by
         # geography but the long way by the index: refuse rather than answer both ways.
@@ -246,16 +286,14 @@ def check_area(conn: psycopg.Connection, area: Any) -> float:
 def _intersecting(
     conn: psycopg.Connection,
     layer: str,
-    area: Any,
+    match: sql.Composable,
     *,
     limit: int,
     order: sql.Composable,
     table_name: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Up to ``limit`` features of ``layer`` intersecting the area, and how many there are."""
+    """Up to ``limit`` features of ``layer`` that ``match`` (SQL on ``f``), and how many."""
     key = "code" if layer in ("units", "jurisdictions") else "id"
-    shape = sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(area.wkt))
-    match = sql.SQL("f.geom && {0} AND ST_Intersects(f.geom, {0})").format(shape)
     table = sql.Identifier(table_name or layer)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
@@ -278,24 +316,62 @@ def _intersecting(
     return rows, int(count)
 
 
+def _in_area(area: Any) -> sql.Composable:
+    shape = sql.SQL("ST_GeomFromText({}, 4326)").format(sql.Literal(area.wkt))
+    return sql.SQL("f.geom && {0} AND ST_Intersects(f.geom, {0})").format(shape)
+
+
 def within(
     conn: psycopg.Connection, area: Any, *, layers: list[str], limit: int = 1000
 ) -> dict[str, Any]:
     """Features of the chosen layers that intersect the area, with counts by layer."""
     tables = check_layers(conn, layers)
+    _check_limit(limit)
+    square_metres = check_area(conn, area)
+    return _within_answer(conn, _in_area(area), square_metres, tables, limit)
+
+
+def within_radius(
+    conn: psycopg.Connection,
+    lon: float,
+    lat: float,
+    radius_m: float,
+    *,
+    layers: list[str],
+    limit: int = 1000,
+) -> dict[str, Any]:
+    """Features of the chosen layers within ``radius_m`` metres (geodesic) of the point,
+    with counts by layer; the area is the true circle's, πr²."""
+    check_point(lon, lat)
+    check_radius(radius_m)
+    tables = check_layers(conn, layers)
+    _check_limit(limit)
+    match = _near_point(lon, lat, radius_m)
+    return _within_answer(conn, match, math.pi * radius_m**2, tables, limit)
+
+
+def _check_limit(limit: int) -> None:
     if not 1 <= limit <= MAX_WITHIN_FEATURES:
         raise InvalidInput(f"limit must be from 1 to {MAX_WITHIN_FEATURES}")
-    square_metres = check_area(conn, area)
+
+
+def _within_answer(
+    conn: psycopg.Connection,
+    match: sql.Composable,
+    square_metres: float,
+    tables: dict[str, str],
+    limit: int,
+) -> dict[str, Any]:
     counts: dict[str, int] = {}
     found: dict[str, list[dict[str, Any]]] = {}
-    for layer in layers:
+    for layer, table in tables.items():
         found[layer], counts[layer] = _intersecting(
-            conn, layer, area, limit=limit, order=sql.SQL("1"), table_name=tables[layer]
+            conn, layer, match, limit=limit, order=sql.SQL("1"), table_name=table
         )
     return {
         "area_m2": round(square_metres, 1),
         "counts": counts,
-        "truncated": any(counts[layer] > len(found[layer]) for layer in layers),
+        "truncated": any(counts[layer] > len(found[layer]) for layer in tables),
         "features": found,
     }
 
@@ -306,9 +382,12 @@ def below(conn: psycopg.Connection, area: Any) -> dict[str, Any]:
     answer: dict[str, Any] = {"area_m2": round(square_metres, 1), "counts": {}}
     for layer in ("pipes", "pipe_nodes"):
         answer[layer], answer["counts"][layer] = _intersecting(
-            conn, layer, area, limit=MAX_WITHIN_FEATURES,
+            conn,
+            layer,
+            _in_area(area),
+            limit=MAX_WITHIN_FEATURES,
             order=sql.SQL("f.depth_m NULLS LAST, f.id"),
-        )  # fmt: skip
+        )
     answer["truncated"] = any(answer["counts"][t] > len(answer[t]) for t in ("pipes", "pipe_nodes"))
     # Every network under the area, not only those of the listed pipes: an excavation
     # must know about the gas main even when the list was cut.

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from api.access import Public
 from api.deps import Connection, FastJSON, with_connection
-from layers.crs import resolve_crs, to_storage
+from layers.crs import implausible, resolve_crs, to_storage
 from twin import spatial
 from twin.errors import InvalidInput
 
@@ -36,7 +36,16 @@ def _storage_point(lon: float, lat: float, crs: str) -> tuple[float, float]:
         return lon, lat
     if not (np.isfinite(lon) and np.isfinite(lat)):
         raise InvalidInput("lon and lat must be finite numbers")
-    point = to_storage(np.array([shapely.Point(lon, lat)], dtype=object), resolve_crs(crs))[0]
+    source = resolve_crs(crs)
+    given = np.array([shapely.Point(lon, lat)], dtype=object)
+    wrong = implausible(given, source)[0]
+    if wrong is not None:
+        # Degrees sent with a projected crs= land thousands of kilometres away: say so.
+        hint = (
+            " (are these degrees? then leave crs out)" if abs(lon) <= 180 and abs(lat) <= 90 else ""
+        )
+        raise InvalidInput(f"the point {lon:g}, {lat:g} cannot be in {source.name}: {wrong}{hint}")
+    point = to_storage(given, source)[0]
     return point.x, point.y
 
 
@@ -112,6 +121,8 @@ class Area(BaseModel):
 
 
 def _area(body: Area) -> Any:
+    if body.geometry is not None and body.wkt is not None:
+        raise InvalidInput("give the area as geometry (GeoJSON) or as wkt, not both")
     try:
         if body.geometry is not None:
             return shapely.geometry.shape(body.geometry)
@@ -140,9 +151,7 @@ def within_radius(
 ) -> dict[str, Any]:
     """Features of the chosen layers within ``radius`` metres of the point."""
     x, y = _storage_point(lon, lat, crs)
-    return spatial.within(
-        conn, spatial.area_from_circle(x, y, radius), layers=_layers(layers), limit=limit
-    )
+    return spatial.within_radius(conn, x, y, radius, layers=_layers(layers), limit=limit)
 
 
 @router.get("/below", dependencies=[Public], summary="Pipes and nodes under a building (public)")
