@@ -188,8 +188,20 @@ def _items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dic
         rows = cur.execute(
             # Values are literals composed by psycopg, so no placeholders: a '%' inside a
             # LIKE pattern must not be read as one.
-            sql.SQL("SELECT {} FROM {} AS f WHERE {} ORDER BY {} LIMIT {} OFFSET {}").format(
-                select, table, page, order, sql.Literal(query.limit), sql.Literal(offset)
+            # The page's keys are found first and only its rows are built: an OFFSET
+            # skips keys, not the JSON of every row before the page.
+            sql.SQL(
+                "SELECT {select} FROM {table} AS f WHERE f.{key} IN ("
+                " SELECT f.{key} FROM {table} AS f WHERE {page} ORDER BY {order}"
+                " LIMIT {limit} OFFSET {offset}) ORDER BY {order}"
+            ).format(
+                select=select,
+                table=table,
+                key=sql.Identifier(coll.id_column),
+                page=page,
+                order=order,
+                limit=sql.Literal(query.limit),
+                offset=sql.Literal(offset),
             )
         ).fetchall()
         matched = cur.execute(
