@@ -157,7 +157,7 @@ def test_one_feature_and_queryables(client: TestClient):
             200,
             "",
         ),
-        ("/collections/buildings/items?filter=name LIKE '%25'';--'", 400, "cql2-text"),
+        ("/collections/buildings/items?filter=name LIKE '%25'';--'", 200, ""),  # '' is a quote
         ("/collections/buildings/items?filter-lang=cql2-json&filter={bad", 400, "cql2-json"),
         ("/collections/buildings/items?datetime=yesterday", 400, "RFC 3339"),
         ("/collections/buildings/items?filter=height_m > 'abc'", 400, "height_m is a number"),
