@@ -133,6 +133,14 @@ def _validation_message(error: Any) -> str:
         return f"{place}: {str(value)[:40]!r} is not a finite number"
     if kind == "missing":
         return f"{place} is required"
+    ctx = error.get("ctx") or {}
+    bounds = {"string_too_long": f"is longer than {ctx.get('max_length')} characters",
+              "less_than_equal": f"{str(value)[:40]} is more than {ctx.get('le')}",
+              "greater_than_equal": f"{str(value)[:40]} is less than {ctx.get('ge')}",
+              "greater_than": f"{str(value)[:40]} is not more than {ctx.get('gt')}",
+              "less_than": f"{str(value)[:40]} is not less than {ctx.get('lt')}"}  # fmt: skip
+    if kind in bounds:
+        return f"{place}: {bounds[kind]}"
     message = str(error.get("msg", "is not valid"))
     if kind in ("int_parsing", "float_parsing", "bool_parsing") and isinstance(value, str):
         message = f"{value[:40]!r} is not {'an integer' if kind == 'int_parsing' else 'a number' if kind == 'float_parsing' else 'true or false'}"
