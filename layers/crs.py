@@ -249,3 +249,153 @@ def implausible(geoms: np.ndarray, source: SourceCRS) -> np.ndarray:
             found[outside] = f"outside the area where it is used ({area.name})"
     reasons[present] = found
     return reasons
+
+
+# -- one coordinate at a time: what is wrong with it, and where it is ----------------------
+
+
+def axes(source: SourceCRS | None) -> tuple[str, str]:
+    """What a person calls a CRS's two axes: longitude/latitude, or x/y."""
+    return ("longitude", "latitude") if source is None or source.is_geographic else ("x", "y")
+
+
+def number_text(value: float) -> str:
+    """A coordinate as a person reads it: NaN, inf, or a number without noise."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value.is_integer() and abs(value) < 1e15:  # metres, as written: 500000000000
+        return str(int(value))
+    return f"{value:.10g}"
+
+
+def position(geom: shapely.Geometry, k: int) -> str:
+    """Where the ``k``-th coordinate of ``geom`` (in shapely's order) is, in a person's
+    words: "the point", "coordinate 3", "coordinate 1 of ring 0 of part 2" …"""
+    where, _ = _position(geom, k)
+    return where or "the point"
+
+
+def _position(geom: shapely.Geometry, k: int) -> tuple[str | None, int]:
+    """(where, coordinates left) after looking for the ``k``-th coordinate in ``geom``."""
+    kind = geom.geom_type
+    if kind == "Point":
+        return (None, -1) if k == 0 else (None, k - (0 if geom.is_empty else 1))
+    if kind in ("LineString", "LinearRing"):
+        n = len(geom.coords)
+        return (f"coordinate {k}", -1) if k < n else (None, k - n)
+    if kind == "Polygon":
+        rings = [] if geom.is_empty else [geom.exterior, *geom.interiors]
+        for r, ring in enumerate(rings):
+            n = len(ring.coords)
+            if k < n:
+                hole = " (a hole)" if r else ""
+                return f"coordinate {k} of ring {r}{hole}", -1
+            k -= n
+        return None, k
+    word = "member" if kind == "GeometryCollection" else "part"
+    for p, part in enumerate(geom.geoms):
+        where, left = _position(part, k)
+        if left < 0:
+            inner = f"{where} of " if where else ""
+            return f"{inner}{word} {p}", -1
+        k = left
+    return None, k
+
+
+def first_bad_coordinate(
+    geom: shapely.Geometry,
+    names: tuple[str, str] = ("longitude", "latitude"),
+    *,
+    in_degrees: bool = True,
+) -> str | None:
+    """What is wrong with the first coordinate of ``geom`` that cannot be stored, and where
+    it is: "coordinate 1 of ring 0: longitude NaN is not a number". Not-a-number and
+    infinite values always; beyond ±180/±90 too when ``in_degrees`` (longitude/latitude).
+    ``names`` are the axes' names. None if every coordinate fits."""
+    coords = shapely.get_coordinates(geom)
+    if not len(coords):
+        return None
+    finite = np.isfinite(coords)
+    limits = np.array([180.0, 90.0])
+    fits = finite & (np.abs(coords) <= limits) if in_degrees else finite
+    bad = np.flatnonzero(~fits.all(axis=1))
+    if not len(bad):
+        return None
+    k = int(bad[0])
+    axis = int(np.flatnonzero(~fits[k])[0])
+    value = float(coords[k, axis])
+    if math.isnan(value):
+        problem = "is not a number"
+    elif math.isinf(value):
+        problem = "is not a finite number"
+    else:
+        problem = f"is beyond ±{limits[axis]:.0f}"
+    return f"{position(geom, k)}: {names[axis]} {number_text(value)} {problem}"
+
+
+def non_finite(geoms: np.ndarray, source: SourceCRS | None, valid: np.ndarray) -> np.ndarray:
+    """For each geometry, its first coordinate that is not a finite number (NaN, ±inf),
+    where it is, or None. GEOS finds geometries with such coordinates invalid, so only
+    those ``valid`` says are not are looked at one by one."""
+    geoms = np.asarray(geoms, dtype=object)
+    reasons = np.full(len(geoms), None, dtype=object)
+    names = axes(source)
+    for i in np.flatnonzero(~np.asarray(valid, dtype=bool)):
+        geom = geoms[i]
+        if geom is not None and not geom.is_empty:
+            # Only whether they are numbers here: ranges are the CRS's, checked after.
+            reasons[i] = first_bad_coordinate(geom, names, in_degrees=False)
+    return reasons
+
+
+def off_the_globe(stored: np.ndarray, source: SourceCRS, given: np.ndarray) -> np.ndarray:
+    """For each geometry converted to the storage CRS (longitude/latitude), why it cannot
+    be stored, naming its first coordinate that lands beyond ±180/±90 or on no number, or
+    that lies outside the area where a projected ``source`` is defined; None where all
+    fit. ``given`` are the geometries as the file had them (for the position's words)."""
+    stored = np.asarray(stored, dtype=object)
+    reasons = np.full(len(stored), None, dtype=object)
+    present = ~shapely.is_missing(stored) & ~shapely.is_empty(stored)
+    if not present.any():
+        return reasons
+    bounds = shapely.bounds(stored[present])
+    west, south, east, north = bounds.T
+    outside = ~np.isfinite(bounds).all(axis=1)
+    outside |= (west < -180) | (east > 180) | (south < -90) | (north > 90)
+    area = None if source.crs is None or source.is_geographic else source.crs.area_of_use
+    margin = 2.0  # degrees: data near a zone's edge is still plausible
+    if area is not None and area.west <= area.east:
+        outside |= (west < area.west - margin) | (east > area.east + margin)
+        outside |= (south < area.south - margin) | (north > area.north + margin)
+    found = np.full(present.sum(), None, dtype=object)
+    for j in np.flatnonzero(outside):
+        i = int(np.flatnonzero(present)[j])
+        found[j] = _off_the_globe(stored[i], given[i], source, area, margin)
+    reasons[present] = found
+    return reasons
+
+
+def _off_the_globe(
+    stored: shapely.Geometry,
+    given: shapely.Geometry,
+    source: SourceCRS,
+    area: pyproj.aoi.AreaOfUse | None,
+    margin: float,
+) -> str:
+    coords = shapely.get_coordinates(stored)
+    original = shapely.get_coordinates(given)
+    fits = np.isfinite(coords).all(axis=1) & (np.abs(coords) <= [180.0, 90.0]).all(axis=1)
+    if area is not None and area.west <= area.east:
+        lon, lat = coords[:, 0], coords[:, 1]
+        fits &= (lon >= area.west - margin) & (lon <= area.east + margin)
+        fits &= (lat >= area.south - margin) & (lat <= area.north + margin)
+    k = int(np.flatnonzero(~fits)[0]) if (~fits).any() else 0
+    x, y = (original[k] if k < len(original) else coords[k]).tolist()
+    names = axes(source)
+    where = position(given, k) if k < len(original) else position(stored, k)
+    said = f"{names[0]} {number_text(x)}, {names[1]} {number_text(y)}"
+    if area is not None and np.isfinite(coords[k]).all():
+        return f"{where}: {said} lies outside the area where {source.name} is used ({area.name})"
+    return f"{where}: {said} is not on the globe in {source.name}"

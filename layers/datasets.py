@@ -14,8 +14,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from layers.values import NUL
 from twin import catalogue, schema
-from twin.errors import Conflict, NotFound
+from twin.errors import Conflict, InvalidInput, NotFound
 
 
 def record_dataset(
@@ -116,17 +117,22 @@ def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
     that may lapse are cleared: a pipe node's building by the data base, a sensor's asset
     here (sensors name their asset by layer and id, which no foreign key can check).
     """
+    if NUL in dataset:  # the data base could not even look for it
+        raise InvalidInput(f"a dataset name holds no NUL character (\\0): {dataset!r}")
     table = catalogue.layer_table(conn, layer)
     try:
         with conn.transaction():
             deleted = _delete(conn, layer, table, dataset)
             if deleted == 0:
                 raise NotFound(_no_such_dataset(conn, layer, dataset))
-            conn.execute(
-                "DELETE FROM dataset_inventory WHERE layer = %s AND dataset = %s",
-                (layer, dataset),
-            )
+            with conn.cursor(row_factory=dict_row) as cur:
+                removed = cur.execute(
+                    "DELETE FROM dataset_inventory WHERE layer = %s AND dataset = %s RETURNING *",
+                    (layer, dataset),
+                ).fetchone()
             catalogue.refresh_layer_statistics(conn, layer)
+            if removed is not None:  # the layer's entry forgets the terms of what went
+                catalogue.forget_dataset_terms(conn, layer, removed)
     except psycopg.errors.ForeignKeyViolation as exc:
         referring = _referring_table(conn, exc.diag.constraint_name)
         raise Conflict(

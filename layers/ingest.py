@@ -29,7 +29,16 @@ import shapely
 from psycopg import sql
 
 from layers import coverage
-from layers.crs import SourceCRS, implausible, resolve_crs, to_storage
+from layers.crs import (
+    SourceCRS,
+    axes,
+    first_bad_coordinate,
+    implausible,
+    non_finite,
+    off_the_globe,
+    resolve_crs,
+    to_storage,
+)
 from layers.datasets import record_dataset
 from layers.kinds import (
     DEFAULT_STOREY_HEIGHT_M,
@@ -37,9 +46,16 @@ from layers.kinds import (
     STOREY_HEIGHT_M,
     LayerKind,
 )
-from layers.readers import Column, FeatureFrame, FeatureReader, open_features, read_features
+from layers.readers import (
+    Column,
+    FeatureFrame,
+    FeatureReader,
+    no_coordinates,
+    open_features,
+    read_features,
+)
 from layers.terrain import sample_elevations, terrain_loaded
-from layers.values import BLANK_WORDS, is_blank, parse_text
+from layers.values import BLANK_WORDS, NUL, is_blank, parse_text, refuse_nul
 from twin import catalogue
 from twin.bulk import CopyStream, arrow_offsets, copy_stream, ewkb
 from twin.errors import InvalidInput, NotFound
@@ -106,6 +122,16 @@ NO_SOURCE_ID = (
     "re-import of a reordered file updates the wrong features; give --map source_id=FIELD "
     "(mapping over HTTP)"
 )
+# The options a person gives, as the CLI names them (HTTP calls them by their own name).
+OPTION_FLAGS = {
+    "dataset": "--dataset (dataset over HTTP)", "crs": "--crs (crs over HTTP)",
+    "layer": "--layer (layer over HTTP)", "source": "the file's name",
+    "provider": "--provider (provider over HTTP)", "owner_unit": "--owner (owner_unit over HTTP)",
+    "licence": "--licence (licence over HTTP)",
+    "update_cadence": "--cadence (update_cadence over HTTP)",
+}  # fmt: skip
+MAX_VALUE_DEPTH = 32  # lists and objects in a value nested deeper than this are refused
+MAX_REFUSALS_NAMED = 5  # features a refused request body names in its message
 LAYER_WORDS = {
     "buildings": "a building footprint",
     "public_spaces": "a public space",
@@ -157,6 +183,8 @@ class ImportReport:
     estimated_heights: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # schema field -> values emptied because they were placeholders (无, N/A, -, null …)
+    emptied: dict[str, int] = field(default_factory=dict)
     coverage: dict[str, Any] | None = None
     related: list[ImportReport] = field(default_factory=list)  # e.g. the nodes of a network
 
@@ -206,8 +234,10 @@ def import_file(
 ) -> ImportReport:
     """Read ``path`` and import it into ``layer`` (a built-in kind or a scene)."""
     options = options or ImportOptions()
+    check_options(options)
     kind = layer_kind(conn, layer)
     dataset = options.dataset or default_dataset(Path(path).name, options.layer)
+    refuse_nul("the dataset (the file's name)", dataset)
     if Path(path).suffix.lower() == ".inp":
         from layers.epanet import import_epanet
 
@@ -231,10 +261,29 @@ def import_frame(
     *,
     dataset: str,
     progress: Progress | None = None,
+    all_or_nothing: bool = False,
 ) -> ImportReport:
-    """Import features already read; one transaction, so a failure changes nothing."""
+    """Import features already read; one transaction, so a failure changes nothing.
+
+    ``all_or_nothing`` (a request body from another system): a feature that cannot be
+    stored as sent (a coordinate that is no number or off the globe, a NUL character)
+    refuses the whole request with InvalidInput naming it, rather than being rejected
+    while the rest is stored."""
     reader = FeatureReader(frame.source, frame.crs, len(frame), iter([frame]))
-    return import_batches(conn, kind, reader, options, dataset=dataset, progress=progress)
+    return import_batches(
+        conn, kind, reader, options, dataset=dataset, progress=progress,
+        all_or_nothing=all_or_nothing,
+    )  # fmt: skip
+
+
+def check_options(options: ImportOptions) -> None:
+    """InvalidInput for an option the data base cannot store (a NUL character), naming it."""
+    for name, flag in OPTION_FLAGS.items():
+        refuse_nul(flag, getattr(options, name))
+    for name, flag in (("mapping", "--map"), ("values", "--set"), ("defaults", "--default")):
+        for target, value in getattr(options, name).items():
+            refuse_nul(f"{flag} ({name} over HTTP)", target)
+            refuse_nul(f"{flag} {target}= ({name} over HTTP)", value)
 
 
 def import_batches(
@@ -245,18 +294,24 @@ def import_batches(
     *,
     dataset: str,
     progress: Progress | None = None,
+    all_or_nothing: bool = False,
 ) -> ImportReport:
     """Import a file a batch at a time, all in one transaction: a failure changes nothing.
 
     Each batch is checked, mapped and sent down one COPY while the server stores the
-    one before; features are matched by source id across the whole file.
+    one before; features are matched by source id across the whole file. For
+    ``all_or_nothing`` see ``import_frame``.
     """
+    check_options(options)
+    refuse_nul("the dataset", dataset)
     report = ImportReport(layer=kind.name, dataset=dataset, source=reader.source)
     batches = (frame for frame in reader if len(frame))
     first = next(batches, None)
     if first is None:
         report.notes.append("the file holds no features")
         return report
+    if first.plain_table and not kind.geometry_optional:
+        raise InvalidInput(no_coordinates(first))
     source_crs = _source_crs(first, options)
     report.source_crs = source_crs.name if source_crs else None
     if options.crs and source_crs is not None:
@@ -270,8 +325,9 @@ def import_batches(
     step = f"import {kind.name}"
     with conn.transaction(), ThreadPoolExecutor(1, thread_name_prefix="validity") as checker:
         batch = _prepare_batch(
-            kind, first, source_crs, plan, seen, report, start=0, checker=checker
-        )
+            kind, first, source_crs, plan, seen, report, start=0, checker=checker,
+            all_or_nothing=all_or_nothing,
+        )  # fmt: skip
         _check_references(conn, kind, batch.columns, batch.reasons)  # one batch: see WHOLE_FILE
         bounds = np.array([np.inf, np.inf, -np.inf, -np.inf])  # of what was written
         with _LayerWriter(conn, kind, dataset, reader.count) as writer:
@@ -286,12 +342,14 @@ def import_batches(
                         progress("build the spatial index", 0, 1)  # the last, quiet step
                     break
                 batch = _prepare_batch(
-                    kind, frame, source_crs, plan, seen, report, start=report.read, checker=checker
-                )
+                    kind, frame, source_crs, plan, seen, report, start=report.read,
+                    checker=checker, all_or_nothing=all_or_nothing,
+                )  # fmt: skip
         if progress is not None and writer.rebuilds:
             progress("build the spatial index", 1, 1)
         report.inserted, report.updated = writer.inserted, writer.updated
         report.notes.extend(plan.notes())
+        report.emptied = dict(plan.emptied)
         if writer.written:  # a file that stored nothing leaves the inventory as it was
             _update_catalogue(conn, kind, options, report, bounds if writer.direct else None)
         if kind.name in ELEVATED and writer.written and terrain_loaded(conn):
@@ -341,17 +399,23 @@ def _prepare_batch(
     *,
     start: int,
     checker: ThreadPoolExecutor,
+    all_or_nothing: bool = False,
 ) -> _Batch:
     report.read += len(frame)
     # GEOS checks validity without holding the GIL: in a thread, while fields are mapped.
     validity = checker.submit(shapely.is_valid, frame.geoms)
+    unstorable = _unstorable_values(frame)
     field_reasons = np.full(len(frame), None, dtype=object)
     columns = plan.map(frame, field_reasons)
     reasons = np.full(len(frame), None, dtype=object)
     geoms, from_file, repaired = _prepare_geometries(
-        kind, frame, source_crs, reasons, validity.result()
+        kind, frame, source_crs, reasons, validity.result(), unstorable
     )
+    if all_or_nothing and not _is_none(unstorable).all():
+        _refuse_whole(frame, unstorable, start)
     unset = _is_none(reasons)  # a geometry's reason comes first: it is checked first
+    reasons[unset] = unstorable[unset]
+    unset = _is_none(reasons)
     reasons[unset] = field_reasons[unset]
     keys = _source_keys(kind, frame, columns, reasons, report.notes, seen, start)
     if "floors" in columns and "height_m" in columns:
@@ -360,6 +424,88 @@ def _prepare_batch(
         if reasons[i] is None:
             columns["properties"][i]["_geometry_repaired"] = why
     return _Batch(columns, geoms, from_file, reasons, keys, repaired)
+
+
+def _unstorable_values(frame: FeatureFrame) -> np.ndarray:
+    """For each feature, why one of its values can never be stored (None if all can): a
+    NUL character, which PostgreSQL's text and jsonb refuse, in a value, a field's name or
+    the feature's id; lists and objects nested deeper than MAX_VALUE_DEPTH."""
+    reasons = np.full(len(frame), None, dtype=object)
+    for name, column in frame.fields.items():
+        if NUL in name:
+            given = ~_is_none(np.asarray(_python_values(column), dtype=object))
+            why = f"field name {name!r} holds a NUL character (\\0), which cannot be stored"
+            _reject(reasons, given, why)
+            continue
+        for i, why in _unstorable_in(column):
+            _reject_one(reasons, i, f"{name}: {why}")
+    fids = frame.fids
+    if fids.dtype == object and NUL in "".join(f for f in fids if isinstance(f, str)):
+        for i, fid in enumerate(fids):
+            if isinstance(fid, str) and NUL in fid:
+                _reject_one(
+                    reasons, i, "its id holds a NUL character (\\0), which cannot be stored"
+                )
+    return reasons
+
+
+def _unstorable_in(column: Column) -> list[tuple[int, str]]:
+    """(feature, why) for each value of a column that cannot be stored."""
+    if isinstance(column, pa.Array):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            found = pc.fill_null(pc.match_substring(column, NUL), False)
+            at = np.flatnonzero(np.asarray(found, dtype=bool))
+            return [(int(i), _NUL_VALUE) for i in at]
+        if not (pa.types.is_nested(column.type) or pa.types.is_binary(column.type)):
+            return []  # numbers, booleans, dates: nothing to refuse
+        column = np.asarray(column.to_pylist(), dtype=object)
+    texts = [v for v in column if isinstance(v, str)]
+    nested = any(isinstance(v, dict | list | bytes) for v in column)
+    if not nested and NUL not in "".join(texts):  # the usual case, found in C
+        return []
+    found = []
+    for i, value in enumerate(column):
+        why = _unstorable(value, 0)
+        if why is not None:
+            found.append((i, why))
+    return found
+
+
+_NUL_VALUE = "its value holds a NUL character (\\0), which cannot be stored"
+
+
+def _unstorable(value: Any, depth: int) -> str | None:
+    if isinstance(value, str):
+        return _NUL_VALUE if NUL in value else None
+    if isinstance(value, bytes):
+        return _NUL_VALUE if b"\0" in value else None
+    if isinstance(value, dict | list):
+        if depth >= MAX_VALUE_DEPTH:
+            return f"its value nests lists or objects more than {MAX_VALUE_DEPTH} deep"
+        if isinstance(value, dict):
+            for key in value:
+                if NUL in str(key):
+                    return "a key in its value holds a NUL character (\\0), which cannot be stored"
+        for inner in value.values() if isinstance(value, dict) else value:
+            why = _unstorable(inner, depth + 1)
+            if why is not None:
+                return why
+    return None
+
+
+def _refuse_whole(frame: FeatureFrame, unstorable: np.ndarray, start: int) -> None:
+    """InvalidInput naming the features of a request body that cannot be stored."""
+    bad = np.flatnonzero(~_is_none(unstorable))
+    named = [
+        f"{frame.labels[i] if frame.labels else f'feature {start + i + 1} ({frame.fids[i]})'}: "
+        f"{unstorable[i]}"
+        for i in bad[:MAX_REFUSALS_NAMED]
+    ]
+    more = f"; and {len(bad) - MAX_REFUSALS_NAMED:,} more" if len(bad) > MAX_REFUSALS_NAMED else ""
+    raise InvalidInput(
+        f"{frame.source}: nothing was stored: {len(bad):,} of {len(frame):,} features cannot be"
+        f" stored as sent: {'; '.join(named)}{more}"
+    )
 
 
 def _widen(bounds: np.ndarray, geoms: np.ndarray) -> np.ndarray:
@@ -450,15 +596,33 @@ def _prepare_geometries(
     source: SourceCRS | None,
     reasons: np.ndarray,
     valid_as_read: np.ndarray | None = None,
+    unstorable: np.ndarray | None = None,
 ) -> tuple[np.ndarray, pa.Array | None, dict[int, str]]:
     """Geometries in the storage CRS and of the layer's type, EWKB straight from the
-    file where nothing needed changing, and what was repaired; rejections go to ``reasons``.
+    file where nothing needed changing, and what was repaired; rejections go to ``reasons``,
+    and those of coordinates the data base must never hold (no number, off the globe)
+    to ``unstorable`` as well, when given: a request body is refused for them.
     """
     geoms = np.asarray(frame.geoms, dtype=object)
+    if unstorable is None:
+        unstorable = np.full(len(geoms), None, dtype=object)
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    if frame.geometry_reasons is not None:  # coordinates the reader could not take
+        unread = ~_is_none(frame.geometry_reasons)
+        for i in np.flatnonzero(unread):
+            _reject_one(unstorable, i, frame.geometry_reasons[i])
+            _reject_one(reasons, i, frame.geometry_reasons[i])
     if not kind.geometry_optional:
         _reject(reasons, missing, "no geometry (empty, missing or unreadable)")
     present = ~missing
+    if present.any():
+        # NaN or infinite coordinates: GEOS finds them invalid, so only those are looked at.
+        valid = valid_as_read if valid_as_read is not None else shapely.is_valid(geoms)
+        bad_numbers = non_finite(geoms, source, ~present | valid)
+        for i in np.flatnonzero(~_is_none(bad_numbers)):
+            _reject_one(unstorable, i, bad_numbers[i])
+            _reject_one(reasons, i, bad_numbers[i])
+        present &= _is_none(bad_numbers)
     if source is not None and present.any():
         wrong = implausible(geoms, source)
         bad = ~_is_none(wrong) & present
@@ -480,8 +644,18 @@ def _prepare_geometries(
                 f"coordinates of {frame.source} cannot be in {source.name}: "
                 f"e.g. ({_xy(x, y)}): {wrong[i]}{hint}"
             )
+        names = axes(source)
         for i in np.flatnonzero(bad):
-            _reject_one(reasons, i, f"coordinates cannot be in {source.name}: {wrong[i]}")
+            if source.is_geographic:
+                where = first_bad_coordinate(geoms[i], names)
+            else:  # the first vertex outside the CRS's area, once in longitude/latitude
+                one = geoms[i : i + 1]
+                where = off_the_globe(to_storage(shapely.force_2d(one), source, SRID), source, one)[
+                    0
+                ]
+            why = f"coordinates cannot be in {source.name}: {where or wrong[i]}"
+            _reject_one(unstorable, i, why)
+            _reject_one(reasons, i, why)
         present &= ~bad
     out = np.full(len(geoms), None, dtype=object)
     unchanged = source is None or source.is_storage(SRID)
@@ -491,6 +665,16 @@ def _prepare_geometries(
             flat = shapely.force_2d(flat)
             unchanged = False
         out[present] = to_storage(flat, source, SRID) if source is not None else flat
+    if source is not None and not unchanged and present.any():
+        # Every vertex, once in longitude/latitude: on the globe, and (for a projected
+        # CRS) within the area it is defined for.
+        lost = off_the_globe(out[present], source, geoms[present])
+        at = np.flatnonzero(present)[~_is_none(lost)]
+        for i, why in zip(at, lost[~_is_none(lost)], strict=True):
+            _reject_one(unstorable, i, f"coordinates cannot be in {source.name}: {why}")
+            _reject_one(reasons, i, f"coordinates cannot be in {source.name}: {why}")
+            out[i] = None
+        present[at] = False
     repaired: dict[int, str] = {}
     # The common case, vectorised: already the right type, valid, not degenerate.
     types = shapely.get_type_id(out)
@@ -631,6 +815,10 @@ class _FieldPlan:
         self.unreadable: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
         self.derived: Counter[str] = Counter()  # values the file lacked, taken from another
+        # Placeholders read as no value (无, N/A, -, null …): by source -> field, by field.
+        self.placeholders: Counter[str] = Counter()
+        self.placeholder_words: dict[str, dict[str, None]] = {}
+        self.emptied: Counter[str] = Counter()
 
     def map(self, frame: FeatureFrame, reasons: np.ndarray) -> dict[str, Any]:
         """The schema's columns for one batch; unmapped fields go to ``properties``."""
@@ -657,7 +845,15 @@ class _FieldPlan:
             unread_why = np.full(n, None, dtype=object)  # why a value the file has is unread
             for column in self.sources.get(f.name, []):
                 raw = frame.fields[column]
-                parsed, why = _parse_column(f.parse, raw)
+                parsed, why, placeholder = _parse_column(f.parse, raw)
+                emptied = placeholder & _is_none(found)
+                if emptied.any():
+                    what = f"{column} -> {f.name}"
+                    self.placeholders[what] += int(emptied.sum())
+                    self.emptied[f.name] += int(emptied.sum())
+                    words = self.placeholder_words.setdefault(what, {})
+                    for i in np.flatnonzero(emptied)[:100]:
+                        words.setdefault(str(_value_at(raw, int(i))).strip(), None)
                 unread = ~_is_none(why)
                 empty = _is_none(found)
                 bad = unread & empty
@@ -680,7 +876,7 @@ class _FieldPlan:
                 gaps = np.flatnonzero(_is_none(found))
                 derived = [table.get(v) for v in np.asarray(columns[basis], dtype=object)[gaps]]
                 found[gaps] = derived
-                self.derived[f"{f.name} from {basis}"] += sum(d is not None for d in derived)
+                self.derived[f"{f.name} from {basis}"] += sum(bool(d) for d in derived)
             if f.name in self.fallback:
                 found[_is_none(found)] = self.fallback[f.name]
             if f.name in kind.defaults:
@@ -714,6 +910,11 @@ class _FieldPlan:
             f"e.g. {self.examples[what]}"
             for what, count in self.unreadable.items()
         ]
+        lines += [
+            f"{count:,} values of {what} emptied: placeholders for no value "
+            f"({', '.join(list(self.placeholder_words[what])[:5])})"
+            for what, count in self.placeholders.items()
+        ]
         lines += [f"{count:,} {what}" for what, count in self.derived.items() if count]
         mapped = ", ".join(f"{t}<-{'/'.join(s)}" for t, s in self.sources.items())
         return [*lines, f"fields mapped: {mapped or 'none'}"]
@@ -727,8 +928,11 @@ def _value_at(column: Column, i: int) -> Any:
     return column[i].as_py() if isinstance(column, pa.Array) else column[i]
 
 
-def _parse_column(parse: Callable[[Any], Any], raw: Column) -> tuple[np.ndarray, np.ndarray]:
-    """Each value parsed (None when blank), and why each could not be read (None if it was).
+def _parse_column(
+    parse: Callable[[Any], Any], raw: Column
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each value parsed (None when blank), why each could not be read (None if it was),
+    and where a placeholder (无, N/A, -, null …) was read as no value.
 
     Provider data repeats itself ("6", "apartments", "DN300"): pandas' factorize finds the
     distinct values in C, each is parsed once, and the results are spread back.
@@ -738,7 +942,12 @@ def _parse_column(parse: Callable[[Any], Any], raw: Column) -> tuple[np.ndarray,
         trimmed = pc.utf8_trim_whitespace(raw)
         blank = pc.is_in(pc.utf8_lower(trimmed), value_set=_BLANK_WORDS)
         parsed = pc.if_else(pc.fill_null(blank, True), None, trimmed)
-        return parsed.to_numpy(zero_copy_only=False), np.full(len(raw), None, dtype=object)
+        placeholder = pc.fill_null(pc.and_(blank, pc.greater(pc.utf8_length(trimmed), 0)), False)
+        return (
+            parsed.to_numpy(zero_copy_only=False),
+            np.full(len(raw), None, dtype=object),
+            np.asarray(placeholder, dtype=bool),
+        )
     if isinstance(raw, pa.Array):  # Arrow finds the distinct values faster still
         try:
             encoded = pc.dictionary_encode(raw)
@@ -753,14 +962,21 @@ def _parse_column(parse: Callable[[Any], Any], raw: Column) -> tuple[np.ndarray,
             codes, distinct = np.arange(len(raw)), np.asarray(raw, dtype=object)
     parsed = np.empty(len(distinct) + 1, dtype=object)  # the extra last slot: blank (-1)
     why = np.empty(len(distinct) + 1, dtype=object)
+    placeholder = np.zeros(len(distinct) + 1, dtype=bool)
     for i, value in enumerate(distinct):
         if is_blank(value):
+            placeholder[i] = not isinstance(value, str) or bool(value.strip())
             continue
         try:
             parsed[i] = parse(value)
         except ValueError as exc:
             why[i] = str(exc)
-    return parsed[codes], why[codes]
+    placeholder[-1] = False  # None, or nothing at all: not a value emptied
+    emptied = placeholder[codes]
+    if not isinstance(raw, pa.Array):  # NaN given as a value (JSON's NaN): emptied too
+        given = np.asarray(raw, dtype=object)
+        emptied |= np.asarray(pd.isna(given), dtype=bool) & ~_is_none(given)
+    return parsed[codes], why[codes], emptied
 
 
 def _is_none(values: np.ndarray) -> np.ndarray:
@@ -831,7 +1047,9 @@ def _estimate_heights(columns: dict[str, Any], reasons: np.ndarray) -> int:
         use = pd.Series(np.asarray(uses, dtype=object)[need] if uses is not None else None,
                         index=np.arange(int(need.sum())), dtype=object)  # fmt: skip
         per_floor = use.map(STOREY_HEIGHT_M).fillna(DEFAULT_STOREY_HEIGHT_M).to_numpy(float)
-        estimated = np.round(floors[need].astype(float) * per_floor, 1)
+        # Levels as given (3.5 for a half storey), not the whole floors they count as.
+        levels = np.array([getattr(f, "exact", f) for f in floors[need]], dtype=float)
+        estimated = np.round(levels * per_floor, 1)
         heights[need] = estimated.tolist()
     columns["height_m"] = heights
     columns["height_estimated"] = need
@@ -1051,12 +1269,19 @@ def _take(values: list[Any] | np.ndarray, keep: np.ndarray) -> list[Any] | np.nd
     return list(compress(values, keep))
 
 
-def _json_safe(value: Any) -> Any:
-    """A value JSON can hold: numpy scalars unwrapped, NaN as null, dates as ISO text."""
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """A value JSON can hold: numpy scalars unwrapped, NaN and infinity as null (inside
+    lists and objects too), dates as ISO text."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, list | dict) and depth >= MAX_VALUE_DEPTH:
+        return None  # its feature is rejected (see _unstorable)
+    if isinstance(value, list):
+        return [_json_safe(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, datetime | date):

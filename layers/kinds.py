@@ -24,10 +24,16 @@ from layers.values import (
 )
 from twin import schema
 
+# OSM building=* values that say there is a building (or part of one), not its use.
+UNKNOWN_USES = frozenset({"yes", "true", "1", "building", "roof", "block", "construction",
+                          "ruins", "ruin", "part", "building:part", "entrance", "no",
+                          "unclassified", "other", "undefined", "未知", "其他"})  # fmt: skip
+
 
 def _building_use(value: Any) -> str | None:
-    """OSM's building=yes says there is a building, not what it is used for."""
-    if str(value).strip().lower() in {"yes", "true", "1", "building"}:
+    """A building's use in the schema's words; OSM's building=yes (or roof, ruins …) says
+    there is a building, not what it is used for: no use, and nothing to report."""
+    if str(value).strip().lower() in UNKNOWN_USES:
         return None
     return _BUILDING_USE(value)  # type: ignore[no-any-return]
 
@@ -73,15 +79,33 @@ SOURCE_ID = Field(
      "管点编号", "节点编号", "楼栋编号", "建筑编号", "设施编号", "wybm"),
 )  # fmt: skip
 
+# The schema's uses, with OSM's building=* values (wiki "Key:building") and common names.
+# OSM's values are mapped by what the building is for: worship, culture, sport, transport
+# and civic buildings are public; farm, storage and technical ones industrial; a private
+# garage, shed or hut goes with the homes it serves.
 BUILDING_USES = {
-    "residential": ("house", "apartments", "detached", "dormitory", "terrace", "住宅", "居住",
-                    "民用", "residence", "housing"),
-    "commercial": ("retail", "shop", "supermarket", "hotel", "商业", "商场", "商铺", "酒店"),
-    "office": ("offices", "办公", "写字楼", "government", "civic", "政府", "行政"),
-    "industrial": ("warehouse", "factory", "manufacture", "工业", "厂房", "仓库", "仓储"),
-    "public": ("public", "公共", "公建", "public_building", "train_station", "transportation",
-               "church", "temple", "community_centre", "公共服务"),
-    "education": ("school", "university", "college", "kindergarten", "教育", "学校", "幼儿园"),
+    "residential": ("house", "apartments", "detached", "semidetached_house", "dormitory",
+                    "terrace", "bungalow", "cabin", "residence", "housing", "annexe",
+                    "farm", "houseboat", "static_caravan", "stilt_house", "barracks", "ger",
+                    "hut", "shed", "garage", "garages", "carport", "boathouse",
+                    "allotment_house", "住宅", "居住", "民用", "别墅", "宿舍"),
+    "commercial": ("retail", "shop", "supermarket", "hotel", "kiosk", "mall", "marketplace",
+                   "restaurant", "商业", "商场", "商铺", "酒店", "宾馆", "超市"),
+    "office": ("offices", "government", "civic", "townhall", "办公", "写字楼", "政府", "行政"),
+    "industrial": ("warehouse", "factory", "manufacture", "hangar", "storage_tank", "silo",
+                   "barn", "cowshed", "stable", "sty", "greenhouse", "farm_auxiliary",
+                   "livestock", "slurry_tank", "digester", "service", "transformer_tower",
+                   "water_tower", "tech_cab", "power", "工业", "厂房", "仓库", "仓储"),
+    "public": ("public", "public_building", "train_station", "transportation", "parking",
+               "church", "cathedral", "chapel", "mosque", "temple", "shrine", "synagogue",
+               "monastery", "religious", "kingdom_hall", "presbytery", "pagoda",
+               "community_centre", "museum", "library", "theatre", "cinema", "stadium",
+               "sports_hall", "sports_centre", "grandstand", "pavilion", "riding_hall",
+               "fire_station", "police", "toilets", "castle", "military", "bunker",
+               "gatehouse", "公共", "公建", "公共服务", "寺庙", "教堂", "博物馆", "体育馆",
+               "车站", "停车楼"),
+    "education": ("school", "university", "college", "kindergarten", "教育", "学校", "幼儿园",
+                  "大学"),
     "health": ("hospital", "clinic", "医疗", "医院", "卫生"),
     "mixed": ("mixed_use", "mixed use", "综合", "商住", "混合"),
 }  # fmt: skip
@@ -174,7 +198,17 @@ SENSOR_KINDS = {
     "electric_fire": ("electrical_fire", "residual_current", "电气火灾", "电气火灾监控",
                       "剩余电流"),
     "temperature": ("temp", "温度", "温度计"),
+    # Devices that sense but measure no quantity: they have no unit of measure.
+    "camera": ("cctv", "video", "video_camera", "video_surveillance", "surveillance_camera",
+               "ai_camera", "ai camera", "smart_camera", "ipc", "视频监控", "摄像头", "监控",
+               "监控摄像头", "摄像机", "视频", "智能摄像头", "AI摄像头", "AI摄像机",
+               "天网", "雪亮工程", "高空瞭望"),
+    "access_control": ("access", "door_access", "门禁", "门禁系统", "智能门禁", "人脸门禁",
+                       "道闸", "车辆道闸"),
+    "alarm_button": ("panic_button", "sos", "一键报警", "紧急按钮", "报警按钮", "一键求助"),
 }  # fmt: skip
+# Kinds that measure no quantity: their unit of measure is empty (none is needed).
+UNITLESS_SENSOR_KINDS = frozenset({"camera", "access_control", "alarm_button"})
 
 # The unit each kind of sensor reports in, as the city's sensor platform has them: a file
 # that does not say its units gets these (and the report says so).
@@ -183,6 +217,7 @@ SENSOR_UNITS = {
     "water_level": "m", "gas_concentration": "%LEL", "smoke": "dB/m", "noise": "dB(A)",
     "air_quality": "µg/m3", "structure_tilt": "degree", "elevator": "m/s2",
     "electric_fire": "mA", "temperature": "℃",
+    **dict.fromkeys(UNITLESS_SENSOR_KINDS, ""),
 }  # fmt: skip
 
 NAME = Field("name", parse_text, ("name", "名称", "名字", "name:zh", "title"))

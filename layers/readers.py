@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import warnings
 import zipfile
@@ -63,6 +64,10 @@ class FeatureFrame:
     crs: str | None  # the CRS the file declares, if any
     source: str  # what was read, for messages
     wkb: pa.Array | None = None  # the file's own WKB, when GDAL read it (see ingest)
+    # Why a feature's coordinates could not be read (None where they could, or were absent).
+    geometry_reasons: np.ndarray | None = None
+    labels: list[str] | None = None  # how a request body's features are named in errors
+    plain_table: bool = False  # a table without coordinate columns: no feature has a place
 
     def __len__(self) -> int:
         return len(self.geoms)
@@ -382,21 +387,23 @@ def _read_csv(raw: bytes, name: str) -> FeatureFrame:
     y_col = next((lowered[c] for c in Y_COLUMNS if c in lowered), None)
     wkt_col = next((lowered[c] for c in WKT_COLUMNS if c in lowered), None)
     n = len(rows)
+    reasons = None
+    plain = False
     if x_col and y_col:
-        xs = np.array([_coordinate(v) for v in columns[x_col]], dtype=float)
-        ys = np.array([_coordinate(v) for v in columns[y_col]], dtype=float)
-        ok = np.isfinite(xs) & np.isfinite(ys)
+        xs, x_why = _coordinates(columns[x_col], x_col)
+        ys, y_why = _coordinates(columns[y_col], y_col)
+        ok = _is_none(x_why) & _is_none(y_why) & ~np.isnan(xs) & ~np.isnan(ys)
         geoms = np.full(n, None, dtype=object)
         geoms[ok] = shapely.points(xs[ok], ys[ok])
+        reasons = np.where(_is_none(x_why), y_why, x_why)
         used = {x_col, y_col}
     elif wkt_col:
         geoms = np.array([_wkt(v) for v in columns[wkt_col]], dtype=object)
         used = {wkt_col}
     else:
-        raise InvalidInput(
-            f"{name} has no coordinate columns: expected lon/lat, x/y or WKT "
-            f"(its columns are {', '.join(header)})"
-        )
+        # A plain table (a list of units, say): the importer refuses it for layers whose
+        # features need a place, naming the columns it has (see NO_COORDINATES).
+        geoms, used, plain = np.full(n, None, dtype=object), set(), True
     fields = {h: np.array(v, dtype=object) for h, v in columns.items() if h not in used}
     return FeatureFrame(
         fields=fields,
@@ -404,7 +411,21 @@ def _read_csv(raw: bytes, name: str) -> FeatureFrame:
         fids=np.array([str(i) for i in range(1, n + 1)], dtype=object),
         crs=None,
         source=name,
+        geometry_reasons=reasons,
+        plain_table=plain,
     )
+
+
+def no_coordinates(frame: FeatureFrame) -> str:
+    """The message for a plain table imported into a layer whose features need a place."""
+    return (
+        f"{frame.source} has no coordinate columns: expected lon/lat, x/y or WKT "
+        f"(its columns are {', '.join(frame.fields)})"
+    )
+
+
+def _is_none(values: np.ndarray) -> np.ndarray:
+    return np.equal(values, None)
 
 
 def _decode(raw: bytes, name: str) -> str:
@@ -416,13 +437,26 @@ def _decode(raw: bytes, name: str) -> str:
     raise InvalidInput(f"{name} is neither UTF-8 nor GB18030 text")
 
 
-def _coordinate(value: str | None) -> float:
-    if value is None:
-        return float("nan")
-    try:
-        return float(value.replace(",", "."))
-    except ValueError:
-        return float("nan")
+def _coordinates(values: list[str | None], column: str) -> tuple[np.ndarray, np.ndarray]:
+    """A coordinate column's numbers (NaN where empty) and why each given value that is
+    not a finite number cannot be one (None where it is, or the cell is empty)."""
+    numbers = np.full(len(values), np.nan)
+    reasons = np.full(len(values), None, dtype=object)
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            number = float(value.replace(",", "."))
+        except ValueError:
+            reasons[i] = f"{column} {value!r} is not a number"
+            continue
+        if math.isnan(number):
+            reasons[i] = f"{column} {value!r} is not a number"
+        elif math.isinf(number):
+            reasons[i] = f"{column} {value!r} is not a finite number"
+        else:
+            numbers[i] = number
+    return numbers, reasons
 
 
 def _wkt(value: str | None) -> Any:
@@ -435,10 +469,22 @@ def _wkt(value: str | None) -> Any:
 
 
 MAX_GEOJSON_FEATURES = 50_000
+# How deep each GeoJSON type nests its positions (a position is a list of numbers).
+_POSITION_DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2,
+                   "Polygon": 2, "MultiPolygon": 3}  # fmt: skip
 
 
-def frame_from_geojson(document: Any, source: str = "request body") -> FeatureFrame:
-    """Features from a GeoJSON FeatureCollection (or one Feature) already parsed from JSON."""
+def frame_from_geojson(
+    document: Any,
+    source: str = "request body",
+    axes: tuple[str, str] = ("longitude", "latitude"),
+) -> FeatureFrame:
+    """Features from a GeoJSON FeatureCollection (or one Feature) already parsed from JSON.
+
+    Coordinates are checked as they are read: one that is text, true/false, a list or a
+    number too large for a double makes its feature's geometry unreadable, and the
+    reason (``geometry_reasons``) names it, in ``axes``' words.
+    """
     if not isinstance(document, dict):
         raise InvalidInput(f"{source}: expected a GeoJSON object")
     if document.get("type") == "Feature":
@@ -454,7 +500,9 @@ def frame_from_geojson(document: Any, source: str = "request body") -> FeatureFr
         )
     names: dict[str, None] = {}
     geoms = np.full(len(features), None, dtype=object)
+    reasons = np.full(len(features), None, dtype=object)
     fids = np.empty(len(features), dtype=object)
+    labels = []
     for i, feature in enumerate(features):
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             raise InvalidInput(f"{source}: features[{i}] is not a GeoJSON Feature")
@@ -462,15 +510,91 @@ def frame_from_geojson(document: Any, source: str = "request body") -> FeatureFr
         if not isinstance(properties, dict):
             raise InvalidInput(f"{source}: features[{i}].properties is not an object")
         names.update(dict.fromkeys(properties))
-        fids[i] = str(feature["id"]) if feature.get("id") is not None else str(i + 1)
+        given = feature.get("id")
+        if isinstance(given, bool) or not isinstance(given, str | int | float | None):
+            raise InvalidInput(f"{source}: features[{i}].id must be a string or a number")
+        fids[i] = str(given) if given is not None else str(i + 1)
+        labels.append(f"features[{i}]" + (f" (id {given!r})" if given is not None else ""))
         geometry = feature.get("geometry")
         if geometry is not None:
-            try:
-                geoms[i] = shapely.geometry.shape(geometry)
-            except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException):
-                geoms[i] = None  # rejected later as unreadable, with its id
+            geoms[i], reasons[i] = _geojson_geometry(geometry, axes)
     fields = {
         name: np.array([(f.get("properties") or {}).get(name) for f in features], dtype=object)
         for name in names
     }
-    return FeatureFrame(fields=fields, geoms=geoms, fids=fids, crs=None, source=source)
+    return FeatureFrame(fields=fields, geoms=geoms, fids=fids, crs=None, source=source,
+                        geometry_reasons=reasons, labels=labels)  # fmt: skip
+
+
+def _geojson_geometry(geometry: Any, axes: tuple[str, str]) -> tuple[Any, str | None]:
+    """A GeoJSON geometry as shapely's, or None and why its coordinates cannot be read."""
+    if not isinstance(geometry, dict):
+        return None, "the geometry is not a GeoJSON object"
+    kind = geometry.get("type")
+    if kind == "GeometryCollection":
+        members = geometry.get("geometries")
+        if not isinstance(members, list):
+            return None, "a GeometryCollection needs a list of geometries"
+        for m, member in enumerate(members):
+            _, why = _geojson_geometry(member, axes)
+            if why is not None:
+                return None, f"member {m} of the collection: {why}"
+    elif kind in _POSITION_DEPTH:
+        why = _check_positions(geometry.get("coordinates"), kind, [], axes)
+        if why is not None:
+            return None, why
+    else:
+        return None, f"{kind!r} is not a GeoJSON geometry type"
+    try:
+        with warnings.catch_warnings():  # NaN coordinates: refused by the import, naming them
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return shapely.geometry.shape(geometry), None
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException):
+        return None, f"a {kind} with these coordinates is not a geometry"
+
+
+def _check_positions(value: Any, kind: str, path: list[int], axes: tuple[str, str]) -> str | None:
+    """Why the (nested) coordinates of a ``kind`` are not numbers as GeoJSON has them."""
+    if len(path) < _POSITION_DEPTH[kind]:
+        if not isinstance(value, list):
+            return f"{_where(kind, path)}: the coordinates of a {kind} are nested lists"
+        for j, inner in enumerate(value):
+            why = _check_positions(inner, kind, [*path, j], axes)
+            if why is not None:
+                return why
+        return None
+    where = _where(kind, path)
+    if not isinstance(value, list) or not 2 <= len(value) <= 3:
+        return f"{where}: a position is a list of 2 or 3 numbers, not {_shown(value)}"
+    for axis, number in enumerate(value):
+        name = (*axes, "height")[axis]
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            what = {str: "text", list: "a list", dict: "an object"}.get(type(number), "")
+            what = "true/false" if isinstance(number, bool) else what or "null"
+            return f"{where}: {name} {_shown(number)} is {what}, not a number"
+        if isinstance(number, int):
+            try:
+                float(number)
+            except OverflowError:
+                return f"{where}: {name} ({len(str(abs(number)))} digits) is too large a number"
+    return None
+
+
+def _where(kind: str, path: list[int]) -> str:
+    """A position's place in words, as layers.crs.position says it."""
+    if kind == "Point":
+        return "the point"
+    if kind == "MultiPoint":
+        return f"part {path[0]}" if path else "the points"
+    words: list[str] = []
+    names = {"LineString": ("coordinate",), "MultiLineString": ("part", "coordinate"),
+             "Polygon": ("ring", "coordinate"),
+             "MultiPolygon": ("part", "ring", "coordinate")}[kind]  # fmt: skip
+    for name, index in zip(names, path, strict=False):
+        words.insert(0, f"{name} {index}")
+    return " of ".join(words) or f"the {kind}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from layers.kinds import SOURCE_ID, Field, LayerKind
-from layers.values import parse_bool, parse_number, parse_text
+from layers.values import parse_bool, parse_integer, parse_number, parse_text, refuse_nul
 from twin import catalogue
 from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
@@ -38,7 +38,7 @@ RESERVED_PROPERTIES = {"id", "dataset", "source_id", "properties", "updated_at",
 PROPERTY_TYPES = {
     "string": parse_text,
     "number": parse_number,
-    "integer": lambda v: int(parse_number(v)),
+    "integer": parse_integer,
     "boolean": parse_bool,
 }
 
@@ -54,6 +54,10 @@ def create_scene(
     description: str = "",
 ) -> dict[str, Any]:
     """Register a scene layer and make its table; returns its catalogue entry."""
+    for what, text in (("the title", title), ("the owner unit", owner_unit),
+                       ("the description", description), ("the name", name),
+                       ("the geometry type", geometry_type)):  # fmt: skip
+        refuse_nul(what, text)
     if not NAME_PATTERN.match(name):
         raise InvalidInput(
             f"scene name {name!r}: use 2-40 lower-case letters, digits or _, starting with a letter"

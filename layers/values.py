@@ -11,6 +11,8 @@ import re
 from datetime import date, datetime
 from typing import Any
 
+from twin.errors import InvalidInput
+
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:[.,]\d+)*|[.,]\d+)(?:[eE][-+]?\d+)?")
 # Metres per unit, for lengths written with a unit.
 _LENGTH_UNITS = {
@@ -26,6 +28,27 @@ _FLOOR_WORDS = re.compile(r"(floors?|storeys?|stories|levels?|f|层|楼)$", re.I
 
 
 BLANK_WORDS = frozenset({"", "-", "--", "n/a", "na", "null", "none", "无", "/"})
+NUL = "\x00"  # PostgreSQL's text and jsonb cannot hold it
+MAX_FLOORS = 300  # above ground: more than any building has (the tallest have 160 or so)
+INT64 = 2**63  # integers stored as numbers must be within ±this
+
+
+def refuse_nul(what: str, value: str | None) -> None:
+    """InvalidInput when ``value`` holds a NUL character, naming ``what`` it is."""
+    if value is not None and NUL in value:
+        raise InvalidInput(f"{what} holds a NUL character (\\0), which cannot be stored: {value!r}")
+
+
+class Storeys(int):
+    """A whole number of floors (rounded up) that remembers the levels as given (3.5 for a
+    half storey), from which a height is estimated."""
+
+    exact: float
+
+    def __new__(cls, levels: float) -> Storeys:
+        storeys = super().__new__(cls, math.ceil(levels))
+        storeys.exact = levels
+        return storeys
 
 
 def is_blank(value: Any) -> bool:
@@ -86,7 +109,14 @@ def parse_length_m(value: Any) -> float:
         return number
     if unit not in _LENGTH_UNITS:
         raise ValueError(f"unknown length unit {unit!r} in {value!r}")
-    return number * _LENGTH_UNITS[unit]
+    return _finite(number * _LENGTH_UNITS[unit], value)
+
+
+def _finite(number: float, value: Any) -> float:
+    """``number``, unless a unit's factor took it past what a double holds."""
+    if not math.isfinite(number):
+        raise ValueError(f"too large a number: {value!r}")
+    return number
 
 
 def parse_diameter_mm(value: Any) -> float:
@@ -124,11 +154,16 @@ def _diameter_mm(value: Any) -> float:
         return number * 1000 if 0 < number < 3 else number
     if unit not in _LENGTH_UNITS:
         raise ValueError(f"unknown diameter unit {unit!r} in {value!r}")
-    return number * _LENGTH_UNITS[unit] * 1000
+    return _finite(number * _LENGTH_UNITS[unit] * 1000, value)
 
 
 def parse_floors(value: Any) -> int:
-    """Floors above ground: 3, "3", "3 floors", "3F", "3层", "地上3层", "3.0"."""
+    """Floors above ground: 3, "3", "3 floors", "3F", "3层", "地上3层", "3.0".
+
+    A fraction (OSM's building:levels=3.5, a half storey under the roof) counts as a floor:
+    rounded up, as ``Storeys`` that keep the levels given for estimating a height. More
+    than MAX_FLOORS is refused (the floors column is an integer, and no building has them).
+    """
     if isinstance(value, int | float) and not isinstance(value, bool):
         number = parse_number(value)
     else:
@@ -140,8 +175,20 @@ def parse_floors(value: Any) -> int:
         if unit and not _FLOOR_WORDS.match(unit):
             raise ValueError(f"not a floor count: {value!r}")
         number = _to_float(match.group(0))
-    if number < 0 or number != int(number):
-        raise ValueError(f"not a whole number of floors: {value!r}")
+    if number < 0:
+        raise ValueError(f"a floor count cannot be below zero: {value!r}")
+    if number > MAX_FLOORS:
+        raise ValueError(f"more floors than any building has (over {MAX_FLOORS}): {value!r}")
+    return int(number) if number == int(number) else Storeys(number)
+
+
+def parse_integer(value: Any) -> int:
+    """A whole number (3, "3", "3.0"), within 64 bits: a fraction or more is refused."""
+    number = parse_number(value)
+    if number != int(number):
+        raise ValueError(f"not a whole number: {value!r}")
+    if not -INT64 <= number < INT64:
+        raise ValueError(f"too large a whole number (beyond 64 bits): {value!r}")
     return int(number)
 
 

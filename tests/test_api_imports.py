@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -198,3 +200,232 @@ def test_nothing_stored_is_422_with_the_reasons_and_changes_nothing(staff: TestC
         "/layers/sensors/features", json={"type": "FeatureCollection", "features": []}, headers=KEY
     )
     assert empty.status_code == 422 and "holds no features" in empty.json()["detail"]
+
+
+# -- a layer must never break: what cannot be stored is refused whole ------------------------
+
+GOOD_SENSOR = (
+    '{"type": "Feature", "id": "ok1", "properties": {"device_id": "ok1", '
+    '"kind": "smoke"}, "geometry": {"type": "Point", "coordinates": [121.401, 31.241]}}'
+)
+GOOD_BUILDING = (
+    '{"type": "Feature", "id": "ok1", "properties": {}, "geometry": {"type": '
+    '"Polygon", "coordinates": [[[121.401, 31.241], [121.4012, 31.241], '
+    "[121.4012, 31.2412], [121.401, 31.241]]]}}"
+)
+RING = "[[121.401, 31.241], [{x}, 31.241], [121.4012, 31.2412], [121.401, 31.241]]"
+BOX = "[[121.40, 31.24], [121.41, 31.24], [121.41, 31.25], [121.40, 31.25], [121.40, 31.24]]"
+
+
+def _body(good: str, geometry: str, properties: str = "{}") -> str:
+    """Raw JSON text, so that NaN, Infinity, 1e400 and 10**30 arrive as a client sends them."""
+    bad = (f'{{"type": "Feature", "id": "bad", "properties": {properties}, '
+           f'"geometry": {geometry}}}')  # fmt: skip
+    return f'{{"type": "FeatureCollection", "features": [{good}, {bad}]}}'
+
+
+def _stored(client: TestClient, url: str, layer: str) -> tuple[int, int]:
+    """The layer's count in the catalogue and in its table."""
+    listed = client.get(f"/layers/{layer}").json()["feature_count"]
+    with psycopg.connect(url) as conn:
+        return listed, conn.execute(f"SELECT count(*) FROM {layer}").fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("layer", "geometry", "expected"),
+    [
+        ("sensors", '{"type": "Point", "coordinates": [NaN, 31.24]}',
+         "the point: longitude NaN is not a number"),
+        ("sensors", '{"type": "Point", "coordinates": [121.4, Infinity]}',
+         "the point: latitude inf is not a finite number"),
+        ("sensors", '{"type": "Point", "coordinates": [1e400, 31.24]}',
+         "the point: longitude inf is not a finite number"),
+        ("sensors", '{"type": "Point", "coordinates": [121.4, 1000000000000000000000000000000]}',
+         "latitude 1e+30 is beyond ±90"),
+        ("sensors", '{"type": "Point", "coordinates": [' + "9" * 400 + ', 31.24]}',
+         "the point: longitude (400 digits) is too large a number"),
+        ("sensors", '{"type": "Point", "coordinates": [181, 31.24]}',
+         "the point: longitude 181 is beyond ±180"),
+        ("sensors", '{"type": "Point", "coordinates": ["121.4", 31.24]}',
+         "the point: longitude '121.4' is text, not a number"),
+        ("sensors", '{"type": "Point", "coordinates": [true, 31.24]}',
+         "the point: longitude True is true/false, not a number"),
+        ("sensors", '{"type": "Point", "coordinates": [[121.4], 31.24]}',
+         "the point: longitude [121.4] is a list, not a number"),
+        ("sensors", '{"type": "MultiPoint", "coordinates": [[121.4, 31.24], [121.4, -Infinity]]}',
+         "part 1: latitude -inf is not a finite number"),
+        ("pipes", '{"type": "LineString", "coordinates": [[121.4, 31.24], [NaN, 31.25]]}',
+         "coordinate 1: longitude NaN is not a number"),
+        ("buildings", '{"type": "Polygon", "coordinates": [' + RING.format(x="NaN") + "]}",
+         "coordinate 1 of ring 0: longitude NaN is not a number"),
+        ("buildings", '{"type": "Polygon", "coordinates": [' + BOX + ", "
+         + RING.format(x="Infinity") + "]}",
+         "coordinate 1 of ring 1 (a hole): longitude inf is not a finite number"),
+        ("buildings", '{"type": "MultiPolygon", "coordinates": [[' + BOX + "], [["
+         "[121.4, 31.24], [121.41, 31.24], [121.41, 95], [121.4, 31.24]]]]}",
+         "coordinate 2 of ring 0 of part 1: latitude 95 is beyond ±90"),
+    ],
+)  # fmt: skip
+def test_a_body_with_a_coordinate_that_cannot_be_stored_is_refused_whole(
+    staff: TestClient, fresh_url: str, layer: str, geometry: str, expected: str
+):
+    """POST /layers/sensors/features with [NaN, 31.24] answered 200 and stored it, and every
+    read of the layer answered 500 after. Now the body is refused, naming the feature and
+    the coordinate, and nothing of it (the good feature either) is stored."""
+    good = {"sensors": GOOD_SENSOR, "buildings": GOOD_BUILDING}.get(layer)
+    if layer == "pipes":
+        good = GOOD_SENSOR.replace(
+            '"Point", "coordinates": [121.401, 31.241]',
+            '"LineString", "coordinates": [[121.4, 31.24], [121.41, 31.24]]',
+        )
+        good = good.replace('"kind": "smoke"', '"network": "water"')  # fmt: skip
+    before = _stored(staff, fresh_url, layer)
+    with psycopg.connect(fresh_url) as conn:
+        datasets = conn.execute("SELECT count(*) FROM dataset_inventory").fetchone()[0]
+    answer = staff.post(
+        f"/layers/{layer}/features",
+        content=_body(good, geometry),
+        headers={**KEY, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    detail = answer.json()["detail"]
+    assert "features[1] (id 'bad')" in detail and expected in detail, detail
+    assert "features[0]" not in detail
+    assert _stored(staff, fresh_url, layer) == before
+    with psycopg.connect(fresh_url) as conn:
+        assert conn.execute("SELECT count(*) FROM dataset_inventory").fetchone()[0] == datasets
+    assert staff.get(f"/collections/{layer}/items?limit=1").status_code == 200
+
+
+def test_a_projected_body_off_its_zone_is_refused_naming_x_and_y(staff: TestClient, fresh_url):
+    geometry = '{"type": "Point", "coordinates": [500000000000, 3458440]}'
+    good = GOOD_SENSOR.replace("121.401, 31.241", "633390, 3458440")
+    before = _stored(staff, fresh_url, "sensors")
+    answer = staff.post(
+        "/layers/sensors/features?crs=EPSG:4549",
+        content=_body(good, geometry),
+        headers={**KEY, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert "features[1] (id 'bad')" in detail and "x 500000000000, y 3458440" in detail
+    assert _stored(staff, fresh_url, "sensors") == before
+    nan = staff.post(
+        "/layers/sensors/features?crs=EPSG:4549",
+        content=_body(good, '{"type": "Point", "coordinates": [NaN, 3458440]}'),
+        headers={**KEY, "Content-Type": "application/json"},
+    )
+    assert nan.status_code == 400 and "the point: x NaN is not a number" in nan.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("properties", "expected"),
+    [
+        ('{"device_id": "bad", "kind": "smoke", "note": "a\\u0000b"}',
+         "note: its value holds a NUL character"),
+        ('{"device_id": "bad", "kind": "smoke", "no\\u0000te": "x"}',
+         "field name 'no\\x00te' holds a NUL character"),
+        ('{"device_id": "b\\u0000d", "kind": "smoke"}', "device_id: its value holds a NUL"),
+        ('{"device_id": "bad", "kind": "smoke", "deep": {"a": ["x", {"k\\u0000": 1}]}}',
+         "deep: a key in its value holds a NUL character"),
+        ('{"device_id": "bad", "kind": "smoke", "deep": ' + "[" * 200 + "]" * 200 + "}",
+         "deep: its value nests lists or objects more than 32 deep"),
+    ],
+)  # fmt: skip
+def test_a_body_with_a_value_the_data_base_cannot_take_is_refused_whole(
+    staff: TestClient, fresh_url: str, properties: str, expected: str
+):
+    before = _stored(staff, fresh_url, "sensors")
+    answer = staff.post(
+        "/layers/sensors/features",
+        content=_body(GOOD_SENSOR, '{"type": "Point", "coordinates": [121.402, 31.242]}',
+                      properties),
+        headers={**KEY, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert "features[1] (id 'bad')" in detail and expected in detail, detail
+    assert _stored(staff, fresh_url, "sensors") == before
+
+
+def test_numbers_a_column_cannot_hold_are_kept_aside_and_counted(staff: TestClient):
+    """floors 10**20 (an int4 column), NaN and 1e400 thresholds: emptied with a note."""
+    body = ('{"type": "FeatureCollection", "features": ['
+            '{"type": "Feature", "id": "n1", "properties": {"device_id": "n1", "kind": "smoke",'
+            ' "threshold_high": NaN, "threshold_low": 1e400, "big": 100000000000000000000000,'
+            ' "list": [1, NaN]}, "geometry": {"type": "Point", "coordinates": [121.402, 31.242]}}]}')  # fmt: skip
+    answer = staff.post("/layers/sensors/features", content=body,
+                        headers={**KEY, "Content-Type": "application/json"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    notes = " ".join(answer.json()["notes"])
+    assert "1 values of threshold_high -> threshold_high emptied" in notes
+    assert answer.json()["emptied"] == {"threshold_high": 1}
+    assert "1 values of threshold_low -> threshold_low not understood" in notes
+    item = staff.get("/collections/sensors/items?device_id=n1")
+    assert item.status_code == 200, item.text
+    floors = ('{"type": "FeatureCollection", "features": [{"type": "Feature", "id": "f1", '
+              '"properties": {"floors": 100000000000000000000}, "geometry": {"type": "Polygon", '
+              '"coordinates": [' + RING.format(x="121.4012") + "]}}]}")  # fmt: skip
+    answer = staff.post("/layers/buildings/features", content=floors,
+                        headers={**KEY, "Content-Type": "application/json"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert "more floors than any building has" in " ".join(answer.json()["notes"])
+
+
+def test_bodies_too_deep_too_large_or_not_json_get_a_clear_400(
+    staff: TestClient, monkeypatch: pytest.MonkeyPatch
+):
+    headers = {**KEY, "Content-Type": "application/json"}
+    deep = staff.post("/layers/sensors/features", content="[" * 100_000 + "]" * 100_000,
+                      headers=headers)  # fmt: skip
+    assert deep.status_code == 400 and deep.headers["content-type"] == "application/problem+json"
+    assert "too deep" in deep.json()["detail"]
+    broken = staff.post("/layers/sensors/features", content='{"type": "Feat', headers=headers)
+    assert broken.status_code == 400 and "not JSON" in broken.json()["detail"]
+    monkeypatch.setattr("api.routes.imports.MAX_BODY_MB", 1)
+    huge = json.dumps({**POINTS, "padding": "x" * 2_000_000})
+    large = staff.post("/layers/sensors/features", content=huge, headers=headers)
+    assert large.status_code == 400 and "larger than 1 MB" in large.json()["detail"]
+
+
+def test_nul_characters_in_options_and_names_are_refused_clearly(staff: TestClient, tmp_path: Path):
+    nul_dataset = staff.post("/layers/sensors/features?dataset=a%00b", json=POINTS, headers=KEY)
+    assert nul_dataset.status_code == 400 and "NUL" in nul_dataset.json()["detail"]
+    csv = b"device_id,kind,lon,lat\nc1,camera,121.401,31.241\n"
+    for form in ({"provider": "a\x00b"}, {"licence": "x\x00"}, {"dataset": "d\x00"},
+                 {"mapping": '{"kind": "k\\u0000"}'}, {"values": '{"kind": "\\u0000"}'}):  # fmt: skip
+        answer = staff.post("/layers/sensors/import", files={"file": ("cams.csv", csv)},
+                            data=form, headers=KEY)  # fmt: skip
+        assert answer.status_code == 400, (form, answer.text)
+        assert "NUL character" in answer.json()["detail"], answer.text
+    gone = staff.delete("/layers/buildings/datasets/a%00b", headers=KEY)
+    assert gone.status_code == 400 and "NUL" in gone.json()["detail"]
+    scene = staff.post("/scenes", json={"name": "nul_scene", "geometry_type": "Point",
+                                        "title": "a\x00b"}, headers=KEY)  # fmt: skip
+    assert scene.status_code == 400 and "NUL" in scene.json()["detail"]
+
+
+def test_an_uploaded_file_with_bad_coordinates_and_values_keeps_the_rest(staff: TestClient):
+    """A file (not a body): each feature that cannot be stored is rejected with its id and
+    why, naming the coordinate or the field; the rest is imported."""
+    csv = ("device_id,kind,note,lon,lat\n"
+           "ok1,camera,gate,121.401,31.241\n"
+           "nan1,camera,,NaN,31.24\n"
+           "inf1,camera,,121.4,1e400\n"
+           "far1,camera,,121.4,95\n"
+           "nul1,camera,a\x00b,121.402,31.242\n"
+           "ok2,camera,,121.403,31.243\n")  # fmt: skip
+    answer = staff.post("/layers/sensors/import",
+                        files={"file": ("cams.csv", csv.encode())}, headers=KEY)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["inserted"] == 2
+    reasons = {r["source_id"]: r["reason"] for r in report["rejected"]}
+    assert reasons == {
+        "nan1": "lon 'NaN' is not a number",
+        "inf1": "lat '1e400' is not a finite number",
+        "far1": "coordinates cannot be in EPSG:4326: the point: latitude 95 is beyond ±90",
+        "nul1": "note: its value holds a NUL character (\\0), which cannot be stored",
+    }
+    assert staff.get("/collections/sensors/items?limit=1000").status_code == 200

@@ -259,3 +259,50 @@ def test_deleting_a_dataset_clears_the_assets_sensors_named_in_it(fresh_url: str
             ).fetchall()
         )
         assert assets == {"on-gone": None, "on-kept": kept}
+
+
+def test_a_layer_s_entry_forgets_the_terms_of_a_deleted_dataset(
+    staff: TestClient, fresh_url: str, tmp_path: Path
+):
+    """After deleting a dataset imported with --provider and --licence, /layers/buildings
+    showed them still. The entry now shows what the datasets left say, count and extent."""
+    before = staff.get("/layers/buildings").json()
+    assert before["provider"] == "twin demo (fictional)"
+    with psycopg.connect(fresh_url) as conn:
+        import_file(
+            conn, "buildings", write_buildings(tmp_path / "survey.geojson", 3),
+            ImportOptions(provider="测绘院", licence="internal", crs="GCJ02",
+                          update_cadence="yearly"),
+        )  # fmt: skip
+    imported = staff.get("/layers/buildings").json()
+    assert (imported["provider"], imported["licence"], imported["source_crs"]) == (
+        "测绘院", "internal", "GCJ02",
+    )  # fmt: skip
+    assert imported["feature_count"] == before["feature_count"] + 3
+    deleted = staff.delete("/layers/buildings/datasets/survey", headers=KEY)
+    assert deleted.status_code == 200, deleted.text
+    after = staff.get("/layers/buildings").json()
+    for name in ("provider", "owner_unit", "licence", "update_cadence", "source_crs",
+                 "feature_count"):  # fmt: skip
+        assert after[name] == before[name], name
+    assert after["bbox"] == pytest.approx(before["bbox"])
+    assert after["updated_at"] > imported["updated_at"]
+
+
+def test_deleting_a_scene_s_only_dataset_leaves_its_own_owner(fresh_url: str, tmp_path: Path):
+    env = {"TWIN_DATABASE_URL": fresh_url}
+    created = run_twin("scene", "create", "stalls", "--geometry", "Polygon", "--owner", "长寿路街道",
+                       env=env)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    path = write_buildings(tmp_path / "stalls.geojson", 2)
+    imported = run_twin("import", "stalls", str(path), "--provider", "网格员", "--licence", "CC0",
+                        env=env)  # fmt: skip
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    deleted = run_twin("datasets", "stalls", "--delete", "stalls", env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    with psycopg.connect(fresh_url) as conn:
+        row = conn.execute(
+            "SELECT provider, licence, owner_unit, source_crs, feature_count, extent IS NULL"
+            " FROM layer_catalogue WHERE name = 'stalls'"
+        ).fetchone()
+    assert row == ("", "", "长寿路街道", "", 0, True)

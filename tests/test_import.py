@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -360,7 +361,7 @@ def test_a_csv_without_a_crs_with_one_point_off_the_globe_keeps_the_rest(
         report = import_file(conn, "sensors", tmp_path / "offglobe.csv")
     assert report.inserted == 2
     assert [(r.source_id, r.reason) for r in report.rejected] == [
-        ("L2", "coordinates cannot be in EPSG:4326: latitude beyond ±90")
+        ("L2", "coordinates cannot be in EPSG:4326: the point: latitude 95 is beyond ±90")
     ]
 
 
@@ -375,8 +376,9 @@ def test_malformed_files_get_clear_messages(tmp_path: Path, monkeypatch):
         readers.read_features(disguised)
     no_coords = tmp_path / "list.csv"
     no_coords.write_text("name,height\nA,3\n")
-    with pytest.raises(InvalidInput, match=r"no coordinate columns.*name, height"):
-        readers.read_features(no_coords)
+    plain = readers.read_features(no_coords)  # a plain table: refused for a layer, see below
+    assert plain.plain_table and set(plain.fields) == {"name", "height"}
+    assert re.search(r"no coordinate columns.*name, height", readers.no_coordinates(plain))
     not_zip = tmp_path / "fake.zip"
     not_zip.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(InvalidInput, match="not a readable zip"):
@@ -917,3 +919,204 @@ def test_two_layers_of_one_geopackage_are_two_datasets(fresh_url: str, tmp_path:
             " ORDER BY network"
         ).fetchall()
     assert rows == [("net2:燃气", "gas", 300.0), ("net2:给水", "water", 300.0)]
+
+
+# -- coordinates and values the data base cannot take: rejected one by one in a file -------
+
+
+def test_a_file_with_coordinates_that_are_no_number_or_off_the_globe_keeps_the_rest(
+    fresh_url: str, tmp_path: Path
+):
+    """Every vertex of every geometry type is checked: a NaN in a hole, an infinity in the
+    second part of a multipolygon, latitude 95 in a ring. Each such feature is rejected with
+    its id and the coordinate named; the rest is imported, and the layer reads whole."""
+    nan, inf = float("nan"), float("inf")
+    hole = [(LON + 0.00005, LAT + 0.00005), (nan, LAT + 0.00005), (LON + 0.00005, LAT + 0.0001)]
+    geoms = [
+        square(LON, LAT),
+        Polygon(square(LON, LAT).exterior.coords, [hole]),
+        shapely.MultiPolygon([square(LON, LAT), Polygon([(LON, LAT), (inf, LAT), (LON, LAT + 1)])]),
+        Polygon([(LON, LAT), (LON + 0.001, LAT), (LON, 95.0)]),
+        square(LON + 0.001, LAT),
+    ]
+    path = write_vector(tmp_path / "holes.gpkg", geoms, {"id": ["ok1", "hole", "multi", "far",
+                                                               "ok2"]},
+                        crs="EPSG:4326", driver="GPKG")  # fmt: skip
+    result = run_twin("import", "buildings", str(path), "--json",
+                      env={"TWIN_DATABASE_URL": fresh_url})  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    report = json.loads(result.stdout)
+    assert report["inserted"] == 2
+    assert {r["source_id"]: r["reason"] for r in report["rejected"]} == {
+        "hole": "coordinate 1 of ring 1 (a hole): longitude NaN is not a number",
+        "multi": "coordinate 1 of ring 0 of part 1: longitude inf is not a finite number",
+        "far": "coordinates cannot be in EPSG:4326: coordinate 2 of ring 0: latitude 95 is "
+        "beyond ±90",
+    }
+    with psycopg.connect(fresh_url) as conn:
+        assert count(conn, "SELECT count(*) FROM buildings WHERE NOT ST_IsValid(geom)") == 0
+        assert count(conn, "SELECT count(*) FROM buildings WHERE dataset = 'holes'") == 2
+
+
+def test_a_projected_file_with_a_vertex_outside_its_zone_rejects_that_feature(
+    fresh_url: str, tmp_path: Path
+):
+    """One pipe of a Gauss-Krüger file whose end lies a world away (a typing slip of
+    digits): its bounding box's centre may be in the zone, its vertex is not."""
+    lines = [
+        shapely.LineString([(633390, 3458440), (633640, 3458440)]),
+        shapely.LineString([(633390, 3458440), (633640, 3458440), (-633390000, 3458440)]),
+        shapely.LineString([(633640, 3458440), (633640, 3458240)]),
+        shapely.LineString([(633640, 3458240), (633390, 3458240)]),
+    ]
+    path = write_vector(tmp_path / "gk.gpkg", lines,
+                        {"id": ["p1", "slip", "p3", "p4"], "network": ["water"] * 4},
+                        crs="EPSG:4549", driver="GPKG")  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "pipes", path)
+    assert report.inserted == 3
+    [rejected] = report.rejected
+    assert rejected.source_id == "slip"
+    assert rejected.reason.startswith("coordinates cannot be in EPSG:4549: coordinate 2: ")
+    assert "x -633390000, y 3458440" in rejected.reason
+
+
+def test_nul_characters_in_a_file_reject_their_features_naming_the_field(
+    fresh_url: str, tmp_path: Path
+):
+    """PostgreSQL's text and jsonb refuse NUL: a value, a key in a JSON value, an option."""
+    csv = tmp_path / "nul.csv"
+    csv.write_text("device_id,kind,name,note,lon,lat\n"
+                   f"a,smoke,甲,fine,{LON},{LAT}\nb,smoke,乙\x00,,{LON},{LAT}\n"
+                   f"c,smoke,丙,x\x00y,{LON},{LAT}\nd,smo\x00ke,丁,,{LON},{LAT}\n")  # fmt: skip
+    # (GDAL itself cuts a GeoJSON file's text at a NUL; request bodies: test_api_imports.)
+    geojson = write_geojson(tmp_path / "nul.geojson", [({"id": "j"}, square(LON, LAT))])
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "sensors", csv)
+        with pytest.raises(InvalidInput, match=r"--provider \(provider over HTTP\) holds a NUL"):
+            import_file(conn, "buildings", geojson, ImportOptions(provider="OSM\x00"))
+        with pytest.raises(InvalidInput, match=r"--set name= .*holds a NUL"):
+            import_file(conn, "buildings", geojson, ImportOptions(values={"name": "\x00"}))
+    assert report.inserted == 1
+    assert {r.source_id: r.reason for r in report.rejected} == {
+        "b": "name: its value holds a NUL character (\\0), which cannot be stored",
+        "c": "note: its value holds a NUL character (\\0), which cannot be stored",
+        "d": "kind: its value holds a NUL character (\\0), which cannot be stored",
+    }
+
+
+def test_floors_beyond_an_integer_and_half_storeys(fresh_url: str, tmp_path: Path):
+    """floors = 10**20 reached the data base's int4 column and failed the whole COPY; OSM's
+    building:levels=3.5 was refused, so no height was estimated. A half storey counts as
+    a floor (4), and the height is estimated from the 3.5 levels given."""
+    path = write_geojson(tmp_path / "levels.geojson", [
+        ({"osm_id": "half", "building": "apartments", "building:levels": "3.5"}, square(LON, LAT)),
+        ({"osm_id": "huge", "building:levels": 10**20}, square(LON + 0.001, LAT)),
+        ({"osm_id": "e20", "floors": "1e20"}, square(LON + 0.002, LAT)),
+        ({"osm_id": "six", "building:levels": 6}, square(LON + 0.003, LAT)),
+    ])  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", path)
+        rows = {r[0]: r[1:] for r in conn.execute(
+            "SELECT source_id, floors, height_m, height_estimated, properties FROM buildings"
+            " WHERE dataset = 'levels'")}  # fmt: skip
+    assert report.inserted == 4 and not report.rejected
+    assert rows["half"][:3] == (4, 10.5, True)  # 3.5 levels x 3.0 m, a residential storey
+    assert rows["six"][:3] == (6, 19.2, True)
+    assert (
+        rows["huge"][0] is None and rows["huge"][3]["building:levels"] == "1e+20"
+    )  # as GDAL read it
+    assert rows["e20"][0] is None and rows["e20"][3]["floors_raw"] == "1e20"
+    assert any("2 values of" in n or "more floors than any building" in n for n in report.notes)
+
+
+def test_osm_building_values_name_a_use_or_say_nothing(fresh_url: str, tmp_path: Path):
+    values = {"museum": "public", "chapel": "public", "cathedral": "public", "kiosk": "commercial",
+              "church": "public", "mosque": "public", "hospital": "health", "school": "education",
+              "kindergarten": "education", "warehouse": "industrial", "supermarket": "commercial",
+              "hotel": "commercial", "dormitory": "residential", "train_station": "public",
+              "garage": "residential", "parking": "public", "government": "office",
+              "fire_station": "public", "stadium": "public", "sports_hall": "public",
+              "yes": None, "roof": None, "block": None, "construction": None, "ruins": None}  # fmt: skip
+    path = write_geojson(tmp_path / "uses.geojson", [
+        ({"osm_id": value, "building": value}, square(LON + i * 0.0005, LAT))
+        for i, value in enumerate(values)
+    ])  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", path)
+        uses = dict(conn.execute("SELECT source_id, use FROM buildings WHERE dataset = 'uses'"))
+    assert report.inserted == len(values)
+    assert uses == values
+    assert not [n for n in report.notes if "not understood" in n]
+
+
+def test_placeholders_are_emptied_and_counted_per_field(fresh_url: str, tmp_path: Path):
+    """无, N/A, -, null and none become no value, and the report says how many, per field
+    (a name 无 was lost without a word)."""
+    wkt = square(LON, LAT).wkt
+    path = tmp_path / "placeholders.csv"
+    path.write_text("id;name;height;note;wkt\n"
+                    f"p1;无;12;gate;{wkt}\n"
+                    f"p2;N/A;-;x;{wkt}\n"
+                    f"p3;甲楼;null;y;{wkt}\n"
+                    f"p4;none;;z;{wkt}\n")  # fmt: skip
+    env = {"TWIN_DATABASE_URL": fresh_url}
+    result = run_twin("import", "buildings", str(path), "--json", env=env)
+    report = json.loads(result.stdout)
+    assert report["inserted"] == 4, result.stderr
+    assert report["emptied"] == {"name": 3, "height_m": 2}
+    text = run_twin("import", "buildings", str(path), "--dataset", "again", env=env)
+    assert "3 values of name -> name emptied: placeholders for no value (无, N/A, none)" in (
+        text.stdout
+    )
+    assert "2 values of height -> height_m emptied: placeholders for no value (-, null)" in (
+        text.stdout
+    )
+    with psycopg.connect(fresh_url) as conn:
+        names = dict(conn.execute(
+            "SELECT source_id, name FROM buildings WHERE dataset = 'placeholders'"))  # fmt: skip
+    assert names == {"p1": None, "p2": None, "p3": "甲楼", "p4": None}
+
+
+# -- plain tables, cameras ------------------------------------------------------------------
+
+
+def test_units_import_from_a_plain_table(fresh_url: str, tmp_path: Path):
+    """A units list as a city hands it over: code, name, kind, jurisdiction — no place."""
+    path = tmp_path / "units.csv"
+    with psycopg.connect(fresh_url) as conn:
+        district = conn.execute(
+            "SELECT code FROM jurisdictions WHERE level = 'district'"
+        ).fetchone()[0]
+    path.write_text("code,name,kind,jurisdiction_code\n"
+                    f"T1,水务所,department,{district}\nT2,城管中队,中队,{district}\n")  # fmt: skip
+    env = {"TWIN_DATABASE_URL": fresh_url}
+    result = run_twin("import", "units", str(path), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with psycopg.connect(fresh_url) as conn:
+        rows = conn.execute(
+            "SELECT code, kind, geom IS NULL FROM units WHERE code IN ('T1', 'T2') ORDER BY code"
+        ).fetchall()
+    assert rows == [("T1", "department", True), ("T2", "team", True)]
+    # A layer whose features need a place still says what the table lacks.
+    refused = run_twin("import", "buildings", str(path), env=env)
+    assert refused.returncode == 1
+    assert "units.csv has no coordinate columns: expected lon/lat, x/y or WKT" in refused.stderr
+    assert "(its columns are code, name, kind, jurisdiction_code)" in refused.stderr
+
+
+def test_a_city_s_camera_list_imports_without_a_unit(fresh_url: str, tmp_path: Path):
+    """Cameras (视频监控, 摄像头, AI cameras) and access control measure no quantity."""
+    path = tmp_path / "cameras.csv"
+    path.write_text("device_id,kind,lon,lat\n"
+                    f"CAM1,camera,{LON},{LAT}\nCAM2,视频监控,{LON + 0.001},{LAT}\n"
+                    f"CAM3,摄像头,{LON + 0.002},{LAT}\nCAM4,AI camera,{LON + 0.003},{LAT}\n"
+                    f"DOOR1,门禁,{LON + 0.004},{LAT}\n")  # fmt: skip
+    result = run_twin("import", "sensors", str(path), env={"TWIN_DATABASE_URL": fresh_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    with psycopg.connect(fresh_url) as conn:
+        rows = dict(conn.execute(
+            "SELECT device_id, kind || '/' || unit_of_measure FROM sensors"
+            " WHERE device_id IN ('CAM1', 'CAM2', 'CAM3', 'CAM4', 'DOOR1')"))  # fmt: skip
+    assert rows == {"CAM1": "camera/", "CAM2": "camera/", "CAM3": "camera/", "CAM4": "camera/",
+                    "DOOR1": "access_control/"}  # fmt: skip

@@ -242,6 +242,33 @@ def update_layer_metadata(conn: psycopg.Connection, name: str, **fields: str) ->
     )
 
 
+def forget_dataset_terms(conn: psycopg.Connection, name: str, removed: dict[str, str]) -> None:
+    """After a dataset left a layer: each inventory field (provider, owner unit, licence,
+    cadence, source CRS) that showed the removed dataset's value shows instead that of the
+    latest import among the datasets the layer still holds that gave one, or nothing.
+
+    ``removed`` is the removed dataset's inventory entry. Values the layer has from
+    elsewhere (a scene's owner, given when it was registered) stay as they are.
+    """
+    fields = [f for f in (*INVENTORY_FIELDS, "source_crs") if removed.get(f)]
+    if not fields:
+        return
+    assignments = sql.SQL(", ").join(
+        sql.SQL(
+            """{field} = CASE WHEN layer_catalogue.{field} = {gone} THEN coalesce(
+                (SELECT i.{field} FROM dataset_inventory i
+                 WHERE i.layer = layer_catalogue.name AND i.{field} <> ''
+                 ORDER BY i.imported_at DESC, i.dataset LIMIT 1), '')
+               ELSE layer_catalogue.{field} END"""
+        ).format(field=sql.Identifier(f), gone=sql.Placeholder(f))
+        for f in fields
+    )
+    conn.execute(
+        sql.SQL("UPDATE layer_catalogue SET {} WHERE name = %(layer)s").format(assignments),
+        {**{f: removed[f] for f in fields}, "layer": name},
+    )
+
+
 _LIST_SQL = """
     SELECT name, title, description, kind, table_name, geometry_type, property_schema,
            provider, owner_unit, licence, update_cadence, source_crs, feature_count,

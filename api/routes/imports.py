@@ -14,12 +14,13 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Body, File, Form, Path, Request, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile, status
 from pydantic import BaseModel, Field
 
 from api.access import Staff
 from api.deps import Connection
 from api.errors import Unprocessable
+from layers.crs import axes, resolve_crs
 from layers.datasets import delete_dataset
 from layers.ingest import (
     ImportOptions,
@@ -32,6 +33,7 @@ from layers.ingest import (
 )
 from layers.readers import frame_from_geojson
 from layers.scenes import create_scene, drop_scene
+from layers.values import refuse_nul
 from twin import catalogue
 from twin.errors import InvalidInput
 
@@ -41,6 +43,7 @@ IMPORT_TIMEOUT = "15min"
 MAX_REJECTIONS_SHOWN = 20  # in a 422 answer; the CLI's --json report has them all
 ALLOWED_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip", ".csv", ".tsv", ".txt", ".fgb",
                     ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
+MAX_BODY_MB = 100  # a GeoJSON body; larger data comes as a file upload
 
 
 def _long_statements(conn: psycopg.Connection) -> None:
@@ -122,6 +125,7 @@ def upload(
 
     200 when at least one feature was stored (the report's ``rejected`` lists any others);
     422 problem+json, with the first rejections and why, when none could be stored."""
+    refuse_nul("the file's name", file.filename)
     original = FilePath(file.filename or "upload")
     suffix = original.suffix.lower()
     if suffix not in ALLOWED_SUFFIXES:
@@ -161,23 +165,74 @@ def upload(
     return {"caller": caller, **report.as_dict()}
 
 
-@router.post("/layers/{name}/features", summary="Add or update features from GeoJSON (staff)")
+async def geojson_body(request: Request) -> Any:
+    """The request body as JSON, read within MAX_BODY_MB; a clear 400 for
+    a body that is not JSON, nests too deep for a parser, or is too large.
+
+    NaN and Infinity tokens (which Python's JSON reader takes) are read as such: the import
+    then refuses the coordinates that hold them, naming each."""
+    limit = MAX_BODY_MB * 1024 * 1024
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large()
+    try:
+        return json.loads(body)
+    except RecursionError as exc:
+        raise InvalidInput("the request body nests lists or objects too deep to read") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the request body is not JSON: {exc}") from exc
+
+
+def _too_large() -> InvalidInput:
+    return InvalidInput(
+        f"the request body is larger than {MAX_BODY_MB} MB: send fewer features per request "
+        "or upload a file (POST /layers/{layer}/import)"
+    )
+
+
+GEOJSON_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A GeoJSON FeatureCollection (or one Feature)",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+@router.post(
+    "/layers/{name}/features",
+    summary="Add or update features from GeoJSON (staff)",
+    openapi_extra=GEOJSON_BODY,
+)
 def post_features(
     conn: Connection,
     caller: Staff,
     name: LayerName,
-    document: Annotated[dict[str, Any], Body(description="A GeoJSON FeatureCollection")],
-    dataset: str = "api",
-    crs: str | None = None,
+    document: Annotated[Any, Depends(geojson_body)],
+    dataset: Annotated[str, Query(max_length=200)] = "api",
+    crs: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Upsert GeoJSON features by their ``id`` (or a mapped source id field).
 
-    200 with the report when at least one feature was stored; 422 when none could be."""
-    frame = frame_from_geojson(document)
+    200 with the report when at least one feature was stored; 422 when none could be.
+    A body with a feature the data base must never hold (a coordinate that is no number
+    or off the globe, a NUL character in a value) is refused whole with 400, naming each
+    such feature (its index in ``features`` and its id) and the coordinate or field, and
+    nothing of it is stored."""
+    refuse_nul("dataset", dataset)
+    refuse_nul("crs", crs)
+    frame = frame_from_geojson(document, axes=axes(resolve_crs(crs)) if crs else axes(None))
     with conn.transaction():
         _long_statements(conn)
         kind = layer_kind(conn, name)
-        report = import_frame(conn, kind, frame, ImportOptions(crs=crs), dataset=dataset)
+        report = import_frame(
+            conn, kind, frame, ImportOptions(crs=crs), dataset=dataset, all_or_nothing=True
+        )
         _check_stored(report)
     return {"caller": caller, **report.as_dict()}
 
