@@ -34,7 +34,7 @@ GEOMETRY_TYPES = {
 # feature API's own query parameters, which a filter by that name would collide with.
 RESERVED_PROPERTIES = {"id", "dataset", "source_id", "properties", "updated_at", "geom",
                        "geometry", "type", "bbox", "limit", "offset", "datetime", "crs",
-                       "filter", "sortby", "links"}  # fmt: skip
+                       "filter", "sortby", "links", "after", "f"}  # fmt: skip
 PROPERTY_TYPES = {
     "string": parse_text,
     "number": parse_number,
