@@ -53,6 +53,8 @@ def _article(kind: str) -> str:
 
 def parse(text: str, lang: str = "cql2-text") -> ast.Node:
     """The filter's syntax tree; InvalidInput naming the problem when it does not parse."""
+    if lang == "cql-text":  # the draft's name, which GDAL 3.6 sends; its filters are CQL2 text
+        lang = "cql2-text"
     try:
         if lang == "cql2-json":
             return parse_json(json.loads(text))
