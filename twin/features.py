@@ -153,9 +153,21 @@ def _items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dic
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             # Values are literals composed by psycopg, so no placeholders: a '%' inside a
-            # LIKE pattern must not be read as one.
-            sql.SQL("SELECT {} FROM {} AS f WHERE {} ORDER BY {} LIMIT {} OFFSET {}").format(
-                select, table, where, order, sql.Literal(query.limit), sql.Literal(query.offset)
+            # LIKE pattern must not be read as one. The page's rows are picked first and
+            # only they are made into JSON: PostgreSQL computes the select list of every row
+            # an OFFSET skips too (a page at offset 25,000 of the demo's buildings took
+            # 290 ms, most of a client's read of the layer).
+            sql.SQL(
+                "SELECT {} FROM (SELECT * FROM {} AS f WHERE {} ORDER BY {} LIMIT {} OFFSET {})"
+                " AS f ORDER BY {}"
+            ).format(
+                select,
+                table,
+                where,
+                order,
+                sql.Literal(query.limit),
+                sql.Literal(query.offset),
+                order,
             )
         ).fetchall()
         matched = cur.execute(
