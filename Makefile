@@ -7,23 +7,69 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TWIN   := $(VENV)/bin/twin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PG_MAJOR ?= 15
+# Empty: the PostgreSQL major the machine has, or else the one apt installs (see below).
+PG_MAJOR ?=
+# Where Debian's packages put PostgreSQL; tests point these at fake folders.
+PG_LIB   ?= /usr/lib/postgresql
+PG_SHARE ?= /usr/share/postgresql
+# DRY_RUN=1 prints the apt-get commands instead of running them.
+DRY_RUN  ?=
 
 .PHONY: setup system python demo test lint bench clean-venv
 
 setup: system python
 
-# PostgreSQL and PostGIS (and GDAL's command line tools) from Debian's packages, when missing.
+# PostgreSQL and PostGIS (and GDAL's command line tools) from the distribution's packages,
+# when missing. Debian 12 has PostgreSQL 15, Debian 13 17, Ubuntu 24.04 16, Ubuntu 22.04 14:
+# PostGIS is installed for the newest PostgreSQL the machine has (the server, as twin uses
+# it), or else for the one the `postgresql` package would bring, or else the newest apt
+# offers PostGIS for.
+define SYSTEM_SH
+run() { if [ -n "$$DRY_RUN" ]; then echo "would run: $$*"; else "$$@" >/dev/null; fi; }
+fail() { echo "error: $$*; or set TWIN_DATABASE_URL to a PostGIS server" >&2; exit 1; }
+have=
+for server in "$$PG_LIB"/*/bin/postgres; do
+  n=$${server#"$$PG_LIB"/}; n=$${n%%/*}
+  case $$n in ''|*[!0-9]*) continue ;; esac
+  [ -e "$$server" ] || continue
+  if [ -z "$$have" ] || [ "$$n" -gt "$$have" ]; then have=$$n; fi
+done
+major=$${PG_MAJOR:-$$have}
+postgis=no; gdal=no
+if [ -n "$$major" ] && [ -e "$$PG_SHARE/$$major/extension/postgis.control" ]; then postgis=yes; fi
+if command -v ogr2ogr >/dev/null 2>&1; then gdal=yes; fi
+if [ $$postgis = yes ] && [ $$gdal = yes ]; then
+  echo "PostgreSQL $$major + PostGIS, GDAL: present"; exit 0
+fi
+command -v apt-get >/dev/null 2>&1 || fail "no apt-get: install PostgreSQL with PostGIS and GDAL"
+run $$SUDO apt-get update -qq || exit 1
+why="the newest installed"
+[ -n "$$PG_MAJOR" ] && why="PG_MAJOR"
+if [ -z "$$major" ]; then
+  why="the version apt installs"
+  major=$$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$$/\1/p' | head -n 1)
+fi
+if [ -z "$$major" ]; then
+  why="the newest apt has PostGIS for"
+  major=$$(apt-cache pkgnames postgresql- 2>/dev/null | sed -n 's/^postgresql-\([0-9][0-9]*\)-postgis-3$$/\1/p' | sort -n | tail -n 1)
+fi
+[ -n "$$major" ] || fail "apt knows no PostgreSQL with PostGIS (postgresql-N-postgis-3)"
+packages=
+if [ $$postgis = no ]; then
+  packages=postgresql-$$major-postgis-3
+  apt-cache pkgnames "$$packages" 2>/dev/null | grep -qx "$$packages" || \
+    fail "apt has no $$packages for PostgreSQL $$major: add the PostgreSQL project's apt repository"
+fi
+[ $$gdal = yes ] || packages="$$packages gdal-bin"
+packages=$${packages# }
+echo "installing $$packages with apt-get, for PostgreSQL $$major ($$why)"
+run $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$packages
+endef
+export SYSTEM_SH
+
 system:
-	@if ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 && command -v ogr2ogr >/dev/null; then \
-	  echo "PostgreSQL + PostGIS, GDAL: present"; \
-	elif command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing postgresql-$(PG_MAJOR)-postgis-3 and gdal-bin with apt-get"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql-$(PG_MAJOR)-postgis-3 gdal-bin >/dev/null; \
-	else \
-	  echo "error: install PostgreSQL with PostGIS (or set TWIN_DATABASE_URL)"; exit 1; \
-	fi
+	@SUDO='$(SUDO)' PG_MAJOR='$(PG_MAJOR)' PG_LIB='$(PG_LIB)' PG_SHARE='$(PG_SHARE)' \
+	  DRY_RUN='$(DRY_RUN)' sh -c "$$SYSTEM_SH"
 
 # The project in a virtual environment, reinstalled when pyproject.toml changes.
 python: $(VENV)/.installed

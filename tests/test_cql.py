@@ -213,9 +213,15 @@ def test_bad_cql2_json_is_a_clean_400(client: TestClient, text: str, words: str)
     _assert_refused(_get(client, text, "cql2-json"), words)
 
 
-@pytest.mark.parametrize("lang", ["cql-text", "CQL2-JSON", "ecql", "x" * 300])
+@pytest.mark.parametrize("lang", ["CQL2-JSON", "ecql", "x" * 300])
 def test_only_the_two_filter_languages_are_read(client: TestClient, lang: str):
     _assert_refused(_get(client, "floors = 1", lang), "use cql2-text or cql2-json")
+
+
+def test_the_draft_name_cql_text_is_read_as_cql2_text(client: TestClient, conn: psycopg.Connection):
+    # GDAL 3.6 sends filter-lang=cql-text, the draft's name for the same language.
+    answer = _get(client, "floors = 1", "cql-text")
+    assert answer.json()["numberMatched"] == _count(conn, "floors = 1")
 
 
 def test_an_empty_filter_selects_everything(client: TestClient, conn: psycopg.Connection):

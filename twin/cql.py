@@ -458,6 +458,8 @@ _COMPARISON_OPS = {"=": ast.Equal, "<>": ast.NotEqual, "<": ast.LessThan, "<=": 
 
 def parse(text: str, lang: str = "cql2-text") -> Any:
     """The filter's syntax tree; InvalidInput naming the problem when it does not parse."""
+    if lang == "cql-text":  # the draft's name, which GDAL 3.6 sends; its filters are CQL2 text
+        lang = "cql2-text"
     if lang not in LANGS:
         raise InvalidInput(f"filter-lang {lang[:40]!r}: use cql2-text or cql2-json")
     if not text.strip():

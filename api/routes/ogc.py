@@ -15,6 +15,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from api import openapi30
 from api.access import Public
 from api.deps import Connection, with_connection
 from twin import features
@@ -70,7 +71,9 @@ def landing(request: Request, f: str | None = None) -> Any:
         "description": "Spatial digital twin of the city: every layer as OGC API Features.",
         "links": [
             {"rel": "self", "href": f"{base}/", "type": "application/json"},
-            {"rel": "service-desc", "href": f"{base}/api", "type": "application/vnd.oai.openapi+json;version=3.1"},
+            # 3.0 first: GDAL and QGIS take the service-desc link of that type.
+            {"rel": "service-desc", "href": f"{base}/api", "type": openapi30.OPENAPI_30},
+            {"rel": "service-desc", "href": f"{base}/api?version=3.1", "type": openapi30.OPENAPI_31},
             {"rel": "service-doc", "href": f"{base}/docs", "type": "text/html"},
             {"rel": "conformance", "href": f"{base}/conformance", "type": "application/json"},
             {"rel": "data", "href": f"{base}/collections", "type": "application/json"},
@@ -91,10 +94,33 @@ def conformance(request: Request, f: str | None = None) -> Any:
 
 
 @router.get("/api", dependencies=[Public], summary="The OpenAPI definition (public)")
-def api_definition(request: Request) -> JSONResponse:
-    """The same document as /openapi.json, where OGC clients look for it."""
+def api_definition(
+    request: Request,
+    conn: Connection,
+    version: Annotated[
+        str | None, Query(description="3.0 or 3.1; without it, as Accept asks (3.0 by default)")
+    ] = None,
+) -> JSONResponse:
+    """The API document where OGC clients look for it: OpenAPI 3.0 or 3.1.
+
+    GDAL and QGIS ask for 3.0 and read the page size limits and the filters each collection
+    takes from it; /openapi.json is FastAPI's 3.1 document, which `?version=3.1` or an
+    Accept naming 3.1 also gets here.
+    """
+    if version is None:
+        version = openapi30.wanted_version(request.headers.get("accept"))
+    elif version not in ("3.0", "3.1"):
+        raise InvalidInput(f"version {version[:20]!r}: the API document is in OpenAPI 3.0 or 3.1")
+    media_type = openapi30.OPENAPI_30 if version == "3.0" else openapi30.OPENAPI_31
+    document = openapi30.document(request.app, version)
+    if version == "3.0":  # with each collection's own items path, which GDAL reads
+        document = openapi30.with_collections(
+            document, {c.name: c.queryables for c in features.list_collections(conn)}
+        )
     return JSONResponse(
-        request.app.openapi(), media_type="application/vnd.oai.openapi+json;version=3.1"
+        document,
+        media_type=media_type,
+        headers={"Vary": "Accept"},
     )
 
 
