@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from api.access import Public
+from api.access import HeavyPage, Public
 from api.deps import Connection
 from twin import features
 from twin.errors import InvalidInput
@@ -201,7 +201,9 @@ def _datetime(text: str) -> tuple[datetime | None, datetime | None]:
 
 
 @router.get(
-    "/collections/{collection_id}/items", dependencies=[Public], summary="Features (public)"
+    "/collections/{collection_id}/items",
+    dependencies=[Public, HeavyPage],
+    summary="Features (public)",
 )
 def collection_items(
     request: Request,

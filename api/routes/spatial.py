@@ -12,7 +12,7 @@ import shapely
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field
 
-from api.access import Public
+from api.access import Heavy, Operational, Public
 from api.deps import Connection, FastJSON, with_connection
 from layers.crs import resolve_crs, to_storage
 from twin import spatial
@@ -54,7 +54,7 @@ def _locate(conn: psycopg.Connection, lon: float, lat: float, crs: str) -> dict[
 # answer in a few milliseconds. response_model keeps them documented as before.
 @router.get(
     "/locate",
-    dependencies=[Public],
+    dependencies=[Public, Operational],
     response_model=dict[str, Any],
     summary="What is here: jurisdictions, units, assets (public)",
 )
@@ -80,7 +80,7 @@ def _nearest(
 
 @router.get(
     "/nearest",
-    dependencies=[Public],
+    dependencies=[Public, Operational],
     response_model=dict[str, Any],
     summary="The nearest features per layer (public)",
 )
@@ -122,13 +122,15 @@ def _area(body: Area) -> Any:
     raise InvalidInput("give the area as geometry (GeoJSON) or wkt")
 
 
-@router.post("/within", dependencies=[Public], summary="What is inside an area (public)")
+@router.post("/within", dependencies=[Public, Heavy], summary="What is inside an area (public)")
 def within_area(conn: Connection, body: Annotated[Area, Body()]) -> dict[str, Any]:
     """Features of the chosen layers in a polygon, with counts by layer (平急两用)."""
     return spatial.within(conn, _area(body), layers=_layers(body.layers), limit=body.limit)
 
 
-@router.get("/within", dependencies=[Public], summary="What is within a radius of a point (public)")
+@router.get(
+    "/within", dependencies=[Public, Heavy], summary="What is within a radius of a point (public)"
+)
 def within_radius(
     conn: Connection,
     lon: float,
@@ -145,14 +147,18 @@ def within_radius(
     )
 
 
-@router.get("/below", dependencies=[Public], summary="Pipes and nodes under a building (public)")
+@router.get(
+    "/below", dependencies=[Public, Heavy], summary="Pipes and nodes under a building (public)"
+)
 def below_building(conn: Connection, building_id: int) -> dict[str, Any]:
     """What lies under a building's footprint, shallowest first."""
     return spatial.below(conn, spatial.building_footprint(conn, building_id))
 
 
 @router.post(
-    "/below", dependencies=[Public], summary="Pipes and nodes under a planned excavation (public)"
+    "/below",
+    dependencies=[Public, Heavy],
+    summary="Pipes and nodes under a planned excavation (public)",
 )
 def below_area(conn: Connection, body: Annotated[Area, Body()]) -> dict[str, Any]:
     """What lies under an area, with depth and network, shallowest first."""
