@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 
 import twin
 from api.access import Busy, Gate
-from api.deps import busy
+from api.deps import busy, configure
 from api.errors import install_error_handlers
 from api.routes import health, imports, layers, ogc, spatial
 from twin.settings import Settings
@@ -31,6 +31,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
                 min_size=min(min_size, max_size),
                 max_size=max_size,
                 kwargs={"options": timeout, "autocommit": True},
+                configure=configure,
                 open=False,
                 timeout=settings.pool_timeout_s,
             )
