@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,8 @@ from api.deps import busy, configure
 from api.errors import install_error_handlers
 from api.routes import health, imports, layers, ogc, spatial
 from twin.settings import Settings
+
+GC_THRESHOLDS = (10_000, 5, 100)  # CPython's are (700, 10, 10)
 
 
 def create_app(settings: Settings, *, database_url: str) -> FastAPI:
@@ -43,9 +46,18 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         app.state.heavy_gate = Gate(settings.heavy_concurrency, settings.heavy_queue_s)
         app.state.pool.open()
         app.state.operational_pool.open()
+        # An area answer is some 200,000 small containers: at CPython's default thresholds
+        # a full collection ran every second under heavy reads, holding the GIL, so every
+        # request, for up to 0.8 s (bench/RESULTS.md). Fewer, younger collections, and
+        # what start-up made frozen out of them.
+        thresholds = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             yield
         finally:
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
             app.state.operational_pool.close()
             app.state.pool.close()
 
