@@ -135,11 +135,11 @@ async def heavy_page(request: Request) -> AsyncIterator[None]:
         yield
 
 
-# Released when the route has answered, before the answer is sent: a slow client must not
-# hold a slot while it reads.
 Public = Depends(public)
 Staff = Annotated[str, Depends(staff)]
 Operational = Depends(operational)
+# A heavy slot is given back when the route has answered, before the answer is sent: a
+# slow client must not hold one while it reads.
 Heavy = Depends(heavy, scope="function")
 HeavyPage = Depends(heavy_page, scope="function")
 
