@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import ConnectionPool
 
 import twin
+from api.access import Busy, Gate
+from api.deps import busy, configure
 from api.errors import install_error_handlers
 from api.routes import health, imports, layers, ogc, spatial
 from twin.settings import Settings
+
+GC_THRESHOLDS = (10_000, 5, 100)  # CPython's are (700, 10, 10)
 
 
 def create_app(settings: Settings, *, database_url: str) -> FastAPI:
@@ -21,20 +27,39 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout = f"-c statement_timeout={settings.statement_timeout_ms}"
-        pool = ConnectionPool(
-            database_url,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
-            kwargs={"options": timeout, "autocommit": True},
-            open=False,
-            timeout=settings.pool_timeout_s,
-        )
-        pool.open()
-        app.state.pool = pool
+
+        def pool(min_size: int, max_size: int) -> ConnectionPool:
+            return ConnectionPool(
+                database_url,
+                min_size=min(min_size, max_size),
+                max_size=max_size,
+                kwargs={"options": timeout, "autocommit": True},
+                configure=configure,
+                open=False,
+                timeout=settings.pool_timeout_s,
+            )
+
+        # Operational routes (api/access.py) have connections and threads of their own.
+        app.state.pool = pool(settings.pool_min_size, settings.pool_max_size)
+        app.state.operational_pool = pool(1, settings.operational_pool_size)
+        app.state.operational_threads = anyio.CapacityLimiter(settings.operational_pool_size)
+        app.state.heavy_gate = Gate(settings.heavy_concurrency, settings.heavy_queue_s)
+        app.state.pool.open()
+        app.state.operational_pool.open()
+        # An area answer is some 200,000 small containers: at CPython's default thresholds
+        # a full collection ran every second under heavy reads, holding the GIL, so every
+        # request, for up to 0.8 s (bench/RESULTS.md). Fewer, younger collections, and
+        # what start-up made frozen out of them.
+        thresholds = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             yield
         finally:
-            pool.close()
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
+            app.state.operational_pool.close()
+            app.state.pool.close()
 
     # Swagger UI and ReDoc served from the package: a city intranet has no CDN.
     app = FastAPIOffline(
@@ -45,6 +70,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_exception_handler(Busy, busy)
     app.include_router(health.router)
     app.include_router(layers.router)
     app.include_router(imports.router)

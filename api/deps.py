@@ -1,25 +1,51 @@
-"""Dependency aliases that keep routes short: a pooled connection per request."""
+"""Dependency aliases that keep routes short: a pooled connection per request, from the
+pool of the route's class (api/access.py), and the answer when the heavy gate is full."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Concatenate, ParamSpec, TypeVar
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
+import anyio
 import orjson
 import psycopg
 from fastapi import Depends, Request, Response
-from fastapi.concurrency import run_in_threadpool
-from psycopg_pool import PoolTimeout
+from fastapi.responses import JSONResponse
+from psycopg.types.json import set_json_loads
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from api.access import Busy, RouteClass, route_class
+from api.errors import problem
 from twin.errors import DatabaseUnavailable
+
+
+def _json_loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)  # numbers beyond a double (1e400), which jsonb can hold
+
+
+def configure(conn: psycopg.Connection) -> None:
+    """Every pooled connection reads jsonb with orjson: 5,000 features' jsonb parsed by
+    the standard library held the GIL (so the event loop) four times as long."""
+    set_json_loads(_json_loads, conn)
+
+
+def _operational(request: Request) -> bool:
+    return route_class(request.scope.get("route")) is RouteClass.OPERATIONAL
 
 
 @contextmanager
 def pooled_connection(request: Request) -> Iterator[psycopg.Connection]:
-    """A connection from the app's pool, returned (and rolled back if left open) after."""
+    """A connection from the pool of the route's class (operational routes have their own),
+    returned (and rolled back if left open) after."""
+    state = request.app.state
+    pool: ConnectionPool = state.operational_pool if _operational(request) else state.pool
     try:
-        with request.app.state.pool.connection() as conn:
+        with pool.connection() as conn:
             yield conn
     except PoolTimeout as exc:
         raise DatabaseUnavailable(
@@ -33,7 +59,8 @@ def connection(request: Request) -> Iterator[psycopg.Connection]:
         yield conn
 
 
-Connection = Annotated[psycopg.Connection, Depends(connection)]
+# Given back as soon as the route has answered, not after a slow client has read it all.
+Connection = Annotated[psycopg.Connection, Depends(connection, scope="function")]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -48,13 +75,23 @@ async def with_connection(
     """``call(conn, *args, **kwargs)`` on a pooled connection, in one trip through the
     thread pool, for an async route. A sync route with the ``Connection`` dependency
     takes four (checkout, route, return, validating the answer): on the 2-core standard
-    machine that was a fifth of locate's time over HTTP."""
+    machine that was a fifth of locate's time over HTTP. Operational routes run on
+    threads of their own, so a thread pool full of public requests cannot hold them up."""
 
     def run() -> T:
         with pooled_connection(request) as conn:
             return call(conn, *args, **kwargs)
 
-    return await run_in_threadpool(run)
+    limiter = request.app.state.operational_threads if _operational(request) else None
+    return await anyio.to_thread.run_sync(run, limiter=limiter)
+
+
+async def busy(request: Request, exc: Exception) -> JSONResponse:
+    """503 problem+json with ``Retry-After`` for a request the heavy gate turned away."""
+    assert isinstance(exc, Busy)
+    answer = problem(503, "Service Unavailable", str(exc), request.url.path)
+    answer.headers["Retry-After"] = str(exc.retry_after_s)
+    return answer
 
 
 class FastJSON(Response):

@@ -1,4 +1,5 @@
-"""Benchmark: locate and nearest over HTTP (1 and 8 connections) beside the raw SQL time.
+"""Benchmark: locate and nearest (with and without max_distance) over HTTP (1 and 8
+connections) beside the raw SQL time.
 
     .venv/bin/python bench/queries.py [--requests 2000] [--size large]
 
@@ -83,6 +84,9 @@ def main() -> None:
         for name, call in (
             ("locate, SQL in process", lambda p: spatial.locate(conn, *p)),
             ("nearest k=5 x3 layers, SQL", lambda p: spatial.nearest(conn, *p, layers=["buildings", "sensors", "pipe_nodes"], k=5)),
+            ("nearest ... max_distance=200, SQL", lambda p: spatial.nearest(conn, *p, layers=["buildings", "sensors", "pipe_nodes"], k=5, max_distance_m=200)),
+            ("nearest pipes, SQL", lambda p: spatial.nearest(conn, *p, layers=["pipes"], k=5)),
+            ("nearest pipes max_distance=50, SQL", lambda p: spatial.nearest(conn, *p, layers=["pipes"], k=5, max_distance_m=50)),
         ):  # fmt: skip
             times = []
             started = time.perf_counter()
@@ -110,6 +114,7 @@ def main() -> None:
         for path in (
             "/locate?lon={}&lat={}",
             "/nearest?lon={}&lat={}&layers=buildings,sensors,pipe_nodes&k=5",
+            "/nearest?lon={}&lat={}&layers=buildings,sensors,pipe_nodes&k=5&max_distance=200",
         ):
             for connections in (1, 8):
                 # http.client, the lightest client, one connection per client thread:
@@ -134,7 +139,9 @@ def main() -> None:
                 with ThreadPoolExecutor(max_workers=connections) as pool:
                     times = list(pool.map(one, range(len(points))))
                 wall = time.perf_counter() - started
-                label = path.split("?")[0].strip("/")
+                label = path.split("?")[0].strip("/") + (
+                    " max_distance" if "max_distance" in path else ""
+                )
                 print(_figures(f"{label}, HTTP, {connections} connection(s)", times, wall))
     finally:
         server.terminate()

@@ -38,8 +38,21 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     statement_timeout_ms: int = Field(default=5000, ge=100)
     pool_min_size: int = Field(default=1, ge=1)
-    pool_max_size: int = Field(default=10, ge=1)
+    pool_max_size: int = Field(default=10, ge=1, description="Connections of the shared pool.")
     pool_timeout_s: float = Field(default=10.0, gt=0, description="Wait for a connection.")
+    operational_pool_size: int = Field(
+        default=4,
+        ge=1,
+        description="Connections kept apart for dispatch's questions, staff and health.",
+    )
+    heavy_concurrency: int = Field(
+        default=2, ge=1, description="Heavy requests (area questions, big pages) served at once."
+    )
+    heavy_queue_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a heavy request waits for its turn before 503 and Retry-After.",
+    )
     max_upload_mb: int = Field(default=2048, ge=1, description="Largest file an upload may be.")
     api_keys: dict[str, str] = Field(
         default_factory=dict,

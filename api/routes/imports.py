@@ -17,7 +17,7 @@ import psycopg
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile, status
 from pydantic import BaseModel, Field
 
-from api.access import Staff
+from api.access import Heavy, Staff
 from api.deps import Connection
 from api.errors import Unprocessable
 from layers.crs import axes, resolve_crs
@@ -96,7 +96,9 @@ def _json_object(text: str | None, name: str) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
 
-@router.post("/layers/{name}/import", summary="Import a file into a layer (staff)")
+@router.post(
+    "/layers/{name}/import", dependencies=[Heavy], summary="Import a file into a layer (staff)"
+)
 def upload(
     request: Request,
     conn: Connection,

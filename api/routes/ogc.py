@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from api import openapi30
-from api.access import Public
+from api.access import HeavyPage, Public
 from api.deps import Connection, with_connection
 from twin import features
 from twin.errors import InvalidInput
@@ -284,7 +284,9 @@ ItemsParams = Annotated[features.ItemsQuery, Depends(items_query)]
 
 
 @router.get(
-    "/collections/{collection_id}/items", dependencies=[Public], summary="Features (public)"
+    "/collections/{collection_id}/items",
+    dependencies=[Public, HeavyPage],
+    summary="Features (public)",
 )
 def collection_items(
     request: Request,
@@ -302,7 +304,7 @@ MAX_FILTER_BODY = 1_000_000
 
 @router.post(
     "/collections/{collection_id}/items",
-    dependencies=[Public],
+    dependencies=[Public, HeavyPage],
     summary="Features selected by a CQL2-JSON filter in the body (public)",
     openapi_extra={
         "requestBody": {

@@ -12,7 +12,7 @@ import shapely
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field
 
-from api.access import Public
+from api.access import Heavy, Operational, Public
 from api.deps import Connection, FastJSON, with_connection
 from layers.crs import implausible, resolve_crs, to_storage
 from twin import spatial
@@ -63,7 +63,7 @@ def _locate(conn: psycopg.Connection, lon: float, lat: float, crs: str) -> dict[
 # answer in a few milliseconds. response_model keeps them documented as before.
 @router.get(
     "/locate",
-    dependencies=[Public],
+    dependencies=[Public, Operational],
     response_model=dict[str, Any],
     summary="What is here: jurisdictions, units, assets (public)",
 )
@@ -89,7 +89,7 @@ def _nearest(
 
 @router.get(
     "/nearest",
-    dependencies=[Public],
+    dependencies=[Public, Operational],
     response_model=dict[str, Any],
     summary="The nearest features per layer (public)",
 )
@@ -133,13 +133,27 @@ def _area(body: Area) -> Any:
     raise InvalidInput("give the area as geometry (GeoJSON) or wkt")
 
 
-@router.post("/within", dependencies=[Public], summary="What is inside an area (public)")
-def within_area(conn: Connection, body: Annotated[Area, Body()]) -> dict[str, Any]:
+# The area questions' answers (up to 30,000 features) are rendered by orjson in the worker
+# thread, as locate's: FastAPI's own serialisation of one held the event loop, so every
+# other request, for a third of a second.
+@router.post(
+    "/within",
+    dependencies=[Public, Heavy],
+    response_model=dict[str, Any],
+    summary="What is inside an area (public)",
+)
+def within_area(conn: Connection, body: Annotated[Area, Body()]) -> FastJSON:
     """Features of the chosen layers in a polygon, with counts by layer (平急两用)."""
-    return spatial.within(conn, _area(body), layers=_layers(body.layers), limit=body.limit)
+    answer = spatial.within(conn, _area(body), layers=_layers(body.layers), limit=body.limit)
+    return FastJSON(answer)
 
 
-@router.get("/within", dependencies=[Public], summary="What is within a radius of a point (public)")
+@router.get(
+    "/within",
+    dependencies=[Public, Heavy],
+    response_model=dict[str, Any],
+    summary="What is within a radius of a point (public)",
+)
 def within_radius(
     conn: Connection,
     lon: float,
@@ -148,21 +162,29 @@ def within_radius(
     layers: str = DEFAULT_LAYERS,
     limit: Annotated[int, Query(ge=1, le=spatial.MAX_WITHIN_FEATURES)] = 1000,
     crs: CrsParam = "CRS84",
-) -> dict[str, Any]:
+) -> FastJSON:
     """Features of the chosen layers within ``radius`` metres of the point."""
     x, y = _storage_point(lon, lat, crs)
-    return spatial.within_radius(conn, x, y, radius, layers=_layers(layers), limit=limit)
+    return FastJSON(spatial.within_radius(conn, x, y, radius, layers=_layers(layers), limit=limit))
 
 
-@router.get("/below", dependencies=[Public], summary="Pipes and nodes under a building (public)")
-def below_building(conn: Connection, building_id: int) -> dict[str, Any]:
+@router.get(
+    "/below",
+    dependencies=[Public, Heavy],
+    response_model=dict[str, Any],
+    summary="Pipes and nodes under a building (public)",
+)
+def below_building(conn: Connection, building_id: int) -> FastJSON:
     """What lies under a building's footprint, shallowest first."""
-    return spatial.below(conn, spatial.building_footprint(conn, building_id))
+    return FastJSON(spatial.below(conn, spatial.building_footprint(conn, building_id)))
 
 
 @router.post(
-    "/below", dependencies=[Public], summary="Pipes and nodes under a planned excavation (public)"
+    "/below",
+    dependencies=[Public, Heavy],
+    response_model=dict[str, Any],
+    summary="Pipes and nodes under a planned excavation (public)",
 )
-def below_area(conn: Connection, body: Annotated[Area, Body()]) -> dict[str, Any]:
+def below_area(conn: Connection, body: Annotated[Area, Body()]) -> FastJSON:
     """What lies under an area, with depth and network, shallowest first."""
-    return spatial.below(conn, _area(body))
+    return FastJSON(spatial.below(conn, _area(body)))
