@@ -12,8 +12,8 @@ from fastapi_offline import FastAPIOffline
 from psycopg_pool import ConnectionPool
 
 import twin
-from api.access import Busy, Gate
-from api.deps import busy, configure
+from api.access import Gate
+from api.deps import configure
 from api.errors import install_error_handlers
 from api.routes import health, imports, layers, ogc, spatial
 from twin.settings import Settings
@@ -70,7 +70,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_exception_handler(Busy, busy)
     app.include_router(health.router)
     app.include_router(layers.router)
     app.include_router(imports.router)

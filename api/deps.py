@@ -12,12 +12,10 @@ import anyio
 import orjson
 import psycopg
 from fastapi import Depends, Request, Response
-from fastapi.responses import JSONResponse
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from api.access import Busy, RouteClass, route_class
-from api.errors import problem
+from api.access import RouteClass, route_class
 from twin.errors import DatabaseUnavailable
 
 
@@ -84,14 +82,6 @@ async def with_connection(
 
     limiter = request.app.state.operational_threads if _operational(request) else None
     return await anyio.to_thread.run_sync(run, limiter=limiter)
-
-
-async def busy(request: Request, exc: Exception) -> JSONResponse:
-    """503 problem+json with ``Retry-After`` for a request the heavy gate turned away."""
-    assert isinstance(exc, Busy)
-    answer = problem(503, "Service Unavailable", str(exc), request.url.path)
-    answer.headers["Retry-After"] = str(exc.retry_after_s)
-    return answer
 
 
 class FastJSON(Response):

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.access import NotAllowed
+from api.access import Busy, NotAllowed
 from twin.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -65,7 +65,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def twin_error(request: Request, exc: TwinError) -> JSONResponse:
         status = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), 500)
         title = TITLES.get(status, "Service Unavailable")
-        return problem(status, title, str(exc), request.url.path)
+        answer = problem(status, title, str(exc), request.url.path)
+        if isinstance(exc, Busy):  # the heavy gate turned it away: come back after this
+            answer.headers["Retry-After"] = str(exc.retry_after_s)
+        elif status == 503:
+            answer.headers["Retry-After"] = "5"
+        return answer
 
     @app.exception_handler(Unprocessable)
     async def unprocessable(request: Request, exc: Unprocessable) -> JSONResponse:
