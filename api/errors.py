@@ -31,6 +31,7 @@ STATUS_CODES: dict[type[TwinError], int] = {
     NotFound: 404,
     Conflict: 409,
     DatabaseUnavailable: 503,
+    Busy: 503,
     SetupError: 503,
 }
 TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
