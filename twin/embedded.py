@@ -32,7 +32,8 @@ from twin.errors import SetupError
 DATABASE = "twin"
 SUPERUSER = "twin"
 INSTALL_HINT = (
-    "install PostgreSQL and PostGIS (Debian: apt-get install postgresql-15-postgis-3), "
+    "install PostgreSQL and PostGIS (`make setup` does, or on Debian and Ubuntu: apt-get"
+    " install postgresql-N-postgis-3 for the PostgreSQL major N you have), "
     "or set TWIN_DATABASE_URL to a PostGIS server"
 )
 # Tuned for one machine that also runs the API: bulk loads want WAL room and sort memory.
