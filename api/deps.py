@@ -1,5 +1,5 @@
 """Dependency aliases that keep routes short: a pooled connection per request, from the
-pool of the route's class (api/access.py), and the answer when the heavy gate is full."""
+pool of the route's class (api/access.py)."""
 
 from __future__ import annotations
 
