@@ -111,7 +111,7 @@ def test_missing_postgresql_says_what_to_install():
     )
     assert result.returncode == 1
     assert "initdb, pg_ctl" in result.stderr and "not found in /nonexistent" in result.stderr
-    assert "apt-get install postgresql-15-postgis-3" in result.stderr
+    assert "make setup" in result.stderr and "postgresql-17-postgis-3 on Debian 13" in result.stderr
 
 
 def test_a_cluster_folder_owned_by_someone_else_is_refused_and_left_alone():

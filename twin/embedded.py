@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -32,10 +33,32 @@ from twin.errors import SetupError
 DATABASE = "twin"
 SUPERUSER = "twin"
 INSTALL_HINT = (
-    "install PostgreSQL and PostGIS (`make setup` does, or on Debian and Ubuntu: apt-get"
-    " install postgresql-N-postgis-3 for the PostgreSQL major N you have), "
+    "install PostgreSQL and PostGIS (`make setup` does; by hand on Debian and Ubuntu: apt-get"
+    " install postgresql-N-postgis-3 for PostgreSQL N: postgresql-15-postgis-3 on Debian 12,"
+    " postgresql-17-postgis-3 on Debian 13, postgresql-16-postgis-3 on Ubuntu 24.04), "
     "or set TWIN_DATABASE_URL to a PostGIS server"
 )
+
+
+def postgis_hint(bin_dir: Path) -> str:
+    """What to install for PostGIS beside the PostgreSQL in ``bin_dir``: its own major's
+    package when the server says which it is."""
+    try:
+        version = subprocess.run(
+            [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    found = re.search(r"\(PostgreSQL\) (\d+)", version)
+    if found is None:
+        return INSTALL_HINT
+    return (
+        f"install it for PostgreSQL {found[1]} (`make setup` does; on Debian and Ubuntu: "
+        f"apt-get install postgresql-{found[1]}-postgis-3), or set TWIN_DATABASE_URL to a "
+        "PostGIS server"
+    )
+
+
 # Tuned for one machine that also runs the API: bulk loads want WAL room and sort memory.
 SERVER_CONFIG = {
     "listen_addresses": "'127.0.0.1'",
@@ -236,7 +259,9 @@ class EmbeddedCluster:
                 "refusing to touch it (choose another TWIN_DATA_DIR)"
             )
         if not postgis_available(self.bin_dir):
-            raise SetupError(f"PostGIS is not installed for {self.bin_dir.parent}: {INSTALL_HINT}")
+            raise SetupError(
+                f"PostGIS is not installed for {self.bin_dir.parent}: {postgis_hint(self.bin_dir)}"
+            )
         self._check_folder_usable()
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         self._give_to_server_user(self.pgdata)
