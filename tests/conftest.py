@@ -22,13 +22,20 @@ from sqlalchemy.engine import make_url
 from api.app import create_app
 from layers.demo.generate import DemoCity, generate_city
 from layers.demo.load import load_demo
-from tests.helpers import make_data_dir, settings_for
+from tests.helpers import make_data_dir, remove_data_dirs, settings_for
 from twin import db
 from twin.embedded import EmbeddedCluster
 from twin.settings import Settings
 
 TEMPLATE = "twin"  # the embedded cluster's own data base serves as the template
 _clone_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leave_no_folders() -> Iterator[None]:
+    """Torn down last: every folder the tests made goes (clusters are stopped by then)."""
+    yield
+    remove_data_dirs()
 
 
 @pytest.fixture(scope="session")

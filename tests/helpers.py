@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,12 +14,22 @@ import shapely.geometry
 
 from twin.settings import Settings
 
+_made: list[Path] = []
+
 
 def make_data_dir(prefix: str) -> Path:
-    """A folder the PostgreSQL server user can reach when the tests run as root."""
+    """A folder the PostgreSQL server user can reach when the tests run as root; removed
+    at the end of the session (remove_data_dirs)."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
+    _made.append(path)
     return path
+
+
+def remove_data_dirs() -> None:
+    """Remove the folders make_data_dir made, so a test run leaves nothing in /tmp."""
+    while _made:
+        shutil.rmtree(_made.pop(), ignore_errors=True)
 
 
 def settings_for(data_dir: Path, **overrides: object) -> Settings:
