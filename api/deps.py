@@ -14,9 +14,52 @@ import psycopg
 from fastapi import Depends, Request, Response
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import BeforeValidator
 
 from api.access import RouteClass, route_class
-from twin.errors import DatabaseUnavailable
+from twin.errors import DatabaseUnavailable, InvalidInput
+
+
+def _plain_number(value: Any) -> Any:
+    # Python reads "1_0" as 10; a client that sent it meant something else.
+    if isinstance(value, str) and "_" in value:
+        raise ValueError(f"{value[:40]!r} is not a number")
+    return value
+
+
+# For numeric query parameters, beside their Query(): Annotated[int, Query(ge=1), Plain].
+# (Inside an Annotated of its own, FastAPI writes Query's bounds into the API document
+# under their Python names.)
+Plain = BeforeValidator(_plain_number)
+Number = Annotated[float, Plain]  # a float query parameter with no bounds
+Whole = Annotated[int, Plain]  # an integer query parameter with no bounds
+_DECLARED: dict[tuple[str, str], frozenset[str]] = {}
+
+
+async def known_parameters(request: Request) -> None:
+    """Refuses query parameters the route does not take (a typo such as ``layerz=`` would
+    otherwise be answered with the defaults, as if it had been understood)."""
+    route = request.scope.get("route")
+    key = (request.method, getattr(route, "path", ""))
+    names = _DECLARED.get(key)
+    if names is None:
+        names = _DECLARED[key] = frozenset(_query_names(route.dependant))  # type: ignore[union-attr]
+    unknown = [name for name in request.query_params if name not in names]
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter {', '.join(repr(n[:40]) for n in unknown[:5])}; "
+            f"{request.url.path} takes {', '.join(sorted(names))}"
+        )
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {field.alias for field in dependant.query_params}
+    for inner in dependant.dependencies:
+        names |= _query_names(inner)
+    return names
+
+
+KnownParameters = Depends(known_parameters)
 
 
 def _json_loads(data: bytes) -> Any:

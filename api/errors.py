@@ -147,10 +147,28 @@ def _validation_message(error: Any) -> str:
               "less_than": f"{str(value)[:40]} is not less than {ctx.get('lt')}"}  # fmt: skip
     if kind in bounds:
         return f"{place}: {bounds[kind]}"
+    expected = {"dict_type": "a JSON object", "model_attributes_type": "a JSON object",
+                "model_type": "a JSON object", "list_type": "a JSON array",
+                "string_type": "text", "int_type": "a whole number", "float_type": "a number",
+                "bool_type": "true or false"}.get(kind)  # fmt: skip
+    if expected is not None:
+        if place == "body" and expected == "a JSON object":
+            return "the body must be a JSON object, sent as Content-Type: application/json"
+        return f"{place} must be {expected}, not {_json_kind(value)}"
+    if kind == "extra_forbidden":
+        return f"{place} is not a field this request takes"
+    if kind == "value_error":
+        return f"{place}: {str(error.get('msg', '')).removeprefix('Value error, ')}"
     message = str(error.get("msg", "is not valid"))
     if kind in ("int_parsing", "float_parsing", "bool_parsing") and isinstance(value, str):
         message = f"{value[:40]!r} is not {'an integer' if kind == 'int_parsing' else 'a number' if kind == 'float_parsing' else 'true or false'}"
     return f"{place}: {message}"
+
+
+def _json_kind(value: Any) -> str:
+    kinds = ((bool, "true/false"), (int, "a number"), (float, "a number"), (str, "text"),
+             (list, "an array"), (dict, "an object"))  # fmt: skip
+    return next((name for kind, name in kinds if isinstance(value, kind)), "null")
 
 
 def _non_finite(value: Any) -> bool:

@@ -517,7 +517,7 @@ def frame_from_geojson(
         labels.append(f"features[{i}]" + (f" (id {given!r})" if given is not None else ""))
         geometry = feature.get("geometry")
         if geometry is not None:
-            geoms[i], reasons[i] = _geojson_geometry(geometry, axes)
+            geoms[i], reasons[i] = geojson_geometry(geometry, axes)
     fields = {
         name: np.array([(f.get("properties") or {}).get(name) for f in features], dtype=object)
         for name in names
@@ -526,7 +526,7 @@ def frame_from_geojson(
                         geometry_reasons=reasons, labels=labels)  # fmt: skip
 
 
-def _geojson_geometry(geometry: Any, axes: tuple[str, str]) -> tuple[Any, str | None]:
+def geojson_geometry(geometry: Any, axes: tuple[str, str]) -> tuple[Any, str | None]:
     """A GeoJSON geometry as shapely's, or None and why its coordinates cannot be read."""
     if not isinstance(geometry, dict):
         return None, "the geometry is not a GeoJSON object"
@@ -536,7 +536,7 @@ def _geojson_geometry(geometry: Any, axes: tuple[str, str]) -> tuple[Any, str | 
         if not isinstance(members, list):
             return None, "a GeometryCollection needs a list of geometries"
         for m, member in enumerate(members):
-            _, why = _geojson_geometry(member, axes)
+            _, why = geojson_geometry(member, axes)
             if why is not None:
                 return None, f"member {m} of the collection: {why}"
     elif kind in _POSITION_DEPTH:

@@ -24,8 +24,8 @@ def polygon(ring: list[list[object]]) -> dict[str, object]:
         ("GET", "/collections/build%00ings/items", None, 400, "the path holds a NUL"),
         ("GET", "/layers/build%00ings", None, 400, "NUL"),
         ("GET", "/nearest?lon=121.4&lat=31.24&layers=pipes%00", None, 400, "NUL"),
-        ("POST", "/within", {"geometry": polygon(SQUARE), "layers": "build\u0000ings"}, 400, "unknown layer"),
-        ("POST", "/within", {"wkt": "POLYGON((0 0,1 0,1 1,0 0))\u0000"}, 400, "area"),
+        ("POST", "/within", {"geometry": polygon(SQUARE), "layers": "build\u0000ings"}, 400, "body layers: holds a NUL"),
+        ("POST", "/within", {"wkt": "POLYGON((0 0,1 0,1 1,0 0))\u0000"}, 400, "body wkt: holds a NUL"),
         # numbers past 64 bits, NaN, infinity
         ("GET", "/collections/buildings/items?offset=99999999999999999999999", None, 400, "offset"),
         ("GET", "/collections/buildings/items?limit=99999999999999999999999", None, 200, ""),
@@ -39,8 +39,8 @@ def polygon(ring: list[list[object]]) -> dict[str, object]:
         ("GET", "/locate?lon=121.4&lat=1e400", None, 400, "finite"),
         ("GET", "/locate?lon=121.4&lat=" + "9" * 400, None, 400, "finite"),
         ("POST", "/within", {"geometry": polygon([*SQUARE[:2], ["NaN", 31.25], *SQUARE[3:]])}, 400, "area"),
-        ("POST", "/below", {"geometry": polygon([*SQUARE[:2], [1e400, 31.25], *SQUARE[3:]])}, 400, "finite numbers"),
-        ("POST", "/within", {"geometry": polygon([[200, 100], [201, 100], [201, 101], [200, 100]])}, 400, "longitude/latitude"),
+        ("POST", "/below", {"geometry": polygon([*SQUARE[:2], [1e400, 31.25], *SQUARE[3:]])}, 400, "coordinate 2 of ring 0: longitude inf is not a finite number"),
+        ("POST", "/within", {"geometry": polygon([[200, 100], [201, 100], [201, 101], [200, 100]])}, 400, "longitude 200 is beyond ±180"),
         ("POST", "/within", {"geometry": polygon([[True, 31.2], [121.4, 31.3], [121.5, 31.3], [True, 31.2]])}, 400, "area"),
         # wrong types, wrong shapes
         ("POST", "/within", {"geometry": "POLYGON((0 0,1 0,1 1,0 0))"}, 400, "geometry"),
@@ -83,3 +83,50 @@ def test_405_says_which_methods_are_allowed(client: TestClient):
     answer = client.put("/locate?lon=121.4&lat=31.24")
     assert answer.status_code == 405
     assert answer.headers["allow"] == "GET"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "words"),
+    [
+        # an area's coordinates: named, in our words, before GEOS or numpy see them
+        ("POST", "/within", {"geometry": polygon([["NaN", 31.24], *SQUARE[1:4], ["NaN", 31.24]])}, "coordinate 0 of ring 0"),
+        ("POST", "/within", {"geometry": polygon([[float("nan"), 31.24], *SQUARE[1:4], [float("nan"), 31.24]])}, "coordinate 0 of ring 0: longitude NaN is not a finite number"),
+        ("POST", "/within", {"geometry": polygon([[None, 31.24], *SQUARE[1:]])}, "null, not a number"),
+        ("POST", "/within", {"geometry": polygon([[1, 2, 3, 4, 5], *SQUARE[1:]])}, "2 or 3 numbers"),
+        ("POST", "/within", {"geometry": polygon([["121.40", "31.24"], *SQUARE[1:]])}, "text, not a number"),
+        ("POST", "/within", {"geometry": polygon(SQUARE[:4])}, "not closed"),
+        ("POST", "/below", {"geometry": {"type": "Poly\u0000gon", "coordinates": [SQUARE]}}, "not a GeoJSON geometry type"),
+        ("POST", "/within", {"wkt": "POLYGON((NaN 31.24, 121.41 31.24, 121.41 31.25, NaN 31.24))"}, "ring does not end where it starts"),
+        ("POST", "/within", {"wkt": "POLYGON((121.4 31.24, 121.41"}, "ends too soon"),
+        ("POST", "/within", {"wkt": "POLYGON((0 0,1 0,1 1,0 0))\u0000"}, "NUL"),
+        ("POST", "/within", {"geometry": polygon(SQUARE), "crs": "EPSG:4549"}, "body crs is not a field"),
+        ("POST", "/within", [1, 2], "JSON object"),
+        ("POST", "/within", {"geometry": "POLYGON((0 0,1 0,1 1,0 0))"}, "body geometry must be a JSON object, not text"),
+        # parameters: typos, empty lists and Python's number syntax are not guessed at
+        ("GET", "/nearest?lon=121.4&lat=31.24&layerz=pipes", None, "unknown query parameter 'layerz'"),
+        ("GET", "/locate?lon=121.4&lat=31.24&foo=1", None, "unknown query parameter 'foo'"),
+        ("GET", "/nearest?lon=121.4&lat=31.24&layers=", None, "name at least one layer"),
+        ("GET", "/locate?lon=1_0&lat=31.24", None, "'1_0' is not a number"),
+        ("GET", "/nearest?lon=121.4&lat=31.24&k=1_0", None, "'1_0' is not a number"),
+        ("GET", "/collections/buildings/items?limit=1_0", None, "'1_0' is not a number"),
+    ],
+)  # fmt: skip
+def test_what_is_not_as_the_standard_has_it_is_refused_by_name(
+    client: TestClient, method: str, url: str, body: object, words: str
+):
+    content = None if body is None else json.dumps(body)
+    answer = client.request(
+        method, url, content=content, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    detail = answer.json()["detail"]
+    assert words in detail, detail
+    for internal in (
+        "IllegalArgument",
+        "ParseException",
+        "inhomogeneous",
+        "float()",
+        "Input should",
+    ):
+        assert internal not in detail

@@ -52,6 +52,10 @@ def check_point(lon: float, lat: float) -> None:
 def check_layers(conn: psycopg.Connection, layers: list[str]) -> dict[str, str]:
     """The table of each layer named: the built-ins above, or a scene registered in the
     catalogue (its table checked by pattern there); InvalidInput naming unknown ones."""
+    if not layers:
+        raise InvalidInput(
+            f"layers: name at least one layer ({', '.join(SUMMARY_COLUMNS)}, or a scene)"
+        )
     tables: dict[str, str] = {}
     unknown = []
     for layer in layers:

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from api import openapi30
 from api.access import HeavyPage, Public
-from api.deps import Connection, with_connection
+from api.deps import Connection, Plain, with_connection
 from twin import features
 from twin.errors import InvalidInput
 
@@ -243,8 +243,9 @@ def items_query(
             description=f"1 to {features.MAX_LIMIT}; more is clamped",
             json_schema_extra={"maximum": features.MAX_LIMIT},
         ),
+        Plain,
     ] = features.DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0, le=features.MAX_OFFSET)] = 0,
+    offset: Annotated[int, Query(ge=0, le=features.MAX_OFFSET), Plain] = 0,
     after: Annotated[
         str | None,
         Query(max_length=100, description="page cursor: the last id of the previous page"),

@@ -4,17 +4,28 @@ assets and jurisdictions, never anything personal.
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Annotated, Any
 
 import numpy as np
 import psycopg
 import shapely
 from fastapi import APIRouter, Body, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.access import Heavy, Operational, Public
-from api.deps import Connection, FastJSON, with_connection
-from layers.crs import implausible, resolve_crs, to_storage
+from api.deps import (
+    Connection,
+    FastJSON,
+    KnownParameters,
+    Number,
+    Plain,
+    Whole,
+    with_connection,
+)
+from layers.crs import first_bad_coordinate, implausible, number_text, resolve_crs, to_storage
+from layers.readers import geojson_geometry
 from twin import spatial
 from twin.errors import InvalidInput
 
@@ -63,11 +74,11 @@ def _locate(conn: psycopg.Connection, lon: float, lat: float, crs: str) -> dict[
 # answer in a few milliseconds. response_model keeps them documented as before.
 @router.get(
     "/locate",
-    dependencies=[Public, Operational],
+    dependencies=[Public, Operational, KnownParameters],
     response_model=dict[str, Any],
     summary="What is here: jurisdictions, units, assets (public)",
 )
-async def locate(request: Request, lon: float, lat: float, crs: CrsParam = "CRS84") -> FastJSON:
+async def locate(request: Request, lon: Number, lat: Number, crs: CrsParam = "CRS84") -> FastJSON:
     """The jurisdiction at every level with the units there, the building the point is in,
     the public space, and the pipes beneath with their depth."""
     return FastJSON(await with_connection(request, _locate, lon, lat, crs))
@@ -75,8 +86,8 @@ async def locate(request: Request, lon: float, lat: float, crs: CrsParam = "CRS8
 
 def _nearest(
     conn: psycopg.Connection,
-    lon: float,
-    lat: float,
+    lon: Number,
+    lat: Number,
     crs: str,
     *,
     layers: str,
@@ -89,17 +100,17 @@ def _nearest(
 
 @router.get(
     "/nearest",
-    dependencies=[Public, Operational],
+    dependencies=[Public, Operational, KnownParameters],
     response_model=dict[str, Any],
     summary="The nearest features per layer (public)",
 )
 async def nearest(
     request: Request,
-    lon: float,
-    lat: float,
+    lon: Number,
+    lat: Number,
     layers: str = DEFAULT_LAYERS,
-    k: Annotated[int, Query(ge=1, le=spatial.MAX_K)] = 5,
-    max_distance: Annotated[float | None, Query(gt=0, description="metres")] = None,
+    k: Annotated[int, Query(ge=1, le=spatial.MAX_K), Plain] = 5,
+    max_distance: Annotated[float | None, Query(gt=0, description="metres"), Plain] = None,
     crs: CrsParam = "CRS84",
 ) -> FastJSON:
     """k nearest features of each layer, with distances in metres."""
@@ -112,6 +123,8 @@ async def nearest(
 class Area(BaseModel):
     """An area as GeoJSON or WKT, in lon/lat."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is not silently left out
+
     geometry: dict[str, Any] | None = Field(
         default=None, description="a GeoJSON Polygon or MultiPolygon"
     )
@@ -119,18 +132,81 @@ class Area(BaseModel):
     layers: str = DEFAULT_LAYERS
     limit: int = Field(default=1000, ge=1, le=spatial.MAX_WITHIN_FEATURES)
 
+    @field_validator("wkt", "layers")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("holds a NUL byte, which no text may hold")
+        return value
+
+
+def _non_finite_position(value: Any, path: list[int]) -> str | None:
+    """Where the first NaN or infinite number of nested GeoJSON coordinates is, in words."""
+    if isinstance(value, float) and not math.isfinite(value):
+        *place, axis = path
+        names = ("coordinate", "ring", "part")
+        where = " of ".join(f"{n} {i}" for n, i in zip(names, reversed(place), strict=False))
+        return f"{where}: {('longitude', 'latitude', 'height')[axis]} {number_text(value)} is not a finite number"
+    if isinstance(value, list):
+        for i, inner in enumerate(value):
+            found = _non_finite_position(inner, [*path, i])
+            if found:
+                return found
+    return None
+
+
+# What GEOS says of WKT it cannot read, in a reader's words.
+_WKT_TROUBLE = {
+    "end of stream": "it ends too soon (a number or a bracket is missing)",
+    "closed linestring": "a ring does not end where it starts (or a coordinate is NaN)",
+    "Expected word": "it does not start with a geometry type (POLYGON, MULTIPOLYGON)",
+    "Unknown type": "it does not start with a geometry type (POLYGON, MULTIPOLYGON)",
+}
+
 
 def _area(body: Area) -> Any:
     if body.geometry is not None and body.wkt is not None:
         raise InvalidInput("give the area as geometry (GeoJSON) or as wkt, not both")
-    try:
-        if body.geometry is not None:
-            return shapely.geometry.shape(body.geometry)
-        if body.wkt is not None:
-            return shapely.from_wkt(body.wkt)
-    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as exc:
-        raise InvalidInput(f"the area is not readable GeoJSON or WKT: {str(exc)[:120]}") from exc
+    if body.geometry is not None:
+        return _geojson_area(body.geometry)
+    if body.wkt is not None:
+        try:
+            with warnings.catch_warnings():  # NaN: named below, not warned of
+                warnings.simplefilter("ignore", RuntimeWarning)
+                area = shapely.from_wkt(body.wkt)
+        except shapely.errors.ShapelyError as exc:
+            why = next((w for k, w in _WKT_TROUBLE.items() if k in str(exc)), "")
+            raise InvalidInput(f"wkt is not well-formed WKT{': ' + why if why else ''}") from None
+        why = first_bad_coordinate(area, ("longitude", "latitude"), in_degrees=True)
+        if why is not None:
+            raise InvalidInput(f"the area's {why}")
+        return area
     raise InvalidInput("give the area as geometry (GeoJSON) or wkt")
+
+
+def _geojson_area(geometry: dict[str, Any]) -> Any:
+    """The GeoJSON area as a shapely polygon; InvalidInput naming the first coordinate or
+    ring that is not as GeoJSON has them (numbers, in range, rings closed)."""
+    area, why = geojson_geometry(geometry, ("longitude", "latitude"))
+    if area is None:  # GEOS cannot close a ring that ends in NaN: find it ourselves
+        why = _non_finite_position(geometry.get("coordinates"), []) or why
+    if why is None and area is not None:
+        why = first_bad_coordinate(area, ("longitude", "latitude"), in_degrees=True)
+    if why is not None:
+        placed = why.startswith(("coordinate", "ring", "part", "the point"))
+        raise InvalidInput(f"the area's {why}" if placed else f"the area: {why}")
+    kind = geometry.get("type")
+    polygons = {"Polygon": [geometry.get("coordinates")],
+                "MultiPolygon": geometry.get("coordinates")}.get(str(kind), [])  # fmt: skip
+    for p, rings in enumerate(polygons):
+        for r, ring in enumerate(rings):
+            if len(ring) < 4 or ring[0] != ring[-1]:
+                part = f" of part {p}" if kind == "MultiPolygon" else ""
+                raise InvalidInput(
+                    f"ring {r}{part} of the area is not closed: a GeoJSON ring has at least "
+                    "four positions and ends where it starts"
+                )
+    return area
 
 
 # The area questions' answers (up to 30,000 features) are rendered by orjson in the worker
@@ -150,17 +226,17 @@ def within_area(conn: Connection, body: Annotated[Area, Body()]) -> FastJSON:
 
 @router.get(
     "/within",
-    dependencies=[Public, Heavy],
+    dependencies=[Public, Heavy, KnownParameters],
     response_model=dict[str, Any],
     summary="What is within a radius of a point (public)",
 )
 def within_radius(
     conn: Connection,
-    lon: float,
-    lat: float,
-    radius: Annotated[float, Query(gt=0, le=5000, description="metres")],
+    lon: Number,
+    lat: Number,
+    radius: Annotated[float, Query(gt=0, le=5000, description="metres"), Plain],
     layers: str = DEFAULT_LAYERS,
-    limit: Annotated[int, Query(ge=1, le=spatial.MAX_WITHIN_FEATURES)] = 1000,
+    limit: Annotated[int, Query(ge=1, le=spatial.MAX_WITHIN_FEATURES), Plain] = 1000,
     crs: CrsParam = "CRS84",
 ) -> FastJSON:
     """Features of the chosen layers within ``radius`` metres of the point."""
@@ -170,11 +246,11 @@ def within_radius(
 
 @router.get(
     "/below",
-    dependencies=[Public, Heavy],
+    dependencies=[Public, Heavy, KnownParameters],
     response_model=dict[str, Any],
     summary="Pipes and nodes under a building (public)",
 )
-def below_building(conn: Connection, building_id: int) -> FastJSON:
+def below_building(conn: Connection, building_id: Whole) -> FastJSON:
     """What lies under a building's footprint, shallowest first."""
     return FastJSON(spatial.below(conn, spatial.building_footprint(conn, building_id)))
 
