@@ -122,7 +122,39 @@ def test_upload_values_may_be_numbers_and_booleans(staff: TestClient):
         data={"values": json.dumps({"online": [1]})},
         headers=KEY,
     )
-    assert nested.status_code == 400 and "values must be" in nested.json()["detail"]
+    assert nested.status_code == 400
+    assert (
+        nested.json()["detail"]
+        == "values: the value of 'online' must be text or a number, not a list"
+    )
+
+
+def test_form_fields_nested_too_deeply_or_holding_objects_are_clear_400s(staff: TestClient):
+    """A RecursionError in the JSON decoder answered a plain-text 500; an object as a value
+    was said not to be an object."""
+    csv = "device_id,kind,lon,lat\nD-1,camera,121.4005,31.2405\n"
+    for name, depth in (("mapping", 5000), ("values", 2000), ("defaults", 2000)):
+        answer = staff.post(
+            "/layers/sensors/import",
+            files={"file": ("cameras.csv", csv, "text/csv")},
+            data={name: '{"a":' * depth + "1" + "}" * depth},
+            headers=KEY,
+        )
+        assert answer.status_code == 400, (name, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["detail"].startswith(f"{name}: nested too deeply"), answer.text
+    kind = staff.post(
+        "/layers/sensors/import",
+        files={"file": ("cameras.csv", csv, "text/csv")},
+        data={"values": '{"kind": {"a": 1}}'},
+        headers=KEY,
+    )
+    assert kind.status_code == 400
+    assert kind.json()["detail"] == (
+        "values: the value of 'kind' must be text or a number, not an object"
+    )
+    datasets = staff.get("/layers/sensors/datasets").json()["datasets"]
+    assert "cameras" not in [d["dataset"] for d in datasets]  # nothing was stored
 
 
 def test_bad_uploads_are_clear_400s_and_need_a_key(staff: TestClient):

@@ -441,6 +441,21 @@ def test_cli_refuses_a_bad_file_with_one_line_and_exit_1(fresh_url: str, tmp_pat
     assert "Traceback" not in result.stderr
 
 
+def test_cli_mapping_file_nested_too_deeply_is_one_line_and_exit_1(fresh_url: str, tmp_path: Path):
+    """The decoder's RecursionError printed a Python traceback."""
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"a":' * 5000 + "1" + "}" * 5000)
+    csv = tmp_path / "cameras.csv"
+    csv.write_text(f"device_id,kind,lon,lat\nc1,camera,{LON},{LAT}\n")
+    result = run_twin("import", "sensors", str(csv), "--mapping", str(deep),
+                      env={"TWIN_DATABASE_URL": fresh_url})  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"twin: error: cannot read the mapping file {deep}: nested too deeply"
+    )
+
+
 def test_mapping_and_fixed_values(fresh_url: str, tmp_path: Path):
     path = write_geojson(
         tmp_path / "lines.geojson",

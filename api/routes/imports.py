@@ -81,17 +81,30 @@ def _check_stored(report: ImportReport) -> None:
 
 
 def _json_object(text: str | None, name: str) -> dict[str, str]:
+    """A form field's JSON object of field names to values (text, numbers, true/false),
+    as the CLI's --map/--set/--default pairs are read; InvalidInput naming the form field
+    (and the entry) for anything else."""
     if not text:
         return {}
     try:
         value = json.loads(text)
+    except RecursionError as exc:  # the C decoder gives up on deep nesting: not a 500
+        raise InvalidInput(
+            f"{name}: nested too deeply to read; give a JSON object of field names to values,"
+            ' e.g. {"height_m": "H"}'
+        ) from exc
     except ValueError as exc:
         raise InvalidInput(f"{name} is not JSON: {exc}") from exc
-    scalar = (str, int, float, bool)
-    if not isinstance(value, dict) or not all(isinstance(v, scalar) for v in value.values()):
+    if not isinstance(value, dict):
         raise InvalidInput(
             f'{name} must be a JSON object of field names to values, e.g. {{"height_m": "H"}}'
         )
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool) or item is None:
+            what = {list: "a list", dict: "an object"}.get(type(item), "null")
+            raise InvalidInput(
+                f"{name}: the value of {key[:60]!r} must be text or a number, not {what}"
+            )
     # Numbers and true/false are read as the CLI reads them from text.
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
