@@ -439,6 +439,18 @@ def _unstorable_values(frame: FeatureFrame) -> np.ndarray:
             continue
         for i, why in _unstorable_in(column):
             _reject_one(reasons, i, f"{name}: {why}")
+    for i, (given_id, properties) in (frame.written_nul or {}).items():
+        # Values GDAL cut at a NUL, as the file writes them (see readers.nul_features).
+        for name, value in properties.items():
+            if NUL in name:
+                why = f"field name {name!r} holds a NUL character (\\0), which cannot be stored"
+            else:
+                why = _unstorable(value, 0)
+                why = why and f"{name}: {why}"
+            if why:
+                _reject_one(reasons, i, why)
+        if isinstance(given_id, str) and NUL in given_id:
+            _reject_one(reasons, i, "its id holds a NUL character (\\0), which cannot be stored")
     fids = frame.fids
     if fids.dtype == object and NUL in "".join(f for f in fids if isinstance(f, str)):
         for i, fid in enumerate(fids):

@@ -438,6 +438,28 @@ def test_nul_characters_in_options_and_names_are_refused_clearly(staff: TestClie
     assert scene.status_code == 400 and "NUL" in scene.json()["detail"]
 
 
+def test_an_uploaded_geojson_file_with_nul_characters_rejects_those_features(staff: TestClient):
+    """GDAL cut "a\\u0000b" to "a" and the feature was stored; now it is rejected naming
+    the field, as in a CSV, and the rest is stored."""
+    ring = "[[[121.40, 31.24], [121.4002, 31.24], [121.4002, 31.2402], [121.40, 31.24]]]"
+    text = ('{"type": "FeatureCollection", "features": ['
+            '{"type": "Feature", "properties": {"id": "bad", "name": "a\\u0000b",'
+            ' "address": "x\\u0000y"}, "geometry": {"type": "Polygon", "coordinates": '
+            + ring + '}}, {"type": "Feature", "properties": {"id": "good", "name": "b"},'
+            ' "geometry": {"type": "Polygon", "coordinates": ' + ring + "}}]}")  # fmt: skip
+    for name in ("nul.geojson", "nul.json"):
+        answer = staff.post("/layers/buildings/import", files={"file": (name, text)},
+                            headers=KEY)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["rejected"] == [{
+            "source_id": "bad",
+            "reason": "name: its value holds a NUL character (\\0), which cannot be stored",
+        }]  # fmt: skip
+    names = {f["properties"]["name"] for f in
+             staff.get("/collections/buildings/items?dataset=nul").json()["features"]}  # fmt: skip
+    assert names == {"b"}
+
+
 def test_an_uploaded_file_with_bad_coordinates_and_values_keeps_the_rest(staff: TestClient):
     """A file (not a body): each feature that cannot be stored is rejected with its id and
     why, naming the coordinate or the field; the rest is imported."""

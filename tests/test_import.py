@@ -1004,7 +1004,7 @@ def test_nul_characters_in_a_file_reject_their_features_naming_the_field(
     csv.write_text("device_id,kind,name,note,lon,lat\n"
                    f"a,smoke,甲,fine,{LON},{LAT}\nb,smoke,乙\x00,,{LON},{LAT}\n"
                    f"c,smoke,丙,x\x00y,{LON},{LAT}\nd,smo\x00ke,丁,,{LON},{LAT}\n")  # fmt: skip
-    # (GDAL itself cuts a GeoJSON file's text at a NUL; request bodies: test_api_imports.)
+    # (GeoJSON files: the test after this one; request bodies: test_api_imports.)
     geojson = write_geojson(tmp_path / "nul.geojson", [({"id": "j"}, square(LON, LAT))])
     with psycopg.connect(fresh_url) as conn:
         report = import_file(conn, "sensors", csv)
@@ -1018,6 +1018,55 @@ def test_nul_characters_in_a_file_reject_their_features_naming_the_field(
         "c": "note: its value holds a NUL character (\\0), which cannot be stored",
         "d": "kind: its value holds a NUL character (\\0), which cannot be stored",
     }
+
+
+def _nul_feature(fid: str, properties: str, lon: float) -> str:
+    """One GeoJSON feature as raw text, so the \\u0000 escapes reach the file as written."""
+    ring = square(lon, LAT).exterior.coords
+    coordinates = json.dumps([[list(c) for c in ring]])
+    return (f'{{"type": "Feature", "id": "{fid}", "properties": {properties}, '
+            f'"geometry": {{"type": "Polygon", "coordinates": {coordinates}}}}}')  # fmt: skip
+
+
+NUL_FEATURES = [
+    _nul_feature("g1", '{"name": "fine"}', LON),
+    _nul_feature("n1", '{"name": "a\\u0000b", "address": "x\\u0000y"}', LON + 0.001),
+    _nul_feature("n2", '{"address": "ok", "note": {"deep": ["r\\u0000s"]}}', LON + 0.002),
+    _nul_feature("n3", '{"k\\u0000ey": 1}', LON + 0.003),
+    _nul_feature("g2", '{"name": "a\\\\u0000 is text, not a NUL"}', LON + 0.004),
+]
+NUL_REASONS = {
+    "n1": "name: its value holds a NUL character (\\0), which cannot be stored",
+    "n2": "note: its value holds a NUL character (\\0), which cannot be stored",
+    "n3": "field name 'k\\x00ey' holds a NUL character (\\0), which cannot be stored",
+}
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".geojsonl", ".zip"])
+def test_nul_characters_in_a_geojson_file_reject_their_features_not_cut_them(
+    fresh_url: str, tmp_path: Path, suffix: str
+):
+    """GDAL's C strings cut "a\\u0000b" to "a": the feature was stored as name='a', address
+    'x', "rejected 0". Found in the file's text, such features are rejected naming the
+    field, as a CSV's are; the rest is imported (the escaped backslash is only text)."""
+    if suffix == ".geojsonl":
+        text = "\n".join(NUL_FEATURES) + "\n"
+    else:
+        text = '{"type": "FeatureCollection", "features": [' + ", ".join(NUL_FEATURES) + "]}"
+    path = tmp_path / f"nul{suffix}"
+    if suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("nul.geojson", text)
+    else:
+        path.write_text(text)
+    result = run_twin("import", "buildings", str(path), "--json",
+                      env={"TWIN_DATABASE_URL": fresh_url})  # fmt: skip
+    assert result.returncode == 3, result.stderr  # stored some, rejected some
+    report = json.loads(result.stdout)
+    assert {r["source_id"]: r["reason"] for r in report["rejected"]} == NUL_REASONS
+    with psycopg.connect(fresh_url) as conn:
+        stored = dict(conn.execute("SELECT source_id, name FROM buildings WHERE dataset = 'nul'"))
+    assert stored == {"g1": "fine", "g2": "a\\u0000 is text, not a NUL"}
 
 
 def test_floors_beyond_an_integer_and_half_storeys(fresh_url: str, tmp_path: Path):

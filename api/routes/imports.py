@@ -41,8 +41,8 @@ router = APIRouter(tags=["imports"])
 LayerName = Annotated[str, Path(max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
 IMPORT_TIMEOUT = "15min"
 MAX_REJECTIONS_SHOWN = 20  # in a 422 answer; the CLI's --json report has them all
-ALLOWED_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip", ".csv", ".tsv", ".txt", ".fgb",
-                    ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
+ALLOWED_SUFFIXES = {".geojson", ".json", ".geojsonl", ".geojsons", ".gpkg", ".zip", ".csv",
+                    ".tsv", ".txt", ".fgb", ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
 MAX_BODY_MB = 100  # a GeoJSON body; larger data comes as a file upload
 
 
