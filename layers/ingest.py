@@ -55,7 +55,7 @@ from layers.readers import (
     read_features,
 )
 from layers.terrain import sample_elevations, terrain_loaded
-from layers.values import BLANK_WORDS, NUL, is_blank, parse_text, refuse_nul
+from layers.values import BLANK_WORDS, NUL, as_given, is_blank, parse_text, refuse_nul
 from twin import catalogue
 from twin.bulk import CopyStream, arrow_offsets, copy_stream, ewkb
 from twin.errors import InvalidInput, NotFound
@@ -876,7 +876,7 @@ class _FieldPlan:
                     # Keep what we could not read, beside (never over) the field itself.
                     kept = f"{column}_raw" if column in known else column
                     for i in np.flatnonzero(bad):
-                        properties[i][kept] = _json_safe(_value_at(raw, int(i)))
+                        properties[i][kept] = _json_safe(as_given(_value_at(raw, int(i))))
                     first = bad & _is_none(unread_why)
                     unread_why[first] = why[first]
                 take = empty & ~unread & ~_is_none(parsed)

@@ -405,6 +405,37 @@ def test_numbers_a_column_cannot_hold_are_kept_aside_and_counted(staff: TestClie
     assert "more floors than any building has" in " ".join(answer.json()["notes"])
 
 
+def test_implausible_heights_depths_and_elevations_are_kept_aside_not_stored(staff: TestClient):
+    """A 1e30 m building was stored; 1e400 was noted "not understood" but kept as null."""
+    huge = "9" * 400
+    features = [
+        ("h30", '"height_m": 1e30'), ("h400", '"height_m": 1e400'),
+        ("hbig", f'"height_m": {huge}'), ("e", '"base_elevation_m": -20000'),
+        ("ok", '"height_m": 828, "base_elevation_m": -430'),
+    ]  # fmt: skip
+    body = ('{"type": "FeatureCollection", "features": [' + ", ".join(
+        f'{{"type": "Feature", "id": "{fid}", "properties": {{{properties}}}, "geometry": '
+        f'{{"type": "Polygon", "coordinates": [{RING.format(x=121.4012 + i * 0.001)}]}}}}'
+        for i, (fid, properties) in enumerate(features)) + "]}")  # fmt: skip
+    answer = staff.post("/layers/buildings/features", content=body,
+                        headers={**KEY, "Content-Type": "application/json"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["inserted"] == 5 and not answer.json()["rejected"]
+    notes = " ".join(answer.json()["notes"])
+    assert "3 values of height_m -> height_m not understood (kept in properties)" in notes
+    assert "taller than any building (over 1,000 m): 1e+30" in notes
+    assert "1 values of base_elevation_m -> base_elevation_m not understood" in notes
+    got = staff.get("/collections/buildings/items?dataset=api&limit=100").json()["features"]
+    by_source = {f["properties"]["source_id"]: f["properties"] for f in got}
+    assert by_source["h30"]["height_m"] is None
+    assert by_source["h30"]["height_m_raw"] == 1e30  # kept as given, beside the field
+    assert by_source["h400"]["height_m_raw"] == "1e400"  # as written: JSON has no infinity
+    assert by_source["hbig"]["height_m_raw"] == int(huge)
+    assert by_source["e"]["base_elevation_m"] is None
+    assert by_source["e"]["base_elevation_m_raw"] == -20000
+    assert (by_source["ok"]["height_m"], by_source["ok"]["base_elevation_m"]) == (828, -430)
+
+
 def test_bodies_too_deep_too_large_or_not_json_get_a_clear_400(
     staff: TestClient, monkeypatch: pytest.MonkeyPatch
 ):

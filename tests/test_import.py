@@ -671,6 +671,40 @@ def test_negative_heights_and_diameters_are_not_taken(fresh_url: str, tmp_path: 
     assert any("cannot be below zero" in note for note in report.notes)
 
 
+def test_implausible_diameters_depths_and_elevations_are_not_taken(fresh_url: str, tmp_path: Path):
+    """Every number with a physical range: beyond it, "not understood" and kept as given."""
+    line = f"LINESTRING ({LON} {LAT}, {LON + 0.001} {LAT})"
+    path = tmp_path / "far.csv"
+    path.write_text("id;network;diameter;depth;invert_start;wkt\n"
+                    f"ok;water;DN300;1.2;-4.5;{line}\n"
+                    f"wide;water;20 m;1.2;3;{line}\n"
+                    f"deep;water;300;1e6;3;{line}\n"
+                    f"low;water;300;1.2;-1e5;{line}\n")  # fmt: skip
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text(f"id,network,kind,ground_elevation,depth,lon,lat\n"
+                     f"n1,water,valve,12000,250,{LON},{LAT}\n")  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "pipes", path)
+        node_report = import_file(conn, "pipe_nodes", nodes)
+        rows = {r[0]: r[1:] for r in conn.execute(
+            "SELECT source_id, diameter_mm, depth_m, invert_start_m, properties FROM pipes"
+            " WHERE dataset = 'far'")}  # fmt: skip
+        node = conn.execute(
+            "SELECT ground_elevation_m, depth_m, properties FROM pipe_nodes WHERE source_id = 'n1'"
+        ).fetchone()
+    assert report.inserted == 4 and not report.rejected
+    assert rows["ok"][:3] == (300.0, 1.2, -4.5)
+    assert rows["wide"][0] is None and rows["wide"][3] == {"diameter": "20 m"}
+    assert rows["deep"][1] is None and rows["deep"][3] == {"depth": "1e6"}
+    assert rows["low"][2] is None and rows["low"][3] == {"invert_start": "-1e5"}
+    notes = " ".join(report.notes)
+    assert "wider than any pipe (over 10,000 mm): '20 m'" in notes
+    assert "deeper than anything is laid (-200 to 200 m): '1e6'" in notes
+    assert "an elevation beyond any on land (-500 to 9,000 m): '-1e5'" in notes
+    assert node_report.inserted == 1 and node[:2] == (None, None)
+    assert node[2] == {"ground_elevation": "12000", "depth": "250"}
+
+
 def test_gbk_shapefile_without_cpg_reads_chinese(fresh_url: str, tmp_path: Path):
     folder = tmp_path / "gbk"
     folder.mkdir()

@@ -33,7 +33,7 @@ from layers.ingest import (
 )
 from layers.readers import frame_from_geojson
 from layers.scenes import create_scene, drop_scene
-from layers.values import refuse_nul
+from layers.values import json_float, refuse_nul
 from twin import catalogue
 from twin.errors import InvalidInput
 
@@ -196,7 +196,8 @@ async def geojson_body(request: Request) -> Any:
         if len(body) > limit:
             raise _too_large()
     try:
-        return json.loads(body)
+        # A number beyond a double (1e400) keeps its text, to be kept as given.
+        return json.loads(body, parse_float=json_float)
     except RecursionError as exc:
         raise InvalidInput("the request body nests lists or objects too deep to read") from exc
     except (ValueError, UnicodeDecodeError) as exc:
