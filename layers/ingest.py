@@ -39,7 +39,7 @@ from layers.crs import (
     resolve_crs,
     to_storage,
 )
-from layers.datasets import record_dataset
+from layers.datasets import forget_emptied_datasets, record_dataset
 from layers.kinds import (
     DEFAULT_STOREY_HEIGHT_M,
     KINDS,
@@ -1253,6 +1253,13 @@ def _update_catalogue(
     )  # fmt: skip
     metadata = {**inventory, "source_crs": report.source_crs}
     catalogue.update_layer_metadata(conn, kind.name, **{k: v for k, v in metadata.items() if v})
+    if report.updated and "dataset" not in kind.key:
+        # Matched across datasets: the features updated may have left theirs empty.
+        for gone in forget_emptied_datasets(conn, kind.name, report.dataset):
+            report.notes.append(
+                f"dataset {gone!r} holds no features any more (this import took them over):"
+                " it left the inventory"
+            )
     if added_bounds is None or not np.isfinite(added_bounds).all():
         catalogue.refresh_layer_statistics(conn, kind.name)
     else:
