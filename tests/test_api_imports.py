@@ -436,7 +436,7 @@ def test_implausible_heights_depths_and_elevations_are_kept_aside_not_stored(sta
     assert (by_source["ok"]["height_m"], by_source["ok"]["base_elevation_m"]) == (828, -430)
 
 
-def test_bodies_too_deep_too_large_or_not_json_get_a_clear_400(
+def test_bodies_too_deep_or_not_json_get_a_clear_400_too_large_413(
     staff: TestClient, monkeypatch: pytest.MonkeyPatch
 ):
     headers = {**KEY, "Content-Type": "application/json"}
@@ -449,7 +449,29 @@ def test_bodies_too_deep_too_large_or_not_json_get_a_clear_400(
     monkeypatch.setattr("api.routes.imports.MAX_BODY_MB", 1)
     huge = json.dumps({**POINTS, "padding": "x" * 2_000_000})
     large = staff.post("/layers/sensors/features", content=huge, headers=headers)
-    assert large.status_code == 400 and "larger than 1 MB" in large.json()["detail"]
+    assert large.status_code == 413 and "larger than 1 MB" in large.json()["detail"]
+    assert large.headers["content-type"] == "application/problem+json"
+    assert large.json()["title"] == "Content Too Large"
+    # Without a Content-Length (chunked): read up to the limit, then cut.
+    streamed = staff.post(
+        "/layers/sensors/features", content=iter([huge.encode()]), headers=headers
+    )
+    assert streamed.status_code == 413, streamed.text
+
+
+def test_an_upload_over_the_limit_is_413_saying_the_limit(fresh_url: str):
+    settings = settings_for(make_data_dir("twin-api-"), api_keys={"test-key": "tester"},
+                            max_upload_mb=1)  # fmt: skip
+    with TestClient(create_app(settings, database_url=fresh_url)) as client:
+        big = "device_id,kind,lon,lat\n" + "c1,camera,121.4005,31.2405\n" * 50_000
+        answer = client.post("/layers/sensors/import", files={"file": ("big.csv", big)},
+                             headers=KEY)  # fmt: skip
+    assert answer.status_code == 413, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert (
+        "larger than 1 MB, the most an upload may be (TWIN_MAX_UPLOAD_MB)"
+        in (answer.json()["detail"])
+    )
 
 
 def test_nul_characters_in_options_and_names_are_refused_clearly(staff: TestClient, tmp_path: Path):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from api.access import Heavy, Staff
 from api.deps import Connection
-from api.errors import Unprocessable
+from api.errors import TooLarge, Unprocessable
 from layers.crs import axes, resolve_crs
 from layers.datasets import delete_dataset
 from layers.ingest import (
@@ -171,7 +171,10 @@ def upload(
             while chunk := file.file.read(1024 * 1024):
                 copied += len(chunk)
                 if copied > limit:
-                    raise InvalidInput(f"the file is larger than {limit // 1024 // 1024} MB")
+                    raise TooLarge(
+                        f"the file is larger than {limit // 1024 // 1024:,} MB, the most an "
+                        "upload may be (TWIN_MAX_UPLOAD_MB); import it with twin import"
+                    )
                 out.write(chunk)
         with conn.transaction():
             _long_statements(conn)
@@ -181,8 +184,8 @@ def upload(
 
 
 async def geojson_body(request: Request) -> Any:
-    """The request body as JSON, read within MAX_BODY_MB; a clear 400 for
-    a body that is not JSON, nests too deep for a parser, or is too large.
+    """The request body as JSON, read within MAX_BODY_MB; a clear 400 for a body that is
+    not JSON or nests too deep for a parser, 413 for one that is too large.
 
     NaN and Infinity tokens (which Python's JSON reader takes) are read as such: the import
     then refuses the coordinates that hold them, naming each."""
@@ -204,8 +207,8 @@ async def geojson_body(request: Request) -> Any:
         raise InvalidInput(f"the request body is not JSON: {exc}") from exc
 
 
-def _too_large() -> InvalidInput:
-    return InvalidInput(
+def _too_large() -> TooLarge:
+    return TooLarge(
         f"the request body is larger than {MAX_BODY_MB} MB: send fewer features per request "
         "or upload a file (POST /layers/{layer}/import)"
     )
