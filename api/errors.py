@@ -25,8 +25,14 @@ from twin.errors import (
 
 logger = logging.getLogger("twin.api")
 
+
+class TooLarge(TwinError):
+    """A request body or an upload over its limit: 413 Content Too Large, saying the limit."""
+
+
 STATUS_CODES: dict[type[TwinError], int] = {
     InvalidInput: 400,
+    TooLarge: 413,
     NotAllowed: 401,
     NotFound: 404,
     Conflict: 409,

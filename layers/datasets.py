@@ -142,6 +142,33 @@ def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
     return deleted
 
 
+def forget_emptied_datasets(conn: psycopg.Connection, layer: str, keep: str) -> list[str]:
+    """Forget, in the inventory, the datasets of ``layer`` other than ``keep`` that hold no
+    feature any more, and the terms the layer's entry had from them (as a delete does);
+    returns their names.
+
+    For layers matched on their own key across datasets (sensors by device_id, units and
+    jurisdictions by code): an import into ``keep`` takes over the features it matches,
+    and may leave the datasets they came from empty.
+    """
+    table = catalogue.layer_table(conn, layer)
+    with conn.cursor(row_factory=dict_row) as cur:
+        removed = cur.execute(
+            sql.SQL(
+                """
+                DELETE FROM dataset_inventory i
+                WHERE i.layer = %s AND i.dataset <> %s
+                  AND NOT EXISTS (SELECT 1 FROM {} t WHERE t.dataset = i.dataset)
+                RETURNING *
+                """
+            ).format(sql.Identifier(table)),
+            (layer, keep),
+        ).fetchall()
+    for entry in sorted(removed, key=lambda e: e["imported_at"]):
+        catalogue.forget_dataset_terms(conn, layer, entry)
+    return sorted(e["dataset"] for e in removed)
+
+
 def _delete(conn: psycopg.Connection, layer: str, table: str, dataset: str) -> int:
     if table == "jurisdictions":
         # A parent may not go before its children: delete level by level, lowest first.

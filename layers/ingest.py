@@ -39,7 +39,7 @@ from layers.crs import (
     resolve_crs,
     to_storage,
 )
-from layers.datasets import record_dataset
+from layers.datasets import forget_emptied_datasets, record_dataset
 from layers.kinds import (
     DEFAULT_STOREY_HEIGHT_M,
     KINDS,
@@ -55,7 +55,7 @@ from layers.readers import (
     read_features,
 )
 from layers.terrain import sample_elevations, terrain_loaded
-from layers.values import BLANK_WORDS, NUL, is_blank, parse_text, refuse_nul
+from layers.values import BLANK_WORDS, NUL, as_given, is_blank, parse_text, refuse_nul
 from twin import catalogue
 from twin.bulk import CopyStream, arrow_offsets, copy_stream, ewkb
 from twin.errors import InvalidInput, NotFound
@@ -439,6 +439,18 @@ def _unstorable_values(frame: FeatureFrame) -> np.ndarray:
             continue
         for i, why in _unstorable_in(column):
             _reject_one(reasons, i, f"{name}: {why}")
+    for i, (given_id, properties) in (frame.written_nul or {}).items():
+        # Values GDAL cut at a NUL, as the file writes them (see readers.nul_features).
+        for name, value in properties.items():
+            if NUL in name:
+                why = f"field name {name!r} holds a NUL character (\\0), which cannot be stored"
+            else:
+                why = _unstorable(value, 0)
+                why = why and f"{name}: {why}"
+            if why:
+                _reject_one(reasons, i, why)
+        if isinstance(given_id, str) and NUL in given_id:
+            _reject_one(reasons, i, "its id holds a NUL character (\\0), which cannot be stored")
     fids = frame.fids
     if fids.dtype == object and NUL in "".join(f for f in fids if isinstance(f, str)):
         for i, fid in enumerate(fids):
@@ -864,7 +876,7 @@ class _FieldPlan:
                     # Keep what we could not read, beside (never over) the field itself.
                     kept = f"{column}_raw" if column in known else column
                     for i in np.flatnonzero(bad):
-                        properties[i][kept] = _json_safe(_value_at(raw, int(i)))
+                        properties[i][kept] = _json_safe(as_given(_value_at(raw, int(i))))
                     first = bad & _is_none(unread_why)
                     unread_why[first] = why[first]
                 take = empty & ~unread & ~_is_none(parsed)
@@ -1241,6 +1253,13 @@ def _update_catalogue(
     )  # fmt: skip
     metadata = {**inventory, "source_crs": report.source_crs}
     catalogue.update_layer_metadata(conn, kind.name, **{k: v for k, v in metadata.items() if v})
+    if report.updated and "dataset" not in kind.key:
+        # Matched across datasets: the features updated may have left theirs empty.
+        for gone in forget_emptied_datasets(conn, kind.name, report.dataset):
+            report.notes.append(
+                f"dataset {gone!r} holds no features any more (this import took them over):"
+                " it left the inventory"
+            )
     if added_bounds is None or not np.isfinite(added_bounds).all():
         catalogue.refresh_layer_statistics(conn, kind.name)
     else:

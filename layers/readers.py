@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import mmap
 import re
 import warnings
 import zipfile
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyogrio
@@ -31,6 +34,9 @@ from twin.errors import InvalidInput
 MAX_UNZIPPED_BYTES = 4 * 1024**3  # a zip that claims more than this is refused
 MAX_ZIP_RATIO = 200  # and so is one whose members expand more than this (zip bombs)
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
+# Formats GDAL reads from JSON text, where a value can hold an escaped NUL (\u0000).
+JSON_TEXT_SUFFIXES = (".geojson", ".json", ".geojsonl", ".geojsons")
+NUL_ESCAPE = b"\\u0000"
 VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".fgb", ".gml", ".kml", ".tab", ".mif",
                    ".sqlite", ".gdb", ".dxf", ".csv")  # fmt: skip
 X_COLUMNS = (
@@ -68,6 +74,9 @@ class FeatureFrame:
     geometry_reasons: np.ndarray | None = None
     labels: list[str] | None = None  # how a request body's features are named in errors
     plain_table: bool = False  # a table without coordinate columns: no feature has a place
+    # Features whose values as the file writes them hold a NUL character (\u0000), which
+    # GDAL's C strings cut off: their row in this frame -> (id, properties) as written.
+    written_nul: dict[int, tuple[Any, dict[str, Any]]] | None = None
 
     def __len__(self) -> int:
         return len(self.geoms)
@@ -123,12 +132,13 @@ def open_features(
             encoding = _dbf_encoding(
                 lambda name: (path.parent / name).read_bytes(), siblings, path.name
             )
-        found = (str(path), name, layer, encoding)
+        nul = _file_nul_features(path, name) if suffix in JSON_TEXT_SUFFIXES else None
+        found = (str(path), name, layer, encoding, nul)
     if isinstance(found, FeatureFrame):
         yield FeatureReader(found.source, found.crs, len(found), iter([found]))
         return
-    location, source, gdal_layer, encoding = found
-    with _open_gdal(location, source, layer=gdal_layer, encoding=encoding) as reader:
+    location, source, gdal_layer, encoding, nul = found
+    with _open_gdal(location, source, layer=gdal_layer, encoding=encoding, nul=nul) as reader:
         yield reader
 
 
@@ -146,6 +156,11 @@ def _concat(frames: list[FeatureFrame], reader: FeatureReader) -> FeatureFrame:
                             reader.crs, reader.source)  # fmt: skip
     names = list(frames[0].fields)
     wkbs = [f.wkb for f in frames]
+    nul: dict[int, tuple[Any, dict[str, Any]]] = {}
+    start = 0
+    for f in frames:
+        nul.update({start + i: v for i, v in (f.written_nul or {}).items()})
+        start += len(f)
     return FeatureFrame(
         fields={n: pa.concat_arrays([f.fields[n] for f in frames]) for n in names},  # type: ignore[misc]
         geoms=np.concatenate([f.geoms for f in frames]),
@@ -153,6 +168,7 @@ def _concat(frames: list[FeatureFrame], reader: FeatureReader) -> FeatureFrame:
         crs=reader.crs,
         source=reader.source,
         wkb=None if any(w is None for w in wkbs) else pa.concat_arrays(wkbs),  # type: ignore[arg-type]
+        written_nul=nul or None,
     )
 
 
@@ -182,7 +198,7 @@ def _dbf_encoding(read: Any, names: list[str], shp: str) -> str | None:
 
 def _open_zip(
     path: Path, *, layer: str | None, name: str
-) -> FeatureFrame | tuple[str, str, str | None, str | None]:
+) -> FeatureFrame | tuple[str, str, str | None, str | None, NulFeatures | None]:
     """A CSV member read whole, or where GDAL finds the chosen member."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -228,9 +244,14 @@ def _open_zip(
             encoding = None
             if chosen.lower().endswith(".shp"):
                 encoding = _dbf_encoding(archive.read, names, chosen)
+            nul = None
+            if chosen.lower().endswith(JSON_TEXT_SUFFIXES):
+                with archive.open(chosen) as member:
+                    if _stream_holds(member, NUL_ESCAPE):
+                        nul = nul_features(archive.read(chosen), f"{name}/{shown[chosen]}")
     except zipfile.BadZipFile as exc:
         raise InvalidInput(f"{name} is not a readable zip archive ({exc})") from exc
-    return f"/vsizip/{path}/{chosen}", f"{name}/{shown[chosen]}", layer, encoding
+    return f"/vsizip/{path}/{chosen}", f"{name}/{shown[chosen]}", layer, encoding, nul
 
 
 def _member_name(member: zipfile.ZipInfo) -> str:
@@ -247,9 +268,110 @@ def _member_name(member: zipfile.ZipInfo) -> str:
     return member.filename
 
 
+NulFeatures = tuple[int, dict[int, tuple[Any, dict[str, Any]]]]  # features, those with NUL
+_UNREAD = object()
+
+
+def _file_nul_features(path: Path, name: str) -> NulFeatures | None:
+    """The features of a JSON text file whose values hold a NUL (see ``nul_features``);
+    None, after one search of the bytes (mapped, not read), when it writes none."""
+    if path.stat().st_size == 0:
+        return None
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        if view.find(NUL_ESCAPE) < 0:
+            return None
+        return nul_features(view[:], name)
+
+
+def _stream_holds(stream: Any, needle: bytes, chunk: int = 1024 * 1024) -> bool:
+    """Whether a stream's bytes hold ``needle``, read a chunk at a time."""
+    tail = b""
+    while block := stream.read(chunk):
+        if needle in tail + block[: len(needle) - 1] or needle in block:
+            return True
+        tail = block[-(len(needle) - 1) :]
+    return False
+
+
+def nul_features(data: bytes, name: str) -> NulFeatures:
+    """How many features a GeoJSON (or newline-delimited GeoJSON, or Esri JSON) text holds,
+    and those whose id, property names or values hold a NUL character, by their place in
+    the file (the order GDAL reads them in): place -> (id, properties) as written.
+
+    GDAL reads text as C strings, which end at a NUL: "a\\u0000b" arrives as "a". The
+    importer rejects these features naming the field, as it does a CSV's.
+    """
+    document = _parse_json(data)
+    features = _features_of(document) if document is not _UNREAD else None
+    # Not one JSON text: a feature a line (GeoJSONSeq, with or without RS separators).
+    if features is None and document is _UNREAD:
+        pieces = [p for p in re.split(rb"[\n\x1e]", data) if p.strip()]
+        if len(pieces) > 1:
+            features = [_parse_json(p) if NUL_ESCAPE in p else None for p in pieces]
+            if any(f is _UNREAD for f in features):
+                features = None
+    if features is None:
+        if document is not _UNREAD and not _holds_nul(document):
+            return 0, {}  # the escape was text ("\\\\u0000"), or no feature has it
+        raise InvalidInput(
+            f"{name} holds NUL characters (\\u0000), which cannot be stored, where its "
+            "features cannot be told apart: remove them and import it again"
+        )
+    found = {}
+    for i, feature in enumerate(features):
+        if not isinstance(feature, dict):
+            continue
+        properties = feature.get("properties", feature.get("attributes"))
+        properties = properties if isinstance(properties, dict) else {}
+        if _holds_nul([feature.get("id"), properties]):
+            found[i] = (feature.get("id"), properties)
+    return len(features), found
+
+
+def _parse_json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # NaN, Infinity and numbers beyond a double, which GDAL reads too
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return _UNREAD
+
+
+def _features_of(document: Any) -> list[Any] | None:
+    if not isinstance(document, dict):
+        return None
+    if document.get("type") == "Feature":
+        return [document]
+    features = document.get("features")  # GeoJSON's FeatureCollection, Esri JSON's
+    return features if isinstance(features, list) else None
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether text anywhere in a JSON value (a key included) holds a NUL character."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 @contextmanager
 def _open_gdal(
-    location: str, name: str, *, layer: str | None, encoding: str | None
+    location: str,
+    name: str,
+    *,
+    layer: str | None,
+    encoding: str | None,
+    nul: NulFeatures | None = None,
 ) -> Iterator[FeatureReader]:
     with ExitStack() as opened:
         try:
@@ -275,6 +397,13 @@ def _open_gdal(
         except (ValueError, OSError, RuntimeError) as exc:
             message = _gdal_message(exc, location, name)
             raise InvalidInput(f"cannot read {name}: {message}") from exc
+        written_nul = nul[1] if nul else {}
+        if written_nul and count >= 0 and count != nul[0]:
+            # GDAL read the features otherwise than they are written: no place to name.
+            raise InvalidInput(
+                f"{name} holds NUL characters (\\u0000), which cannot be stored, in "
+                f"{len(written_nul):,} features: remove them and import it again"
+            )
         geometry = meta.get("geometry_name") or "wkb_geometry"
         if geometry not in stream.schema.names:
             raise InvalidInput(f"{name} has no geometry column")
@@ -284,14 +413,33 @@ def _open_gdal(
             name,
             crs,
             count if count >= 0 else None,
-            _gdal_batches(stream, location, name, crs, fid, geometry),
+            _gdal_batches(stream, location, name, crs, fid, geometry, written_nul),
         )
 
 
 def _gdal_batches(
-    stream: Any, location: str, name: str, crs: str | None, fid: str, geometry: str
+    stream: Any,
+    location: str,
+    name: str,
+    crs: str | None,
+    fid: str,
+    geometry: str,
+    written_nul: dict[int, tuple[Any, dict[str, Any]]],
 ) -> Iterator[FeatureFrame]:
     first = True
+    start = 0  # the place in the file of the batch's first feature
+
+    def frame(batch: pa.RecordBatch) -> FeatureFrame:
+        nonlocal start
+        made = _frame(batch, name, crs, fid, geometry)
+        if written_nul:
+            end = start + batch.num_rows
+            made.written_nul = {
+                i - start: v for i, v in written_nul.items() if start <= i < end
+            } or None
+        start += batch.num_rows
+        return made
+
     while True:
         try:
             with warnings.catch_warnings():
@@ -304,10 +452,10 @@ def _gdal_batches(
             raise InvalidInput(f"cannot read {name}: {_gdal_message(exc, location, name)}") from exc
         if first and batch.num_rows > FIRST_ROWS:
             # A small first batch: the data base starts storing sooner.
-            yield _frame(batch.slice(0, FIRST_ROWS), name, crs, fid, geometry)
+            yield frame(batch.slice(0, FIRST_ROWS))
             batch = batch.slice(FIRST_ROWS)
         first = False
-        yield _frame(batch, name, crs, fid, geometry)
+        yield frame(batch)
 
 
 def _frame(

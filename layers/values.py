@@ -30,7 +30,43 @@ _FLOOR_WORDS = re.compile(r"(floors?|storeys?|stories|levels?|f|层|楼)$", re.I
 BLANK_WORDS = frozenset({"", "-", "--", "n/a", "na", "null", "none", "无", "/"})
 NUL = "\x00"  # PostgreSQL's text and jsonb cannot hold it
 MAX_FLOORS = 300  # above ground: more than any building has (the tallest have 160 or so)
+# What a value can plausibly be; beyond it, it is "not understood" and kept as given (a
+# 1e30 m building is a mistake, and would wreck every height-based answer).
+MAX_HEIGHT_M = 1000.0  # the tallest building stands 828 m
+MAX_DIAMETER_MM = 10_000.0  # the widest water and sewer tunnels are about 8 m across
+ELEVATION_RANGE_M = (-500.0, 9000.0)  # the Dead Sea's shore is at -430 m, Everest 8,849 m
+# Below ground (a negative depth, as some providers write it, too): tunnels lie 100 m deep.
+DEPTH_RANGE_M = (-200.0, 200.0)
 INT64 = 2**63  # integers stored as numbers must be within ±this
+
+
+class NumberText(float):
+    """A JSON number beyond a double (1e400): infinite as a float, but it keeps the text
+    as written, to be kept as given and shown in messages."""
+
+    text: str
+
+    def __new__(cls, text: str) -> NumberText:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def json_float(text: str) -> float:
+    """``parse_float`` for json.loads: a float, or a NumberText when it is beyond a double."""
+    number = float(text)
+    return number if math.isfinite(number) else NumberText(text)
+
+
+def as_given(value: Any) -> Any:
+    """A value as it was given, for keeping one that was not understood: a number beyond a
+    double as its text (JSON cannot hold infinity), anything else as it is."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return getattr(value, "text", repr(value))
+    return value
 
 
 def refuse_nul(what: str, value: str | None) -> None:
@@ -66,7 +102,12 @@ def parse_number(value: Any) -> float:
     """A plain number from a number or a string with decimal comma or thousands separators."""
     if isinstance(value, bool):
         raise ValueError(f"not a number: {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ValueError(f"too large a number ({len(str(abs(value)))} digits)") from None
+    if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"not a finite number: {value!r}")
         return float(value)
@@ -120,19 +161,46 @@ def _finite(number: float, value: Any) -> float:
 
 
 def parse_diameter_mm(value: Any) -> float:
-    """A pipe diameter in millimetres (see _diameter_mm); zero or less is refused."""
+    """A pipe diameter in millimetres (see _diameter_mm); zero or less, or more than
+    MAX_DIAMETER_MM, is refused."""
     diameter = _diameter_mm(value)
     if diameter <= 0:
         raise ValueError(f"a diameter must be more than zero: {value!r}")
+    if diameter > MAX_DIAMETER_MM:
+        raise ValueError(f"wider than any pipe (over {MAX_DIAMETER_MM:,.0f} mm): {value!r}")
     return diameter
 
 
 def parse_height_m(value: Any) -> float:
-    """A height in metres; below zero is refused (heights stand above the base)."""
+    """A height in metres; below zero (heights stand above the base) or more than
+    MAX_HEIGHT_M is refused."""
     height = parse_length_m(value)
     if height < 0:
         raise ValueError(f"a height cannot be below zero: {value!r}")
+    if height > MAX_HEIGHT_M:
+        raise ValueError(f"taller than any building (over {MAX_HEIGHT_M:,.0f} m): {value!r}")
     return height
+
+
+def parse_elevation_m(value: Any) -> float:
+    """An elevation (of the ground, a base, a pipe's invert) in metres, within
+    ELEVATION_RANGE_M."""
+    elevation = parse_length_m(value)
+    low, high = ELEVATION_RANGE_M
+    if not low <= elevation <= high:
+        raise ValueError(
+            f"an elevation beyond any on land ({low:,.0f} to {high:,.0f} m): {value!r}"
+        )
+    return elevation
+
+
+def parse_depth_m(value: Any) -> float:
+    """A depth below ground in metres, within DEPTH_RANGE_M."""
+    depth = parse_length_m(value)
+    low, high = DEPTH_RANGE_M
+    if not low <= depth <= high:
+        raise ValueError(f"deeper than anything is laid ({low:,.0f} to {high:,.0f} m): {value!r}")
+    return depth
 
 
 def _diameter_mm(value: Any) -> float:

@@ -122,7 +122,39 @@ def test_upload_values_may_be_numbers_and_booleans(staff: TestClient):
         data={"values": json.dumps({"online": [1]})},
         headers=KEY,
     )
-    assert nested.status_code == 400 and "values must be" in nested.json()["detail"]
+    assert nested.status_code == 400
+    assert (
+        nested.json()["detail"]
+        == "values: the value of 'online' must be text or a number, not a list"
+    )
+
+
+def test_form_fields_nested_too_deeply_or_holding_objects_are_clear_400s(staff: TestClient):
+    """A RecursionError in the JSON decoder answered a plain-text 500; an object as a value
+    was said not to be an object."""
+    csv = "device_id,kind,lon,lat\nD-1,camera,121.4005,31.2405\n"
+    for name, depth in (("mapping", 5000), ("values", 2000), ("defaults", 2000)):
+        answer = staff.post(
+            "/layers/sensors/import",
+            files={"file": ("cameras.csv", csv, "text/csv")},
+            data={name: '{"a":' * depth + "1" + "}" * depth},
+            headers=KEY,
+        )
+        assert answer.status_code == 400, (name, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["detail"].startswith(f"{name}: nested too deeply"), answer.text
+    kind = staff.post(
+        "/layers/sensors/import",
+        files={"file": ("cameras.csv", csv, "text/csv")},
+        data={"values": '{"kind": {"a": 1}}'},
+        headers=KEY,
+    )
+    assert kind.status_code == 400
+    assert kind.json()["detail"] == (
+        "values: the value of 'kind' must be text or a number, not an object"
+    )
+    datasets = staff.get("/layers/sensors/datasets").json()["datasets"]
+    assert "cameras" not in [d["dataset"] for d in datasets]  # nothing was stored
 
 
 def test_bad_uploads_are_clear_400s_and_need_a_key(staff: TestClient):
@@ -373,7 +405,38 @@ def test_numbers_a_column_cannot_hold_are_kept_aside_and_counted(staff: TestClie
     assert "more floors than any building has" in " ".join(answer.json()["notes"])
 
 
-def test_bodies_too_deep_too_large_or_not_json_get_a_clear_400(
+def test_implausible_heights_depths_and_elevations_are_kept_aside_not_stored(staff: TestClient):
+    """A 1e30 m building was stored; 1e400 was noted "not understood" but kept as null."""
+    huge = "9" * 400
+    features = [
+        ("h30", '"height_m": 1e30'), ("h400", '"height_m": 1e400'),
+        ("hbig", f'"height_m": {huge}'), ("e", '"base_elevation_m": -20000'),
+        ("ok", '"height_m": 828, "base_elevation_m": -430'),
+    ]  # fmt: skip
+    body = ('{"type": "FeatureCollection", "features": [' + ", ".join(
+        f'{{"type": "Feature", "id": "{fid}", "properties": {{{properties}}}, "geometry": '
+        f'{{"type": "Polygon", "coordinates": [{RING.format(x=121.4012 + i * 0.001)}]}}}}'
+        for i, (fid, properties) in enumerate(features)) + "]}")  # fmt: skip
+    answer = staff.post("/layers/buildings/features", content=body,
+                        headers={**KEY, "Content-Type": "application/json"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["inserted"] == 5 and not answer.json()["rejected"]
+    notes = " ".join(answer.json()["notes"])
+    assert "3 values of height_m -> height_m not understood (kept in properties)" in notes
+    assert "taller than any building (over 1,000 m): 1e+30" in notes
+    assert "1 values of base_elevation_m -> base_elevation_m not understood" in notes
+    got = staff.get("/collections/buildings/items?dataset=api&limit=100").json()["features"]
+    by_source = {f["properties"]["source_id"]: f["properties"] for f in got}
+    assert by_source["h30"]["height_m"] is None
+    assert by_source["h30"]["height_m_raw"] == 1e30  # kept as given, beside the field
+    assert by_source["h400"]["height_m_raw"] == "1e400"  # as written: JSON has no infinity
+    assert by_source["hbig"]["height_m_raw"] == int(huge)
+    assert by_source["e"]["base_elevation_m"] is None
+    assert by_source["e"]["base_elevation_m_raw"] == -20000
+    assert (by_source["ok"]["height_m"], by_source["ok"]["base_elevation_m"]) == (828, -430)
+
+
+def test_bodies_too_deep_or_not_json_get_a_clear_400_too_large_413(
     staff: TestClient, monkeypatch: pytest.MonkeyPatch
 ):
     headers = {**KEY, "Content-Type": "application/json"}
@@ -386,7 +449,29 @@ def test_bodies_too_deep_too_large_or_not_json_get_a_clear_400(
     monkeypatch.setattr("api.routes.imports.MAX_BODY_MB", 1)
     huge = json.dumps({**POINTS, "padding": "x" * 2_000_000})
     large = staff.post("/layers/sensors/features", content=huge, headers=headers)
-    assert large.status_code == 400 and "larger than 1 MB" in large.json()["detail"]
+    assert large.status_code == 413 and "larger than 1 MB" in large.json()["detail"]
+    assert large.headers["content-type"] == "application/problem+json"
+    assert large.json()["title"] == "Content Too Large"
+    # Without a Content-Length (chunked): read up to the limit, then cut.
+    streamed = staff.post(
+        "/layers/sensors/features", content=iter([huge.encode()]), headers=headers
+    )
+    assert streamed.status_code == 413, streamed.text
+
+
+def test_an_upload_over_the_limit_is_413_saying_the_limit(fresh_url: str):
+    settings = settings_for(make_data_dir("twin-api-"), api_keys={"test-key": "tester"},
+                            max_upload_mb=1)  # fmt: skip
+    with TestClient(create_app(settings, database_url=fresh_url)) as client:
+        big = "device_id,kind,lon,lat\n" + "c1,camera,121.4005,31.2405\n" * 50_000
+        answer = client.post("/layers/sensors/import", files={"file": ("big.csv", big)},
+                             headers=KEY)  # fmt: skip
+    assert answer.status_code == 413, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert (
+        "larger than 1 MB, the most an upload may be (TWIN_MAX_UPLOAD_MB)"
+        in (answer.json()["detail"])
+    )
 
 
 def test_nul_characters_in_options_and_names_are_refused_clearly(staff: TestClient, tmp_path: Path):
@@ -404,6 +489,28 @@ def test_nul_characters_in_options_and_names_are_refused_clearly(staff: TestClie
     scene = staff.post("/scenes", json={"name": "nul_scene", "geometry_type": "Point",
                                         "title": "a\x00b"}, headers=KEY)  # fmt: skip
     assert scene.status_code == 400 and "NUL" in scene.json()["detail"]
+
+
+def test_an_uploaded_geojson_file_with_nul_characters_rejects_those_features(staff: TestClient):
+    """GDAL cut "a\\u0000b" to "a" and the feature was stored; now it is rejected naming
+    the field, as in a CSV, and the rest is stored."""
+    ring = "[[[121.40, 31.24], [121.4002, 31.24], [121.4002, 31.2402], [121.40, 31.24]]]"
+    text = ('{"type": "FeatureCollection", "features": ['
+            '{"type": "Feature", "properties": {"id": "bad", "name": "a\\u0000b",'
+            ' "address": "x\\u0000y"}, "geometry": {"type": "Polygon", "coordinates": '
+            + ring + '}}, {"type": "Feature", "properties": {"id": "good", "name": "b"},'
+            ' "geometry": {"type": "Polygon", "coordinates": ' + ring + "}}]}")  # fmt: skip
+    for name in ("nul.geojson", "nul.json"):
+        answer = staff.post("/layers/buildings/import", files={"file": (name, text)},
+                            headers=KEY)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["rejected"] == [{
+            "source_id": "bad",
+            "reason": "name: its value holds a NUL character (\\0), which cannot be stored",
+        }]  # fmt: skip
+    names = {f["properties"]["name"] for f in
+             staff.get("/collections/buildings/items?dataset=nul").json()["features"]}  # fmt: skip
+    assert names == {"b"}
 
 
 def test_an_uploaded_file_with_bad_coordinates_and_values_keeps_the_rest(staff: TestClient):

@@ -306,3 +306,31 @@ def test_deleting_a_scene_s_only_dataset_leaves_its_own_owner(fresh_url: str, tm
             " FROM layer_catalogue WHERE name = 'stalls'"
         ).fetchone()
     assert row == ("", "", "长寿路街道", "", 0, True)
+
+
+def test_an_import_that_takes_over_a_dataset_s_features_forgets_its_terms(
+    staff: TestClient, fresh_url: str, tmp_path: Path
+):
+    """Sensors are matched by device_id across datasets: importing cameras.csv again as
+    cli_cam moved them out of 'cameras', which left the list and could not be deleted,
+    while /layers/sensors still credited its provider."""
+    before = staff.get("/layers/sensors").json()
+    csv = "device_id,kind,lon,lat\ncam-1,camera,121.4005,31.2405\ncam-2,camera,121.401,31.241\n"
+    uploaded = staff.post("/layers/sensors/import", files={"file": ("cameras.csv", csv)},
+                          data={"provider": "ProvC"}, headers=KEY)  # fmt: skip
+    assert uploaded.status_code == 200, uploaded.text
+    assert staff.get("/layers/sensors").json()["provider"] == "ProvC"
+    path = tmp_path / "cameras.csv"
+    path.write_text(csv)
+    moved = run_twin("import", "sensors", str(path), "--dataset", "cli_cam", "--json",
+                     env={"TWIN_DATABASE_URL": fresh_url})  # fmt: skip
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    report = json.loads(moved.stdout)
+    assert report["updated"] == 2
+    assert "dataset 'cameras' holds no features any more" in " ".join(report["notes"])
+    names = [d["dataset"] for d in staff.get("/layers/sensors/datasets").json()["datasets"]]
+    assert "cli_cam" in names and "cameras" not in names
+    assert staff.delete("/layers/sensors/datasets/cameras", headers=KEY).status_code == 404
+    after = staff.get("/layers/sensors").json()
+    assert after["provider"] == before["provider"] != "ProvC"  # the datasets it holds
+    assert after["feature_count"] == before["feature_count"] + 2

@@ -441,6 +441,21 @@ def test_cli_refuses_a_bad_file_with_one_line_and_exit_1(fresh_url: str, tmp_pat
     assert "Traceback" not in result.stderr
 
 
+def test_cli_mapping_file_nested_too_deeply_is_one_line_and_exit_1(fresh_url: str, tmp_path: Path):
+    """The decoder's RecursionError printed a Python traceback."""
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"a":' * 5000 + "1" + "}" * 5000)
+    csv = tmp_path / "cameras.csv"
+    csv.write_text(f"device_id,kind,lon,lat\nc1,camera,{LON},{LAT}\n")
+    result = run_twin("import", "sensors", str(csv), "--mapping", str(deep),
+                      env={"TWIN_DATABASE_URL": fresh_url})  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"twin: error: cannot read the mapping file {deep}: nested too deeply"
+    )
+
+
 def test_mapping_and_fixed_values(fresh_url: str, tmp_path: Path):
     path = write_geojson(
         tmp_path / "lines.geojson",
@@ -654,6 +669,40 @@ def test_negative_heights_and_diameters_are_not_taken(fresh_url: str, tmp_path: 
         ).fetchone()
     assert report.inserted == 1 and row == (None, {"height": "-3 m"})
     assert any("cannot be below zero" in note for note in report.notes)
+
+
+def test_implausible_diameters_depths_and_elevations_are_not_taken(fresh_url: str, tmp_path: Path):
+    """Every number with a physical range: beyond it, "not understood" and kept as given."""
+    line = f"LINESTRING ({LON} {LAT}, {LON + 0.001} {LAT})"
+    path = tmp_path / "far.csv"
+    path.write_text("id;network;diameter;depth;invert_start;wkt\n"
+                    f"ok;water;DN300;1.2;-4.5;{line}\n"
+                    f"wide;water;20 m;1.2;3;{line}\n"
+                    f"deep;water;300;1e6;3;{line}\n"
+                    f"low;water;300;1.2;-1e5;{line}\n")  # fmt: skip
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text(f"id,network,kind,ground_elevation,depth,lon,lat\n"
+                     f"n1,water,valve,12000,250,{LON},{LAT}\n")  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "pipes", path)
+        node_report = import_file(conn, "pipe_nodes", nodes)
+        rows = {r[0]: r[1:] for r in conn.execute(
+            "SELECT source_id, diameter_mm, depth_m, invert_start_m, properties FROM pipes"
+            " WHERE dataset = 'far'")}  # fmt: skip
+        node = conn.execute(
+            "SELECT ground_elevation_m, depth_m, properties FROM pipe_nodes WHERE source_id = 'n1'"
+        ).fetchone()
+    assert report.inserted == 4 and not report.rejected
+    assert rows["ok"][:3] == (300.0, 1.2, -4.5)
+    assert rows["wide"][0] is None and rows["wide"][3] == {"diameter": "20 m"}
+    assert rows["deep"][1] is None and rows["deep"][3] == {"depth": "1e6"}
+    assert rows["low"][2] is None and rows["low"][3] == {"invert_start": "-1e5"}
+    notes = " ".join(report.notes)
+    assert "wider than any pipe (over 10,000 mm): '20 m'" in notes
+    assert "deeper than anything is laid (-200 to 200 m): '1e6'" in notes
+    assert "an elevation beyond any on land (-500 to 9,000 m): '-1e5'" in notes
+    assert node_report.inserted == 1 and node[:2] == (None, None)
+    assert node[2] == {"ground_elevation": "12000", "depth": "250"}
 
 
 def test_gbk_shapefile_without_cpg_reads_chinese(fresh_url: str, tmp_path: Path):
@@ -989,7 +1038,7 @@ def test_nul_characters_in_a_file_reject_their_features_naming_the_field(
     csv.write_text("device_id,kind,name,note,lon,lat\n"
                    f"a,smoke,甲,fine,{LON},{LAT}\nb,smoke,乙\x00,,{LON},{LAT}\n"
                    f"c,smoke,丙,x\x00y,{LON},{LAT}\nd,smo\x00ke,丁,,{LON},{LAT}\n")  # fmt: skip
-    # (GDAL itself cuts a GeoJSON file's text at a NUL; request bodies: test_api_imports.)
+    # (GeoJSON files: the test after this one; request bodies: test_api_imports.)
     geojson = write_geojson(tmp_path / "nul.geojson", [({"id": "j"}, square(LON, LAT))])
     with psycopg.connect(fresh_url) as conn:
         report = import_file(conn, "sensors", csv)
@@ -1003,6 +1052,55 @@ def test_nul_characters_in_a_file_reject_their_features_naming_the_field(
         "c": "note: its value holds a NUL character (\\0), which cannot be stored",
         "d": "kind: its value holds a NUL character (\\0), which cannot be stored",
     }
+
+
+def _nul_feature(fid: str, properties: str, lon: float) -> str:
+    """One GeoJSON feature as raw text, so the \\u0000 escapes reach the file as written."""
+    ring = square(lon, LAT).exterior.coords
+    coordinates = json.dumps([[list(c) for c in ring]])
+    return (f'{{"type": "Feature", "id": "{fid}", "properties": {properties}, '
+            f'"geometry": {{"type": "Polygon", "coordinates": {coordinates}}}}}')  # fmt: skip
+
+
+NUL_FEATURES = [
+    _nul_feature("g1", '{"name": "fine"}', LON),
+    _nul_feature("n1", '{"name": "a\\u0000b", "address": "x\\u0000y"}', LON + 0.001),
+    _nul_feature("n2", '{"address": "ok", "note": {"deep": ["r\\u0000s"]}}', LON + 0.002),
+    _nul_feature("n3", '{"k\\u0000ey": 1}', LON + 0.003),
+    _nul_feature("g2", '{"name": "a\\\\u0000 is text, not a NUL"}', LON + 0.004),
+]
+NUL_REASONS = {
+    "n1": "name: its value holds a NUL character (\\0), which cannot be stored",
+    "n2": "note: its value holds a NUL character (\\0), which cannot be stored",
+    "n3": "field name 'k\\x00ey' holds a NUL character (\\0), which cannot be stored",
+}
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".geojsonl", ".zip"])
+def test_nul_characters_in_a_geojson_file_reject_their_features_not_cut_them(
+    fresh_url: str, tmp_path: Path, suffix: str
+):
+    """GDAL's C strings cut "a\\u0000b" to "a": the feature was stored as name='a', address
+    'x', "rejected 0". Found in the file's text, such features are rejected naming the
+    field, as a CSV's are; the rest is imported (the escaped backslash is only text)."""
+    if suffix == ".geojsonl":
+        text = "\n".join(NUL_FEATURES) + "\n"
+    else:
+        text = '{"type": "FeatureCollection", "features": [' + ", ".join(NUL_FEATURES) + "]}"
+    path = tmp_path / f"nul{suffix}"
+    if suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("nul.geojson", text)
+    else:
+        path.write_text(text)
+    result = run_twin("import", "buildings", str(path), "--json",
+                      env={"TWIN_DATABASE_URL": fresh_url})  # fmt: skip
+    assert result.returncode == 3, result.stderr  # stored some, rejected some
+    report = json.loads(result.stdout)
+    assert {r["source_id"]: r["reason"] for r in report["rejected"]} == NUL_REASONS
+    with psycopg.connect(fresh_url) as conn:
+        stored = dict(conn.execute("SELECT source_id, name FROM buildings WHERE dataset = 'nul'"))
+    assert stored == {"g1": "fine", "g2": "a\\u0000 is text, not a NUL"}
 
 
 def test_floors_beyond_an_integer_and_half_storeys(fresh_url: str, tmp_path: Path):

@@ -445,8 +445,11 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
 
 
 def _mapping_file(path: Path) -> dict[str, str]:
+    """The --mapping file's JSON object of field names to source field names."""
     try:
         mapping = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError as exc:  # the C decoder's depth limit: a message, not a traceback
+        raise TwinError(f"cannot read the mapping file {path}: nested too deeply") from exc
     except (OSError, ValueError) as exc:
         raise TwinError(f"cannot read the mapping file {path}: {exc}") from exc
     if not isinstance(mapping, dict) or not all(

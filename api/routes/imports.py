@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from api.access import Heavy, Staff
 from api.deps import Connection
-from api.errors import Unprocessable
+from api.errors import TooLarge, Unprocessable
 from layers.crs import axes, resolve_crs
 from layers.datasets import delete_dataset
 from layers.ingest import (
@@ -33,7 +33,7 @@ from layers.ingest import (
 )
 from layers.readers import frame_from_geojson
 from layers.scenes import create_scene, drop_scene
-from layers.values import refuse_nul
+from layers.values import json_float, refuse_nul
 from twin import catalogue
 from twin.errors import InvalidInput
 
@@ -41,8 +41,8 @@ router = APIRouter(tags=["imports"])
 LayerName = Annotated[str, Path(max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
 IMPORT_TIMEOUT = "15min"
 MAX_REJECTIONS_SHOWN = 20  # in a 422 answer; the CLI's --json report has them all
-ALLOWED_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip", ".csv", ".tsv", ".txt", ".fgb",
-                    ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
+ALLOWED_SUFFIXES = {".geojson", ".json", ".geojsonl", ".geojsons", ".gpkg", ".zip", ".csv",
+                    ".tsv", ".txt", ".fgb", ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
 MAX_BODY_MB = 100  # a GeoJSON body; larger data comes as a file upload
 
 
@@ -81,17 +81,30 @@ def _check_stored(report: ImportReport) -> None:
 
 
 def _json_object(text: str | None, name: str) -> dict[str, str]:
+    """A form field's JSON object of field names to values (text, numbers, true/false),
+    as the CLI's --map/--set/--default pairs are read; InvalidInput naming the form field
+    (and the entry) for anything else."""
     if not text:
         return {}
     try:
         value = json.loads(text)
+    except RecursionError as exc:  # the C decoder gives up on deep nesting: not a 500
+        raise InvalidInput(
+            f"{name}: nested too deeply to read; give a JSON object of field names to values,"
+            ' e.g. {"height_m": "H"}'
+        ) from exc
     except ValueError as exc:
         raise InvalidInput(f"{name} is not JSON: {exc}") from exc
-    scalar = (str, int, float, bool)
-    if not isinstance(value, dict) or not all(isinstance(v, scalar) for v in value.values()):
+    if not isinstance(value, dict):
         raise InvalidInput(
             f'{name} must be a JSON object of field names to values, e.g. {{"height_m": "H"}}'
         )
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool) or item is None:
+            what = {list: "a list", dict: "an object"}.get(type(item), "null")
+            raise InvalidInput(
+                f"{name}: the value of {key[:60]!r} must be text or a number, not {what}"
+            )
     # Numbers and true/false are read as the CLI reads them from text.
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
@@ -158,7 +171,10 @@ def upload(
             while chunk := file.file.read(1024 * 1024):
                 copied += len(chunk)
                 if copied > limit:
-                    raise InvalidInput(f"the file is larger than {limit // 1024 // 1024} MB")
+                    raise TooLarge(
+                        f"the file is larger than {limit // 1024 // 1024:,} MB, the most an "
+                        "upload may be (TWIN_MAX_UPLOAD_MB); import it with twin import"
+                    )
                 out.write(chunk)
         with conn.transaction():
             _long_statements(conn)
@@ -168,8 +184,8 @@ def upload(
 
 
 async def geojson_body(request: Request) -> Any:
-    """The request body as JSON, read within MAX_BODY_MB; a clear 400 for
-    a body that is not JSON, nests too deep for a parser, or is too large.
+    """The request body as JSON, read within MAX_BODY_MB; a clear 400 for a body that is
+    not JSON or nests too deep for a parser, 413 for one that is too large.
 
     NaN and Infinity tokens (which Python's JSON reader takes) are read as such: the import
     then refuses the coordinates that hold them, naming each."""
@@ -183,15 +199,16 @@ async def geojson_body(request: Request) -> Any:
         if len(body) > limit:
             raise _too_large()
     try:
-        return json.loads(body)
+        # A number beyond a double (1e400) keeps its text, to be kept as given.
+        return json.loads(body, parse_float=json_float)
     except RecursionError as exc:
         raise InvalidInput("the request body nests lists or objects too deep to read") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"the request body is not JSON: {exc}") from exc
 
 
-def _too_large() -> InvalidInput:
-    return InvalidInput(
+def _too_large() -> TooLarge:
+    return TooLarge(
         f"the request body is larger than {MAX_BODY_MB} MB: send fewer features per request "
         "or upload a file (POST /layers/{layer}/import)"
     )
