@@ -156,6 +156,7 @@ def _validation_message(error: Any) -> str:
     expected = {"dict_type": "a JSON object", "model_attributes_type": "a JSON object",
                 "model_type": "a JSON object", "list_type": "a JSON array",
                 "string_type": "text", "int_type": "a whole number", "float_type": "a number",
+                "int_from_float": "a whole number",
                 "bool_type": "true or false"}.get(kind)  # fmt: skip
     if expected is not None:
         if place == "body" and expected == "a JSON object":

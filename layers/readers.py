@@ -689,6 +689,8 @@ def geojson_geometry(geometry: Any, axes: tuple[str, str]) -> tuple[Any, str | N
                 return None, f"member {m} of the collection: {why}"
     elif kind in _POSITION_DEPTH:
         why = _check_positions(geometry.get("coordinates"), kind, [], axes)
+        if why is None and kind in ("Polygon", "MultiPolygon"):
+            why = _open_ring(geometry["coordinates"], kind)
         if why is not None:
             return None, why
     else:
@@ -699,6 +701,21 @@ def geojson_geometry(geometry: Any, axes: tuple[str, str]) -> tuple[Any, str | N
             return shapely.geometry.shape(geometry), None
     except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException):
         return None, f"a {kind} with these coordinates is not a geometry"
+
+
+def _open_ring(coordinates: list[Any], kind: str) -> str | None:
+    """Why a ring of a (Multi)Polygon is not one as RFC 7946 has it (four positions or
+    more, the last the first): shapely would close it silently, a guess at what was meant."""
+    polygons = [coordinates] if kind == "Polygon" else coordinates
+    for p, rings in enumerate(polygons):
+        for r, ring in enumerate(rings):
+            if len(ring) < 4 or ring[0] != ring[-1]:
+                where = f"ring {r}" + (f" of part {p}" if kind == "MultiPolygon" else "")
+                return (
+                    f"{where} is not closed: a ring has four positions or more and ends "
+                    "where it starts"
+                )
+    return None
 
 
 def _check_positions(value: Any, kind: str, path: list[int], axes: tuple[str, str]) -> str | None:

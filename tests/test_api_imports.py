@@ -536,3 +536,14 @@ def test_an_uploaded_file_with_bad_coordinates_and_values_keeps_the_rest(staff: 
         "nul1": "note: its value holds a NUL character (\\0), which cannot be stored",
     }
     assert staff.get("/collections/sensors/items?limit=1000").status_code == 200
+
+
+def test_a_posted_polygon_whose_ring_is_not_closed_is_refused_naming_it(staff: TestClient):
+    open_ring = [[121.40, 31.24], [121.41, 31.24], [121.41, 31.25], [121.40, 31.25]]
+    body = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "open", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [open_ring]}}]}  # fmt: skip
+    before = staff.get("/layers/buildings").json()["feature_count"]
+    answer = staff.post("/layers/buildings/features", json=body, headers=KEY)
+    assert answer.status_code in (400, 422), answer.text
+    assert "ring 0 is not closed" in answer.text
+    assert staff.get("/layers/buildings").json()["feature_count"] == before

@@ -100,6 +100,11 @@ def test_405_says_which_methods_are_allowed(client: TestClient):
         ("POST", "/within", {"wkt": "POLYGON((121.4 31.24, 121.41"}, "ends too soon"),
         ("POST", "/within", {"wkt": "POLYGON((0 0,1 0,1 1,0 0))\u0000"}, "NUL"),
         ("POST", "/within", {"geometry": polygon(SQUARE), "crs": "EPSG:4549"}, "body crs is not a field"),
+        ("POST", "/within", {"geometry": polygon(SQUARE), "limit": "5"}, "body limit must be a whole number, not text"),
+        ("POST", "/within", {"geometry": polygon(SQUARE), "limit": True}, "whole number"),
+        ("POST", "/within", {"geometry": polygon(SQUARE), "limit": 2.5}, "whole number"),
+        ("POST", "/within", {"geometry": polygon([[121.40, 31.24], [121.41, 31.25], [121.41, 31.24], [121.40, 31.25], [121.40, 31.24]])}, "its boundary crosses itself at 121.405, 31.245"),
+        ("GET", "/collections/buildings/items?filter-crs=EPSG:1", None, "filters are read in CRS84"),
         ("POST", "/within", [1, 2], "JSON object"),
         ("POST", "/within", {"geometry": "POLYGON((0 0,1 0,1 1,0 0))"}, "body geometry must be a JSON object, not text"),
         # parameters: typos, empty lists and Python's number syntax are not guessed at

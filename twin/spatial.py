@@ -281,6 +281,21 @@ def _near_point(lon: float, lat: float, metres: float) -> sql.Composable:
     )
 
 
+def _invalid_reason(area: Any) -> str:
+    """GEOS's reason a polygon is invalid ("Self-intersection[121.4 31.2]"), in words."""
+    reason = shapely.is_valid_reason(area)
+    place = re.search(r"\[([-\d.e+]+) ([-\d.e+]+)\]", reason)
+    at = f" at {place[1]}, {place[2]}" if place else ""
+    words = {"Ring Self-intersection": "a ring touches itself", "Self-intersection":
+             "its boundary crosses itself", "Too few points": "a ring has too few points",
+             "Hole lies outside shell": "a hole lies outside its polygon",
+             "Nested holes": "a hole lies inside another hole",
+             "Interior is disconnected": "its holes cut it in pieces",
+             "Nested shells": "one polygon lies inside another"}  # fmt: skip
+    kind = next((w for k, w in words.items() if reason.startswith(k)), "its rings are not valid")
+    return kind + at
+
+
 def check_area(conn: psycopg.Connection, area: Any) -> float:
     """The area in m²; InvalidInput when it is not a usable polygon or too large."""
     if area is None or area.is_empty or area.geom_type not in ("Polygon", "MultiPolygon"):
@@ -297,7 +312,7 @@ def check_area(conn: psycopg.Connection, area: Any) -> float:
                 f"the area's coordinate {n + 1} ({x:g}, {y:g}) is not longitude/latitude ({which})"
             )
     if not area.is_valid:
-        raise InvalidInput(f"the area is not a valid polygon: {shapely.is_valid_reason(area)}")
+        raise InvalidInput(f"the area is not a valid polygon: {_invalid_reason(area)}")
     west, _, east, _ = area.bounds
     if east - west > 180:
         # Longitudes spanning more than half the world are read the short way round by

@@ -263,8 +263,14 @@ def items_query(
     filter_crs: Annotated[str, Query(alias="filter-crs")] = features.CRS84,
 ) -> features.ItemsQuery:
     """The items query parameters, parsed and checked (a dependency of GET and POST)."""
-    if features.crs_uri(filter_crs, "filter-crs") not in (features.CRS84, EPSG4326):
-        raise InvalidInput("filter-crs: filters are read in CRS84 (or EPSG:4326)")
+    try:
+        readable = features.crs_uri(filter_crs, "filter-crs") in (features.CRS84, EPSG4326)
+    except InvalidInput:
+        readable = False
+    if not readable:
+        raise InvalidInput(
+            f"filter-crs {filter_crs[:80]!r}: filters are read in CRS84 (or EPSG:4326) only"
+        )
     return features.ItemsQuery(
         limit=min(limit, features.MAX_LIMIT),
         offset=offset,
