@@ -1015,7 +1015,7 @@ def _source_keys(
         ids = columns.get("source_id")
         ids = np.full(len(frame), None, dtype=object) if ids is None else np.asarray(ids)
         given = ~_is_none(ids)
-        if not given.any() and NO_SOURCE_ID not in notes:
+        if not given.any() and not frame.ids_given and NO_SOURCE_ID not in notes:
             notes.append(NO_SOURCE_ID)
         keys = np.where(given, ids, frame.fids).tolist()  # ids are text: parse_text
         columns["source_id"] = keys

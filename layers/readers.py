@@ -77,6 +77,7 @@ class FeatureFrame:
     # Features whose values as the file writes them hold a NUL character (\u0000), which
     # GDAL's C strings cut off: their row in this frame -> (id, properties) as written.
     written_nul: dict[int, tuple[Any, dict[str, Any]]] | None = None
+    ids_given: bool = False  # fids are the features' own ids (GeoJSON "id"), not row numbers
 
     def __len__(self) -> int:
         return len(self.geoms)
@@ -670,8 +671,9 @@ def frame_from_geojson(
         name: np.array([(f.get("properties") or {}).get(name) for f in features], dtype=object)
         for name in names
     }
+    ids_given = all(isinstance(f, dict) and f.get("id") is not None for f in features)
     return FeatureFrame(fields=fields, geoms=geoms, fids=fids, crs=None, source=source,
-                        geometry_reasons=reasons, labels=labels)  # fmt: skip
+                        geometry_reasons=reasons, labels=labels, ids_given=ids_given)  # fmt: skip
 
 
 def geojson_geometry(geometry: Any, axes: tuple[str, str]) -> tuple[Any, str | None]:

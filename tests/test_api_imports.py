@@ -547,3 +547,14 @@ def test_a_posted_polygon_whose_ring_is_not_closed_is_refused_naming_it(staff: T
     assert answer.status_code in (400, 422), answer.text
     assert "ring 0 is not closed" in answer.text
     assert staff.get("/layers/buildings").json()["feature_count"] == before
+
+
+def test_posted_features_with_ids_are_matched_by_them_without_a_row_warning(staff: TestClient):
+    body = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": f"s-{i}", "properties": {"device_id": f"cam-{i}", "kind": "camera"},
+         "geometry": {"type": "Point", "coordinates": [121.40 + i / 1000, 31.24]}} for i in range(2)]}  # fmt: skip
+    first = staff.post("/layers/sensors/features", json=body, headers=KEY)
+    assert first.status_code == 200, first.text
+    assert not any("no source id" in note for note in first.json()["notes"])
+    again = staff.post("/layers/sensors/features", json=body, headers=KEY).json()
+    assert again["inserted"] == 0 and again["updated"] == 2
