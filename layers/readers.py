@@ -29,6 +29,7 @@ import pyogrio
 import shapely
 import shapely.geometry
 
+from layers.values import json_float
 from twin.errors import InvalidInput
 
 MAX_UNZIPPED_BYTES = 4 * 1024**3  # a zip that claims more than this is refused
@@ -139,8 +140,46 @@ def open_features(
         yield FeatureReader(found.source, found.crs, len(found), iter([found]))
         return
     location, source, gdal_layer, encoding, nul = found
-    with _open_gdal(location, source, layer=gdal_layer, encoding=encoding, nul=nul) as reader:
+    with ExitStack() as opened:
+        try:
+            reader = opened.enter_context(
+                _open_gdal(location, source, layer=gdal_layer, encoding=encoding, nul=nul)
+            )
+        except InvalidInput as refused:
+            frame = (
+                _geojson_gdal_cannot_read(path, name, refused)
+                if suffix in (".geojson", ".json")
+                else None
+            )
+            if frame is None:
+                raise
+            reader = FeatureReader(frame.source, frame.crs, len(frame), iter([frame]))
         yield reader
+
+
+GDAL_NUMBER_FALLBACK_BYTES = 256 * 1024 * 1024
+
+
+def _geojson_gdal_cannot_read(path: Path, name: str, refused: InvalidInput) -> FeatureFrame | None:
+    """A GeoJSON file GDAL refused for a number beyond a double (``1e400``), read as a
+    request body is, so only that value is set aside (kept as its text) and not the file."""
+    if (
+        "number" not in str(refused.__cause__ or "")
+        or path.stat().st_size > GDAL_NUMBER_FALLBACK_BYTES
+    ):
+        return None
+    try:
+        document = json.loads(path.read_bytes(), parse_float=json_float)
+    except (ValueError, RecursionError):
+        return None
+    frame = frame_from_geojson(document, name)
+    named = (
+        (document.get("crs") or {}).get("properties", {}).get("name")
+        if isinstance(document, dict)
+        else None
+    )
+    frame.crs = named if isinstance(named, str) else None
+    return frame
 
 
 def check_path(path: Path) -> None:

@@ -1218,3 +1218,21 @@ def test_a_city_s_camera_list_imports_without_a_unit(fresh_url: str, tmp_path: P
             " WHERE device_id IN ('CAM1', 'CAM2', 'CAM3', 'CAM4', 'DOOR1')"))  # fmt: skip
     assert rows == {"CAM1": "camera/", "CAM2": "camera/", "CAM3": "camera/", "CAM4": "camera/",
                     "DOOR1": "access_control/"}  # fmt: skip
+
+
+def test_a_geojson_number_beyond_a_double_sets_that_value_aside_not_the_file(
+    fresh_url: str, tmp_path: Path
+):
+    # GDAL refuses the whole file for 1e400 ("Unrecognized number"); it is read as a body is.
+    path = write_geojson(tmp_path / "tall.geojson", [
+        ({"id": "T1", "height": 12.5}, square(LON, LAT)),
+        ({"id": "T2", "height": 1}, square(LON + 0.001, LAT))])  # fmt: skip
+    path.write_text(path.read_text().replace('"height": 1}', '"height": 1e400}'))
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", path)
+        rows = dict(conn.execute(
+            "SELECT source_id, jsonb_build_array(height_m, properties) FROM buildings"
+            " WHERE dataset = 'tall'"))  # fmt: skip
+    assert report.inserted == 2 and not report.rejected
+    assert rows["T1"][0] == 12.5
+    assert rows["T2"][0] is None and "1e400" in json.dumps(rows["T2"][1])
