@@ -296,6 +296,14 @@ def _stored(client: TestClient, url: str, layer: str) -> tuple[int, int]:
         ("buildings", '{"type": "MultiPolygon", "coordinates": [[' + BOX + "], [["
          "[121.4, 31.24], [121.41, 31.24], [121.41, 95], [121.4, 31.24]]]]}",
          "coordinate 2 of ring 0 of part 1: latitude 95 is beyond ±90"),
+        # a hole outside its shell: GEOS's envelope is the shell's, so only every
+        # coordinate tells (it was stored, and reads in EPSG:3857 then failed)
+        ("buildings", '{"type": "Polygon", "coordinates": [' + BOX + ", "
+         "[[121.4002, 31.2502], [121.4003, 95], [121.4004, 31.2504], [121.4002, 31.2502]]]}",
+         "coordinate 1 of ring 1 (a hole): latitude 95 is beyond ±90"),
+        ("buildings", '{"type": "Polygon", "coordinates": [' + BOX + ", "
+         "[[121.4002, 31.2502], [200, 31.25], [121.4004, 31.2504], [121.4002, 31.2502]]]}",
+         "coordinate 1 of ring 1 (a hole): longitude 200 is beyond ±180"),
     ],
 )  # fmt: skip
 def test_a_body_with_a_coordinate_that_cannot_be_stored_is_refused_whole(

@@ -1236,3 +1236,18 @@ def test_a_geojson_number_beyond_a_double_sets_that_value_aside_not_the_file(
     assert report.inserted == 2 and not report.rejected
     assert rows["T1"][0] == 12.5
     assert rows["T2"][0] is None and "1e400" in json.dumps(rows["T2"][1])
+
+
+def test_a_hole_off_the_globe_rejects_its_feature_in_a_file(fresh_url: str, tmp_path: Path):
+    shell = [(LON, LAT), (LON + 0.01, LAT), (LON + 0.01, LAT + 0.01), (LON, LAT + 0.01)]
+    hole = [(LON + 0.001, LAT + 0.001), (LON + 0.002, 95), (LON + 0.003, LAT + 0.003)]
+    path = write_geojson(tmp_path / "holes.geojson", [
+        ({"id": "good"}, square(LON, LAT)), ({"id": "bad"}, Polygon(shell, [hole]))])  # fmt: skip
+    with psycopg.connect(fresh_url) as conn:
+        report = import_file(conn, "buildings", path)
+        stored = [
+            r[0] for r in conn.execute("SELECT source_id FROM buildings WHERE dataset = 'holes'")
+        ]
+    assert stored == ["good"]
+    assert [r.source_id for r in report.rejected] == ["bad"]
+    assert "latitude 95 is beyond ±90" in report.rejected[0].reason
