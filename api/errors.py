@@ -189,7 +189,8 @@ def _non_finite(value: Any) -> bool:
 class InputGuard:
     """Refuses, before any route, what no route can take, naming where: a NUL byte in the
     path or query (PostgreSQL text cannot hold one: it would reach a query and answer 500)
-    and a query parameter given twice (every route would silently take the last)."""
+    and a query parameter given twice (every route would silently take the last). Answers
+    HEAD as GET without the body, as HTTP asks of every GET route."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -205,7 +206,19 @@ class InputGuard:
                 )
                 await response(scope, receive, send)
                 return
+            if scope["method"] == "HEAD":  # HTTP asks HEAD wherever GET is: GET, no body
+                await self.app({**scope, "method": "GET"}, receive, _headers_only(send))
+                return
         await self.app(scope, receive, send)
+
+
+def _headers_only(send: Send) -> Send:
+    async def headers_only(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return headers_only
 
 
 def _refused(scope: Scope) -> str | None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+
+from api.app import create_app
 
 SQUARE = [[121.40, 31.24], [121.41, 31.24], [121.41, 31.25], [121.40, 31.25], [121.40, 31.24]]
 
@@ -135,3 +138,33 @@ def test_what_is_not_as_the_standard_has_it_is_refused_by_name(
         "Input should",
     ):
         assert internal not in detail
+
+
+def test_head_answers_as_get_without_a_body(client: TestClient):
+    for url in ("/", "/collections/buildings/items?limit=2", "/locate?lon=121.4&lat=31.24"):
+        got = client.get(url)
+        head = client.head(url)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+    assert client.head("/collections/nothing/items").status_code == 404
+
+
+def test_sortby_puts_features_without_the_value_last(settings, fresh_url: str):
+    with psycopg.connect(fresh_url) as conn:  # an unmeasured building
+        conn.execute(
+            "INSERT INTO buildings (dataset, source_id, geom, height_m)"
+            " SELECT 'survey', 'unmeasured', geom, NULL FROM buildings LIMIT 1"
+        )
+        expected = [r[0] for r in conn.execute(
+            "SELECT height_m FROM buildings ORDER BY height_m DESC NULLS LAST LIMIT 3")]  # fmt: skip
+    with TestClient(create_app(settings, database_url=fresh_url)) as client:
+        tallest = client.get("/collections/buildings/items?sortby=-height_m&limit=3").json()
+        lowest = client.get("/collections/buildings/items?sortby=height_m&limit=1").json()
+    assert [f["properties"]["height_m"] for f in tallest["features"]] == expected
+    assert lowest["features"][0]["properties"]["height_m"] is not None
+
+
+def test_a_date_alone_is_refused_with_the_forms_that_work(client: TestClient):
+    answer = client.get("/collections/buildings/items?datetime=2026-12-01")
+    assert answer.status_code == 400
+    assert "2026-12-01T00:00:00Z/2026-12-01T23:59:59Z" in answer.json()["detail"]

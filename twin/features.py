@@ -432,7 +432,10 @@ def _order(coll: Collection, sortby: list[str]) -> sql.Composable:
                 f"sortby: {name} cannot be sorted on; sort on a property that holds one value"
             )
         parts.append(
-            sql.SQL("{} {}").format(column(name), sql.SQL("DESC" if descending else "ASC"))
+            # Features with no value last either way: "the tallest" are not the unmeasured.
+            sql.SQL("{} {} NULLS LAST").format(
+                column(name), sql.SQL("DESC" if descending else "ASC")
+            )
         )
     parts.append(sql.SQL("f.{}").format(sql.Identifier(coll.id_column)))  # stable paging
     return sql.SQL(", ").join(parts)

@@ -219,9 +219,16 @@ def _instant(text: str) -> datetime | None:
     if text in ("", ".."):
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise InvalidInput(f"datetime {text[:60]!r} is not RFC 3339") from exc
+    if "T" not in text.upper() and " " not in text:
+        # A date alone would be read as its midnight and match almost nothing.
+        raise InvalidInput(
+            f"datetime {text[:60]!r} is a date; give a date-time ({text[:10]}T00:00:00Z) or an"
+            f" interval ({text[:10]}T00:00:00Z/{text[:10]}T23:59:59Z)"
+        )
+    return moment
 
 
 def _datetime(text: str) -> tuple[datetime | None, datetime | None]:
