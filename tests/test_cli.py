@@ -107,3 +107,10 @@ def test_up_stops_its_cluster_when_terminated():
         run_twin("db", "stop", env={"TWIN_DATA_DIR": str(data_dir)})
         raise AssertionError(f"the cluster was left running: {output}")
     assert "stopped the embedded PostGIS" in output, output
+
+
+def test_a_port_out_of_range_is_one_line_not_a_traceback():
+    for command in (("serve", "--port", "99999"), ("up", "--port", "-1")):
+        result = run_twin(*command)
+        assert result.returncode == 2
+        assert "ports are 1 to 65535" in result.stderr and "Traceback" not in result.stderr

@@ -255,3 +255,23 @@ def test_reloading_the_demo_replaces_only_the_demo(fresh_url: str, monkeypatch, 
     assert before > 0 and after == expected
     assert survey == 1
     assert catalogued == expected + 1
+
+
+def test_reloading_the_demo_under_a_citys_own_units_is_refused_with_nothing_changed(
+    fresh_url: str, small_city: DemoCity
+):
+    from layers.demo.load import load_demo
+    from twin.errors import Conflict
+
+    with psycopg.connect(fresh_url) as conn:
+        conn.execute(
+            "INSERT INTO units (code, name, kind, jurisdiction_code, dataset)"
+            " SELECT 'U-MINE', '我的单位', 'department', code, 'mine'"
+            " FROM jurisdictions WHERE dataset = 'demo' AND level = 'street' LIMIT 1"
+        )
+        conn.commit()
+        before = conn.execute("SELECT count(*) FROM buildings").fetchone()[0]
+        with pytest.raises(Conflict, match="features of units that are not the demo's"):
+            load_demo(conn, small_city)
+        assert conn.execute("SELECT count(*) FROM buildings").fetchone()[0] == before
+        assert conn.execute("SELECT count(*) FROM units WHERE code = 'U-MINE'").fetchone()[0] == 1

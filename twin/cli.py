@@ -33,6 +33,17 @@ console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
+def _port(text: str) -> int:
+    """A TCP port, as argparse reads it: one line naming the range, not bind()'s traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: ports are 1 to 65535")
+    return port
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``twin`` console command."""
     parser = build_parser()
@@ -201,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         serve = commands.add_parser(name, help=text, description=text)
         serve.add_argument("--host", help="address to listen on (TWIN_HOST, default 127.0.0.1)")
-        serve.add_argument("--port", type=int, help="port (TWIN_PORT, default 8000)")
+        serve.add_argument("--port", type=_port, help="port (TWIN_PORT, default 8000)")
         if name == "up":
             serve.add_argument("--size", choices=("small", "default", "large"), default="default")
         serve.set_defaults(run=run)

@@ -13,10 +13,11 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from layers.datasets import record_dataset
+from layers.datasets import _referring_table, record_dataset
 from layers.demo.generate import DemoCity
 from twin import catalogue
 from twin.bulk import copy_table, table_length
+from twin.errors import Conflict
 
 DATASET = "demo"
 # Insertion order follows the foreign keys; deletion goes the other way.
@@ -64,7 +65,23 @@ def remove_demo(conn: psycopg.Connection) -> None:
 def load_demo(
     conn: psycopg.Connection, city: DemoCity, *, progress: Progress | None = None
 ) -> dict[str, int]:
-    """Replace the demo city in one transaction; returns rows loaded per table."""
+    """Replace the demo city in one transaction; returns rows loaded per table. Conflict,
+    with nothing changed, when other datasets' features refer to the demo's (units
+    imported into demo jurisdictions, say)."""
+    try:
+        return _load_demo(conn, city, progress)
+    except psycopg.errors.ForeignKeyViolation as exc:
+        referring = _referring_table(conn, exc.diag.constraint_name)
+        raise Conflict(
+            f"the demo city cannot be replaced: features of {referring} that are not the "
+            f"demo's refer to it; delete those datasets first (twin datasets {referring} "
+            "--delete NAME), or load the demo into another data folder (TWIN_DATA_DIR)"
+        ) from exc
+
+
+def _load_demo(
+    conn: psycopg.Connection, city: DemoCity, progress: Progress | None
+) -> dict[str, int]:
     counts: dict[str, int] = {}
     with conn.transaction():
         # Keep id ranges stable while we reserve them; readers are not blocked.
