@@ -570,16 +570,28 @@ def _source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None
         return None
     # No CRS stated: only plain longitude/latitude is a safe guess, and only if most
     # features fit it (the few that do not are rejected one by one, with the reason).
+    # Each feature is judged by its first coordinate: a wrong CRS moves all of them, a bad
+    # vertex only itself (one feature with one vertex at latitude 95 is not a CRS question).
     wgs84 = resolve_crs("EPSG:4326")
-    wrong = ~_is_none(implausible(frame.geoms, wgs84)) & present
+    firsts = _first_points(frame.geoms)
+    wrong = ~_is_none(implausible(firsts, wgs84)) & present
     if wrong.sum() <= 0.5 * present.sum():
         return wgs84
     i = int(np.flatnonzero(wrong)[0])
-    x, y = shapely.get_coordinates(frame.geoms[i : i + 1])[0]
+    x, y = shapely.get_coordinates(firsts[i : i + 1])[0]
     raise InvalidInput(
         f"{frame.source} does not say its CRS and its coordinates (e.g. {_xy(x, y)}) are "
         "not longitude/latitude: give it with --crs (crs over HTTP), e.g. --crs EPSG:4549"
     )
+
+
+def _first_points(geoms: np.ndarray) -> np.ndarray:
+    """Each geometry's first coordinate as a point (None where it has none)."""
+    coords, index = shapely.get_coordinates(geoms, return_index=True)
+    which, starts = np.unique(index, return_index=True)
+    firsts = np.full(len(geoms), None, dtype=object)
+    firsts[which] = shapely.points(coords[starts])
+    return firsts
 
 
 def _xy(x: float, y: float) -> str:
@@ -638,8 +650,11 @@ def _prepare_geometries(
     if source is not None and present.any():
         wrong = implausible(geoms, source)
         bad = ~_is_none(wrong) & present
-        if bad.sum() > 0.5 * present.sum():
-            i = int(np.flatnonzero(bad)[0])
+        # The file is in another CRS when most features' first coordinates are off; a
+        # feature with one bad vertex is rejected alone (see _source_crs).
+        firsts = implausible(_first_points(geoms), source)
+        if (~_is_none(firsts) & present).sum() > 0.5 * present.sum():
+            i = int(np.flatnonzero(~_is_none(firsts) & present)[0])
             x, y = shapely.get_coordinates(geoms[i : i + 1])[0]
             stated = _other_stated_crs(frame.crs, source)
             if stated:

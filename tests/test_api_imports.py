@@ -566,3 +566,14 @@ def test_posted_features_with_ids_are_matched_by_them_without_a_row_warning(staf
     assert not any("no source id" in note for note in first.json()["notes"])
     again = staff.post("/layers/sensors/features", json=body, headers=KEY).json()
     assert again["inserted"] == 0 and again["updated"] == 2
+
+
+def test_one_posted_feature_with_one_bad_vertex_is_told_of_that_vertex_not_of_a_crs(
+    staff: TestClient,
+):
+    line = {"type": "Feature", "id": "bad", "properties": {"network": "water"},
+            "geometry": {"type": "LineString", "coordinates": [[121.40, 31.24], [121.401, 95]]}}  # fmt: skip
+    answer = staff.post("/layers/pipes/features", json=line, headers=KEY)
+    assert answer.status_code in (400, 422), answer.text
+    assert "coordinate 1: latitude 95 is beyond ±90" in answer.text
+    assert "does not say its CRS" not in answer.text
