@@ -651,7 +651,9 @@ def _wkt(value: str | None) -> Any:
     if value is None:
         return None
     try:
-        return shapely.from_wkt(value)
+        with warnings.catch_warnings():  # NaN in WKT: the import names it, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return shapely.from_wkt(value)
     except shapely.errors.GEOSException:
         return None
 

@@ -152,8 +152,10 @@ def test_a_data_folder_holding_other_files_is_not_taken_over():
 def test_a_setting_that_is_not_json_is_one_line():
     result = run_twin("layers", env={"TWIN_API_KEYS": "notjson"})
     assert result.returncode == 1
-    assert "bad setting" in result.stderr and "api_keys" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "bad setting" in result.stderr and "TWIN_API_KEYS is not JSON" in result.stderr
+    assert "Traceback" not in result.stderr and "EnvSettingsSource" not in result.stderr
+    port = run_twin("layers", env={"TWIN_PORT": "abc"})
+    assert "TWIN_PORT='abc': must be a valid integer" in port.stderr
 
 
 def test_a_negative_seed_is_refused_by_the_command_line():

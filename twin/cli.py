@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import signal
 import socket
 import sys
@@ -56,12 +57,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(settings, args) or 0)
     except ValidationError as exc:
         problems = "; ".join(
-            f"TWIN_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"TWIN_{'_'.join(str(p) for p in e['loc']).upper()}={str(e.get('input'))[:40]!r}: "
+            + e["msg"].replace("Input should be", "must be").split(", unable")[0]
+            for e in exc.errors()
         )
-        console.print(f"twin: error: bad setting: {problems}", highlight=False)
+        console.print(f"twin: error: bad setting: {problems}", highlight=False, markup=False)
     except SettingsError as exc:
         # e.g. TWIN_API_KEYS that is not JSON: pydantic-settings names the field.
-        console.print(f"twin: error: bad setting: {exc}", highlight=False, markup=False)
+        field = re.search(r'field "(\w+)"', str(exc))
+        said = (
+            f"TWIN_{field[1].upper()} is not JSON of the form it takes"
+            + (' ({"key": "caller"})' if field[1] == "api_keys" else "")
+            if field
+            else str(exc)
+        )
+        console.print(f"twin: error: bad setting: {said}", highlight=False, markup=False)
     except TwinError as exc:
         console.print(f"twin: error: {exc}", highlight=False, markup=False)
     except psycopg.Error as exc:
