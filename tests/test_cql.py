@@ -64,6 +64,13 @@ TEXT_REFUSALS = [
     ("ACCENTI(name) = accenti('x')", "ACCENTI"),
     ("pg_sleep(10) = 1", "pg_sleep() is not a function"),
     ("lower(name) = 'x'", "lower() is not a function"),
+    # CQL2's array functions and the distance operators it does not have, refused by name
+    ("A_CONTAINS(name,('a'))", "A_CONTAINS (array functions) is not supported"),
+    ("a_overlaps(name, ('a', 'b'))", "A_OVERLAPS (array functions)"),
+    ("A_EQUALS(name, 'a') = TRUE", "A_EQUALS (array functions)"),
+    ("S_DWITHIN(geometry, POINT(121.4 31.2), 100, meters)", "S_DWITHIN is not part of CQL2"),
+    ("DWITHIN(geometry, POINT(121.4 31.2), 100, meters)", "use S_INTERSECTS with a polygon"),
+    ("name = 'A_CONTAINS(' AND floors >", "at the end"),  # inside quotes it is only text
     # arithmetic is not claimed: refused in plain words
     ("height_m + 1 > 5", "arithmetic"),
     ("height_m / 0 > 1", "arithmetic"),
@@ -139,7 +146,15 @@ JSON_REFUSALS = [
     (_json({"op": "=", "args": [{"property": 5}, 1]}), "property name is text"),
     (_json({"foo": 1}), "keys foo"),
     (_json({"op": "+", "args": [_prop("height_m"), 1]}), "arithmetic"),
-    (_json({"op": "a_equals", "args": [_prop("name"), ["a"]]}), "array functions"),
+    (_json({"op": "a_equals", "args": [_prop("name"), ["a"]]}), "A_EQUALS (array functions)"),
+    (
+        _json({"op": "and", "args": [True, {"op": "a_contains", "args": [_prop("name"), ["a"]]}]}),
+        "A_CONTAINS (array functions) is not supported (at args[1])",
+    ),
+    (
+        _json({"op": "s_dwithin", "args": [_prop("geometry"), _point(121.4, 31.2), 100, "meters"]}),
+        "S_DWITHIN is not part of CQL2; use S_INTERSECTS with a polygon",
+    ),
     (_json({"op": "casei", "args": [_prop("name")]}), "not a condition"),
     (_json({"op": "accenti", "args": [_prop("name")]}), "ACCENTI"),
     (_json({"op": "=", "args": [_prop("height_m"), _prop("name")]}), "cannot be compared"),

@@ -69,6 +69,18 @@ _INSTANT_OPERATORS = {ast.TimeAfter: ">", ast.TimeBefore: "<", ast.TimeEquals: "
 _ARITHMETIC = (ast.Add, ast.Sub, ast.Mul, ast.Div)
 _KNOWN_FUNCTIONS = "CASEI, BBOX, TIMESTAMP, DATE and INTERVAL"
 _SUPPORTED_TEMPORAL = "T_AFTER, T_BEFORE, T_EQUALS, T_DURING and T_INTERSECTS"
+_ARRAY_FUNCTIONS = ("a_equals", "a_contains", "a_containedby", "a_overlaps")
+_NEAR = "is not part of CQL2; use S_INTERSECTS with a polygon around the place"
+# CQL2 (and CQL1) names we do not compile, refused by name wherever they stand: the text
+# grammar cannot read most of them, which would otherwise answer with a syntax error.
+_NOT_SUPPORTED = {
+    **{name: f"{name.upper()} (array functions) is not supported" for name in _ARRAY_FUNCTIONS},
+    "accenti": "ACCENTI (accent-insensitive comparison) is not supported",
+    "s_dwithin": f"S_DWITHIN {_NEAR}",
+    "s_beyond": f"S_BEYOND {_NEAR.replace('use', 'use NOT')}",
+    "dwithin": f"DWITHIN (CQL1) {_NEAR}",
+    "beyond": f"BEYOND (CQL1) {_NEAR.replace('use', 'use NOT')}",
+}
 
 
 @dataclass
@@ -81,6 +93,15 @@ class TimeIntersects(ast.Node):
 
 def _refuse(message: str) -> NoReturn:
     raise InvalidInput(f"filter: {message}")
+
+
+def _unsupported_in_text(text: str) -> str | None:
+    """The refusal for the first unsupported function called in a CQL2 text, if any."""
+    outside_quotes = re.sub(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?", "''", text)
+    for name in re.findall(r"\b([A-Za-z_]+)\s*\(", outside_quotes):
+        if name.lower() in _NOT_SUPPORTED:
+            return _NOT_SUPPORTED[name.lower()]
+    return None
 
 
 def _article(kind: str) -> str:
@@ -261,6 +282,9 @@ def _expected(names: set[str]) -> str:
 
 
 def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str) -> str:
+    unsupported = _unsupported_in_text(text)
+    if unsupported is not None:
+        return f"filter: {unsupported}"
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
         where = f"column {exc.column}"
         char = text[exc.pos_in_stream]
@@ -416,6 +440,8 @@ class _JsonReader:
             arity = 2
         if name in ("+", "-", "*", "/", "div", "%", "^"):
             _refuse("arithmetic (+, -, *, /) is not supported; compare a property with a value")
+        if name in _NOT_SUPPORTED:
+            _fail(where, _NOT_SUPPORTED[name])
         if arity is not None and len(args) != arity:
             plural = "" if arity == 1 else "s"
             _fail(where, f"{op} takes {arity} argument{plural}, not {len(args)}")
@@ -444,8 +470,6 @@ class _JsonReader:
             return TimeIntersects(*items)
         if name in TEMPORAL_PREDICATES_MAP:
             return TEMPORAL_PREDICATES_MAP[name](*items)
-        if name.startswith("a_"):
-            _fail(where, "array functions (a_equals …) are not supported")
         return ast.Function(name, items)  # a function call; the compiler knows which exist
 
 
@@ -715,8 +739,8 @@ class _Compiler:
                 sql.SQL("lower({})").format(inner.sql), "string", f"CASEI({inner.label})",
                 "string", inner.is_property,
             )  # fmt: skip
-        if name == "accenti":
-            _refuse("ACCENTI (accent-insensitive comparison) is not supported")
+        if name in _NOT_SUPPORTED:
+            _refuse(_NOT_SUPPORTED[name])
         if name == "bbox":
             return _Operand(self.bbox(args), "geometry", "BBOX(…)", "geometry")
         if name in ("timestamp", "date") and len(args) == 1 and isinstance(args[0], str):
