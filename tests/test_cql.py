@@ -108,6 +108,10 @@ TEXT_REFUSALS = [
     ("updated_at T_MEETS TIMESTAMP('2020-01-01T00:00:00Z')", "T_MEETS"),
     ("updated_at T_AFTER INTERVAL('2020-01-01T00:00:00Z', '2021-01-01T00:00:00Z')", "T_DURING"),
     ("floors T_AFTER TIMESTAMP('2020-01-01T00:00:00Z')", "floors is an integer"),
+    ("updated_at T_DURING INTERVAL('2020-13-01', '..')", "INTERVAL's start '2020-13-01'"),
+    ("updated_at T_DURING INTERVAL('..', 'soon')", "INTERVAL's end 'soon' is not a date"),
+    ("updated_at T_DURING INTERVAL('2020-01-01T00:00:00', '..')", "needs a time zone"),
+    ("updated_at T_DURING DATE('2020-01-01')", "T_DURING takes an interval"),
     ("floors LIKE '1%'", "LIKE compares text"),
     ("name LIKE 5", "pattern"),
     ("name LIKE address", "pattern"),
@@ -162,6 +166,14 @@ JSON_REFUSALS = [
     (_json({"op": "=", "args": [_prop("updated_at"), "2020-01-01"]}), "timestamp"),
     (_json({"op": "t_after", "args": [_prop("updated_at"), {"timestamp": "soon"}]}), "date-time"),
     (_json({"op": "t_after", "args": [_prop("updated_at"), {"timestamp": 5}]}), "as text"),
+    (
+        _json({"op": "t_during", "args": [_prop("updated_at"), {"interval": ["..", "later"]}]}),
+        "INTERVAL's end 'later'",
+    ),
+    (
+        _json({"op": "t_during", "args": [_prop("updated_at"), {"interval": [5, ".."]}]}),
+        "ends are dates, timestamps or '..'",
+    ),
     (
         _json({"op": "t_during", "args": [_prop("updated_at"), {"interval": ["2020-01-01"]}]}),
         "two instants",
@@ -308,6 +320,54 @@ def test_temporal_filters_match_sql(client: TestClient, conn: psycopg.Connection
     open_end = {"op": "t_intersects", "args": [_prop("latest_at"), {"interval": [stamp, ".."]}]}
     assert _matched(client, _json(open_end), "cql2-json", sensors) == _count(
         conn, f"latest_at >= '{stamp}'", "sensors"
+    )
+
+
+def test_dates_in_intervals_and_as_instants_are_whole_days_in_utc(
+    client: TestClient, conn: psycopg.Connection
+):
+    # The day (in UTC) most sensors last reported on: the filters below must split the rows.
+    day = conn.execute(
+        "SELECT (latest_at AT TIME ZONE 'UTC')::date FROM sensors GROUP BY 1 "
+        "ORDER BY count(*) DESC LIMIT 1"
+    ).fetchone()[0]
+    start, after = f"'{day}T00:00:00Z'::timestamptz", f"'{day}T00:00:00Z'::timestamptz + '1 day'"
+    sensors = "/collections/sensors/items"
+
+    def matched(text: str, lang: str = "cql2-text") -> int:
+        return _matched(client, text, lang, sensors)
+
+    on_day = _count(conn, f"latest_at >= {start} AND latest_at < {after}", "sensors")
+    before, later = (
+        _count(conn, f"latest_at {w}", "sensors") for w in (f"< {start}", f">= {after}")
+    )
+    assert on_day > 0 and before + later > 0  # the day is a part of the rows, not all
+    # A DATE instant is its whole day, for every operator that takes an instant.
+    assert matched(f"latest_at T_INTERSECTS DATE('{day}')") == on_day
+    assert matched(f"latest_at T_EQUALS DATE('{day}')") == on_day
+    assert matched(f"latest_at T_AFTER DATE('{day}')") == later
+    assert matched(f"latest_at T_BEFORE DATE('{day}')") == before
+    as_json = {"op": "t_intersects", "args": [_prop("latest_at"), {"date": str(day)}]}
+    assert matched(_json(as_json), "cql2-json") == on_day
+    # A TIMESTAMP instant is that instant.
+    stamp = conn.execute("SELECT min(latest_at) FROM sensors").fetchone()[0].isoformat()
+    at_stamp = _count(conn, f"latest_at = '{stamp}'", "sensors")
+    assert matched(f"latest_at T_INTERSECTS TIMESTAMP('{stamp}')") == at_stamp > 0
+    # Dates as an interval's bounds: from the start of the first day to the end of the last.
+    assert matched(f"latest_at T_INTERSECTS INTERVAL('{day}', '{day}')") == on_day
+    assert matched(f"latest_at T_DURING INTERVAL('{day}', '{day}')") == _count(
+        conn, f"latest_at > {start} AND latest_at < {after}", "sensors"
+    )
+    assert matched(f"latest_at T_DURING INTERVAL('..', '{day}')") == before + on_day
+    assert matched(f"latest_at T_INTERSECTS INTERVAL('{day}', '..')") == on_day + later
+    everything = _count(conn, "latest_at IS NOT NULL", "sensors")
+    assert matched("latest_at T_DURING INTERVAL('..', '..')") == everything
+    assert matched("latest_at T_DURING INTERVAL('2000-01-01', '2099-12-31')") == everything
+    open_start = {"op": "t_during", "args": [_prop("latest_at"), {"interval": ["..", str(day)]}]}
+    assert matched(_json(open_start), "cql2-json") == before + on_day
+    noon = f"{day}T12:00:00Z"  # a date and a timestamp mix
+    assert matched(f"latest_at T_INTERSECTS INTERVAL('{day}', '{noon}')") == _count(
+        conn, f"latest_at >= {start} AND latest_at <= '{noon}'", "sensors"
     )
 
 

@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
@@ -157,6 +157,36 @@ def _date(text: str) -> date:
         _refuse(f"DATE({_shown(text)}) is not a date (YYYY-MM-DD)")
 
 
+def _interval_end(text: str, which: str) -> date | None:
+    """An interval's start or end as CQL2 writes it: a date, a timestamp or '..' (open)."""
+    if text == "..":
+        return None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    else:
+        try:
+            value = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            pass
+        else:
+            if value.tzinfo is None:
+                _refuse(f"INTERVAL's {which} {_shown(text)} needs a time zone: end it with Z")
+            return value
+    _refuse(
+        f"INTERVAL's {which} {_shown(text)} is not a date (2024-01-01), "
+        "a date-time (2024-01-01T00:00:00Z) or '..'"
+    )
+
+
+def _day(day: date) -> tuple[datetime, datetime]:
+    """A date as the instants its day starts and the next day starts, in UTC."""
+    start = datetime.combine(day, time(), UTC)
+    return start, start + timedelta(days=1)
+
+
 # -- CQL2 text --------------------------------------------------------------------------------
 
 
@@ -187,6 +217,9 @@ class _TextTransformer(_pygeofilter_text.CQLTransformer):
 
     def DATE(self, token: str) -> date:
         return _date(str(token))
+
+    def interval(self, start: str, end: str) -> values.Interval:
+        return values.Interval(_interval_end(start, "start"), _interval_end(end, "end"))
 
     def neg(self, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -227,6 +260,12 @@ def _text_parser() -> lark.Lark:
     # pattern would end the string at the first quote.
     grammar = grammar.replace('SINGLE_QUOTED: "\'" /.*?/ "\'"', "SINGLE_QUOTED: /'(?:[^']|'')*'/")
     grammar = grammar.replace('DOUBLE_QUOTED: "\\"" /.*?/ "\\""', 'DOUBLE_QUOTED: /"(?:[^"]|"")*"/')
+    # CQL2 interval ends are dates, timestamps or '..'; pygeofilter reads timestamps only.
+    interval = '?interval: "INTERVAL" "("  "\'" DATETIME "\'" "," "\'" DATETIME "\'" ")"'
+    assert interval in grammar  # pygeofilter's grammar changed under us
+    grammar = grammar.replace(
+        interval, 'interval: "INTERVAL" "(" SINGLE_QUOTED "," SINGLE_QUOTED ")"'
+    )
     return lark.Lark(
         grammar,
         parser="lalr",  # no recursion while parsing: a long or deep filter cannot crash it
@@ -403,7 +442,13 @@ class _JsonReader:
             ends = value["interval"]
             if not isinstance(ends, list) or len(ends) != 2:
                 _fail(where, 'an interval is two instants, ["2024-01-01", ".."]')
-            return ast.Function("interval", [self.node(e, _path(where, ".interval")) for e in ends])
+            read = [
+                _interval_end(e, w)
+                if isinstance(e, str)
+                else self.node(e, _path(where, "interval"))
+                for e, w in zip(ends, ("start", "end"), strict=True)
+            ]
+            return values.Interval(*read)
         if "bbox" in value:
             if not isinstance(value["bbox"], list):
                 _fail(where, "a bbox is a list of four numbers")
@@ -636,22 +681,39 @@ class _Compiler:
         lhs = self.operand(node.lhs)
         if lhs.family != "time":
             _refuse(f"{name} compares times; {lhs.label} is {_article(lhs.kind)} {lhs.kind}")
+        if not _is_interval(node.rhs) and not isinstance(node, ast.TimeDuring):
+            return self.against_instant(node, lhs)
         if type(node) in _INSTANT_OPERATORS:
-            if _is_interval(node.rhs):
-                _refuse(f"{name} takes an instant; for an interval use T_DURING or T_INTERSECTS")
-            rhs = self.operand(node.rhs)
-            self.comparable(lhs, rhs)
-            operator = sql.SQL(_INSTANT_OPERATORS[type(node)])
-            return sql.SQL("({} {} {})").format(lhs.sql, operator, rhs.sql)
+            _refuse(f"{name} takes an instant; for an interval use T_DURING or T_INTERSECTS")
         start, end = self.interval(node.rhs, name)
-        # T_DURING: strictly inside; T_INTERSECTS: inside or on an end.
-        low, high = (">", "<") if isinstance(node, ast.TimeDuring) else (">=", "<=")
+        # T_DURING: strictly inside; T_INTERSECTS: inside or on an end. A date bound is its
+        # whole day: the start bound from 00:00 UTC, the end bound up to the next day's 00:00.
+        low = ">" if isinstance(node, ast.TimeDuring) else ">="
         parts = [sql.SQL("{} IS NOT NULL").format(lhs.sql)]
         if start is not None:
-            parts.append(sql.SQL("{} {} {}").format(lhs.sql, sql.SQL(low), sql.Literal(start)))
-        if end is not None:
+            first = start if isinstance(start, datetime) else _day(start)[0]
+            parts.append(sql.SQL("{} {} {}").format(lhs.sql, sql.SQL(low), sql.Literal(first)))
+        if isinstance(end, datetime):
+            high = "<" if isinstance(node, ast.TimeDuring) else "<="
             parts.append(sql.SQL("{} {} {}").format(lhs.sql, sql.SQL(high), sql.Literal(end)))
+        elif end is not None:
+            parts.append(sql.SQL("{} < {}").format(lhs.sql, sql.Literal(_day(end)[1])))
         return sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
+
+    def against_instant(self, node: Any, lhs: _Operand) -> sql.Composable:
+        """T_AFTER, T_BEFORE, T_EQUALS or T_INTERSECTS an instant; a date is its whole day."""
+        day = _instant_literal(node.rhs)
+        if day is None or isinstance(day, datetime):
+            rhs = self.operand(node.rhs)
+            self.comparable(lhs, rhs)
+            operator = sql.SQL(_INSTANT_OPERATORS.get(type(node), "="))
+            return sql.SQL("({} {} {})").format(lhs.sql, operator, rhs.sql)
+        start, next_day = (sql.Literal(t) for t in _day(day))
+        if isinstance(node, ast.TimeAfter):
+            return sql.SQL("({} >= {})").format(lhs.sql, next_day)
+        if isinstance(node, ast.TimeBefore):
+            return sql.SQL("({} < {})").format(lhs.sql, start)
+        return sql.SQL("({} >= {} AND {} < {})").format(lhs.sql, start, lhs.sql, next_day)
 
     def interval(self, node: Any, name: str) -> tuple[date | None, date | None]:
         if isinstance(node, values.Interval):
@@ -661,15 +723,16 @@ class _Compiler:
         ):
             ends = list(node.arguments)
         else:
-            _refuse(f"{name} takes an interval, INTERVAL('2024-01-01T00:00:00Z', '..')")
+            _refuse(f"{name} takes an interval, INTERVAL('2024-01-01', '..')")
         read: list[date | None] = []
-        for end in ends:
+        for end, which in zip(ends, ("start", "end"), strict=True):
             if isinstance(end, str):
-                if end == "..":
-                    read.append(None)
-                    continue
-                end = _date(end) if len(end) == 10 else _timestamp(end)
-            if not isinstance(end, date):
+                end = _interval_end(end, which)
+            elif isinstance(end, ast.Function):
+                end = _instant_literal(end)
+                if end is None:
+                    _refuse(f"{name}: an interval's ends are dates, timestamps or '..'")
+            if end is not None and not isinstance(end, date):
                 _refuse(f"{name}: an interval's ends are dates, timestamps or '..'")
             read.append(end)
         return read[0], read[1]
@@ -852,6 +915,20 @@ def _unwrapped(node: Any) -> Any:
     while isinstance(node, ast.Function) and node.name == "casei" and len(node.arguments) == 1:
         node = node.arguments[0]
     return node
+
+
+def _instant_literal(node: Any) -> date | None:
+    """The date or timestamp (a datetime) a literal stands for, DATE('…') or TIMESTAMP('…')
+    read as functions too; None for anything else."""
+    if (
+        isinstance(node, ast.Function)
+        and node.name in ("date", "timestamp")
+        and len(node.arguments) == 1
+        and isinstance(node.arguments[0], str)
+    ):
+        text = node.arguments[0]
+        return _date(text) if node.name == "date" else _timestamp(text)
+    return node if isinstance(node, date) else None
 
 
 def _is_interval(node: Any) -> bool:
