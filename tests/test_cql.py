@@ -13,7 +13,9 @@ from fastapi.testclient import TestClient
 ITEMS = "/collections/buildings/items"
 POLYGON = "POLYGON((121.39 31.23, 121.41 31.23, 121.41 31.25, 121.39 31.25, 121.39 31.23))"
 INTERNALS = ("Token(", "lark", "Function(", "Attribute", "psycopg", "SELECT", "Traceback",
-             "__init__", "object is not", "ATTRIBUTE", "Unexpected token")  # fmt: skip
+             "__init__", "object is not", "ATTRIBUTE", "Unexpected token", "linearring",
+             "LinearRing", "Exception", "coordinate tuples", "Self-intersection", "Too few",
+             "GEOS", "shapely", "IllegalArgument", "point array")  # fmt: skip
 
 
 def _get(client: TestClient, text: str, lang: str = "cql2-text", path: str = ITEMS):
@@ -88,8 +90,27 @@ TEXT_REFUSALS = [
     ("S_WITHIN(floors, geometry)", "floors is an integer"),
     ("S_INTERSECTS(geometry, 5)", "takes geometries"),
     ("S_INTERSECTS(geometry, SRID=3857;POINT(1 1))", "SRID=3857"),
-    ("S_INTERSECTS(geometry, POLYGON((0 0, 1 1)))", "geometry"),
-    ("S_INTERSECTS(geometry, POLYGON((0 0, 1 1, 1 0, 0 1, 0 0)))", "not valid"),
+    # rings and lines as CQL2 (Simple Features) has them, said in our words, not GEOS's
+    ("S_INTERSECTS(geometry, POLYGON((0 0, 1 1)))", "the Polygon's outer ring is not closed"),
+    (
+        "S_INTERSECTS(geometry, POLYGON((121.4 31.2, 121.5 31.2, 121.4 31.2)))",
+        "outer ring is not closed: a ring has four positions or more and ends where it starts",
+    ),
+    (
+        "S_INTERSECTS(geometry, POLYGON((0 0, 3 0, 3 3, 0 0),(1 1, 2 1, 2 2, 1 2)))",
+        "the Polygon's ring 1 (a hole) is not closed",
+    ),
+    (
+        "S_INTERSECTS(geometry, MULTIPOLYGON(((0 0, 1 0, 1 1, 0 0)),((0 0, 1 0, 0 0))))",
+        "the MultiPolygon's outer ring of part 1 is not closed",
+    ),
+    (
+        "S_INTERSECTS(geometry, GEOMETRYCOLLECTION(POINT(1 1),POLYGON((0 0, 1 0, 0 0))))",
+        "member 1 of the collection: the Polygon's outer ring",
+    ),
+    ("S_INTERSECTS(geometry, LINESTRING(121.4 31.2))", "line needs two positions or more"),
+    ("S_INTERSECTS(geometry, LINESTRING(121.4 31.2, 121.4 31.2))", "all one point"),
+    ("S_INTERSECTS(geometry, POLYGON((0 0, 1 1, 1 0, 0 1, 0 0)))", "its boundary crosses itself"),
     ("S_INTERSECTS(geometry, ENVELOPE(121 122 31 32))", "BBOX("),
     ("BBOX(geometry, 121, 31, 122, 32)", "S_INTERSECTS(geometry, BBOX"),
     ("geometry = 1", "S_INTERSECTS"),
@@ -208,7 +229,43 @@ JSON_REFUSALS = [
                 ],
             }
         ),
-        "cannot be read",
+        "the Polygon's outer ring is not closed",
+    ),
+    (
+        _json(
+            {
+                "op": "s_within",
+                "args": [_prop("geometry"), {"type": "Polygon", "coordinates": [[1, 2, 3, 4]]}],
+            }
+        ),
+        "position 1 is not a position",
+    ),
+    (
+        _json(
+            {
+                "op": "s_within",
+                "args": [_prop("geometry"), {"type": "Polygon", "coordinates": [1, 2]}],
+            }
+        ),
+        "the Polygon's coordinates are not nested as a Polygon's are",
+    ),
+    (
+        _json(
+            {
+                "op": "s_within",
+                "args": [_prop("geometry"), {"type": "MultiPoint", "coordinates": [1, 2]}],
+            }
+        ),
+        "its coordinates are not a MultiPoint's",
+    ),
+    (
+        _json(
+            {
+                "op": "s_within",
+                "args": [_prop("geometry"), {"type": "Circle", "coordinates": [1, 2]}],
+            }
+        ),
+        "'Circle' is not a geometry type",
     ),
     (
         _json(

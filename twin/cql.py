@@ -30,6 +30,7 @@ from pygeofilter.cql2 import SPATIAL_PREDICATES_MAP, TEMPORAL_PREDICATES_MAP
 from pygeofilter.parsers.cql2_text import parser as _pygeofilter_text
 
 from twin.errors import InvalidInput
+from twin.spatial import _invalid_reason  # GEOS's reason in words, as for /within's areas
 
 Column = Callable[[str], sql.Composable]  # property name -> SQL for it (raises when unknown)
 
@@ -865,15 +866,17 @@ class _Compiler:
             )
         for number, position in enumerate(_positions(shape), 1):
             _check_position(position, f"the {kind}'s position {number}")
+        _check_parts(shape)
         try:
             geom = shapely.geometry.shape({k: v for k, v in shape.items() if k != "crs"})
-        except Exception as exc:  # shapely's kinds vary; the reason is in its message
-            reason = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else "malformed"
-            _refuse(f"the geometry ({kind}) cannot be read: {reason}")
+        except Exception:  # shapely's and GEOS's words are not the client's
+            _refuse(f"the geometry ({kind}) cannot be read: its coordinates are not a {kind}'s")
         if geom.is_empty:
             _refuse(f"the geometry ({kind}) is empty")
         if not shapely.is_valid(geom):
-            _refuse(f"the geometry ({kind}) is not valid: {shapely.is_valid_reason(geom)[:80]}")
+            polygonal = geom.geom_type in ("Polygon", "MultiPolygon", "GeometryCollection")
+            reason = _invalid_reason(geom) if polygonal else "a line's positions are all one point"
+            _refuse(f"the geometry ({kind}) is not valid: {reason}")
         return sql.SQL("ST_Transform(ST_GeomFromText({}, 4326), {})").format(
             sql.Literal(geom.wkt), sql.Literal(self.srid)
         )
@@ -970,6 +973,55 @@ def _positions(shape: dict[str, Any]) -> Iterator[Any]:
         else:
             _refuse("a geometry's coordinates are lists of numbers")
     return iter(found)
+
+
+_GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon",
+                   "MultiPolygon", "GeometryCollection")  # fmt: skip
+
+
+def _check_parts(shape: dict[str, Any]) -> None:
+    """Refuse, in words, what shapely would refuse in its own (or close silently): a line of
+    one position, a ring of fewer than four or one that does not end where it starts."""
+    stack: list[tuple[dict[str, Any], str]] = [(shape, "")]
+    while stack:
+        item, member = stack.pop()
+        kind = item.get("type")
+        if kind not in _GEOMETRY_TYPES:
+            _refuse(f"{_shown(str(kind))} is not a geometry type ({', '.join(_GEOMETRY_TYPES)})")
+        if kind == "GeometryCollection":
+            members = list(item.get("geometries") or [])
+            if not all(isinstance(m, dict) for m in members):
+                _refuse("a GeometryCollection's geometries are geometries")
+            stack.extend((m, f"member {i} of the collection: ") for i, m in enumerate(members))
+            continue
+        coordinates = item.get("coordinates")
+        if kind in ("LineString", "Polygon"):
+            coordinates = [coordinates]
+        elif kind not in ("MultiLineString", "MultiPolygon"):
+            continue
+        nesting = f"{member}the {kind}'s coordinates are not nested as a {kind}'s are"
+        if not _is_list(coordinates):
+            _refuse(nesting)
+        for p, part in enumerate(coordinates):
+            of_part = f" of part {p}" if kind.startswith("Multi") else ""
+            lines = [part] if "LineString" in kind else part
+            if not _is_list(lines) or not all(_is_list(x) and all(map(_is_list, x)) for x in lines):
+                _refuse(nesting)
+            if "LineString" in kind:
+                if len(part) < 2:
+                    _refuse(f"{member}the {kind}'s line{of_part} needs two positions or more")
+                continue
+            for r, ring in enumerate(part):
+                if len(ring) < 4 or list(ring[0]) != list(ring[-1]):
+                    which = "outer ring" if r == 0 else f"ring {r} (a hole)"
+                    _refuse(
+                        f"{member}the {kind}'s {which}{of_part} is not closed: a ring has four "
+                        "positions or more and ends where it starts"
+                    )
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple)
 
 
 def _check_position(position: Any, where: str) -> None:
