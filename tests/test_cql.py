@@ -91,22 +91,25 @@ TEXT_REFUSALS = [
     ("S_INTERSECTS(geometry, 5)", "takes geometries"),
     ("S_INTERSECTS(geometry, SRID=3857;POINT(1 1))", "SRID=3857"),
     # rings and lines as CQL2 (Simple Features) has them, said in our words, not GEOS's
-    ("S_INTERSECTS(geometry, POLYGON((0 0, 1 1)))", "the Polygon's outer ring is not closed"),
+    (
+        "S_INTERSECTS(geometry, POLYGON((0 0, 1 1)))",
+        "the geometry (Polygon): the outer ring is not closed",
+    ),
     (
         "S_INTERSECTS(geometry, POLYGON((121.4 31.2, 121.5 31.2, 121.4 31.2)))",
         "outer ring is not closed: a ring has four positions or more and ends where it starts",
     ),
     (
         "S_INTERSECTS(geometry, POLYGON((0 0, 3 0, 3 3, 0 0),(1 1, 2 1, 2 2, 1 2)))",
-        "the Polygon's ring 1 (a hole) is not closed",
+        "the geometry (Polygon): ring 1 (a hole) is not closed",
     ),
     (
         "S_INTERSECTS(geometry, MULTIPOLYGON(((0 0, 1 0, 1 1, 0 0)),((0 0, 1 0, 0 0))))",
-        "the MultiPolygon's outer ring of part 1 is not closed",
+        "(MultiPolygon): the outer ring of part 1 is not closed",
     ),
     (
         "S_INTERSECTS(geometry, GEOMETRYCOLLECTION(POINT(1 1),POLYGON((0 0, 1 0, 0 0))))",
-        "member 1 of the collection: the Polygon's outer ring",
+        "member 1 of the collection: the geometry (Polygon): the outer ring",
     ),
     ("S_INTERSECTS(geometry, LINESTRING(121.4 31.2))", "line needs two positions or more"),
     ("S_INTERSECTS(geometry, LINESTRING(121.4 31.2, 121.4 31.2))", "all one point"),
@@ -229,7 +232,7 @@ JSON_REFUSALS = [
                 ],
             }
         ),
-        "the Polygon's outer ring is not closed",
+        "the geometry (Polygon): the outer ring is not closed",
     ),
     (
         _json(
@@ -247,7 +250,7 @@ JSON_REFUSALS = [
                 "args": [_prop("geometry"), {"type": "Polygon", "coordinates": [1, 2]}],
             }
         ),
-        "the Polygon's coordinates are not nested as a Polygon's are",
+        "(Polygon): its coordinates are not nested as a Polygon's are",
     ),
     (
         _json(

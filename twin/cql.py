@@ -999,7 +999,8 @@ def _check_parts(shape: dict[str, Any]) -> None:
             coordinates = [coordinates]
         elif kind not in ("MultiLineString", "MultiPolygon"):
             continue
-        nesting = f"{member}the {kind}'s coordinates are not nested as a {kind}'s are"
+        said = f"{member}the geometry ({kind}):"  # as the other geometry refusals begin
+        nesting = f"{said} its coordinates are not nested as a {kind}'s are"
         if not _is_list(coordinates):
             _refuse(nesting)
         for p, part in enumerate(coordinates):
@@ -1009,13 +1010,13 @@ def _check_parts(shape: dict[str, Any]) -> None:
                 _refuse(nesting)
             if "LineString" in kind:
                 if len(part) < 2:
-                    _refuse(f"{member}the {kind}'s line{of_part} needs two positions or more")
+                    _refuse(f"{said} the line{of_part} needs two positions or more")
                 continue
             for r, ring in enumerate(part):
                 if len(ring) < 4 or list(ring[0]) != list(ring[-1]):
-                    which = "outer ring" if r == 0 else f"ring {r} (a hole)"
+                    which = "the outer ring" if r == 0 else f"ring {r} (a hole)"
                     _refuse(
-                        f"{member}the {kind}'s {which}{of_part} is not closed: a ring has four "
+                        f"{said} {which}{of_part} is not closed: a ring has four "
                         "positions or more and ends where it starts"
                     )
 
