@@ -13,7 +13,9 @@ from fastapi.testclient import TestClient
 ITEMS = "/collections/buildings/items"
 POLYGON = "POLYGON((121.39 31.23, 121.41 31.23, 121.41 31.25, 121.39 31.25, 121.39 31.23))"
 INTERNALS = ("Token(", "lark", "Function(", "Attribute", "psycopg", "SELECT", "Traceback",
-             "__init__", "object is not", "ATTRIBUTE", "Unexpected token")  # fmt: skip
+             "__init__", "object is not", "ATTRIBUTE", "Unexpected token", "linearring",
+             "LinearRing", "Exception", "coordinate tuples", "Self-intersection", "Too few",
+             "GEOS", "shapely", "IllegalArgument", "point array")  # fmt: skip
 
 
 def _get(client: TestClient, text: str, lang: str = "cql2-text", path: str = ITEMS):
@@ -64,6 +66,13 @@ TEXT_REFUSALS = [
     ("ACCENTI(name) = accenti('x')", "ACCENTI"),
     ("pg_sleep(10) = 1", "pg_sleep() is not a function"),
     ("lower(name) = 'x'", "lower() is not a function"),
+    # CQL2's array functions and the distance operators it does not have, refused by name
+    ("A_CONTAINS(name,('a'))", "A_CONTAINS (array functions) is not supported"),
+    ("a_overlaps(name, ('a', 'b'))", "A_OVERLAPS (array functions)"),
+    ("A_EQUALS(name, 'a') = TRUE", "A_EQUALS (array functions)"),
+    ("S_DWITHIN(geometry, POINT(121.4 31.2), 100, meters)", "S_DWITHIN is not part of CQL2"),
+    ("DWITHIN(geometry, POINT(121.4 31.2), 100, meters)", "use S_INTERSECTS with a polygon"),
+    ("name = 'A_CONTAINS(' AND floors >", "at the end"),  # inside quotes it is only text
     # arithmetic is not claimed: refused in plain words
     ("height_m + 1 > 5", "arithmetic"),
     ("height_m / 0 > 1", "arithmetic"),
@@ -81,8 +90,30 @@ TEXT_REFUSALS = [
     ("S_WITHIN(floors, geometry)", "floors is an integer"),
     ("S_INTERSECTS(geometry, 5)", "takes geometries"),
     ("S_INTERSECTS(geometry, SRID=3857;POINT(1 1))", "SRID=3857"),
-    ("S_INTERSECTS(geometry, POLYGON((0 0, 1 1)))", "geometry"),
-    ("S_INTERSECTS(geometry, POLYGON((0 0, 1 1, 1 0, 0 1, 0 0)))", "not valid"),
+    # rings and lines as CQL2 (Simple Features) has them, said in our words, not GEOS's
+    (
+        "S_INTERSECTS(geometry, POLYGON((0 0, 1 1)))",
+        "the geometry (Polygon): the outer ring is not closed",
+    ),
+    (
+        "S_INTERSECTS(geometry, POLYGON((121.4 31.2, 121.5 31.2, 121.4 31.2)))",
+        "outer ring is not closed: a ring has four positions or more and ends where it starts",
+    ),
+    (
+        "S_INTERSECTS(geometry, POLYGON((0 0, 3 0, 3 3, 0 0),(1 1, 2 1, 2 2, 1 2)))",
+        "the geometry (Polygon): ring 1 (a hole) is not closed",
+    ),
+    (
+        "S_INTERSECTS(geometry, MULTIPOLYGON(((0 0, 1 0, 1 1, 0 0)),((0 0, 1 0, 0 0))))",
+        "(MultiPolygon): the outer ring of part 1 is not closed",
+    ),
+    (
+        "S_INTERSECTS(geometry, GEOMETRYCOLLECTION(POINT(1 1),POLYGON((0 0, 1 0, 0 0))))",
+        "member 1 of the collection: the geometry (Polygon): the outer ring",
+    ),
+    ("S_INTERSECTS(geometry, LINESTRING(121.4 31.2))", "line needs two positions or more"),
+    ("S_INTERSECTS(geometry, LINESTRING(121.4 31.2, 121.4 31.2))", "all one point"),
+    ("S_INTERSECTS(geometry, POLYGON((0 0, 1 1, 1 0, 0 1, 0 0)))", "its boundary crosses itself"),
     ("S_INTERSECTS(geometry, ENVELOPE(121 122 31 32))", "BBOX("),
     ("BBOX(geometry, 121, 31, 122, 32)", "S_INTERSECTS(geometry, BBOX"),
     ("geometry = 1", "S_INTERSECTS"),
@@ -101,6 +132,10 @@ TEXT_REFUSALS = [
     ("updated_at T_MEETS TIMESTAMP('2020-01-01T00:00:00Z')", "T_MEETS"),
     ("updated_at T_AFTER INTERVAL('2020-01-01T00:00:00Z', '2021-01-01T00:00:00Z')", "T_DURING"),
     ("floors T_AFTER TIMESTAMP('2020-01-01T00:00:00Z')", "floors is an integer"),
+    ("updated_at T_DURING INTERVAL('2020-13-01', '..')", "INTERVAL's start '2020-13-01'"),
+    ("updated_at T_DURING INTERVAL('..', 'soon')", "INTERVAL's end 'soon' is not a date"),
+    ("updated_at T_DURING INTERVAL('2020-01-01T00:00:00', '..')", "needs a time zone"),
+    ("updated_at T_DURING DATE('2020-01-01')", "T_DURING takes an interval"),
     ("floors LIKE '1%'", "LIKE compares text"),
     ("name LIKE 5", "pattern"),
     ("name LIKE address", "pattern"),
@@ -139,7 +174,15 @@ JSON_REFUSALS = [
     (_json({"op": "=", "args": [{"property": 5}, 1]}), "property name is text"),
     (_json({"foo": 1}), "keys foo"),
     (_json({"op": "+", "args": [_prop("height_m"), 1]}), "arithmetic"),
-    (_json({"op": "a_equals", "args": [_prop("name"), ["a"]]}), "array functions"),
+    (_json({"op": "a_equals", "args": [_prop("name"), ["a"]]}), "A_EQUALS (array functions)"),
+    (
+        _json({"op": "and", "args": [True, {"op": "a_contains", "args": [_prop("name"), ["a"]]}]}),
+        "A_CONTAINS (array functions) is not supported (at args[1])",
+    ),
+    (
+        _json({"op": "s_dwithin", "args": [_prop("geometry"), _point(121.4, 31.2), 100, "meters"]}),
+        "S_DWITHIN is not part of CQL2; use S_INTERSECTS with a polygon",
+    ),
     (_json({"op": "casei", "args": [_prop("name")]}), "not a condition"),
     (_json({"op": "accenti", "args": [_prop("name")]}), "ACCENTI"),
     (_json({"op": "=", "args": [_prop("height_m"), _prop("name")]}), "cannot be compared"),
@@ -147,6 +190,14 @@ JSON_REFUSALS = [
     (_json({"op": "=", "args": [_prop("updated_at"), "2020-01-01"]}), "timestamp"),
     (_json({"op": "t_after", "args": [_prop("updated_at"), {"timestamp": "soon"}]}), "date-time"),
     (_json({"op": "t_after", "args": [_prop("updated_at"), {"timestamp": 5}]}), "as text"),
+    (
+        _json({"op": "t_during", "args": [_prop("updated_at"), {"interval": ["..", "later"]}]}),
+        "INTERVAL's end 'later'",
+    ),
+    (
+        _json({"op": "t_during", "args": [_prop("updated_at"), {"interval": [5, ".."]}]}),
+        "ends are dates, timestamps or '..'",
+    ),
     (
         _json({"op": "t_during", "args": [_prop("updated_at"), {"interval": ["2020-01-01"]}]}),
         "two instants",
@@ -181,7 +232,43 @@ JSON_REFUSALS = [
                 ],
             }
         ),
-        "cannot be read",
+        "the geometry (Polygon): the outer ring is not closed",
+    ),
+    (
+        _json(
+            {
+                "op": "s_within",
+                "args": [_prop("geometry"), {"type": "Polygon", "coordinates": [[1, 2, 3, 4]]}],
+            }
+        ),
+        "position 1 is not a position",
+    ),
+    (
+        _json(
+            {
+                "op": "s_within",
+                "args": [_prop("geometry"), {"type": "Polygon", "coordinates": [1, 2]}],
+            }
+        ),
+        "(Polygon): its coordinates are not nested as a Polygon's are",
+    ),
+    (
+        _json(
+            {
+                "op": "s_within",
+                "args": [_prop("geometry"), {"type": "MultiPoint", "coordinates": [1, 2]}],
+            }
+        ),
+        "its coordinates are not a MultiPoint's",
+    ),
+    (
+        _json(
+            {
+                "op": "s_within",
+                "args": [_prop("geometry"), {"type": "Circle", "coordinates": [1, 2]}],
+            }
+        ),
+        "'Circle' is not a geometry type",
     ),
     (
         _json(
@@ -293,6 +380,54 @@ def test_temporal_filters_match_sql(client: TestClient, conn: psycopg.Connection
     open_end = {"op": "t_intersects", "args": [_prop("latest_at"), {"interval": [stamp, ".."]}]}
     assert _matched(client, _json(open_end), "cql2-json", sensors) == _count(
         conn, f"latest_at >= '{stamp}'", "sensors"
+    )
+
+
+def test_dates_in_intervals_and_as_instants_are_whole_days_in_utc(
+    client: TestClient, conn: psycopg.Connection
+):
+    # The day (in UTC) most sensors last reported on: the filters below must split the rows.
+    day = conn.execute(
+        "SELECT (latest_at AT TIME ZONE 'UTC')::date FROM sensors GROUP BY 1 "
+        "ORDER BY count(*) DESC LIMIT 1"
+    ).fetchone()[0]
+    start, after = f"'{day}T00:00:00Z'::timestamptz", f"'{day}T00:00:00Z'::timestamptz + '1 day'"
+    sensors = "/collections/sensors/items"
+
+    def matched(text: str, lang: str = "cql2-text") -> int:
+        return _matched(client, text, lang, sensors)
+
+    on_day = _count(conn, f"latest_at >= {start} AND latest_at < {after}", "sensors")
+    before, later = (
+        _count(conn, f"latest_at {w}", "sensors") for w in (f"< {start}", f">= {after}")
+    )
+    assert on_day > 0 and before + later > 0  # the day is a part of the rows, not all
+    # A DATE instant is its whole day, for every operator that takes an instant.
+    assert matched(f"latest_at T_INTERSECTS DATE('{day}')") == on_day
+    assert matched(f"latest_at T_EQUALS DATE('{day}')") == on_day
+    assert matched(f"latest_at T_AFTER DATE('{day}')") == later
+    assert matched(f"latest_at T_BEFORE DATE('{day}')") == before
+    as_json = {"op": "t_intersects", "args": [_prop("latest_at"), {"date": str(day)}]}
+    assert matched(_json(as_json), "cql2-json") == on_day
+    # A TIMESTAMP instant is that instant.
+    stamp = conn.execute("SELECT min(latest_at) FROM sensors").fetchone()[0].isoformat()
+    at_stamp = _count(conn, f"latest_at = '{stamp}'", "sensors")
+    assert matched(f"latest_at T_INTERSECTS TIMESTAMP('{stamp}')") == at_stamp > 0
+    # Dates as an interval's bounds: from the start of the first day to the end of the last.
+    assert matched(f"latest_at T_INTERSECTS INTERVAL('{day}', '{day}')") == on_day
+    assert matched(f"latest_at T_DURING INTERVAL('{day}', '{day}')") == _count(
+        conn, f"latest_at > {start} AND latest_at < {after}", "sensors"
+    )
+    assert matched(f"latest_at T_DURING INTERVAL('..', '{day}')") == before + on_day
+    assert matched(f"latest_at T_INTERSECTS INTERVAL('{day}', '..')") == on_day + later
+    everything = _count(conn, "latest_at IS NOT NULL", "sensors")
+    assert matched("latest_at T_DURING INTERVAL('..', '..')") == everything
+    assert matched("latest_at T_DURING INTERVAL('2000-01-01', '2099-12-31')") == everything
+    open_start = {"op": "t_during", "args": [_prop("latest_at"), {"interval": ["..", str(day)]}]}
+    assert matched(_json(open_start), "cql2-json") == before + on_day
+    noon = f"{day}T12:00:00Z"  # a date and a timestamp mix
+    assert matched(f"latest_at T_INTERSECTS INTERVAL('{day}', '{noon}')") == _count(
+        conn, f"latest_at >= {start} AND latest_at <= '{noon}'", "sensors"
     )
 
 

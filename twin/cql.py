@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
@@ -30,6 +30,7 @@ from pygeofilter.cql2 import SPATIAL_PREDICATES_MAP, TEMPORAL_PREDICATES_MAP
 from pygeofilter.parsers.cql2_text import parser as _pygeofilter_text
 
 from twin.errors import InvalidInput
+from twin.spatial import _invalid_reason  # GEOS's reason in words, as for /within's areas
 
 Column = Callable[[str], sql.Composable]  # property name -> SQL for it (raises when unknown)
 
@@ -69,6 +70,18 @@ _INSTANT_OPERATORS = {ast.TimeAfter: ">", ast.TimeBefore: "<", ast.TimeEquals: "
 _ARITHMETIC = (ast.Add, ast.Sub, ast.Mul, ast.Div)
 _KNOWN_FUNCTIONS = "CASEI, BBOX, TIMESTAMP, DATE and INTERVAL"
 _SUPPORTED_TEMPORAL = "T_AFTER, T_BEFORE, T_EQUALS, T_DURING and T_INTERSECTS"
+_ARRAY_FUNCTIONS = ("a_equals", "a_contains", "a_containedby", "a_overlaps")
+_NEAR = "is not part of CQL2; use S_INTERSECTS with a polygon around the place"
+# CQL2 (and CQL1) names we do not compile, refused by name wherever they stand: the text
+# grammar cannot read most of them, which would otherwise answer with a syntax error.
+_NOT_SUPPORTED = {
+    **{name: f"{name.upper()} (array functions) is not supported" for name in _ARRAY_FUNCTIONS},
+    "accenti": "ACCENTI (accent-insensitive comparison) is not supported",
+    "s_dwithin": f"S_DWITHIN {_NEAR}",
+    "s_beyond": f"S_BEYOND {_NEAR.replace('use', 'use NOT')}",
+    "dwithin": f"DWITHIN (CQL1) {_NEAR}",
+    "beyond": f"BEYOND (CQL1) {_NEAR.replace('use', 'use NOT')}",
+}
 
 
 @dataclass
@@ -81,6 +94,15 @@ class TimeIntersects(ast.Node):
 
 def _refuse(message: str) -> NoReturn:
     raise InvalidInput(f"filter: {message}")
+
+
+def _unsupported_in_text(text: str) -> str | None:
+    """The refusal for the first unsupported function called in a CQL2 text, if any."""
+    outside_quotes = re.sub(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?", "''", text)
+    for name in re.findall(r"\b([A-Za-z_]+)\s*\(", outside_quotes):
+        if name.lower() in _NOT_SUPPORTED:
+            return _NOT_SUPPORTED[name.lower()]
+    return None
 
 
 def _article(kind: str) -> str:
@@ -136,6 +158,36 @@ def _date(text: str) -> date:
         _refuse(f"DATE({_shown(text)}) is not a date (YYYY-MM-DD)")
 
 
+def _interval_end(text: str, which: str) -> date | None:
+    """An interval's start or end as CQL2 writes it: a date, a timestamp or '..' (open)."""
+    if text == "..":
+        return None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    else:
+        try:
+            value = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            pass
+        else:
+            if value.tzinfo is None:
+                _refuse(f"INTERVAL's {which} {_shown(text)} needs a time zone: end it with Z")
+            return value
+    _refuse(
+        f"INTERVAL's {which} {_shown(text)} is not a date (2024-01-01), "
+        "a date-time (2024-01-01T00:00:00Z) or '..'"
+    )
+
+
+def _day(day: date) -> tuple[datetime, datetime]:
+    """A date as the instants its day starts and the next day starts, in UTC."""
+    start = datetime.combine(day, time(), UTC)
+    return start, start + timedelta(days=1)
+
+
 # -- CQL2 text --------------------------------------------------------------------------------
 
 
@@ -166,6 +218,9 @@ class _TextTransformer(_pygeofilter_text.CQLTransformer):
 
     def DATE(self, token: str) -> date:
         return _date(str(token))
+
+    def interval(self, start: str, end: str) -> values.Interval:
+        return values.Interval(_interval_end(start, "start"), _interval_end(end, "end"))
 
     def neg(self, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -206,6 +261,12 @@ def _text_parser() -> lark.Lark:
     # pattern would end the string at the first quote.
     grammar = grammar.replace('SINGLE_QUOTED: "\'" /.*?/ "\'"', "SINGLE_QUOTED: /'(?:[^']|'')*'/")
     grammar = grammar.replace('DOUBLE_QUOTED: "\\"" /.*?/ "\\""', 'DOUBLE_QUOTED: /"(?:[^"]|"")*"/')
+    # CQL2 interval ends are dates, timestamps or '..'; pygeofilter reads timestamps only.
+    interval = '?interval: "INTERVAL" "("  "\'" DATETIME "\'" "," "\'" DATETIME "\'" ")"'
+    assert interval in grammar  # pygeofilter's grammar changed under us
+    grammar = grammar.replace(
+        interval, 'interval: "INTERVAL" "(" SINGLE_QUOTED "," SINGLE_QUOTED ")"'
+    )
     return lark.Lark(
         grammar,
         parser="lalr",  # no recursion while parsing: a long or deep filter cannot crash it
@@ -261,6 +322,9 @@ def _expected(names: set[str]) -> str:
 
 
 def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str) -> str:
+    unsupported = _unsupported_in_text(text)
+    if unsupported is not None:
+        return f"filter: {unsupported}"
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
         where = f"column {exc.column}"
         char = text[exc.pos_in_stream]
@@ -379,7 +443,13 @@ class _JsonReader:
             ends = value["interval"]
             if not isinstance(ends, list) or len(ends) != 2:
                 _fail(where, 'an interval is two instants, ["2024-01-01", ".."]')
-            return ast.Function("interval", [self.node(e, _path(where, ".interval")) for e in ends])
+            read = [
+                _interval_end(e, w)
+                if isinstance(e, str)
+                else self.node(e, _path(where, "interval"))
+                for e, w in zip(ends, ("start", "end"), strict=True)
+            ]
+            return values.Interval(*read)
         if "bbox" in value:
             if not isinstance(value["bbox"], list):
                 _fail(where, "a bbox is a list of four numbers")
@@ -416,6 +486,8 @@ class _JsonReader:
             arity = 2
         if name in ("+", "-", "*", "/", "div", "%", "^"):
             _refuse("arithmetic (+, -, *, /) is not supported; compare a property with a value")
+        if name in _NOT_SUPPORTED:
+            _fail(where, _NOT_SUPPORTED[name])
         if arity is not None and len(args) != arity:
             plural = "" if arity == 1 else "s"
             _fail(where, f"{op} takes {arity} argument{plural}, not {len(args)}")
@@ -444,8 +516,6 @@ class _JsonReader:
             return TimeIntersects(*items)
         if name in TEMPORAL_PREDICATES_MAP:
             return TEMPORAL_PREDICATES_MAP[name](*items)
-        if name.startswith("a_"):
-            _fail(where, "array functions (a_equals …) are not supported")
         return ast.Function(name, items)  # a function call; the compiler knows which exist
 
 
@@ -612,22 +682,39 @@ class _Compiler:
         lhs = self.operand(node.lhs)
         if lhs.family != "time":
             _refuse(f"{name} compares times; {lhs.label} is {_article(lhs.kind)} {lhs.kind}")
+        if not _is_interval(node.rhs) and not isinstance(node, ast.TimeDuring):
+            return self.against_instant(node, lhs)
         if type(node) in _INSTANT_OPERATORS:
-            if _is_interval(node.rhs):
-                _refuse(f"{name} takes an instant; for an interval use T_DURING or T_INTERSECTS")
-            rhs = self.operand(node.rhs)
-            self.comparable(lhs, rhs)
-            operator = sql.SQL(_INSTANT_OPERATORS[type(node)])
-            return sql.SQL("({} {} {})").format(lhs.sql, operator, rhs.sql)
+            _refuse(f"{name} takes an instant; for an interval use T_DURING or T_INTERSECTS")
         start, end = self.interval(node.rhs, name)
-        # T_DURING: strictly inside; T_INTERSECTS: inside or on an end.
-        low, high = (">", "<") if isinstance(node, ast.TimeDuring) else (">=", "<=")
+        # T_DURING: strictly inside; T_INTERSECTS: inside or on an end. A date bound is its
+        # whole day: the start bound from 00:00 UTC, the end bound up to the next day's 00:00.
+        low = ">" if isinstance(node, ast.TimeDuring) else ">="
         parts = [sql.SQL("{} IS NOT NULL").format(lhs.sql)]
         if start is not None:
-            parts.append(sql.SQL("{} {} {}").format(lhs.sql, sql.SQL(low), sql.Literal(start)))
-        if end is not None:
+            first = start if isinstance(start, datetime) else _day(start)[0]
+            parts.append(sql.SQL("{} {} {}").format(lhs.sql, sql.SQL(low), sql.Literal(first)))
+        if isinstance(end, datetime):
+            high = "<" if isinstance(node, ast.TimeDuring) else "<="
             parts.append(sql.SQL("{} {} {}").format(lhs.sql, sql.SQL(high), sql.Literal(end)))
+        elif end is not None:
+            parts.append(sql.SQL("{} < {}").format(lhs.sql, sql.Literal(_day(end)[1])))
         return sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
+
+    def against_instant(self, node: Any, lhs: _Operand) -> sql.Composable:
+        """T_AFTER, T_BEFORE, T_EQUALS or T_INTERSECTS an instant; a date is its whole day."""
+        day = _instant_literal(node.rhs)
+        if day is None or isinstance(day, datetime):
+            rhs = self.operand(node.rhs)
+            self.comparable(lhs, rhs)
+            operator = sql.SQL(_INSTANT_OPERATORS.get(type(node), "="))
+            return sql.SQL("({} {} {})").format(lhs.sql, operator, rhs.sql)
+        start, next_day = (sql.Literal(t) for t in _day(day))
+        if isinstance(node, ast.TimeAfter):
+            return sql.SQL("({} >= {})").format(lhs.sql, next_day)
+        if isinstance(node, ast.TimeBefore):
+            return sql.SQL("({} < {})").format(lhs.sql, start)
+        return sql.SQL("({} >= {} AND {} < {})").format(lhs.sql, start, lhs.sql, next_day)
 
     def interval(self, node: Any, name: str) -> tuple[date | None, date | None]:
         if isinstance(node, values.Interval):
@@ -637,15 +724,16 @@ class _Compiler:
         ):
             ends = list(node.arguments)
         else:
-            _refuse(f"{name} takes an interval, INTERVAL('2024-01-01T00:00:00Z', '..')")
+            _refuse(f"{name} takes an interval, INTERVAL('2024-01-01', '..')")
         read: list[date | None] = []
-        for end in ends:
+        for end, which in zip(ends, ("start", "end"), strict=True):
             if isinstance(end, str):
-                if end == "..":
-                    read.append(None)
-                    continue
-                end = _date(end) if len(end) == 10 else _timestamp(end)
-            if not isinstance(end, date):
+                end = _interval_end(end, which)
+            elif isinstance(end, ast.Function):
+                end = _instant_literal(end)
+                if end is None:
+                    _refuse(f"{name}: an interval's ends are dates, timestamps or '..'")
+            if end is not None and not isinstance(end, date):
                 _refuse(f"{name}: an interval's ends are dates, timestamps or '..'")
             read.append(end)
         return read[0], read[1]
@@ -715,8 +803,8 @@ class _Compiler:
                 sql.SQL("lower({})").format(inner.sql), "string", f"CASEI({inner.label})",
                 "string", inner.is_property,
             )  # fmt: skip
-        if name == "accenti":
-            _refuse("ACCENTI (accent-insensitive comparison) is not supported")
+        if name in _NOT_SUPPORTED:
+            _refuse(_NOT_SUPPORTED[name])
         if name == "bbox":
             return _Operand(self.bbox(args), "geometry", "BBOX(…)", "geometry")
         if name in ("timestamp", "date") and len(args) == 1 and isinstance(args[0], str):
@@ -778,15 +866,17 @@ class _Compiler:
             )
         for number, position in enumerate(_positions(shape), 1):
             _check_position(position, f"the {kind}'s position {number}")
+        _check_parts(shape)
         try:
             geom = shapely.geometry.shape({k: v for k, v in shape.items() if k != "crs"})
-        except Exception as exc:  # shapely's kinds vary; the reason is in its message
-            reason = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else "malformed"
-            _refuse(f"the geometry ({kind}) cannot be read: {reason}")
+        except Exception:  # shapely's and GEOS's words are not the client's
+            _refuse(f"the geometry ({kind}) cannot be read: its coordinates are not a {kind}'s")
         if geom.is_empty:
             _refuse(f"the geometry ({kind}) is empty")
         if not shapely.is_valid(geom):
-            _refuse(f"the geometry ({kind}) is not valid: {shapely.is_valid_reason(geom)[:80]}")
+            polygonal = geom.geom_type in ("Polygon", "MultiPolygon", "GeometryCollection")
+            reason = _invalid_reason(geom) if polygonal else "a line's positions are all one point"
+            _refuse(f"the geometry ({kind}) is not valid: {reason}")
         return sql.SQL("ST_Transform(ST_GeomFromText({}, 4326), {})").format(
             sql.Literal(geom.wkt), sql.Literal(self.srid)
         )
@@ -830,6 +920,20 @@ def _unwrapped(node: Any) -> Any:
     return node
 
 
+def _instant_literal(node: Any) -> date | None:
+    """The date or timestamp (a datetime) a literal stands for, DATE('…') or TIMESTAMP('…')
+    read as functions too; None for anything else."""
+    if (
+        isinstance(node, ast.Function)
+        and node.name in ("date", "timestamp")
+        and len(node.arguments) == 1
+        and isinstance(node.arguments[0], str)
+    ):
+        text = node.arguments[0]
+        return _date(text) if node.name == "date" else _timestamp(text)
+    return node if isinstance(node, date) else None
+
+
 def _is_interval(node: Any) -> bool:
     return isinstance(node, values.Interval) or (
         isinstance(node, ast.Function) and node.name == "interval"
@@ -869,6 +973,56 @@ def _positions(shape: dict[str, Any]) -> Iterator[Any]:
         else:
             _refuse("a geometry's coordinates are lists of numbers")
     return iter(found)
+
+
+_GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon",
+                   "MultiPolygon", "GeometryCollection")  # fmt: skip
+
+
+def _check_parts(shape: dict[str, Any]) -> None:
+    """Refuse, in words, what shapely would refuse in its own (or close silently): a line of
+    one position, a ring of fewer than four or one that does not end where it starts."""
+    stack: list[tuple[dict[str, Any], str]] = [(shape, "")]
+    while stack:
+        item, member = stack.pop()
+        kind = item.get("type")
+        if kind not in _GEOMETRY_TYPES:
+            _refuse(f"{_shown(str(kind))} is not a geometry type ({', '.join(_GEOMETRY_TYPES)})")
+        if kind == "GeometryCollection":
+            members = list(item.get("geometries") or [])
+            if not all(isinstance(m, dict) for m in members):
+                _refuse("a GeometryCollection's geometries are geometries")
+            stack.extend((m, f"member {i} of the collection: ") for i, m in enumerate(members))
+            continue
+        coordinates = item.get("coordinates")
+        if kind in ("LineString", "Polygon"):
+            coordinates = [coordinates]
+        elif kind not in ("MultiLineString", "MultiPolygon"):
+            continue
+        said = f"{member}the geometry ({kind}):"  # as the other geometry refusals begin
+        nesting = f"{said} its coordinates are not nested as a {kind}'s are"
+        if not _is_list(coordinates):
+            _refuse(nesting)
+        for p, part in enumerate(coordinates):
+            of_part = f" of part {p}" if kind.startswith("Multi") else ""
+            lines = [part] if "LineString" in kind else part
+            if not _is_list(lines) or not all(_is_list(x) and all(map(_is_list, x)) for x in lines):
+                _refuse(nesting)
+            if "LineString" in kind:
+                if len(part) < 2:
+                    _refuse(f"{said} the line{of_part} needs two positions or more")
+                continue
+            for r, ring in enumerate(part):
+                if len(ring) < 4 or list(ring[0]) != list(ring[-1]):
+                    which = "the outer ring" if r == 0 else f"ring {r} (a hole)"
+                    _refuse(
+                        f"{said} {which}{of_part} is not closed: a ring has four "
+                        "positions or more and ends where it starts"
+                    )
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple)
 
 
 def _check_position(position: Any, where: str) -> None:
