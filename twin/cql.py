@@ -30,7 +30,7 @@ from pygeofilter.cql2 import SPATIAL_PREDICATES_MAP, TEMPORAL_PREDICATES_MAP
 from pygeofilter.parsers.cql2_text import parser as _pygeofilter_text
 
 from twin.errors import InvalidInput
-from twin.spatial import _invalid_reason  # GEOS's reason in words, as for /within's areas
+from twin.spatial import invalid_reason  # GEOS's reason in words, as for /within's areas
 
 Column = Callable[[str], sql.Composable]  # property name -> SQL for it (raises when unknown)
 
@@ -875,7 +875,7 @@ class _Compiler:
             _refuse(f"the geometry ({kind}) is empty")
         if not shapely.is_valid(geom):
             polygonal = geom.geom_type in ("Polygon", "MultiPolygon", "GeometryCollection")
-            reason = _invalid_reason(geom) if polygonal else "a line's positions are all one point"
+            reason = invalid_reason(geom) if polygonal else "a line's positions are all one point"
             _refuse(f"the geometry ({kind}) is not valid: {reason}")
         return sql.SQL("ST_Transform(ST_GeomFromText({}, 4326), {})").format(
             sql.Literal(geom.wkt), sql.Literal(self.srid)

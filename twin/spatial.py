@@ -281,7 +281,7 @@ def _near_point(lon: float, lat: float, metres: float) -> sql.Composable:
     )
 
 
-def _invalid_reason(area: Any) -> str:
+def invalid_reason(area: Any) -> str:
     """GEOS's reason a polygon is invalid ("Self-intersection[121.4 31.2]"), in words."""
     reason = shapely.is_valid_reason(area)
     place = re.search(r"\[([-\d.e+]+) ([-\d.e+]+)\]", reason)
@@ -312,7 +312,7 @@ def check_area(conn: psycopg.Connection, area: Any) -> float:
                 f"the area's coordinate {n + 1} ({x:g}, {y:g}) is not longitude/latitude ({which})"
             )
     if not area.is_valid:
-        raise InvalidInput(f"the area is not a valid polygon: {_invalid_reason(area)}")
+        raise InvalidInput(f"the area is not a valid polygon: {invalid_reason(area)}")
     west, _, east, _ = area.bounds
     if east - west > 180:
         # Longitudes spanning more than half the world are read the short way round by
