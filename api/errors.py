@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -116,6 +117,8 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"there is nothing at {request.url.path}; see / for what there is"
         elif status == 400 and detail == "There was an error parsing the body":
             detail = "the body cannot be read: it is not JSON, or it is nested too deeply"
+        elif status == 400 and (form := _form_problem(detail)) is not None:
+            status, detail = form
         elif status == 405:
             allowed = headers.get("Allow", "")
             detail = f"{request.method} is not allowed on {request.url.path}; use {allowed or 'another method'}"
@@ -124,6 +127,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     app.add_middleware(InputGuard)
+
+
+def _form_problem(detail: str) -> tuple[int, str] | None:
+    """python-multipart's complaints about a form (Starlette passes them on as they are),
+    in our words, or None for any other."""
+    size = re.fullmatch(r"(?:Part|Field) exceeded maximum size of (\d+)KB\.", detail)
+    if size:
+        limit = f"{int(size[1]) // 1024} MB" if int(size[1]) >= 1024 else f"{size[1]} KB"
+        return 413, (
+            f"a form field is larger than {limit}, the most a form field other than the "
+            "file may be; send the data in the file"
+        )
+    if detail.startswith(("Too many fields", "Too many files")):
+        return 400, "the form has too many fields or files: send one file and its options"
+    if detail in ("Missing boundary in multipart.", "Invalid multipart data.",
+                  'The Content-Disposition header field "name" must be provided.'):  # fmt: skip
+        return 400, "the form cannot be read: send it as multipart/form-data"
+    return None
 
 
 _WHERE = {"query": "query parameter", "path": "path segment", "header": "header",

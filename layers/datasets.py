@@ -8,15 +8,31 @@ functions record, list and delete them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from layers.values import NUL
+from layers.values import NUL, refuse_nul
 from twin import catalogue, schema
 from twin.errors import Conflict, InvalidInput, NotFound
+
+CONTROL = re.compile(r"[\x01-\x1f\x7f]")
+
+
+def refuse_control(what: str, value: str | None) -> None:
+    """InvalidInput when a name or an inventory entry (a dataset, provider, owner, licence,
+    cadence, a scene's name or title) holds a control character, naming ``what`` and where:
+    a tab or line break pasted into one is a mistake, and breaks every listing of it."""
+    refuse_nul(what, value)
+    found = CONTROL.search(value or "")
+    if found:
+        raise InvalidInput(
+            f"{what} holds a control character ({found.group()!r} at character "
+            f"{found.start() + 1}), which a name may not hold: {value!r}"
+        )
 
 
 def record_dataset(
@@ -38,6 +54,9 @@ def record_dataset(
     unknown = set(inventory) - set(catalogue.INVENTORY_FIELDS)
     if unknown:
         raise ValueError(f"not inventory fields: {', '.join(sorted(unknown))}")
+    refuse_control("the dataset", dataset)
+    for name, value in inventory.items():
+        refuse_control(name, value)
     if features is None:
         table = catalogue.layer_table(conn, layer)
         query = sql.SQL("SELECT count(*) FROM {} WHERE dataset = %s").format(sql.Identifier(table))

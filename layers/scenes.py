@@ -15,10 +15,11 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from layers.datasets import refuse_control
 from layers.kinds import SOURCE_ID, Field, LayerKind
 from layers.values import parse_bool, parse_integer, parse_number, parse_text, refuse_nul
 from twin import catalogue
-from twin.errors import InvalidInput, NotFound
+from twin.errors import Conflict, InvalidInput, NotFound
 from twin.schema import SRID
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
@@ -54,13 +55,16 @@ def create_scene(
     description: str = "",
 ) -> dict[str, Any]:
     """Register a scene layer and make its table; returns its catalogue entry."""
-    for what, text in (("the title", title), ("the owner unit", owner_unit),
-                       ("the description", description), ("the name", name),
+    for what, text in (("the description", description),
                        ("the geometry type", geometry_type)):  # fmt: skip
         refuse_nul(what, text)
+    for what, text in (("the title", title), ("the owner unit", owner_unit),
+                       ("the name", name)):  # fmt: skip
+        refuse_control(what, text)
     if not NAME_PATTERN.match(name):
         raise InvalidInput(
-            f"scene name {name!r}: use 2-40 lower-case letters, digits or _, starting with a letter"
+            f"scene name {name[:60]!r}: use 2-40 lower-case letters, digits or _, starting "
+            "with a letter"
         )
     if name in catalogue.BUILTIN_BY_NAME:
         raise InvalidInput(f"{name!r} is a built-in layer; choose another scene name")
@@ -87,7 +91,7 @@ def create_scene(
         schema_properties[prop] = {"type": kind}
     exists = conn.execute("SELECT 1 FROM layer_catalogue WHERE name = %s", (name,)).fetchone()
     if exists:
-        raise InvalidInput(f"a layer named {name!r} exists already")
+        raise Conflict(f"a layer named {name!r} exists already; choose another scene name")
     table = f"scene_{name}"
     with conn.transaction():
         conn.execute(

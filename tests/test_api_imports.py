@@ -57,7 +57,8 @@ def test_a_street_registers_a_scene_and_loads_it_without_a_restart(staff: TestCl
     unknown = staff.get("/nearest?lon=121.401&lat=31.241&layers=castles")
     assert unknown.status_code == 400 and "or a scene" in unknown.json()["detail"]
     again = staff.post("/scenes", json=scene, headers=KEY)
-    assert again.status_code == 400 and "exists already" in again.json()["detail"]
+    assert again.status_code == 409 and again.json()["title"] == "Conflict"
+    assert again.json()["detail"].startswith("a layer named 'ebike_theft' exists already")
     assert staff.delete("/scenes/ebike_theft", headers=KEY).status_code == 204
     assert staff.get("/layers/ebike_theft").status_code == 404
 
@@ -577,3 +578,127 @@ def test_one_posted_feature_with_one_bad_vertex_is_told_of_that_vertex_not_of_a_
     assert answer.status_code in (400, 422), answer.text
     assert "coordinate 1: latitude 95 is beyond ±90" in answer.text
     assert "does not say its CRS" not in answer.text
+
+
+# -- the staff doors answer in our words, and refuse what they do not take -------------------
+
+CAMS = b"device_id,kind,lon,lat\nc1,camera,121.401,31.241\n"
+
+
+def _upload(client: TestClient, data: dict | None = None, name: str = "cams.csv",
+            content: bytes | str = CAMS, **kwargs):  # fmt: skip
+    return client.post("/layers/sensors/import", files={"file": (name, content)}, data=data,
+                       headers=KEY, **kwargs)  # fmt: skip
+
+
+def _datasets(client: TestClient) -> list[str]:
+    return [d["dataset"] for d in client.get("/layers/sensors/datasets").json()["datasets"]]
+
+
+def test_library_words_never_reach_the_client(staff: TestClient):
+    """python-multipart's, FastAPI's, Python's JSON reader's, pydantic's and GDAL's messages
+    were passed on as they were."""
+    answers = {
+        "field": _upload(staff, {"provider": "x" * 5_000_000}),
+        "urlencoded": staff.post("/layers/sensors/import", data={"file": "abc"}, headers=KEY),
+        "text file": staff.post(
+            "/layers/sensors/import", files={"file": (None, "abc")}, headers=KEY
+        ),
+        "mapping": _upload(staff, {"mapping": "{a}"}),
+        "scene": staff.post("/scenes", json={"name": "Bad", "geometry_type": "Point"}, headers=KEY),
+        "nested": _upload(
+            staff,
+            name="deep.geojson",
+            content=(
+                '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+                '{"a": ' + "[" * 2000 + "]" * 2000 + '}, "geometry": {"type": "Point", '
+                '"coordinates": [121.4, 31.2]}}]}'
+            ),
+        ),
+        "body": staff.post(
+            "/layers/sensors/features",
+            content='{"type": "Feature",\n "id" 1}',
+            headers={**KEY, "Content-Type": "application/json"},
+        ),
+    }
+    for what, answer in answers.items():
+        assert answer.headers["content-type"] == "application/problem+json", what
+        for words in ("KB.", "UploadFile", "<class", "Expecting", "(char", "should match",
+                      "GDAL", "GeoJSON data", "Too many nested"):  # fmt: skip
+            assert words not in answer.json()["detail"], (what, answer.text)
+    detail = {what: answer.json()["detail"] for what, answer in answers.items()}
+    assert answers["field"].status_code == 413
+    assert detail["field"].startswith("a form field is larger than 1 MB")
+    assert answers["urlencoded"].status_code == 400
+    assert "multipart form" in detail["urlencoded"] and "file=@" in detail["urlencoded"]
+    assert answers["text file"].status_code == 400
+    assert detail["text file"].startswith("form field file holds text, not a file")
+    assert detail["mapping"] == (
+        "mapping is not JSON: at character 2, a field name must be in double quotes; "
+        'give a JSON object such as {"height_m": "GAODU"}'
+    )
+    assert detail["scene"] == (
+        "scene name 'Bad': use 2-40 lower-case letters, digits or _, starting with a letter"
+    )
+    assert detail["nested"].startswith("cannot read deep.geojson: it nests lists or objects too")
+    assert detail["body"] == (
+        "the request body is not JSON: on line 2, column 7, a colon is missing after a field name"
+    )
+    assert all(a.status_code == 400 for w, a in answers.items() if w != "field")
+    assert "cams" not in _datasets(staff)  # nothing of it was stored
+
+
+def test_fields_the_import_doors_do_not_take_are_refused_naming_them(staff: TestClient):
+    """An unknown or repeated form field, a layer a CSV does not have, an unknown field of a
+    scene or query parameter were taken silently (a repeated field: the last won)."""
+    unknown = _upload(staff, {"foo": "1"})
+    assert unknown.status_code == 400
+    assert unknown.json()["detail"] == (
+        "unknown form field 'foo'; the upload takes file, dataset, crs, layer, mapping, "
+        "values, defaults, provider, owner_unit, licence, update_cadence"
+    )
+    twice = _upload(staff, {"dataset": ["a", "b"]})
+    assert twice.status_code == 400
+    assert twice.json()["detail"] == "form field 'dataset' is given more than once; give it once"
+    query = _upload(staff, params={"dataset": "a"})
+    assert query.status_code == 400 and "as form fields (dataset, crs" in query.json()["detail"]
+    nope = _upload(staff, {"layer": "nope"})
+    assert nope.status_code == 400
+    assert nope.json()["detail"] == (
+        "cams.csv has no layer 'nope': a CSV file has one layer, 'cams'; leave layer out"
+    )
+    assert _datasets(staff) == ["demo"]  # neither cams nor cams:nope
+    own = _upload(staff, {"layer": "cams"})  # the file's own layer is its layer
+    assert own.status_code == 200, own.text
+    scene = staff.post("/scenes", json={"name": "okay", "geometry_type": "Point", "foo": 1},
+                       headers=KEY)  # fmt: skip
+    assert scene.status_code == 400
+    assert scene.json()["detail"] == (
+        "body: unknown field 'foo'; a scene takes name, geometry_type, properties, title, "
+        "owner_unit, description"
+    )
+    assert staff.get("/layers/okay").status_code == 404
+    features = staff.post("/layers/sensors/features?foo=1", json=POINTS, headers=KEY)
+    assert features.status_code == 400
+    assert features.json()["detail"] == (
+        "unknown query parameter 'foo'; /layers/sensors/features takes crs, dataset"
+    )
+
+
+@pytest.mark.parametrize("control", ["\x01", "\t", "\n", "\x1f", "\x7f"])
+def test_control_characters_in_names_and_the_inventory_are_refused(staff: TestClient, control: str):
+    for field in ("dataset", "provider", "owner_unit", "licence", "update_cadence"):
+        answer = _upload(staff, {field: f"a{control}b"})
+        assert answer.status_code == 400, (field, answer.text)
+        assert answer.json()["detail"] == (
+            f"{field} holds a control character ({control!r} at character 2), which a name "
+            f"may not hold: {'a' + control + 'b'!r}"
+        )
+    body = staff.post("/layers/sensors/features", params={"dataset": f"x{control}"},
+                      json=POINTS, headers=KEY)  # fmt: skip
+    assert body.status_code == 400 and "control character" in body.json()["detail"]
+    for field in ("title", "owner_unit"):
+        scene = staff.post("/scenes", json={"name": "ctl", "geometry_type": "Point",
+                                            field: f"a{control}"}, headers=KEY)  # fmt: skip
+        assert scene.status_code == 400 and "control character" in scene.json()["detail"]
+    assert _datasets(staff) == ["demo"] and staff.get("/layers/ctl").status_code == 404

@@ -334,3 +334,36 @@ def test_an_import_that_takes_over_a_dataset_s_features_forgets_its_terms(
     after = staff.get("/layers/sensors").json()
     assert after["provider"] == before["provider"] != "ProvC"  # the datasets it holds
     assert after["feature_count"] == before["feature_count"] + 2
+
+
+def test_a_dataset_named_with_a_slash_is_deleted_over_http(staff: TestClient, fresh_url: str):
+    """It could be imported but not deleted: the path was split at the decoded /."""
+    csv = "device_id,kind,lon,lat\nS-1,camera,121.4005,31.2405\nS-2,camera,121.4006,31.2406\n"
+    imported = staff.post(
+        "/layers/sensors/import",
+        files={"file": ("sl.csv", csv)},
+        data={"dataset": "区/街道 2024"},
+        headers=KEY,
+    )
+    assert imported.status_code == 200, imported.text
+    path = "/layers/sensors/datasets/%E5%8C%BA%2F%E8%A1%97%E9%81%93%202024"
+    deleted = staff.delete(path, headers=KEY)
+    assert deleted.status_code == 200, deleted.text
+    assert (deleted.json()["dataset"], deleted.json()["deleted"]) == ("区/街道 2024", 2)
+    names = [r["dataset"] for r in staff.get("/layers/sensors/datasets").json()["datasets"]]
+    assert names == ["demo"]
+    gone = staff.delete(path, headers=KEY)
+    assert gone.status_code == 404 and "no dataset '区/街道 2024'" in gone.json()["detail"]
+
+
+def test_the_cli_refuses_control_characters_in_a_dataset_and_its_inventory(
+    fresh_url: str, tmp_path: Path
+):
+    source = write_buildings(tmp_path / "ctl.geojson", 1)
+    env = {"TWIN_DATABASE_URL": fresh_url}
+    for flag in ("--dataset", "--provider", "--licence"):
+        answer = run_twin("import", "buildings", str(source), flag, "a\tb", env=env)
+        assert answer.returncode != 0, (flag, answer.stdout)
+        assert "holds a control character ('\\t' at character 2)" in answer.stderr, answer.stderr
+    with psycopg.connect(fresh_url) as conn:
+        assert [r["dataset"] for r in list_datasets(conn, "buildings")] == ["demo"]

@@ -15,13 +15,14 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.datastructures import UploadFile as FormFile
 
 from api.access import Heavy, Staff
-from api.deps import Connection
+from api.deps import Connection, KnownParameters
 from api.errors import TooLarge, Unprocessable
 from layers.crs import axes, resolve_crs
-from layers.datasets import delete_dataset
+from layers.datasets import delete_dataset, refuse_control
 from layers.ingest import (
     ImportOptions,
     ImportReport,
@@ -31,8 +32,8 @@ from layers.ingest import (
     import_frame,
     layer_kind,
 )
-from layers.readers import frame_from_geojson
-from layers.scenes import create_scene, drop_scene
+from layers.readers import CSV_SUFFIXES, frame_from_geojson
+from layers.scenes import NAME_PATTERN, create_scene, drop_scene
 from layers.values import json_float, refuse_nul
 from twin import catalogue
 from twin.errors import InvalidInput
@@ -44,6 +45,21 @@ MAX_REJECTIONS_SHOWN = 20  # in a 422 answer; the CLI's --json report has them a
 ALLOWED_SUFFIXES = {".geojson", ".json", ".geojsonl", ".geojsons", ".gpkg", ".zip", ".csv",
                     ".tsv", ".txt", ".fgb", ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
 MAX_BODY_MB = 100  # a GeoJSON body; larger data comes as a file upload
+# The upload's form fields: the file and the CLI's options (see upload below).
+UPLOAD_FIELDS = ("file", "dataset", "crs", "layer", "mapping", "values", "defaults",
+                 "provider", "owner_unit", "licence", "update_cadence")  # fmt: skip
+MAPPING_EXAMPLE = '{"height_m": "GAODU"}'
+# Python's JSON reader's complaints, in plain words.
+JSON_REASONS = {
+    "Expecting property name enclosed in double quotes": "a field name must be in double quotes",
+    "Expecting value": "a value is missing or is not JSON (text goes in double quotes)",
+    "Expecting ',' delimiter": "a comma is missing",
+    "Expecting ':' delimiter": "a colon is missing after a field name",
+    "Unterminated string starting at": "a text is not closed with a double quote",
+    "Extra data": "there is more after the end",
+    "Invalid control character at": "a text holds a control character (a tab or line break?)",
+    "Invalid \\escape": "a backslash starts no valid escape",
+}
 
 
 def _long_statements(conn: psycopg.Connection) -> None:
@@ -93,8 +109,11 @@ def _json_object(text: str | None, name: str) -> dict[str, str]:
             f"{name}: nested too deeply to read; give a JSON object of field names to values,"
             ' e.g. {"height_m": "H"}'
         ) from exc
-    except ValueError as exc:
-        raise InvalidInput(f"{name} is not JSON: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"{name} is not JSON: {_json_reason(exc)}; give a JSON object such as "
+            + MAPPING_EXAMPLE
+        ) from exc
     if not isinstance(value, dict):
         raise InvalidInput(
             f'{name} must be a JSON object of field names to values, e.g. {{"height_m": "H"}}'
@@ -109,6 +128,51 @@ def _json_object(text: str | None, name: str) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
 
+def _json_reason(exc: json.JSONDecodeError) -> str:
+    """Where and what is wrong in JSON text, in words, not the parser's."""
+    where = (
+        f"at character {exc.pos + 1:,}"
+        if exc.lineno == 1
+        else f"on line {exc.lineno:,}, column {exc.colno:,}"
+    )
+    reason = next(
+        (w for m, w in JSON_REASONS.items() if exc.msg.startswith(m)), "it cannot be read"
+    )
+    return f"{where}, {reason}"
+
+
+async def upload_form(request: Request) -> None:
+    """Refuses what the upload would otherwise take silently or answer in FastAPI's words:
+    a body that is no multipart form, a form field it does not take or one given twice
+    (the last would win), a file field that holds no file, and any query parameter."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput(
+            "send the upload as a multipart form (Content-Type: multipart/form-data) whose "
+            "field file holds the file, e.g. curl -F file=@survey.geojson"
+        )
+    form = await request.form()  # read already, to fill the parameters: not read again
+    names = [name for name, _ in form.multi_items()]
+    takes = f"the upload takes {', '.join(UPLOAD_FIELDS)}"
+    unknown = [n for n in dict.fromkeys(names) if n not in UPLOAD_FIELDS]
+    if unknown:
+        shown = ", ".join(repr(n[:40]) for n in unknown[:5])
+        raise InvalidInput(f"unknown form field {shown}; {takes}")
+    twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if twice:
+        raise InvalidInput(f"form field {twice[0]!r} is given more than once; give it once")
+    if "file" in form and not isinstance(form["file"], FormFile):
+        raise InvalidInput(
+            "form field file holds text, not a file: send the file as a file part, e.g. "
+            "curl -F file=@survey.geojson"
+        )
+    if request.query_params:
+        first = next(iter(request.query_params))
+        raise InvalidInput(
+            f"unknown query parameter {first[:40]!r}; the upload takes none: give its "
+            f"options as form fields ({', '.join(UPLOAD_FIELDS[1:])})"
+        )
+
+
 @router.post(
     "/layers/{name}/import", dependencies=[Heavy], summary="Import a file into a layer (staff)"
 )
@@ -117,6 +181,7 @@ def upload(
     conn: Connection,
     caller: Staff,
     name: LayerName,
+    _form: Annotated[None, Depends(upload_form)],
     file: Annotated[
         UploadFile,
         File(description="GeoJSON, GeoPackage, zipped Shapefile, CSV, FlatGeobuf, EPANET .inp ..."),
@@ -148,6 +213,17 @@ def upload(
             f"file type {suffix or '(none)'} is not importable; send one of "
             + ", ".join(sorted(ALLOWED_SUFFIXES))
         )
+    if layer and suffix in CSV_SUFFIXES and layer != original.stem:
+        # GDAL reads a CSV whatever layer is asked for: the dataset would be named for one
+        # the file does not have.
+        raise InvalidInput(
+            f"{original.name} has no layer {layer[:60]!r}: a {suffix[1:].upper()} file has one "
+            f"layer, {original.stem!r}; leave layer out"
+        )
+    for what, text in (("dataset", dataset), ("provider", provider),
+                       ("owner_unit", owner_unit), ("licence", licence),
+                       ("update_cadence", update_cadence)):  # fmt: skip
+        refuse_control(what, text)
     limit = request.app.state.settings.max_upload_mb * 1024 * 1024
     options = ImportOptions(
         dataset=dataset or default_dataset(original.name, layer),
@@ -178,7 +254,16 @@ def upload(
                 out.write(chunk)
         with conn.transaction():
             _long_statements(conn)
-            report = import_file(conn, name, target, options)
+            try:
+                report = import_file(conn, name, target, options)
+            except InvalidInput as exc:
+                if "Too many nested objects" not in str(exc):
+                    raise
+                # GDAL's words for a file nested deeper than its JSON reader goes.
+                raise InvalidInput(
+                    f"cannot read {original.name}: it nests lists or objects too deeply to "
+                    "read; a feature's properties and coordinates nest a few levels at most"
+                ) from None
             _check_stored(report)
     return {"caller": caller, **report.as_dict()}
 
@@ -203,8 +288,12 @@ async def geojson_body(request: Request) -> Any:
         return json.loads(body, parse_float=json_float)
     except RecursionError as exc:
         raise InvalidInput("the request body nests lists or objects too deep to read") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the request body is not JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"the request body is not JSON: byte {exc.start + 1:,} is not UTF-8 text"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"the request body is not JSON: {_json_reason(exc)}") from exc
 
 
 def _too_large() -> TooLarge:
@@ -227,6 +316,7 @@ GEOJSON_BODY = {
     "/layers/{name}/features",
     summary="Add or update features from GeoJSON (staff)",
     openapi_extra=GEOJSON_BODY,
+    dependencies=[KnownParameters],
 )
 def post_features(
     conn: Connection,
@@ -243,7 +333,7 @@ def post_features(
     or off the globe, a NUL character in a value) is refused whole with 400, naming each
     such feature (its index in ``features`` and its id) and the coordinate or field, and
     nothing of it is stored."""
-    refuse_nul("dataset", dataset)
+    refuse_control("dataset", dataset)
     refuse_nul("crs", crs)
     frame = frame_from_geojson(document, axes=axes(resolve_crs(crs)) if crs else axes(None))
     with conn.transaction():
@@ -259,12 +349,31 @@ def post_features(
 class SceneRequest(BaseModel):
     """A scene layer a street registers."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{1,39}$", examples=["ebike_theft"])
+    # Unknown fields are refused (below, naming those there are); the name is checked by
+    # create_scene, which says in words what a name may be (pydantic would say a pattern).
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(
+        max_length=200,
+        examples=["ebike_theft"],
+        json_schema_extra={"pattern": NAME_PATTERN.pattern},
+    )
     geometry_type: str = Field(examples=["Point"])
     properties: dict[str, str] = Field(default_factory=dict, examples=[{"count": "integer"}])
     title: str | None = Field(default=None, max_length=200)
     owner_unit: str = Field(default="", max_length=200)
     description: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [str(k)[:40] for k in data if k not in cls.model_fields]
+            if unknown:
+                raise ValueError(
+                    f"unknown field {', '.join(repr(k) for k in unknown[:5])}; a scene takes "
+                    + ", ".join(cls.model_fields)
+                )
+        return data
 
 
 @router.post(
@@ -293,7 +402,8 @@ def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> None:
 
 
 @router.delete(
-    "/layers/{name}/datasets/{dataset}",
+    # :path, so that a dataset whose name holds a / (sent as %2F) is one name, not two segments
+    "/layers/{name}/datasets/{dataset:path}",
     summary="Delete one dataset of a layer (staff)",
 )
 def delete_layer_dataset(
