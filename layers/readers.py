@@ -126,6 +126,13 @@ def open_features(
     if suffix == ".zip":
         found = _open_zip(path, layer=layer, name=name)
     elif suffix in CSV_SUFFIXES:
+        if layer and layer != Path(name).stem:
+            # A CSV has one layer whatever is asked for: the dataset would be named for one
+            # the file does not have.
+            raise InvalidInput(
+                f"{name} has no layer {layer[:60]!r}: a {suffix[1:].upper()} file has one "
+                f"layer, {Path(name).stem!r}; leave --layer (layer over HTTP) out"
+            )
         found = _read_csv(path.read_bytes(), name)
     else:
         encoding = None
@@ -533,6 +540,11 @@ def _gdal_message(exc: Exception, location: str, name: str) -> str:
         return (
             "a shapefile is several files (.shp, .shx, .dbf, .prj): keep them together, "
             "or send them as one zip"
+        )
+    if "Too many nested objects" in text:  # GDAL's JSON reader has a depth limit
+        return (
+            "it nests lists or objects too deeply to read; a feature's properties and "
+            "coordinates nest a few levels at most"
         )
     if "disk image is malformed" in text or "file is not a database" in text:
         return "not a readable GeoPackage (is the file complete? it looks truncated or damaged)"

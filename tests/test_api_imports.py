@@ -665,7 +665,7 @@ def test_fields_the_import_doors_do_not_take_are_refused_naming_them(staff: Test
     nope = _upload(staff, {"layer": "nope"})
     assert nope.status_code == 400
     assert nope.json()["detail"] == (
-        "cams.csv has no layer 'nope': a CSV file has one layer, 'cams'; leave layer out"
+        "cams.csv has no layer 'nope': a CSV file has one layer, 'cams'; leave --layer (layer over HTTP) out"
     )
     assert _datasets(staff) == ["demo"]  # neither cams nor cams:nope
     own = _upload(staff, {"layer": "cams"})  # the file's own layer is its layer

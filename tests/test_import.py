@@ -1251,3 +1251,18 @@ def test_a_hole_off_the_globe_rejects_its_feature_in_a_file(fresh_url: str, tmp_
     assert stored == ["good"]
     assert [r.source_id for r in report.rejected] == ["bad"]
     assert "latitude 95 is beyond ±90" in report.rejected[0].reason
+
+
+def test_a_csv_asked_for_a_layer_it_does_not_have_is_refused(fresh_url: str, tmp_path: Path):
+    path = tmp_path / "cams.csv"
+    path.write_text("device_id,kind,lon,lat\nc1,camera,121.40,31.24\n")
+    with (
+        psycopg.connect(fresh_url) as conn,
+        pytest.raises(InvalidInput, match="has no layer 'nope'"),
+    ):
+        import_file(conn, "sensors", path, ImportOptions(layer="nope"))
+    deep = tmp_path / "deep.geojson"
+    deep.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+                    + '{"a": ' * 2000 + "1" + "}" * 2000 + ', "geometry": null}]}')  # fmt: skip
+    with psycopg.connect(fresh_url) as conn, pytest.raises(InvalidInput, match="too deeply"):
+        import_file(conn, "sensors", deep)

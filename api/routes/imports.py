@@ -32,7 +32,7 @@ from layers.ingest import (
     import_frame,
     layer_kind,
 )
-from layers.readers import CSV_SUFFIXES, frame_from_geojson
+from layers.readers import frame_from_geojson
 from layers.scenes import NAME_PATTERN, create_scene, drop_scene
 from layers.values import json_float, refuse_nul
 from twin import catalogue
@@ -213,13 +213,6 @@ def upload(
             f"file type {suffix or '(none)'} is not importable; send one of "
             + ", ".join(sorted(ALLOWED_SUFFIXES))
         )
-    if layer and suffix in CSV_SUFFIXES and layer != original.stem:
-        # GDAL reads a CSV whatever layer is asked for: the dataset would be named for one
-        # the file does not have.
-        raise InvalidInput(
-            f"{original.name} has no layer {layer[:60]!r}: a {suffix[1:].upper()} file has one "
-            f"layer, {original.stem!r}; leave layer out"
-        )
     for what, text in (("dataset", dataset), ("provider", provider),
                        ("owner_unit", owner_unit), ("licence", licence),
                        ("update_cadence", update_cadence)):  # fmt: skip
@@ -254,16 +247,7 @@ def upload(
                 out.write(chunk)
         with conn.transaction():
             _long_statements(conn)
-            try:
-                report = import_file(conn, name, target, options)
-            except InvalidInput as exc:
-                if "Too many nested objects" not in str(exc):
-                    raise
-                # GDAL's words for a file nested deeper than its JSON reader goes.
-                raise InvalidInput(
-                    f"cannot read {original.name}: it nests lists or objects too deeply to "
-                    "read; a feature's properties and coordinates nest a few levels at most"
-                ) from None
+            report = import_file(conn, name, target, options)
             _check_stored(report)
     return {"caller": caller, **report.as_dict()}
 
