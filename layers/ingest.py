@@ -39,7 +39,7 @@ from layers.crs import (
     resolve_crs,
     to_storage,
 )
-from layers.datasets import forget_emptied_datasets, record_dataset
+from layers.datasets import forget_emptied_datasets, record_dataset, refuse_control
 from layers.kinds import (
     DEFAULT_STOREY_HEIGHT_M,
     KINDS,
@@ -277,9 +277,12 @@ def import_frame(
 
 
 def check_options(options: ImportOptions) -> None:
-    """InvalidInput for an option the data base cannot store (a NUL character), naming it."""
+    """InvalidInput for an option the data base cannot store (a NUL character), or an
+    inventory name holding a control character, naming it: before any feature is read."""
     for name, flag in OPTION_FLAGS.items():
         refuse_nul(flag, getattr(options, name))
+    for name in ("dataset", "provider", "owner_unit", "licence", "update_cadence"):
+        refuse_control(OPTION_FLAGS[name], getattr(options, name))
     for name, flag in (("mapping", "--map"), ("values", "--set"), ("defaults", "--default")):
         for target, value in getattr(options, name).items():
             refuse_nul(f"{flag} ({name} over HTTP)", target)
