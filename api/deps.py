@@ -46,9 +46,14 @@ async def known_parameters(request: Request) -> None:
         names = _DECLARED[key] = frozenset(_query_names(route.dependant))  # type: ignore[union-attr]
     unknown = [name for name in request.query_params if name not in names]
     if unknown:
+        takes = (
+            f"takes {', '.join(sorted(names))}"
+            if names
+            else "takes no query parameters (give them in the JSON body)"
+        )
         raise InvalidInput(
             f"unknown query parameter {', '.join(repr(n[:40]) for n in unknown[:5])}; "
-            f"{request.url.path} takes {', '.join(sorted(names))}"
+            f"{request.method} {request.url.path} {takes}"
         )
 
 

@@ -252,6 +252,12 @@ def parse_floors(value: Any) -> int:
 
 def parse_integer(value: Any) -> int:
     """A whole number (3, "3", "3.0"), within 64 bits: a fraction or more is refused."""
+    if isinstance(value, int) and not isinstance(value, bool):  # exact: no float between
+        if not -INT64 <= value < INT64:
+            raise ValueError(f"too large a whole number (beyond 64 bits): {value!r}")
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,19}\s*", value):
+        return parse_integer(int(value))
     number = parse_number(value)
     if number != int(number):
         raise ValueError(f"not a whole number: {value!r}")

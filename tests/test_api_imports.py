@@ -681,7 +681,7 @@ def test_fields_the_import_doors_do_not_take_are_refused_naming_them(staff: Test
     features = staff.post("/layers/sensors/features?foo=1", json=POINTS, headers=KEY)
     assert features.status_code == 400
     assert features.json()["detail"] == (
-        "unknown query parameter 'foo'; /layers/sensors/features takes crs, dataset"
+        "unknown query parameter 'foo'; POST /layers/sensors/features takes crs, dataset"
     )
 
 
@@ -702,3 +702,19 @@ def test_control_characters_in_names_and_the_inventory_are_refused(staff: TestCl
                                             field: f"a{control}"}, headers=KEY)  # fmt: skip
         assert scene.status_code == 400 and "control character" in scene.json()["detail"]
     assert _datasets(staff) == ["demo"] and staff.get("/layers/ctl").status_code == 404
+
+
+def test_a_scenes_large_integers_are_compared_exactly(staff: TestClient):
+    scene = {"name": "crowds", "geometry_type": "Point", "properties": {"count": "integer"}}
+    assert staff.post("/scenes", json=scene, headers=KEY).status_code == 201
+    big = 2**62
+    body = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": str(n), "properties": {"count": n},
+         "geometry": {"type": "Point", "coordinates": [121.40, 31.24]}} for n in (big, big - 1)]}  # fmt: skip
+    assert staff.post("/layers/crowds/features", json=body, headers=KEY).status_code == 200
+    above = staff.get(f"/collections/crowds/items?filter=count > {big - 1}").json()
+    assert [f["properties"]["count"] for f in above["features"]] == [big]
+    assert (
+        staff.get(f"/collections/crowds/items?filter=count = {big - 1}").json()["numberMatched"]
+        == 1
+    )

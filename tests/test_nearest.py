@@ -63,3 +63,16 @@ def test_nearest_within_a_distance_is_the_brute_force_answer(
         found_fewer += len(got) < k
     # The points reach both cases: features within the distance, and fewer than k of them.
     assert found_some and found_fewer
+
+
+@pytest.mark.parametrize(("lon", "lat"), [(0.0, -89.9), (-179.9, 0.0), (10.0, 75.0), (121.0, 80.0)])
+def test_nearest_far_from_the_city_is_the_order_on_the_globe(
+    client: TestClient, conn: psycopg.Connection, lon: float, lat: float
+):
+    # Degrees are not metres far from the equator or across the antimeridian: the index's
+    # order is only where the search starts.
+    for layer in ("sensors", "buildings"):
+        answer = client.get(f"/nearest?lon={lon}&lat={lat}&layers={layer}&k=5").json()[layer]
+        expected = _brute_force(conn, layer, lon, lat, 5, 1e8)
+        assert [round(a["distance_m"], 0) for a in answer] == [round(d, 0) for _, d in expected]
+        assert {a["id"] for a in answer} == {i for i, _ in expected}

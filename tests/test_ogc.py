@@ -376,3 +376,20 @@ def test_crs_short_forms_are_read_as_their_uris(client: TestClient, short: str, 
     assert by_short.status_code == 200, by_short.text
     assert by_short.headers["content-crs"] == f"<{uri}>"
     assert by_short.json()["features"] == by_uri.json()["features"]
+
+
+def test_a_bbox_of_no_width_selects_what_lies_on_it(client: TestClient, conn: psycopg.Connection):
+    x, y = conn.execute("SELECT ST_X(geom), ST_Y(geom) FROM sensors ORDER BY id LIMIT 1").fetchone()
+    point = client.get(f"/collections/sensors/items?bbox={x},{y},{x},{y}").json()
+    expected = conn.execute(
+        "SELECT count(*) FROM sensors WHERE ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s), 4326))",
+        (x, y),
+    ).fetchone()[0]
+    assert point["numberMatched"] == expected >= 1
+    line = client.get(f"/collections/pipes/items?bbox={x},{y - 0.01},{x},{y + 0.01}&limit=1").json()
+    on_line = conn.execute(
+        "SELECT count(*) FROM pipes WHERE ST_Intersects(geom, ST_MakeLine("
+        "ST_SetSRID(ST_MakePoint(%s, %s), 4326), ST_SetSRID(ST_MakePoint(%s, %s), 4326)))",
+        (x, y - 0.01, x, y + 0.01),
+    ).fetchone()[0]
+    assert line["numberMatched"] == on_line

@@ -193,3 +193,19 @@ def test_below_counts_everything_even_when_the_list_is_cut(client: TestClient, c
     assert answer["counts"]["pipes"] == pipes[0]
     assert answer["networks"] == pipes[1]
     assert answer["truncated"] == (pipes[0] > len(answer["pipes"]))
+
+
+def test_a_radius_at_a_pole_reaches_every_longitude(settings, fresh_url: str):
+    from fastapi.testclient import TestClient as Client
+
+    from api.app import create_app
+
+    with psycopg.connect(fresh_url) as conn:  # two sensors at the south pole, as files write it
+        conn.execute(
+            "INSERT INTO sensors (device_id, kind, unit_of_measure, dataset, geom)"
+            " SELECT d, 'smoke', 'ppm', 'poles', ST_SetSRID(ST_MakePoint(x, -90), 4326)"
+            " FROM (VALUES ('P1', 0.0), ('P2', -180.0)) v(d, x)"
+        )
+    with Client(create_app(settings, database_url=fresh_url)) as client:
+        answer = client.get("/within?lon=0&lat=-90&radius=10&layers=sensors").json()
+    assert answer["counts"]["sensors"] == 2

@@ -316,7 +316,8 @@ def _column(coll: Collection):  # noqa: ANN202
             if kind == "string":
                 return text
             # A value kept as it came ("five" for a count) is not that type: it is NULL here.
-            json_type, cast = {"integer": ("number", "double precision"),
+            # numeric for integers: exact past 2^53, where a double is not.
+            json_type, cast = {"integer": ("number", "numeric"),
                                "number": ("number", "double precision"),
                                "boolean": ("boolean", "boolean")}[kind]  # fmt: skip
             return sql.SQL(
@@ -404,20 +405,26 @@ def _bbox_clause(bbox: tuple[float, float, float, float], bbox_crs: str) -> sql.
     if max(abs(x1), abs(y1), abs(x2), abs(y2)) > 1e8:
         raise InvalidInput("bbox: coordinates beyond the CRS's range")
     # A projected box's edges are curves in lon/lat: segmentize before transforming.
-    box = sql.SQL(
-        "ST_Transform(ST_Segmentize(ST_MakeEnvelope({}, {}, {}, {}, {}), {}), {})"
-    ).format(
-        sql.Literal(x1), sql.Literal(y1), sql.Literal(x2), sql.Literal(y2), sql.Literal(srid),
-        sql.Literal(max(x2 - x1, y2 - y1, 1e-9) / 32), sql.Literal(SRID),
-    )  # fmt: skip
+    box = sql.SQL("ST_Transform(ST_Segmentize({}, {}), {})").format(
+        _envelope(x1, y1, x2, y2, srid),
+        sql.Literal(max(x2 - x1, y2 - y1, 1e-9) / 32),
+        sql.Literal(SRID),
+    )
     return sql.SQL("(f.geom && {0} AND ST_Intersects(f.geom, {0}))").format(box)
 
 
-def _intersects_box(x1: float, y1: float, x2: float, y2: float, srid: int) -> sql.Composable:
-    box = sql.SQL("ST_Transform(ST_MakeEnvelope({}, {}, {}, {}, {}), {})").format(
-        sql.Literal(x1), sql.Literal(y1), sql.Literal(x2), sql.Literal(y2), sql.Literal(srid),
-        sql.Literal(SRID),
+def _envelope(x1: float, y1: float, x2: float, y2: float, srid: int) -> sql.Composable:
+    """The box from its corners; a box of no width or height is the line or point it is
+    (ST_MakeEnvelope would make an empty polygon that intersects nothing)."""
+    corner = "ST_SetSRID(ST_MakePoint({}, {}), {})"
+    return sql.SQL(f"ST_Envelope(ST_MakeLine({corner}, {corner}))").format(
+        sql.Literal(x1), sql.Literal(y1), sql.Literal(srid),
+        sql.Literal(x2), sql.Literal(y2), sql.Literal(srid),
     )  # fmt: skip
+
+
+def _intersects_box(x1: float, y1: float, x2: float, y2: float, srid: int) -> sql.Composable:
+    box = sql.SQL("ST_Transform({}, {})").format(_envelope(x1, y1, x2, y2, srid), sql.Literal(SRID))
     return sql.SQL("(f.geom && {0} AND ST_Intersects(f.geom, {0}))").format(box)
 
 

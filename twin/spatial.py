@@ -177,8 +177,35 @@ def nearest(
         query = _nearest_query(layer, tables[layer], max_distance_m is not None, box is not None)
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query, parameters).fetchall()
+            if len(rows) == k:
+                # The index ranks by distance in degrees, which far from the equator or
+                # across the antimeridian is not the order on the globe: every feature
+                # nearer than the k-th found is within that distance, so ask for those.
+                farthest = float(rows[-1]["distance_m"]) + 0.01
+                rows = cur.execute(
+                    _exact_nearest(layer, tables[layer], lon, lat, farthest, k)
+                ).fetchall()
         answer[layer] = [{**r, "distance_m": round(float(r["distance_m"]), 2)} for r in rows]
     return answer
+
+
+def _exact_nearest(
+    layer: str, table: str, lon: float, lat: float, metres: float, k: int
+) -> sql.Composable:
+    """The k features nearest the point on the globe among those within ``metres``."""
+    key = sql.Identifier("code" if layer in ("units", "jurisdictions") else "id")
+    point = sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(
+        sql.Literal(lon), sql.Literal(lat)
+    )
+    return sql.SQL(
+        "SELECT f.{key}::text AS id, {summary} AS properties,"
+        " ST_AsGeoJSON(f.geom, 7, 0)::jsonb AS geometry,"
+        " ST_Distance(f.geom::geography, {point}::geography) AS distance_m"
+        " FROM {table} f WHERE {near} ORDER BY distance_m, f.{key} LIMIT {k}"
+    ).format(
+        key=key, summary=_summary(layer), point=point, table=sql.Identifier(table),
+        near=_near_point(lon, lat, metres), k=sql.Literal(k),
+    )  # fmt: skip
 
 
 # Metres in a degree, at their fewest on the WGS84/CGCS2000 ellipsoid: of latitude (the
@@ -263,7 +290,9 @@ def _near_point(lon: float, lat: float, metres: float) -> sql.Composable:
         sql.Literal(lon), sql.Literal(lat)
     )
     boxes = [(lon - dlon, lon + dlon)]
-    if lon - dlon < -180:
+    if abs(lat) + dlat >= 90 or dlon >= 180:  # a pole within reach: every longitude is
+        boxes = [(-180, 180)]
+    elif lon - dlon < -180:
         boxes = [(-180, lon + dlon), (lon - dlon + 360, 180)]
     elif lon + dlon > 180:
         boxes = [(lon - dlon, 180), (-180, lon + dlon - 360)]

@@ -204,7 +204,7 @@ def _geojson_area(geometry: dict[str, Any]) -> Any:
 # other request, for a third of a second.
 @router.post(
     "/within",
-    dependencies=[Public, Heavy],
+    dependencies=[Public, Heavy, KnownParameters],
     response_model=dict[str, Any],
     summary="What is inside an area (public)",
 )
@@ -247,7 +247,7 @@ def below_building(conn: Connection, building_id: Whole) -> FastJSON:
 
 @router.post(
     "/below",
-    dependencies=[Public, Heavy],
+    dependencies=[Public, Heavy, KnownParameters],
     response_model=dict[str, Any],
     summary="Pipes and nodes under a planned excavation (public)",
 )
