@@ -177,7 +177,7 @@ def nearest(
         query = _nearest_query(layer, tables[layer], max_distance_m is not None, box is not None)
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query, parameters).fetchall()
-            if len(rows) == k:
+            if rows and not _candidates_suffice(rows, parameters["candidates"], lon, lat):
                 # The index ranks by distance in degrees, which far from the equator or
                 # across the antimeridian is not the order on the globe: every feature
                 # nearer than the k-th found is within that distance, so ask for those.
@@ -185,8 +185,32 @@ def nearest(
                 rows = cur.execute(
                     _exact_nearest(layer, tables[layer], lon, lat, farthest, k)
                 ).fetchall()
-        answer[layer] = [{**r, "distance_m": round(float(r["distance_m"]), 2)} for r in rows]
+        answer[layer] = [
+            {"id": r["id"], "properties": r["properties"], "geometry": r["geometry"],
+             "distance_m": round(float(r["distance_m"]), 2)}
+            for r in rows
+        ]  # fmt: skip
     return answer
+
+
+def _candidates_suffice(
+    rows: list[dict[str, Any]], candidates: int, lon: float, lat: float
+) -> bool:
+    """Whether the index's candidates surely hold the k nearest on the globe: fewer came
+    than were asked for (so they are all there is), or every feature beyond them, at
+    least ``reach`` degrees away, is farther in metres than the k-th found."""
+    if int(rows[0]["found"]) < candidates:
+        return True
+    reach = float(rows[0]["reach"])
+    farthest_lat = abs(lat) + reach
+    if farthest_lat >= 89.0:
+        return False
+    # The fewest metres a degree spans anywhere within reach: one of longitude at the
+    # farthest latitude (the ellipsoid's is a little more), with a margin.
+    fewest = _METRES_PER_DEGREE_LON_EQUATOR * math.cos(math.radians(farthest_lat)) * 0.99
+    metres = float(rows[-1]["distance_m"])
+    across = abs(lon) + metres / fewest >= 180  # the antimeridian within reach
+    return not across and metres < reach * fewest
 
 
 def _exact_nearest(
@@ -252,10 +276,11 @@ def _nearest_query(layer: str, table: str, within_max_distance: bool, boxed: boo
         within = sql.SQL("AND f.geom && ST_Expand({}, %(dlon)s, %(dlat)s) {}").format(point, within)
     query = sql.SQL(
         """
-        SELECT * FROM (
+        SELECT *, max(degrees) OVER () AS reach, count(*) OVER () AS found FROM (
           SELECT f.{key}::text AS id, {summary} AS properties,
                  ST_AsGeoJSON(f.geom, 7, 0)::jsonb AS geometry,
-                 ST_Distance(f.geom::geography, {point}::geography) AS distance_m
+                 ST_Distance(f.geom::geography, {point}::geography) AS distance_m,
+                 f.geom <-> {point} AS degrees
           FROM {table} f
           WHERE f.geom IS NOT NULL {within}
           ORDER BY f.geom <-> {point}
