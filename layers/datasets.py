@@ -153,7 +153,7 @@ def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
             if removed is not None:  # the layer's entry forgets the terms of what went
                 catalogue.forget_dataset_terms(conn, layer, removed)
     except psycopg.errors.ForeignKeyViolation as exc:
-        referring = _referring_table(conn, exc.diag.constraint_name)
+        referring = referring_table(conn, exc.diag.constraint_name)
         raise Conflict(
             f"dataset {dataset!r} of layer {layer!r} cannot be deleted: features in "
             f"{referring} refer to it; delete or change those first"
@@ -223,7 +223,7 @@ def _no_such_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> str:
     )
 
 
-def _referring_table(conn: psycopg.Connection, constraint: str | None) -> str:
+def referring_table(conn: psycopg.Connection, constraint: str | None) -> str:
     """The table whose foreign key stopped a delete (the transaction is rolled back)."""
     row = conn.execute(
         "SELECT conrelid::regclass::text FROM pg_constraint WHERE conname = %s", (constraint,)

@@ -13,7 +13,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from layers.datasets import _referring_table, record_dataset
+from layers.datasets import record_dataset, referring_table
 from layers.demo.generate import DemoCity
 from twin import catalogue
 from twin.bulk import copy_table, table_length
@@ -71,7 +71,7 @@ def load_demo(
     try:
         return _load_demo(conn, city, progress)
     except psycopg.errors.ForeignKeyViolation as exc:
-        referring = _referring_table(conn, exc.diag.constraint_name)
+        referring = referring_table(conn, exc.diag.constraint_name)
         raise Conflict(
             f"the demo city cannot be replaced: features of {referring} that are not the "
             f"demo's refer to it; delete those datasets first (twin datasets {referring} "
