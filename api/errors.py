@@ -31,6 +31,9 @@ class TooLarge(TwinError):
     """A request body or an upload over its limit: 413 Content Too Large, saying the limit."""
 
 
+MAX_BODY_MB = 100  # a JSON body, on any route; larger data comes as a file upload
+
+
 STATUS_CODES: dict[type[TwinError], int] = {
     InvalidInput: 400,
     TooLarge: 413,
@@ -227,10 +230,32 @@ class InputGuard:
                 )
                 await response(scope, receive, send)
                 return
+            too_large = _json_body_over_limit(scope)
+            if too_large is not None:
+                response = problem(413, TITLES[413], too_large, scope.get("path", ""))
+                await response(scope, receive, send)
+                return
             if scope["method"] == "HEAD":  # HTTP asks HEAD wherever GET is: GET, no body
                 await self.app({**scope, "method": "GET"}, receive, _headers_only(send))
                 return
         await self.app(scope, receive, send)
+
+
+def _json_body_over_limit(scope: Scope) -> str | None:
+    """Why a JSON body is refused unread: a Content-Length over MAX_BODY_MB (every JSON
+    route would read it whole into memory before its own checks)."""
+    headers = dict(scope.get("headers") or [])
+    if b"json" not in headers.get(b"content-type", b""):
+        return None
+    try:
+        length = int(headers.get(b"content-length", b"0"))
+    except ValueError:
+        return None
+    if length <= MAX_BODY_MB * 1024 * 1024:
+        return None
+    return (
+        f"the request body is larger than {MAX_BODY_MB} MB: send less per request, or upload a file"
+    )
 
 
 def _headers_only(send: Send) -> Send:

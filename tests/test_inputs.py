@@ -168,3 +168,14 @@ def test_a_date_alone_is_refused_with_the_forms_that_work(client: TestClient):
     answer = client.get("/collections/buildings/items?datetime=2026-12-01")
     assert answer.status_code == 400
     assert "2026-12-01T00:00:00Z/2026-12-01T23:59:59Z" in answer.json()["detail"]
+
+
+def test_a_json_body_over_the_limit_is_refused_unread_on_every_route(
+    client: TestClient, monkeypatch
+):
+    monkeypatch.setattr("api.errors.MAX_BODY_MB", 1)
+    body = json.dumps({"wkt": "POLYGON((0 0,1 0,1 1,0 0))", "layers": "x" * 2_000_000})
+    for url in ("/within", "/below"):
+        answer = client.post(url, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 413, answer.text
+        assert "larger than 1 MB" in answer.json()["detail"]

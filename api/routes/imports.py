@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile as FormFile
 
 from api.access import Heavy, Staff
 from api.deps import Connection, KnownParameters
-from api.errors import TooLarge, Unprocessable
+from api.errors import MAX_BODY_MB, TooLarge, Unprocessable
 from layers.crs import axes, resolve_crs
 from layers.datasets import delete_dataset, refuse_control
 from layers.ingest import (
@@ -44,7 +44,6 @@ IMPORT_TIMEOUT = "15min"
 MAX_REJECTIONS_SHOWN = 20  # in a 422 answer; the CLI's --json report has them all
 ALLOWED_SUFFIXES = {".geojson", ".json", ".geojsonl", ".geojsons", ".gpkg", ".zip", ".csv",
                     ".tsv", ".txt", ".fgb", ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
-MAX_BODY_MB = 100  # a GeoJSON body; larger data comes as a file upload
 # The upload's form fields: the file and the CLI's options (see upload below).
 UPLOAD_FIELDS = ("file", "dataset", "crs", "layer", "mapping", "values", "defaults",
                  "provider", "owner_unit", "licence", "update_cadence")  # fmt: skip
