@@ -85,11 +85,15 @@ def _operational(request: Request) -> bool:
 
 
 @contextmanager
-def pooled_connection(request: Request) -> Iterator[psycopg.Connection]:
+def pooled_connection(
+    request: Request, operational: bool | None = None
+) -> Iterator[psycopg.Connection]:
     """A connection from the pool of the route's class (operational routes have their own),
     returned (and rolled back if left open) after."""
     state = request.app.state
-    pool: ConnectionPool = state.operational_pool if _operational(request) else state.pool
+    if operational is None:
+        operational = _operational(request)
+    pool: ConnectionPool = state.operational_pool if operational else state.pool
     try:
         with pool.connection() as conn:
             yield conn
@@ -125,10 +129,11 @@ async def with_connection(
     threads of their own, so a thread pool full of public requests cannot hold them up."""
 
     def run() -> T:
-        with pooled_connection(request) as conn:
+        with pooled_connection(request, operational) as conn:
             return call(conn, *args, **kwargs)
 
-    limiter = request.app.state.operational_threads if _operational(request) else None
+    operational = _operational(request)  # once per request: locate and nearest are hot
+    limiter = request.app.state.operational_threads if operational else None
     return await anyio.to_thread.run_sync(run, limiter=limiter)
 
 

@@ -77,6 +77,11 @@ def check_layers(conn: psycopg.Connection, layers: list[str]) -> dict[str, str]:
     return tables
 
 
+def _key(layer: str) -> str:
+    """The column that names a feature of the layer in the answers."""
+    return "code" if layer in ("units", "jurisdictions") else "id"
+
+
 def _summary(layer: str, alias: str = "f") -> sql.Composable:
     """What a person wants to see of a feature: chosen columns of a built-in layer, all
     properties of a scene (they are its schema)."""
@@ -217,7 +222,7 @@ def _exact_nearest(
     layer: str, table: str, lon: float, lat: float, metres: float, k: int
 ) -> sql.Composable:
     """The k features nearest the point on the globe among those within ``metres``."""
-    key = sql.Identifier("code" if layer in ("units", "jurisdictions") else "id")
+    key = sql.Identifier(_key(layer))
     point = sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(
         sql.Literal(lon), sql.Literal(lat)
     )
@@ -268,7 +273,7 @@ def _nearest_query(layer: str, table: str, within_max_distance: bool, boxed: boo
     # rest: the geography test alone cannot use it, and the scan walked the whole table
     # wherever fewer than the candidates lay within the distance.
     point = sql.SQL("ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)")
-    key = "code" if layer in ("units", "jurisdictions") else "id"
+    key = _key(layer)
     within = sql.SQL("")
     if within_max_distance:
         within = sql.SQL("AND ST_DWithin(f.geom::geography, {}::geography, %(max)s)").format(point)
@@ -306,9 +311,12 @@ def _near_point(lon: float, lat: float, metres: float) -> sql.Composable:
     """Features within ``metres`` of the point by geodesic distance on the spheroid. The
     index finds candidates in a lon/lat box around the circle (two boxes where it crosses
     the antimeridian); ST_DWithin on geography decides exactly."""
-    dlat = metres / 110_574.0 * 1.01 + 1e-9
+    # The box _search_box makes, with its margin for a great circle's bulge.
+    dlat = metres / _METRES_PER_DEGREE_LAT * 1.01 + _ARC_MARGIN_DEG
+    farthest = math.radians(min(abs(lat) + dlat, 90))
     dlon = min(
-        metres / (111_320.0 * max(math.cos(math.radians(min(abs(lat) + dlat, 90))), 1e-6)) * 1.01,
+        metres / (_METRES_PER_DEGREE_LON_EQUATOR * max(math.cos(farthest), 1e-6)) * 1.01
+        + _ARC_MARGIN_DEG,
         180,
     )
     point = sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(
@@ -398,7 +406,7 @@ def _intersecting(
     table_name: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Up to ``limit`` features of ``layer`` that ``match`` (SQL on ``f``), and how many."""
-    key = "code" if layer in ("units", "jurisdictions") else "id"
+    key = _key(layer)
     table = sql.Identifier(table_name or layer)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(

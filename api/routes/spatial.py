@@ -224,7 +224,7 @@ def within_radius(
     conn: Connection,
     lon: Number,
     lat: Number,
-    radius: Annotated[float, Query(gt=0, le=5000, description="metres"), Plain],
+    radius: Annotated[float, Query(gt=0, le=spatial.MAX_RADIUS_M, description="metres"), Plain],
     layers: str = DEFAULT_LAYERS,
     limit: Annotated[int, Query(ge=1, le=spatial.MAX_WITHIN_FEATURES), Plain] = 1000,
     crs: CrsParam = "CRS84",
