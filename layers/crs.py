@@ -384,8 +384,9 @@ def off_the_globe(stored: np.ndarray, source: SourceCRS, given: np.ndarray) -> n
         outside |= (west < area.west - margin) | (east > area.east + margin)
         outside |= (south < area.south - margin) | (north > area.north + margin)
     found = np.full(present.sum(), None, dtype=object)
+    rows = np.flatnonzero(present)
     for j in np.flatnonzero(outside):
-        i = int(np.flatnonzero(present)[j])
+        i = int(rows[j])
         found[j] = _off_the_globe(stored[i], given[i], source, area, margin)
     reasons[present] = found
     return reasons

@@ -50,6 +50,7 @@ from layers.readers import (
     Column,
     FeatureFrame,
     FeatureReader,
+    is_none,
     no_coordinates,
     open_features,
     read_features,
@@ -279,10 +280,9 @@ def import_frame(
 def check_options(options: ImportOptions) -> None:
     """InvalidInput for an option the data base cannot store (a NUL character), or an
     inventory name holding a control character, naming it: before any feature is read."""
-    for name, flag in OPTION_FLAGS.items():
-        refuse_nul(flag, getattr(options, name))
-    for name in ("dataset", "provider", "owner_unit", "licence", "update_cadence"):
-        refuse_control(OPTION_FLAGS[name], getattr(options, name))
+    names = ("dataset", "provider", "owner_unit", "licence", "update_cadence")
+    for name, flag in OPTION_FLAGS.items():  # refuse_control refuses NUL too
+        (refuse_control if name in names else refuse_nul)(flag, getattr(options, name))
     for name, flag in (("mapping", "--map"), ("values", "--set"), ("defaults", "--default")):
         for target, value in getattr(options, name).items():
             refuse_nul(f"{flag} ({name} over HTTP)", target)
@@ -377,7 +377,7 @@ class _Batch:
 
     @property
     def keep(self) -> np.ndarray:
-        return _is_none(self.reasons)
+        return is_none(self.reasons)
 
     def rows(self, report: ImportReport, dataset: str) -> dict[str, Any]:
         """The rows to write; rejections and repairs are added to ``report``."""
@@ -414,11 +414,11 @@ def _prepare_batch(
     geoms, from_file, repaired = _prepare_geometries(
         kind, frame, source_crs, reasons, validity.result(), unstorable
     )
-    if all_or_nothing and not _is_none(unstorable).all():
+    if all_or_nothing and not is_none(unstorable).all():
         _refuse_whole(frame, unstorable, start)
-    unset = _is_none(reasons)  # a geometry's reason comes first: it is checked first
+    unset = is_none(reasons)  # a geometry's reason comes first: it is checked first
     reasons[unset] = unstorable[unset]
-    unset = _is_none(reasons)
+    unset = is_none(reasons)
     reasons[unset] = field_reasons[unset]
     keys = _source_keys(kind, frame, columns, reasons, report.notes, seen, start)
     if "floors" in columns and "height_m" in columns:
@@ -436,7 +436,7 @@ def _unstorable_values(frame: FeatureFrame) -> np.ndarray:
     reasons = np.full(len(frame), None, dtype=object)
     for name, column in frame.fields.items():
         if NUL in name:
-            given = ~_is_none(np.asarray(_python_values(column), dtype=object))
+            given = ~is_none(np.asarray(_python_values(column), dtype=object))
             why = f"field name {name!r} holds a NUL character (\\0), which cannot be stored"
             _reject(reasons, given, why)
             continue
@@ -510,7 +510,7 @@ def _unstorable(value: Any, depth: int) -> str | None:
 
 def _refuse_whole(frame: FeatureFrame, unstorable: np.ndarray, start: int) -> None:
     """InvalidInput naming the features of a request body that cannot be stored."""
-    bad = np.flatnonzero(~_is_none(unstorable))
+    bad = np.flatnonzero(~is_none(unstorable))
     named = [
         f"{frame.labels[i] if frame.labels else f'feature {start + i + 1} ({frame.fids[i]})'}: "
         f"{unstorable[i]}"
@@ -538,7 +538,7 @@ def _geometry_column(geoms: np.ndarray, from_file: pa.Array | None) -> pa.Array:
         from_file = pa.nulls(len(geoms), pa.binary())
     else:
         made = np.asarray(from_file.is_valid(), dtype=bool)
-    rest = ~made & ~_is_none(geoms)
+    rest = ~made & ~is_none(geoms)
     if not rest.any():
         return from_file
     encoded = pa.array(ewkb(geoms[rest]), pa.binary())
@@ -577,7 +577,7 @@ def _source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None
     # vertex only itself (one feature with one vertex at latitude 95 is not a CRS question).
     wgs84 = resolve_crs("EPSG:4326")
     firsts = _first_points(frame.geoms)
-    wrong = ~_is_none(implausible(firsts, wgs84)) & present
+    wrong = ~is_none(implausible(firsts, wgs84)) & present
     if wrong.sum() <= 0.5 * present.sum():
         return wgs84
     i = int(np.flatnonzero(wrong)[0])
@@ -635,7 +635,7 @@ def _prepare_geometries(
         unstorable = np.full(len(geoms), None, dtype=object)
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if frame.geometry_reasons is not None:  # coordinates the reader could not take
-        unread = ~_is_none(frame.geometry_reasons)
+        unread = ~is_none(frame.geometry_reasons)
         for i in np.flatnonzero(unread):
             _reject_one(unstorable, i, frame.geometry_reasons[i])
             _reject_one(reasons, i, frame.geometry_reasons[i])
@@ -646,18 +646,18 @@ def _prepare_geometries(
         # NaN or infinite coordinates: GEOS finds them invalid, so only those are looked at.
         valid = valid_as_read if valid_as_read is not None else shapely.is_valid(geoms)
         bad_numbers = non_finite(geoms, source, ~present | valid)
-        for i in np.flatnonzero(~_is_none(bad_numbers)):
+        for i in np.flatnonzero(~is_none(bad_numbers)):
             _reject_one(unstorable, i, bad_numbers[i])
             _reject_one(reasons, i, bad_numbers[i])
-        present &= _is_none(bad_numbers)
+        present &= is_none(bad_numbers)
     if source is not None and present.any():
         wrong = implausible(geoms, source)
-        bad = ~_is_none(wrong) & present
+        bad = ~is_none(wrong) & present
         # The file is in another CRS when most features' first coordinates are off; a
         # feature with one bad vertex is rejected alone (see _source_crs).
         firsts = implausible(_first_points(geoms), source)
-        if (~_is_none(firsts) & present).sum() > 0.5 * present.sum():
-            i = int(np.flatnonzero(~_is_none(firsts) & present)[0])
+        if (~is_none(firsts) & present).sum() > 0.5 * present.sum():
+            i = int(np.flatnonzero(~is_none(firsts) & present)[0])
             x, y = shapely.get_coordinates(geoms[i : i + 1])[0]
             stated = _other_stated_crs(frame.crs, source)
             if stated:
@@ -699,8 +699,8 @@ def _prepare_geometries(
         # Every vertex, once in longitude/latitude: on the globe, and (for a projected
         # CRS) within the area it is defined for.
         lost = off_the_globe(out[present], source, geoms[present])
-        at = np.flatnonzero(present)[~_is_none(lost)]
-        for i, why in zip(at, lost[~_is_none(lost)], strict=True):
+        at = np.flatnonzero(present)[~is_none(lost)]
+        for i, why in zip(at, lost[~is_none(lost)], strict=True):
             _reject_one(unstorable, i, f"coordinates cannot be in {source.name}: {why}")
             _reject_one(reasons, i, f"coordinates cannot be in {source.name}: {why}")
             out[i] = None
@@ -876,7 +876,7 @@ class _FieldPlan:
             for column in self.sources.get(f.name, []):
                 raw = frame.fields[column]
                 parsed, why, placeholder = _parse_column(f.parse, raw)
-                emptied = placeholder & _is_none(found)
+                emptied = placeholder & is_none(found)
                 if emptied.any():
                     what = f"{column} -> {f.name}"
                     self.placeholders[what] += int(emptied.sum())
@@ -884,8 +884,8 @@ class _FieldPlan:
                     words = self.placeholder_words.setdefault(what, {})
                     for i in np.flatnonzero(emptied)[:100]:
                         words.setdefault(str(_value_at(raw, int(i))).strip(), None)
-                unread = ~_is_none(why)
-                empty = _is_none(found)
+                unread = ~is_none(why)
+                empty = is_none(found)
                 bad = unread & empty
                 if bad.any():
                     what = f"{column} -> {f.name}"
@@ -895,26 +895,26 @@ class _FieldPlan:
                     kept = f"{column}_raw" if column in known else column
                     for i in np.flatnonzero(bad):
                         properties[i][kept] = _json_safe(as_given(_value_at(raw, int(i))))
-                    first = bad & _is_none(unread_why)
+                    first = bad & is_none(unread_why)
                     unread_why[first] = why[first]
-                take = empty & ~unread & ~_is_none(parsed)
+                take = empty & ~unread & ~is_none(parsed)
                 found[take] = parsed[take]
             # Gaps are filled from what the feature says of itself first (a sensor's unit
             # from its kind), then by the person's --default, then by the schema's default.
             if f.name in kind.defaults_from and kind.defaults_from[f.name][0] in columns:
                 basis, table = kind.defaults_from[f.name]
-                gaps = np.flatnonzero(_is_none(found))
+                gaps = np.flatnonzero(is_none(found))
                 derived = [table.get(v) for v in np.asarray(columns[basis], dtype=object)[gaps]]
                 found[gaps] = derived
                 self.derived[f"{f.name} from {basis}"] += sum(bool(d) for d in derived)
             if f.name in self.fallback:
-                found[_is_none(found)] = self.fallback[f.name]
+                found[is_none(found)] = self.fallback[f.name]
             if f.name in kind.defaults:
-                found[_is_none(found)] = kind.defaults[f.name]
+                found[is_none(found)] = kind.defaults[f.name]
             if f.required:
-                missing = _is_none(found)
+                missing = is_none(found)
                 # A value the file has but that means nothing here: say so, not "no value".
-                for i in np.flatnonzero(missing & ~_is_none(unread_why)):
+                for i in np.flatnonzero(missing & ~is_none(unread_why)):
                     _reject_one(reasons, i, f"{f.name} {unread_why[i]}")
                 hint = (
                     f"map a field with --map {f.name}=FIELD, fill gaps with --default "
@@ -1005,13 +1005,8 @@ def _parse_column(
     emptied = placeholder[codes]
     if not isinstance(raw, pa.Array):  # NaN given as a value (JSON's NaN): emptied too
         given = np.asarray(raw, dtype=object)
-        emptied |= np.asarray(pd.isna(given), dtype=bool) & ~_is_none(given)
+        emptied |= np.asarray(pd.isna(given), dtype=bool) & ~is_none(given)
     return parsed[codes], why[codes], emptied
-
-
-def _is_none(values: np.ndarray) -> np.ndarray:
-    """Where an object array holds None, in C rather than a Python loop."""
-    return np.equal(values, None)
 
 
 def _source_keys(
@@ -1032,7 +1027,7 @@ def _source_keys(
     if key_field == "source_id":
         ids = columns.get("source_id")
         ids = np.full(len(frame), None, dtype=object) if ids is None else np.asarray(ids)
-        given = ~_is_none(ids)
+        given = ~is_none(ids)
         if not given.any() and not frame.ids_given and NO_SOURCE_ID not in notes:
             notes.append(NO_SOURCE_ID)
         keys = np.where(given, ids, frame.fids).tolist()  # ids are text: parse_text
@@ -1044,7 +1039,7 @@ def _source_keys(
         ]
         if "source_id" not in columns:
             columns["source_id"] = [str(k) for k in columns[key_field]]
-    eligible = _is_none(reasons)
+    eligible = is_none(reasons)
     numbers = range(start, start + len(keys))
     # The usual case, found in C: no key twice in the batch, none from an earlier batch.
     if eligible.all():
@@ -1070,7 +1065,7 @@ def _estimate_heights(columns: dict[str, Any], reasons: np.ndarray) -> int:
     """Heights from floors where a building has none, marked as estimated; how many."""
     heights = np.asarray(columns["height_m"], dtype=object)
     floors = np.asarray(columns["floors"], dtype=object)
-    need = _is_none(heights) & ~_is_none(floors) & _is_none(reasons)
+    need = is_none(heights) & ~is_none(floors) & is_none(reasons)
     need[need] &= floors[need] != 0
     uses = columns.get("use")
     if need.any():

@@ -592,10 +592,10 @@ def _read_csv(raw: bytes, name: str) -> FeatureFrame:
     if x_col and y_col:
         xs, x_why = _coordinates(columns[x_col], x_col)
         ys, y_why = _coordinates(columns[y_col], y_col)
-        ok = _is_none(x_why) & _is_none(y_why) & ~np.isnan(xs) & ~np.isnan(ys)
+        ok = is_none(x_why) & is_none(y_why) & ~np.isnan(xs) & ~np.isnan(ys)
         geoms = np.full(n, None, dtype=object)
         geoms[ok] = shapely.points(xs[ok], ys[ok])
-        reasons = np.where(_is_none(x_why), y_why, x_why)
+        reasons = np.where(is_none(x_why), y_why, x_why)
         used = {x_col, y_col}
     elif wkt_col:
         geoms = np.array([_wkt(v) for v in columns[wkt_col]], dtype=object)
@@ -624,7 +624,8 @@ def no_coordinates(frame: FeatureFrame) -> str:
     )
 
 
-def _is_none(values: np.ndarray) -> np.ndarray:
+def is_none(values: np.ndarray) -> np.ndarray:
+    """Where an object array holds None, in C rather than a Python loop."""
     return np.equal(values, None)
 
 
