@@ -393,3 +393,10 @@ def test_a_bbox_of_no_width_selects_what_lies_on_it(client: TestClient, conn: ps
         (x, y - 0.01, x, y + 0.01),
     ).fetchone()[0]
     assert line["numberMatched"] == on_line
+
+
+def test_a_filter_body_over_its_limit_is_413(client: TestClient):
+    body = json.dumps({"op": "in", "args": [{"property": "name"}, ["x" * 100] * 20_000]})
+    answer = client.post("/collections/buildings/items", content=body,
+                         headers={"content-type": "application/query-cql-json"})  # fmt: skip
+    assert answer.status_code == 413 and "filter body is over" in answer.json()["detail"]

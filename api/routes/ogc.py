@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from api import openapi30
 from api.access import HeavyPage, Public
 from api.deps import Connection, Plain, with_connection
+from api.errors import TooLarge
 from twin import features
 from twin.errors import InvalidInput
 
@@ -338,7 +339,7 @@ async def search_items(
     parameters stay in the query."""
     body = await request.body()
     if len(body) > MAX_FILTER_BODY:
-        raise InvalidInput(f"the filter body is over {MAX_FILTER_BODY:,} bytes; simplify it")
+        raise TooLarge(f"the filter body is over {MAX_FILTER_BODY:,} bytes; simplify it")
     if query.filter is not None:
         raise InvalidInput("give the filter either as filter= or as the body, not both")
     if body.strip():
