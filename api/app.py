@@ -16,6 +16,7 @@ from api.access import Gate
 from api.deps import configure
 from api.errors import install_error_handlers
 from api.routes import health, imports, layers, ogc, spatial
+from twin import registry
 from twin.settings import Settings
 
 GC_THRESHOLDS = (10_000, 5, 100)  # CPython's are (700, 10, 10)
@@ -46,6 +47,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         app.state.heavy_gate = Gate(settings.heavy_concurrency, settings.heavy_queue_s)
         app.state.pool.open()
         app.state.operational_pool.open()
+        app.state.catalogue.listen(database_url)
         # An area answer is some 200,000 small containers: at CPython's default thresholds
         # a full collection ran every second under heavy reads, holding the GIL, so every
         # request, for up to 0.8 s (bench/RESULTS.md). Fewer, younger collections, and
@@ -58,6 +60,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         finally:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
+            app.state.catalogue.close()
             app.state.operational_pool.close()
             app.state.pool.close()
 
@@ -69,6 +72,8 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # The catalogue held in memory, reloaded when the change log says a layer changed.
+    app.state.catalogue = registry.Snapshot()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(layers.router)

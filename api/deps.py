@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BeforeValidator
 
 from api.access import RouteClass, route_class
+from twin import registry
 from twin.errors import DatabaseUnavailable, InvalidInput
 
 
@@ -101,6 +102,26 @@ def pooled_connection(
         raise DatabaseUnavailable(
             "the data base is not answering (connection pool timed out)"
         ) from exc
+
+
+def catalogue_of(request: Request, conn: psycopg.Connection) -> registry.Catalogue:
+    """The catalogue as this process holds it (read afresh on ``conn`` after a change)."""
+    snapshot: registry.Snapshot = request.app.state.catalogue
+    return snapshot.get(conn)
+
+
+def _catalogue_changed(request: Request) -> Iterator[None]:
+    """After a write route has run: this process's next answer reads the catalogue afresh
+    (the change log's notice says so too, a moment later, to every process)."""
+    try:
+        yield
+    finally:
+        snapshot: registry.Snapshot = request.app.state.catalogue
+        snapshot.invalidate()
+
+
+# For routes that write features or layers: their own next answer is current.
+WritesLayers = Depends(_catalogue_changed, scope="function")
 
 
 def connection(request: Request) -> Iterator[psycopg.Connection]:

@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from layers.values import NUL, refuse_nul
-from twin import catalogue, schema
+from twin import catalogue, changes, registry
 from twin.errors import Conflict, InvalidInput, NotFound
 
 CONTROL = re.compile(r"[\x01-\x1f\x7f]")
@@ -58,7 +58,7 @@ def record_dataset(
     for name, value in inventory.items():
         refuse_control(name, value)
     if features is None:
-        table = catalogue.layer_table(conn, layer)
+        table = registry.resolve(conn, layer).table
         query = sql.SQL("SELECT count(*) FROM {} WHERE dataset = %s").format(sql.Identifier(table))
         features = int(conn.execute(query, (dataset,)).fetchone()[0])  # type: ignore[index]
     given = {name: inventory.get(name) for name in catalogue.INVENTORY_FIELDS}
@@ -102,8 +102,9 @@ def list_datasets(conn: psycopg.Connection, layer: str) -> list[dict[str, Any]]:
     inventory fields are empty for a dataset no import recorded. NotFound for an unknown
     layer.
     """
-    table = catalogue.layer_table(conn, layer)  # the allow-list: built-ins and scenes
-    has_time = "updated_at" in catalogue.table_columns(conn, table)
+    described = registry.resolve(conn, layer)  # the allow-list: built-ins and scenes
+    table = described.table
+    has_time = described.time_column == "updated_at"
     query = sql.SQL(
         """
         SELECT f.dataset, f.features, f.updated_at,
@@ -138,10 +139,10 @@ def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
     """
     if NUL in dataset:  # the data base could not even look for it
         raise InvalidInput(f"a dataset name holds no NUL character (\\0): {dataset!r}")
-    table = catalogue.layer_table(conn, layer)
+    described = registry.resolve(conn, layer)
     try:
         with conn.transaction():
-            deleted = _delete(conn, layer, table, dataset)
+            deleted, box = delete_features(conn, described, dataset)
             if deleted == 0:
                 raise NotFound(_no_such_dataset(conn, layer, dataset))
             with conn.cursor(row_factory=dict_row) as cur:
@@ -149,7 +150,10 @@ def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
                     "DELETE FROM dataset_inventory WHERE layer = %s AND dataset = %s RETURNING *",
                     (layer, dataset),
                 ).fetchone()
-            catalogue.refresh_layer_statistics(conn, layer)
+            changes.record(
+                conn, layer, "delete", box=box, dataset=dataset, features=deleted,
+                table=described.table,
+            )  # fmt: skip
             if removed is not None:  # the layer's entry forgets the terms of what went
                 catalogue.forget_dataset_terms(conn, layer, removed)
     except psycopg.errors.ForeignKeyViolation as exc:
@@ -170,7 +174,7 @@ def forget_emptied_datasets(conn: psycopg.Connection, layer: str, keep: str) -> 
     jurisdictions by code): an import into ``keep`` takes over the features it matches,
     and may leave the datasets they came from empty.
     """
-    table = catalogue.layer_table(conn, layer)
+    table = registry.resolve(conn, layer).table
     with conn.cursor(row_factory=dict_row) as cur:
         removed = cur.execute(
             sql.SQL(
@@ -188,29 +192,49 @@ def forget_emptied_datasets(conn: psycopg.Connection, layer: str, keep: str) -> 
     return sorted(e["dataset"] for e in removed)
 
 
-def _delete(conn: psycopg.Connection, layer: str, table: str, dataset: str) -> int:
-    if table == "jurisdictions":
-        # A parent may not go before its children: delete level by level, lowest first.
+def delete_features(
+    conn: psycopg.Connection, layer: registry.Layer, dataset: str
+) -> tuple[int, changes.Box | None]:
+    """Delete the features of one dataset of ``layer``, children before parents in a
+    layer that holds its own hierarchy; returns how many went and the box they covered
+    (for the change log, which the caller writes). A sensor's asset among them lapses."""
+    table = sql.Identifier(layer.table)
+    box = changes.box_of(
+        conn, sql.SQL("SELECT geom FROM {} WHERE dataset = %s").format(table), (dataset,)
+    )
+    if layer.hierarchy is not None:
+        column, levels = layer.hierarchy
         deleted = 0
-        for level in reversed(schema.JURISDICTION_LEVELS):
+        for level in reversed(levels):  # a parent may not go before its children
             deleted += conn.execute(
-                "DELETE FROM jurisdictions WHERE dataset = %s AND level = %s", (dataset, level)
+                sql.SQL("DELETE FROM {} WHERE dataset = %s AND {} = %s").format(
+                    table, sql.Identifier(column)
+                ),
+                (dataset, level),
             ).rowcount
-        return deleted
-    if "id" not in catalogue.table_columns(conn, table):
-        query = sql.SQL("DELETE FROM {} WHERE dataset = %s").format(sql.Identifier(table))
-        return conn.execute(query, (dataset,)).rowcount
-    query = sql.SQL(
-        """
-        WITH gone AS (DELETE FROM {} WHERE dataset = %s RETURNING id),
-        lapsed AS (
-            UPDATE sensors SET asset_layer = NULL, asset_id = NULL
-            WHERE asset_layer = %s AND asset_id IN (SELECT id FROM gone)
+        return deleted, box
+    if layer.id_column != "id":
+        query = sql.SQL("DELETE FROM {} WHERE dataset = %s").format(table)
+        return conn.execute(query, (dataset,)).rowcount, box
+    # Sensors name their asset by layer and id, which no foreign key can check.
+    lapses = [
+        sql.SQL(
+            ", {name} AS (UPDATE {holder} SET {lc} = NULL, {ic} = NULL"
+            " WHERE {lc} = %(layer)s AND {ic} IN (SELECT id FROM gone))"
+        ).format(
+            name=sql.Identifier(f"lapsed_{holder.name}"), holder=sql.Identifier(holder.table),
+            lc=sql.Identifier(holder.asset_reference[0]),
+            ic=sql.Identifier(holder.asset_reference[1]),
         )
-        SELECT count(*) FROM gone
-        """
-    ).format(sql.Identifier(table))
-    return int(conn.execute(query, (dataset, layer)).fetchone()[0])  # type: ignore[index]
+        for holder in registry.BUILTIN_LAYERS
+        if holder.asset_reference is not None
+    ]  # fmt: skip
+    query = sql.SQL(
+        "WITH gone AS (DELETE FROM {} WHERE dataset = %(dataset)s RETURNING id){}"
+        " SELECT count(*) FROM gone"
+    ).format(table, sql.SQL("").join(lapses))
+    row = conn.execute(query, {"dataset": dataset, "layer": layer.name}).fetchone()
+    return int(row[0]) if row else 0, box
 
 
 def _no_such_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> str:

@@ -20,6 +20,7 @@ from shapely.ops import substring
 from layers.ingest import ImportOptions, ImportReport, Progress, import_frame
 from layers.kinds import KINDS
 from layers.readers import FeatureFrame
+from twin import changes
 from twin.errors import InvalidInput
 
 
@@ -146,15 +147,25 @@ def import_epanet(
         report = import_frame(
             conn, KINDS["pipes"], pipes, pipe_options, dataset=dataset, progress=progress
         )
-        conn.execute(
+        tied = conn.execute(
             """
-            UPDATE pipes p SET from_node_id = a.id, to_node_id = b.id
-            FROM pipe_nodes a, pipe_nodes b
-            WHERE p.dataset = %(dataset)s
-              AND a.dataset = %(dataset)s AND a.source_id = p.properties->>'from_node'
-              AND b.dataset = %(dataset)s AND b.source_id = p.properties->>'to_node'
+            WITH tied AS (
+                UPDATE pipes p SET from_node_id = a.id, to_node_id = b.id
+                FROM pipe_nodes a, pipe_nodes b
+                WHERE p.dataset = %(dataset)s
+                  AND a.dataset = %(dataset)s AND a.source_id = p.properties->>'from_node'
+                  AND b.dataset = %(dataset)s AND b.source_id = p.properties->>'to_node'
+                RETURNING p.geom
+            )
+            SELECT n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)
+            FROM (SELECT count(*) AS n, ST_Extent(geom) AS e FROM tied) AS x
             """,
             {"dataset": dataset},
-        )
+        ).fetchone()
+        if tied is not None and tied[0]:  # the network's topology changed: say so
+            changes.record(
+                conn, "pipes", "topology", box=(tied[1], tied[2], tied[3], tied[4]),
+                dataset=dataset, features=int(tied[0]), table="pipes",
+            )  # fmt: skip
     report.related.append(node_report)
     return report

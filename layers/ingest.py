@@ -57,7 +57,7 @@ from layers.readers import (
 )
 from layers.terrain import sample_elevations, terrain_loaded
 from layers.values import BLANK_WORDS, NUL, as_given, is_blank, parse_text, refuse_nul
-from twin import catalogue
+from twin import catalogue, changes, registry
 from twin.bulk import CopyStream, arrow_offsets, copy_stream, ewkb
 from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
@@ -356,7 +356,7 @@ def import_batches(
         if writer.written:  # a file that stored nothing leaves the inventory as it was
             _update_catalogue(conn, kind, options, report, bounds if writer.direct else None)
         if kind.name in ELEVATED and writer.written and terrain_loaded(conn):
-            filled = sample_elevations(conn).get(kind.name, 0)
+            filled = sample_elevations(conn, [registry.BUILTIN[kind.name]]).get(kind.name, 0)
             report.notes.append(f"{filled:,} elevations taken from the terrain")
         if kind.name == "jurisdictions" and writer.written:
             codes = [str(c) for c in _take(batch.columns["code"], batch.keep)]
@@ -1274,10 +1274,16 @@ def _update_catalogue(
                 " it left the inventory"
             )
     if added_bounds is None or not np.isfinite(added_bounds).all():
-        catalogue.refresh_layer_statistics(conn, kind.name)
+        changes.record(
+            conn, kind.name, "import", box=changes.WHOLE_LAYER, dataset=report.dataset,
+            features=report.inserted + report.updated, table=kind.table,
+        )  # fmt: skip
     else:
         bounds = tuple(float(b) for b in added_bounds)
-        catalogue.grow_layer_statistics(conn, kind.name, report.inserted, bounds)  # type: ignore[arg-type]
+        changes.record(
+            conn, kind.name, "import", box=bounds, dataset=report.dataset,  # type: ignore[arg-type]
+            features=report.inserted, added_only=True, table=kind.table,
+        )  # fmt: skip
 
 
 # -- small helpers -----------------------------------------------------------------------------

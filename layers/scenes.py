@@ -8,7 +8,6 @@ here from a checked name, never taken from input as it is.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import psycopg
@@ -18,11 +17,11 @@ from psycopg.types.json import Jsonb
 from layers.datasets import refuse_control
 from layers.kinds import SOURCE_ID, Field, LayerKind
 from layers.values import parse_bool, parse_integer, parse_number, parse_text, refuse_nul
-from twin import catalogue
+from twin import catalogue, changes, registry
 from twin.errors import Conflict, InvalidInput, NotFound
 from twin.schema import SRID
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+NAME_PATTERN = registry.SCENE_NAME  # a scene's name and its properties' names
 GEOMETRY_TYPES = {
     "point": ("Point", "POINT", "point"),
     "linestring": ("LineString", "LINESTRING", "line"),
@@ -66,7 +65,7 @@ def create_scene(
             f"scene name {name[:60]!r}: use 2-40 lower-case letters, digits or _, starting "
             "with a letter"
         )
-    if name in catalogue.BUILTIN_BY_NAME:
+    if name in registry.BUILTIN:
         raise InvalidInput(f"{name!r} is a built-in layer; choose another scene name")
     geometry = GEOMETRY_TYPES.get(geometry_type.strip().lower())
     if geometry is None:
@@ -92,7 +91,7 @@ def create_scene(
     exists = conn.execute("SELECT 1 FROM layer_catalogue WHERE name = %s", (name,)).fetchone()
     if exists:
         raise Conflict(f"a layer named {name!r} exists already; choose another scene name")
-    table = f"scene_{name}"
+    table = registry.scene_table(name)
     with conn.transaction():
         conn.execute(
             sql.SQL(
@@ -134,32 +133,29 @@ def create_scene(
                 owner_unit,
             ),
         )
+        changes.record(conn, name, "scene_create", box=None, table=table)
     return catalogue.get_layer(conn, name)
 
 
 def scene_kind(conn: psycopg.Connection, name: str) -> LayerKind:
     """The import target of a registered scene."""
-    row = conn.execute(
-        "SELECT table_name, geometry_type, property_schema FROM layer_catalogue"
-        " WHERE name = %s AND kind = 'scene'",
-        (name,),
-    ).fetchone()
-    if row is None:
+    layer = registry.resolve(conn, name)
+    if layer.kind != "scene":
         raise NotFound(f"no scene named {name!r}")
-    table, geometry_type, schema = row
-    if not catalogue.SCENE_TABLE.match(table):
-        raise NotFound(f"scene {name!r} has no usable table")
-    family = GEOMETRY_TYPES[geometry_type.lower()][2]
     fields = [SOURCE_ID] + [
         Field(prop, PROPERTY_TYPES[spec.get("type", "string")], (prop,))
-        for prop, spec in schema.get("properties", {}).items()
+        for prop, spec in layer.properties.items()
     ]
-    return LayerKind(name, table, family, tuple(fields), fields_in_properties=True)
+    return LayerKind(name, layer.table, layer.family, tuple(fields), fields_in_properties=True)
 
 
 def drop_scene(conn: psycopg.Connection, name: str) -> None:
-    """Remove a scene layer and its features."""
+    """Remove a scene layer and its features; the change log says where they were."""
     kind = scene_kind(conn, name)
     with conn.transaction():
+        box = changes.box_of(
+            conn, sql.SQL("SELECT geom FROM {}").format(sql.Identifier(kind.table))
+        )
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(kind.table)))
         conn.execute("DELETE FROM layer_catalogue WHERE name = %s AND kind = 'scene'", (name,))
+        changes.record(conn, name, "scene_drop", box=box)

@@ -9,17 +9,19 @@ the ground elevation under them.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 import rasterio
+from psycopg import sql
 from rasterio.errors import RasterioIOError
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from layers.crs import resolve_crs
+from twin import changes, registry
 from twin.bulk import copy_table
 from twin.errors import InvalidInput
 from twin.schema import SRID
@@ -27,12 +29,6 @@ from twin.schema import SRID
 TILE = 256
 NODATA = -9999.0
 LAYER = "terrain"
-# (table, elevation column, point the elevation is taken at)
-SAMPLED = (
-    ("buildings", "base_elevation_m", "ST_PointOnSurface(f.geom)"),
-    ("pipe_nodes", "ground_elevation_m", "f.geom"),
-    ("sensors", "elevation_m", "f.geom"),
-)
 Progress = Callable[[str, int, int], None]
 
 
@@ -59,6 +55,10 @@ def import_dem(
         )
     tiles = list(_tiles(elevation, transform))
     with conn.transaction():
+        replaced = changes.box_of(
+            conn, sql.SQL("SELECT ST_Envelope(rast) FROM terrain_tiles WHERE dataset = %s"),
+            (dataset,),
+        )  # fmt: skip
         conn.execute("DELETE FROM terrain_tiles WHERE dataset = %s", (dataset,))
         done = 0
 
@@ -75,6 +75,14 @@ def import_dem(
             progress=advance,
         )
         _register(conn, provider, crs or "from file")
+        loaded = changes.box_of(
+            conn, sql.SQL("SELECT ST_Envelope(rast) FROM terrain_tiles WHERE dataset = %s"),
+            (dataset,),
+        )  # fmt: skip
+        changes.record(
+            conn, LAYER, "import", box=changes.union(replaced, loaded), dataset=dataset,
+            features=len(tiles), table="terrain_tiles", geometry=sql.SQL("ST_Envelope(rast)"),
+        )  # fmt: skip
         sampled = sample_elevations(conn)
     height, width = elevation.shape
     return {
@@ -148,21 +156,45 @@ def raster_wkb(block: np.ndarray, upper_left_x: float, upper_left_y: float,
     return header + band + np.ascontiguousarray(block, dtype="<f4").tobytes()
 
 
-def sample_elevations(conn: psycopg.Connection) -> dict[str, int]:
-    """Fill missing elevations of buildings, pipe nodes and sensors from the terrain."""
+def sample_elevations(
+    conn: psycopg.Connection, layers: Iterable[registry.Layer] | None = None
+) -> dict[str, int]:
+    """Fill missing elevations of ``layers`` (by default every layer that takes them) from
+    the terrain; returns how many were filled per layer, each recorded as a change."""
     counts = {}
-    for table, column, point in SAMPLED:
-        # Table, column and expression are this module's constants, never input.
-        query = f"""
-            UPDATE {table} f SET {column} = round(v.z::numeric, 2)
-            FROM (
-                SELECT f.id, ST_Value(t.rast, 1, {point}) AS z
-                FROM {table} f JOIN terrain_tiles t ON ST_Intersects(t.rast, {point})
-                WHERE f.{column} IS NULL
-            ) v
-            WHERE f.id = v.id AND v.z IS NOT NULL
-        """  # noqa: S608
-        counts[table] = conn.execute(query).rowcount  # type: ignore[arg-type]
+    chosen = layers if layers is not None else registry.BUILTIN_LAYERS
+    for layer in chosen:
+        if layer.elevation is None:
+            continue
+        # Table, column and point expression come from the registry, never from input.
+        query = sql.SQL(
+            """
+            WITH filled AS (
+                UPDATE {table} f SET {column} = round(v.z::numeric, 2)
+                FROM (
+                    SELECT f.id, ST_Value(t.rast, 1, {point}) AS z
+                    FROM {table} f JOIN terrain_tiles t ON ST_Intersects(t.rast, {point})
+                    WHERE f.{column} IS NULL
+                ) v
+                WHERE f.id = v.id AND v.z IS NOT NULL
+                RETURNING f.geom
+            )
+            SELECT n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)
+            FROM (SELECT count(*) AS n, ST_Extent(geom) AS e FROM filled) AS x
+            """
+        ).format(
+            table=sql.Identifier(layer.table),
+            column=sql.Identifier(layer.elevation.column),
+            point=sql.SQL(layer.elevation.point),
+        )
+        row = conn.execute(query).fetchone()
+        filled = int(row[0]) if row is not None else 0
+        if filled and row is not None:
+            changes.record(
+                conn, layer.name, "elevation", box=(row[1], row[2], row[3], row[4]),
+                features=filled, table=layer.table,
+            )  # fmt: skip
+        counts[layer.name] = filled
     return counts
 
 
@@ -180,14 +212,9 @@ def _register(conn: psycopg.Connection, provider: str | None, source_crs: str) -
         ON CONFLICT (name) DO NOTHING
         """
     )
+    # The count and extent follow from the change log (import_dem records the change).
     conn.execute(
-        """
-        UPDATE layer_catalogue SET
-            feature_count = s.n, extent = s.extent, updated_at = now(),
-            provider = COALESCE(%s, provider), source_crs = %s
-        FROM (SELECT count(*) AS n, ST_Envelope(ST_Union(ST_Envelope(rast))) AS extent
-              FROM terrain_tiles) s
-        WHERE name = 'terrain'
-        """,
+        "UPDATE layer_catalogue SET provider = COALESCE(%s, provider), source_crs = %s"
+        " WHERE name = 'terrain'",
         (provider, source_crs),
     )

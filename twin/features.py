@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from twin import catalogue, cql
+from twin import cql, registry
 from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
 
@@ -42,10 +42,6 @@ _CRS_NAMES = {
     CRS84.upper(): CRS84,
 }  # fmt: skip
 MAX_OFFSET = 2**63 - 1  # PostgreSQL's OFFSET is a bigint
-_TYPES = {
-    "text": "string", "int4": "integer", "int8": "integer", "float8": "number",
-    "bool": "boolean", "jsonb": "object", "timestamptz": "string",
-}  # fmt: skip
 
 
 @dataclass
@@ -74,49 +70,38 @@ class Collection:
         return names
 
 
-def list_collections(conn: psycopg.Connection) -> list[Collection]:
+def list_collections(catalogue: registry.Catalogue) -> list[Collection]:
     """Every feature layer of the catalogue (terrain is a raster, not features)."""
-    return [
-        _collection(conn, layer)
-        for layer in catalogue.list_layers(conn)
-        if layer["kind"] != "terrain"
-    ]
+    return [collection(catalogue, layer.name) for layer in catalogue.feature_layers()]
 
 
-def get_collection(conn: psycopg.Connection, name: str) -> Collection:
+def get_collection(catalogue: registry.Catalogue, name: str) -> Collection:
     """The collection called ``name``; NotFound otherwise."""
     if "\x00" in name:  # PostgreSQL text cannot hold it: no layer is called that
         raise NotFound(f"no collection {name.replace(chr(0), '')[:63]!r}")
-    layer = catalogue.get_layer(conn, name)
-    if layer["kind"] == "terrain":
+    layer = catalogue.layer(name)
+    if not layer.has_features:
         raise NotFound(f"{name!r} is a raster, not a feature collection")
-    return _collection(conn, layer)
+    return collection(catalogue, name)
 
 
-def _collection(conn: psycopg.Connection, layer: dict[str, Any]) -> Collection:
-    table = catalogue.layer_table(conn, layer["name"])
-    columns = {
-        name: _TYPES.get(data_type, "string")
-        for name, data_type in catalogue.table_columns(conn, table).items()
-    }
-    id_column = "id" if "id" in columns else "code"
-    time_column = next((c for c in ("latest_at", "updated_at") if c in columns), None)
-    scene_properties = (
-        layer["property_schema"].get("properties", {}) if layer["kind"] == "scene" else {}
-    )
+def collection(catalogue: registry.Catalogue, name: str) -> Collection:
+    """The layer called ``name`` as a collection, with its catalogue entry's statistics."""
+    layer = catalogue.layer(name)
+    entry = catalogue.entries[name]
     return Collection(
-        name=layer["name"],
-        title=layer["title"],
-        description=layer["description"],
-        kind=layer["kind"],
-        table=table,
-        geometry_type=layer["geometry_type"],
-        id_column=id_column,
-        columns=columns,
-        time_column=time_column,
-        bbox=layer["bbox"],
-        feature_count=layer["feature_count"],
-        scene_properties=scene_properties,
+        name=layer.name,
+        title=entry["title"],
+        description=entry["description"],
+        kind=layer.kind,
+        table=layer.table,
+        geometry_type=layer.geometry_type,
+        id_column=layer.id_column,
+        columns=dict(layer.columns),
+        time_column=layer.time_column,
+        bbox=entry["bbox"],
+        feature_count=entry["feature_count"],
+        scene_properties=layer.properties,
     )
 
 

@@ -120,6 +120,29 @@ class LayerCatalogue(InventoryTerms, Base):
         Geometry("POLYGON", srid=SRID, spatial_index=False)
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The number of the layer's latest change (layer_changes.id): a tile or an answer made
+    # at this version is current until the number moves.
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class LayerChange(Base):
+    """The change log: one row per write that changed a layer's features, with the box
+    of what changed (old places and new). Tile caches drop the tiles under the box;
+    listeners hear of it by NOTIFY on the channel twin.changes.CHANNEL.
+
+    No foreign key to the catalogue: a dropped scene's last change outlives its row.
+    """
+
+    __tablename__ = "layer_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the new version number
+    layer: Mapped[str] = mapped_column(Text, index=True)
+    operation: Mapped[str] = mapped_column(Text)  # import, edit, delete, demo, elevation …
+    dataset: Mapped[str | None] = mapped_column(Text)
+    features: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # NULL: nothing with a place changed (a scene registered with no features yet).
+    bbox: Mapped[WKBElement | None] = mapped_column(Geometry("POLYGON", srid=SRID))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class DatasetInventory(InventoryTerms, Base):

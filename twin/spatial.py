@@ -15,19 +15,9 @@ import shapely
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from twin import catalogue
+from twin import registry
 from twin.errors import InvalidInput, NotFound
 
-# Layers these questions may name, with what a person wants to see of each feature.
-SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "buildings": ("name", "address", "use", "height_m", "floors"),
-    "public_spaces": ("kind", "name"),
-    "pipes": ("network", "diameter_mm", "material", "depth_m", "status"),
-    "pipe_nodes": ("network", "kind", "state", "depth_m"),
-    "sensors": ("device_id", "kind", "unit_of_measure", "latest_value", "online"),
-    "units": ("code", "name", "kind", "jurisdiction_code", "phone"),
-    "jurisdictions": ("code", "name", "level"),
-}
 PIPE_SEARCH_M = 5.0  # pipes this close to a point count as beneath it
 MAX_K = 100
 MAX_DISTANCE_M = 20_000.0
@@ -35,7 +25,6 @@ MAX_AREA_M2 = 50_000_000.0  # 50 km²: a district, not a province
 MAX_WITHIN_FEATURES = 5_000
 MAX_AREA_VERTICES = 20_000
 MAX_RADIUS_M = 5_000.0
-_LAYER_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")  # what a layer may be called, before asking
 
 
 def check_point(lon: float, lat: float) -> None:
@@ -49,46 +38,19 @@ def check_point(lon: float, lat: float) -> None:
         raise InvalidInput(f"lon {lon} is beyond ±180")
 
 
-def check_layers(conn: psycopg.Connection, layers: list[str]) -> dict[str, str]:
-    """The table of each layer named: the built-ins above, or a scene registered in the
-    catalogue (its table checked by pattern there); InvalidInput naming unknown ones."""
-    if not layers:
-        raise InvalidInput(
-            f"layers: name at least one layer ({', '.join(SUMMARY_COLUMNS)}, or a scene)"
-        )
-    tables: dict[str, str] = {}
-    unknown = []
-    for layer in layers:
-        if layer in SUMMARY_COLUMNS:
-            tables[layer] = layer
-            continue
-        if not _LAYER_NAME.fullmatch(layer):
-            unknown.append(repr(layer[:40]))
-            continue
-        try:
-            tables[layer] = catalogue.scene_table(conn, layer)
-        except NotFound:
-            unknown.append(layer)
-    if unknown:
-        raise InvalidInput(
-            f"unknown layer(s) {', '.join(unknown)}; choose from "
-            f"{', '.join(SUMMARY_COLUMNS)}, or a scene"
-        )
-    return tables
+def check_layers(conn: psycopg.Connection, layers: list[str]) -> dict[str, registry.Layer]:
+    """Each feature layer named, by name (built-in or scene); InvalidInput naming unknown
+    ones and the layers there are."""
+    return {layer.name: layer for layer in registry.resolve_feature_layers(conn, layers)}
 
 
-def _key(layer: str) -> str:
-    """The column that names a feature of the layer in the answers."""
-    return "code" if layer in ("units", "jurisdictions") else "id"
-
-
-def _summary(layer: str, alias: str = "f") -> sql.Composable:
-    """What a person wants to see of a feature: chosen columns of a built-in layer, all
+def _summary(columns: tuple[str, ...], alias: str = "f") -> sql.Composable:
+    """What a person wants to see of a feature: a layer's summary columns, or (none) all
     properties of a scene (they are its schema)."""
-    if layer not in SUMMARY_COLUMNS:
+    if not columns:
         return sql.SQL("{}.properties").format(sql.Identifier(alias))
     pairs: list[sql.Composable] = []
-    for column in SUMMARY_COLUMNS[layer]:
+    for column in columns:
         pairs += [
             sql.Literal(column),
             sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column)),
@@ -128,10 +90,10 @@ def _locate_query() -> str:
                AND ST_DWithin(f.geom::geography, here.p::geography, {metres})) x) AS pipes_beneath
         """
     ).format(
-        unit=_summary("units", "u"),
-        building=_summary("buildings"),
-        space=_summary("public_spaces"),
-        pipe=_summary("pipes"),
+        unit=_summary(registry.BUILTIN["units"].summary, "u"),
+        building=_summary(registry.BUILTIN["buildings"].summary),
+        space=_summary(registry.BUILTIN["public_spaces"].summary),
+        pipe=_summary(registry.BUILTIN["pipes"].summary),
         degrees=sql.Literal(PIPE_SEARCH_M / 80_000),  # metres to degrees, generously
         metres=sql.Literal(PIPE_SEARCH_M),
     )
@@ -169,7 +131,7 @@ def nearest(
         raise InvalidInput(f"max_distance must be more than 0 and at most {MAX_DISTANCE_M:g} m")
     box = None if max_distance_m is None else _search_box(lon, lat, max_distance_m)
     answer: dict[str, list[dict[str, Any]]] = {}
-    for layer in layers:
+    for name, layer in tables.items():
         parameters = {
             "lon": lon,
             "lat": lat,
@@ -179,7 +141,9 @@ def nearest(
             "dlon": box and box[0],
             "dlat": box and box[1],
         }
-        query = _nearest_query(layer, tables[layer], max_distance_m is not None, box is not None)
+        query = _nearest_query(
+            layer.table, layer.id_column, layer.summary, max_distance_m is not None, box is not None
+        )
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query, parameters).fetchall()
             if rows and not _candidates_suffice(rows, parameters["candidates"], lon, lat):
@@ -187,10 +151,8 @@ def nearest(
                 # across the antimeridian is not the order on the globe: every feature
                 # nearer than the k-th found is within that distance, so ask for those.
                 farthest = float(rows[-1]["distance_m"]) + 0.01
-                rows = cur.execute(
-                    _exact_nearest(layer, tables[layer], lon, lat, farthest, k)
-                ).fetchall()
-        answer[layer] = [
+                rows = cur.execute(_exact_nearest(layer, lon, lat, farthest, k)).fetchall()
+        answer[name] = [
             {"id": r["id"], "properties": r["properties"], "geometry": r["geometry"],
              "distance_m": round(float(r["distance_m"]), 2)}
             for r in rows
@@ -219,10 +181,10 @@ def _candidates_suffice(
 
 
 def _exact_nearest(
-    layer: str, table: str, lon: float, lat: float, metres: float, k: int
+    layer: registry.Layer, lon: float, lat: float, metres: float, k: int
 ) -> sql.Composable:
     """The k features nearest the point on the globe among those within ``metres``."""
-    key = sql.Identifier(_key(layer))
+    key = sql.Identifier(layer.id_column)
     point = sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(
         sql.Literal(lon), sql.Literal(lat)
     )
@@ -232,7 +194,7 @@ def _exact_nearest(
         " ST_Distance(f.geom::geography, {point}::geography) AS distance_m"
         " FROM {table} f WHERE {near} ORDER BY distance_m, f.{key} LIMIT {k}"
     ).format(
-        key=key, summary=_summary(layer), point=point, table=sql.Identifier(table),
+        key=key, summary=_summary(layer.summary), point=point, table=sql.Identifier(layer.table),
         near=_near_point(lon, lat, metres), k=sql.Literal(k),
     )  # fmt: skip
 
@@ -264,8 +226,10 @@ def _search_box(lon: float, lat: float, metres: float) -> tuple[float, float] | 
     return dlon, dlat
 
 
-@functools.cache
-def _nearest_query(layer: str, table: str, within_max_distance: bool, boxed: bool) -> str:
+@functools.lru_cache(maxsize=256)
+def _nearest_query(
+    table: str, key: str, summary: tuple[str, ...], within_max_distance: bool, boxed: bool
+) -> str:
     """nearest's statement for one layer, composed once (as locate's)."""
     # Index-assisted KNN on the planar distance, then the true metric distance on a
     # few more candidates than asked, so the order in metres is right. Within a distance,
@@ -273,7 +237,6 @@ def _nearest_query(layer: str, table: str, within_max_distance: bool, boxed: boo
     # rest: the geography test alone cannot use it, and the scan walked the whole table
     # wherever fewer than the candidates lay within the distance.
     point = sql.SQL("ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)")
-    key = _key(layer)
     within = sql.SQL("")
     if within_max_distance:
         within = sql.SQL("AND ST_DWithin(f.geom::geography, {}::geography, %(max)s)").format(point)
@@ -293,7 +256,7 @@ def _nearest_query(layer: str, table: str, within_max_distance: bool, boxed: boo
         ) c ORDER BY distance_m LIMIT %(k)s
         """
     ).format(
-        key=sql.Identifier(key), summary=_summary(layer), point=point,
+        key=sql.Identifier(key), summary=_summary(summary), point=point,
         table=sql.Identifier(table), within=within,
     )  # fmt: skip
     return query.as_string()
@@ -398,16 +361,15 @@ def check_area(conn: psycopg.Connection, area: Any) -> float:
 
 def _intersecting(
     conn: psycopg.Connection,
-    layer: str,
+    layer: registry.Layer,
     match: sql.Composable,
     *,
     limit: int,
     order: sql.Composable,
-    table_name: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Up to ``limit`` features of ``layer`` that ``match`` (SQL on ``f``), and how many."""
-    key = _key(layer)
-    table = sql.Identifier(table_name or layer)
+    key = layer.id_column
+    table = sql.Identifier(layer.table)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             sql.SQL(
@@ -416,7 +378,7 @@ def _intersecting(
                 " WHERE {match} ORDER BY {order} LIMIT {limit}"
             ).format(
                 key=sql.Identifier(key),
-                summary=_summary(layer),
+                summary=_summary(layer.summary),
                 table=table,
                 match=match,
                 order=order,
@@ -472,14 +434,14 @@ def _within_answer(
     conn: psycopg.Connection,
     match: sql.Composable,
     square_metres: float,
-    tables: dict[str, str],
+    tables: dict[str, registry.Layer],
     limit: int,
 ) -> dict[str, Any]:
     counts: dict[str, int] = {}
     found: dict[str, list[dict[str, Any]]] = {}
-    for layer, table in tables.items():
-        found[layer], counts[layer] = _intersecting(
-            conn, layer, match, limit=limit, order=sql.SQL("1"), table_name=table
+    for name, layer in tables.items():
+        found[name], counts[name] = _intersecting(
+            conn, layer, match, limit=limit, order=sql.SQL("1")
         )
     return {
         "area_m2": round(square_metres, 1),
@@ -496,7 +458,7 @@ def below(conn: psycopg.Connection, area: Any) -> dict[str, Any]:
     for layer in ("pipes", "pipe_nodes"):
         answer[layer], answer["counts"][layer] = _intersecting(
             conn,
-            layer,
+            registry.BUILTIN[layer],
             _in_area(area),
             limit=MAX_WITHIN_FEATURES,
             order=sql.SQL("f.depth_m NULLS LAST, f.id"),

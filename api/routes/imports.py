@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.datastructures import UploadFile as FormFile
 
 from api.access import Heavy, Staff
-from api.deps import Connection, KnownParameters
+from api.deps import Connection, KnownParameters, WritesLayers
 from api.errors import MAX_BODY_MB, TooLarge, Unprocessable
 from layers.crs import axes, resolve_crs
 from layers.datasets import delete_dataset, refuse_control
@@ -173,7 +173,9 @@ async def upload_form(request: Request) -> None:
 
 
 @router.post(
-    "/layers/{name}/import", dependencies=[Heavy], summary="Import a file into a layer (staff)"
+    "/layers/{name}/import",
+    dependencies=[Heavy, WritesLayers],
+    summary="Import a file into a layer (staff)",
 )
 def upload(
     request: Request,
@@ -299,7 +301,7 @@ GEOJSON_BODY = {
     "/layers/{name}/features",
     summary="Add or update features from GeoJSON (staff)",
     openapi_extra=GEOJSON_BODY,
-    dependencies=[KnownParameters],
+    dependencies=[KnownParameters, WritesLayers],
 )
 def post_features(
     conn: Connection,
@@ -360,7 +362,10 @@ class SceneRequest(BaseModel):
 
 
 @router.post(
-    "/scenes", status_code=status.HTTP_201_CREATED, summary="Register a scene layer (staff)"
+    "/scenes",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a scene layer (staff)",
+    dependencies=[WritesLayers],
 )
 def post_scene(conn: Connection, caller: Staff, scene: SceneRequest) -> dict[str, Any]:
     """The new layer appears in the catalogue at once; load features with the import routes."""
@@ -376,7 +381,10 @@ def post_scene(conn: Connection, caller: Staff, scene: SceneRequest) -> dict[str
 
 
 @router.delete(
-    "/scenes/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a scene layer (staff)"
+    "/scenes/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a scene layer (staff)",
+    dependencies=[WritesLayers],
 )
 def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> None:
     """Drop the scene's features and its catalogue entry."""
@@ -388,6 +396,7 @@ def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> None:
     # :path, so that a dataset whose name holds a / (sent as %2F) is one name, not two segments
     "/layers/{name}/datasets/{dataset:path}",
     summary="Delete one dataset of a layer (staff)",
+    dependencies=[WritesLayers],
 )
 def delete_layer_dataset(
     conn: Connection,

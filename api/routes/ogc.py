@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from api import openapi30
 from api.access import HeavyPage, Public
-from api.deps import Connection, Plain, with_connection
+from api.deps import Connection, Plain, catalogue_of, with_connection
 from api.errors import TooLarge
 from twin import features
 from twin.errors import InvalidInput
@@ -116,7 +116,8 @@ def api_definition(
     document = openapi30.document(request.app, version)
     if version == "3.0":  # with each collection's own items path, which GDAL reads
         document = openapi30.with_collections(
-            document, {c.name: c.queryables for c in features.list_collections(conn)}
+            document,
+            {c.name: c.queryables for c in features.list_collections(catalogue_of(request, conn))},
         )
     return JSONResponse(
         document,
@@ -152,7 +153,10 @@ def collections(request: Request, conn: Connection, f: str | None = None) -> Any
     base = _base(request)
     body = {
         "links": [{"rel": "self", "href": f"{base}/collections", "type": "application/json"}],
-        "collections": [_collection_body(c, base) for c in features.list_collections(conn)],
+        "collections": [
+            _collection_body(c, base)
+            for c in features.list_collections(catalogue_of(request, conn))
+        ],
     }
     if _wants_html(request, f):
         rows = "".join(
@@ -170,7 +174,9 @@ def collection(
     request: Request, conn: Connection, collection_id: CollectionId, f: str | None = None
 ) -> Any:
     """A collection's description and links."""
-    body = _collection_body(features.get_collection(conn, collection_id), _base(request))
+    body = _collection_body(
+        features.get_collection(catalogue_of(request, conn), collection_id), _base(request)
+    )
     if _wants_html(request, f):
         about = f"<p>{html.escape(body['description'])}</p>"
         return HTMLResponse(_page(body["title"], about + _links_html(body["links"])))
@@ -184,7 +190,7 @@ def queryables(
     request: Request, conn: Connection, collection_id: CollectionId, f: str | None = None
 ) -> Any:
     """The properties a filter, sortby or property query may name."""
-    coll = features.get_collection(conn, collection_id)
+    coll = features.get_collection(catalogue_of(request, conn), collection_id)
     schema = features.queryables_schema(coll, _base(request))
     if _wants_html(request, f):
         rows = "".join(
@@ -358,7 +364,7 @@ def _items_answer(
     query: features.ItemsQuery,
     f: str | None,
 ) -> Any:
-    coll = features.get_collection(conn, collection_id)
+    coll = features.get_collection(catalogue_of(request, conn), collection_id)
     page = features.items(conn, coll, query)
     html_wanted = _wants_html(request, f)
     page["links"] = _page_links(request, query, page)
@@ -419,7 +425,7 @@ def collection_item(
     f: str | None = None,
 ) -> Any:
     """One feature by id."""
-    coll = features.get_collection(conn, collection_id)
+    coll = features.get_collection(catalogue_of(request, conn), collection_id)
     crs = features.crs_uri(crs)
     feature = features.item(conn, coll, feature_id, crs)
     base = _base(request)

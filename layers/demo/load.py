@@ -13,30 +13,26 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from layers.datasets import record_dataset, referring_table
+from layers.datasets import delete_features, record_dataset, referring_table
 from layers.demo.generate import DemoCity
-from twin import catalogue
+from twin import catalogue, changes, registry
 from twin.bulk import copy_table, table_length
 from twin.errors import Conflict
 
 DATASET = "demo"
-# Insertion order follows the foreign keys; deletion goes the other way.
-LOAD_ORDER = (
-    "jurisdictions",
-    "units",
-    "buildings",
-    "public_spaces",
-    "pipe_nodes",
-    "pipes",
-    "sensors",
-)
-TABLES_WITH_IDS = ("buildings", "public_spaces", "pipe_nodes", "pipes", "sensors")
+# Insertion order follows the references (the registry lists layers so); deletion goes the
+# other way.
+LOAD_ORDER = tuple(layer.table for layer in registry.BUILTIN_LAYERS)
+TABLES_WITH_IDS = tuple(layer.table for layer in registry.BUILTIN_LAYERS if layer.id_column == "id")
 # Columns that hold ids of another table, generated as 1..n and shifted when loaded.
 ID_REFERENCES = {
-    "pipe_nodes": {"building_id": "buildings"},
-    "pipes": {"from_node_id": "pipe_nodes", "to_node_id": "pipe_nodes"},
+    layer.table: {
+        column: registry.BUILTIN[target].table
+        for column, target in layer.references.items()
+        if registry.BUILTIN[target].id_column == "id"
+    }
+    for layer in registry.BUILTIN_LAYERS
 }
-JURISDICTION_LEVELS_CHILD_FIRST = ("community", "grid", "street", "district", "city")
 
 Progress = Callable[[str, int, int], None]
 
@@ -47,19 +43,13 @@ def demo_loaded(conn: psycopg.Connection) -> bool:
     return bool(row.fetchone()[0])  # type: ignore[index]
 
 
-def remove_demo(conn: psycopg.Connection) -> None:
-    """Delete every demo row, children before parents; other datasets are untouched."""
-    for table in reversed(LOAD_ORDER):
-        if table == "jurisdictions":
-            for level in JURISDICTION_LEVELS_CHILD_FIRST:
-                conn.execute(
-                    "DELETE FROM jurisdictions WHERE dataset = %s AND level = %s", (DATASET, level)
-                )
-        else:
-            conn.execute(
-                sql.SQL("DELETE FROM {} WHERE dataset = %s").format(sql.Identifier(table)),
-                (DATASET,),
-            )
+def remove_demo(conn: psycopg.Connection) -> dict[str, changes.Box | None]:
+    """Delete every demo row, children before parents; other datasets are untouched.
+    Returns, per layer, the box of what went (for the change log)."""
+    boxes = {}
+    for layer in reversed(registry.BUILTIN_LAYERS):
+        boxes[layer.name] = delete_features(conn, layer, DATASET)[1]
+    return boxes
 
 
 def load_demo(
@@ -90,10 +80,11 @@ def _load_demo(
                 sql.SQL(", ").join(sql.Identifier(t) for t in LOAD_ORDER)
             )
         )
-        remove_demo(conn)
+        removed = remove_demo(conn)
         offsets = {table: _max_id(conn, table) for table in TABLES_WITH_IDS}
-        for table in LOAD_ORDER:
-            columns = _with_dataset(_shift_ids(table, city.tables[table], offsets))
+        for layer in registry.BUILTIN_LAYERS:
+            table = layer.table
+            columns = _with_dataset(_shift_ids(layer, city.tables[layer.name], offsets))
             total = table_length(columns)
             done = 0
 
@@ -106,9 +97,19 @@ def _load_demo(
             counts[table] = copy_table(conn, table, columns, progress=advance)
             if table in TABLES_WITH_IDS:
                 _advance_sequence(conn, table)
-        for layer in catalogue.BUILTIN_LAYERS:
-            catalogue.refresh_layer_statistics(conn, layer.name)
-            if counts.get(layer.table_name):
+        for layer in registry.BUILTIN_LAYERS:
+            added = changes.box_of(
+                conn,
+                sql.SQL("SELECT geom FROM {} WHERE dataset = %s").format(
+                    sql.Identifier(layer.table)
+                ),
+                (DATASET,),
+            )
+            changes.record(
+                conn, layer.name, "demo", box=changes.union(removed[layer.name], added),
+                dataset=DATASET, features=counts[layer.table], table=layer.table,
+            )  # fmt: skip
+            if counts.get(layer.table):
                 inventory = {
                     "provider": "twin demo (fictional)",
                     "owner_unit": "区城运中心",
@@ -120,7 +121,7 @@ def _load_demo(
                 )
                 record_dataset(
                     conn, layer.name, DATASET, source="twin demo city generator",
-                    source_crs="EPSG:4326", features=counts[layer.table_name], **inventory,
+                    source_crs="EPSG:4326", features=counts[layer.table], **inventory,
                 )  # fmt: skip
     for table in LOAD_ORDER:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
@@ -142,17 +143,20 @@ def _advance_sequence(conn: psycopg.Connection, table: str) -> None:
     )
 
 
-def _shift_ids(table: str, columns: dict[str, Any], offsets: dict[str, int]) -> dict[str, Any]:
+def _shift_ids(
+    layer: registry.Layer, columns: dict[str, Any], offsets: dict[str, int]
+) -> dict[str, Any]:
     """Generated ids run 1..n per table; shift them (and references) past existing rows."""
     shifted = dict(columns)
-    if table in offsets and "id" in shifted:
-        shifted["id"] = np.asarray(shifted["id"], dtype=np.int64) + offsets[table]
-    for column, target in ID_REFERENCES.get(table, {}).items():
+    if layer.table in offsets and "id" in shifted:
+        shifted["id"] = np.asarray(shifted["id"], dtype=np.int64) + offsets[layer.table]
+    for column, target in ID_REFERENCES[layer.table].items():
         shifted[column] = [None if v is None else int(v) + offsets[target] for v in columns[column]]
-    if table == "sensors":
-        shifted["asset_id"] = [
-            None if asset_id is None else int(asset_id) + offsets.get(layer, 0)
-            for layer, asset_id in zip(columns["asset_layer"], columns["asset_id"], strict=True)
+    if layer.asset_reference is not None:  # an asset of any layer, named by layer and id
+        layer_column, id_column = layer.asset_reference
+        shifted[id_column] = [
+            None if asset_id is None else int(asset_id) + offsets.get(asset_layer, 0)
+            for asset_layer, asset_id in zip(columns[layer_column], columns[id_column], strict=True)
         ]
     return shifted
 

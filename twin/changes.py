@@ -1,0 +1,295 @@
+"""The change log: every write that changes a layer's features says so here, in its own
+transaction, and only here.
+
+``record`` does three things at once, so no writer can do one and forget another: it
+refreshes the layer's catalogue statistics (count, extent, updated_at), appends a row to
+``layer_changes`` with a new version number and the box of what changed, and notifies
+listeners (PostgreSQL ``NOTIFY`` on ``CHANNEL``, delivered when the transaction commits;
+nothing is heard of a write that rolls back). Tile caches drop the tiles under the box;
+the API's catalogue snapshot reloads; rules on sensors will listen too.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import select
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from twin import schema
+
+CHANNEL = "twin_changes"
+Box = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in the storage CRS
+
+
+class Extent(enum.Enum):
+    """Boxes a writer may ask for instead of giving one."""
+
+    WHOLE_LAYER = "the layer's extent before and after the write"
+
+
+WHOLE_LAYER = Extent.WHOLE_LAYER
+GEOMETRY = sql.SQL("geom")  # the column that holds a feature's place
+OPERATIONS = frozenset(
+    {"import", "edit", "delete", "demo", "elevation", "topology", "scene_create", "scene_drop"}
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change log, as listeners receive it."""
+
+    version: int
+    layer: str
+    operation: str
+    bbox: Box | None
+    dataset: str | None = None
+    features: int = 0
+
+    @classmethod
+    def from_payload(cls, payload: str) -> Change:
+        """The change a NOTIFY payload describes."""
+        data = json.loads(payload)
+        bbox = tuple(data["bbox"]) if data.get("bbox") else None
+        return cls(
+            version=int(data["version"]),
+            layer=str(data["layer"]),
+            operation=str(data["operation"]),
+            bbox=bbox,  # type: ignore[arg-type]
+            dataset=data.get("dataset"),
+            features=int(data.get("features", 0)),
+        )
+
+
+def record(
+    conn: psycopg.Connection,
+    layer: str,
+    operation: str,
+    *,
+    box: Box | Extent | None,
+    dataset: str | None = None,
+    features: int = 0,
+    added_only: bool = False,
+    table: str | None = None,
+    geometry: sql.Composable = GEOMETRY,
+) -> int:
+    """Record that ``layer``'s features changed under ``box``; return the new version.
+
+    Runs in the caller's transaction, so the statistics, the log and the notice stand or
+    fall with the write itself. ``box`` covers every place that changed, old and new (a
+    feature moved is two places); ``WHOLE_LAYER`` is the layer's extent before and after;
+    ``None`` when nothing with a place changed. ``features`` is how many features the
+    write touched. ``added_only``: the write only added those features, all inside
+    ``box``, so the count and extent grow without a scan of the table (an import of a
+    million features would otherwise pay for a second pass). ``table`` is the layer's
+    table; the catalogue's when not given (a scene dropped has lost its table: pass
+    nothing and the statistics are left as they were). ``geometry`` is the SQL that gives
+    a row's place (a raster's envelope for terrain), a constant of the caller's.
+    """
+    if operation not in OPERATIONS:
+        raise ValueError(f"not a change operation: {operation!r}")
+    if isinstance(box, tuple) and not all(math.isfinite(v) for v in box):
+        raise ValueError(f"a change box must be finite: {box}")
+    before = _extent(conn, layer)
+    if added_only and isinstance(box, tuple):
+        _grow_statistics(conn, layer, features, box)
+    elif operation != "scene_drop":
+        _recount_statistics(conn, layer, table or _table(conn, layer), geometry)
+    if box is WHOLE_LAYER:
+        after = _extent(conn, layer)
+        box = _union(before, after)
+    row = conn.execute(
+        sql.SQL(
+            """
+            WITH change AS (
+                INSERT INTO layer_changes (layer, operation, dataset, features, bbox)
+                VALUES (%(layer)s, %(operation)s, %(dataset)s, %(features)s,
+                        CASE WHEN %(xmin)s::float8 IS NULL THEN NULL ELSE
+                        ST_SetSRID(ST_Expand(ST_MakeEnvelope(
+                            %(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s), 1e-9), {srid}) END)
+                RETURNING id
+            ), stamped AS (
+                UPDATE layer_catalogue SET version = (SELECT id FROM change)
+                WHERE name = %(layer)s
+            )
+            SELECT id FROM change
+            """
+        ).format(srid=sql.Literal(schema.SRID)),
+        {
+            "layer": layer,
+            "operation": operation,
+            "dataset": dataset,
+            "features": features,
+            **dict(zip(("xmin", "ymin", "xmax", "ymax"), box or (None,) * 4, strict=True)),
+        },
+    ).fetchone()
+    assert row is not None
+    version = int(row[0])
+    payload = {
+        "version": version,
+        "layer": layer,
+        "operation": operation,
+        "bbox": list(box) if box else None,
+        "dataset": dataset,
+        "features": features,
+    }
+    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(payload)))
+    return version
+
+
+def changes_since(conn: psycopg.Connection, version: int, layer: str | None = None) -> list[Change]:
+    """The changes after ``version`` (of one layer, or all), oldest first: what a listener
+    that was away missed."""
+    rows = conn.execute(
+        """
+        SELECT id, layer, operation, dataset, features,
+               CASE WHEN bbox IS NULL THEN NULL ELSE
+                   ARRAY[ST_XMin(bbox), ST_YMin(bbox), ST_XMax(bbox), ST_YMax(bbox)] END
+        FROM layer_changes
+        WHERE id > %s AND (%s::text IS NULL OR layer = %s)
+        ORDER BY id
+        """,
+        (version, layer, layer),
+    ).fetchall()
+    return [
+        Change(int(i), name, op, tuple(bbox) if bbox else None, dataset, int(n))  # type: ignore[arg-type]
+        for i, name, op, dataset, n, bbox in rows
+    ]
+
+
+def latest_version(conn: psycopg.Connection) -> int:
+    """The number of the last change of any layer (0 before the first)."""
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM layer_changes").fetchone()
+    return int(row[0]) if row else 0
+
+
+def box_of(conn: psycopg.Connection, query: sql.Composable, params: Any = None) -> Box | None:
+    """The bounding box of the geometries ``query`` selects (one column), or None when it
+    selects none; for a writer to learn where it is about to write or delete."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
+            " FROM (SELECT ST_Extent(g) AS e FROM ({}) AS q(g)) AS x"
+        ).format(query),
+        params,
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+
+
+def union(*boxes: Box | None) -> Box | None:
+    """The box around all the boxes given (None ones skipped), or None."""
+    return _union(*boxes)
+
+
+def listen(
+    url: str,
+    on_change: Callable[[Change], None],
+    stop: threading.Event,
+    *,
+    on_ready: Callable[[], None] | None = None,
+    wait_s: float = 1.0,
+) -> None:
+    """Call ``on_change`` for every change committed, until ``stop`` is set.
+
+    Runs in the caller's thread on a connection of its own; ``on_ready`` is called once
+    the listening has begun, for the caller to read afresh what it keeps (changes made
+    before were not heard). A lost connection raises psycopg.Error: reconnect.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+        if on_ready is not None:
+            on_ready()
+        while not stop.is_set():
+            for notice in _pending(conn, wait_s):
+                on_change(Change.from_payload(notice.payload))
+
+
+def _pending(conn: psycopg.Connection, wait_s: float) -> Iterator[psycopg.Notify]:
+    """The notices that arrived within ``wait_s`` seconds (none when nothing did)."""
+    ready, _, _ = select.select([conn.fileno()], [], [], wait_s)
+    if not ready:
+        return iter(())
+    return iter(list(conn.notifies(timeout=0, stop_after=1000)))
+
+
+def _table(conn: psycopg.Connection, layer: str) -> str:
+    row = conn.execute(
+        "SELECT table_name FROM layer_catalogue WHERE name = %s", (layer,)
+    ).fetchone()
+    if row is None:
+        raise ValueError(f"no layer {layer!r} in the catalogue to record a change of")
+    return str(row[0])
+
+
+def _extent(conn: psycopg.Connection, layer: str) -> Box | None:
+    row = conn.execute(
+        "SELECT ST_XMin(extent), ST_YMin(extent), ST_XMax(extent), ST_YMax(extent)"
+        " FROM layer_catalogue WHERE name = %s",
+        (layer,),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+
+
+def _union(*boxes: Box | None) -> Box | None:
+    present = [b for b in boxes if b is not None]
+    if not present:
+        return None
+    return (
+        min(b[0] for b in present),
+        min(b[1] for b in present),
+        max(b[2] for b in present),
+        max(b[3] for b in present),
+    )
+
+
+def _recount_statistics(
+    conn: psycopg.Connection, layer: str, table: str, geometry: sql.Composable
+) -> None:
+    """Count a layer's features and take its extent afresh (after deletes and updates)."""
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE layer_catalogue SET
+                feature_count = stats.n,
+                extent = stats.extent,
+                updated_at = now()
+            FROM (SELECT count(*) AS n,
+                         -- Expanded a hair so one point or one line still makes a polygon.
+                         ST_SetSRID(ST_Expand(ST_Extent({geometry}), 1e-9)::geometry, {srid})
+                             AS extent
+                  FROM {table}) AS stats
+            WHERE layer_catalogue.name = %s
+            """
+        ).format(table=sql.Identifier(table), geometry=geometry, srid=sql.Literal(schema.SRID)),
+        (layer,),
+    )
+
+
+def _grow_statistics(conn: psycopg.Connection, layer: str, added: int, box: Box) -> None:
+    """Count features just added and widen the extent to ``box``, without a scan."""
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE layer_catalogue SET
+                feature_count = feature_count + %(added)s,
+                extent = ST_SetSRID(Box2D(ST_Collect(
+                    coalesce(extent, envelope.geom), envelope.geom))::geometry, {srid}),
+                updated_at = now()
+            FROM (SELECT ST_Expand(ST_MakeEnvelope(
+                    %(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s, {srid}), 1e-9) AS geom) AS envelope
+            WHERE layer_catalogue.name = %(name)s
+            """
+        ).format(srid=sql.Literal(schema.SRID)),
+        dict(zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True), added=added, name=layer),
+    )

@@ -1,0 +1,393 @@
+"""The layer registry: one description of every layer, built-in or scene, and one resolver
+that every part asks (features, spatial questions, datasets, imports, and the tiles,
+incidents and networks to come).
+
+A built-in layer's description is written here, once; a scene's is read from its
+catalogue row (``layers.scenes`` registers it). Nothing outside this module decides a
+layer's table, id column, natural key, summary or elevation column from its name.
+
+``Snapshot`` keeps the catalogue in memory for a long-running process (the API) and
+reloads it when the change log says a layer changed (``twin.changes``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from sqlalchemy import Boolean, DateTime, Double, Integer, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import BigInteger
+
+from twin import changes, schema
+from twin.errors import InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+# What a scene may be called; its table is "scene_" and the name, made here and only here.
+SCENE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+SCENE_TABLE = re.compile(r"^scene_[a-z][a-z0-9_]{1,39}$")
+# Every scene table has these columns (layers.scenes makes them), as JSON types.
+SCENE_COLUMNS = {
+    "id": "integer", "dataset": "string", "source_id": "string", "properties": "object",
+    "updated_at": "string", "geom": "geometry",
+}  # fmt: skip
+_GEOMETRY_NAMES = {
+    "POINT": "Point", "LINESTRING": "LineString", "POLYGON": "Polygon",
+    "MULTIPOINT": "MultiPoint", "MULTILINESTRING": "MultiLineString",
+    "MULTIPOLYGON": "MultiPolygon",
+}  # fmt: skip
+_FAMILIES = {
+    "Point": "point", "MultiPoint": "point", "LineString": "line", "MultiLineString": "line",
+    "Polygon": "polygon", "MultiPolygon": "polygon", "Raster": "raster",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Elevation:
+    """A height a layer takes from the terrain where its file gave none: the column, and
+    the SQL expression of the point sampled (a constant of this module, never input)."""
+
+    column: str
+    point: str = "f.geom"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Everything the one map knows of a layer, for every part that serves it."""
+
+    name: str
+    kind: str  # building, public_space, pipe, pipe_node, sensor, jurisdiction, unit, scene, terrain
+    table: str
+    title: str = ""
+    description: str = ""
+    geometry_type: str = ""  # as GeoJSON names it: MultiPolygon, LineString, Point …
+    id_column: str = "id"  # the column that names a feature in every answer
+    key: tuple[str, ...] = ("dataset", "source_id")  # what a re-import matches on
+    summary: tuple[str, ...] = ()  # what a person wants to see of a feature; () for scenes
+    tile: tuple[str, ...] = ()  # the properties a vector tile carries (never personal data)
+    elevation: Elevation | None = None
+    references: dict[str, str] = field(default_factory=dict)  # column -> layer it refers to
+    # Columns naming a feature of any layer (its layer's name, its id): a sensor's asset.
+    asset_reference: tuple[str, str] | None = None
+    # Rows that are parents of other rows of the layer: the level column and its levels,
+    # highest first (a parent may not go before its children).
+    hierarchy: tuple[str, tuple[str, ...]] | None = None
+    columns: dict[str, str] = field(default_factory=dict)  # column -> JSON type, table order
+    properties: dict[str, Any] = field(default_factory=dict)  # a scene's declared properties
+    model: type[schema.Base] | None = None
+
+    @property
+    def family(self) -> str:
+        """``polygon``, ``line``, ``point``, or ``raster`` (terrain)."""
+        return _FAMILIES.get(self.geometry_type, "polygon")
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the layer is one of the one map's own (not a scene, not terrain)."""
+        return self.name in BUILTIN
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the layer holds features (terrain is a raster)."""
+        return self.kind != "terrain"
+
+    @property
+    def time_column(self) -> str | None:
+        """The column that says when a feature last changed, if the table keeps one."""
+        return next((c for c in ("latest_at", "updated_at") if c in self.columns), None)
+
+
+def _json_type(column_type: object) -> str:
+    if isinstance(column_type, Boolean):
+        return "boolean"
+    if isinstance(column_type, Integer | BigInteger):
+        return "integer"
+    if isinstance(column_type, Double):
+        return "number"
+    if isinstance(column_type, JSONB):
+        return "object"
+    if isinstance(column_type, DateTime):
+        return "string"  # RFC 3339 date-time
+    if isinstance(column_type, Text):
+        return "string"
+    return "geometry" if type(column_type).__name__ == "Geometry" else "string"
+
+
+def _builtin(name: str, kind: str, model: type[schema.Base], title: str, description: str,
+             **facts: Any) -> Layer:  # fmt: skip
+    table = model.__table__
+    geometry = str(table.c.geom.type.geometry_type).upper()  # type: ignore[attr-defined]
+    return Layer(
+        name=name,
+        kind=kind,
+        table=str(model.__tablename__),
+        title=title,
+        description=description,
+        geometry_type=_GEOMETRY_NAMES[geometry],
+        columns={c.name: _json_type(c.type) for c in table.columns},
+        model=model,
+        **facts,
+    )
+
+
+# In the order they are loaded: a layer after those it refers to.
+BUILTIN_LAYERS: tuple[Layer, ...] = (
+    _builtin(
+        "jurisdictions", "jurisdiction", schema.Jurisdiction, "Jurisdictions 管辖区域",
+        "City, district, street, grid and community boundaries.",
+        id_column="code", key=("code",), summary=("code", "name", "level"),
+        tile=("code", "name", "level", "parent_code"),
+        references={"parent_code": "jurisdictions"},
+        hierarchy=("level", schema.JURISDICTION_LEVELS),
+    ),
+    _builtin(
+        "units", "unit", schema.Unit, "Units 责任单位",
+        "Departments, teams and centres that handle incidents.",
+        id_column="code", key=("code",),
+        summary=("code", "name", "kind", "jurisdiction_code", "phone"),
+        tile=("code", "name", "kind", "jurisdiction_code"),
+        references={"jurisdiction_code": "jurisdictions"},
+    ),
+    _builtin(
+        "buildings", "building", schema.Building, "Buildings 城市楼宇",
+        "Building footprints with height, floors, use and address.",
+        summary=("name", "address", "use", "height_m", "floors"),
+        tile=("name", "use", "height_m", "floors", "base_elevation_m"),
+        elevation=Elevation("base_elevation_m", "ST_PointOnSurface(f.geom)"),
+    ),
+    _builtin(
+        "public_spaces", "public_space", schema.PublicSpace, "Public space 公共空间",
+        "Parks, squares, roads, water, green and plazas.",
+        summary=("kind", "name"), tile=("kind", "name"),
+    ),
+    _builtin(
+        "pipe_nodes", "pipe_node", schema.PipeNode, "Pipe nodes 管网节点",
+        "Valves, hydrants, manholes, junctions, sources and service connections.",
+        summary=("network", "kind", "state", "depth_m"),
+        tile=("network", "kind", "state", "operable", "depth_m", "ground_elevation_m"),
+        elevation=Elevation("ground_elevation_m"),
+        references={"building_id": "buildings"},
+    ),
+    _builtin(
+        "pipes", "pipe", schema.Pipe, "Pipes 地下管网",
+        "Underground pipes of every network, with diameter, material and depth.",
+        summary=("network", "diameter_mm", "material", "depth_m", "status"),
+        tile=("network", "diameter_mm", "material", "depth_m", "status", "flow_direction"),
+        references={"from_node_id": "pipe_nodes", "to_node_id": "pipe_nodes"},
+    ),
+    _builtin(
+        "sensors", "sensor", schema.Sensor, "Sensors 物联感知设备",
+        "IoT sensing devices with thresholds and their latest reading.",
+        key=("device_id",), asset_reference=("asset_layer", "asset_id"),
+        summary=("device_id", "kind", "unit_of_measure", "latest_value", "online"),
+        tile=("device_id", "kind", "unit_of_measure", "latest_value", "online", "elevation_m"),
+        elevation=Elevation("elevation_m"),
+    ),
+)  # fmt: skip
+BUILTIN = {layer.name: layer for layer in BUILTIN_LAYERS}
+
+
+def scene_table(name: str) -> str:
+    """The table of a scene called ``name`` (a name SCENE_NAME allows)."""
+    if not SCENE_NAME.match(name):
+        raise InvalidInput(
+            f"scene name {name[:60]!r}: use 2-40 lower-case letters, digits or _, starting "
+            "with a letter"
+        )
+    return f"scene_{name}"
+
+
+def _from_row(row: dict[str, Any]) -> Layer | None:
+    """The layer a catalogue row describes; None for a row no layer can be made of (a
+    scene whose table name was tampered with)."""
+    builtin = BUILTIN.get(row["name"])
+    if builtin is not None:
+        return builtin
+    if row["kind"] == "terrain":
+        return Layer(
+            name=row["name"], kind="terrain", table=row["table_name"], title=row["title"],
+            description=row["description"], geometry_type="Raster",
+        )  # fmt: skip
+    if row["kind"] != "scene" or not SCENE_TABLE.match(row["table_name"]):
+        return None
+    return Layer(
+        name=row["name"],
+        kind="scene",
+        table=row["table_name"],
+        title=row["title"],
+        description=row["description"],
+        geometry_type=row["geometry_type"],
+        columns=dict(SCENE_COLUMNS),
+        properties=dict((row.get("property_schema") or {}).get("properties", {})),
+    )
+
+
+_ENTRY_SQL = """
+    SELECT name, title, description, kind, table_name, geometry_type, property_schema,
+           provider, owner_unit, licence, update_cadence, source_crs, feature_count,
+           CASE WHEN extent IS NULL THEN NULL ELSE
+               ARRAY[ST_XMin(extent), ST_YMin(extent), ST_XMax(extent), ST_YMax(extent)]
+           END AS bbox,
+           updated_at, version
+    FROM layer_catalogue
+"""
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The catalogue at one moment: each layer's description and its entry (statistics
+    and inventory terms, as ``twin.catalogue`` lists them)."""
+
+    layers: dict[str, Layer]
+    entries: dict[str, dict[str, Any]]
+    version: int  # the latest change when it was read
+    read_at: datetime | None = None
+
+    def layer(self, name: str) -> Layer:
+        """The layer called ``name``; NotFound naming the layers there are."""
+        layer = self.layers.get(name)
+        if layer is None:
+            shown = name.replace("\x00", "")[:63]
+            raise NotFound(f"no layer named {shown!r} (there are: {', '.join(self.layers)})")
+        return layer
+
+    def entry(self, name: str) -> dict[str, Any]:
+        """The catalogue entry of the layer called ``name``; NotFound otherwise."""
+        self.layer(name)
+        return self.entries[name]
+
+    def feature_layers(self) -> list[Layer]:
+        """Every layer that holds features, built-ins first, then scenes by name."""
+        return [layer for layer in self.layers.values() if layer.has_features]
+
+
+def load(conn: psycopg.Connection) -> Catalogue:
+    """The catalogue as it is now: one query."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = list(cur.execute(_ENTRY_SQL + " ORDER BY kind = 'scene', name"))
+    layers: dict[str, Layer] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        layer = _from_row(row)
+        if layer is not None:
+            layers[layer.name] = layer
+            entries[layer.name] = row
+    version = max((int(row["version"]) for row in rows), default=0)
+    return Catalogue(layers, entries, version)
+
+
+def resolve(conn: psycopg.Connection, name: str) -> Layer:
+    """The layer called ``name``: a built-in's description without asking the data base,
+    a scene's from its catalogue row; NotFound naming the layers there are."""
+    builtin = BUILTIN.get(name)
+    if builtin is not None:
+        return builtin
+    if "\x00" not in name:  # PostgreSQL text cannot hold it: no layer is called that
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(_ENTRY_SQL + " WHERE name = %s", (name,)).fetchone()
+        layer = _from_row(row) if row is not None else None
+        if layer is not None:
+            return layer
+    names = [r[0] for r in conn.execute("SELECT name FROM layer_catalogue ORDER BY name")]
+    shown = name.replace("\x00", "")[:63]
+    raise NotFound(f"no layer named {shown!r} (there are: {', '.join(names)})")
+
+
+def resolve_feature_layers(conn: psycopg.Connection, names: Iterable[str]) -> list[Layer]:
+    """The feature layers named, in order; InvalidInput naming every unknown one and the
+    layers there are (for questions that take a list of layers)."""
+    names = list(names)
+    found: list[Layer] = []
+    unknown: list[str] = []
+    for name in names:
+        try:
+            layer = resolve(conn, name)
+        except NotFound:
+            unknown.append(name if SCENE_NAME.match(name) else repr(name.replace("\x00", "")[:40]))
+            continue
+        if not layer.has_features:
+            unknown.append(name)
+            continue
+        found.append(layer)
+    if unknown or not names:
+        scenes = [
+            r[0] for r in conn.execute(
+                "SELECT name FROM layer_catalogue WHERE kind = 'scene' ORDER BY name"
+            )
+        ]  # fmt: skip
+        choices = (
+            ", ".join(BUILTIN) + ", or a scene" + (f" ({', '.join(scenes)})" if scenes else "")
+        )
+        if not names:
+            raise InvalidInput(f"layers: name at least one layer ({choices})")
+        raise InvalidInput(f"unknown layer(s) {', '.join(unknown)}; choose from {choices}")
+    return found
+
+
+class Snapshot:
+    """The catalogue held in memory by a long-running process, reloaded on the next ask
+    after the change log says a layer changed (or the listener lost its connection).
+
+    ``get`` never serves a catalogue older than the last notice heard; a write made by
+    this process calls ``invalidate`` itself, so its own next answer is current.
+    """
+
+    def __init__(self) -> None:
+        self._catalogue: Catalogue | None = None
+        self._stale = True
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listeners: list[Callable[[changes.Change], None]] = []
+
+    def get(self, conn: psycopg.Connection) -> Catalogue:
+        """The catalogue, read afresh on ``conn`` when it changed since last read."""
+        catalogue = self._catalogue
+        if catalogue is not None and not self._stale:
+            return catalogue
+        with self._lock:
+            if self._catalogue is None or self._stale:
+                self._stale = False  # before reading: a notice during the read marks it again
+                try:
+                    self._catalogue = load(conn)
+                except BaseException:
+                    self._stale = True
+                    raise
+            return self._catalogue
+
+    def invalidate(self, change: changes.Change | None = None) -> None:
+        """Read the catalogue afresh on the next ``get``."""
+        self._stale = True
+        if change is not None:
+            for listener in self.listeners:
+                listener(change)
+
+    def listen(self, url: str) -> None:
+        """Hear the change log in a thread of its own until ``close``."""
+        self._thread = threading.Thread(
+            target=self._listen, args=(url,), name="catalogue-listener", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _listen(self, url: str) -> None:
+        while not self._stop.is_set():
+            try:
+                changes.listen(url, self.invalidate, self._stop, on_ready=self.invalidate)
+            except psycopg.Error as exc:  # the server went away: reconnect, read afresh
+                log.warning("catalogue listener lost its connection (%s); reconnecting", exc)
+                self._stale = True
+                self._stop.wait(1.0)
