@@ -114,12 +114,12 @@ def record(
                         CASE WHEN %(xmin)s::float8 IS NULL THEN NULL ELSE
                         ST_SetSRID(ST_Expand(ST_MakeEnvelope(
                             %(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s), 1e-9), {srid}) END)
-                RETURNING id
+                RETURNING id, bbox
             ), stamped AS (
                 UPDATE layer_catalogue SET version = (SELECT id FROM change)
                 WHERE name = %(layer)s
             )
-            SELECT id FROM change
+            SELECT id, ST_XMin(bbox), ST_YMin(bbox), ST_XMax(bbox), ST_YMax(bbox) FROM change
             """
         ).format(srid=sql.Literal(schema.SRID)),
         {
@@ -136,7 +136,7 @@ def record(
         "version": version,
         "layer": layer,
         "operation": operation,
-        "bbox": list(box) if box else None,
+        "bbox": None if row[1] is None else [float(v) for v in row[1:]],  # as stored
         "dataset": dataset,
         "features": features,
     }
