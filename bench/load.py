@@ -37,7 +37,7 @@ import shapely
 import shapely.geometry
 
 from twin import db, spatial
-from twin.settings import Settings
+from twin.settings import DatabaseSettings, Settings
 
 
 def _free_port() -> int:
@@ -101,8 +101,8 @@ def main() -> None:
 
     settings = Settings()
     env = dict(os.environ)
-    if not settings.database_url:
-        settings = Settings(data_dir=Path(".twin/bench-load"))
+    if not settings.database.database_url:
+        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench-load")))
         env["TWIN_DATA_DIR"] = str(Path(".twin/bench-load").absolute())
     url = db.prepare(settings)
     with db.connect(url) as conn:

@@ -28,7 +28,7 @@ import httpx2 as httpx
 import numpy as np
 
 from twin import db, spatial
-from twin.settings import Settings
+from twin.settings import DatabaseSettings, Settings
 
 
 def _free_port() -> int:
@@ -55,8 +55,8 @@ def main() -> None:
 
     settings = Settings()
     env = dict(os.environ)
-    if not settings.database_url:
-        settings = Settings(data_dir=Path(".twin/bench"))
+    if not settings.database.database_url:
+        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench")))
         env["TWIN_DATA_DIR"] = str(Path(".twin/bench").absolute())
     url = db.prepare(settings)
     with db.connect(url) as conn:

@@ -245,14 +245,16 @@ def _seed(text: str) -> int:
 def prepare(settings: Settings) -> str:
     """``db.prepare`` with a spinner: making a cluster the first time takes a few seconds."""
     where = (
-        "the data base" if settings.database_url else f"the embedded PostGIS in {settings.data_dir}"
+        "the data base"
+        if settings.database.database_url
+        else f"the embedded PostGIS in {settings.database.data_dir}"
     )
-    cluster = None if settings.database_url else db.embedded_cluster(settings)
+    cluster = None if settings.database.database_url else db.embedded_cluster(settings)
     if cluster is not None and not cluster.state_file.exists() and not cluster.foreign_files():
         # Said out loud: a command run from another folder would otherwise quietly work
         # on a new, empty map.
         console.print(
-            f"no embedded PostGIS in {settings.data_dir.resolve()} yet: making a new, empty one "
+            f"no embedded PostGIS in {settings.database.data_dir.resolve()} yet: making a new, empty one "
             "(set TWIN_DATA_DIR to use another)",
             highlight=False,
         )
@@ -264,7 +266,9 @@ def cmd_db_start(settings: Settings, args: argparse.Namespace) -> int:
     """Start the embedded cluster, or check the configured server."""
     url = prepare(settings)
     where = (
-        "configured server" if settings.database_url else f"embedded cluster in {settings.data_dir}"
+        "configured server"
+        if settings.database.database_url
+        else f"embedded cluster in {settings.database.data_dir}"
     )
     console.print(f"data base ready ({where}): {_safe(url)}", highlight=False)
     return 0
@@ -272,7 +276,7 @@ def cmd_db_start(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_db_stop(settings: Settings, args: argparse.Namespace) -> int:
     """Stop the embedded cluster."""
-    if settings.database_url:
+    if settings.database.database_url:
         raise TwinError("TWIN_DATABASE_URL is set: that server is not ours to stop")
     stopped = db.embedded_cluster(settings).stop()
     console.print("stopped" if stopped else "not running")
@@ -281,8 +285,8 @@ def cmd_db_stop(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
     """Report where the data base is and whether it is up; exit 1 when it is not."""
-    if settings.database_url:
-        url = db.libpq_url(settings.database_url)
+    if settings.database.database_url:
+        url = db.libpq_url(settings.database.database_url)
         db.check_reachable(url)
         report: dict[str, object] = {"kind": "configured", "url": _safe(url), "running": True}
         report["schema_revision"] = db.schema_revision(url)
@@ -555,10 +559,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from layers.demo.load import DATASET as DEMO_DATASET
     from layers.demo.load import demo_loaded
 
-    host = args.host or settings.host
-    port = args.port or settings.port
+    host = args.host or settings.api.host
+    port = args.port or settings.api.port
     _check_port_free(host, port)
-    cluster = None if settings.database_url else db.embedded_cluster(settings)
+    cluster = None if settings.database.database_url else db.embedded_cluster(settings)
     was_running = cluster is not None and cluster.is_running()
     # kill, Docker and systemd stop a service with SIGTERM, whose default ends the process
     # on the spot (uvicorn re-sends it once it has shut down): as an exception instead, so
@@ -600,14 +604,14 @@ def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -
 
     from api.app import create_app
 
-    host = host or settings.host
-    port = port or settings.port
+    host = host or settings.api.host
+    port = port or settings.api.port
     _check_port_free(host, port)
     app = create_app(settings, database_url=url)
     where = (
         "configured server"
-        if settings.database_url
-        else f"embedded PostGIS in {settings.data_dir.absolute()}"
+        if settings.database.database_url
+        else f"embedded PostGIS in {settings.database.data_dir.absolute()}"
     )
     with db.connect(url) as conn:
         features = sum(layer["feature_count"] for layer in catalogue.list_layers(conn))
