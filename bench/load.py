@@ -108,7 +108,7 @@ def main() -> None:
     with db.connect(url) as conn:
         if not conn.execute("SELECT count(*) FROM buildings WHERE dataset = 'demo'").fetchone()[0]:
             subprocess.run(
-                [sys.executable, "-m", "twin.cli", "demo", "--size", "default"], env=env, check=True
+                [sys.executable, "-m", "cli", "demo", "--size", "default"], env=env, check=True
             )
         row = conn.execute(
             "SELECT ST_AsGeoJSON(ST_Union(geom)) FROM jurisdictions WHERE level = 'district'"
@@ -141,7 +141,7 @@ def main() -> None:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "twin.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -65,7 +65,7 @@ def main() -> None:
         ).fetchone()[0]
         if buildings == 0:
             subprocess.run(
-                [sys.executable, "-m", "twin.cli", "demo", "--size", args.size], env=env, check=True
+                [sys.executable, "-m", "cli", "demo", "--size", args.size], env=env, check=True
             )
         west, south, east, north = conn.execute(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
@@ -98,7 +98,7 @@ def main() -> None:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "twin.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env={**env, "TWIN_POOL_MAX_SIZE": "16"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -56,7 +56,7 @@ def run_twin(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "twin.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         env=full_env,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from twin.cli import main
+from cli import main
 from twin.settings import ENV_PREFIX, Settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
