@@ -7,26 +7,10 @@ import argparse
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import Commands, as_json, console, out, prepare
+from cli.common import as_json, console, out, prepare
 from layers.datasets import delete_dataset, list_datasets
 from twin import db
 from twin.settings import Settings
-
-
-def add_commands(commands: Commands) -> None:
-    """Add ``twin datasets``."""
-    datasets = commands.add_parser(
-        "datasets",
-        help="list a layer's datasets, or delete one",
-        description=(
-            "List the datasets of a layer (each import names one, by default the file's "
-            "name) with their feature counts, or delete one dataset's features with --delete."
-        ),
-    )
-    datasets.add_argument("layer", help="a layer of the catalogue (see 'twin layers')")
-    datasets.add_argument("--delete", metavar="NAME", help="delete every feature of this dataset")
-    datasets.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    datasets.set_defaults(run=cmd_datasets)
 
 
 def cmd_datasets(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import Commands, as_json, console, out, prepare, safe_url
+from cli.common import as_json, console, out, prepare, safe_url
 from twin import db
 from twin.errors import TwinError
 from twin.settings import Settings
-
-
-def add_commands(commands: Commands) -> None:
-    """Add ``twin db`` and its actions."""
-    db_parser = commands.add_parser("db", help="manage the data base (embedded by default)")
-    db_commands = db_parser.add_subparsers(title="db commands", metavar="ACTION", required=True)
-    for name, run, text in (
-        ("start", cmd_db_start, "make (first time) and start the embedded PostGIS cluster"),
-        ("stop", cmd_db_stop, "stop the embedded cluster"),
-        ("status", cmd_db_status, "say whether the data base is there and up"),
-        ("url", cmd_db_url, "print the data base URL (starts the embedded cluster)"),
-        ("migrate", cmd_db_migrate, "bring the schema to the newest migration"),
-    ):
-        db_commands.add_parser(name, help=text, description=text).set_defaults(run=run)
 
 
 def cmd_db_start(settings: Settings, args: argparse.Namespace) -> int:

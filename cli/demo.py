@@ -5,33 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from cli.common import Commands, console, prepare, progress_bars
+from cli.common import console, prepare, progress_bars
 from layers.demo.generate import generate_city
 from layers.demo.load import load_demo
 from twin import db
 from twin.settings import Settings
-
-SIZES = ("small", "default", "large")
-
-
-def add_commands(commands: Commands) -> None:
-    """Add ``twin demo``."""
-    demo = commands.add_parser(
-        "demo", help="generate and load the demo city (replaces only the previous demo)"
-    )
-    demo.add_argument("--size", choices=SIZES, default="default")
-    demo.add_argument("--seed", type=_seed, default=1, help="same seed, same city (default 1)")
-    demo.set_defaults(run=cmd_demo)
-
-
-def _seed(text: str) -> int:
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {seed}")
-    return seed
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.common import Commands, as_json, out, prepare, progress_bars
+from cli.common import as_json, out, prepare, progress_bars
 from layers.coverage import describe
 from layers.crs import resolve_crs
 from layers.ingest import ImportOptions, group_rejections, import_file
@@ -14,62 +14,6 @@ from layers.readers import check_path
 from twin import db
 from twin.errors import TwinError
 from twin.settings import Settings
-
-
-def add_commands(commands: Commands) -> None:
-    """Add ``twin import``."""
-    imports = commands.add_parser(
-        "import",
-        help="import a provider's file into a layer",
-        description=(
-            "Import a file (GeoJSON, GeoPackage, Shapefile or zipped Shapefile, CSV with "
-            "lon/lat, x/y or WKT columns, FlatGeobuf, any GDAL format, EPANET .inp) into a "
-            "layer. Features are matched by source id: importing the same dataset again "
-            "updates it. Exit status: 0 all imported, 3 some features rejected (the rest "
-            "imported), 1 nothing imported."
-        ),
-    )
-    imports.add_argument(
-        "layer",
-        help="buildings, public_spaces, pipes, pipe_nodes, sensors, "
-        "jurisdictions, units, or a scene's name",
-    )
-    imports.add_argument("path", type=Path, help="the file")
-    imports.add_argument(
-        "--crs",
-        help="the file's CRS when it does not say (or says wrong): "
-        "EPSG:4549, 4490, GCJ02, BD09 ...",
-    )
-    imports.add_argument("--layer", dest="source_layer", help="layer inside a multi-layer file")
-    imports.add_argument("--dataset", help="name of this source (default: the file's name)")
-    imports.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="FIELD=SOURCE",
-        help="take schema FIELD from the file's SOURCE field (repeatable)",
-    )
-    imports.add_argument("--mapping", type=Path, help="a JSON file {field: source field}")
-    imports.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="give FIELD this value for every feature, over the file's (repeatable)",
-    )
-    imports.add_argument(
-        "--default",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="give FIELD this value where the file has none (repeatable)",
-    )
-    imports.add_argument("--provider", help="who provides the data (catalogue)")
-    imports.add_argument("--owner", help="the unit that owns the layer (catalogue)")
-    imports.add_argument("--licence", help="licence of the data (catalogue)")
-    imports.add_argument("--cadence", help="how often it is updated (catalogue)")
-    imports.add_argument("--json", action="store_true", help="print the report as JSON")
-    imports.set_defaults(run=cmd_import)
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,16 +6,9 @@ import argparse
 
 from rich.table import Table
 
-from cli.common import Commands, as_json, out, prepare
+from cli.common import as_json, out, prepare
 from twin import catalogue, db
 from twin.settings import Settings
-
-
-def add_commands(commands: Commands) -> None:
-    """Add ``twin layers``."""
-    layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
-    layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    layers.set_defaults(run=cmd_layers)
 
 
 def cmd_layers(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,34 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import Commands, console, prepare
+from cli.common import console, prepare
 from layers.scenes import create_scene, drop_scene
 from twin import db
 from twin.errors import TwinError
 from twin.settings import Settings
-
-
-def add_commands(commands: Commands) -> None:
-    """Add ``twin scene`` and its actions."""
-    scene = commands.add_parser("scene", help="register or drop a scene layer (个性化场景)")
-    scene_commands = scene.add_subparsers(title="scene commands", metavar="ACTION", required=True)
-    create = scene_commands.add_parser("create", help="register a new scene layer")
-    create.add_argument("name", help="2-40 lower-case letters, digits or _")
-    create.add_argument("--geometry", required=True, help="Point, LineString or Polygon")
-    create.add_argument(
-        "--property",
-        action="append",
-        default=[],
-        metavar="NAME:TYPE",
-        help="a property and its type: string, number, integer, boolean",
-    )
-    create.add_argument("--title", help="a title for people")
-    create.add_argument("--owner", default="", help="the unit that owns the scene")
-    create.add_argument("--description", default="")
-    create.set_defaults(run=cmd_scene_create)
-    drop = scene_commands.add_parser("drop", help="remove a scene layer and its features")
-    drop.add_argument("name")
-    drop.set_defaults(run=cmd_scene_drop)
 
 
 def cmd_scene_create(settings: Settings, args: argparse.Namespace) -> int:

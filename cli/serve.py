@@ -10,38 +10,13 @@ import socket
 import uvicorn
 
 from api.app import create_app
-from cli.common import Commands, console, prepare
-from cli.demo import SIZES, load_demo_city
+from cli.common import console, prepare
+from cli.demo import load_demo_city
 from layers.demo.load import DATASET as DEMO_DATASET
 from layers.demo.load import demo_loaded
 from twin import catalogue, db
 from twin.errors import TwinError
 from twin.settings import Settings
-
-
-def add_commands(commands: Commands) -> None:
-    """Add ``twin serve`` and ``twin up``."""
-    for name, run, text in (
-        ("serve", cmd_serve, "serve the API on the data base as it is"),
-        ("up", cmd_up, "the main job: data base, demo city (if none yet), and the API"),
-    ):
-        serve = commands.add_parser(name, help=text, description=text)
-        serve.add_argument("--host", help="address to listen on (TWIN_HOST, default 127.0.0.1)")
-        serve.add_argument("--port", type=_port, help="port (TWIN_PORT, default 8000)")
-        if name == "up":
-            serve.add_argument("--size", choices=SIZES, default="default")
-        serve.set_defaults(run=run)
-
-
-def _port(text: str) -> int:
-    """A TCP port, as argparse reads it: one line naming the range, not bind()'s traceback."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port: ports are 1 to 65535")
-    return port
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
