@@ -86,6 +86,7 @@ demo: setup
 lint: python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: setup lint
 	$(VENV)/bin/pytest

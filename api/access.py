@@ -64,7 +64,7 @@ def staff(
     request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
 ) -> str:
     """Staff or a trusted system with a configured API key; returns the caller's name."""
-    keys: dict[str, str] = request.app.state.settings.api_keys
+    keys: dict[str, str] = request.app.state.settings.api.api_keys
     caller = keys.get(x_api_key or "")
     if caller is None:
         raise NotAllowed("this route needs a valid X-API-Key header")

@@ -27,7 +27,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        timeout = f"-c statement_timeout={settings.statement_timeout_ms}"
+        timeout = f"-c statement_timeout={settings.database.statement_timeout_ms}"
 
         def pool(min_size: int, max_size: int) -> ConnectionPool:
             return ConnectionPool(
@@ -37,14 +37,16 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
                 kwargs={"options": timeout, "autocommit": True},
                 configure=configure,
                 open=False,
-                timeout=settings.pool_timeout_s,
+                timeout=settings.database.pool_timeout_s,
             )
 
         # Operational routes (api/access.py) have connections and threads of their own.
-        app.state.pool = pool(settings.pool_min_size, settings.pool_max_size)
-        app.state.operational_pool = pool(1, settings.operational_pool_size)
-        app.state.operational_threads = anyio.CapacityLimiter(settings.operational_pool_size)
-        app.state.heavy_gate = Gate(settings.heavy_concurrency, settings.heavy_queue_s)
+        app.state.pool = pool(settings.database.pool_min_size, settings.database.pool_max_size)
+        app.state.operational_pool = pool(1, settings.database.operational_pool_size)
+        app.state.operational_threads = anyio.CapacityLimiter(
+            settings.database.operational_pool_size
+        )
+        app.state.heavy_gate = Gate(settings.api.heavy_concurrency, settings.api.heavy_queue_s)
         app.state.pool.open()
         app.state.operational_pool.open()
         app.state.catalogue.listen(database_url)

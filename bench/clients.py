@@ -38,7 +38,7 @@ from api.app import create_app
 from layers.demo.generate import generate_city
 from layers.demo.load import load_demo
 from twin import db
-from twin.settings import Settings
+from twin.settings import DatabaseSettings, Settings
 
 QGIS_PYTHON = "/usr/bin/python3"
 # Run by QGIS's own Python: reads a layer through the OAPIF provider, as QGIS's map does.
@@ -112,8 +112,8 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings()
-    if not settings.database_url:
-        settings = Settings(data_dir=Path(".twin/bench-clients"))
+    if not settings.database.database_url:
+        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench-clients")))
     url = db.prepare(settings)
     with db.connect(url) as conn:
         demo = conn.execute("SELECT count(*) FROM buildings WHERE dataset = 'demo'").fetchone()[0]

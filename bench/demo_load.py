@@ -18,7 +18,7 @@ from pathlib import Path
 from layers.demo.generate import generate_city
 from layers.demo.load import load_demo
 from twin import db
-from twin.settings import Settings
+from twin.settings import DatabaseSettings, Settings
 
 
 def main() -> None:
@@ -29,8 +29,8 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings()
-    if not settings.database_url:
-        settings = Settings(data_dir=Path(".twin/bench"))
+    if not settings.database.database_url:
+        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench")))
     url = db.prepare(settings)
 
     started = time.perf_counter()

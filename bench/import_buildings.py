@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 
 from layers.ingest import ImportOptions, ImportReport, import_file
 from twin import db
-from twin.settings import Settings
+from twin.settings import DatabaseSettings, Settings
 
 OUT = Path(__file__).parent / "out"
 OGR2OGR = shutil.which("ogr2ogr")
@@ -83,7 +83,9 @@ def _fresh_database(url: str, name: str) -> str:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     fresh = make_url(url).set(database=name).render_as_string(hide_password=False)
-    return db.prepare(Settings(database_url=fresh))  # PostGIS, schema, layers: as any start
+    return db.prepare(
+        Settings(database=DatabaseSettings(database_url=fresh))
+    )  # PostGIS, schema, layers: as any start
 
 
 def _settle(url: str, *tables: str) -> None:
@@ -133,8 +135,8 @@ def main() -> None:
     path = make_file(args.count)
 
     settings = Settings()
-    if not settings.database_url:
-        settings = Settings(data_dir=Path(".twin/bench"))
+    if not settings.database.database_url:
+        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench")))
     url = db.prepare(settings)
     with db.connect(url) as conn:
         conn.execute("DELETE FROM buildings WHERE dataset IN ('bench', 'bench_ogr')")

@@ -37,7 +37,7 @@ import shapely
 import shapely.geometry
 
 from twin import db, spatial
-from twin.settings import Settings
+from twin.settings import DatabaseSettings, Settings
 
 
 def _free_port() -> int:
@@ -101,14 +101,14 @@ def main() -> None:
 
     settings = Settings()
     env = dict(os.environ)
-    if not settings.database_url:
-        settings = Settings(data_dir=Path(".twin/bench-load"))
+    if not settings.database.database_url:
+        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench-load")))
         env["TWIN_DATA_DIR"] = str(Path(".twin/bench-load").absolute())
     url = db.prepare(settings)
     with db.connect(url) as conn:
         if not conn.execute("SELECT count(*) FROM buildings WHERE dataset = 'demo'").fetchone()[0]:
             subprocess.run(
-                [sys.executable, "-m", "twin.cli", "demo", "--size", "default"], env=env, check=True
+                [sys.executable, "-m", "cli", "demo", "--size", "default"], env=env, check=True
             )
         row = conn.execute(
             "SELECT ST_AsGeoJSON(ST_Union(geom)) FROM jurisdictions WHERE level = 'district'"
@@ -141,7 +141,7 @@ def main() -> None:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "twin.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -28,7 +28,7 @@ import httpx2 as httpx
 import numpy as np
 
 from twin import db, spatial
-from twin.settings import Settings
+from twin.settings import DatabaseSettings, Settings
 
 
 def _free_port() -> int:
@@ -55,8 +55,8 @@ def main() -> None:
 
     settings = Settings()
     env = dict(os.environ)
-    if not settings.database_url:
-        settings = Settings(data_dir=Path(".twin/bench"))
+    if not settings.database.database_url:
+        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench")))
         env["TWIN_DATA_DIR"] = str(Path(".twin/bench").absolute())
     url = db.prepare(settings)
     with db.connect(url) as conn:
@@ -65,7 +65,7 @@ def main() -> None:
         ).fetchone()[0]
         if buildings == 0:
             subprocess.run(
-                [sys.executable, "-m", "twin.cli", "demo", "--size", args.size], env=env, check=True
+                [sys.executable, "-m", "cli", "demo", "--size", args.size], env=env, check=True
             )
         west, south, east, north = conn.execute(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
@@ -98,7 +98,7 @@ def main() -> None:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "twin.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env={**env, "TWIN_POOL_MAX_SIZE": "16"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

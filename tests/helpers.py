@@ -12,7 +12,7 @@ from pathlib import Path
 
 import shapely.geometry
 
-from twin.settings import Settings
+from twin.settings import ApiSettings, DatabaseSettings, ImportSettings, Settings
 
 _made: list[Path] = []
 
@@ -32,10 +32,21 @@ def remove_data_dirs() -> None:
         shutil.rmtree(_made.pop(), ignore_errors=True)
 
 
-def settings_for(data_dir: Path, **overrides: object) -> Settings:
-    """Settings that ignore the developer's environment and .env file."""
-    values: dict[str, object] = {"data_dir": data_dir, "database_url": None, **overrides}
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+def settings_for(
+    data_dir: Path,
+    *,
+    database: dict[str, object] | None = None,
+    api: dict[str, object] | None = None,
+    imports: dict[str, object] | None = None,
+) -> Settings:
+    """Settings on the embedded cluster in ``data_dir`` that ignore the developer's .env
+    file, with each concern's ``overrides`` (``api={"api_keys": …}``)."""
+    database = {"data_dir": data_dir, "database_url": None, **(database or {})}
+    return Settings(
+        database=DatabaseSettings(_env_file=None, **database),  # type: ignore[arg-type]
+        api=ApiSettings(_env_file=None, **(api or {})),  # type: ignore[arg-type]
+        imports=ImportSettings(_env_file=None, **(imports or {})),  # type: ignore[arg-type]
+    )
 
 
 def run_twin(
@@ -45,7 +56,7 @@ def run_twin(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "twin.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         env=full_env,

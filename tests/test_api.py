@@ -20,7 +20,7 @@ def test_health_is_ok_with_postgis_and_current_schema(client: TestClient):
 
 
 def test_health_says_unavailable_when_the_data_base_is_gone():
-    settings = settings_for(make_data_dir("twin-gone-"), pool_timeout_s=1)
+    settings = settings_for(make_data_dir("twin-gone-"), database={"pool_timeout_s": 1})
     app = create_app(settings, database_url="postgresql://twin:x@127.0.0.1:1/twin")
     with TestClient(app) as gone:
         answer = gone.get("/health")

@@ -27,7 +27,7 @@ POINTS = {
 
 @pytest.fixture
 def staff(fresh_url: str) -> Iterator[TestClient]:
-    settings = settings_for(make_data_dir("twin-api-"), api_keys={"test-key": "tester"})
+    settings = settings_for(make_data_dir("twin-api-"), api={"api_keys": {"test-key": "tester"}})
     with TestClient(create_app(settings, database_url=fresh_url)) as client:
         yield client
 
@@ -468,9 +468,34 @@ def test_bodies_too_deep_or_not_json_get_a_clear_400_too_large_413(
     assert streamed.status_code == 413, streamed.text
 
 
+def test_an_import_over_the_import_time_limit_is_stopped_and_stores_nothing(
+    staff: TestClient, fresh_url: str
+):
+    """TWIN_IMPORT_TIME_LIMIT_S, not the 5 s per-statement limit, bounds an import."""
+    with psycopg.connect(fresh_url) as conn:  # every insert into sensors takes 2 s
+        conn.execute("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$")  # fmt: skip
+        conn.execute("CREATE TRIGGER slow BEFORE INSERT ON sensors "
+                     "FOR EACH STATEMENT EXECUTE FUNCTION slow()")  # fmt: skip
+    sensor = f'{{"type": "FeatureCollection", "features": [{GOOD_SENSOR}]}}'
+    headers = {**KEY, "Content-Type": "application/json"}
+    before = _stored(staff, fresh_url, "sensors")
+    settings = settings_for(make_data_dir("twin-api-"), api={"api_keys": {"test-key": "tester"}},
+                            imports={"import_time_limit_s": 1})  # fmt: skip
+    with TestClient(create_app(settings, database_url=fresh_url)) as hurried:
+        cut = hurried.post("/layers/sensors/features", content=sensor, headers=headers)
+    assert cut.status_code == 503, cut.text
+    assert "took too long" in cut.json()["detail"]
+    assert _stored(staff, fresh_url, "sensors") == before
+    # The default limit (15 minutes) lets the same slow import through.
+    answer = staff.post("/layers/sensors/features", content=sensor, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["inserted"] == 1
+
+
 def test_an_upload_over_the_limit_is_413_saying_the_limit(fresh_url: str):
-    settings = settings_for(make_data_dir("twin-api-"), api_keys={"test-key": "tester"},
-                            max_upload_mb=1)  # fmt: skip
+    settings = settings_for(make_data_dir("twin-api-"), api={"api_keys": {"test-key": "tester"}},
+                            imports={"max_upload_mb": 1})  # fmt: skip
     with TestClient(create_app(settings, database_url=fresh_url)) as client:
         big = "device_id,kind,lon,lat\n" + "c1,camera,121.4005,31.2405\n" * 50_000
         answer = client.post("/layers/sensors/import", files={"file": ("big.csv", big)},

@@ -86,7 +86,7 @@ def test_up_stops_its_cluster_when_terminated():
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
     env |= {"TWIN_DATA_DIR": str(data_dir), "TWIN_PORT": str(port)}
     up = subprocess.Popen(
-        [sys.executable, "-m", "twin.cli", "up", "--size", "small"],
+        [sys.executable, "-m", "cli", "up", "--size", "small"],
         env=env, cwd=data_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

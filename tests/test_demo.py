@@ -12,8 +12,8 @@ import pytest
 import shapely
 from shapely.geometry import Point
 
+from cli import main
 from layers.demo.generate import DemoCity, generate_city
-from twin.cli import main
 
 LEVELS = ("city", "district", "street", "grid", "community")
 

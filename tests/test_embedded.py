@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cli import main
 from tests.helpers import make_data_dir, run_twin
-from twin.cli import main
 from twin.embedded import EmbeddedCluster
 
 

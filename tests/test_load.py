@@ -41,14 +41,14 @@ def server(cluster_dir: Path, fresh_url: str) -> Iterator[str]:
     """The real app served by uvicorn; the URL to call it at."""
     settings = settings_for(
         cluster_dir,
-        api_keys={"dispatch-key": "城运中心"},
         # So small that, before route classes, 12 area questions left /locate waiting for
         # a connection until it was refused with 503 "pool timed out".
-        pool_max_size=2,
-        pool_timeout_s=1.0,
-        operational_pool_size=2,
-        heavy_concurrency=1,
-        heavy_queue_s=0.1,
+        database={"pool_max_size": 2, "pool_timeout_s": 1.0, "operational_pool_size": 2},
+        api={
+            "api_keys": {"dispatch-key": "城运中心"},
+            "heavy_concurrency": 1,
+            "heavy_queue_s": 0.1,
+        },
     )
     port = _free_port()
     config = uvicorn.Config(

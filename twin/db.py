@@ -1,7 +1,7 @@
 """Where the data base is, and bringing its schema up to date.
 
 ``database_url(settings)`` is the one place that decides between a configured server
-(``TWIN_DATABASE_URL``) and the embedded cluster in ``settings.data_dir``.
+(``TWIN_DATABASE_URL``) and the embedded cluster in ``settings.database.data_dir``.
 """
 
 from __future__ import annotations
@@ -30,17 +30,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def embedded_cluster(settings: Settings) -> EmbeddedCluster:
     """The embedded cluster that ``settings`` describe (not started)."""
     return EmbeddedCluster(
-        settings.data_dir,
-        port=settings.pg_port,
-        bin_dir=settings.pg_bin_dir,
-        server_user=settings.pg_server_user,
+        settings.database.data_dir,
+        port=settings.database.pg_port,
+        bin_dir=settings.database.pg_bin_dir,
+        server_user=settings.database.pg_server_user,
     )
 
 
 def database_url(settings: Settings) -> str:
     """The libpq URL to use: the configured one, checked, or the embedded cluster's (started)."""
-    if settings.database_url:
-        url = libpq_url(settings.database_url)
+    if settings.database.database_url:
+        url = libpq_url(settings.database.database_url)
         check_reachable(url, create_postgis=True)
         return url
     return embedded_cluster(settings).ensure_running()

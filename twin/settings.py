@@ -1,18 +1,35 @@
-"""Settings, read from the environment (prefix ``TWIN_``) or a ``.env`` file.
+"""Settings, read from the environment (prefix ``TWIN_``) or a ``.env`` file, per concern.
+
+``Settings`` groups one model per concern: ``database`` (where the data base is and how it
+is used), ``api`` (where the API listens, who may call it, how much it serves at once) and
+``imports`` (how big and how long an import may be). A later concern (tiles, MQTT) is one
+more model and one more field. The variables keep the flat names the README documents
+(``TWIN_DATABASE_URL``, ``TWIN_PORT`` …): each concern reads its own from the environment.
 
 Created by the composition root (CLI, app factory, tests), never at import time.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "TWIN_"  # the README documents every variable by this name
 
-class Settings(BaseSettings):
-    """Everything the one map can be told about where it runs."""
 
-    model_config = SettingsConfigDict(env_prefix="TWIN_", env_file=".env", extra="ignore")
+class _Concern(BaseSettings):
+    """One concern's settings, each read from ``TWIN_`` + the field's name in capitals
+    (``database_url`` from ``TWIN_DATABASE_URL``): field names are the variables' names."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+
+class DatabaseSettings(_Concern):
+    """Where the data base is (a configured server or the embedded cluster) and the
+    connections the API keeps to it."""
 
     database_url: str | None = Field(
         default=None,
@@ -30,13 +47,9 @@ class Settings(BaseSettings):
         default="postgres",
         description="Unprivileged user that runs the embedded server when twin runs as root.",
     )
-    srid: int = Field(default=4326, description="The one CRS every geometry is stored in.")
-    metric_srid: int = Field(
-        default=4549, description="Metric CRS for lengths and areas (CGCS2000 3-degree GK CM 120E)."
+    statement_timeout_ms: int = Field(
+        default=5000, ge=100, description="Per-statement time limit of the API's queries."
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    statement_timeout_ms: int = Field(default=5000, ge=100)
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=10, ge=1, description="Connections of the shared pool.")
     pool_timeout_s: float = Field(default=10.0, gt=0, description="Wait for a connection.")
@@ -45,6 +58,14 @@ class Settings(BaseSettings):
         ge=1,
         description="Connections kept apart for dispatch's questions, staff and health.",
     )
+
+
+class ApiSettings(_Concern):
+    """Where the HTTP API listens, who may call its staff routes, and how much heavy work
+    it takes on at once."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
     heavy_concurrency: int = Field(
         default=2, ge=1, description="Heavy requests (area questions, big pages) served at once."
     )
@@ -53,8 +74,47 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a heavy request waits for its turn before 503 and Retry-After.",
     )
-    max_upload_mb: int = Field(default=2048, ge=1, description="Largest file an upload may be.")
     api_keys: dict[str, str] = Field(
         default_factory=dict,
         description='API keys of staff and trusted systems, as JSON: {"key": "caller name"}.',
     )
+
+
+class ImportSettings(_Concern):
+    """How big an uploaded file may be and how long an import over HTTP may run."""
+
+    max_upload_mb: int = Field(default=2048, ge=1, description="Largest file an upload may be.")
+    import_time_limit_s: int = Field(
+        default=900,
+        ge=1,
+        description="Time limit of one import over HTTP (in place of the statement timeout).",
+    )
+
+
+class Settings(BaseModel):
+    """Everything the one map can be told about where it runs, one model per concern.
+
+    ``Settings()`` reads every concern from the environment and ``.env``; a concern given
+    (``Settings(database=DatabaseSettings(data_dir=…))``) is taken as it is. Bad values of
+    several concerns are refused together, in one ``ValidationError``, as one model would.
+    """
+
+    database: DatabaseSettings
+    api: ApiSettings
+    imports: ImportSettings
+
+    def __init__(self, **concerns: _Concern) -> None:
+        problems: list[InitErrorDetails] = []
+        for name, field in type(self).model_fields.items():
+            if name in concerns:
+                continue
+            try:
+                concerns[name] = field.annotation()  # type: ignore[misc]
+            except ValidationError as exc:
+                problems += [
+                    {"type": e["type"], "loc": e["loc"], "input": e["input"], "ctx": e.get("ctx", {})}
+                    for e in exc.errors(include_url=False)
+                ]  # fmt: skip
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        super().__init__(**concerns)

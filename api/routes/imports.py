@@ -40,7 +40,6 @@ from twin.errors import InvalidInput
 
 router = APIRouter(tags=["imports"])
 LayerName = Annotated[str, Path(max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
-IMPORT_TIMEOUT = "15min"
 MAX_REJECTIONS_SHOWN = 20  # in a 422 answer; the CLI's --json report has them all
 ALLOWED_SUFFIXES = {".geojson", ".json", ".geojsonl", ".geojsons", ".gpkg", ".zip", ".csv",
                     ".tsv", ".txt", ".fgb", ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
@@ -61,9 +60,11 @@ JSON_REASONS = {
 }
 
 
-def _long_statements(conn: psycopg.Connection) -> None:
-    """Imports may run longer than a query: lift the time limit for this transaction."""
-    conn.execute("SELECT set_config('statement_timeout', %s, true)", (IMPORT_TIMEOUT,))
+def _long_statements(conn: psycopg.Connection, request: Request) -> None:
+    """Imports may run longer than a query: for this transaction, the import time limit
+    (TWIN_IMPORT_TIME_LIMIT_S) in place of the per-statement one."""
+    limit = request.app.state.settings.imports.import_time_limit_s
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{limit}s",))
 
 
 def _check_stored(report: ImportReport) -> None:
@@ -218,7 +219,7 @@ def upload(
                        ("owner_unit", owner_unit), ("licence", licence),
                        ("update_cadence", update_cadence)):  # fmt: skip
         refuse_control(what, text)
-    limit = request.app.state.settings.max_upload_mb * 1024 * 1024
+    limit = request.app.state.settings.imports.max_upload_mb * 1024 * 1024
     options = ImportOptions(
         dataset=dataset or default_dataset(original.name, layer),
         crs=crs,
@@ -247,7 +248,7 @@ def upload(
                     )
                 out.write(chunk)
         with conn.transaction():
-            _long_statements(conn)
+            _long_statements(conn, request)
             report = import_file(conn, name, target, options)
             _check_stored(report)
     return {"caller": caller, **report.as_dict()}
@@ -304,6 +305,7 @@ GEOJSON_BODY = {
     dependencies=[KnownParameters, WritesLayers],
 )
 def post_features(
+    request: Request,
     conn: Connection,
     caller: Staff,
     name: LayerName,
@@ -322,7 +324,7 @@ def post_features(
     refuse_nul("crs", crs)
     frame = frame_from_geojson(document, axes=axes(resolve_crs(crs)) if crs else axes(None))
     with conn.transaction():
-        _long_statements(conn)
+        _long_statements(conn, request)
         kind = layer_kind(conn, name)
         report = import_frame(
             conn, kind, frame, ImportOptions(crs=crs), dataset=dataset, all_or_nothing=True
@@ -399,6 +401,7 @@ def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> None:
     dependencies=[WritesLayers],
 )
 def delete_layer_dataset(
+    request: Request,
     conn: Connection,
     caller: Staff,
     name: LayerName,
@@ -408,6 +411,6 @@ def delete_layer_dataset(
     an unknown layer or dataset (naming the datasets there are), 409 when other features
     depend on these."""
     with conn.transaction():
-        _long_statements(conn)
+        _long_statements(conn, request)
         deleted = delete_dataset(conn, name, dataset)
     return {"caller": caller, "layer": name, "dataset": dataset, "deleted": deleted}

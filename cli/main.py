@@ -1,0 +1,255 @@
+"""``main()``: the command line, settings read, the chosen command run, and errors a person
+can act on turned into one line on stderr and a non-zero exit, never a traceback.
+
+The command line is declared here, whole; each command runs from its group's module
+(``twin db start`` is ``cli.db.cmd_db_start``), imported only when that command runs: a
+command loads what it needs and no more (``twin db status`` neither FastAPI nor pandas,
+some 1.4 s of imports). The group modules import at their top, so lint-imports sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psycopg
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from cli.common import console
+from twin.errors import TwinError
+from twin.settings import Settings
+
+SIZES = ("small", "default", "large")  # of the demo city
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def _command(group: str, name: str) -> Command:
+    """The command ``name`` of the module ``cli.<group>``, imported when it runs."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        command: Command = getattr(importlib.import_module(f"cli.{group}"), name)
+        return command(settings, args)
+
+    run.__qualname__ = f"cli.{group}.{name}"
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``twin`` console command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings()
+        return int(args.run(settings, args) or 0)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TWIN_{'_'.join(str(p) for p in e['loc']).upper()}={str(e.get('input'))[:40]!r}: "
+            + e["msg"].replace("Input should be", "must be").split(", unable")[0]
+            for e in exc.errors()
+        )
+        console.print(f"twin: error: bad setting: {problems}", highlight=False, markup=False)
+    except SettingsError as exc:
+        # e.g. TWIN_API_KEYS that is not JSON: pydantic-settings names the field.
+        field = re.search(r'field "(\w+)"', str(exc))
+        said = (
+            f"TWIN_{field[1].upper()} is not JSON of the form it takes"
+            + (' ({"key": "caller"})' if field[1] == "api_keys" else "")
+            if field
+            else str(exc)
+        )
+        console.print(f"twin: error: bad setting: {said}", highlight=False, markup=False)
+    except TwinError as exc:
+        console.print(f"twin: error: {exc}", highlight=False, markup=False)
+    except psycopg.Error as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        console.print(f"twin: data base error: {message}", highlight=False, markup=False)
+    except KeyboardInterrupt:
+        console.print("twin: interrupted")
+        return 130
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``twin db|demo|import|scene|terrain|datasets|layers|serve|up``."""
+    parser = argparse.ArgumentParser(
+        prog="twin",
+        description="The one map (一张图): a spatial digital twin of the city on PostGIS.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    db_parser = commands.add_parser("db", help="manage the data base (embedded by default)")
+    db_commands = db_parser.add_subparsers(title="db commands", metavar="ACTION", required=True)
+    for name, run, text in (
+        (
+            "start",
+            _command("db", "cmd_db_start"),
+            "make (first time) and start the embedded PostGIS cluster",
+        ),
+        ("stop", _command("db", "cmd_db_stop"), "stop the embedded cluster"),
+        ("status", _command("db", "cmd_db_status"), "say whether the data base is there and up"),
+        (
+            "url",
+            _command("db", "cmd_db_url"),
+            "print the data base URL (starts the embedded cluster)",
+        ),
+        ("migrate", _command("db", "cmd_db_migrate"), "bring the schema to the newest migration"),
+    ):
+        db_commands.add_parser(name, help=text, description=text).set_defaults(run=run)
+
+    demo = commands.add_parser(
+        "demo", help="generate and load the demo city (replaces only the previous demo)"
+    )
+    demo.add_argument("--size", choices=SIZES, default="default")
+    demo.add_argument("--seed", type=_seed, default=1, help="same seed, same city (default 1)")
+    demo.set_defaults(run=_command("demo", "cmd_demo"))
+
+    imports = commands.add_parser(
+        "import",
+        help="import a provider's file into a layer",
+        description=(
+            "Import a file (GeoJSON, GeoPackage, Shapefile or zipped Shapefile, CSV with "
+            "lon/lat, x/y or WKT columns, FlatGeobuf, any GDAL format, EPANET .inp) into a "
+            "layer. Features are matched by source id: importing the same dataset again "
+            "updates it. Exit status: 0 all imported, 3 some features rejected (the rest "
+            "imported), 1 nothing imported."
+        ),
+    )
+    imports.add_argument(
+        "layer",
+        help="buildings, public_spaces, pipes, pipe_nodes, sensors, "
+        "jurisdictions, units, or a scene's name",
+    )
+    imports.add_argument("path", type=Path, help="the file")
+    imports.add_argument(
+        "--crs",
+        help="the file's CRS when it does not say (or says wrong): "
+        "EPSG:4549, 4490, GCJ02, BD09 ...",
+    )
+    imports.add_argument("--layer", dest="source_layer", help="layer inside a multi-layer file")
+    imports.add_argument("--dataset", help="name of this source (default: the file's name)")
+    imports.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=SOURCE",
+        help="take schema FIELD from the file's SOURCE field (repeatable)",
+    )
+    imports.add_argument("--mapping", type=Path, help="a JSON file {field: source field}")
+    imports.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="give FIELD this value for every feature, over the file's (repeatable)",
+    )
+    imports.add_argument(
+        "--default",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="give FIELD this value where the file has none (repeatable)",
+    )
+    imports.add_argument("--provider", help="who provides the data (catalogue)")
+    imports.add_argument("--owner", help="the unit that owns the layer (catalogue)")
+    imports.add_argument("--licence", help="licence of the data (catalogue)")
+    imports.add_argument("--cadence", help="how often it is updated (catalogue)")
+    imports.add_argument("--json", action="store_true", help="print the report as JSON")
+    imports.set_defaults(run=_command("imports", "cmd_import"))
+
+    scene = commands.add_parser("scene", help="register or drop a scene layer (个性化场景)")
+    scene_commands = scene.add_subparsers(title="scene commands", metavar="ACTION", required=True)
+    create = scene_commands.add_parser("create", help="register a new scene layer")
+    create.add_argument("name", help="2-40 lower-case letters, digits or _")
+    create.add_argument("--geometry", required=True, help="Point, LineString or Polygon")
+    create.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        metavar="NAME:TYPE",
+        help="a property and its type: string, number, integer, boolean",
+    )
+    create.add_argument("--title", help="a title for people")
+    create.add_argument("--owner", default="", help="the unit that owns the scene")
+    create.add_argument("--description", default="")
+    create.set_defaults(run=_command("scenes", "cmd_scene_create"))
+    drop = scene_commands.add_parser("drop", help="remove a scene layer and its features")
+    drop.add_argument("name")
+    drop.set_defaults(run=_command("scenes", "cmd_scene_drop"))
+
+    terrain = commands.add_parser("terrain", help="the ground elevation model (DEM)")
+    terrain_commands = terrain.add_subparsers(
+        title="terrain commands", metavar="ACTION", required=True
+    )
+    dem = terrain_commands.add_parser(
+        "import", help="load a DEM (GeoTIFF or any raster GDAL reads) and sample elevations"
+    )
+    dem.add_argument("path", type=Path)
+    dem.add_argument("--crs", help="the raster's CRS when it does not say")
+    dem.add_argument("--dataset", help="name of this DEM (default: the file's name)")
+    dem.add_argument("--provider", help="who provides it (catalogue)")
+    dem.set_defaults(run=_command("terrain", "cmd_terrain_import"))
+    sample = terrain_commands.add_parser(
+        "sample", help="fill missing elevations of buildings, pipe nodes and sensors"
+    )
+    sample.set_defaults(run=_command("terrain", "cmd_terrain_sample"))
+
+    datasets = commands.add_parser(
+        "datasets",
+        help="list a layer's datasets, or delete one",
+        description=(
+            "List the datasets of a layer (each import names one, by default the file's "
+            "name) with their feature counts, or delete one dataset's features with --delete."
+        ),
+    )
+    datasets.add_argument("layer", help="a layer of the catalogue (see 'twin layers')")
+    datasets.add_argument("--delete", metavar="NAME", help="delete every feature of this dataset")
+    datasets.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    datasets.set_defaults(run=_command("datasets", "cmd_datasets"))
+
+    layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
+    layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    layers.set_defaults(run=_command("layers", "cmd_layers"))
+
+    for name, run, text in (
+        ("serve", _command("serve", "cmd_serve"), "serve the API on the data base as it is"),
+        (
+            "up",
+            _command("serve", "cmd_up"),
+            "the main job: data base, demo city (if none yet), and the API",
+        ),
+    ):
+        serve = commands.add_parser(name, help=text, description=text)
+        serve.add_argument("--host", help="address to listen on (TWIN_HOST, default 127.0.0.1)")
+        serve.add_argument("--port", type=_port, help="port (TWIN_PORT, default 8000)")
+        if name == "up":
+            serve.add_argument("--size", choices=SIZES, default="default")
+        serve.set_defaults(run=run)
+    return parser
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {seed}")
+    return seed
+
+
+def _port(text: str) -> int:
+    """A TCP port, as argparse reads it: one line naming the range, not bind()'s traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: ports are 1 to 65535")
+    return port

@@ -1,0 +1,104 @@
+"""``twin serve`` (the API on the data base as it is) and ``twin up`` (data base, demo city
+when there is none, and the API: the main job)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+
+import uvicorn
+
+from api.app import create_app
+from cli.common import console, prepare
+from cli.demo import load_demo_city
+from layers.demo.load import DATASET as DEMO_DATASET
+from layers.demo.load import demo_loaded
+from twin import catalogue, db
+from twin.errors import TwinError
+from twin.settings import Settings
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the API on the data base as it is."""
+    return serve(settings, prepare(settings), host=args.host, port=args.port)
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Data base, demo city when there is none, then serve; stops a cluster it started."""
+    host = args.host or settings.api.host
+    port = args.port or settings.api.port
+    _check_port_free(host, port)
+    cluster = None if settings.database.database_url else db.embedded_cluster(settings)
+    was_running = cluster is not None and cluster.is_running()
+    # kill, Docker and systemd stop a service with SIGTERM, whose default ends the process
+    # on the spot (uvicorn re-sends it once it has shut down): as an exception instead, so
+    # the cluster this command started is stopped on the way out, as for Ctrl+C.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    url = prepare(settings)
+    try:
+        with db.connect(url) as conn:
+            loaded = demo_loaded(conn)
+            buildings = conn.execute(
+                "SELECT count(*) FILTER (WHERE dataset = %s), count(*) FROM buildings",
+                (DEMO_DATASET,),
+            ).fetchone()
+        if loaded:
+            others = buildings[1] - buildings[0]  # type: ignore[index]
+            console.print(
+                f"a demo city is loaded ({buildings[0]:,} buildings"  # type: ignore[index]
+                + (f", and {others:,} imported" if others else "")
+                + "); "
+                f"'twin demo --size {args.size}' replaces it",
+                highlight=False,
+            )
+        else:
+            load_demo_city(url, size=args.size, seed=1)
+        return serve(settings, url, host=host, port=port)
+    finally:
+        if cluster is not None and not was_running:
+            cluster.stop()
+            console.print(f"stopped the embedded PostGIS in {cluster.data_dir}", highlight=False)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -> int:
+    """Run the API with uvicorn until interrupted."""
+    host = host or settings.api.host
+    port = port or settings.api.port
+    _check_port_free(host, port)
+    app = create_app(settings, database_url=url)
+    where = (
+        "configured server"
+        if settings.database.database_url
+        else f"embedded PostGIS in {settings.database.data_dir.absolute()}"
+    )
+    with db.connect(url) as conn:
+        features = sum(layer["feature_count"] for layer in catalogue.list_layers(conn))
+    console.print(f"data base: {where}, {features:,} features", highlight=False)
+    if features == 0:
+        console.print("the map is empty: load the demo city with 'twin demo', or import data")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    console.print(
+        f"the one map is served at http://{shown}:{port}/  "
+        f"(health: /health, API docs: /docs, layers: /layers)",
+        highlight=False,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")
+    return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise TwinError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): "
+                "choose another with --port or TWIN_PORT"
+            ) from exc
