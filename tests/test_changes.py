@@ -129,7 +129,7 @@ def test_an_import_that_stores_nothing_records_nothing(
 
 @pytest.fixture
 def staff(fresh_url: str) -> Iterator[TestClient]:
-    settings = settings_for(make_data_dir("twin-api-"), api_keys={"test-key": "tester"})
+    settings = settings_for(make_data_dir("twin-api-"), api={"api_keys": {"test-key": "tester"}})
     with TestClient(create_app(settings, database_url=fresh_url)) as client:
         yield client
 
