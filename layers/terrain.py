@@ -19,8 +19,8 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from layers.crs import resolve_crs
 from twin.bulk import copy_table
+from twin.crs import resolve_crs
 from twin.errors import InvalidInput
 from twin.schema import SRID
 

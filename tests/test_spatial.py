@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from layers.crs import wgs84_to_gcj02
+from twin.crs import wgs84_to_gcj02
 
 LEVELS = ["city", "district", "street", "grid", "community"]
 

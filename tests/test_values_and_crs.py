@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import shapely
 
-from layers import crs
 from layers.values import parse_diameter_mm, parse_floors, parse_length_m, parse_number
+from twin import crs
 from twin.errors import InvalidInput
 
 

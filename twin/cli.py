@@ -344,9 +344,9 @@ def load_demo_city(url: str, *, size: str, seed: int) -> dict[str, int]:
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     """Import a file into a layer and print what happened."""
     from layers.coverage import describe
-    from layers.crs import resolve_crs
     from layers.ingest import ImportOptions, group_rejections, import_file
     from layers.readers import check_path
+    from twin.crs import resolve_crs
 
     mapping = _pairs(args.map, "--map")
     if args.mapping:

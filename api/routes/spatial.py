@@ -24,9 +24,9 @@ from api.deps import (
     Whole,
     with_connection,
 )
-from layers.crs import first_bad_coordinate, implausible, number_text, resolve_crs, to_storage
 from layers.readers import geojson_geometry
 from twin import spatial
+from twin.crs import first_bad_coordinate, implausible, number_text, resolve_crs, to_storage
 from twin.errors import InvalidInput
 
 router = APIRouter(tags=["one-map queries"], default_response_class=FastJSON)
