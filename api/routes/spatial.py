@@ -28,26 +28,26 @@ from layers.readers import geojson_geometry
 from twin import spatial
 from twin.crs import first_bad_coordinate, implausible, number_text, resolve_crs, to_storage
 from twin.errors import InvalidInput
+from twin.schema import SRID
 
 router = APIRouter(tags=["one-map queries"], default_response_class=FastJSON)
 CrsParam = Annotated[
-    str, Query(description="CRS of the point: CRS84/4326 (default), 4490, 3857, 4549, GCJ02, BD09")
+    str,
+    Query(
+        description="CRS of the point, x (lon) first: CRS84/4326 (default), 4490, 3857, 4549,"
+        " GCJ02, BD09, any EPSG code, or an OGC URI or URN"
+    ),
 ]
 DEFAULT_LAYERS = "buildings,public_spaces,pipes,pipe_nodes,sensors,units"
 
 
 def _storage_point(lon: float, lat: float, crs: str) -> tuple[float, float]:
     """The point in lon/lat; x/y in the named CRS when it is projected."""
-    if crs.upper() in (
-        "CRS84",
-        "EPSG:4326",
-        "4326",
-        "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84",
-    ):
+    source = resolve_crs(crs, "crs")
+    if source.srid == SRID:  # CRS84 or EPSG:4326, however named: x/y as stored
         return lon, lat
     if not (np.isfinite(lon) and np.isfinite(lat)):
         raise InvalidInput("lon and lat must be finite numbers")
-    source = resolve_crs(crs)
     given = np.array([shapely.Point(lon, lat)], dtype=object)
     wrong = implausible(given, source)[0]
     if wrong is not None:
