@@ -26,7 +26,7 @@ from api.deps import (
 )
 from layers.readers import geojson_geometry
 from twin import spatial
-from twin.crs import first_bad_coordinate, implausible, number_text, resolve_crs, to_storage
+from twin.crs import implausible, number_text, resolve_crs, to_storage
 from twin.errors import InvalidInput
 from twin.schema import SRID
 
@@ -177,10 +177,7 @@ def _area(body: Area) -> Any:
         except shapely.errors.ShapelyError as exc:
             why = next((w for k, w in _WKT_TROUBLE.items() if k in str(exc)), "")
             raise InvalidInput(f"wkt is not well-formed WKT{': ' + why if why else ''}") from None
-        why = first_bad_coordinate(area, ("longitude", "latitude"), in_degrees=True)
-        if why is not None:
-            raise InvalidInput(f"the area's {why}")
-        return area
+        return area  # its coordinates are checked by the core, as every area's
     raise InvalidInput("give the area as geometry (GeoJSON) or wkt")
 
 
@@ -191,8 +188,6 @@ def _geojson_area(geometry: dict[str, Any]) -> Any:
     area, why = geojson_geometry(geometry, ("longitude", "latitude"))
     if area is None:  # GEOS cannot close a ring that ends in NaN: find it ourselves
         why = _non_finite_position(geometry.get("coordinates"), []) or why
-    if why is None and area is not None:
-        why = first_bad_coordinate(area, ("longitude", "latitude"), in_degrees=True)
     if why is not None:
         placed = why.startswith(("coordinate", "ring", "part", "the point"))
         raise InvalidInput(f"the area's {why}" if placed else f"the area: {why}")
