@@ -269,6 +269,14 @@ def coordinate_bounds(geoms: np.ndarray) -> np.ndarray:
     return bounds
 
 
+def _present_bounds(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For an array of geometries: a reason per geometry (all None yet), which are present
+    (neither missing nor empty), and the coordinate bounds of those."""
+    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    reasons = np.full(len(geoms), None, dtype=object)
+    return reasons, present, coordinate_bounds(geoms[present])
+
+
 def area_of_use(source: SourceCRS) -> pyproj.aoi.AreaOfUse | None:
     """The area a projected ``source`` is defined for, when coordinates can be held against
     it: None for degrees, the offset systems, and areas across the antimeridian."""
@@ -296,11 +304,9 @@ def implausible(geoms: np.ndarray, source: SourceCRS) -> np.ndarray:
     far outside the CRS's area of use were probably declared in the wrong CRS.
     """
     geoms = np.asarray(geoms, dtype=object)
-    reasons = np.full(len(geoms), None, dtype=object)
-    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    reasons, present, bounds = _present_bounds(geoms)
     if not present.any():
         return reasons
-    bounds = coordinate_bounds(geoms[present])
     xmin, ymin, xmax, ymax = bounds.T
     found = np.full(present.sum(), None, dtype=object)
     if source.is_geographic:
@@ -443,11 +449,9 @@ def off_the_globe(stored: np.ndarray, source: SourceCRS, given: np.ndarray) -> n
     that lies outside the area where a projected ``source`` is defined; None where all
     fit. ``given`` are the geometries as the file had them (for the position's words)."""
     stored = np.asarray(stored, dtype=object)
-    reasons = np.full(len(stored), None, dtype=object)
-    present = ~shapely.is_missing(stored) & ~shapely.is_empty(stored)
+    reasons, present, bounds = _present_bounds(stored)
     if not present.any():
         return reasons
-    bounds = coordinate_bounds(stored[present])
     west, south, east, north = bounds.T
     outside = ~np.isfinite(bounds).all(axis=1)
     outside |= (west < -180) | (east > 180) | (south < -90) | (north > 90)
