@@ -8,10 +8,10 @@ from pathlib import Path
 
 from cli.common import as_json, out, prepare, progress_bars
 from layers.coverage import describe
-from layers.crs import resolve_crs
 from layers.ingest import ImportOptions, group_rejections, import_file
 from layers.readers import check_path
 from twin import db
+from twin.crs import resolve_crs
 from twin.errors import TwinError
 from twin.settings import Settings
 

@@ -29,16 +29,6 @@ import shapely
 from psycopg import sql
 
 from layers import coverage
-from layers.crs import (
-    SourceCRS,
-    axes,
-    first_bad_coordinate,
-    implausible,
-    non_finite,
-    off_the_globe,
-    resolve_crs,
-    to_storage,
-)
 from layers.datasets import forget_emptied_datasets, record_dataset, refuse_control
 from layers.kinds import (
     DEFAULT_STOREY_HEIGHT_M,
@@ -59,6 +49,16 @@ from layers.terrain import sample_elevations, terrain_loaded
 from layers.values import BLANK_WORDS, NUL, as_given, is_blank, parse_text, refuse_nul
 from twin import catalogue, changes, registry
 from twin.bulk import CopyStream, arrow_offsets, copy_stream, ewkb
+from twin.crs import (
+    SourceCRS,
+    axes,
+    first_bad_coordinate,
+    implausible,
+    non_finite,
+    off_the_globe,
+    resolve_crs,
+    to_storage,
+)
 from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
 

@@ -802,7 +802,7 @@ def _check_positions(value: Any, kind: str, path: list[int], axes: tuple[str, st
 
 
 def _where(kind: str, path: list[int]) -> str:
-    """A position's place in words, as layers.crs.position says it."""
+    """A position's place in words, as twin.crs.position says it."""
     if kind == "Point":
         return "the point"
     if kind == "MultiPoint":

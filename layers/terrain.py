@@ -20,9 +20,9 @@ from psycopg import sql
 from rasterio.errors import RasterioIOError
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from layers.crs import resolve_crs
 from twin import changes, registry
 from twin.bulk import copy_table
+from twin.crs import resolve_crs
 from twin.errors import InvalidInput
 from twin.schema import SRID
 

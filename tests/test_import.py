@@ -15,9 +15,9 @@ import shapely
 from shapely.geometry import Point, Polygon
 
 from layers import readers
-from layers.crs import from_storage
 from layers.ingest import ImportOptions, import_file
 from tests.helpers import run_twin, write_geojson
+from twin.crs import from_storage
 from twin.errors import InvalidInput, NotFound
 
 LON, LAT = 121.4005, 31.2405  # inside the small demo district
@@ -202,7 +202,7 @@ def test_geopackage_and_flatgeobuf_pipes_with_messy_values(fresh_url: str, tmp_p
 
 
 def test_csv_sensors_in_gcj02_and_bd09_land_on_true_positions(fresh_url: str, tmp_path: Path):
-    from layers.crs import wgs84_to_bd09, wgs84_to_gcj02
+    from twin.crs import wgs84_to_bd09, wgs84_to_gcj02
 
     glon, glat = wgs84_to_gcj02(LON, LAT)
     blon, blat = wgs84_to_bd09(LON, LAT)

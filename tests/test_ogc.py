@@ -378,6 +378,27 @@ def test_crs_short_forms_are_read_as_their_uris(client: TestClient, short: str, 
     assert by_short.json()["features"] == by_uri.json()["features"]
 
 
+def test_crs_and_bbox_crs_are_read_as_urns_and_nonsense_is_refused_naming_them(
+    client: TestClient,
+):
+    items = "/collections/sensors/items?limit=5"
+    plain = client.get(f"{items}&bbox=120,30,123,32")
+    # EPSG:4326 is latitude first, as a bbox in it; CRS84 by its URN is longitude first.
+    by_urn = client.get(
+        f"{items}&bbox=30,120,32,123&bbox-crs=urn:ogc:def:crs:EPSG::4326"
+        "&crs=urn:ogc:def:crs:OGC:1.3:CRS84"
+    )
+    assert by_urn.status_code == 200, by_urn.text
+    assert by_urn.headers["content-crs"] == f"<{CRS84}>"
+    assert by_urn.json()["features"] == plain.json()["features"] and plain.json()["features"]
+    for parameter in ("crs", "bbox-crs"):
+        bad = client.get(f"{items}&{parameter}=nonsense")
+        assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+        assert bad.json()["detail"].startswith(f"{parameter} 'nonsense' is not supported")
+    # An offset system is read by the spatial questions and imports, not served as features.
+    assert "not supported" in client.get(f"{items}&crs=GCJ02").json()["detail"]
+
+
 def test_a_bbox_of_no_width_selects_what_lies_on_it(client: TestClient, conn: psycopg.Connection):
     x, y = conn.execute("SELECT ST_X(geom), ST_Y(geom) FROM sensors ORDER BY id LIMIT 1").fetchone()
     point = client.get(f"/collections/sensors/items?bbox={x},{y},{x},{y}").json()

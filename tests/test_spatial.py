@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import psycopg
 import pytest
+import shapely
 from fastapi.testclient import TestClient
 
-from layers.crs import wgs84_to_gcj02
+from twin.crs import from_storage, wgs84_to_gcj02
 
 LEVELS = ["city", "district", "street", "grid", "community"]
 
@@ -53,6 +54,22 @@ def test_locate_in_gcj02_finds_the_same_place(client: TestClient, conn):
     shifted = client.get(f"/locate?lon={float(glon)}&lat={float(glat)}&crs=GCJ02").json()
     assert shifted["jurisdictions"] == plain["jurisdictions"]
     assert shifted["building"]["id"] == plain["building"]["id"]
+
+
+def test_crs_is_read_as_a_urn_too_and_nonsense_is_refused_naming_crs(client: TestClient, conn):
+    _, lon, lat = a_building(conn)
+    plain = client.get(f"/locate?lon={lon}&lat={lat}").json()
+    by_urn = client.get(f"/locate?lon={lon}&lat={lat}&crs=urn:ogc:def:crs:EPSG::4326")
+    assert by_urn.status_code == 200 and by_urn.json() == plain
+    # The same point in Gauss-Krüger metres, its CRS named by URN: the same nearest sensors.
+    gk = from_storage(np.array([shapely.Point(lon, lat)]), "EPSG:4549")[0]
+    near = client.get(f"/nearest?lon={lon}&lat={lat}&layers=sensors&k=3").json()
+    urn = "urn:ogc:def:crs:EPSG::4549"
+    near_gk = client.get(f"/nearest?lon={gk.x}&lat={gk.y}&crs={urn}&layers=sensors&k=3").json()
+    assert [s["id"] for s in near_gk["sensors"]] == [s["id"] for s in near["sensors"]]
+    bad = client.get(f"/nearest?lon={lon}&lat={lat}&crs=nonsense")
+    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+    assert bad.json()["detail"].startswith("crs: unknown CRS 'nonsense'")
 
 
 def test_a_point_outside_every_jurisdiction_says_so(client: TestClient):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import shapely
 
-from layers import crs
 from layers.values import parse_diameter_mm, parse_floors, parse_length_m, parse_number
+from twin import crs
 from twin.errors import InvalidInput
 
 
@@ -110,3 +110,65 @@ def test_coordinates_that_cannot_be_in_the_stated_crs_are_named():
     gk = crs.resolve_crs("EPSG:4549")
     # Degrees declared as Gauss-Krüger metres land near the equator, far from the zone.
     assert "outside the area" in crs.implausible(np.array([shapely.Point(121.4, 31.2)]), gk)[0]
+
+
+# -- one resolver: every form a door accepts names the same CRS --------------------------------
+
+FORMS = {
+    "EPSG:4326": ["4326", 4326, "epsg:4326", " EPSG:4326 ", "WGS84",
+                  "http://www.opengis.net/def/crs/EPSG/0/4326", "urn:ogc:def:crs:EPSG::4326",
+                  "URN:OGC:DEF:CRS:EPSG:9.8.15:4326", "HTTP://WWW.OPENGIS.NET/DEF/CRS/EPSG/0/4326"],
+    "OGC:CRS84": ["CRS84", "crs84", "OGC:CRS84", "urn:ogc:def:crs:OGC:1.3:CRS84",
+                  "http://www.opengis.net/def/crs/OGC/1.3/CRS84"],
+    "EPSG:4490": ["4490", "CGCS2000", "国家2000", "urn:ogc:def:crs:EPSG::4490"],
+    "EPSG:4549": ["4549", "epsg:4549", "http://www.opengis.net/def/crs/EPSG/0/4549"],
+    "EPSG:3857": ["3857", "urn:ogc:def:crs:EPSG::3857"],
+    "GCJ02": ["gcj-02", "GCJ", "Mars", "AMAP", "火星坐标", "高德"],
+    "BD09": ["bd-09", "BD09LL", "baidu", "百度"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "form"), [(n, f) for n, fs in FORMS.items() for f in fs])
+def test_every_accepted_form_resolves_to_the_same_crs(name, form):
+    assert crs.resolve_crs(form) == crs.resolve_crs(name)
+    assert crs.resolve_crs(form).name == name
+
+
+@pytest.mark.parametrize(
+    ("name", "srid", "lat_first", "uri"),
+    [
+        ("EPSG:4326", 4326, True, "http://www.opengis.net/def/crs/EPSG/0/4326"),
+        ("CRS84", 4326, False, "http://www.opengis.net/def/crs/OGC/1.3/CRS84"),
+        ("EPSG:4490", 4490, True, "http://www.opengis.net/def/crs/EPSG/0/4490"),
+        # Gauss-Krüger: EPSG gives northing first (surveyors' X is north)
+        ("EPSG:4549", 4549, True, "http://www.opengis.net/def/crs/EPSG/0/4549"),
+        ("EPSG:3857", 3857, False, "http://www.opengis.net/def/crs/EPSG/0/3857"),
+    ],
+)
+def test_the_answer_has_srid_axis_order_and_uri(name, srid, lat_first, uri):
+    found = crs.resolve_crs(name)
+    assert (found.srid, found.lat_first, found.uri, found.is_offset) == (
+        srid,
+        lat_first,
+        uri,
+        False,
+    )
+    assert crs.resolve_crs(uri) == found  # the URI it gives is read back as itself
+
+
+@pytest.mark.parametrize("name", ["GCJ02", "BD09"])
+def test_an_offset_system_is_recognised_as_one(name):
+    found = crs.resolve_crs(name)
+    assert found.is_offset and found.is_geographic
+    assert (found.srid, found.uri, found.crs) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["nonsense", "EPSG:999999", "urn:ogc:def:crs:EPSG::999999", "http://example.com/crs/1", ""],
+)
+def test_an_unknown_crs_is_refused_naming_the_input(text):
+    with pytest.raises(InvalidInput, match=f"unknown CRS {text!r}: give an EPSG code"):
+        crs.resolve_crs(text)
+    with pytest.raises(InvalidInput, match=f"^crs: unknown CRS {text!r}"):
+        crs.resolve_crs(text, "crs")

@@ -29,6 +29,7 @@ from pygeofilter import ast, values
 from pygeofilter.cql2 import SPATIAL_PREDICATES_MAP, TEMPORAL_PREDICATES_MAP
 from pygeofilter.parsers.cql2_text import parser as _pygeofilter_text
 
+from twin.crs import coordinate_fault
 from twin.errors import InvalidInput
 from twin.spatial import invalid_reason  # GEOS's reason in words, as for /within's areas
 
@@ -1028,10 +1029,8 @@ def _is_list(value: Any) -> bool:
 def _check_position(position: Any, where: str) -> None:
     if not all(_is_number(v) for v in position) or not 2 <= len(position) <= 3:
         _refuse(f"{where} is not a position of two or three numbers")
-    if not all(math.isfinite(v) for v in position):
-        _refuse(f"{where} is not finite ({', '.join(map(str, position))})")
-    lon, lat = position[0], position[1]
-    if not -180 <= lon <= 180:
-        _refuse(f"{where} has longitude {lon:g}, beyond ±180")
-    if not -90 <= lat <= 90:
-        _refuse(f"{where} has latitude {lat:g}, beyond ±90")
+    if not all(math.isfinite(v) for v in position[2:]):
+        _refuse(f"{where}: height {position[2]} is not a finite number")
+    fault = coordinate_fault(position[0], position[1])  # longitude/latitude, as every door's
+    if fault is not None:
+        _refuse(f"{where}: {fault}")

@@ -16,31 +16,18 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from twin import cql, registry
+from twin.crs import CRS84, SourceCRS, resolve_crs
 from twin.errors import InvalidInput, NotFound
 from twin.schema import SRID
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 10
 HIDDEN_COLUMNS = {"geom"}
-# Output CRSs: URI -> (SRID, whether the CRS's axis order is latitude first).
-CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
-SUPPORTED_CRS = {
-    CRS84: (4326, False),
-    "http://www.opengis.net/def/crs/EPSG/0/4326": (4326, True),
-    "http://www.opengis.net/def/crs/EPSG/0/4490": (4490, True),
-    "http://www.opengis.net/def/crs/EPSG/0/3857": (3857, False),
-    # CGCS2000 Gauss-Krüger: EPSG gives northing first (surveyors' X is north).
-    "http://www.opengis.net/def/crs/EPSG/0/4549": (4549, True),
-}
-# Short names clients and people use for the same CRSs (as /locate's crs= takes them).
-_CRS_NAMES = {
-    "CRS84": CRS84, "OGC:CRS84": CRS84, "URN:OGC:DEF:CRS:OGC:1.3:CRS84": CRS84,
-    **{alias: f"http://www.opengis.net/def/crs/EPSG/0/{code}"
-       for code in (4326, 4490, 3857, 4549)
-       for alias in (str(code), f"EPSG:{code}", f"URN:OGC:DEF:CRS:EPSG::{code}",
-                     f"HTTP://WWW.OPENGIS.NET/DEF/CRS/EPSG/0/{code}")},
-    CRS84.upper(): CRS84,
-}  # fmt: skip
+# The CRSs features are served in (and bbox-crs read in), as twin.crs resolves them: OGC
+# URIs; axis order is each one's own (EPSG:4326, 4490 and Gauss-Krüger 4549 latitude or
+# northing first, as OGC API Features Part 2 asks).
+OUTPUT_CRS = ("CRS84", "EPSG:4326", "EPSG:4490", "EPSG:3857", "EPSG:4549")
+SUPPORTED_CRS = tuple(str(resolve_crs(name).uri) for name in OUTPUT_CRS)
 MAX_OFFSET = 2**63 - 1  # PostgreSQL's OFFSET is a bigint
 
 
@@ -123,21 +110,30 @@ class ItemsQuery:
     after: str | None = None  # keyset cursor: the last id of the page before
 
 
-def crs_uri(text: str, name: str = "crs") -> str:
-    """The URI of a supported CRS given by URI, URN or short name (CRS84, EPSG:4490, 4549);
-    InvalidInput naming the supported ones."""
-    uri = _CRS_NAMES.get(text.strip().upper())
-    if uri is None:
+def served_crs(text: str, name: str = "crs") -> SourceCRS:
+    """A CRS features are served in, given in any form twin.crs reads (URI, URN, short
+    name: CRS84, EPSG:4490, 4549); InvalidInput naming ``name`` and the supported ones."""
+    try:
+        found = resolve_crs(text)
+    except InvalidInput:
+        found = None
+    if found is None or found.uri not in SUPPORTED_CRS:  # unknown, offset, or not served
         raise InvalidInput(
-            f"{name} {text[:80]!r} is not supported; use one of CRS84, EPSG:4326, EPSG:4490,"
-            f" EPSG:3857, EPSG:4549 (or their URIs, {CRS84} …)"
+            f"{name} {text[:80]!r} is not supported; use one of {', '.join(OUTPUT_CRS)}"
+            f" (or their URIs, {CRS84} …)"
         )
-    return uri
+    return found
 
 
-def check_crs(uri: str) -> tuple[int, bool]:
-    """SRID and axis order of a supported CRS (URI or short name)."""
-    return SUPPORTED_CRS[crs_uri(uri)]
+def crs_uri(text: str, name: str = "crs") -> str:
+    """The OGC URI of a CRS features are served in (see :func:`served_crs`)."""
+    return str(served_crs(text, name).uri)
+
+
+def check_crs(text: str) -> tuple[int, bool]:
+    """SRID and axis order (latitude first?) of a CRS features are served in."""
+    found = served_crs(text)
+    return int(found.srid or SRID), found.lat_first
 
 
 def items(conn: psycopg.Connection, coll: Collection, query: ItemsQuery) -> dict[str, Any]:

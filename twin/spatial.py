@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from twin import registry
+from twin.crs import first_bad_coordinate
 from twin.errors import InvalidInput, NotFound
 
 PIPE_SEARCH_M = 5.0  # pipes this close to a point count as beneath it
@@ -325,17 +326,9 @@ def check_area(conn: psycopg.Connection, area: Any) -> float:
     """The area in m²; InvalidInput when it is not a usable polygon or too large."""
     if area is None or area.is_empty or area.geom_type not in ("Polygon", "MultiPolygon"):
         raise InvalidInput("the area must be a Polygon or MultiPolygon")
-    coordinates = shapely.get_coordinates(area)
-    for n, (x, y) in enumerate(coordinates):
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise InvalidInput(
-                f"the area's coordinate {n + 1} ({x}, {y}) is not a pair of finite numbers"
-            )
-        if not (-180 <= x <= 180 and -90 <= y <= 90):
-            which = "latitude beyond ±90" if not -90 <= y <= 90 else "longitude beyond ±180"
-            raise InvalidInput(
-                f"the area's coordinate {n + 1} ({x:g}, {y:g}) is not longitude/latitude ({which})"
-            )
+    why = first_bad_coordinate(area)  # "coordinate 2 of ring 0: longitude inf is not …"
+    if why is not None:
+        raise InvalidInput(f"the area's {why}")
     if not area.is_valid:
         raise InvalidInput(f"the area is not a valid polygon: {invalid_reason(area)}")
     west, _, east, _ = area.bounds

@@ -21,7 +21,6 @@ from starlette.datastructures import UploadFile as FormFile
 from api.access import Heavy, Staff
 from api.deps import Connection, KnownParameters, WritesLayers
 from api.errors import MAX_BODY_MB, TooLarge, Unprocessable
-from layers.crs import axes, resolve_crs
 from layers.datasets import delete_dataset, refuse_control
 from layers.ingest import (
     ImportOptions,
@@ -36,6 +35,7 @@ from layers.readers import frame_from_geojson
 from layers.scenes import NAME_PATTERN, create_scene, drop_scene
 from layers.values import json_float, refuse_nul
 from twin import catalogue
+from twin.crs import axes, resolve_crs
 from twin.errors import InvalidInput
 
 router = APIRouter(tags=["imports"])

@@ -25,7 +25,6 @@ from twin.errors import InvalidInput
 router = APIRouter(tags=["OGC API Features"])
 CollectionId = Annotated[str, Path(max_length=63)]
 GEOJSON = "application/geo+json"
-EPSG4326 = "http://www.opengis.net/def/crs/EPSG/0/4326"
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
@@ -278,7 +277,7 @@ def items_query(
 ) -> features.ItemsQuery:
     """The items query parameters, parsed and checked (a dependency of GET and POST)."""
     try:
-        readable = features.crs_uri(filter_crs, "filter-crs") in (features.CRS84, EPSG4326)
+        readable = features.served_crs(filter_crs, "filter-crs").srid == 4326  # CRS84 or EPSG:4326
     except InvalidInput:
         readable = False
     if not readable:

@@ -24,30 +24,30 @@ from api.deps import (
     Whole,
     with_connection,
 )
-from layers.crs import first_bad_coordinate, implausible, number_text, resolve_crs, to_storage
 from layers.readers import geojson_geometry
 from twin import spatial
+from twin.crs import implausible, number_text, resolve_crs, to_storage
 from twin.errors import InvalidInput
+from twin.schema import SRID
 
 router = APIRouter(tags=["one-map queries"], default_response_class=FastJSON)
 CrsParam = Annotated[
-    str, Query(description="CRS of the point: CRS84/4326 (default), 4490, 3857, 4549, GCJ02, BD09")
+    str,
+    Query(
+        description="CRS of the point, x (lon) first: CRS84/4326 (default), 4490, 3857, 4549,"
+        " GCJ02, BD09, any EPSG code, or an OGC URI or URN"
+    ),
 ]
 DEFAULT_LAYERS = "buildings,public_spaces,pipes,pipe_nodes,sensors,units"
 
 
 def _storage_point(lon: float, lat: float, crs: str) -> tuple[float, float]:
     """The point in lon/lat; x/y in the named CRS when it is projected."""
-    if crs.upper() in (
-        "CRS84",
-        "EPSG:4326",
-        "4326",
-        "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84",
-    ):
+    source = resolve_crs(crs, "crs")
+    if source.srid == SRID:  # CRS84 or EPSG:4326, however named: x/y as stored
         return lon, lat
     if not (np.isfinite(lon) and np.isfinite(lat)):
         raise InvalidInput("lon and lat must be finite numbers")
-    source = resolve_crs(crs)
     given = np.array([shapely.Point(lon, lat)], dtype=object)
     wrong = implausible(given, source)[0]
     if wrong is not None:
@@ -177,10 +177,7 @@ def _area(body: Area) -> Any:
         except shapely.errors.ShapelyError as exc:
             why = next((w for k, w in _WKT_TROUBLE.items() if k in str(exc)), "")
             raise InvalidInput(f"wkt is not well-formed WKT{': ' + why if why else ''}") from None
-        why = first_bad_coordinate(area, ("longitude", "latitude"), in_degrees=True)
-        if why is not None:
-            raise InvalidInput(f"the area's {why}")
-        return area
+        return area  # its coordinates are checked by the core, as every area's
     raise InvalidInput("give the area as geometry (GeoJSON) or wkt")
 
 
@@ -191,8 +188,6 @@ def _geojson_area(geometry: dict[str, Any]) -> Any:
     area, why = geojson_geometry(geometry, ("longitude", "latitude"))
     if area is None:  # GEOS cannot close a ring that ends in NaN: find it ourselves
         why = _non_finite_position(geometry.get("coordinates"), []) or why
-    if why is None and area is not None:
-        why = first_bad_coordinate(area, ("longitude", "latitude"), in_degrees=True)
     if why is not None:
         placed = why.startswith(("coordinate", "ring", "part", "the point"))
         raise InvalidInput(f"the area's {why}" if placed else f"the area: {why}")

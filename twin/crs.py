@@ -1,4 +1,5 @@
-"""Coordinate reference systems at the door: any EPSG code pyproj knows, and GCJ-02 / BD-09.
+"""Coordinate reference systems, resolved once for every door: any CRS pyproj knows, by
+EPSG code, OGC URI or URN, alias or WKT, and the offset systems GCJ-02 and BD-09.
 
 GCJ-02 ("Mars coordinates", used by Amap/Tencent) and BD-09 (Baidu) are not EPSG systems
 but published obfuscations of WGS 84 inside China; they are converted here both ways.
@@ -7,7 +8,9 @@ CGCS2000 (EPSG:4490) matches WGS 84 to well under a metre, so it is stored as is
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +24,7 @@ from twin.errors import InvalidInput
 _A = 6378245.0
 _EE = 0.00669342162296594323
 _X_PI = math.pi * 3000.0 / 180.0
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 OFFSET_SYSTEMS = {"GCJ02", "BD09"}
 _ALIASES = {
     "GCJ02": "GCJ02", "GCJ-02": "GCJ02", "GCJ": "GCJ02", "MARS": "GCJ02", "AMAP": "GCJ02",
@@ -29,17 +33,32 @@ _ALIASES = {
     "WGS84": "EPSG:4326", "WGS 84": "EPSG:4326", "CRS84": "OGC:CRS84",
     "CGCS2000": "EPSG:4490", "国家2000": "EPSG:4490",
 }  # fmt: skip
+# OGC's names for a CRS, as URI or URN (any case, any EPSG version): EPSG:<code> or CRS84.
+_OGC_NAME = re.compile(
+    r"(?:HTTPS?://WWW\.OPENGIS\.NET/DEF/CRS/|URN:OGC:DEF:CRS:)"
+    r"(?:EPSG[/:][\d.]*[/:](?P<code>\d+)|OGC[/:](?:1\.3[/:])?CRS84)"
+)
+AREA_MARGIN = 2.0  # degrees around a CRS's area of use: data near a zone's edge is plausible
 
 
 @dataclass(frozen=True)
 class SourceCRS:
-    """A CRS input may come in: a pyproj CRS, or one of the offset systems on WGS 84."""
+    """A CRS as :func:`resolve_crs` names it: a pyproj CRS, or an offset system on WGS 84,
+    with what each door needs to know of it."""
 
-    name: str  # what is recorded in the catalogue, e.g. "EPSG:4549" or "GCJ02"
+    name: str  # what is recorded in the catalogue, e.g. "EPSG:4549", "OGC:CRS84" or "GCJ02"
     crs: pyproj.CRS | None  # None for the offset systems
+    srid: int | None = None  # its EPSG code (4326 for CRS84); None when it has none
+    lat_first: bool = False  # the authority's axis order is latitude (northing) first
+    uri: str | None = None  # its OGC URI, when it has one
+
+    @property
+    def is_offset(self) -> bool:
+        """Whether this is GCJ-02 or BD-09: longitude/latitude shifted from WGS 84."""
+        return self.crs is None
 
     def is_storage(self, srid: int) -> bool:
-        """Whether coordinates in this CRS need no change to be stored in ``srid``."""
+        """Whether coordinates in this CRS (x first) need no change to be stored in ``srid``."""
         return self.crs is not None and _pyproj_function(self.crs, srid) is None
 
     @property
@@ -48,27 +67,50 @@ class SourceCRS:
         return self.crs is None or self.crs.is_geographic
 
 
-def resolve_crs(text: str | int | pyproj.CRS) -> SourceCRS:
-    """The CRS named by an EPSG code, an alias (CGCS2000, GCJ-02, BD-09), WKT or PROJ text."""
+def resolve_crs(text: str | int | pyproj.CRS, field: str | None = None) -> SourceCRS:
+    """The CRS named by an EPSG code (4549, EPSG:4490), an OGC URI or URN
+    (http://www.opengis.net/def/crs/EPSG/0/4326, urn:ogc:def:crs:EPSG::4326, CRS84), an
+    alias (CGCS2000, WGS84, GCJ-02, BD-09, 百度 …), WKT or PROJ text. Every door reads a
+    CRS with this; InvalidInput naming the input (and ``field``, the parameter it came in,
+    when given) when no CRS has that name."""
     if isinstance(text, pyproj.CRS):
         return _from_pyproj(text)
     raw = str(text).strip()
-    alias = _ALIASES.get(raw.upper(), _ALIASES.get(raw))
+    try:
+        return _resolved(raw)
+    except CRSError:
+        where = f"{field}: " if field else ""
+        raise InvalidInput(
+            f"{where}unknown CRS {raw[:80]!r}: give an EPSG code (e.g. EPSG:4490), GCJ02 or BD09"
+        ) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(raw: str) -> SourceCRS:
+    """``raw`` resolved (cached: the spatial questions and the feature API ask per request)."""
+    upper = raw.upper()
+    alias = _ALIASES.get(upper, _ALIASES.get(raw))
     if alias in OFFSET_SYSTEMS:
         return SourceCRS(alias, None)
-    try:
-        crs = pyproj.CRS.from_user_input(int(raw) if raw.isdigit() else (alias or raw))
-    except CRSError as exc:
-        raise InvalidInput(
-            f"unknown CRS {raw!r}: give an EPSG code (e.g. EPSG:4490), GCJ02 or BD09"
-        ) from exc
-    return _from_pyproj(crs)
+    ogc = _OGC_NAME.fullmatch(upper)
+    if ogc:
+        alias = f"EPSG:{ogc['code']}" if ogc["code"] else "OGC:CRS84"
+    elif raw.isdigit():
+        alias = f"EPSG:{raw}"
+    return _from_pyproj(pyproj.CRS.from_user_input(alias or raw))
 
 
 def _from_pyproj(crs: pyproj.CRS) -> SourceCRS:
     authority = crs.to_authority(min_confidence=90)
     name = f"{authority[0]}:{authority[1]}" if authority else crs.name
-    return SourceCRS(name, crs)
+    srid = uri = None
+    if name == "OGC:CRS84":
+        srid, uri = 4326, CRS84
+    elif authority and authority[0] == "EPSG" and authority[1].isdigit():
+        srid = int(authority[1])
+        uri = f"http://www.opengis.net/def/crs/EPSG/0/{srid}"
+    lat_first = bool(crs.axis_info) and crs.axis_info[0].direction in ("north", "south")
+    return SourceCRS(name, crs, srid, lat_first, uri)
 
 
 # -- the offset systems --------------------------------------------------------------------
@@ -227,6 +269,34 @@ def coordinate_bounds(geoms: np.ndarray) -> np.ndarray:
     return bounds
 
 
+def _present_bounds(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For an array of geometries: a reason per geometry (all None yet), which are present
+    (neither missing nor empty), and the coordinate bounds of those."""
+    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    reasons = np.full(len(geoms), None, dtype=object)
+    return reasons, present, coordinate_bounds(geoms[present])
+
+
+def area_of_use(source: SourceCRS) -> pyproj.aoi.AreaOfUse | None:
+    """The area a projected ``source`` is defined for, when coordinates can be held against
+    it: None for degrees, the offset systems, and areas across the antimeridian."""
+    if source.crs is None or source.is_geographic:
+        return None
+    area = source.crs.area_of_use
+    return area if area is not None and area.west <= area.east else None
+
+
+def in_area(lon: np.ndarray, lat: np.ndarray, area: pyproj.aoi.AreaOfUse) -> np.ndarray:
+    """Where longitude/latitude lie within ``area`` give or take AREA_MARGIN (never NaN)."""
+    m = AREA_MARGIN
+    return (
+        (lon >= area.west - m)
+        & (lon <= area.east + m)
+        & (lat >= area.south - m)
+        & (lat <= area.north + m)
+    )
+
+
 def implausible(geoms: np.ndarray, source: SourceCRS) -> np.ndarray:
     """For each geometry, why its coordinates cannot be in ``source`` (or None if they can).
 
@@ -234,11 +304,9 @@ def implausible(geoms: np.ndarray, source: SourceCRS) -> np.ndarray:
     far outside the CRS's area of use were probably declared in the wrong CRS.
     """
     geoms = np.asarray(geoms, dtype=object)
-    reasons = np.full(len(geoms), None, dtype=object)
-    present = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    reasons, present, bounds = _present_bounds(geoms)
     if not present.any():
         return reasons
-    bounds = coordinate_bounds(geoms[present])
     xmin, ymin, xmax, ymax = bounds.T
     found = np.full(present.sum(), None, dtype=object)
     if source.is_geographic:
@@ -246,21 +314,10 @@ def implausible(geoms: np.ndarray, source: SourceCRS) -> np.ndarray:
         bad_lon = (xmin < -180) | (xmax > 180)
         found[bad_lon] = "longitude beyond ±180"
         found[bad_lat] = "latitude beyond ±90"
-    else:
-        area = source.crs.area_of_use if source.crs is not None else None
-        if area is not None:
-            to_lonlat = pyproj.Transformer.from_crs(source.crs, 4326, always_xy=True)
-            cx, cy = to_lonlat.transform((xmin + xmax) / 2, (ymin + ymax) / 2, errcheck=False)
-            margin = 2.0  # degrees: data near a zone's edge is still plausible
-            outside = (
-                ~np.isfinite(cx)
-                | ~np.isfinite(cy)
-                | (cx < area.west - margin)
-                | (cx > area.east + margin)
-                | (cy < area.south - margin)
-                | (cy > area.north + margin)
-            )
-            found[outside] = f"outside the area where it is used ({area.name})"
+    elif (area := area_of_use(source)) is not None:
+        to_lonlat = pyproj.Transformer.from_crs(source.crs, 4326, always_xy=True)
+        cx, cy = to_lonlat.transform((xmin + xmax) / 2, (ymin + ymax) / 2, errcheck=False)
+        found[~in_area(cx, cy, area)] = f"outside the area where it is used ({area.name})"
     reasons[present] = found
     return reasons
 
@@ -318,6 +375,40 @@ def _position(geom: shapely.Geometry, k: int) -> tuple[str | None, int]:
     return None, k
 
 
+_DEGREES = np.array([180.0, 90.0])  # the largest longitude and latitude
+
+
+def _fitting(coords: np.ndarray, in_degrees: bool) -> np.ndarray:
+    """For each value of (…, 2) coordinates, whether it can be stored: a finite number, and
+    within ±180 (x) or ±90 (y) when ``in_degrees``."""
+    finite = np.isfinite(coords)
+    return finite & (np.abs(coords) <= _DEGREES) if in_degrees else finite
+
+
+def coordinate_fault(
+    x: float,
+    y: float,
+    names: tuple[str, str] = ("longitude", "latitude"),
+    *,
+    in_degrees: bool = True,
+) -> str | None:
+    """What is wrong with one coordinate pair, in words: "latitude 95 is beyond ±90",
+    "longitude NaN is not a number"; None if it fits (as :func:`first_bad_coordinate`)."""
+    pair = np.array([x, y], dtype=float)
+    fits = _fitting(pair, in_degrees)
+    if fits.all():
+        return None
+    axis = int(np.flatnonzero(~fits)[0])
+    value = float(pair[axis])
+    if math.isnan(value):
+        problem = "is not a number"
+    elif math.isinf(value):
+        problem = "is not a finite number"
+    else:
+        problem = f"is beyond ±{_DEGREES[axis]:.0f}"
+    return f"{names[axis]} {number_text(value)} {problem}"
+
+
 def first_bad_coordinate(
     geom: shapely.Geometry,
     names: tuple[str, str] = ("longitude", "latitude"),
@@ -329,24 +420,12 @@ def first_bad_coordinate(
     infinite values always; beyond ±180/±90 too when ``in_degrees`` (longitude/latitude).
     ``names`` are the axes' names. None if every coordinate fits."""
     coords = shapely.get_coordinates(geom)
-    if not len(coords):
-        return None
-    finite = np.isfinite(coords)
-    limits = np.array([180.0, 90.0])
-    fits = finite & (np.abs(coords) <= limits) if in_degrees else finite
-    bad = np.flatnonzero(~fits.all(axis=1))
+    bad = np.flatnonzero(~_fitting(coords, in_degrees).all(axis=1))
     if not len(bad):
         return None
     k = int(bad[0])
-    axis = int(np.flatnonzero(~fits[k])[0])
-    value = float(coords[k, axis])
-    if math.isnan(value):
-        problem = "is not a number"
-    elif math.isinf(value):
-        problem = "is not a finite number"
-    else:
-        problem = f"is beyond ±{limits[axis]:.0f}"
-    return f"{position(geom, k)}: {names[axis]} {number_text(value)} {problem}"
+    fault = coordinate_fault(*coords[k], names, in_degrees=in_degrees)
+    return f"{position(geom, k)}: {fault}"
 
 
 def non_finite(geoms: np.ndarray, source: SourceCRS | None, valid: np.ndarray) -> np.ndarray:
@@ -370,24 +449,20 @@ def off_the_globe(stored: np.ndarray, source: SourceCRS, given: np.ndarray) -> n
     that lies outside the area where a projected ``source`` is defined; None where all
     fit. ``given`` are the geometries as the file had them (for the position's words)."""
     stored = np.asarray(stored, dtype=object)
-    reasons = np.full(len(stored), None, dtype=object)
-    present = ~shapely.is_missing(stored) & ~shapely.is_empty(stored)
+    reasons, present, bounds = _present_bounds(stored)
     if not present.any():
         return reasons
-    bounds = coordinate_bounds(stored[present])
     west, south, east, north = bounds.T
     outside = ~np.isfinite(bounds).all(axis=1)
     outside |= (west < -180) | (east > 180) | (south < -90) | (north > 90)
-    area = None if source.crs is None or source.is_geographic else source.crs.area_of_use
-    margin = 2.0  # degrees: data near a zone's edge is still plausible
-    if area is not None and area.west <= area.east:
-        outside |= (west < area.west - margin) | (east > area.east + margin)
-        outside |= (south < area.south - margin) | (north > area.north + margin)
+    area = area_of_use(source)
+    if area is not None:
+        outside |= ~in_area(west, south, area) | ~in_area(east, north, area)
     found = np.full(present.sum(), None, dtype=object)
     rows = np.flatnonzero(present)
     for j in np.flatnonzero(outside):
         i = int(rows[j])
-        found[j] = _off_the_globe(stored[i], given[i], source, area, margin)
+        found[j] = _off_the_globe(stored[i], given[i], source, area)
     reasons[present] = found
     return reasons
 
@@ -397,15 +472,12 @@ def _off_the_globe(
     given: shapely.Geometry,
     source: SourceCRS,
     area: pyproj.aoi.AreaOfUse | None,
-    margin: float,
 ) -> str:
     coords = shapely.get_coordinates(stored)
     original = shapely.get_coordinates(given)
-    fits = np.isfinite(coords).all(axis=1) & (np.abs(coords) <= [180.0, 90.0]).all(axis=1)
-    if area is not None and area.west <= area.east:
-        lon, lat = coords[:, 0], coords[:, 1]
-        fits &= (lon >= area.west - margin) & (lon <= area.east + margin)
-        fits &= (lat >= area.south - margin) & (lat <= area.north + margin)
+    fits = _fitting(coords, in_degrees=True).all(axis=1)
+    if area is not None:
+        fits &= in_area(coords[:, 0], coords[:, 1], area)
     k = int(np.flatnonzero(~fits)[0]) if (~fits).any() else 0
     x, y = (original[k] if k < len(original) else coords[k]).tolist()
     names = axes(source)
