@@ -20,6 +20,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from layers.crs import resolve_crs
+from layers.kinds import KINDS
 from twin.bulk import copy_table
 from twin.errors import InvalidInput
 from twin.schema import SRID
@@ -27,12 +28,14 @@ from twin.schema import SRID
 TILE = 256
 NODATA = -9999.0
 LAYER = "terrain"
-# (table, elevation column, point the elevation is taken at)
-SAMPLED = (
-    ("buildings", "base_elevation_m", "ST_PointOnSurface(f.geom)"),
-    ("pipe_nodes", "ground_elevation_m", "f.geom"),
-    ("sensors", "elevation_m", "f.geom"),
-)
+# (table, elevation column, point the elevation is taken at): the kinds that say they
+# take elevations from the terrain; a footprint's at a point on its surface.
+SAMPLED = tuple(
+    (kind.table, kind.elevation_column,
+     "ST_PointOnSurface(f.geom)" if kind.family == "polygon" else "f.geom")
+    for kind in KINDS.values()
+    if kind.elevation_column
+)  # fmt: skip
 Progress = Callable[[str, int, int], None]
 
 
@@ -100,7 +103,7 @@ def _read_in_storage_crs(path: Path, crs: str | None) -> tuple[np.ndarray, Any]:
                 source_crs = rasterio.crs.CRS.from_wkt(given.crs.to_wkt())
             if source_crs is None:
                 raise InvalidInput(
-                    f"{path.name} does not say its CRS: give it with --crs (crs over HTTP)"
+                    f"{path.name} does not say its CRS: give it, e.g. EPSG:4549", option="crs"
                 )
             band = source.read(1, masked=True).astype("float32").filled(NODATA)
             dst_crs = rasterio.crs.CRS.from_epsg(SRID)
@@ -148,21 +151,24 @@ def raster_wkb(block: np.ndarray, upper_left_x: float, upper_left_y: float,
     return header + band + np.ascontiguousarray(block, dtype="<f4").tobytes()
 
 
-def sample_elevations(conn: psycopg.Connection) -> dict[str, int]:
-    """Fill missing elevations of buildings, pipe nodes and sensors from the terrain."""
+def sample_elevations(conn: psycopg.Connection, table: str | None = None) -> dict[str, int]:
+    """Fill missing elevations of buildings, pipe nodes and sensors from the terrain (of
+    ``table`` alone, when given: the layer just imported); how many, by table."""
     counts = {}
-    for table, column, point in SAMPLED:
-        # Table, column and expression are this module's constants, never input.
+    for name, column, point in SAMPLED:
+        if table is not None and name != table:
+            continue
+        # Table, column and expression are the kinds' constants, never input.
         query = f"""
-            UPDATE {table} f SET {column} = round(v.z::numeric, 2)
+            UPDATE {name} f SET {column} = round(v.z::numeric, 2)
             FROM (
                 SELECT f.id, ST_Value(t.rast, 1, {point}) AS z
-                FROM {table} f JOIN terrain_tiles t ON ST_Intersects(t.rast, {point})
+                FROM {name} f JOIN terrain_tiles t ON ST_Intersects(t.rast, {point})
                 WHERE f.{column} IS NULL
             ) v
             WHERE f.id = v.id AND v.z IS NOT NULL
         """  # noqa: S608
-        counts[table] = conn.execute(query).rowcount  # type: ignore[arg-type]
+        counts[name] = conn.execute(query).rowcount  # type: ignore[arg-type]
     return counts
 
 
