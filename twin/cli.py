@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from twin import catalogue, db
-from twin.errors import TwinError
+from twin.errors import InvalidInput, NothingStored, TwinError
 from twin.settings import Settings
 
 console = Console(stderr=True, soft_wrap=True)
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         console.print(f"twin: error: bad setting: {said}", highlight=False, markup=False)
     except TwinError as exc:
-        console.print(f"twin: error: {exc}", highlight=False, markup=False)
+        console.print(f"twin: error: {_worded(exc)}", highlight=False, markup=False)
     except psycopg.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         console.print(f"twin: data base error: {message}", highlight=False, markup=False)
@@ -341,6 +341,20 @@ def load_demo_city(url: str, *, size: str, seed: int) -> dict[str, int]:
     return counts
 
 
+# The import options as this command's flags: the core names the one that was wrong.
+OPTION_FLAGS = {
+    "dataset": "--dataset", "crs": "--crs", "layer": "--layer", "mapping": "--map",
+    "values": "--set", "defaults": "--default", "provider": "--provider",
+    "owner_unit": "--owner", "licence": "--licence", "update_cadence": "--cadence",
+}  # fmt: skip
+
+
+def _worded(exc: TwinError) -> str:
+    """An error as this command line says it: with the flag of the input that was wrong."""
+    option = exc.option if isinstance(exc, InvalidInput) else None
+    return f"{exc} (option {OPTION_FLAGS.get(option, option)})" if option else str(exc)
+
+
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     """Import a file into a layer and print what happened."""
     from layers.coverage import describe
@@ -369,8 +383,12 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         resolve_crs(args.crs)
     check_path(Path(args.path))
     url = prepare(settings)
-    with progress_bars() as progress, db.connect(url) as conn:
-        report = import_file(conn, args.layer, args.path, options, progress=progress)
+    failed = None
+    try:
+        with progress_bars() as progress, db.connect(url) as conn:
+            report = import_file(conn, args.layer, args.path, options, progress=progress)
+    except NothingStored as exc:  # the report says why: printed as any other, then exit 1
+        report, failed = exc.report, str(exc)
     if args.json:
         out.print_json(_json(report.as_dict()))
     else:
@@ -382,7 +400,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         if report.coverage is not None:
             for line in describe(report.coverage):
                 out.print(f"  {line}", highlight=False, markup=False)
-    if report.stored == 0:
+    if failed is not None:
+        console.print(f"twin: error: {failed}", highlight=False, markup=False)
         return 1
     return 3 if any(p.rejected for p in report.parts) else 0
 
