@@ -530,6 +530,28 @@ def test_jurisdiction_import_reports_gaps_overlaps_and_strays(fresh_url: str, tm
         0.001 * 0.02 * 111_320**2 * 0.855, rel=0.05
     )
     assert [o["code"] for o in coverage["outside_parent"]] == ["T1G3"]
+    assert coverage["parents_checked"] == 1  # T1: its grids have no children to check
+
+
+def test_coverage_counts_the_parents_checked_not_the_jurisdictions(fresh_url: str, tmp_path: Path):
+    """Six jurisdictions under two parents that they tile exactly: two parents checked."""
+    features = []
+    for s, west in enumerate((121.60, 121.62)):
+        street = f"C{s}"
+        features.append(
+            (
+                {"code": street, "name": f"街道{s}", "level": "街道"},
+                shapely.box(west, 31.40, west + 0.02, 31.42),
+            )
+        )
+        features += [({"code": f"{street}G{g}", "name": f"网格{g}", "level": "网格",
+                       "parent_code": street},
+                      shapely.box(west + g * 0.01, 31.40, west + (g + 1) * 0.01, 31.42))
+                     for g in range(2)]  # fmt: skip
+    path = write_geojson(tmp_path / "tiled.geojson", features)
+    result = run_twin("import", "jurisdictions", str(path), env={"TWIN_DATABASE_URL": fresh_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "coverage: no gaps or overlaps under 2 parent(s)" in result.stdout
 
 
 def test_units_need_a_known_jurisdiction(fresh_url: str, tmp_path: Path):
