@@ -689,13 +689,16 @@ def test_fields_the_import_doors_do_not_take_are_refused_naming_them(staff: Test
 
 @pytest.mark.parametrize("control", ["\x01", "\t", "\n", "\x1f", "\x7f"])
 def test_control_characters_in_names_and_the_inventory_are_refused(staff: TestClient, control: str):
-    for field in ("dataset", "provider", "owner_unit", "licence", "update_cadence"):
+    words = {"dataset": "the dataset", "provider": "the provider", "owner_unit": "the owner",
+             "licence": "the licence", "update_cadence": "the update cadence"}  # fmt: skip
+    for field, what in words.items():
         answer = _upload(staff, {field: f"a{control}b"})
         assert answer.status_code == 400, (field, answer.text)
         assert answer.json()["detail"] == (
-            f"{field} holds a control character ({control!r} at character 2), which a name "
-            f"may not hold: {'a' + control + 'b'!r}"
+            f"{what} holds a control character ({control!r} at character 2), which a name "
+            f"may not hold: {'a' + control + 'b'!r} (parameter {field})"
         )
+        assert answer.json()["parameter"] == field
     body = staff.post("/layers/sensors/features", params={"dataset": f"x{control}"},
                       json=POINTS, headers=KEY)  # fmt: skip
     assert body.status_code == 400 and "control character" in body.json()["detail"]
