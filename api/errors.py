@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +21,7 @@ from twin.errors import (
     DatabaseUnavailable,
     InvalidInput,
     NotFound,
+    NothingStored,
     SetupError,
     TwinError,
 )
@@ -32,10 +34,12 @@ class TooLarge(TwinError):
 
 
 MAX_BODY_MB = 100  # a JSON body, on any route; larger data comes as a file upload
+MAX_REJECTIONS_SHOWN = 20  # in an import's 422 answer; the CLI's --json report has them all
 
 
 STATUS_CODES: dict[type[TwinError], int] = {
     InvalidInput: 400,
+    NothingStored: 422,
     TooLarge: 413,
     NotAllowed: 401,
     NotFound: 404,
@@ -47,16 +51,6 @@ STATUS_CODES: dict[type[TwinError], int] = {
 TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
           409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
           422: "Unprocessable Content", 429: "Too Many Requests", 503: "Service Unavailable"}  # fmt: skip
-
-
-class Unprocessable(Exception):
-    """Input that was read but none of it could be used: 422, with extension members
-    (RFC 9457) that say why, e.g. an import's rejections."""
-
-    def __init__(self, detail: str, **members: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.members = members
 
 
 def problem(status: int, title: str, detail: str, instance: str, **members: Any) -> JSONResponse:
@@ -76,16 +70,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def twin_error(request: Request, exc: TwinError) -> JSONResponse:
         status = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), 500)
         title = TITLES.get(status, "Service Unavailable")
-        answer = problem(status, title, str(exc), request.url.path)
+        detail, members = str(exc), {}
+        if isinstance(exc, InvalidInput) and exc.option:
+            # The core names the input that was wrong; over HTTP it is this parameter.
+            detail, members = f"{detail} (parameter {exc.option})", {"parameter": exc.option}
+        elif isinstance(exc, NothingStored):
+            members = _nothing_stored(exc)
+        answer = problem(status, title, detail, request.url.path, **members)
         if isinstance(exc, Busy):  # the heavy gate turned it away: come back after this
             answer.headers["Retry-After"] = str(exc.retry_after_s)
         elif status == 503:
             answer.headers["Retry-After"] = "5"
         return answer
-
-    @app.exception_handler(Unprocessable)
-    async def unprocessable(request: Request, exc: Unprocessable) -> JSONResponse:
-        return problem(422, TITLES[422], exc.detail, request.url.path, **exc.members)
 
     @app.exception_handler(psycopg.errors.QueryCanceled)
     async def too_slow(request: Request, exc: psycopg.Error) -> JSONResponse:
@@ -130,6 +126,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     app.add_middleware(InputGuard)
+
+
+def _nothing_stored(exc: NothingStored) -> dict[str, Any]:
+    """The extension members (RFC 9457) of an import that stored nothing: its report, and
+    the first rejections and why."""
+    report = exc.report
+    rejected = [{"layer": p.layer, **asdict(r)} for p in report.parts for r in p.rejected]
+    summary = {k: v for k, v in report.as_dict().items() if k not in ("rejected", "related")}
+    return {
+        "report": summary,
+        "rejected_count": len(rejected),
+        "rejected": rejected[:MAX_REJECTIONS_SHOWN],
+    }
 
 
 def _form_problem(detail: str) -> tuple[int, str] | None:

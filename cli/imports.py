@@ -6,13 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.common import as_json, out, prepare, progress_bars
+from cli.common import as_json, console, out, prepare, progress_bars
 from layers.coverage import describe
 from layers.ingest import ImportOptions, group_rejections, import_file
 from layers.readers import check_path
 from twin import db
 from twin.crs import resolve_crs
-from twin.errors import TwinError
+from twin.errors import NothingStored, TwinError
 from twin.settings import Settings
 
 
@@ -39,8 +39,12 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         resolve_crs(args.crs)
     check_path(Path(args.path))
     url = prepare(settings)
-    with progress_bars() as progress, db.connect(url) as conn:
-        report = import_file(conn, args.layer, args.path, options, progress=progress)
+    failed = None
+    try:
+        with progress_bars() as progress, db.connect(url) as conn:
+            report = import_file(conn, args.layer, args.path, options, progress=progress)
+    except NothingStored as exc:  # the report says why: printed as any other, then exit 1
+        report, failed = exc.report, str(exc)
     if args.json:
         out.print_json(as_json(report.as_dict()))
     else:
@@ -52,7 +56,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         if report.coverage is not None:
             for line in describe(report.coverage):
                 out.print(f"  {line}", highlight=False, markup=False)
-    if report.stored == 0:
+    if failed is not None:
+        console.print(f"twin: error: {failed}", highlight=False, markup=False)
         return 1
     return 3 if any(p.rejected for p in report.parts) else 0
 

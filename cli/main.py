@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from cli.common import console
-from twin.errors import TwinError
+from twin.errors import InvalidInput, TwinError
 from twin.settings import Settings
 
 SIZES = ("small", "default", "large")  # of the demo city
@@ -36,6 +36,20 @@ def _command(group: str, name: str) -> Command:
 
     run.__qualname__ = f"cli.{group}.{name}"
     return run
+
+
+# The inputs the core may name as wrong, as this command line's flags.
+OPTION_FLAGS = {
+    "dataset": "--dataset", "crs": "--crs", "layer": "--layer", "mapping": "--map",
+    "values": "--set", "defaults": "--default", "provider": "--provider",
+    "owner_unit": "--owner", "licence": "--licence", "update_cadence": "--cadence",
+}  # fmt: skip
+
+
+def _worded(exc: TwinError) -> str:
+    """An error as this command line says it: with the flag of the input that was wrong."""
+    option = exc.option if isinstance(exc, InvalidInput) else None
+    return f"{exc} (option {OPTION_FLAGS.get(option, option)})" if option else str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         console.print(f"twin: error: bad setting: {said}", highlight=False, markup=False)
     except TwinError as exc:
-        console.print(f"twin: error: {exc}", highlight=False, markup=False)
+        console.print(f"twin: error: {_worded(exc)}", highlight=False, markup=False)
     except psycopg.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         console.print(f"twin: data base error: {message}", highlight=False, markup=False)

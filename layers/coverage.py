@@ -18,13 +18,17 @@ TOLERANCE_M2 = 1.0
 def check(conn: psycopg.Connection, codes: list[str]) -> dict[str, Any]:
     """Gaps, overlaps and children outside parents around the jurisdictions ``codes``."""
     with conn.cursor(row_factory=dict_row) as cur:
+        # The parents checked: those among the jurisdictions and their parents that have
+        # children (a grid with none under it has no coverage to check).
         parents = [
             r["code"]
             for r in cur.execute(
                 """
                 SELECT DISTINCT p.code FROM jurisdictions p
-                WHERE p.code = ANY(%(codes)s)
-                   OR p.code IN (SELECT parent_code FROM jurisdictions WHERE code = ANY(%(codes)s))
+                WHERE (p.code = ANY(%(codes)s)
+                       OR p.code IN (SELECT parent_code FROM jurisdictions
+                                     WHERE code = ANY(%(codes)s)))
+                  AND EXISTS (SELECT 1 FROM jurisdictions c WHERE c.parent_code = p.code)
                 """,
                 {"codes": codes},
             )

@@ -22,16 +22,17 @@ from twin.errors import Conflict, InvalidInput, NotFound
 CONTROL = re.compile(r"[\x01-\x1f\x7f]")
 
 
-def refuse_control(what: str, value: str | None) -> None:
+def refuse_control(what: str, value: str | None, *, option: str | None = None) -> None:
     """InvalidInput when a name or an inventory entry (a dataset, provider, owner, licence,
     cadence, a scene's name or title) holds a control character, naming ``what`` and where:
     a tab or line break pasted into one is a mistake, and breaks every listing of it."""
-    refuse_nul(what, value)
+    refuse_nul(what, value, option=option)
     found = CONTROL.search(value or "")
     if found:
         raise InvalidInput(
             f"{what} holds a control character ({found.group()!r} at character "
-            f"{found.start() + 1}), which a name may not hold: {value!r}"
+            f"{found.start() + 1}), which a name may not hold: {value!r}",
+            option=option,
         )
 
 

@@ -17,8 +17,9 @@ import psycopg
 import shapely
 from shapely.ops import substring
 
-from layers.ingest import ImportOptions, ImportReport, Progress, import_frame
-from layers.kinds import KINDS
+from layers.ingest.pipeline import import_frame
+from layers.ingest.report import ImportOptions, ImportReport, Progress, check_stored
+from layers.kinds import KINDS, LayerKind
 from layers.readers import FeatureFrame
 from twin import changes
 from twin.errors import InvalidInput
@@ -121,19 +122,29 @@ def _frame(records: list[dict[str, Any]], source: str) -> FeatureFrame:
     )
 
 
+NETWORK_LAYERS = ("pipes", "pipe_nodes")  # an EPANET file fills both; either is asked
+
+
 def import_epanet(
     conn: psycopg.Connection,
+    kind: LayerKind,
     path: Path,
     options: ImportOptions,
     *,
     dataset: str,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import an EPANET network's nodes and pipes and tie them together; one transaction."""
+    """Import an EPANET network's nodes and pipes (asked for as ``kind``, either of them)
+    and tie them together; one transaction. NothingStored when neither stored a feature."""
+    if kind.name not in NETWORK_LAYERS:
+        raise InvalidInput(
+            f"an EPANET file holds a water network: import it into pipes, not {kind.name}"
+        )
     if not options.crs:
         raise InvalidInput(
-            f"{options.source or path.name}: EPANET files do not say their CRS; give it with --crs "
-            "(crs over HTTP), e.g. EPSG:4549"
+            f"{options.source or path.name}: EPANET files do not say their CRS; give it, "
+            "e.g. EPSG:4549",
+            option="crs",
         )
     nodes, pipes = read_epanet(path, options.source)
     values = {"network": "water", **options.values}
@@ -141,12 +152,15 @@ def import_epanet(
     pipe_values = {k: v for k, v in values.items() if k in {f.name for f in KINDS["pipes"].fields}}
     pipe_options = replace(options, values=pipe_values, mapping={})
     with conn.transaction():
+        # Each part may store nothing (a network of nodes alone): the whole is checked below.
         node_report = import_frame(
-            conn, KINDS["pipe_nodes"], nodes, node_options, dataset=dataset, progress=progress
-        )
+            conn, KINDS["pipe_nodes"], nodes, node_options, dataset=dataset, progress=progress,
+            refuse_empty=False,
+        )  # fmt: skip
         report = import_frame(
-            conn, KINDS["pipes"], pipes, pipe_options, dataset=dataset, progress=progress
-        )
+            conn, KINDS["pipes"], pipes, pipe_options, dataset=dataset, progress=progress,
+            refuse_empty=False,
+        )  # fmt: skip
         tied = conn.execute(
             """
             WITH tied AS (
@@ -167,5 +181,6 @@ def import_epanet(
                 conn, "pipes", "topology", box=(tied[1], tied[2], tied[3], tied[4]),
                 dataset=dataset, features=int(tied[0]), table="pipes",
             )  # fmt: skip
-    report.related.append(node_report)
+        report.related.append(node_report)
+        check_stored(report)
     return report

@@ -40,6 +40,10 @@ JSON_TEXT_SUFFIXES = (".geojson", ".json", ".geojsonl", ".geojsons")
 NUL_ESCAPE = b"\\u0000"
 VECTOR_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".fgb", ".gml", ".kml", ".tab", ".mif",
                    ".sqlite", ".gdb", ".dxf", ".csv")  # fmt: skip
+# The formats read from one file (a .shp beside its sidecars; a zip of any of the above):
+# what an upload may be, with EPANET's (see layers.ingest.files).
+READABLE_SUFFIXES = frozenset({*CSV_SUFFIXES, *JSON_TEXT_SUFFIXES, ".gpkg", ".zip", ".fgb",
+                               ".shp", ".kml", ".gml", ".sqlite"})  # fmt: skip
 X_COLUMNS = (
     "lon",
     "lng",
@@ -131,7 +135,8 @@ def open_features(
             # the file does not have.
             raise InvalidInput(
                 f"{name} has no layer {layer[:60]!r}: a {suffix[1:].upper()} file has one "
-                f"layer, {Path(name).stem!r}; leave --layer (layer over HTTP) out"
+                f"layer, {Path(name).stem!r}; leave the layer out",
+                option="layer",
             )
         found = _read_csv(path.read_bytes(), name)
     else:
@@ -281,8 +286,8 @@ def _open_zip(
                 layer = None  # a member is one layer
             elif len(data) > 1:
                 raise InvalidInput(
-                    f"{name} holds several datasets ({listed}): "
-                    "choose one with --layer (layer over HTTP)"
+                    f"{name} holds several datasets ({listed}): choose one as the layer",
+                    option="layer",
                 )
             else:
                 chosen = data[0]
@@ -426,8 +431,8 @@ def _open_gdal(
             names = ", ".join(str(row[0]) for row in layers)
             if layer is None and len(layers) > 1:
                 raise InvalidInput(
-                    f"{name} has several layers ({names}): choose one with --layer "
-                    "(layer over HTTP)"
+                    f"{name} has several layers ({names}): choose one as the layer",
+                    option="layer",
                 )
             if layer is not None and layer not in {str(row[0]) for row in layers}:
                 raise InvalidInput(f"{name} has no layer {layer!r} (its layers: {names})")

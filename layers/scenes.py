@@ -146,7 +146,7 @@ def scene_kind(conn: psycopg.Connection, name: str) -> LayerKind:
         Field(prop, PROPERTY_TYPES[spec.get("type", "string")], (prop,))
         for prop, spec in layer.properties.items()
     ]
-    return LayerKind(name, layer.table, layer.family, tuple(fields), fields_in_properties=True)
+    return LayerKind(layer, tuple(fields), fields_in_properties=True)
 
 
 def drop_scene(conn: psycopg.Connection, name: str) -> None:

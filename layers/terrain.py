@@ -108,7 +108,7 @@ def _read_in_storage_crs(path: Path, crs: str | None) -> tuple[np.ndarray, Any]:
                 source_crs = rasterio.crs.CRS.from_wkt(given.crs.to_wkt())
             if source_crs is None:
                 raise InvalidInput(
-                    f"{path.name} does not say its CRS: give it with --crs (crs over HTTP)"
+                    f"{path.name} does not say its CRS: give it, e.g. EPSG:4549", option="crs"
                 )
             band = source.read(1, masked=True).astype("float32").filled(NODATA)
             dst_crs = rasterio.crs.CRS.from_epsg(SRID)

@@ -69,10 +69,13 @@ def as_given(value: Any) -> Any:
     return value
 
 
-def refuse_nul(what: str, value: str | None) -> None:
-    """InvalidInput when ``value`` holds a NUL character, naming ``what`` it is."""
+def refuse_nul(what: str, value: str | None, *, option: str | None = None) -> None:
+    """InvalidInput when ``value`` holds a NUL character, naming ``what`` it is (and the
+    ``option`` it was given as, see InvalidInput)."""
     if value is not None and NUL in value:
-        raise InvalidInput(f"{what} holds a NUL character (\\0), which cannot be stored: {value!r}")
+        raise InvalidInput(
+            f"{what} holds a NUL character (\\0), which cannot be stored: {value!r}", option=option
+        )
 
 
 class Storeys(int):

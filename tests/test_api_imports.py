@@ -690,8 +690,10 @@ def test_fields_the_import_doors_do_not_take_are_refused_naming_them(staff: Test
     nope = _upload(staff, {"layer": "nope"})
     assert nope.status_code == 400
     assert nope.json()["detail"] == (
-        "cams.csv has no layer 'nope': a CSV file has one layer, 'cams'; leave --layer (layer over HTTP) out"
+        "cams.csv has no layer 'nope': a CSV file has one layer, 'cams'; leave the layer out"
+        " (parameter layer)"
     )
+    assert nope.json()["parameter"] == "layer"
     assert _datasets(staff) == ["demo"]  # neither cams nor cams:nope
     own = _upload(staff, {"layer": "cams"})  # the file's own layer is its layer
     assert own.status_code == 200, own.text
@@ -712,13 +714,16 @@ def test_fields_the_import_doors_do_not_take_are_refused_naming_them(staff: Test
 
 @pytest.mark.parametrize("control", ["\x01", "\t", "\n", "\x1f", "\x7f"])
 def test_control_characters_in_names_and_the_inventory_are_refused(staff: TestClient, control: str):
-    for field in ("dataset", "provider", "owner_unit", "licence", "update_cadence"):
+    words = {"dataset": "the dataset", "provider": "the provider", "owner_unit": "the owner",
+             "licence": "the licence", "update_cadence": "the update cadence"}  # fmt: skip
+    for field, what in words.items():
         answer = _upload(staff, {field: f"a{control}b"})
         assert answer.status_code == 400, (field, answer.text)
         assert answer.json()["detail"] == (
-            f"{field} holds a control character ({control!r} at character 2), which a name "
-            f"may not hold: {'a' + control + 'b'!r}"
+            f"{what} holds a control character ({control!r} at character 2), which a name "
+            f"may not hold: {'a' + control + 'b'!r} (parameter {field})"
         )
+        assert answer.json()["parameter"] == field
     body = staff.post("/layers/sensors/features", params={"dataset": f"x{control}"},
                       json=POINTS, headers=KEY)  # fmt: skip
     assert body.status_code == 400 and "control character" in body.json()["detail"]
@@ -743,3 +748,16 @@ def test_a_scenes_large_integers_are_compared_exactly(staff: TestClient):
         staff.get(f"/collections/crowds/items?filter=count = {big - 1}").json()["numberMatched"]
         == 1
     )
+
+
+def test_a_wrong_input_is_named_as_this_door_calls_it_not_as_the_cli_does(staff: TestClient):
+    """The core says which input was wrong; over HTTP it is the parameter, never a flag."""
+    projected = "id,x,y\nc1,450000,3460000\n"  # metres, and the file does not say its CRS
+    answer = _upload(staff, name="metres.csv", content=projected)
+    assert answer.status_code == 400
+    detail = answer.json()["detail"]
+    assert "does not say its CRS" in detail and detail.endswith("(parameter crs)")
+    assert "--crs" not in detail and "over HTTP" not in detail
+    nul = _upload(staff, {"values": '{"kind": "smoke\\u0000"}'})
+    assert nul.status_code == 400 and nul.json()["parameter"] == "values"
+    assert "--set" not in nul.json()["detail"]

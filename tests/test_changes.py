@@ -111,6 +111,7 @@ def test_a_reimport_that_moves_a_feature_covers_where_it_was_and_where_it_is(
     assert change.operation == "import" and change.features == 1
     assert covers(change.bbox, LON + 0.00005, LAT + 0.00005)  # the old place
     assert covers(change.bbox, LON + 0.01005, LAT + 0.01005)  # the new one
+    assert change.bbox[2] - change.bbox[0] < 0.011  # and not the whole layer
 
 
 def test_an_import_that_stores_nothing_records_nothing(

@@ -18,7 +18,7 @@ from layers import readers
 from layers.ingest import ImportOptions, import_file
 from tests.helpers import run_twin, write_geojson
 from twin.crs import from_storage
-from twin.errors import InvalidInput, NotFound
+from twin.errors import InvalidInput, NotFound, NothingStored
 
 LON, LAT = 121.4005, 31.2405  # inside the small demo district
 
@@ -261,13 +261,15 @@ def test_a_file_that_stores_nothing_leaves_the_inventory_as_it_was(fresh_url: st
             " FROM dataset_inventory d JOIN layer_catalogue c ON c.name = d.layer"
             " WHERE d.layer = 'buildings' AND d.dataset = 'iso'"
         ).fetchone()
-        report = import_file(conn, "buildings", bad, ImportOptions(dataset="iso", provider="BAD"))
+        with pytest.raises(NothingStored, match="none of 1 features could be stored") as refused:
+            import_file(conn, "buildings", bad, ImportOptions(dataset="iso", provider="BAD"))
         conn.commit()  # as the CLI does: nothing was stored, nothing is changed
         after = conn.execute(
             "SELECT d.provider, d.source, d.imported_at, c.provider, c.updated_at"
             " FROM dataset_inventory d JOIN layer_catalogue c ON c.name = d.layer"
             " WHERE d.layer = 'buildings' AND d.dataset = 'iso'"
         ).fetchone()
+    report = refused.value.report
     assert report.stored == 0 and len(report.rejected) == 1
     assert after == before and before[0] == "测绘院"
 
@@ -432,6 +434,20 @@ def test_mixed_geometry_types_keep_the_right_ones_and_exit_3(fresh_url: str, tmp
     assert "Traceback" not in result.stderr
 
 
+def test_cli_names_the_flag_of_a_wrong_input_not_the_http_parameter(fresh_url: str, tmp_path: Path):
+    path = tmp_path / "metres.csv"
+    path.write_text("id,x,y\nc1,450000,3460000\n")  # metres, and the file does not say its CRS
+    env = {"TWIN_DATABASE_URL": fresh_url}
+    result = run_twin("import", "sensors", str(path), env=env)
+    assert result.returncode == 1
+    assert "does not say its CRS" in result.stderr
+    assert result.stderr.strip().endswith("(option --crs)")
+    assert "parameter crs" not in result.stderr and "over HTTP" not in result.stderr
+    bad = run_twin("import", "sensors", str(path), "--set", "online=maybe", "--crs", "EPSG:4549",
+                   env=env)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.strip().endswith("(option --set)"), bad.stderr
+
+
 def test_cli_refuses_a_bad_file_with_one_line_and_exit_1(fresh_url: str, tmp_path: Path):
     path = tmp_path / "cut.geojson"
     path.write_text('{"type": "FeatureCollection", "features": [')
@@ -514,6 +530,28 @@ def test_jurisdiction_import_reports_gaps_overlaps_and_strays(fresh_url: str, tm
         0.001 * 0.02 * 111_320**2 * 0.855, rel=0.05
     )
     assert [o["code"] for o in coverage["outside_parent"]] == ["T1G3"]
+    assert coverage["parents_checked"] == 1  # T1: its grids have no children to check
+
+
+def test_coverage_counts_the_parents_checked_not_the_jurisdictions(fresh_url: str, tmp_path: Path):
+    """Six jurisdictions under two parents that they tile exactly: two parents checked."""
+    features = []
+    for s, west in enumerate((121.60, 121.62)):
+        street = f"C{s}"
+        features.append(
+            (
+                {"code": street, "name": f"街道{s}", "level": "街道"},
+                shapely.box(west, 31.40, west + 0.02, 31.42),
+            )
+        )
+        features += [({"code": f"{street}G{g}", "name": f"网格{g}", "level": "网格",
+                       "parent_code": street},
+                      shapely.box(west + g * 0.01, 31.40, west + (g + 1) * 0.01, 31.42))
+                     for g in range(2)]  # fmt: skip
+    path = write_geojson(tmp_path / "tiled.geojson", features)
+    result = run_twin("import", "jurisdictions", str(path), env={"TWIN_DATABASE_URL": fresh_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "coverage: no gaps or overlaps under 2 parent(s)" in result.stdout
 
 
 def test_units_need_a_known_jurisdiction(fresh_url: str, tmp_path: Path):
@@ -895,18 +933,18 @@ def test_three_dimensional_footprints_are_stored_flat(fresh_url: str, tmp_path: 
 
 
 def test_a_large_first_load_builds_the_indexes_after(fresh_url: str, tmp_path: Path, monkeypatch):
-    from layers import ingest
+    from layers.ingest import pipeline, writer
 
-    monkeypatch.setattr(ingest, "BULK_LOAD_MIN", 100)  # 250 features count as large here
+    monkeypatch.setattr(writer, "BULK_LOAD_MIN", 100)  # 250 features count as large here
     monkeypatch.setattr(readers, "BATCH_ROWS", 100)
-    set_aside = ingest._LayerWriter._set_indexes_aside
+    set_aside = writer.LayerWriter._set_indexes_aside
     calls: list[int] = []
 
-    def counted(writer: ingest._LayerWriter) -> None:
+    def counted(layer_writer: writer.LayerWriter) -> None:
         calls.append(1)
-        set_aside(writer)
+        set_aside(layer_writer)
 
-    monkeypatch.setattr(ingest._LayerWriter, "_set_indexes_aside", counted)
+    monkeypatch.setattr(writer.LayerWriter, "_set_indexes_aside", counted)
     boxes = [square(LON + (i % 50) * 0.0003, LAT + (i // 50) * 0.0003, 0.0001) for i in range(250)]
     path = write_vector(
         tmp_path / "first.gpkg", boxes, {"id": [f"f{i}" for i in range(250)]}, "EPSG:4326", "GPKG"
@@ -918,7 +956,7 @@ def test_a_large_first_load_builds_the_indexes_after(fresh_url: str, tmp_path: P
         before = sorted(conn.execute(indexes).fetchall())
         # A failure after the indexes were set aside puts them back with everything else.
         with monkeypatch.context() as failing:
-            failing.setattr(ingest, "_update_catalogue", _fail)
+            failing.setattr(pipeline, "_update_catalogue", _fail)
             with pytest.raises(RuntimeError):
                 import_file(conn, "buildings", path)
         conn.rollback()
@@ -1042,10 +1080,12 @@ def test_nul_characters_in_a_file_reject_their_features_naming_the_field(
     geojson = write_geojson(tmp_path / "nul.geojson", [({"id": "j"}, square(LON, LAT))])
     with psycopg.connect(fresh_url) as conn:
         report = import_file(conn, "sensors", csv)
-        with pytest.raises(InvalidInput, match=r"--provider \(provider over HTTP\) holds a NUL"):
+        with pytest.raises(InvalidInput, match=r"^the provider holds a NUL") as provider:
             import_file(conn, "buildings", geojson, ImportOptions(provider="OSM\x00"))
-        with pytest.raises(InvalidInput, match=r"--set name= .*holds a NUL"):
+        with pytest.raises(InvalidInput, match=r"^name= in the values holds a NUL") as value:
             import_file(conn, "buildings", geojson, ImportOptions(values={"name": "\x00"}))
+    # The core names the option; each door words it (see the CLI and HTTP tests).
+    assert (provider.value.option, value.value.option) == ("provider", "values")
     assert report.inserted == 1
     assert {r.source_id: r.reason for r in report.rejected} == {
         "b": "name: its value holds a NUL character (\\0), which cannot be stored",

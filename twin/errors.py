@@ -1,5 +1,9 @@
 """Domain errors. The core raises these; the CLI and the API map them once each."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class TwinError(Exception):
     """Base of every error the one map reports to a person or a client."""
@@ -18,7 +22,26 @@ class NotFound(TwinError):
 
 
 class InvalidInput(TwinError):
-    """Input that cannot be used as given; the message says what and where."""
+    """Input that cannot be used as given; the message says what and where.
+
+    ``option`` names the input that was wrong when a person gave it ("crs", "layer",
+    "dataset", "mapping", "values", "defaults" …, as ImportOptions calls them): the
+    message says what is wrong in neutral words, and each door adds its own hint (the
+    CLI its flag, the API its parameter)."""
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+class NothingStored(TwinError):
+    """An import that stored no feature at all (the file held none, or none could be
+    stored): an error, and nothing of it is kept. ``report`` is what the import did (an
+    ImportReport: what was read, and each rejection and why)."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class Conflict(TwinError):

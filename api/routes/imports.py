@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import asdict
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -20,13 +19,12 @@ from starlette.datastructures import UploadFile as FormFile
 
 from api.access import Heavy, Staff
 from api.deps import Connection, KnownParameters, WritesLayers
-from api.errors import MAX_BODY_MB, TooLarge, Unprocessable
+from api.errors import MAX_BODY_MB, TooLarge
 from layers.datasets import delete_dataset, refuse_control
 from layers.ingest import (
+    IMPORTABLE_SUFFIXES,
     ImportOptions,
-    ImportReport,
-    default_dataset,
-    group_rejections,
+    check_options,
     import_file,
     import_frame,
     layer_kind,
@@ -40,9 +38,6 @@ from twin.errors import InvalidInput
 
 router = APIRouter(tags=["imports"])
 LayerName = Annotated[str, Path(max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
-MAX_REJECTIONS_SHOWN = 20  # in a 422 answer; the CLI's --json report has them all
-ALLOWED_SUFFIXES = {".geojson", ".json", ".geojsonl", ".geojsons", ".gpkg", ".zip", ".csv",
-                    ".tsv", ".txt", ".fgb", ".shp", ".kml", ".gml", ".inp", ".sqlite"}  # fmt: skip
 # The upload's form fields: the file and the CLI's options (see upload below).
 UPLOAD_FIELDS = ("file", "dataset", "crs", "layer", "mapping", "values", "defaults",
                  "provider", "owner_unit", "licence", "update_cadence")  # fmt: skip
@@ -65,35 +60,6 @@ def _long_statements(conn: psycopg.Connection, request: Request) -> None:
     (TWIN_IMPORT_TIME_LIMIT_S) in place of the per-statement one."""
     limit = request.app.state.settings.imports.import_time_limit_s
     conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{limit}s",))
-
-
-def _check_stored(report: ImportReport) -> None:
-    """Refuse (422, and so roll back) an import that stored no feature at all.
-
-    An import that stored some features answers 200 with its report, whose ``rejected``
-    lists the others; one that stored none answers 422 problem+json with the first
-    rejections and their reasons, and changes nothing (the catalogue included).
-    """
-    if report.stored > 0:
-        return
-    parts = report.parts
-    rejected = [{"layer": p.layer, **asdict(r)} for p in parts for r in p.rejected]
-    read = sum(p.read for p in parts)
-    if not read:
-        detail = f"nothing imported into {report.layer}: {report.source} holds no features"
-    else:
-        reasons = "; ".join(line for p in parts for line in group_rejections(p, limit=3))
-        detail = (
-            f"nothing imported into {report.layer}: none of {read:,} features could be stored"
-            f" ({reasons})"
-        )
-    summary = {k: v for k, v in report.as_dict().items() if k not in ("rejected", "related")}
-    raise Unprocessable(
-        detail,
-        report=summary,
-        rejected_count=len(rejected),
-        rejected=rejected[:MAX_REJECTIONS_SHOWN],
-    )
 
 
 def _json_object(text: str | None, name: str) -> dict[str, str]:
@@ -210,18 +176,14 @@ def upload(
     refuse_nul("the file's name", file.filename)
     original = FilePath(file.filename or "upload")
     suffix = original.suffix.lower()
-    if suffix not in ALLOWED_SUFFIXES:
+    if suffix not in IMPORTABLE_SUFFIXES:
         raise InvalidInput(
             f"file type {suffix or '(none)'} is not importable; send one of "
-            + ", ".join(sorted(ALLOWED_SUFFIXES))
+            + ", ".join(sorted(IMPORTABLE_SUFFIXES))
         )
-    for what, text in (("dataset", dataset), ("provider", provider),
-                       ("owner_unit", owner_unit), ("licence", licence),
-                       ("update_cadence", update_cadence)):  # fmt: skip
-        refuse_control(what, text)
     limit = request.app.state.settings.imports.max_upload_mb * 1024 * 1024
     options = ImportOptions(
-        dataset=dataset or default_dataset(original.name, layer),
+        dataset=dataset,  # by default the client's file's name (its source), as the CLI's
         crs=crs,
         layer=layer,
         source=original.name,  # messages and the inventory name the client's file
@@ -233,6 +195,7 @@ def upload(
         licence=licence,
         update_cadence=update_cadence,
     )
+    check_options(options)  # before the file is copied
     with tempfile.TemporaryDirectory(prefix="twin-upload-") as folder:
         # The client's name, reduced to safe characters, inside our own temporary folder.
         safe = re.sub(r"[^\w.-]", "_", original.stem)[:100] or "upload"
@@ -249,8 +212,7 @@ def upload(
                 out.write(chunk)
         with conn.transaction():
             _long_statements(conn, request)
-            report = import_file(conn, name, target, options)
-            _check_stored(report)
+            report = import_file(conn, name, target, options)  # NothingStored: 422
     return {"caller": caller, **report.as_dict()}
 
 
@@ -328,8 +290,7 @@ def post_features(
         kind = layer_kind(conn, name)
         report = import_frame(
             conn, kind, frame, ImportOptions(crs=crs), dataset=dataset, all_or_nothing=True
-        )
-        _check_stored(report)
+        )  # NothingStored: 422
     return {"caller": caller, **report.as_dict()}
 
 
