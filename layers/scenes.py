@@ -158,4 +158,4 @@ def drop_scene(conn: psycopg.Connection, name: str) -> None:
         )
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(kind.table)))
         conn.execute("DELETE FROM layer_catalogue WHERE name = %s AND kind = 'scene'", (name,))
-        changes.record(conn, name, "scene_drop", box=box)
+        changes.record(conn, name, "scene_drop", box=box, table=None)

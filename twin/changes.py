@@ -77,7 +77,7 @@ def record(
     dataset: str | None = None,
     features: int = 0,
     added_only: bool = False,
-    table: str | None = None,
+    table: str | None,
     geometry: sql.Composable = GEOMETRY,
 ) -> int:
     """Record that ``layer``'s features changed under ``box``; return the new version.
@@ -89,8 +89,7 @@ def record(
     write touched. ``added_only``: the write only added those features, all inside
     ``box``, so the count and extent grow without a scan of the table (an import of a
     million features would otherwise pay for a second pass). ``table`` is the layer's
-    table; the catalogue's when not given (a scene dropped has lost its table: pass
-    nothing and the statistics are left as they were). ``geometry`` is the SQL that gives
+    table, as the registry says (None for a scene just dropped: nothing left to count). ``geometry`` is the SQL that gives
     a row's place (a raster's envelope for terrain), a constant of the caller's.
     """
     if operation not in OPERATIONS:
@@ -100,8 +99,8 @@ def record(
     before = _extent(conn, layer)
     if added_only and isinstance(box, tuple):
         _grow_statistics(conn, layer, features, box)
-    elif operation != "scene_drop":
-        _recount_statistics(conn, layer, table or _table(conn, layer), geometry)
+    elif table is not None:
+        _recount_statistics(conn, layer, table, geometry)
     if box is WHOLE_LAYER:
         after = _extent(conn, layer)
         box = _union(before, after)
@@ -219,15 +218,6 @@ def _pending(conn: psycopg.Connection, wait_s: float) -> Iterator[psycopg.Notify
     if not ready:
         return iter(())
     return iter(list(conn.notifies(timeout=0, stop_after=1000)))
-
-
-def _table(conn: psycopg.Connection, layer: str) -> str:
-    row = conn.execute(
-        "SELECT table_name FROM layer_catalogue WHERE name = %s", (layer,)
-    ).fetchone()
-    if row is None:
-        raise ValueError(f"no layer {layer!r} in the catalogue to record a change of")
-    return str(row[0])
 
 
 def _extent(conn: psycopg.Connection, layer: str) -> Box | None:
