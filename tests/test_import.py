@@ -16,6 +16,7 @@ from shapely.geometry import Point, Polygon
 
 from layers import readers
 from layers.ingest import ImportOptions, import_file
+from layers.readers import archives, vector
 from tests.helpers import run_twin, write_geojson
 from twin.crs import from_storage
 from twin.errors import InvalidInput, NotFound, NothingStored
@@ -388,7 +389,7 @@ def test_malformed_files_get_clear_messages(tmp_path: Path, monkeypatch):
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("big.geojson", b" " * 2_000_000)
-    monkeypatch.setattr(readers, "MAX_UNZIPPED_BYTES", 1_000_000)
+    monkeypatch.setattr(archives, "MAX_UNZIPPED_BYTES", 1_000_000)
     with pytest.raises(InvalidInput, match="possible zip bomb"):
         readers.read_features(bomb)
     with pytest.raises(InvalidInput, match="no file at"):
@@ -877,7 +878,7 @@ def test_geometries_passed_through_arrive_exactly(fresh_url: str, tmp_path: Path
 
 
 def test_a_file_read_in_batches_is_one_import(fresh_url: str, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(readers, "BATCH_ROWS", 100)  # 250 features: three batches
+    monkeypatch.setattr(vector, "BATCH_ROWS", 100)  # 250 features: three batches
     ids = [f"g{i}" for i in range(250)]
     ids[180] = "g10"  # the same source id again, two batches later
     boxes = [square(LON + (i % 50) * 0.0003, LAT + (i // 50) * 0.0003, 0.0001) for i in range(250)]
@@ -907,7 +908,7 @@ def test_a_file_read_in_batches_is_one_import(fresh_url: str, tmp_path: Path, mo
 
 
 def test_a_bad_later_batch_stores_nothing(fresh_url: str, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(readers, "BATCH_ROWS", 100)
+    monkeypatch.setattr(vector, "BATCH_ROWS", 100)
     # The third batch is in metres although the file says degrees: the whole file is refused.
     geoms = [square(LON + i * 0.0003, LAT) for i in range(200)]
     geoms += [shapely.box(633380 + i, 3458430, 633390 + i, 3458440) for i in range(100)]
@@ -936,7 +937,7 @@ def test_a_large_first_load_builds_the_indexes_after(fresh_url: str, tmp_path: P
     from layers.ingest import pipeline, writer
 
     monkeypatch.setattr(writer, "BULK_LOAD_MIN", 100)  # 250 features count as large here
-    monkeypatch.setattr(readers, "BATCH_ROWS", 100)
+    monkeypatch.setattr(vector, "BATCH_ROWS", 100)
     set_aside = writer.LayerWriter._set_indexes_aside
     calls: list[int] = []
 
