@@ -296,3 +296,30 @@ def test_the_api_snapshot_follows_writes_by_other_processes(
         time.sleep(0.05)
     assert staff.get("/collections/tents").status_code == 404
     assert "tents" not in {c["id"] for c in staff.get("/collections").json()["collections"]}
+
+
+def test_another_system_follows_the_log_over_http(staff: TestClient, tmp_path: Path):
+    start = staff.get("/changes?after=0&limit=1000").json()
+    assert {c["layer"] for c in start["changes"]} >= {"buildings", "jurisdictions"}  # the demo
+    latest = start["latest"]
+    assert start["next"] == latest
+    body = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "b-new", "properties": {},
+         "geometry": {"type": "Polygon", "coordinates": [[[LON, LAT], [LON + 0.0001, LAT],
+                      [LON + 0.0001, LAT + 0.0001], [LON, LAT]]]}}]}  # fmt: skip
+    assert staff.post("/layers/buildings/features", json=body, headers=KEY).status_code == 200
+    since = staff.get(f"/changes?after={latest}").json()
+    [change] = since["changes"]
+    assert change["layer"] == "buildings" and change["operation"] == "import"
+    assert covers(tuple(change["bbox"]), LON + 0.00005, LAT + 0.00002)
+    assert since["next"] == since["latest"] == change["version"] > latest
+    assert staff.get(f"/changes?after={since['next']}").json()["changes"] == []
+    assert (
+        staff.get("/changes?after=0&layer=units&limit=5").json()["changes"][0]["layer"] == "units"
+    )
+    assert staff.get("/changes?layer=castles").status_code == 404
+    for bad in ("after=-1", "after=1e400", "after=x", "limit=0", "limit=100000",
+                "after=99999999999999999999", "after=1%00"):  # fmt: skip
+        answer = staff.get(f"/changes?{bad}")
+        assert answer.status_code == 400, (bad, answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json")

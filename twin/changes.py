@@ -143,9 +143,14 @@ def record(
     return version
 
 
-def changes_since(conn: psycopg.Connection, version: int, layer: str | None = None) -> list[Change]:
-    """The changes after ``version`` (of one layer, or all), oldest first: what a listener
-    that was away missed."""
+MAX_CHANGES = 1000  # in one answer; ask again after the last version given
+
+
+def changes_since(
+    conn: psycopg.Connection, version: int, layer: str | None = None, *, limit: int = MAX_CHANGES
+) -> list[Change]:
+    """The changes after ``version`` (of one layer, or all), oldest first, at most
+    ``limit``: what a listener that was away missed, or what another system must sync."""
     rows = conn.execute(
         """
         SELECT id, layer, operation, dataset, features,
@@ -153,14 +158,20 @@ def changes_since(conn: psycopg.Connection, version: int, layer: str | None = No
                    ARRAY[ST_XMin(bbox), ST_YMin(bbox), ST_XMax(bbox), ST_YMax(bbox)] END
         FROM layer_changes
         WHERE id > %s AND (%s::text IS NULL OR layer = %s)
-        ORDER BY id
+        ORDER BY id LIMIT %s
         """,
-        (version, layer, layer),
+        (version, layer, layer, limit),
     ).fetchall()
     return [
         Change(int(i), name, op, tuple(bbox) if bbox else None, dataset, int(n))  # type: ignore[arg-type]
         for i, name, op, dataset, n, bbox in rows
     ]
+
+
+def ever_changed(conn: psycopg.Connection, layer: str) -> bool:
+    """Whether the log holds a change of ``layer`` (a scene since dropped included)."""
+    row = conn.execute("SELECT 1 FROM layer_changes WHERE layer = %s LIMIT 1", (layer,))
+    return row.fetchone() is not None
 
 
 def latest_version(conn: psycopg.Connection) -> int:
