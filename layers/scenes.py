@@ -22,12 +22,13 @@ from twin.errors import Conflict, InvalidInput, NotFound
 from twin.schema import SRID
 
 NAME_PATTERN = registry.SCENE_NAME  # a scene's name and its properties' names
+# What a scene may be, as people say it: its GeoJSON type and its column's type.
 GEOMETRY_TYPES = {
-    "point": ("Point", "POINT", "point"),
-    "linestring": ("LineString", "LINESTRING", "line"),
-    "line": ("LineString", "LINESTRING", "line"),
-    "polygon": ("MultiPolygon", "MULTIPOLYGON", "polygon"),
-    "multipolygon": ("MultiPolygon", "MULTIPOLYGON", "polygon"),
+    "point": ("Point", "POINT"),
+    "linestring": ("LineString", "LINESTRING"),
+    "line": ("LineString", "LINESTRING"),
+    "polygon": ("MultiPolygon", "MULTIPOLYGON"),
+    "multipolygon": ("MultiPolygon", "MULTIPOLYGON"),
 }
 # Taken already: what every feature has (its key, where it came from, its shape), which
 # would shadow a property of the same name in the feature API and the queryables, and the

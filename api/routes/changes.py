@@ -40,9 +40,9 @@ def list_changes(
         raise InvalidInput(f"limit must be from 1 to {changes.MAX_CHANGES}")
     if layer is not None:
         catalogue = catalogue_of(request, conn)
-        if layer not in catalogue.layers:  # a dropped scene's changes are still asked for
-            if not changes.ever_changed(conn, layer):
-                catalogue.layer(layer)  # NotFound, naming the layers there are
+        # A dropped scene's changes may still be asked for: unknown is never in the log.
+        if layer not in catalogue.layers and not changes.ever_changed(conn, layer):
+            catalogue.layer(layer)  # NotFound, naming the layers there are
     found = changes.changes_since(conn, after, layer, limit=limit)
     return {
         "changes": [asdict(change) for change in found],
