@@ -34,6 +34,10 @@ class TooLarge(TwinError):
 
 
 MAX_BODY_MB = 100  # a JSON body, on any route; larger data comes as a file upload
+# The feature API's own parameters: given twice, no filter hint (they are not properties).
+_ITEMS_PARAMETERS = frozenset({"limit", "offset", "bbox", "bbox-crs", "crs", "properties",
+                               "sortby", "datetime", "filter", "filter-lang", "filter-crs",
+                               "after", "f"})  # fmt: skip
 MAX_REJECTIONS_SHOWN = 20  # in an import's 422 answer; the CLI's --json report has them all
 
 
@@ -85,9 +89,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.errors.QueryCanceled)
     async def too_slow(request: Request, exc: psycopg.Error) -> JSONResponse:
-        return problem(
-            503, "Service Unavailable", "the query took too long and was stopped", request.url.path
-        )
+        detail = "the query took too long and was stopped"
+        if request.method != "GET" and request.url.path.startswith("/layers/"):
+            # A write the import time limit stopped (see api/routes/imports.py).
+            limit = request.app.state.settings.imports.import_time_limit_s
+            detail = (
+                f"the import ran past its time limit ({limit:g} s, TWIN_IMPORT_TIME_LIMIT_S) "
+                "and was stopped; nothing of it was stored: import a file this large with "
+                "twin import"
+            )
+        return problem(503, "Service Unavailable", detail, request.url.path)
 
     @app.exception_handler(psycopg.Error)
     async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
@@ -290,7 +301,7 @@ def _refused(scope: Scope) -> str | None:
             return f"query parameter {name[:40].replace(chr(0), '')!r} holds a NUL byte (%00), which no value may hold"
         if name in seen:
             hint = ""
-            if path.endswith("/items"):
+            if path.endswith("/items") and name not in _ITEMS_PARAMETERS:
                 hint = f"; to match any of several values use filter={name} IN ('…', '…')"
             return f"query parameter {name[:40]!r} is given more than once; give it once{hint}"
         seen[name] = value

@@ -36,7 +36,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     # What can be checked without the data base is, first: a mistyped CRS or a missing
     # file should not start (or make) a cluster before saying so.
     if args.crs:
-        resolve_crs(args.crs)
+        resolve_crs(args.crs, "crs")
     check_path(Path(args.path))
     url = prepare(settings)
     failed = None

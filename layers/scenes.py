@@ -154,9 +154,11 @@ def drop_scene(conn: psycopg.Connection, name: str) -> None:
     """Remove a scene layer and its features; the change log says where they were."""
     kind = scene_kind(conn, name)
     with conn.transaction():
-        box = changes.box_of(
-            conn, sql.SQL("SELECT geom FROM {}").format(sql.Identifier(kind.table))
-        )
-        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(kind.table)))
+        table = sql.Identifier(kind.table)
+        box = changes.box_of(conn, sql.SQL("SELECT geom FROM {}").format(table))
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        conn.execute(sql.SQL("DROP TABLE {}").format(table))
         conn.execute("DELETE FROM layer_catalogue WHERE name = %s AND kind = 'scene'", (name,))
-        changes.record(conn, name, "scene_drop", box=box, table=None)
+        changes.record(
+            conn, name, "scene_drop", box=box, features=int(row[0]) if row else 0, table=None
+        )

@@ -100,7 +100,7 @@ def _read_in_storage_crs(path: Path, crs: str | None) -> tuple[np.ndarray, Any]:
         with rasterio.open(path) as source:
             source_crs = source.crs
             if crs:
-                given = resolve_crs(crs)
+                given = resolve_crs(crs, "crs")
                 if given.crs is None:
                     raise InvalidInput(
                         "a DEM in GCJ-02 or BD-09 is not supported: give it in an EPSG CRS"

@@ -217,7 +217,7 @@ def test_a_scene_made_filled_and_dropped_is_recorded_each_time(
     made, filled, dropped = logged(fresh_url, before)
     assert (made.layer, made.operation, made.bbox) == ("spots", "scene_create", None)
     assert (filled.operation, filled.features) == ("import", 2)
-    assert dropped.operation == "scene_drop"
+    assert (dropped.operation, dropped.features) == ("scene_drop", 2)
     assert covers(dropped.bbox, LON, LAT) and covers(dropped.bbox, LON + 0.003, LAT + 0.002)
     assert made.version < filled.version < dropped.version
     assert [c.operation for c in heard(listener)] == ["scene_create", "import", "scene_drop"]
@@ -318,6 +318,8 @@ def test_another_system_follows_the_log_over_http(staff: TestClient, tmp_path: P
         staff.get("/changes?after=0&layer=units&limit=5").json()["changes"][0]["layer"] == "units"
     )
     assert staff.get("/changes?layer=castles").status_code == 404
+    huge = staff.get("/changes?after=9223372036854775808")
+    assert huge.status_code == 400 and "from 0 to 9223372036854775807" in huge.json()["detail"]
     for bad in ("after=-1", "after=1e400", "after=x", "limit=0", "limit=100000",
                 "after=99999999999999999999", "after=1%00"):  # fmt: skip
         answer = staff.get(f"/changes?{bad}")

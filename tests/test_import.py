@@ -447,6 +447,31 @@ def test_cli_names_the_flag_of_a_wrong_input_not_the_http_parameter(fresh_url: s
     bad = run_twin("import", "sensors", str(path), "--set", "online=maybe", "--crs", "EPSG:4549",
                    env=env)  # fmt: skip
     assert bad.returncode == 1 and bad.stderr.strip().endswith("(option --set)"), bad.stderr
+    unknown = run_twin("import", "sensors", str(path), "--crs", "EPSG:999999", env=env)
+    assert unknown.returncode == 1 and "unknown CRS 'EPSG:999999'" in unknown.stderr
+    assert unknown.stderr.strip().endswith("(option --crs)"), unknown.stderr
+    gpkg = write_vector(
+        tmp_path / "one.gpkg", [Point(LON, LAT)], {"id": ["g"]}, "EPSG:4326", "GPKG"
+    )
+    layer = run_twin("import", "sensors", str(gpkg), "--layer", "nope", env=env)
+    assert layer.returncode == 1 and "has no layer 'nope'" in layer.stderr
+    assert layer.stderr.strip().endswith("(option --layer)"), layer.stderr
+
+
+def test_a_coordinate_that_is_no_number_is_said_so_not_blamed_on_the_crs(
+    fresh_url: str, tmp_path: Path
+):
+    for bad in ("Infinity", "1e400", "1.21e32"):
+        path = tmp_path / "inf.geojson"
+        path.write_text(
+            '{"type": "FeatureCollection", "features": [{"type": "Feature", "id": "i",'
+            f' "properties": {{}}, "geometry": {{"type": "Point", "coordinates": [{bad}, 31.25]}}}}]}}'
+        )
+        with psycopg.connect(fresh_url) as conn, pytest.raises(NothingStored) as refused:
+            import_file(conn, "sensors", path, ImportOptions(values={"kind": "camera"}))
+        reasons = " ".join(r.reason for r in refused.value.report.rejected)
+        assert "CRS" not in str(refused.value) + reasons, (bad, str(refused.value), reasons)
+        assert "longitude" in reasons, (bad, reasons)
 
 
 def test_cli_refuses_a_bad_file_with_one_line_and_exit_1(fresh_url: str, tmp_path: Path):

@@ -69,7 +69,8 @@ def test_crs_is_read_as_a_urn_too_and_nonsense_is_refused_naming_crs(client: Tes
     assert [s["id"] for s in near_gk["sensors"]] == [s["id"] for s in near["sensors"]]
     bad = client.get(f"/nearest?lon={lon}&lat={lat}&crs=nonsense")
     assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
-    assert bad.json()["detail"].startswith("crs: unknown CRS 'nonsense'")
+    assert bad.json()["detail"].startswith("unknown CRS 'nonsense'")
+    assert bad.json()["parameter"] == "crs" and "(parameter crs)" in bad.json()["detail"]
 
 
 def test_a_point_outside_every_jurisdiction_says_so(client: TestClient):

@@ -170,5 +170,6 @@ def test_an_offset_system_is_recognised_as_one(name):
 def test_an_unknown_crs_is_refused_naming_the_input(text):
     with pytest.raises(InvalidInput, match=f"unknown CRS {text!r}: give an EPSG code"):
         crs.resolve_crs(text)
-    with pytest.raises(InvalidInput, match=f"^crs: unknown CRS {text!r}"):
+    with pytest.raises(InvalidInput, match=f"^unknown CRS {text!r}") as refused:
         crs.resolve_crs(text, "crs")
+    assert refused.value.option == "crs"

@@ -67,21 +67,21 @@ class SourceCRS:
         return self.crs is None or self.crs.is_geographic
 
 
-def resolve_crs(text: str | int | pyproj.CRS, field: str | None = None) -> SourceCRS:
+def resolve_crs(text: str | int | pyproj.CRS, option: str | None = None) -> SourceCRS:
     """The CRS named by an EPSG code (4549, EPSG:4490), an OGC URI or URN
     (http://www.opengis.net/def/crs/EPSG/0/4326, urn:ogc:def:crs:EPSG::4326, CRS84), an
     alias (CGCS2000, WGS84, GCJ-02, BD-09, 百度 …), WKT or PROJ text. Every door reads a
-    CRS with this; InvalidInput naming the input (and ``field``, the parameter it came in,
-    when given) when no CRS has that name."""
+    CRS with this; InvalidInput naming the text when no CRS has that name, with
+    ``option`` (the input it came in, e.g. "crs") for each door to word its hint."""
     if isinstance(text, pyproj.CRS):
         return _from_pyproj(text)
     raw = str(text).strip()
     try:
         return _resolved(raw)
     except CRSError:
-        where = f"{field}: " if field else ""
         raise InvalidInput(
-            f"{where}unknown CRS {raw[:80]!r}: give an EPSG code (e.g. EPSG:4490), GCJ02 or BD09"
+            f"unknown CRS {raw[:80]!r}: give an EPSG code (e.g. EPSG:4490), GCJ02 or BD09",
+            option=option,
         ) from None
 
 

@@ -35,7 +35,7 @@ def list_changes(
     how many features, and ``bbox`` (lon/lat) of every place that changed. ``next`` is the
     version to ask after for more; ``latest`` the newest there is."""
     if not 0 <= after < 2**63:
-        raise InvalidInput("after: a version is a whole number from 0")
+        raise InvalidInput(f"after: a version is from 0 to {2**63 - 1} (0 for every change)")
     if not 1 <= limit <= changes.MAX_CHANGES:
         raise InvalidInput(f"limit must be from 1 to {changes.MAX_CHANGES}")
     if layer is not None:

@@ -13,7 +13,18 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.datastructures import UploadFile as FormFile
 
@@ -284,7 +295,7 @@ def post_features(
     nothing of it is stored."""
     refuse_control("dataset", dataset)
     refuse_nul("crs", crs)
-    frame = frame_from_geojson(document, axes=axes(resolve_crs(crs)) if crs else axes(None))
+    frame = frame_from_geojson(document, axes=axes(resolve_crs(crs, "crs")) if crs else axes(None))
     with conn.transaction():
         _long_statements(conn, request)
         kind = layer_kind(conn, name)
@@ -349,10 +360,11 @@ def post_scene(conn: Connection, caller: Staff, scene: SceneRequest) -> dict[str
     summary="Remove a scene layer (staff)",
     dependencies=[WritesLayers],
 )
-def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> None:
+def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> Response:
     """Drop the scene's features and its catalogue entry."""
     catalogue.get_layer(conn, name)  # 404 when there is no such layer
     drop_scene(conn, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)  # no body, so no content type
 
 
 @router.delete(

@@ -79,11 +79,14 @@ def storage_ewkb(wkb: pa.Array, take: np.ndarray, srid: int) -> tuple[pa.Array, 
     return pc.if_else(pa.array(made), made_ewkb, pa.scalar(None, pa.binary())), made
 
 
+MAX_COORDINATE = 1e9  # metres or degrees: past any CRS's range (Web Mercator's is 2e7)
+
+
 def source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None:
     """The CRS the file is read in: as given, as the file says, or (when neither)
     longitude/latitude if most features fit it; InvalidInput asking for it otherwise."""
     if options.crs:
-        return resolve_crs(options.crs)
+        return resolve_crs(options.crs, "crs")
     if frame.crs:
         return resolve_crs(frame.crs)
     present = ~shapely.is_missing(frame.geoms) & ~shapely.is_empty(frame.geoms)
@@ -95,8 +98,9 @@ def source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None:
     # vertex only itself (one feature with one vertex at latitude 95 is not a CRS question).
     wgs84 = resolve_crs("EPSG:4326")
     firsts = first_points(frame.geoms)
-    wrong = ~is_none(implausible(firsts, wgs84)) & present
-    if wrong.sum() <= 0.5 * present.sum():
+    judged = present & says_crs(firsts)
+    wrong = ~is_none(implausible(firsts, wgs84)) & judged
+    if wrong.sum() <= 0.5 * judged.sum():
         return wgs84
     i = int(np.flatnonzero(wrong)[0])
     x, y = shapely.get_coordinates(firsts[i : i + 1])[0]
@@ -105,6 +109,16 @@ def source_crs(frame: FeatureFrame, options: ImportOptions) -> SourceCRS | None:
         "not longitude/latitude: give its CRS, e.g. EPSG:4549",
         option="crs",
     )
+
+
+def says_crs(points: np.ndarray) -> np.ndarray:
+    """Which points can say something of the CRS: a coordinate that is no number, or larger
+    than any CRS's (inf, 1e32), does not; such a feature is rejected for it alone."""
+    xy = np.full((len(points), 2), np.inf)
+    has_point = ~is_none(points)
+    if has_point.any():
+        xy[has_point] = shapely.get_coordinates(points[has_point])[:, :2]
+    return np.asarray((np.abs(np.nan_to_num(xy, nan=np.inf)) < MAX_COORDINATE).all(axis=1))
 
 
 def first_points(geoms: np.ndarray) -> np.ndarray:
@@ -174,9 +188,11 @@ def prepare_geometries(
         bad = ~is_none(wrong) & present
         # The file is in another CRS when most features' first coordinates are off; a
         # feature with one bad vertex is rejected alone (see source_crs).
-        firsts = implausible(first_points(geoms), source)
-        if (~is_none(firsts) & present).sum() > 0.5 * present.sum():
-            i = int(np.flatnonzero(~is_none(firsts) & present)[0])
+        points = first_points(geoms)
+        judged = present & says_crs(points)
+        firsts = implausible(points, source)
+        if (~is_none(firsts) & judged).sum() > 0.5 * judged.sum():
+            i = int(np.flatnonzero(~is_none(firsts) & judged)[0])
             x, y = shapely.get_coordinates(geoms[i : i + 1])[0]
             stated = other_stated_crs(frame.crs, source)
             if stated:

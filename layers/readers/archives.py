@@ -58,7 +58,9 @@ def open_zip(
                     or layer in (shown[n], Path(shown[n]).stem, Path(shown[n]).name)
                 ]
                 if not picked:
-                    raise InvalidInput(f"{name} holds no dataset {layer!r} ({listed})")
+                    raise InvalidInput(
+                        f"{name} holds no dataset {layer!r} ({listed})", option="layer"
+                    )
                 chosen = picked[0]
                 layer = None  # a member is one layer
             elif len(data) > 1:

@@ -70,7 +70,9 @@ def open_gdal(
                     option="layer",
                 )
             if layer is not None and layer not in {str(row[0]) for row in layers}:
-                raise InvalidInput(f"{name} has no layer {layer!r} (its layers: {names})")
+                raise InvalidInput(
+                    f"{name} has no layer {layer!r} (its layers: {names})", option="layer"
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # GDAL's notes about the file come as errors
                 count = pyogrio.read_info(location, layer=layer, encoding=encoding)["features"]
