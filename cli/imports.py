@@ -8,16 +8,26 @@ from pathlib import Path
 
 from cli.common import as_json, console, out, prepare, progress_bars
 from layers.coverage import describe
-from layers.ingest import ImportOptions, group_rejections, import_file
+from layers.incidents import importer
+from layers.ingest import ImportOptions, ImportReport, group_rejections, import_file
 from layers.readers import check_path
 from twin import db
 from twin.crs import resolve_crs
 from twin.errors import NothingStored, TwinError
 from twin.settings import Settings
 
+# The options of a layer's import, which the category and responsibility files do not take.
+LAYER_OPTIONS = {"crs": "--crs", "source_layer": "--layer", "map": "--map",
+                 "mapping": "--mapping", "set": "--set", "default": "--default",
+                 "provider": "--provider", "owner": "--owner", "licence": "--licence",
+                 "cadence": "--cadence"}  # fmt: skip
+
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    """Import a file into a layer and print what happened."""
+    """Import a file into a layer (or the categories, or the responsibility list) and print
+    what happened."""
+    if importer(args.layer) is not None:
+        return _import_table(settings, args)
     mapping = _pairs(args.map, "--map")
     if args.mapping:
         mapping = {**_mapping_file(args.mapping), **mapping}
@@ -45,6 +55,10 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
             report = import_file(conn, args.layer, args.path, options, progress=progress)
     except NothingStored as exc:  # the report says why: printed as any other, then exit 1
         report, failed = exc.report, str(exc)
+    return _print_report(args, report, failed)
+
+
+def _print_report(args: argparse.Namespace, report: ImportReport, failed: str | None) -> int:
     if args.json:
         out.print_json(as_json(report.as_dict()))
     else:
@@ -60,6 +74,25 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         console.print(f"twin: error: {failed}", highlight=False, markup=False)
         return 1
     return 3 if any(p.rejected for p in report.parts) else 0
+
+
+def _import_table(settings: Settings, args: argparse.Namespace) -> int:
+    """``twin import categories FILE`` or ``twin import responsibilities FILE``."""
+    given = [flag for name, flag in LAYER_OPTIONS.items() if getattr(args, name, None)]
+    if given:
+        raise TwinError(f"{', '.join(given)} do(es) not apply to twin import {args.layer}; it "
+                        "takes --dataset and --json")  # fmt: skip
+    run = importer(args.layer)
+    assert run is not None
+    check_path(Path(args.path))
+    url = prepare(settings)
+    failed = None
+    try:
+        with db.connect(url) as conn:
+            report = run(conn, Path(args.path), dataset=args.dataset)
+    except NothingStored as exc:
+        report, failed = exc.report, str(exc)
+    return _print_report(args, report, failed)
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:

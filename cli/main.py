@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument(
         "layer",
         help="buildings, public_spaces, pipes, pipe_nodes, sensors, "
-        "jurisdictions, units, or a scene's name",
+        "jurisdictions, units, or a scene's name; or categories or responsibilities "
+        "(a CSV or JSON file of the incident categories or the responsibility list)",
     )
     imports.add_argument("path", type=Path, help="the file")
     imports.add_argument(
@@ -171,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="give FIELD this value where the file has none (repeatable)",
     )
     imports.add_argument("--provider", help="who provides the data (catalogue)")
-    imports.add_argument("--owner", help="the unit that owns the layer (catalogue)")
+    imports.add_argument(
+        "--owner",
+        help="the unit that owns the data: the catalogue's owner, and the owner_unit (a "
+        "unit's code) of every feature that names none",
+    )
     imports.add_argument("--licence", help="licence of the data (catalogue)")
     imports.add_argument("--cadence", help="how often it is updated (catalogue)")
     imports.add_argument("--json", action="store_true", help="print the report as JSON")

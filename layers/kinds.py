@@ -231,6 +231,8 @@ def _fields(kind: str, *specs: Field | tuple[Any, ...]) -> tuple[Field, ...]:
 
 SOURCE_ID = Field("source_id", parse_text, tuple(_SYNONYMS["shared"]["source_id"]))
 NAME = Field("name", parse_text, tuple(_SYNONYMS["shared"]["name"]))
+# The unit that owns an asset (a unit's code): a rule for that owner answers for it.
+OWNER = Field("owner_unit", parse_text, tuple(_SYNONYMS["shared"]["owner_unit"]))
 REQUIRED = True
 
 KINDS: dict[str, LayerKind] = {
@@ -238,14 +240,14 @@ KINDS: dict[str, LayerKind] = {
         registry.BUILTIN["buildings"],
         _fields("buildings", SOURCE_ID, ("name", parse_text), ("address", parse_text),
                 ("use", _building_use), ("height_m", parse_height_m), ("floors", parse_floors),
-                ("base_elevation_m", parse_elevation_m)),
+                ("base_elevation_m", parse_elevation_m), OWNER),
         noun="a building footprint",
         prepare_batch=estimate_heights,
     ),
     "public_spaces": LayerKind(
         registry.BUILTIN["public_spaces"],
         _fields("public_spaces", SOURCE_ID, NAME,
-                ("kind", vocabulary(PUBLIC_SPACE_KINDS), REQUIRED)),
+                ("kind", vocabulary(PUBLIC_SPACE_KINDS), REQUIRED), OWNER),
         noun="a public space",
     ),
     "pipes": LayerKind(
@@ -254,7 +256,7 @@ KINDS: dict[str, LayerKind] = {
                 ("diameter_mm", parse_diameter_mm), ("material", parse_text),
                 ("depth_m", parse_depth_m), ("invert_start_m", parse_elevation_m),
                 ("invert_end_m", parse_elevation_m), ("install_year", parse_year),
-                ("status", vocabulary(STATUS)), ("flow_direction", vocabulary(FLOW))),
+                ("status", vocabulary(STATUS)), ("flow_direction", vocabulary(FLOW)), OWNER),
         defaults={"status": "in_service", "flow_direction": "unknown"},
         noun="a pipe",
     ),
@@ -263,7 +265,7 @@ KINDS: dict[str, LayerKind] = {
         _fields("pipe_nodes", SOURCE_ID, ("network", vocabulary(NETWORKS), REQUIRED),
                 ("kind", vocabulary(NODE_KINDS), REQUIRED), ("state", vocabulary(VALVE_STATES)),
                 ("operable", parse_bool), ("depth_m", parse_depth_m),
-                ("ground_elevation_m", parse_elevation_m)),
+                ("ground_elevation_m", parse_elevation_m), OWNER),
         defaults={"operable": True},
         noun="a pipe node",
     ),
@@ -273,7 +275,7 @@ KINDS: dict[str, LayerKind] = {
                 ("kind", open_vocabulary(SENSOR_KINDS), REQUIRED),
                 ("unit_of_measure", parse_text, REQUIRED), ("threshold_low", parse_number),
                 ("threshold_high", parse_number), ("elevation_m", parse_elevation_m),
-                ("online", parse_bool)),
+                ("online", parse_bool), OWNER),
         defaults={"online": True},
         defaults_from={"unit_of_measure": ("kind", SENSOR_UNITS)},
         noun="a sensor",

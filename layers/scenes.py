@@ -36,6 +36,8 @@ GEOMETRY_TYPES = {
 RESERVED_PROPERTIES = {"id", "dataset", "source_id", "properties", "updated_at", "geom",
                        "geometry", "type", "bbox", "limit", "offset", "datetime", "crs",
                        "filter", "sortby", "links", "after", "f"}  # fmt: skip
+# What `twin import` and the import routes take besides layers (layers.incidents).
+NOT_SCENE_NAMES = frozenset({"categories", "responsibilities"})
 PROPERTY_TYPES = {
     "string": parse_text,
     "number": parse_number,
@@ -68,6 +70,9 @@ def create_scene(
         )
     if name in registry.BUILTIN:
         raise InvalidInput(f"{name!r} is a built-in layer; choose another scene name")
+    if name in NOT_SCENE_NAMES:  # `twin import categories FILE` must mean the categories
+        raise InvalidInput(f"{name!r} names the incident {name} (twin import {name}); choose "
+                           "another scene name")  # fmt: skip
     geometry = GEOMETRY_TYPES.get(geometry_type.strip().lower())
     if geometry is None:
         raise InvalidInput(f"geometry type {geometry_type!r}: choose Point, LineString or Polygon")

@@ -108,6 +108,10 @@ def test_a_dataset_others_depend_on_is_refused_and_left_whole(fresh_url: str):
         with pytest.raises(Conflict, match="features in units refer to it"):
             delete_dataset(conn, "jurisdictions", "demo")
         assert conn.execute("SELECT count(*) FROM jurisdictions").fetchone()[0] == before
+        # The demo's responsibility list names its units: refused too, while it does.
+        with pytest.raises(Conflict, match="features in responsibility_rules refer to it"):
+            delete_dataset(conn, "units", "demo")
+        conn.execute("DELETE FROM responsibility_rules WHERE dataset = 'demo'")
         # Units first, then the jurisdictions: children before parents, in one call.
         assert delete_dataset(conn, "units", "demo") > 0
         assert delete_dataset(conn, "jurisdictions", "demo") == before

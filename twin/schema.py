@@ -27,8 +27,9 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import conv
 
 SRID = 4326  # see DESIGN: one CRS; CGCS2000 (4490) matches it to well under a metre
 
@@ -87,6 +88,18 @@ class SourcedFeature:
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     dataset: Mapped[str] = mapped_column(Text, default="", server_default="")
     source_id: Mapped[str | None] = mapped_column(Text)
+
+
+class OwnedAsset(SourcedFeature):
+    """An asset of the city: a feature with the unit that owns it (权属单位), whose
+    responsibility rules answer for it wherever it lies (the water company for its mains).
+
+    A unit's code, kept as the provider gave it, with no foreign key: assets come from
+    providers before (or without) the units, and an owner not known yet must neither
+    reject the features nor fix an order of imports; the import notes owners that are no
+    unit's code, and dispatch matches rules on the code."""
+
+    owner_unit: Mapped[str | None] = mapped_column(Text)
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -198,7 +211,84 @@ class Unit(Base):
     geom: Mapped[WKBElement | None] = mapped_column(Geometry("POINT", srid=SRID))
 
 
-class Building(SourcedFeature, Base):
+def _positive(column: str) -> CheckConstraint:
+    # 'Infinity' > every finite double; NaN is greater still in PostgreSQL's order.
+    return CheckConstraint(f"{column} > 0 AND {column} < 'Infinity'", name=f"{column}_positive")
+
+
+class IncidentCategory(Base):
+    """A category of incident (事件/部件 class), a tree: the asset layers it concerns and
+    how far to look for them, its SLA (hours to respond and to resolve), its priority (1
+    the most urgent, 5 the least: 12345's 特急 … 一般 as numbers, which sort and compare),
+    and where and when a second report is a duplicate (fusion)."""
+
+    __tablename__ = "incident_categories"
+    __table_args__ = (
+        _positive("attach_radius_m"),
+        _positive("response_hours"),
+        _positive("resolve_hours"),
+        _positive("fusion_radius_m"),
+        _positive("fusion_hours"),
+        CheckConstraint("priority BETWEEN 1 AND 5", name="priority_range"),
+        CheckConstraint("parent_code IS DISTINCT FROM code", name="not_own_parent"),
+    )
+
+    code: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    # No cycles: the import and the core check the whole tree before writing.
+    parent_code: Mapped[str | None] = mapped_column(
+        # NO ACTION, checked at the end of a statement: a subtree is deleted in one.
+        ForeignKey("incident_categories.code", onupdate="CASCADE"),
+        index=True,
+    )
+    asset_layers: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), default=list, server_default="{}"
+    )  # layer names, as the registry resolves them
+    attach_radius_m: Mapped[float] = mapped_column(Double)
+    response_hours: Mapped[float] = mapped_column(Double)
+    resolve_hours: Mapped[float] = mapped_column(Double)
+    priority: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    fusion_radius_m: Mapped[float] = mapped_column(Double, default=50, server_default="50")
+    fusion_hours: Mapped[float] = mapped_column(Double, default=24, server_default="24")
+    dataset: Mapped[str] = mapped_column(Text, default="", server_default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ResponsibilityRule(Base):
+    """A line of the responsibility list (责任清单): incidents of this category (and every
+    category under it) in this jurisdiction (and everything inside it) go to this unit;
+    with ``asset_owner``, only those whose nearest attached asset that unit owns."""
+
+    __tablename__ = "responsibility_rules"
+    __table_args__ = (
+        # NULLS NOT DISTINCT: two rules without an owner for one category and place clash.
+        UniqueConstraint(
+            "category_code", "jurisdiction_code", "asset_owner",
+            name=conv("uq_responsibility_rules_rule"),  # the convention's is over 63 bytes
+            postgresql_nulls_not_distinct=True,
+        ),
+    )  # fmt: skip
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    category_code: Mapped[str] = mapped_column(
+        ForeignKey("incident_categories.code", ondelete="RESTRICT", onupdate="CASCADE"),
+        index=True,
+    )
+    jurisdiction_code: Mapped[str] = mapped_column(
+        ForeignKey("jurisdictions.code", ondelete="RESTRICT", onupdate="CASCADE"), index=True
+    )
+    asset_owner: Mapped[str | None] = mapped_column(
+        ForeignKey("units.code", ondelete="RESTRICT", onupdate="CASCADE")
+    )
+    unit_code: Mapped[str] = mapped_column(
+        ForeignKey("units.code", ondelete="RESTRICT", onupdate="CASCADE"), index=True
+    )
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    dataset: Mapped[str] = mapped_column(Text, default="", server_default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Building(OwnedAsset, Base):
     """A building (城市楼宇): footprint, height and use."""
 
     __tablename__ = "buildings"
@@ -218,7 +308,7 @@ class Building(SourcedFeature, Base):
     geom: Mapped[WKBElement] = mapped_column(Geometry("MULTIPOLYGON", srid=SRID))
 
 
-class PublicSpace(SourcedFeature, Base):
+class PublicSpace(OwnedAsset, Base):
     """Public space (公共空间): parks, squares, roads, water, green, plazas."""
 
     __tablename__ = "public_spaces"
@@ -229,7 +319,7 @@ class PublicSpace(SourcedFeature, Base):
     geom: Mapped[WKBElement] = mapped_column(Geometry("MULTIPOLYGON", srid=SRID))
 
 
-class PipeNode(SourcedFeature, Base):
+class PipeNode(OwnedAsset, Base):
     """A node of a pipe network: valve, hydrant, manhole, junction, source, tank, service."""
 
     __tablename__ = "pipe_nodes"
@@ -253,7 +343,7 @@ class PipeNode(SourcedFeature, Base):
     geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", srid=SRID))
 
 
-class Pipe(SourcedFeature, Base):
+class Pipe(OwnedAsset, Base):
     """A pipe (an edge of a network) under the ground, with depth or invert elevations."""
 
     __tablename__ = "pipes"
@@ -283,7 +373,7 @@ class Pipe(SourcedFeature, Base):
     geom: Mapped[WKBElement] = mapped_column(Geometry("LINESTRING", srid=SRID))
 
 
-class Sensor(SourcedFeature, Base):
+class Sensor(OwnedAsset, Base):
     """An IoT sensing device (物联感知设备) with thresholds and its latest reading."""
 
     __tablename__ = "sensors"

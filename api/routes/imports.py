@@ -122,6 +122,11 @@ async def upload_form(request: Request) -> None:
     """Refuses what the upload would otherwise take silently or answer in FastAPI's words:
     a body that is no multipart form, a form field it does not take or one given twice
     (the last would win), a file field that holds no file, and any query parameter."""
+    await check_form(request, UPLOAD_FIELDS)
+
+
+async def check_form(request: Request, fields: tuple[str, ...]) -> None:
+    """``upload_form`` for an upload taking ``fields`` (the first: its file)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidInput(
             "send the upload as a multipart form (Content-Type: multipart/form-data) whose "
@@ -129,8 +134,8 @@ async def upload_form(request: Request) -> None:
         )
     form = await request.form()  # read already, to fill the parameters: not read again
     names = [name for name, _ in form.multi_items()]
-    takes = f"the upload takes {', '.join(UPLOAD_FIELDS)}"
-    unknown = [n for n in dict.fromkeys(names) if n not in UPLOAD_FIELDS]
+    takes = f"the upload takes {', '.join(fields)}"
+    unknown = [n for n in dict.fromkeys(names) if n not in fields]
     if unknown:
         shown = ", ".join(repr(n[:40]) for n in unknown[:5])
         raise InvalidInput(f"unknown form field {shown}; {takes}")
@@ -146,7 +151,7 @@ async def upload_form(request: Request) -> None:
         first = next(iter(request.query_params))
         raise InvalidInput(
             f"unknown query parameter {first[:40]!r}; the upload takes none: give its "
-            f"options as form fields ({', '.join(UPLOAD_FIELDS[1:])})"
+            f"options as form fields ({', '.join(fields[1:])})"
         )
 
 
@@ -208,23 +213,30 @@ def upload(
     )
     check_options(options)  # before the file is copied
     with tempfile.TemporaryDirectory(prefix="twin-upload-") as folder:
-        # The client's name, reduced to safe characters, inside our own temporary folder.
-        safe = re.sub(r"[^\w.-]", "_", original.stem)[:100] or "upload"
-        target = FilePath(folder) / f"{safe}{suffix}"
-        with target.open("wb") as out:
-            copied = 0
-            while chunk := file.file.read(1024 * 1024):
-                copied += len(chunk)
-                if copied > limit:
-                    raise TooLarge(
-                        f"the file is larger than {limit // 1024 // 1024:,} MB, the most an "
-                        "upload may be (TWIN_MAX_UPLOAD_MB); import it with twin import"
-                    )
-                out.write(chunk)
+        target = save_upload(file, FilePath(folder), limit)
         with conn.transaction():
             _long_statements(conn, request)
             report = import_file(conn, name, target, options)  # NothingStored: 422
     return {"caller": caller, **report.as_dict()}
+
+
+def save_upload(file: UploadFile, folder: FilePath, limit: int) -> FilePath:
+    """The uploaded file copied into ``folder`` (ours), under the client's name reduced to
+    safe characters; TooLarge past ``limit`` bytes."""
+    original = FilePath(file.filename or "upload")
+    safe = re.sub(r"[^\w.-]", "_", original.stem)[:100] or "upload"
+    target = folder / f"{safe}{original.suffix.lower()}"
+    with target.open("wb") as out:
+        copied = 0
+        while chunk := file.file.read(1024 * 1024):
+            copied += len(chunk)
+            if copied > limit:
+                raise TooLarge(
+                    f"the file is larger than {limit // 1024 // 1024:,} MB, the most an "
+                    "upload may be (TWIN_MAX_UPLOAD_MB); import it with twin import"
+                )
+            out.write(chunk)
+    return target
 
 
 async def geojson_body(request: Request) -> Any:

@@ -108,6 +108,7 @@ def generate_city(
     juris, dcodes = _jurisdictions(rng, city, cfg)
     report("jurisdictions", 1, 1)
     units = _units(rng, juris, dcodes)
+    _owners(city, dcodes, nodes, pipes)
     report("sensors", 0, 1)
     sensors = _sensors(rng, buildings, public, nodes, pipes, elev)
     report("sensors", 1, 1)
@@ -353,6 +354,32 @@ _STREET_UNITS = (
 )
 
 
+_WATER_COMPANY = ("WATERCO", "自来水公司", "company", "water supply")
+# Which district unit owns each network's pipes and nodes (telecom: no unit of the demo).
+NETWORK_OWNERS = {"water": "WATERCO", "drainage": "WATER", "sewage": "WATER", "gas": "GAS",
+                  "power": "POWER"}  # fmt: skip
+
+
+def _owners(city: City, dcodes: list[str], nodes: dict[str, Any], pipes: dict[str, Any]) -> None:
+    """Each pipe and node's owner_unit: its network's unit of the district it lies in (a
+    pipe: where it starts)."""
+    tree = shapely.STRtree(list(city.district_poly))
+    for table in (nodes, pipes):
+        geom = table["geom"]
+        if isinstance(geom, np.ndarray) and geom.dtype != object:
+            points = shapely.points(geom)
+        else:
+            points = shapely.get_point(np.asarray(geom, dtype=object), 0)
+        district = np.zeros(len(points), dtype=int)
+        pairs = tree.query_nearest(points, all_matches=False)
+        district[pairs[0]] = pairs[1]
+        keys = [NETWORK_OWNERS.get(net) for net in table["network"]]
+        table["owner_unit"] = [
+            None if key is None else f"U-{dcodes[d]}-{key}"
+            for key, d in zip(keys, district.tolist(), strict=True)
+        ]
+
+
 def _units(rng: np.random.Generator, juris: dict[str, Any], dcodes: list[str]) -> dict[str, Any]:
     """Operation centres, departments, street offices and grid workstations."""
     rows: list[tuple[str, str, str, str, dict[str, Any], Any]] = []
@@ -399,6 +426,15 @@ def _units(rng: np.random.Generator, juris: dict[str, Any], dcodes: list[str]) -
         f"021-{int(x):08d}" if rng.random() < 0.9 else None
         for x in rng.integers(52000000, 69999999, n)
     ]
+    # The water company, beside each district's water bureau: added after every random
+    # draw, so the rest of a seed's city stays as it was.
+    at = {r[0]: r[5] for r in rows}
+    for dc in dcodes:
+        key, nm, kind, duty = _WATER_COMPANY
+        spot_ = shapely.Point(shapely.get_coordinates(at[f"U-{dc}-WATER"])[0] + (0.0004, 0.0))
+        rows.append((f"U-{dc}-{key}", name_of[dc + "000000"] + nm, kind, dc + "000000",
+                     {"duty": duty}, spot_))  # fmt: skip
+        phone.append(None)
     return {
         "code": [r[0] for r in rows],
         "name": [r[1] for r in rows],

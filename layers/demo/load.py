@@ -6,7 +6,10 @@ so data imported from providers stays as it was.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,8 @@ from layers.demo.generate import DemoCity
 from twin import catalogue, changes, registry
 from twin.bulk import copy_table, table_length
 from twin.errors import Conflict
+from twin.incidents import categories as incident_categories
+from twin.incidents import responsibilities
 
 DATASET = "demo"
 # Insertion order follows the references (the registry lists layers so); deletion goes the
@@ -80,6 +85,9 @@ def _load_demo(
                 sql.SQL(", ").join(sql.Identifier(t) for t in LOAD_ORDER)
             )
         )
+        # The demo's responsibility list and categories first: they refer to its units.
+        conn.execute("DELETE FROM responsibility_rules WHERE dataset = %s", (DATASET,))
+        conn.execute("DELETE FROM incident_categories WHERE dataset = %s", (DATASET,))
         removed = remove_demo(conn)
         offsets = {table: _max_id(conn, table) for table in TABLES_WITH_IDS}
         for layer in registry.BUILTIN_LAYERS:
@@ -123,9 +131,44 @@ def _load_demo(
                     conn, layer.name, DATASET, source="twin demo city generator",
                     source_crs="EPSG:4326", features=counts[layer.table], **inventory,
                 )  # fmt: skip
+        counts.update(_load_incident_lists(conn, city))
     for table in LOAD_ORDER:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     return counts
+
+
+def _demo_rows(name: str) -> list[dict[str, str | None]]:
+    """A data file of layers/demo, as rows (blank cells None)."""
+    text = resources.files("layers.demo").joinpath(name).read_text(encoding="utf-8")
+    return [{k: v or None for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
+
+
+def _load_incident_lists(conn: psycopg.Connection, city: DemoCity) -> dict[str, int]:
+    """The demo's categories (layers/demo/categories.csv) and its responsibility list, made
+    from layers/demo/responsibilities.csv for each district or street of the city: a rule's
+    ``unit`` and ``asset_owner`` there are the keys of the demo's units (U-<district>-KEY
+    for a district, U-<street>-KEY for a street)."""
+    stored = incident_categories.store(conn, _demo_rows("categories.csv"), dataset=DATASET)
+    assert not stored.rejected, [r.message() for r in stored.rejected]
+    juris = city.tables["jurisdictions"]
+    places: dict[str, list[str]] = {"city": [], "district": [], "street": []}
+    for code, level in zip(juris["code"], juris["level"], strict=True):
+        if level in places:
+            places[level].append(code)
+    rules = []
+    for row in _demo_rows("responsibilities.csv"):
+        for code in places[str(row["level"])]:
+            district = code[:6]
+            unit = f"U-{code[:9]}-{row['unit']}" if row["level"] == "street" else (
+                f"U-{district}-{row['unit']}" if row["level"] == "district" else "U-310000-CENTRE"
+            )  # fmt: skip
+            owner = f"U-{district}-{row['asset_owner']}" if row["asset_owner"] else None
+            rules.append({"category_code": row["category_code"], "jurisdiction_code": code,
+                          "unit_code": unit, "asset_owner": owner, "note": row["note"]})  # fmt: skip
+    ruled = responsibilities.store(conn, rules, dataset=DATASET)
+    assert not ruled.rejected, [r.message() for r in ruled.rejected[:5]]
+    return {"incident_categories": stored.inserted + stored.updated,
+            "responsibility_rules": ruled.inserted + ruled.updated}  # fmt: skip
 
 
 def _max_id(conn: psycopg.Connection, table: str) -> int:

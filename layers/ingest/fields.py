@@ -84,6 +84,9 @@ class FieldPlan:
                 raise InvalidInput(
                     f"the default {text!r} given for {name}: {exc}", option="defaults"
                 ) from exc
+        # The dataset's owner (--owner) is the owner of each of its assets that names none.
+        if options.owner_unit and "owner_unit" in known and "owner_unit" not in options.values:
+            self.fallback.setdefault("owner_unit", parse_text(options.owner_unit))
         self.unreadable: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
         self.derived: Counter[str] = Counter()  # values the file lacked, taken from another

@@ -13,6 +13,7 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 import shapely
+from psycopg import sql
 
 from layers.datasets import forget_emptied_datasets, record_dataset
 from layers.ingest.fields import FieldPlan
@@ -147,7 +148,32 @@ def import_batches(
             report.notes.append(f"{filled:,} elevations taken from the terrain")
         if kind.after_write is not None and writer.written:
             kind.after_write(conn, stored_keys, report)
+        if writer.written and any(f.name == "owner_unit" for f in kind.fields):
+            report.notes.extend(_unknown_owners(conn, kind, report.dataset))
     return report
+
+
+def _unknown_owners(conn: psycopg.Connection, kind: LayerKind, dataset: str) -> list[str]:
+    """A note on the owners of the dataset's assets that are no unit's code: kept as given,
+    but no responsibility rule for an owner can match them until such a unit exists."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT f.owner_unit, count(*) FROM {} f WHERE f.dataset = %s"
+            " AND f.owner_unit IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM units u WHERE u.code = f.owner_unit)"
+            " GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).format(sql.Identifier(kind.table)),
+        (dataset,),
+    ).fetchall()
+    if not rows:
+        return []
+    shown = ", ".join(f"{owner!r} ({count:,})" for owner, count in rows[:5])
+    more = f" and {len(rows) - 5:,} more" if len(rows) > 5 else ""
+    return [
+        f"owner_unit of {sum(c for _, c in rows):,} features names no unit's code: {shown}{more}"
+        " (kept as given; import the units, or give their codes, for rules on an asset's"
+        " owner to apply)"
+    ]
 
 
 @dataclass
