@@ -103,7 +103,7 @@ def list_datasets(conn: psycopg.Connection, layer: str) -> list[dict[str, Any]]:
     inventory fields are empty for a dataset no import recorded. NotFound for an unknown
     layer.
     """
-    described = registry.resolve(conn, layer)  # the allow-list: built-ins and scenes
+    described = _with_datasets(conn, layer)  # the allow-list: built-ins and scenes
     table = described.table
     has_time = described.time_column == "updated_at"
     query = sql.SQL(
@@ -140,7 +140,7 @@ def delete_dataset(conn: psycopg.Connection, layer: str, dataset: str) -> int:
     """
     if NUL in dataset:  # the data base could not even look for it
         raise InvalidInput(f"a dataset name holds no NUL character (\\0): {dataset!r}")
-    described = registry.resolve(conn, layer)
+    described = _with_datasets(conn, layer)
     try:
         with conn.transaction():
             deleted, box = delete_features(conn, described, dataset)
@@ -191,6 +191,18 @@ def forget_emptied_datasets(conn: psycopg.Connection, layer: str, keep: str) -> 
     for entry in sorted(removed, key=lambda e: e["imported_at"]):
         catalogue.forget_dataset_terms(conn, layer, entry)
     return sorted(e["dataset"] for e in removed)
+
+
+def _with_datasets(conn: psycopg.Connection, layer: str) -> registry.Layer:
+    """The layer called ``layer`` when its features come in datasets; InvalidInput for
+    one written otherwise (the incidents: intake writes them, nothing deletes them)."""
+    described = registry.resolve(conn, layer)
+    if not described.imported:
+        raise InvalidInput(
+            f"layer {layer!r} holds no datasets: its features are written by the one map "
+            "itself, never imported or deleted as a dataset"
+        )
+    return described
 
 
 def delete_features(

@@ -20,7 +20,7 @@ def property_schema(layer: registry.Layer) -> dict[str, Any]:
     assert layer.model is not None
     properties: dict[str, Any] = {}
     for column in layer.model.__table__.columns:
-        if column.name == "geom":
+        if column.name == "geom" or column.name in layer.hidden:
             continue
         properties[column.name] = {"type": layer.columns[column.name]}
         if column.comment:

@@ -38,7 +38,18 @@ class Extent(enum.Enum):
 WHOLE_LAYER = Extent.WHOLE_LAYER
 GEOMETRY = sql.SQL("geom")  # the column that holds a feature's place
 OPERATIONS = frozenset(
-    {"import", "edit", "delete", "demo", "elevation", "topology", "scene_create", "scene_drop"}
+    {
+        "import",
+        "edit",
+        "delete",
+        "demo",
+        "elevation",
+        "topology",
+        "scene_create",
+        "scene_drop",
+        "intake",
+        "dispatch",
+    }
 )
 
 

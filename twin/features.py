@@ -84,7 +84,7 @@ def collection(catalogue: registry.Catalogue, name: str) -> Collection:
         table=layer.table,
         geometry_type=layer.geometry_type,
         id_column=layer.id_column,
-        columns=dict(layer.columns),
+        columns=layer.public_columns,
         time_column=layer.time_column,
         bbox=entry["bbox"],
         feature_count=entry["feature_count"],

@@ -64,7 +64,8 @@ class Layer:
     """Everything the one map knows of a layer, for every part that serves it."""
 
     name: str
-    kind: str  # building, public_space, pipe, pipe_node, sensor, jurisdiction, unit, scene, terrain
+    kind: str  # building, public_space, pipe, pipe_node, sensor, jurisdiction, unit, scene,
+    # terrain, incident
     table: str
     title: str = ""
     description: str = ""
@@ -81,6 +82,12 @@ class Layer:
     # highest first (a parent may not go before its children).
     hierarchy: tuple[str, tuple[str, ...]] | None = None
     columns: dict[str, str] = field(default_factory=dict)  # column -> JSON type, table order
+    # Columns no public answer shows (personal data, secrets): left out of the features
+    # API's properties, queryables and filters, and of the catalogue's property schema.
+    hidden: tuple[str, ...] = ()
+    # Whether features come from providers' files and the demo (imports, datasets); the
+    # incidents are written by intake alone.
+    imported: bool = True
     properties: dict[str, Any] = field(default_factory=dict)  # a scene's declared properties
     model: type[schema.Base] | None = None
 
@@ -98,6 +105,11 @@ class Layer:
     def has_features(self) -> bool:
         """Whether the layer holds features (terrain is a raster)."""
         return self.kind != "terrain"
+
+    @property
+    def public_columns(self) -> dict[str, str]:
+        """The columns a public answer may show, with their JSON types, in table order."""
+        return {c: t for c, t in self.columns.items() if c not in self.hidden}
 
     @property
     def time_column(self) -> str | None:
@@ -193,8 +205,24 @@ BUILTIN_LAYERS: tuple[Layer, ...] = (
         tile=("device_id", "kind", "unit_of_measure", "latest_value", "online", "elevation_m"),
         elevation=Elevation("elevation_m"),
     ),
+    _builtin(
+        "incidents", "incident", schema.Incident, "Incidents 事件",
+        "Reports from every channel, where they are, what they concern and who has them "
+        "(no reporter's data).",
+        key=("id",), imported=False,
+        # The reporter's contacts, the resident's secret token and the retry key are
+        # never public; a description is free text a resident typed (names, numbers).
+        hidden=("reporter", "tracking_token", "idempotency_key", "payload_hash", "description"),
+        summary=("category_code", "status", "channel", "unit_code", "escalated", "outside",
+                 "reported_at", "due_response_at", "due_resolve_at"),
+        tile=("category_code", "status", "channel", "unit_code", "escalated", "outside",
+              "reported_at", "due_response_at", "due_resolve_at"),
+        references={"unit_code": "units", "duplicate_of": "incidents"},
+    ),
 )  # fmt: skip
 BUILTIN = {layer.name: layer for layer in BUILTIN_LAYERS}
+# The layers providers' files and the demo fill, in load order.
+IMPORTED_LAYERS: tuple[Layer, ...] = tuple(layer for layer in BUILTIN_LAYERS if layer.imported)
 
 
 def scene_table(name: str) -> str:

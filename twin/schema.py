@@ -59,6 +59,28 @@ LAYER_KINDS = (
     "unit",
     "scene",
     "terrain",
+    "incident",
+)
+# Where a report came from (受理渠道).
+INCIDENT_CHANNELS = (
+    "hotline_12345",
+    "grid_inspector",
+    "resident_photo",
+    "sensor_alarm",
+    "camera_ai",
+    "external_system",
+)
+# The closed loop's states; intake sets reported or dispatched, the later steps the rest.
+INCIDENT_STATUSES = (
+    "reported",
+    "dispatched",
+    "accepted",
+    "in_progress",
+    "resolved",
+    "closed",
+    "cancelled",
+    "duplicate",
+    "not_our_duty",
 )
 
 
@@ -286,6 +308,75 @@ class ResponsibilityRule(Base):
     note: Mapped[str] = mapped_column(Text, default="", server_default="")
     dataset: Mapped[str] = mapped_column(Text, default="", server_default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Incident(Base):
+    """A reported problem of the city (事件), from any channel: where, what, the
+    jurisdiction chain and the assets attached at report time, the unit it went to and
+    why, its SLA's due times, and a version for optimistic concurrency.
+
+    ``reporter`` (name, phone, e-mail) is personal data: staff read it, no public answer,
+    list, tile or error shows it (the registry's ``hidden`` says so for the features API).
+    """
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        _one_of("channel", INCIDENT_CHANNELS),
+        _one_of("status", INCIDENT_STATUSES),
+        Index("ix_incidents_status_reported_at", "status", "reported_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    category_code: Mapped[str] = mapped_column(
+        ForeignKey("incident_categories.code", ondelete="RESTRICT", onupdate="CASCADE"),
+        index=True,
+    )
+    channel: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    address: Mapped[str] = mapped_column(Text, default="", server_default="")
+    status: Mapped[str] = mapped_column(Text, default="reported", server_default="reported")
+    unit_code: Mapped[str | None] = mapped_column(
+        ForeignKey("units.code", ondelete="RESTRICT", onupdate="CASCADE"), index=True
+    )
+    # {rule, how (rule, owner, escalation, manual, none), reason}: why this unit, in words.
+    dispatch: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    outside: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    duplicate_of: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="RESTRICT"), index=True
+    )
+    # The chain at report time [{code, name, level}], highest first; and the attached
+    # assets [{layer, id, source_id, owner_unit, distance_m}], nearest first.
+    jurisdictions: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default="[]")
+    assets: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default="[]")
+    due_response_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_resolve_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    tracking_token: Mapped[str] = mapped_column(Text, unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    payload_hash: Mapped[str | None] = mapped_column(Text)
+    reporter: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    geom: Mapped[WKBElement] = mapped_column(Geometry("POINT", srid=SRID, nullable=False))
+
+
+class IncidentEvent(Base):
+    """The timeline of an incident, append-only: who did what when, from which status to
+    which, with a note."""
+
+    __tablename__ = "incident_events"
+    __table_args__ = (Index("ix_incident_events_incident_id_id", "incident_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="RESTRICT"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    from_status: Mapped[str | None] = mapped_column(Text)
+    to_status: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Building(OwnedAsset, Base):

@@ -101,6 +101,22 @@ def _locate_query() -> str:
     return query.as_string()
 
 
+_CHAIN_QUERY = """
+    SELECT j.code, j.name, j.level FROM jurisdictions j
+    WHERE j.geom && ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)
+      AND ST_Intersects(j.geom, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326))
+    ORDER BY array_position(ARRAY['city','district','street','grid','community'], j.level), j.code
+"""
+
+
+def jurisdiction_chain(conn: psycopg.Connection, lon: float, lat: float) -> list[dict[str, Any]]:
+    """The jurisdictions the point lies in, at every level present, highest first (as
+    ``locate`` lists them; a tree may skip levels): each ``{code, name, level}``."""
+    check_point(lon, lat)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(_CHAIN_QUERY, {"lon": lon, "lat": lat}))
+
+
 def locate(conn: psycopg.Connection, lon: float, lat: float) -> dict[str, Any]:
     """Jurisdiction at every level, the units there, and what is at or under the point."""
     check_point(lon, lat)
@@ -122,8 +138,12 @@ def nearest(
     layers: list[str],
     k: int = 5,
     max_distance_m: float | None = None,
+    columns: tuple[str, ...] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The k nearest features per layer, with distances in metres, nearest first."""
+    """The k nearest features per layer, with distances in metres, nearest first.
+
+    ``properties`` are each layer's summary, or with ``columns`` those of its public
+    columns (the others are left out: a scene has no owner_unit column)."""
     check_point(lon, lat)
     tables = check_layers(conn, layers)
     if not 1 <= k <= MAX_K:
@@ -142,8 +162,11 @@ def nearest(
             "dlon": box and box[0],
             "dlat": box and box[1],
         }
+        shown = layer.summary
+        if columns is not None:
+            shown = tuple(c for c in columns if c in layer.public_columns)
         query = _nearest_query(
-            layer.table, layer.id_column, layer.summary, max_distance_m is not None, box is not None
+            layer.table, layer.id_column, shown, max_distance_m is not None, box is not None
         )
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query, parameters).fetchall()
@@ -152,7 +175,7 @@ def nearest(
                 # across the antimeridian is not the order on the globe: every feature
                 # nearer than the k-th found is within that distance, so ask for those.
                 farthest = float(rows[-1]["distance_m"]) + 0.01
-                rows = cur.execute(_exact_nearest(layer, lon, lat, farthest, k)).fetchall()
+                rows = cur.execute(_exact_nearest(layer, lon, lat, farthest, k, shown)).fetchall()
         answer[name] = [
             {"id": r["id"], "properties": r["properties"], "geometry": r["geometry"],
              "distance_m": round(float(r["distance_m"]), 2)}
@@ -182,7 +205,12 @@ def _candidates_suffice(
 
 
 def _exact_nearest(
-    layer: registry.Layer, lon: float, lat: float, metres: float, k: int
+    layer: registry.Layer,
+    lon: float,
+    lat: float,
+    metres: float,
+    k: int,
+    shown: tuple[str, ...],
 ) -> sql.Composable:
     """The k features nearest the point on the globe among those within ``metres``."""
     key = sql.Identifier(layer.id_column)
@@ -195,7 +223,7 @@ def _exact_nearest(
         " ST_Distance(f.geom::geography, {point}::geography) AS distance_m"
         " FROM {table} f WHERE {near} ORDER BY distance_m, f.{key} LIMIT {k}"
     ).format(
-        key=key, summary=_summary(layer.summary), point=point, table=sql.Identifier(layer.table),
+        key=key, summary=_summary(shown), point=point, table=sql.Identifier(layer.table),
         near=_near_point(lon, lat, metres), k=sql.Literal(k),
     )  # fmt: skip
 

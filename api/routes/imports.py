@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
@@ -245,15 +246,20 @@ async def geojson_body(request: Request) -> Any:
 
     NaN and Infinity tokens (which Python's JSON reader takes) are read as such: the import
     then refuses the coordinates that hold them, naming each."""
-    limit = MAX_BODY_MB * 1024 * 1024
+    return await json_body(request, MAX_BODY_MB * 1024 * 1024, _too_large)
+
+
+async def json_body(request: Request, limit: int, too_large: Callable[[], TooLarge]) -> Any:
+    """The request body as JSON, read within ``limit`` bytes (``too_large()`` raised past
+    it, before more is read); a clear 400 for a body that is not JSON or nests too deep."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large()
+        raise too_large()
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise _too_large()
+            raise too_large()
     try:
         # A number beyond a double (1e400) keeps its text, to be kept as given.
         return json.loads(body, parse_float=json_float)

@@ -27,8 +27,10 @@ from twin.incidents import responsibilities
 DATASET = "demo"
 # Insertion order follows the references (the registry lists layers so); deletion goes the
 # other way.
-LOAD_ORDER = tuple(layer.table for layer in registry.BUILTIN_LAYERS)
-TABLES_WITH_IDS = tuple(layer.table for layer in registry.BUILTIN_LAYERS if layer.id_column == "id")
+LOAD_ORDER = tuple(layer.table for layer in registry.IMPORTED_LAYERS)
+TABLES_WITH_IDS = tuple(
+    layer.table for layer in registry.IMPORTED_LAYERS if layer.id_column == "id"
+)
 # Columns that hold ids of another table, generated as 1..n and shifted when loaded.
 ID_REFERENCES = {
     layer.table: {
@@ -36,7 +38,7 @@ ID_REFERENCES = {
         for column, target in layer.references.items()
         if registry.BUILTIN[target].id_column == "id"
     }
-    for layer in registry.BUILTIN_LAYERS
+    for layer in registry.IMPORTED_LAYERS
 }
 
 Progress = Callable[[str, int, int], None]
@@ -52,7 +54,7 @@ def remove_demo(conn: psycopg.Connection) -> dict[str, changes.Box | None]:
     """Delete every demo row, children before parents; other datasets are untouched.
     Returns, per layer, the box of what went (for the change log)."""
     boxes = {}
-    for layer in reversed(registry.BUILTIN_LAYERS):
+    for layer in reversed(registry.IMPORTED_LAYERS):
         boxes[layer.name] = delete_features(conn, layer, DATASET)[1]
     return boxes
 
@@ -90,7 +92,7 @@ def _load_demo(
         conn.execute("DELETE FROM incident_categories WHERE dataset = %s", (DATASET,))
         removed = remove_demo(conn)
         offsets = {table: _max_id(conn, table) for table in TABLES_WITH_IDS}
-        for layer in registry.BUILTIN_LAYERS:
+        for layer in registry.IMPORTED_LAYERS:
             table = layer.table
             columns = _with_dataset(_shift_ids(layer, city.tables[layer.name], offsets))
             total = table_length(columns)
@@ -105,7 +107,7 @@ def _load_demo(
             counts[table] = copy_table(conn, table, columns, progress=advance)
             if table in TABLES_WITH_IDS:
                 _advance_sequence(conn, table)
-        for layer in registry.BUILTIN_LAYERS:
+        for layer in registry.IMPORTED_LAYERS:
             added = changes.box_of(
                 conn,
                 sql.SQL("SELECT geom FROM {} WHERE dataset = %s").format(

@@ -29,7 +29,7 @@ DEFAULT_PRIORITY = 3
 PRIORITIES = (1, 5)  # 1 the most urgent (特急), 5 the least
 MAX_DEPTH = 20  # a deeper tree is a mistake (and bounds every walk up it)
 # Layers whose features are not assets: the places and the units themselves.
-NOT_ASSETS = frozenset({"jurisdictions", "units"})
+NOT_ASSETS = frozenset({"jurisdictions", "units", "incidents"})
 _LIST_SEPARATORS = re.compile(r"[,，、;；|\s]+")
 
 

@@ -1,0 +1,192 @@
+"""Intake, the incident resource and resident tracking over HTTP. Thin: the core
+(twin.incidents.intake) checks every value, attaches, dispatches and stores; this module
+reads the body within its bound and shapes the answers.
+
+Who may call: reporting, reading and dispatching are staff's for now (hotline operators,
+grid inspectors' apps and trusted systems hold keys; residents' own role comes with the
+roles); ``GET /track/{token}`` is public and shows no one's personal data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import status as http
+
+from api.access import Public, Staff
+from api.deps import FastJSON, KnownParameters, Plain, WritesLayers, with_connection
+from api.errors import TooLarge
+from api.routes.imports import json_body
+from twin.errors import InvalidInput
+from twin.incidents import intake
+
+router = APIRouter(tags=["incidents"])
+MAX_BODY_KB = 64  # a report is a few fields; photos come as uploads (a later step)
+REPORT_FIELDS = ("category", "channel", "location", "description", "address", "reporter",
+                 "reported_at")  # fmt: skip
+LOCATION_FIELDS = ("lon", "lat", "crs")
+DISPATCH_FIELDS = ("unit", "note", "version")
+IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1), Plain]
+JSON_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+def _too_large() -> TooLarge:
+    return TooLarge(f"the request body is larger than {MAX_BODY_KB} KB: a report's text is "
+                    f"bounded (description at most {intake.MAX_DESCRIPTION:,} characters)")  # fmt: skip
+
+
+async def _body(request: Request) -> Any:
+    return await json_body(request, MAX_BODY_KB * 1024, _too_large)
+
+
+def _fields(document: Any, fields: tuple[str, ...], what: str) -> dict[str, Any]:
+    """The body as an object of ``fields``; InvalidInput naming an unknown field."""
+    if not isinstance(document, dict):
+        raise InvalidInput(f"{what} must be a JSON object of " + ", ".join(fields))
+    unknown = [str(k).replace("\x00", "")[:40] for k in document if k not in fields]
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}; {what} takes " + ", ".join(fields),
+                           option=unknown[0])  # fmt: skip
+    return document
+
+
+def _created(incident: intake.Incident) -> FastJSON:
+    answer = FastJSON(
+        incident.view, status_code=http.HTTP_200_OK if incident.replayed else http.HTTP_201_CREATED
+    )
+    answer.headers["Location"] = f"/incidents/{incident.id}"
+    answer.headers["ETag"] = f'"{incident.view["version"]}"'
+    if incident.replayed:
+        answer.headers["Idempotent-Replayed"] = "true"
+    return answer
+
+
+@router.post("/incidents", dependencies=[KnownParameters, WritesLayers], openapi_extra=JSON_BODY,
+             response_class=FastJSON, status_code=http.HTTP_201_CREATED,
+             summary="Report an incident: attach and dispatch it (staff)")  # fmt: skip
+async def post_incident(
+    request: Request,
+    caller: Staff,
+    document: Annotated[Any, Depends(_body)],
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> FastJSON:
+    """``{category, channel, location: {lon, lat, crs?}, description?, address?, reporter?:
+    {name, phone, email}, reported_at?}``. 201 with the incident as staff see it (its
+    jurisdictions, assets, unit and the dispatch's reason); 200 with the same incident for
+    a retry under the same ``Idempotency-Key``, 409 for another report under it; 400
+    naming the field that cannot be used."""
+    values = _fields(document, REPORT_FIELDS, "a report")
+    location = values.get("location")
+    if location is None:
+        raise InvalidInput("location is required: {lon, lat} (and crs, e.g. GCJ02)",
+                           option="location")  # fmt: skip
+    location = _fields(location, LOCATION_FIELDS, "location")
+    for name in ("lon", "lat"):
+        if name not in location:
+            raise InvalidInput(f"location.{name} is required", option=f"location.{name}")
+    incident = await with_connection(
+        request, intake.report, category_code=values.get("category"),
+        channel=values.get("channel"), lon=location["lon"], lat=location["lat"],
+        crs=location.get("crs"), description=values.get("description"),
+        address=values.get("address"), reporter=values.get("reporter"),
+        reported_at=values.get("reported_at"), idempotency_key=idempotency_key, actor=caller,
+    )  # fmt: skip
+    return _created(incident)
+
+
+@router.get("/incidents/{incident_id}", dependencies=[KnownParameters],
+            response_class=FastJSON, summary="One incident (staff)")  # fmt: skip
+async def get_incident(request: Request, caller: Staff, incident_id: IncidentId) -> FastJSON:
+    """The incident with its reporter, assets, jurisdictions, dispatch and timeline; its
+    ``version`` is also the ETag, for ``If-Match`` on a dispatch. 404 when unknown."""
+    view = await with_connection(request, intake.get, incident_id)
+    return FastJSON(view, headers={"ETag": f'"{view["version"]}"'})
+
+
+@router.get("/incidents", dependencies=[KnownParameters], response_class=FastJSON,
+            summary="Incidents, newest first, by filters (staff)")  # fmt: skip
+async def list_incidents(
+    request: Request,
+    caller: Staff,
+    unit: Annotated[str | None, Query(max_length=100)] = None,
+    status: Annotated[str | None, Query(max_length=40)] = None,
+    category: Annotated[str | None, Query(max_length=100)] = None,
+    jurisdiction: Annotated[str | None, Query(max_length=100)] = None,
+    bbox: Annotated[str | None, Query(max_length=200, description="west,south,east,north")] = None,
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=intake.MAX_PAGE), Plain] = 100,
+    after: Annotated[int | None, Query(ge=1, le=2**63 - 1), Plain] = None,
+) -> FastJSON:
+    """A page (``limit``) of incidents without the reporters' data; ``next_after`` is the
+    ``after`` of the next page (null on the last)."""
+    box = None
+    if bbox is not None:
+        parts = bbox.split(",")
+        try:
+            numbers = [float(p) for p in parts if "_" not in p]
+        except ValueError:
+            numbers = []
+        if len(parts) != 4 or len(numbers) != 4:
+            raise InvalidInput("bbox: four numbers, west,south,east,north", option="bbox")
+        box = (numbers[0], numbers[1], numbers[2], numbers[3])
+    found = await with_connection(
+        request, intake.list_incidents, unit=unit, status=status, category=category,
+        jurisdiction=jurisdiction, bbox=box, since=since, until=until, limit=limit,
+        after=after,
+    )  # fmt: skip
+    return FastJSON(found)
+
+
+def _version(if_match: str | None, given: Any) -> int:
+    """The version the dispatcher saw: the body's ``version`` or ``If-Match``."""
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int) or not 0 < given < 2**31:
+            raise InvalidInput("version must be the incident's version, a whole number",
+                               option="version")  # fmt: skip
+        return given
+    if if_match is not None:
+        text = if_match.strip().removeprefix("W/").strip('"')
+        if text.isdigit() and len(text) < 10:
+            return int(text)
+        raise InvalidInput('If-Match must be the incident\'s ETag, e.g. "3"', option="If-Match")
+    raise InvalidInput("give the version you read (the body's version or If-Match): a "
+                       "dispatch is refused when the incident changed since", option="version")  # fmt: skip
+
+
+@router.post("/incidents/{incident_id}/dispatch", dependencies=[KnownParameters, WritesLayers],
+             openapi_extra=JSON_BODY, response_class=FastJSON,
+             summary="Dispatch or reassign an incident by hand (staff)")  # fmt: skip
+async def dispatch_incident(
+    request: Request,
+    caller: Staff,
+    incident_id: IncidentId,
+    document: Annotated[Any, Depends(_body)],
+    if_match: Annotated[str | None, Header(alias="If-Match", max_length=100)] = None,
+) -> FastJSON:
+    """``{unit, note?, version?}`` (or the version in ``If-Match``): 200 with the
+    incident; 409 when it changed since that version or its work is over, 400 for an
+    unknown unit, 404 for an unknown incident."""
+    values = _fields(document, DISPATCH_FIELDS, "a dispatch")
+    if "unit" not in values:
+        raise InvalidInput("unit is required: the code of the unit to dispatch to", option="unit")
+    view = await with_connection(
+        request, intake.dispatch_manually, incident_id, values["unit"], actor=caller,
+        note=values.get("note") or "", expected_version=_version(if_match, values.get("version")),
+    )  # fmt: skip
+    return FastJSON(view, headers={"ETag": f'"{view["version"]}"'})
+
+
+@router.get("/track/{token}", dependencies=[Public, KnownParameters], response_class=FastJSON,
+            summary="A report's status by its tracking token (public)")  # fmt: skip
+async def track(request: Request, token: Annotated[str, Path(max_length=100)]) -> FastJSON:
+    """Status, category, the unit that has it, due times and the timeline's steps, without
+    anyone's personal data; 404 for an unknown token."""
+    return FastJSON(await with_connection(request, intake.public, token))

@@ -1,0 +1,496 @@
+"""Intake (综合受理): a report from any channel becomes an incident in one transaction,
+attached to where it is (the jurisdiction chain) and what it concerns (the nearest assets
+of its category's layers), dispatched by the responsibility list (``dispatch.choose``),
+with its SLA's due times, the first events of its timeline and a tracking token.
+
+Reads: ``get`` (staff: with the reporter's contacts), ``public`` (by tracking token, no
+personal data), ``list_incidents``. ``dispatch_manually``: a dispatcher's (re)assignment,
+against the version the dispatcher saw. The closed loop's other transitions come later;
+they append to the same timeline and bump the same version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import shapely
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from twin import changes, spatial
+from twin.crs import resolve_crs, to_storage
+from twin.errors import Conflict, InvalidInput, NotFound
+from twin.incidents import categories, dispatch
+from twin.schema import INCIDENT_CHANNELS, INCIDENT_STATUSES, SRID
+
+LAYER = "incidents"
+TABLE = "incidents"
+MAX_DESCRIPTION = 4000  # characters: a hotline operator's notes, not a document
+MAX_ADDRESS = 500
+MAX_REPORTER_FIELD = 200
+MAX_KEY = 200
+MAX_NOTE = 2000
+ASSETS_PER_LAYER = 3
+MAX_PAGE = 1000
+REPORTER_FIELDS = ("name", "phone", "email")
+FUTURE_SLACK = timedelta(minutes=5)  # a device's clock a little ahead is not a mistake
+# States a dispatcher may no longer (re)assign from: the work is over.
+FINISHED = frozenset({"resolved", "closed", "cancelled", "duplicate", "not_our_duty"})
+
+
+@dataclass(frozen=True)
+class Incident:
+    """What intake answers: the incident's id, its staff view, and whether this was a
+    retry of a report already taken (the same idempotency key and payload)."""
+
+    id: int
+    view: dict[str, Any]
+    replayed: bool = False
+
+
+def _text(name: str, value: Any, limit: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be text, not {type(value).__name__}", option=name)
+    if "\x00" in value:
+        raise InvalidInput(f"{name} holds a NUL character (\\0)", option=name)
+    if len(value) > limit:
+        raise InvalidInput(f"{name} is {len(value):,} characters long; at most {limit:,}",
+                           option=name)  # fmt: skip
+    return value
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{name} must be a number, not {type(value).__name__}", option=name)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past any double
+        raise InvalidInput(f"{name} is beyond any coordinate", option=name) from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"{name} must be a finite number, not {value}", option=name)
+    return number
+
+
+def storage_point(lon: Any, lat: Any, crs: str | None = None) -> tuple[float, float]:
+    """The point given in ``crs`` (any CRS twin.crs reads, GCJ-02 and BD-09 included; x or
+    longitude first), as longitude and latitude in the storage CRS; InvalidInput naming
+    what is wrong (option ``location``)."""
+    x, y = _number("location.lon", lon), _number("location.lat", lat)
+    if crs is not None:
+        _text("location.crs", crs, 200)
+        source = resolve_crs(crs, "location.crs")
+        if not source.is_storage(SRID):
+            point = to_storage(np.array([shapely.Point(x, y)]), source, SRID)[0]
+            x, y = float(point.x), float(point.y)
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise InvalidInput(f"location ({lon}, {lat}) lies beyond the range of {crs}",
+                                   option="location")  # fmt: skip
+    try:
+        spatial.check_point(x, y)
+    except InvalidInput as exc:
+        raise InvalidInput(f"location: {exc}", option="location") from None
+    return x, y
+
+
+def _reporter(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput("reporter must be an object of name, phone and email", option="reporter")
+    unknown = [str(k).replace("\x00", "")[:40] for k in value if k not in REPORTER_FIELDS]
+    if unknown:
+        raise InvalidInput(f"reporter: unknown field {unknown[0]!r}; it takes name, phone, email",
+                           option="reporter")  # fmt: skip
+    return {k: _text(f"reporter.{k}", value[k], MAX_REPORTER_FIELD) for k in REPORTER_FIELDS
+            if value.get(k) not in (None, "")}  # fmt: skip
+
+
+def _when(value: Any, now: datetime) -> datetime:
+    if value is None:
+        return now
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(_text("reported_at", value, 64).replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput(f"reported_at {value[:40]!r} is not a date-time (RFC 3339)",
+                               option="reported_at") from None  # fmt: skip
+    if not isinstance(value, datetime):
+        raise InvalidInput("reported_at must be a date-time", option="reported_at")
+    if value.tzinfo is None:
+        raise InvalidInput("reported_at needs its time zone (e.g. +08:00 or Z)",
+                           option="reported_at")  # fmt: skip
+    if value > now + FUTURE_SLACK:
+        raise InvalidInput("reported_at lies in the future", option="reported_at")
+    return value
+
+
+def _category(conn: psycopg.Connection, code: Any) -> categories.Category:
+    code = _text("category", code, 100)
+    try:
+        return categories.get_category(conn, code)
+    except NotFound:
+        raise InvalidInput(f"category {code!r} is not a category (GET /categories lists them)",
+                           option="category") from None  # fmt: skip
+
+
+def _attach(conn: psycopg.Connection, category: categories.Category, lon: float,
+            lat: float) -> list[dict[str, Any]]:  # fmt: skip
+    """The nearest assets of the category's layers within its radius, nearest first."""
+    if not category.asset_layers:
+        return []
+    found = spatial.nearest(
+        conn, lon, lat, layers=list(category.asset_layers), k=ASSETS_PER_LAYER,
+        max_distance_m=min(category.attach_radius_m, spatial.MAX_DISTANCE_M),
+        columns=("source_id", "owner_unit"),
+    )  # fmt: skip
+    assets = [
+        {"layer": layer, "id": int(f["id"]) if f["id"].isdigit() else f["id"],
+         "source_id": f["properties"].get("source_id"),
+         "owner_unit": f["properties"].get("owner_unit"), "distance_m": f["distance_m"]}
+        for layer, features in found.items()
+        for f in features
+    ]  # fmt: skip
+    return sorted(assets, key=lambda a: a["distance_m"])
+
+
+def _payload_hash(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def report(
+    conn: psycopg.Connection,
+    *,
+    category_code: str,
+    channel: str,
+    lon: float,
+    lat: float,
+    crs: str | None = None,
+    description: str | None = None,
+    address: str | None = None,
+    reporter: Mapping[str, Any] | None = None,
+    reported_at: datetime | str | None = None,
+    idempotency_key: str | None = None,
+    actor: str = "intake",
+) -> Incident:
+    """Take a report: check it, attach it, dispatch it, store it with its first events and
+    a change of the incidents layer, in one transaction; the incident as staff see it.
+
+    InvalidInput naming the input that is wrong (``option``): an unknown category or
+    channel, a location that is no finite number, beyond its CRS or off the globe, text
+    too long or holding NUL. With ``idempotency_key``: the same key and payload again
+    answer the incident already taken (``replayed``), a different payload Conflict."""
+    if not isinstance(channel, str) or channel not in INCIDENT_CHANNELS:
+        shown = str(channel).replace("\x00", "")[:40]
+        raise InvalidInput(f"channel {shown!r} is not one of {', '.join(INCIDENT_CHANNELS)}",
+                           option="channel")  # fmt: skip
+    key = _text("Idempotency-Key", idempotency_key, MAX_KEY) or None
+    now = datetime.now(UTC)
+    fields = {
+        "category": _text("category", category_code, 100), "channel": channel,
+        "location": [lon, lat, crs], "description": _text("description", description,
+                                                          MAX_DESCRIPTION),
+        "address": _text("address", address, MAX_ADDRESS), "reporter": _reporter(reporter),
+        "reported_at": None if reported_at is None else str(reported_at),
+    }  # fmt: skip
+    point = storage_point(lon, lat, crs)
+    when = _when(reported_at, now)
+    digest = _payload_hash(fields) if key else None
+    with conn.transaction():
+        if key is not None:
+            # Two retries at once wait for each other here, so one row is ever made.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 11))", (key,))
+            row = conn.execute(
+                "SELECT id, payload_hash FROM incidents WHERE idempotency_key = %s", (key,)
+            ).fetchone()
+            if row is not None:
+                if row[1] != digest:
+                    raise Conflict(
+                        f"Idempotency-Key {key[:60]!r} was used for another report (incident "
+                        f"{row[0]}); send a new key for a new report"
+                    )
+                return Incident(int(row[0]), get(conn, int(row[0])), replayed=True)
+        category = _category(conn, category_code)
+        chain = spatial.jurisdiction_chain(conn, *point)
+        assets = _attach(conn, category, *point)
+        decision = dispatch.choose(conn, category, chain, assets)
+        incident_id = _insert(conn, category, fields, point, when, chain, assets, decision,
+                              key, digest)  # fmt: skip
+        _event(conn, incident_id, actor, "reported", None, "reported",
+               f"by {channel.replace('_', ' ')}")  # fmt: skip
+        if decision.unit_code is not None:
+            _event(conn, incident_id, "dispatch",
+                   "escalated" if decision.escalated else "dispatched", "reported",
+                   "dispatched", decision.reason)  # fmt: skip
+        changes.record(
+            conn, LAYER, "intake", box=(*point, *point), features=1, added_only=True,
+            table=TABLE,
+        )  # fmt: skip
+        return Incident(incident_id, get(conn, incident_id))
+
+
+def _insert(conn: psycopg.Connection, category: categories.Category, fields: dict[str, Any],
+            point: tuple[float, float], when: datetime, chain: list[dict[str, Any]],
+            assets: list[dict[str, Any]], decision: dispatch.Decision, key: str | None,
+            digest: str | None) -> int:  # fmt: skip
+    row = conn.execute(
+        """
+        INSERT INTO incidents (category_code, channel, description, address, status, unit_code,
+            dispatch, escalated, outside, jurisdictions, assets, due_response_at,
+            due_resolve_at, tracking_token, idempotency_key, payload_hash, reporter,
+            reported_at, geom)
+        VALUES (%(category)s, %(channel)s, %(description)s, %(address)s, %(status)s, %(unit)s,
+            %(dispatch)s, %(escalated)s, %(outside)s, %(chain)s, %(assets)s, %(due_response)s,
+            %(due_resolve)s, %(token)s, %(key)s, %(digest)s, %(reporter)s, %(when)s,
+            ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326))
+        RETURNING id
+        """,
+        {
+            "category": category.code, "channel": fields["channel"],
+            "description": fields["description"], "address": fields["address"],
+            "status": decision.status, "unit": decision.unit_code,
+            "dispatch": Jsonb(decision.as_dict()), "escalated": decision.escalated,
+            "outside": decision.outside, "chain": Jsonb(chain), "assets": Jsonb(assets),
+            "due_response": when + timedelta(hours=category.response_hours),
+            "due_resolve": when + timedelta(hours=category.resolve_hours),
+            "token": secrets.token_urlsafe(18), "key": key, "digest": digest,
+            "reporter": Jsonb(fields["reporter"]), "when": when, "lon": point[0],
+            "lat": point[1],
+        },
+    ).fetchone()  # fmt: skip
+    assert row is not None
+    return int(row[0])
+
+
+def _event(conn: psycopg.Connection, incident_id: int, actor: str, action: str,
+           from_status: str | None, to_status: str | None, note: str = "") -> None:  # fmt: skip
+    conn.execute(
+        "INSERT INTO incident_events (incident_id, actor, action, from_status, to_status, note)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (incident_id, actor, action, from_status, to_status, note),
+    )
+
+
+_VIEW = """
+    SELECT i.id, i.status, i.category_code, c.name AS category_name, i.channel,
+           i.description, i.address, ST_X(i.geom) AS lon, ST_Y(i.geom) AS lat,
+           i.unit_code, u.name AS unit_name, i.dispatch, i.escalated, i.outside,
+           i.duplicate_of, i.assets, i.jurisdictions, i.due_response_at, i.due_resolve_at,
+           i.reported_at, i.created_at, i.updated_at, i.version, i.tracking_token, i.reporter
+    FROM incidents i
+    JOIN incident_categories c ON c.code = i.category_code
+    LEFT JOIN units u ON u.code = i.unit_code
+"""
+
+
+def _timeline(conn: psycopg.Connection, incident_id: int) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(
+            "SELECT at, actor, action, from_status, to_status, note FROM incident_events"
+            " WHERE incident_id = %s ORDER BY id", (incident_id,),
+        ))  # fmt: skip
+
+
+def _check_id(incident_id: int) -> None:
+    if (
+        isinstance(incident_id, bool)
+        or not isinstance(incident_id, int)
+        or not (0 < incident_id < 2**63)
+    ):
+        raise NotFound(f"no incident {incident_id}")
+
+
+def _staff_view(row: dict[str, Any], timeline: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "status": row["status"],
+        "category": {"code": row["category_code"], "name": row["category_name"]},
+        "channel": row["channel"], "description": row["description"],
+        "address": row["address"],
+        "location": {"lon": row["lon"], "lat": row["lat"]},
+        "unit": None if row["unit_code"] is None
+        else {"code": row["unit_code"], "name": row["unit_name"]},
+        "dispatch": row["dispatch"], "escalated": row["escalated"], "outside": row["outside"],
+        "duplicate_of": row["duplicate_of"], "assets": row["assets"],
+        "jurisdictions": row["jurisdictions"],
+        "due_at": {"response": row["due_response_at"], "resolve": row["due_resolve_at"]},
+        "reported_at": row["reported_at"], "created_at": row["created_at"],
+        "updated_at": row["updated_at"], "version": row["version"],
+        "tracking_token": row["tracking_token"], "reporter": row["reporter"],
+        "timeline": timeline,
+    }  # fmt: skip
+
+
+def get(conn: psycopg.Connection, incident_id: int) -> dict[str, Any]:
+    """The incident as staff see it (with the reporter's contacts and the timeline);
+    NotFound otherwise."""
+    _check_id(incident_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_VIEW + " WHERE i.id = %s", (incident_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no incident {incident_id}")
+    return _staff_view(row, _timeline(conn, incident_id))
+
+
+def public(conn: psycopg.Connection, token: str) -> dict[str, Any]:
+    """What a resident sees of their report by its tracking token: the status, category,
+    the unit that has it, the due times and the timeline's steps; nobody's personal data
+    (no reporter, no staff names or notes, no description). NotFound for an unknown token."""
+    if not isinstance(token, str) or "\x00" in token or not 0 < len(token) <= 100:
+        raise NotFound("no report has this tracking token")
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_VIEW + " WHERE i.tracking_token = %s", (token,)).fetchone()
+        if row is None:
+            raise NotFound("no report has this tracking token")
+        steps = list(cur.execute(
+            "SELECT at, action, from_status, to_status FROM incident_events"
+            " WHERE incident_id = %s ORDER BY id", (row["id"],),
+        ))  # fmt: skip
+    return {
+        "status": row["status"],
+        "category": {"code": row["category_code"], "name": row["category_name"]},
+        "channel": row["channel"], "reported_at": row["reported_at"],
+        "unit": None if row["unit_name"] is None else {"name": row["unit_name"]},
+        "due_at": {"response": row["due_response_at"], "resolve": row["due_resolve_at"]},
+        "timeline": steps,
+    }  # fmt: skip
+
+
+def list_incidents(
+    conn: psycopg.Connection,
+    *,
+    unit: str | None = None,
+    status: str | None = None,
+    category: str | None = None,
+    jurisdiction: str | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    after: int | None = None,
+) -> dict[str, Any]:
+    """Incidents, newest first, by filters (each exact: ``category`` takes the categories
+    under it too, ``jurisdiction`` the incidents whose chain holds it), ``limit`` a page
+    and ``after`` the last id of the page before. No reporter's data in a list."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", option="limit")
+    if after is not None and not 0 < after < 2**63:
+        raise InvalidInput("after must be an incident id", option="after")
+    for name, value in (("unit", unit), ("status", status), ("category", category),
+                        ("jurisdiction", jurisdiction)):  # fmt: skip
+        if value is not None:
+            _text(name, value, 100)
+    if status is not None and status not in INCIDENT_STATUSES:
+        raise InvalidInput(f"status {status!r} is not one of {', '.join(INCIDENT_STATUSES)}",
+                           option="status")  # fmt: skip
+    where, params = ["TRUE"], {}  # type: ignore[var-annotated]
+    if unit is not None:
+        where.append("i.unit_code = %(unit)s")
+        params["unit"] = unit
+    if status is not None:
+        where.append("i.status = %(status)s")
+        params["status"] = status
+    if category is not None:
+        codes = [category, *(c.code for c in categories.descendants(conn, category))]
+        where.append("i.category_code = ANY(%(categories)s)")
+        params["categories"] = codes
+    if jurisdiction is not None:
+        where.append("i.jurisdictions @> %(place)s")
+        params["place"] = Jsonb([{"code": jurisdiction}])
+    if bbox is not None:
+        west, south, east, north = (_number("bbox", v) for v in bbox)
+        if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
+            raise InvalidInput("bbox: west,south,east,north in degrees, west ≤ east, south ≤ "
+                               "north", option="bbox")  # fmt: skip
+        where.append("i.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)")
+        params.update(w=west, s=south, e=east, n=north)
+    for name, value, test in (("since", since, ">="), ("until", until, "<")):
+        if value is not None:
+            if value.tzinfo is None:
+                raise InvalidInput(f"{name} needs its time zone", option=name)
+            where.append(f"i.reported_at {test} %({name})s")
+            params[name] = value
+    if after is not None:
+        where.append("i.id < %(after)s")
+        params["after"] = after
+    params["limit"] = limit
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            _VIEW + " WHERE " + " AND ".join(where) + " ORDER BY i.id DESC LIMIT %(limit)s",
+            params,
+        ).fetchall()
+    listed = []
+    for row in rows:
+        view = _staff_view(row, [])
+        for private in ("reporter", "tracking_token", "timeline", "description"):
+            view.pop(private)
+        listed.append(view)
+    return {
+        "incidents": listed,
+        "count": len(listed),
+        "next_after": listed[-1]["id"] if len(listed) == limit else None,
+    }
+
+
+def dispatch_manually(
+    conn: psycopg.Connection,
+    incident_id: int,
+    unit_code: str,
+    *,
+    actor: str,
+    note: str = "",
+    expected_version: int,
+) -> dict[str, Any]:
+    """A dispatcher gives the incident to ``unit_code`` (a first dispatch or a
+    reassignment), against the version they saw: Conflict when it changed since (someone
+    else acted first) or the work is over; InvalidInput for a unit not stored; NotFound
+    for an unknown incident. The incident as staff see it after."""
+    _check_id(incident_id)
+    unit_code = _text("unit", unit_code, 100)
+    note = _text("note", note, MAX_NOTE)
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise InvalidInput("version must be the incident's version, a whole number",
+                           option="version")  # fmt: skip
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT status, version, unit_code, ST_X(geom), ST_Y(geom) FROM incidents"
+            " WHERE id = %s FOR UPDATE",
+            (incident_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no incident {incident_id}")
+        status, version, before, lon, lat = row
+        if version != expected_version:
+            raise Conflict(
+                f"incident {incident_id} is at version {version}, not {expected_version}: "
+                "someone changed it since you read it; read it again and decide anew"
+            )
+        if status in FINISHED:
+            raise Conflict(f"incident {incident_id} is {status}: it can no longer be dispatched")
+        unit = conn.execute("SELECT name FROM units WHERE code = %s", (unit_code,)).fetchone()
+        if unit is None:
+            raise InvalidInput(f"unit {unit_code!r} is not a unit", option="unit")
+        action = "dispatched" if before is None else "reassigned"
+        reason = (
+            f"{action} by {actor} to {unit[0]}" + (f" (from {before})" if before else "")
+            + (f": {note}" if note else "")
+        )  # fmt: skip
+        conn.execute(
+            "UPDATE incidents SET unit_code = %s, status = 'dispatched', dispatch = %s,"
+            " escalated = false, version = version + 1, updated_at = now() WHERE id = %s",
+            (unit_code, Jsonb({"rule": None, "how": "manual", "reason": reason}), incident_id),
+        )
+        _event(conn, incident_id, actor, action, status, "dispatched", note)
+        # Nothing moved and the count holds: the layer's version moves, no recount.
+        changes.record(conn, LAYER, "dispatch", box=(lon, lat, lon, lat), features=1, table=None)
+        return get(conn, incident_id)
