@@ -1,0 +1,173 @@
+"""Benchmark: sustained intake (validate, attach, dispatch, store, change log) of
+incidents over HTTP (1 and 8 connections), beside the same core call in process.
+
+    .venv/bin/python bench/intake.py [--reports 2000] [--size default]
+
+Uses the benchmark cluster in .twin/bench (or TWIN_DATABASE_URL); loads the demo city of
+the given size there first if it has none. Reports go to random points in the districts
+with categories drawn from the demo's leaves that have asset layers or rules, every
+channel. Serves the API with `twin serve` in a child process on a free port. The
+incidents it makes are deleted afterwards. Record figures in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2 as httpx
+import numpy as np
+
+from twin import db
+from twin.incidents import intake
+from twin.schema import INCIDENT_CHANNELS
+from twin.settings import DatabaseSettings, Settings
+
+KEY = "bench-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _figures(name: str, seconds: list[float], wall: float) -> str:
+    ms = sorted(s * 1000 for s in seconds)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    return (
+        f"{name:<34} p50 {statistics.median(ms):6.2f} ms  p99 {p99:6.2f} ms  "
+        f"{len(ms) / wall:7.0f} incidents/s"
+    )
+
+
+def _clean(url: str) -> None:
+    with db.connect(url) as conn:
+        conn.execute("DELETE FROM incident_events")
+        conn.execute("DELETE FROM incidents")
+        conn.execute("DELETE FROM layer_changes WHERE layer = 'incidents'")
+        conn.execute("UPDATE layer_catalogue SET feature_count = 0, extent = NULL"
+                     " WHERE name = 'incidents'")  # fmt: skip
+        conn.commit()
+
+
+def main() -> None:
+    """Run the benchmark once and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=2000)
+    parser.add_argument("--size", choices=("small", "default", "large"), default="default")
+    args = parser.parse_args()
+
+    settings = Settings()
+    env = dict(os.environ)
+    if not settings.database.database_url:
+        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench")))
+        env["TWIN_DATA_DIR"] = str(Path(".twin/bench").absolute())
+    url = db.prepare(settings)
+    with db.connect(url) as conn:
+        buildings = conn.execute(
+            "SELECT count(*) FROM buildings WHERE dataset = 'demo'"
+        ).fetchone()[0]
+        if buildings == 0:
+            subprocess.run(
+                [sys.executable, "-m", "cli", "demo", "--size", args.size], env=env, check=True
+            )
+        west, south, east, north = conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
+            " (SELECT ST_Extent(geom) e FROM jurisdictions WHERE level = 'district') x"
+        ).fetchone()
+        buildings = conn.execute("SELECT count(*) FROM buildings").fetchone()[0]
+        codes = [r[0] for r in conn.execute(
+            "SELECT c.code FROM incident_categories c WHERE NOT EXISTS (SELECT 1 FROM"
+            " incident_categories k WHERE k.parent_code = c.code) ORDER BY c.code"
+        )]  # fmt: skip
+    _clean(url)
+
+    rng = np.random.default_rng(11)
+    points = rng.uniform((west, south), (east, north), (args.reports, 2)).tolist()
+    chosen = rng.integers(0, len(codes), args.reports).tolist()
+    channels = rng.integers(0, len(INCIDENT_CHANNELS), args.reports).tolist()
+    bodies = [
+        {"category": codes[c], "channel": INCIDENT_CHANNELS[k],
+         "location": {"lon": p[0], "lat": p[1]}, "description": "bench report",
+         "reporter": {"name": "测试", "phone": "13800000000"}}
+        for p, c, k in zip(points, chosen, channels, strict=True)
+    ]  # fmt: skip
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"data: {buildings:,} buildings, {len(codes)} leaf categories; {args.reports:,} reports "
+          "at random points in the districts")  # fmt: skip
+
+    with db.connect(url, autocommit=True) as conn:
+        times = []
+        started = time.perf_counter()
+        for body in bodies:
+            t = time.perf_counter()
+            intake.report(
+                conn, category_code=body["category"], channel=body["channel"],
+                lon=body["location"]["lon"], lat=body["location"]["lat"],
+                description=body["description"], reporter=body["reporter"],
+            )  # fmt: skip
+            times.append(time.perf_counter() - t)
+        print(_figures("intake.report, in process", times, time.perf_counter() - started))
+    _clean(url)
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+        env={**env, "TWIN_POOL_MAX_SIZE": "16", "TWIN_API_KEYS": json.dumps({KEY: "bench"})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        encoded = [json.dumps(b).encode() for b in bodies]
+        for connections in (1, 8):
+            local = threading.local()
+
+            def one(i: int, local: threading.local = local) -> float:
+                if not hasattr(local, "client"):
+                    local.client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                t = time.perf_counter()
+                local.client.request("POST", "/incidents", encoded[i], headers={
+                    "X-API-Key": KEY, "Content-Type": "application/json"})  # fmt: skip
+                answer = local.client.getresponse()
+                text = answer.read()
+                if answer.status != 201:
+                    raise RuntimeError(f"POST /incidents: HTTP {answer.status} {text[:200]!r}")
+                return time.perf_counter() - t
+
+            with ThreadPoolExecutor(max_workers=connections) as pool:
+                list(pool.map(one, range(min(100, len(bodies)))))  # warm the pool and plans
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=connections) as pool:
+                times = list(pool.map(one, range(len(bodies))))
+            wall = time.perf_counter() - started
+            print(_figures(f"POST /incidents, {connections} connection(s)", times, wall))
+            _clean(url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        _clean(url)
+
+
+if __name__ == "__main__":
+    main()
