@@ -11,7 +11,6 @@ the API's catalogue snapshot reloads; rules on sensors will listen too.
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 import select
@@ -29,13 +28,6 @@ CHANNEL = "twin_changes"
 Box = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in the storage CRS
 
 
-class Extent(enum.Enum):
-    """Boxes a writer may ask for instead of giving one."""
-
-    WHOLE_LAYER = "the layer's extent before and after the write"
-
-
-WHOLE_LAYER = Extent.WHOLE_LAYER
 GEOMETRY = sql.SQL("geom")  # the column that holds a feature's place
 OPERATIONS = frozenset(
     {
@@ -84,7 +76,7 @@ def record(
     layer: str,
     operation: str,
     *,
-    box: Box | Extent | None,
+    box: Box | None,
     dataset: str | None = None,
     features: int = 0,
     added_only: bool = False,
@@ -95,26 +87,22 @@ def record(
 
     Runs in the caller's transaction, so the statistics, the log and the notice stand or
     fall with the write itself. ``box`` covers every place that changed, old and new (a
-    feature moved is two places); ``WHOLE_LAYER`` is the layer's extent before and after;
-    ``None`` when nothing with a place changed. ``features`` is how many features the
-    write touched. ``added_only``: the write only added those features, all inside
-    ``box``, so the count and extent grow without a scan of the table (an import of a
-    million features would otherwise pay for a second pass). ``table`` is the layer's
-    table, as the registry says (None for a scene just dropped: nothing left to count). ``geometry`` is the SQL that gives
-    a row's place (a raster's envelope for terrain), a constant of the caller's.
+    feature moved is two places); ``None`` when nothing with a place changed.
+    ``features`` is how many features the write touched. ``added_only``: the write only
+    added those features, all inside ``box``, so the count and extent grow without a scan
+    of the table (an import of a million features would otherwise pay for a second pass).
+    ``table`` is the layer's table, as the registry says (None for a scene just dropped:
+    nothing left to count). ``geometry`` is the SQL that gives a row's place (a raster's
+    envelope for terrain), a constant of the caller's.
     """
     if operation not in OPERATIONS:
         raise ValueError(f"not a change operation: {operation!r}")
-    if isinstance(box, tuple) and not all(math.isfinite(v) for v in box):
+    if box is not None and not all(math.isfinite(v) for v in box):
         raise ValueError(f"a change box must be finite: {box}")
-    before = _extent(conn, layer)
-    if added_only and isinstance(box, tuple):
+    if added_only and box is not None:
         _grow_statistics(conn, layer, features, box)
     elif table is not None:
         _recount_statistics(conn, layer, table, geometry)
-    if box is WHOLE_LAYER:
-        after = _extent(conn, layer)
-        box = _union(before, after)
     row = conn.execute(
         sql.SQL(
             """
@@ -208,7 +196,15 @@ def box_of(conn: psycopg.Connection, query: sql.Composable, params: Any = None) 
 
 def union(*boxes: Box | None) -> Box | None:
     """The box around all the boxes given (None ones skipped), or None."""
-    return _union(*boxes)
+    present = [b for b in boxes if b is not None]
+    if not present:
+        return None
+    return (
+        min(b[0] for b in present),
+        min(b[1] for b in present),
+        max(b[2] for b in present),
+        max(b[3] for b in present),
+    )
 
 
 def listen(
@@ -240,29 +236,6 @@ def _pending(conn: psycopg.Connection, wait_s: float) -> Iterator[psycopg.Notify
     if not ready:
         return iter(())
     return iter(list(conn.notifies(timeout=0, stop_after=1000)))
-
-
-def _extent(conn: psycopg.Connection, layer: str) -> Box | None:
-    row = conn.execute(
-        "SELECT ST_XMin(extent), ST_YMin(extent), ST_XMax(extent), ST_YMax(extent)"
-        " FROM layer_catalogue WHERE name = %s",
-        (layer,),
-    ).fetchone()
-    if row is None or row[0] is None:
-        return None
-    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
-
-
-def _union(*boxes: Box | None) -> Box | None:
-    present = [b for b in boxes if b is not None]
-    if not present:
-        return None
-    return (
-        min(b[0] for b in present),
-        min(b[1] for b in present),
-        max(b[2] for b in present),
-        max(b[3] for b in present),
-    )
 
 
 def _recount_statistics(

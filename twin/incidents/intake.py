@@ -233,11 +233,14 @@ def report(
             _event(conn, incident_id, "dispatch",
                    "escalated" if decision.escalated else "dispatched", "reported",
                    "dispatched", decision.reason)  # fmt: skip
+        view = get(conn, incident_id)
+        # Last: the layer's catalogue row it updates is then held only until the commit,
+        # not while the answer is read (concurrent intakes queue on that row).
         changes.record(
             conn, LAYER, "intake", box=(*point, *point), features=1, added_only=True,
             table=TABLE,
         )  # fmt: skip
-        return Incident(incident_id, get(conn, incident_id))
+        return Incident(incident_id, view)
 
 
 def _insert(conn: psycopg.Connection, category: categories.Category, fields: dict[str, Any],
