@@ -76,10 +76,11 @@ def main() -> None:
         env["TWIN_DATA_DIR"] = str(Path(".twin/bench").absolute())
     url = db.prepare(settings)
     with db.connect(url) as conn:
-        buildings = conn.execute(
-            "SELECT count(*) FROM buildings WHERE dataset = 'demo'"
-        ).fetchone()[0]
-        if buildings == 0:
+        buildings, categories = conn.execute(
+            "SELECT (SELECT count(*) FROM buildings WHERE dataset = 'demo'),"
+            " (SELECT count(*) FROM incident_categories)"
+        ).fetchone()
+        if buildings == 0 or categories == 0:  # a demo loaded before categories came
             subprocess.run(
                 [sys.executable, "-m", "cli", "demo", "--size", args.size], env=env, check=True
             )
