@@ -33,6 +33,10 @@ class TooLarge(TwinError):
     """A request body or an upload over its limit: 413 Content Too Large, saying the limit."""
 
 
+class PreconditionFailed(TwinError):
+    """An If-Match that no longer matches (the thing changed since it was read): 412."""
+
+
 MAX_BODY_MB = 100  # a JSON body, on any route; larger data comes as a file upload
 # The feature API's own parameters: given twice, no filter hint (they are not properties).
 _ITEMS_PARAMETERS = frozenset({"limit", "offset", "bbox", "bbox-crs", "crs", "properties",
@@ -47,13 +51,14 @@ STATUS_CODES: dict[type[TwinError], int] = {
     TooLarge: 413,
     NotAllowed: 401,
     NotFound: 404,
+    PreconditionFailed: 412,
     Conflict: 409,
     DatabaseUnavailable: 503,
     Busy: 503,
     SetupError: 503,
 }
 TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-          409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
+          409: "Conflict", 412: "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
           422: "Unprocessable Content", 429: "Too Many Requests", 503: "Service Unavailable"}  # fmt: skip
 
 

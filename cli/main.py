@@ -232,6 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument("--json", action="store_true", help="print JSON instead of a table")
     datasets.set_defaults(run=_command("datasets", "cmd_datasets"))
 
+    incidents = commands.add_parser("incidents", help="the incidents' closed loop (闭环)")
+    incident_commands = incidents.add_subparsers(
+        title="incidents commands", metavar="ACTION", required=True
+    )
+    sweep = incident_commands.add_parser(
+        "sweep",
+        help="supervise (督办) and escalate overdue incidents",
+        description=(
+            "Mark each incident newly past its response or resolution time on its timeline "
+            "(督办) and escalate it to its jurisdiction's centre; run again, it marks "
+            "nothing twice."
+        ),
+    )
+    sweep.add_argument("--json", action="store_true", help="print what was done as JSON")
+    sweep.set_defaults(run=_command("incidents", "cmd_incidents_sweep"))
+
     layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     layers.set_defaults(run=_command("layers", "cmd_layers"))

@@ -46,3 +46,9 @@ class NothingStored(TwinError):
 
 class Conflict(TwinError):
     """The change would break what other data depends on; the message says what."""
+
+
+class StaleVersion(Conflict):
+    """A write against a version of a thing that is no longer its version: someone else
+    changed it since it was read (a Conflict; over HTTP 412 when the version came as
+    If-Match)."""

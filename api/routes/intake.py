@@ -17,10 +17,10 @@ from fastapi import status as http
 
 from api.access import Public, Staff
 from api.deps import FastJSON, KnownParameters, Plain, WritesLayers, with_connection
-from api.errors import TooLarge
+from api.errors import PreconditionFailed, TooLarge
 from api.routes.imports import json_body
-from twin.errors import InvalidInput
-from twin.incidents import intake
+from twin.errors import InvalidInput, StaleVersion
+from twin.incidents import intake, loop
 
 router = APIRouter(tags=["incidents"])
 MAX_BODY_KB = 64  # a report is a few fields; photos come as uploads (a later step)
@@ -28,6 +28,7 @@ REPORT_FIELDS = ("category", "channel", "location", "description", "address", "r
                  "reported_at")  # fmt: skip
 LOCATION_FIELDS = ("lon", "lat", "crs")
 DISPATCH_FIELDS = ("unit", "note", "version")
+TRANSITION_FIELDS = ("action", "note", "version", "unit", "duplicate_of", "to")
 IncidentId = Annotated[int, Path(ge=1, le=2**63 - 1), Plain]
 JSON_BODY = {
     "requestBody": {
@@ -122,6 +123,7 @@ async def list_incidents(
     bbox: Annotated[str | None, Query(max_length=200, description="west,south,east,north")] = None,
     since: Annotated[datetime | None, Query()] = None,
     until: Annotated[datetime | None, Query()] = None,
+    overdue: Annotated[bool | None, Query(description="open and past a due time, or not")] = None,
     limit: Annotated[int, Query(ge=1, le=intake.MAX_PAGE), Plain] = 100,
     after: Annotated[int | None, Query(ge=1, le=2**63 - 1), Plain] = None,
 ) -> FastJSON:
@@ -139,7 +141,8 @@ async def list_incidents(
         box = (numbers[0], numbers[1], numbers[2], numbers[3])
     found = await with_connection(
         request, intake.list_incidents, unit=unit, status=status, category=category,
-        jurisdiction=jurisdiction, bbox=box, since=since, until=until, limit=limit,
+        jurisdiction=jurisdiction, bbox=box, since=since, until=until, overdue=overdue,
+        limit=limit,
         after=after,
     )  # fmt: skip
     return FastJSON(found)
@@ -181,6 +184,42 @@ async def dispatch_incident(
         request, intake.dispatch_manually, incident_id, values["unit"], actor=caller,
         note=values.get("note") or "", expected_version=_version(if_match, values.get("version")),
     )  # fmt: skip
+    return FastJSON(view, headers={"ETag": f'"{view["version"]}"'})
+
+
+@router.post("/incidents/{incident_id}/transitions",
+             dependencies=[KnownParameters, WritesLayers], openapi_extra=JSON_BODY,
+             response_class=FastJSON, summary="Move an incident along the closed loop (staff)")  # fmt: skip
+async def transition_incident(
+    request: Request,
+    caller: Staff,
+    incident_id: IncidentId,
+    document: Annotated[Any, Depends(_body)],
+    if_match: Annotated[str | None, Header(alias="If-Match", max_length=100)] = None,
+) -> FastJSON:
+    """``{action, note?, version?, unit?, duplicate_of?, to?}`` (or the version in
+    ``If-Match``). ``action``: accept, start, resolve, close, send_back, reopen, cancel,
+    duplicate (with ``duplicate_of``), not_our_duty, dispatch and reassign (with
+    ``unit``). 200 with the incident; 409 when the action is not allowed from its status
+    (the answer names the status and what is allowed) or it changed since ``version``, 412
+    when it changed since the ``If-Match``; 400 for a wrong value, 404 for an unknown
+    incident."""
+    values = _fields(document, TRANSITION_FIELDS, "a transition")
+    if "action" not in values:
+        raise InvalidInput("action is required: one of " + ", ".join(loop.ACTIONS),
+                           option="action")  # fmt: skip
+    extra = {k: values[k] for k in ("unit", "duplicate_of", "to") if k in values}
+    by_header = values.get("version") is None and if_match is not None
+    try:
+        view = await with_connection(
+            request, loop.transition, incident_id, values["action"], actor=caller,
+            note=values.get("note"), expected_version=_version(if_match, values.get("version")),
+            **extra,
+        )  # fmt: skip
+    except StaleVersion as exc:
+        if by_header:
+            raise PreconditionFailed(str(exc)) from None
+        raise
     return FastJSON(view, headers={"ETag": f'"{view["version"]}"'})
 
 

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import psycopg
 import shapely
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from twin import changes, spatial
 from twin.crs import resolve_crs, to_storage
-from twin.errors import Conflict, InvalidInput, NotFound
+from twin.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from twin.incidents import categories, dispatch
 from twin.schema import INCIDENT_CHANNELS, INCIDENT_STATUSES, SRID
 
@@ -45,6 +46,19 @@ REPORTER_FIELDS = ("name", "phone", "email")
 FUTURE_SLACK = timedelta(minutes=5)  # a device's clock a little ahead is not a mistake
 # States a dispatcher may no longer (re)assign from: the work is over.
 FINISHED = frozenset({"resolved", "closed", "cancelled", "duplicate", "not_our_duty"})
+# The SLA clocks (twin.incidents.loop sweeps them): the response clock runs until a unit
+# accepts, the resolution clock until the work is resolved.
+AWAITING_RESPONSE = ("reported", "dispatched")
+OPEN = ("reported", "dispatched", "accepted", "in_progress")
+OVERDUE_WHERE = sql.SQL(
+    "((i.status = ANY(%(awaiting)s) AND i.due_response_at < %(now)s)"
+    " OR (i.status = ANY(%(open)s) AND i.due_resolve_at < %(now)s))"
+)
+
+
+def overdue_params(now: datetime) -> dict[str, Any]:
+    """The parameters of ``OVERDUE_WHERE`` at ``now``."""
+    return {"awaiting": list(AWAITING_RESPONSE), "open": list(OPEN), "now": now}
 
 
 @dataclass(frozen=True)
@@ -290,7 +304,9 @@ _VIEW = """
            i.description, i.address, ST_X(i.geom) AS lon, ST_Y(i.geom) AS lat,
            i.unit_code, u.name AS unit_name, i.dispatch, i.escalated, i.outside,
            i.duplicate_of, i.assets, i.jurisdictions, i.due_response_at, i.due_resolve_at,
-           i.reported_at, i.created_at, i.updated_at, i.version, i.tracking_token, i.reporter
+           i.reported_at, i.created_at, i.updated_at, i.version, i.tracking_token, i.reporter,
+           (SELECT count(*) FROM incident_events e
+            WHERE e.incident_id = i.id AND e.action = 'reopened') AS reopens
     FROM incidents i
     JOIN incident_categories c ON c.code = i.category_code
     LEFT JOIN units u ON u.code = i.unit_code
@@ -329,7 +345,7 @@ def _staff_view(row: dict[str, Any], timeline: list[dict[str, Any]]) -> dict[str
         "due_at": {"response": row["due_response_at"], "resolve": row["due_resolve_at"]},
         "reported_at": row["reported_at"], "created_at": row["created_at"],
         "updated_at": row["updated_at"], "version": row["version"],
-        "tracking_token": row["tracking_token"], "reporter": row["reporter"],
+        "reopens": row["reopens"], "tracking_token": row["tracking_token"], "reporter": row["reporter"],
         "timeline": timeline,
     }  # fmt: skip
 
@@ -379,12 +395,14 @@ def list_incidents(
     bbox: tuple[float, float, float, float] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    overdue: bool | None = None,
     limit: int = 100,
     after: int | None = None,
 ) -> dict[str, Any]:
     """Incidents, newest first, by filters (each exact: ``category`` takes the categories
-    under it too, ``jurisdiction`` the incidents whose chain holds it), ``limit`` a page
-    and ``after`` the last id of the page before. No reporter's data in a list."""
+    under it too, ``jurisdiction`` the incidents whose chain holds it, ``overdue`` those
+    open past a due time now, or not), ``limit`` a page and ``after`` the last id of the
+    page before. No reporter's data in a list."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", option="limit")
     if after is not None and not 0 < after < 2**63:
@@ -423,6 +441,10 @@ def list_incidents(
                 raise InvalidInput(f"{name} needs its time zone", option=name)
             where.append(f"i.reported_at {test} %({name})s")
             params[name] = value
+    if overdue is not None:
+        test = OVERDUE_WHERE.as_string(conn)
+        where.append(test if overdue else f"NOT {test}")
+        params.update(overdue_params(datetime.now(UTC)))
     if after is not None:
         where.append("i.id < %(after)s")
         params["after"] = after
@@ -474,7 +496,7 @@ def dispatch_manually(
             raise NotFound(f"no incident {incident_id}")
         status, version, before, lon, lat = row
         if version != expected_version:
-            raise Conflict(
+            raise StaleVersion(
                 f"incident {incident_id} is at version {version}, not {expected_version}: "
                 "someone changed it since you read it; read it again and decide anew"
             )
