@@ -164,6 +164,19 @@ def _version(if_match: str | None, given: Any) -> int:
                        "dispatch is refused when the incident changed since", option="version")  # fmt: skip
 
 
+async def _against_version(request: Request, if_match: str | None, given: Any,
+                           call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+    """``call(conn, *args, expected_version=…, **kwargs)`` with the version the caller saw;
+    a stale one under ``If-Match`` is 412 Precondition Failed (under ``version`` 409)."""
+    version = _version(if_match, given)
+    try:
+        return await with_connection(request, call, *args, expected_version=version, **kwargs)
+    except StaleVersion as exc:
+        if given is None and if_match is not None:
+            raise PreconditionFailed(str(exc)) from None
+        raise
+
+
 @router.post("/incidents/{incident_id}/dispatch", dependencies=[KnownParameters, WritesLayers],
              openapi_extra=JSON_BODY, response_class=FastJSON,
              summary="Dispatch or reassign an incident by hand (staff)")  # fmt: skip
@@ -175,14 +188,15 @@ async def dispatch_incident(
     if_match: Annotated[str | None, Header(alias="If-Match", max_length=100)] = None,
 ) -> FastJSON:
     """``{unit, note?, version?}`` (or the version in ``If-Match``): 200 with the
-    incident; 409 when it changed since that version or its work is over, 400 for an
+    incident; 409 when it changed since that version (412 for ``If-Match``) or its work
+    is over, 400 for an
     unknown unit, 404 for an unknown incident."""
     values = _fields(document, DISPATCH_FIELDS, "a dispatch")
     if "unit" not in values:
         raise InvalidInput("unit is required: the code of the unit to dispatch to", option="unit")
-    view = await with_connection(
-        request, intake.dispatch_manually, incident_id, values["unit"], actor=caller,
-        note=values.get("note") or "", expected_version=_version(if_match, values.get("version")),
+    view = await _against_version(
+        request, if_match, values.get("version"), intake.dispatch_manually, incident_id,
+        values["unit"], actor=caller, note=values.get("note") or "",
     )  # fmt: skip
     return FastJSON(view, headers={"ETag": f'"{view["version"]}"'})
 
@@ -209,17 +223,10 @@ async def transition_incident(
         raise InvalidInput("action is required: one of " + ", ".join(loop.ACTIONS),
                            option="action")  # fmt: skip
     extra = {k: values[k] for k in ("unit", "duplicate_of", "to") if k in values}
-    by_header = values.get("version") is None and if_match is not None
-    try:
-        view = await with_connection(
-            request, loop.transition, incident_id, values["action"], actor=caller,
-            note=values.get("note"), expected_version=_version(if_match, values.get("version")),
-            **extra,
-        )  # fmt: skip
-    except StaleVersion as exc:
-        if by_header:
-            raise PreconditionFailed(str(exc)) from None
-        raise
+    view = await _against_version(
+        request, if_match, values.get("version"), loop.transition, incident_id,
+        values["action"], actor=caller, note=values.get("note"), **extra,
+    )  # fmt: skip
     return FastJSON(view, headers={"ETag": f'"{view["version"]}"'})
 
 

@@ -5,8 +5,8 @@ with its SLA's due times, the first events of its timeline and a tracking token.
 
 Reads: ``get`` (staff: with the reporter's contacts), ``public`` (by tracking token, no
 personal data), ``list_incidents``. ``dispatch_manually``: a dispatcher's (re)assignment,
-against the version the dispatcher saw. The closed loop's other transitions come later;
-they append to the same timeline and bump the same version.
+against the version the dispatcher saw. The closed loop's other transitions are
+``twin.incidents.loop``'s; they append to the same timeline and bump the same version.
 """
 
 from __future__ import annotations
