@@ -9,12 +9,13 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.helpers import make_data_dir, run_twin, settings_for
-from tests.test_intake import KEY, REPORTER, _report, _water_main
+from tests.test_intake import KEY, REPORTER, _report
 
 WATERCO = "U-310199-WATERCO"
 
@@ -26,8 +27,23 @@ def staff(fresh_url: str) -> Iterator[TestClient]:
         yield client
 
 
+def _quiet_main(url: str) -> tuple[float, float]:
+    """A point on a water main of the water company with no incident within 300 m: a
+    burst there is a new incident, not one fused with an earlier test's report."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_LineInterpolatePoint(geom, 0.5) AS p, id"
+            " FROM pipes f WHERE network = 'water' AND owner_unit = %s AND NOT EXISTS (SELECT"
+            " FROM incidents i WHERE ST_DWithin(i.geom::geography, f.geom::geography, 300)))"
+            " x ORDER BY id LIMIT 1",
+            (WATERCO,),
+        ).fetchone()
+    assert row is not None
+    return float(row[0]), float(row[1])
+
+
 def _burst(staff: TestClient, url: str, **more: object) -> dict:
-    lon, lat, _ = _water_main(url)
+    lon, lat = _quiet_main(url)
     sent = _report(staff, "SJ0401", lon, lat, reporter=REPORTER, **more)
     assert sent.status_code == 201, sent.text
     assert sent.json()["unit"]["code"] == WATERCO

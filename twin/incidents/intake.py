@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from twin import changes, spatial
 from twin.crs import resolve_crs, to_storage
 from twin.errors import Conflict, InvalidInput, NotFound, StaleVersion
-from twin.incidents import categories, dispatch
+from twin.incidents import categories, dispatch, fusion
 from twin.schema import INCIDENT_CHANNELS, INCIDENT_STATUSES, SRID
 
 LAYER = "incidents"
@@ -200,6 +200,8 @@ def report(
 ) -> Incident:
     """Take a report: check it, attach it, dispatch it, store it with its first events and
     a change of the incidents layer, in one transaction; the incident as staff see it.
+    A report of an open incident (``fusion.find_original``) is stored as its duplicate
+    instead of dispatched, the join on both timelines.
 
     InvalidInput naming the input that is wrong (``option``): an unknown category or
     channel, a location that is no finite number, beyond its CRS or off the globe, text
@@ -238,12 +240,25 @@ def report(
         category = _category(conn, category_code)
         chain = spatial.jurisdiction_chain(conn, *point)
         assets = _attach(conn, category, *point)
-        decision = dispatch.choose(conn, category, chain, assets)
+        fused = fusion.find_original(conn, category, point, when, assets)
+        if fused is None:
+            decision = dispatch.choose(conn, category, chain, assets)
+        else:  # the same problem again: it joins the original, no second unit goes
+            decision = dispatch.Decision(None, None, "fused", f"fused with incident {fused[0]}: "
+                                         f"{fused[1]}")  # fmt: skip
         incident_id = _insert(conn, category, fields, point, when, chain, assets, decision,
-                              key, digest)  # fmt: skip
+                              key, digest, None if fused is None else fused[0])  # fmt: skip
         _event(conn, incident_id, actor, "reported", None, "reported",
                f"by {channel.replace('_', ' ')}")  # fmt: skip
-        if decision.unit_code is not None:
+        if fused is not None:
+            original, why = fused
+            note = f"fused: report {incident_id} joined incident {original} ({why})"
+            _event(conn, incident_id, "fusion", "fused", "reported", "duplicate", note)
+            status = conn.execute("SELECT status FROM incidents WHERE id = %s",
+                                  (original,)).fetchone()  # fmt: skip
+            assert status is not None
+            _event(conn, original, "fusion", "fused", status[0], status[0], note)
+        elif decision.unit_code is not None:
             _event(conn, incident_id, "dispatch",
                    "escalated" if decision.escalated else "dispatched", "reported",
                    "dispatched", decision.reason)  # fmt: skip
@@ -260,30 +275,31 @@ def report(
 def _insert(conn: psycopg.Connection, category: categories.Category, fields: dict[str, Any],
             point: tuple[float, float], when: datetime, chain: list[dict[str, Any]],
             assets: list[dict[str, Any]], decision: dispatch.Decision, key: str | None,
-            digest: str | None) -> int:  # fmt: skip
+            digest: str | None, duplicate_of: int | None = None) -> int:  # fmt: skip
     row = conn.execute(
         """
         INSERT INTO incidents (category_code, channel, description, address, status, unit_code,
             dispatch, escalated, outside, jurisdictions, assets, due_response_at,
             due_resolve_at, tracking_token, idempotency_key, payload_hash, reporter,
-            reported_at, geom)
+            reported_at, duplicate_of, geom)
         VALUES (%(category)s, %(channel)s, %(description)s, %(address)s, %(status)s, %(unit)s,
             %(dispatch)s, %(escalated)s, %(outside)s, %(chain)s, %(assets)s, %(due_response)s,
             %(due_resolve)s, %(token)s, %(key)s, %(digest)s, %(reporter)s, %(when)s,
-            ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326))
+            %(duplicate_of)s, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326))
         RETURNING id
         """,
         {
             "category": category.code, "channel": fields["channel"],
             "description": fields["description"], "address": fields["address"],
-            "status": decision.status, "unit": decision.unit_code,
+            "status": decision.status if duplicate_of is None else "duplicate",
+            "unit": decision.unit_code,
             "dispatch": Jsonb(decision.as_dict()), "escalated": decision.escalated,
             "outside": decision.outside, "chain": Jsonb(chain), "assets": Jsonb(assets),
             "due_response": when + timedelta(hours=category.response_hours),
             "due_resolve": when + timedelta(hours=category.resolve_hours),
             "token": secrets.token_urlsafe(18), "key": key, "digest": digest,
             "reporter": Jsonb(fields["reporter"]), "when": when, "lon": point[0],
-            "lat": point[1],
+            "lat": point[1], "duplicate_of": duplicate_of,
         },
     ).fetchone()  # fmt: skip
     assert row is not None
@@ -364,7 +380,9 @@ def get(conn: psycopg.Connection, incident_id: int) -> dict[str, Any]:
 def public(conn: psycopg.Connection, token: str) -> dict[str, Any]:
     """What a resident sees of their report by its tracking token: the status, category,
     the unit that has it, the due times and the timeline's steps; nobody's personal data
-    (no reporter, no staff names or notes, no description). NotFound for an unknown token."""
+    (no reporter, no staff names or notes, no description); a report fused with another
+    incident tells which it ``joined`` and how that one stands. NotFound for an unknown
+    token."""
     if not isinstance(token, str) or "\x00" in token or not 0 < len(token) <= 100:
         raise NotFound("no report has this tracking token")
     with conn.cursor(row_factory=dict_row) as cur:
@@ -375,13 +393,26 @@ def public(conn: psycopg.Connection, token: str) -> dict[str, Any]:
             "SELECT at, action, from_status, to_status FROM incident_events"
             " WHERE incident_id = %s ORDER BY id", (row["id"],),
         ))  # fmt: skip
+        joined = None
+        if row["duplicate_of"] is not None:
+            # The resident follows the incident their report joined: its progress, not
+            # its reporter, token or notes.
+            original = cur.execute(_VIEW + " WHERE i.id = %s", (row["duplicate_of"],)).fetchone()
+            assert original is not None  # a foreign key: it cannot be gone
+            joined = {
+                "incident": original["id"], "status": original["status"],
+                "unit": None if original["unit_name"] is None
+                else {"name": original["unit_name"]},
+                "due_at": {"response": original["due_response_at"],
+                           "resolve": original["due_resolve_at"]},
+            }  # fmt: skip
     return {
         "status": row["status"],
         "category": {"code": row["category_code"], "name": row["category_name"]},
         "channel": row["channel"], "reported_at": row["reported_at"],
         "unit": None if row["unit_name"] is None else {"name": row["unit_name"]},
         "due_at": {"response": row["due_response_at"], "resolve": row["due_resolve_at"]},
-        "timeline": steps,
+        "timeline": steps, "joined": joined,
     }  # fmt: skip
 
 
