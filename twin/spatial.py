@@ -224,7 +224,7 @@ def _exact_nearest(
         " FROM {table} f WHERE {near} ORDER BY distance_m, f.{key} LIMIT {k}"
     ).format(
         key=key, summary=_summary(shown), point=point, table=sql.Identifier(layer.table),
-        near=_near_point(lon, lat, metres), k=sql.Literal(k),
+        near=near_point(lon, lat, metres), k=sql.Literal(k),
     )  # fmt: skip
 
 
@@ -299,7 +299,7 @@ def check_radius(radius_m: float) -> None:
         raise InvalidInput(f"radius must be more than 0 and at most {MAX_RADIUS_M:g} m")
 
 
-def _near_point(lon: float, lat: float, metres: float) -> sql.Composable:
+def near_point(lon: float, lat: float, metres: float) -> sql.Composable:
     """Features within ``metres`` of the point by geodesic distance on the spheroid. The
     index finds candidates in a lon/lat box around the circle (two boxes where it crosses
     the antimeridian); ST_DWithin on geography decides exactly."""
@@ -442,7 +442,7 @@ def within_radius(
     check_radius(radius_m)
     tables = check_layers(conn, layers)
     _check_limit(limit)
-    match = _near_point(lon, lat, radius_m)
+    match = near_point(lon, lat, radius_m)
     return _within_answer(conn, match, math.pi * radius_m**2, tables, limit)
 
 

@@ -48,7 +48,7 @@ def find_original(
     # The original is locked too, so it is not closed before the duplicate joins it.
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 12))", (category.code,))
     hours = timedelta(hours=category.fusion_hours)
-    near = spatial._near_point(point[0], point[1], category.fusion_radius_m)
+    near = spatial.near_point(point[0], point[1], category.fusion_radius_m)
     keys = [Jsonb([{"layer": a["layer"], "id": a["id"]}]) for a in assets]
     same_asset = sql.SQL("FALSE")
     if keys:

@@ -498,6 +498,35 @@ def list_incidents(
     }
 
 
+def check_version(version: Any) -> int:
+    """The version a caller saw, checked: a whole number (not a boolean, not text)."""
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 2**31:
+        raise InvalidInput("version must be the incident's version, a whole number",
+                           option="version")  # fmt: skip
+    return version
+
+
+def lock_current(
+    conn: psycopg.Connection, incident_id: int, expected_version: int
+) -> tuple[str, str | None, float, float]:
+    """Lock the incident for a change and check it is still at ``expected_version``:
+    (status, unit_code, lon, lat); NotFound, or StaleVersion when someone acted first."""
+    row = conn.execute(
+        "SELECT status, version, unit_code, ST_X(geom), ST_Y(geom) FROM incidents"
+        " WHERE id = %s FOR UPDATE",
+        (incident_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no incident {incident_id}")
+    status, version, unit_code, lon, lat = row
+    if version != expected_version:
+        raise StaleVersion(
+            f"incident {incident_id} is at version {version}, not {expected_version}: "
+            "someone changed it since you read it; read it again and decide anew"
+        )
+    return status, unit_code, lon, lat
+
+
 def dispatch_manually(
     conn: psycopg.Connection,
     incident_id: int,
@@ -514,23 +543,9 @@ def dispatch_manually(
     _check_id(incident_id)
     unit_code = _text("unit", unit_code, 100)
     note = _text("note", note, MAX_NOTE)
-    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
-        raise InvalidInput("version must be the incident's version, a whole number",
-                           option="version")  # fmt: skip
+    expected_version = check_version(expected_version)
     with conn.transaction():
-        row = conn.execute(
-            "SELECT status, version, unit_code, ST_X(geom), ST_Y(geom) FROM incidents"
-            " WHERE id = %s FOR UPDATE",
-            (incident_id,),
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no incident {incident_id}")
-        status, version, before, lon, lat = row
-        if version != expected_version:
-            raise StaleVersion(
-                f"incident {incident_id} is at version {version}, not {expected_version}: "
-                "someone changed it since you read it; read it again and decide anew"
-            )
+        status, before, lon, lat = lock_current(conn, incident_id, expected_version)
         if status in FINISHED:
             raise Conflict(f"incident {incident_id} is {status}: it can no longer be dispatched")
         unit = conn.execute("SELECT name FROM units WHERE code = %s", (unit_code,)).fetchone()

@@ -29,7 +29,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from twin import changes
-from twin.errors import Conflict, InvalidInput, NotFound, StaleVersion
+from twin.errors import Conflict, InvalidInput
 from twin.incidents import dispatch, intake
 from twin.incidents.intake import LAYER, MAX_NOTE
 
@@ -79,13 +79,6 @@ def _check_action(action: Any) -> str:
     return action
 
 
-def _check_version(version: Any) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 2**31:
-        raise InvalidInput("version must be the incident's version, a whole number",
-                           option="version")  # fmt: skip
-    return version
-
-
 def _check_extra(action: str, extra: dict[str, Any]) -> dict[str, Any]:
     takes = EXTRA.get(action, ())
     unknown = [k for k in extra if k not in takes]
@@ -117,26 +110,14 @@ def transition(
     NotFound for an unknown incident."""
     intake._check_id(incident_id)
     action = _check_action(action)
-    expected_version = _check_version(expected_version)
+    expected_version = intake.check_version(expected_version)
     note = intake._text("note", note, MAX_NOTE)
     extra = _check_extra(action, extra)
     if action in NOTE_REQUIRED and not note.strip():
         raise InvalidInput(f"{action.replace('_', ' ')} needs a note: say why", option="note")
     sources, target, word = TRANSITIONS[action]
     with conn.transaction():
-        row = conn.execute(
-            "SELECT status, version, unit_code, ST_X(geom), ST_Y(geom) FROM incidents"
-            " WHERE id = %s FOR UPDATE",
-            (incident_id,),
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no incident {incident_id}")
-        status, version, unit_code, lon, lat = row
-        if version != expected_version:
-            raise StaleVersion(
-                f"incident {incident_id} is at version {version}, not {expected_version}: "
-                "someone changed it since you read it; read it again and decide anew"
-            )
+        status, unit_code, lon, lat = intake.lock_current(conn, incident_id, expected_version)
         if status not in sources:
             allowed = allowed_from(status)
             then = (
