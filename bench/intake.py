@@ -24,15 +24,14 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx2 as httpx
 import numpy as np
+from city import demo_city
 
 from twin import db
 from twin.incidents import intake
 from twin.schema import INCIDENT_CHANNELS
-from twin.settings import DatabaseSettings, Settings
 
 KEY = "bench-key"
 
@@ -69,21 +68,8 @@ def main() -> None:
     parser.add_argument("--size", choices=("small", "default", "large"), default="default")
     args = parser.parse_args()
 
-    settings = Settings()
-    env = dict(os.environ)
-    if not settings.database.database_url:
-        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench")))
-        env["TWIN_DATA_DIR"] = str(Path(".twin/bench").absolute())
-    url = db.prepare(settings)
+    url, env = demo_city(args.size)
     with db.connect(url) as conn:
-        buildings, categories = conn.execute(
-            "SELECT (SELECT count(*) FROM buildings WHERE dataset = 'demo'),"
-            " (SELECT count(*) FROM incident_categories)"
-        ).fetchone()
-        if buildings == 0 or categories == 0:  # a demo loaded before categories came
-            subprocess.run(
-                [sys.executable, "-m", "cli", "demo", "--size", args.size], env=env, check=True
-            )
         west, south, east, north = conn.execute(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
             " (SELECT ST_Extent(geom) e FROM jurisdictions WHERE level = 'district') x"

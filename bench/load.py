@@ -30,14 +30,13 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import shapely
 import shapely.geometry
+from city import demo_city
 
 from twin import db, spatial
-from twin.settings import DatabaseSettings, Settings
 
 
 def _free_port() -> int:
@@ -99,17 +98,8 @@ def main() -> None:
     parser.add_argument("--gdal", type=int, default=1, help="concurrent paged items readers")
     args = parser.parse_args()
 
-    settings = Settings()
-    env = dict(os.environ)
-    if not settings.database.database_url:
-        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench-load")))
-        env["TWIN_DATA_DIR"] = str(Path(".twin/bench-load").absolute())
-    url = db.prepare(settings)
+    url, env = demo_city("default", ".twin/bench-load")
     with db.connect(url) as conn:
-        if not conn.execute("SELECT count(*) FROM buildings WHERE dataset = 'demo'").fetchone()[0]:
-            subprocess.run(
-                [sys.executable, "-m", "cli", "demo", "--size", "default"], env=env, check=True
-            )
         row = conn.execute(
             "SELECT ST_AsGeoJSON(ST_Union(geom)) FROM jurisdictions WHERE level = 'district'"
         ).fetchone()

@@ -22,13 +22,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx2 as httpx
 import numpy as np
+from city import demo_city
 
 from twin import db, spatial
-from twin.settings import DatabaseSettings, Settings
 
 
 def _free_port() -> int:
@@ -53,20 +52,8 @@ def main() -> None:
     parser.add_argument("--size", choices=("small", "default", "large"), default="large")
     args = parser.parse_args()
 
-    settings = Settings()
-    env = dict(os.environ)
-    if not settings.database.database_url:
-        settings = Settings(database=DatabaseSettings(data_dir=Path(".twin/bench")))
-        env["TWIN_DATA_DIR"] = str(Path(".twin/bench").absolute())
-    url = db.prepare(settings)
+    url, env = demo_city(args.size)
     with db.connect(url) as conn:
-        buildings = conn.execute(
-            "SELECT count(*) FROM buildings WHERE dataset = 'demo'"
-        ).fetchone()[0]
-        if buildings == 0:
-            subprocess.run(
-                [sys.executable, "-m", "cli", "demo", "--size", args.size], env=env, check=True
-            )
         west, south, east, north = conn.execute(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
             " (SELECT ST_Extent(geom) e FROM jurisdictions WHERE level = 'district') x"
