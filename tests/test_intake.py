@@ -356,3 +356,18 @@ def test_long_bodies_and_script_in_a_description(staff: TestClient, fresh_url: s
     assert sent.status_code == 201 and sent.headers["content-type"] == "application/json"
     assert sent.json()["description"] == script  # kept as text, answered as data
     assert staff.post("/incidents", json={}, headers={}).status_code == 401
+
+
+def test_times_off_the_calendar_are_refused_not_a_server_error(staff: TestClient):
+    """A report dated year 1, or a category whose hours would carry a due time or a fusion
+    window past the calendar, is a 400 naming the field (they were 500s)."""
+    old = _report(staff, "SJ", 121.41, 31.23, reported_at="0001-01-01T00:00:00Z")
+    assert old.status_code == 400, old.text
+    assert old.json()["parameter"] == "reported_at"
+    for field in ("response_hours", "resolve_hours", "fusion_hours"):
+        body = {"name": "大", "parent_code": "SJ", "asset_layers": [], "attach_radius_m": 10,
+                "response_hours": 1, "resolve_hours": 2, field: 1_000_000_000}  # fmt: skip
+        answer = staff.put("/categories/ZZBIG", json=body, headers=KEY)
+        assert answer.status_code == 400, (field, answer.text)
+        assert "at most 87,600" in answer.json()["detail"]
+    assert staff.get("/categories/ZZBIG").status_code == 404

@@ -22,6 +22,8 @@ from twin.incidents.rows import Rejected, RowError, Stored, blank, key_of, posit
 
 COLUMNS = ("code", "name", "parent_code", "asset_layers", "attach_radius_m", "response_hours",
            "resolve_hours", "priority", "fusion_radius_m", "fusion_hours")  # fmt: skip
+# Ten years: a due time or a fusion window the calendar can always add and subtract.
+MAX_HOURS = 87_600.0
 REQUIRED = ("code", "name", "attach_radius_m", "response_hours", "resolve_hours")
 DEFAULT_FUSION_RADIUS_M = 50.0
 DEFAULT_FUSION_HOURS = 24.0
@@ -65,8 +67,8 @@ def parse(conn: psycopg.Connection, values: Mapping[str, Any], *, dataset: str =
         parent_code=parent,
         asset_layers=asset_layers(conn, values.get("asset_layers")),
         attach_radius_m=positive("attach_radius_m", values.get("attach_radius_m")),
-        response_hours=positive("response_hours", values.get("response_hours")),
-        resolve_hours=positive("resolve_hours", values.get("resolve_hours")),
+        response_hours=positive("response_hours", values.get("response_hours"), most=MAX_HOURS),
+        resolve_hours=positive("resolve_hours", values.get("resolve_hours"), most=MAX_HOURS),
         priority=whole(
             "priority",
             values.get("priority"),
@@ -78,7 +80,10 @@ def parse(conn: psycopg.Connection, values: Mapping[str, Any], *, dataset: str =
             "fusion_radius_m", values.get("fusion_radius_m"), default=DEFAULT_FUSION_RADIUS_M
         ),
         fusion_hours=positive(
-            "fusion_hours", values.get("fusion_hours"), default=DEFAULT_FUSION_HOURS
+            "fusion_hours",
+            values.get("fusion_hours"),
+            default=DEFAULT_FUSION_HOURS,
+            most=MAX_HOURS,
         ),
         dataset=dataset,
     )

@@ -130,6 +130,9 @@ def _reporter(value: Any) -> dict[str, str]:
             if value.get(k) not in (None, "")}  # fmt: skip
 
 
+EARLIEST_REPORT_YEAR = 1990
+
+
 def _when(value: Any, now: datetime) -> datetime:
     if value is None:
         return now
@@ -146,6 +149,11 @@ def _when(value: Any, now: datetime) -> datetime:
                            option="reported_at")  # fmt: skip
     if value > now + FUTURE_SLACK:
         raise InvalidInput("reported_at lies in the future", option="reported_at")
+    if value.year < EARLIEST_REPORT_YEAR:  # and due times, windows stay on the calendar
+        raise InvalidInput(
+            f"reported_at {value.isoformat()} is before {EARLIEST_REPORT_YEAR}: not a report"
+            " of this city's", option="reported_at",
+        )  # fmt: skip
     return value
 
 

@@ -88,8 +88,9 @@ def text(column: str, value: Any, *, required: bool = False, code: bool = False)
     return value
 
 
-def positive(column: str, value: Any, *, default: float | None = None) -> float:
-    """A positive, finite number (from a number or its text); ``default`` where blank."""
+def positive(column: str, value: Any, *, default: float | None = None, most: float = 1e9) -> float:
+    """A positive, finite number (from a number or its text) up to ``most``; ``default``
+    where blank."""
     if blank(value):
         if default is None:
             raise RowError(column, f"no {column} (it is required: a number above 0)")
@@ -97,8 +98,8 @@ def positive(column: str, value: Any, *, default: float | None = None) -> float:
     number = _number(column, value)
     if not math.isfinite(number) or number <= 0:
         raise RowError(column, f"{column} must be a finite number above 0, not {_shown(value)}")
-    if number > 1e9:
-        raise RowError(column, f"{column} {_shown(value)} is too large (at most 1,000,000,000)")
+    if number > most:
+        raise RowError(column, f"{column} {_shown(value)} is too large (at most {most:,.0f})")
     return number
 
 
