@@ -1,9 +1,14 @@
 """Who may call what, and in which class. Every route names its audience with one of
 these dependencies, and the routes that are not plain reads name their class too.
 
-Audience. ``public``: anyone, no key (health, the catalogue, the open map data).
-``staff``: dispatch staff, engineers and trusted external systems, with an API key
-(``X-API-Key``) listed in ``TWIN_API_KEYS``.
+Audience. ``Public``: anyone, no key (health, the catalogue, the open map data, tracking).
+Every other route names the capability it needs (``twin.keys.CAPABILITIES``: report,
+handle_incidents, dispatch, configure_incidents, edit_layers, evaluate, manage_keys) with
+``Allowed(capability)``; the caller's key (``X-API-Key``) must give a role that has it.
+Keys are made with ``twin keys`` or ``/keys`` and stored hashed; those of ``TWIN_API_KEYS``
+are admin keys. A key's holder is remembered for ``KEY_CACHE_S`` seconds per process, so
+a revoked key stops working at once in the process that revoked it and within that time
+in the others.
 
 Class, so that heavy public reads can never lock dispatch out:
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -31,13 +37,16 @@ import anyio
 from fastapi import Depends, Header, Request
 from fastapi.routing import APIRoute
 
-from twin.errors import TwinError
+from twin import keys
+from twin.errors import Forbidden, TwinError
 
 HEAVY_PAGE = 1000  # items pages larger than this are heavy (GDAL's pages of 1,000 are not)
+KEY_CACHE_S = 5.0
+KEY_CACHE_SIZE = 10_000  # holders (and wrong keys) remembered; emptied when full
 
 
 class NotAllowed(TwinError):
-    """The caller has no key, or a key that is not allowed here."""
+    """The caller has no key, or a key that is not valid (401)."""
 
 
 class Busy(TwinError):
@@ -60,15 +69,66 @@ async def public() -> None:
     """Open to anyone: the route serves nothing personal. (Async: no thread hop for nothing.)"""
 
 
-def staff(
-    request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
-) -> str:
-    """Staff or a trusted system with a configured API key; returns the caller's name."""
-    keys: dict[str, str] = request.app.state.settings.api.api_keys
-    caller = keys.get(x_api_key or "")
-    if caller is None:
-        raise NotAllowed("this route needs a valid X-API-Key header")
-    return caller
+class KeyCache:
+    """Key → (holder or None, until when), per process: a request with a key costs no
+    query in the next ``KEY_CACHE_S`` seconds."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[keys.Holder | None, float]] = {}
+
+    def clear(self) -> None:
+        """Forget every key (after one was revoked here)."""
+        self.held.clear()
+
+    def holder(self, request: Request, key: str) -> keys.Holder | None:
+        """The holder of ``key``, read from the data base when not remembered."""
+        configured = keys.configured_holder(request.app.state.settings.api.api_keys, key)
+        if configured is not None:
+            return configured
+        now = time.monotonic()
+        remembered = self.held.get(key)
+        if remembered is not None and remembered[1] > now:
+            return remembered[0]
+        from api.deps import pooled_connection  # deps imports this module
+
+        with pooled_connection(request, operational=True) as conn:
+            holder = keys.holder_of(conn, key)
+        if len(self.held) >= KEY_CACHE_SIZE:
+            self.held.clear()
+        self.held[key] = (holder, now + KEY_CACHE_S)
+        return holder
+
+
+def holder_of_key(request: Request, key: str | None) -> keys.Holder | None:
+    """The holder of an API key (from a header, or Open311's ``api_key`` field), or None."""
+    if not key or len(key) > 200 or "\x00" in key:
+        return None
+    cache: KeyCache = request.app.state.key_cache
+    return cache.holder(request, key)
+
+
+class Allowed:
+    """The dependency of a route open to the roles that have ``capability``: the caller's
+    ``keys.Holder``, or NotAllowed (401 without a key, 403 with a key of another role)."""
+
+    def __init__(self, capability: str) -> None:
+        if capability not in keys.CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}")
+        self.capability = capability
+
+    def __call__(
+        self, request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
+    ) -> keys.Holder:
+        holder = holder_of_key(request, x_api_key)
+        if holder is None:
+            raise NotAllowed("this route needs a valid X-API-Key header")
+        if not holder.may(self.capability):
+            roles = ", ".join(sorted(keys.CAPABILITIES[self.capability]))
+            raise Forbidden(
+                f"a {holder.role.replace('_', ' ')} key may not {self.capability.replace('_', ' ')}"
+                f"; this route is for {roles}"
+            )
+        return holder
 
 
 async def operational() -> None:
@@ -136,12 +196,29 @@ async def heavy_page(request: Request) -> AsyncIterator[None]:
 
 
 Public = Depends(public)
-Staff = Annotated[str, Depends(staff)]
+# The routes' audiences: each parameter gives the route the caller's keys.Holder.
+Reporter = Annotated[keys.Holder, Depends(Allowed("report"))]
+IncidentStaff = Annotated[keys.Holder, Depends(Allowed("handle_incidents"))]
+Dispatcher = Annotated[keys.Holder, Depends(Allowed("dispatch"))]
+IncidentSetup = Annotated[keys.Holder, Depends(Allowed("configure_incidents"))]
+Editor = Annotated[keys.Holder, Depends(Allowed("edit_layers"))]
+Evaluator = Annotated[keys.Holder, Depends(Allowed("evaluate"))]
+Admin = Annotated[keys.Holder, Depends(Allowed("manage_keys"))]
 Operational = Depends(operational)
 # A heavy slot is given back when the route has answered, before the answer is sent: a
 # slow client must not hold one while it reads.
 Heavy = Depends(heavy, scope="function")
 HeavyPage = Depends(heavy_page, scope="function")
+
+
+def audience(route: APIRoute) -> str | None:
+    """The audience a route declared: "public", a capability, or None when it declared
+    none (a defect: a test walks every route)."""
+    calls = [dependency.call for dependency in route.dependant.dependencies]
+    for call in calls:
+        if isinstance(call, Allowed):
+            return call.capability
+    return "public" if public in calls else None
 
 
 def route_class(route: Any) -> RouteClass:
@@ -152,6 +229,6 @@ def route_class(route: Any) -> RouteClass:
     calls = {dependency.call for dependency in route.dependant.dependencies}
     if heavy in calls or heavy_page in calls:
         return RouteClass.HEAVY
-    if operational in calls or staff in calls:
+    if operational in calls or any(isinstance(call, Allowed) for call in calls):
         return RouteClass.OPERATIONAL
     return RouteClass.LIGHT

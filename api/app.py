@@ -12,10 +12,21 @@ from fastapi_offline import FastAPIOffline
 from psycopg_pool import ConnectionPool
 
 import twin
-from api.access import Gate
+from api.access import Gate, KeyCache
+from api.background import Sweeper
 from api.deps import configure
 from api.errors import install_error_handlers
-from api.routes import changes, health, imports, incidents, intake, layers, ogc, spatial
+from api.routes import (
+    changes,
+    health,
+    imports,
+    incidents,
+    intake,
+    keys,
+    layers,
+    ogc,
+    spatial,
+)
 from twin import registry
 from twin.settings import Settings
 
@@ -50,6 +61,8 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         app.state.pool.open()
         app.state.operational_pool.open()
         app.state.catalogue.listen(database_url)
+        app.state.sweeper = Sweeper(app.state.pool, settings.api.sweep_interval_s)
+        app.state.sweeper.start()
         # An area answer is some 200,000 small containers: at CPython's default thresholds
         # a full collection ran every second under heavy reads, holding the GIL, so every
         # request, for up to 0.8 s (bench/RESULTS.md). Fewer, younger collections, and
@@ -62,6 +75,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         finally:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
+            app.state.sweeper.stop()
             app.state.catalogue.close()
             app.state.operational_pool.close()
             app.state.pool.close()
@@ -76,6 +90,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.state.settings = settings
     # The catalogue held in memory, reloaded when the change log says a layer changed.
     app.state.catalogue = registry.Snapshot()
+    app.state.key_cache = KeyCache()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(layers.router)
@@ -85,5 +100,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(changes.router)
     app.include_router(incidents.router)
     app.include_router(intake.router)
+    app.include_router(keys.router)
 
     return app

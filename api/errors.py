@@ -19,6 +19,7 @@ from api.access import Busy, NotAllowed
 from twin.errors import (
     Conflict,
     DatabaseUnavailable,
+    Forbidden,
     InvalidInput,
     NotFound,
     NothingStored,
@@ -50,6 +51,7 @@ STATUS_CODES: dict[type[TwinError], int] = {
     NothingStored: 422,
     TooLarge: 413,
     NotAllowed: 401,
+    Forbidden: 403,
     NotFound: 404,
     PreconditionFailed: 412,
     Conflict: 409,
@@ -57,7 +59,7 @@ STATUS_CODES: dict[type[TwinError], int] = {
     Busy: 503,
     SetupError: 503,
 }
-TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
           409: "Conflict", 412: "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
           422: "Unprocessable Content", 429: "Too Many Requests", 503: "Service Unavailable"}  # fmt: skip
 

@@ -43,6 +43,7 @@ OPTION_FLAGS = {
     "dataset": "--dataset", "crs": "--crs", "layer": "--layer", "mapping": "--map",
     "values": "--set", "defaults": "--default", "provider": "--provider",
     "owner_unit": "--owner", "licence": "--licence", "update_cadence": "--cadence",
+    "jurisdiction": "--jurisdiction", "unit": "--unit", "role": "--role",
 }  # fmt: skip
 
 
@@ -247,6 +248,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--json", action="store_true", help="print what was done as JSON")
     sweep.set_defaults(run=_command("incidents", "cmd_incidents_sweep"))
+
+    keys_parser = commands.add_parser(
+        "keys",
+        help="API keys: make, list and revoke them (stored hashed)",
+        description=(
+            "Each key has a role (what it may do) and may be held to a jurisdiction (that "
+            "one and everything inside it); unit staff keys to their unit's work. The key "
+            "is printed once, when it is made: only its hash is kept."
+        ),
+    )
+    key_commands = keys_parser.add_subparsers(title="keys commands", metavar="ACTION",
+                                              required=True)  # fmt: skip
+    add_key = key_commands.add_parser("add", help="make a key and print it (once)")
+    add_key.add_argument("name", help="who holds the key (a person, a team, a system)")
+    add_key.add_argument(
+        "--role", required=True,
+        help="resident, grid_inspector, dispatcher, unit_staff, supervisor, engineer, admin or "
+        "external",
+    )  # fmt: skip
+    add_key.add_argument("--jurisdiction", help="the jurisdiction code the key is held to")
+    add_key.add_argument("--unit", help="the unit code (required for unit_staff)")
+    add_key.add_argument("--json", action="store_true", help="print the key's row as JSON")
+    add_key.set_defaults(run=_command("keys", "cmd_keys_add"))
+    list_keys = key_commands.add_parser("list", help="list the keys (never the keys themselves)")
+    list_keys.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    list_keys.set_defaults(run=_command("keys", "cmd_keys_list"))
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its name")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=_command("keys", "cmd_keys_revoke"))
 
     layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -40,11 +40,13 @@ def settings_for(
     imports: dict[str, object] | None = None,
 ) -> Settings:
     """Settings on the embedded cluster in ``data_dir`` that ignore the developer's .env
-    file, with each concern's ``overrides`` (``api={"api_keys": …}``)."""
+    file, with each concern's ``overrides`` (``api={"api_keys": …}``). The server's own
+    SLA sweep is off unless a test turns it on: it would change incidents under a test."""
     database = {"data_dir": data_dir, "database_url": None, **(database or {})}
+    api = {"sweep_interval_s": 0, **(api or {})}
     return Settings(
         database=DatabaseSettings(_env_file=None, **database),  # type: ignore[arg-type]
-        api=ApiSettings(_env_file=None, **(api or {})),  # type: ignore[arg-type]
+        api=ApiSettings(_env_file=None, **api),  # type: ignore[arg-type]
         imports=ImportSettings(_env_file=None, **(imports or {})),  # type: ignore[arg-type]
     )
 

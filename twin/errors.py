@@ -52,3 +52,8 @@ class StaleVersion(Conflict):
     """A write against a version of a thing that is no longer its version: someone else
     changed it since it was read (a Conflict; over HTTP 412 when the version came as
     If-Match)."""
+
+
+class Forbidden(TwinError):
+    """The caller is known but their role or scope does not allow this; the message says
+    what the role may not do."""

@@ -70,6 +70,17 @@ INCIDENT_CHANNELS = (
     "camera_ai",
     "external_system",
 )
+# Who holds an API key (twin/keys.py says what each may do).
+KEY_ROLES = (
+    "resident",
+    "grid_inspector",
+    "dispatcher",
+    "unit_staff",
+    "supervisor",
+    "engineer",
+    "admin",
+    "external",
+)
 # The closed loop's states; intake sets reported or dispatched, the later steps the rest.
 INCIDENT_STATUSES = (
     "reported",
@@ -377,6 +388,31 @@ class IncidentEvent(Base):
     from_status: Mapped[str | None] = mapped_column(Text)
     to_status: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+class ApiKey(Base):
+    """An API key, stored as its SHA-256 only, with the role it gives and the scope it
+    is held to: a jurisdiction (and everything inside it), and for unit staff their unit."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        _one_of("role", KEY_ROLES),
+        CheckConstraint("role <> 'unit_staff' OR unit_code IS NOT NULL", name="unit_staff_unit"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    role: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(Text, unique=True)
+    shown: Mapped[str] = mapped_column(Text)  # the key's first characters, to tell keys apart
+    jurisdiction_code: Mapped[str | None] = mapped_column(
+        ForeignKey("jurisdictions.code", ondelete="RESTRICT", onupdate="CASCADE")
+    )
+    unit_code: Mapped[str | None] = mapped_column(
+        ForeignKey("units.code", ondelete="RESTRICT", onupdate="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Building(OwnedAsset, Base):

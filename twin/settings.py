@@ -76,7 +76,14 @@ class ApiSettings(_Concern):
     )
     api_keys: dict[str, str] = Field(
         default_factory=dict,
-        description='API keys of staff and trusted systems, as JSON: {"key": "caller name"}.',
+        description='Admin API keys, as JSON: {"key": "caller name"} (others: `twin keys`).',
+    )
+    sweep_interval_s: float = Field(
+        default=60,
+        ge=0,
+        le=86_400,
+        description="How often the server runs the SLA sweep (督办); 0: never (`twin incidents "
+        "sweep` does it by hand or from cron).",
     )
 
 

@@ -1,6 +1,6 @@
 """Loading data into layers over HTTP: file uploads, GeoJSON, and scene registration.
 
-Staff only. The core does the work (layers.ingest, layers.scenes); this module turns HTTP
+Engineers and admins only. The core does the work (layers.ingest, layers.scenes); this module turns HTTP
 into calls of it and keeps a long import from being cut by the per-request time limit.
 """
 
@@ -29,7 +29,7 @@ from fastapi import (
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.datastructures import UploadFile as FormFile
 
-from api.access import Heavy, Staff
+from api.access import Editor, Heavy
 from api.deps import Connection, KnownParameters, WritesLayers
 from api.errors import MAX_BODY_MB, TooLarge
 from layers.datasets import delete_dataset, refuse_control
@@ -159,12 +159,12 @@ async def check_form(request: Request, fields: tuple[str, ...]) -> None:
 @router.post(
     "/layers/{name}/import",
     dependencies=[Heavy, WritesLayers],
-    summary="Import a file into a layer (staff)",
+    summary="Import a file into a layer (engineers, admins)",
 )
 def upload(
     request: Request,
     conn: Connection,
-    caller: Staff,
+    caller: Editor,
     name: LayerName,
     _form: Annotated[None, Depends(upload_form)],
     file: Annotated[
@@ -218,7 +218,7 @@ def upload(
         with conn.transaction():
             _long_statements(conn, request)
             report = import_file(conn, name, target, options)  # NothingStored: 422
-    return {"caller": caller, **report.as_dict()}
+    return {"caller": caller.name, **report.as_dict()}
 
 
 def save_upload(file: UploadFile, folder: FilePath, limit: int) -> FilePath:
@@ -291,14 +291,14 @@ GEOJSON_BODY = {
 
 @router.post(
     "/layers/{name}/features",
-    summary="Add or update features from GeoJSON (staff)",
+    summary="Add or update features from GeoJSON (engineers, admins)",
     openapi_extra=GEOJSON_BODY,
     dependencies=[KnownParameters, WritesLayers],
 )
 def post_features(
     request: Request,
     conn: Connection,
-    caller: Staff,
+    caller: Editor,
     name: LayerName,
     document: Annotated[Any, Depends(geojson_body)],
     dataset: Annotated[str, Query(max_length=200)] = "api",
@@ -320,7 +320,7 @@ def post_features(
         report = import_frame(
             conn, kind, frame, ImportOptions(crs=crs), dataset=dataset, all_or_nothing=True
         )  # NothingStored: 422
-    return {"caller": caller, **report.as_dict()}
+    return {"caller": caller.name, **report.as_dict()}
 
 
 class SceneRequest(BaseModel):
@@ -356,10 +356,10 @@ class SceneRequest(BaseModel):
 @router.post(
     "/scenes",
     status_code=status.HTTP_201_CREATED,
-    summary="Register a scene layer (staff)",
+    summary="Register a scene layer (engineers, admins)",
     dependencies=[WritesLayers],
 )
-def post_scene(conn: Connection, caller: Staff, scene: SceneRequest) -> dict[str, Any]:
+def post_scene(conn: Connection, caller: Editor, scene: SceneRequest) -> dict[str, Any]:
     """The new layer appears in the catalogue at once; load features with the import routes."""
     return create_scene(
         conn,
@@ -375,10 +375,10 @@ def post_scene(conn: Connection, caller: Staff, scene: SceneRequest) -> dict[str
 @router.delete(
     "/scenes/{name}",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Remove a scene layer (staff)",
+    summary="Remove a scene layer (engineers, admins)",
     dependencies=[WritesLayers],
 )
-def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> Response:
+def delete_scene(conn: Connection, caller: Editor, name: LayerName) -> Response:
     """Drop the scene's features and its catalogue entry."""
     catalogue.get_layer(conn, name)  # 404 when there is no such layer
     drop_scene(conn, name)
@@ -388,13 +388,13 @@ def delete_scene(conn: Connection, caller: Staff, name: LayerName) -> Response:
 @router.delete(
     # :path, so that a dataset whose name holds a / (sent as %2F) is one name, not two segments
     "/layers/{name}/datasets/{dataset:path}",
-    summary="Delete one dataset of a layer (staff)",
+    summary="Delete one dataset of a layer (engineers, admins)",
     dependencies=[WritesLayers],
 )
 def delete_layer_dataset(
     request: Request,
     conn: Connection,
-    caller: Staff,
+    caller: Editor,
     name: LayerName,
     dataset: Annotated[str, Path(max_length=200)],
 ) -> dict[str, Any]:
@@ -404,4 +404,4 @@ def delete_layer_dataset(
     with conn.transaction():
         _long_statements(conn, request)
         deleted = delete_dataset(conn, name, dataset)
-    return {"caller": caller, "layer": name, "dataset": dataset, "deleted": deleted}
+    return {"caller": caller.name, "layer": name, "dataset": dataset, "deleted": deleted}

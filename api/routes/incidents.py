@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
 from fastapi import status as http
 
-from api.access import Heavy, Public, Staff
+from api.access import Dispatcher, Heavy, IncidentSetup, Public
 from api.deps import Connection, KnownParameters, Plain
 from api.routes.imports import check_form, geojson_body, save_upload
 from layers.incidents import SUFFIXES, import_categories, import_responsibilities
@@ -74,11 +74,11 @@ def get_category(conn: Connection, code: Code) -> dict[str, Any]:
 
 
 @router.put("/categories/{code}", dependencies=[KnownParameters], openapi_extra=JSON_BODY,
-            summary="Create or replace an incident category (staff)")  # fmt: skip
+            summary="Create or replace an incident category (supervisors)")  # fmt: skip
 def put_category(
     response: Response,
     conn: Connection,
-    caller: Staff,
+    caller: IncidentSetup,
     code: Code,
     document: Annotated[Any, Depends(geojson_body)],
 ) -> dict[str, Any]:
@@ -91,22 +91,22 @@ def put_category(
         category, created = categories.put(conn, code, values)
     if created:
         response.status_code = http.HTTP_201_CREATED
-    return {"caller": caller, **category.as_dict()}
+    return {"caller": caller.name, **category.as_dict()}
 
 
 @router.delete("/categories/{code}", status_code=http.HTTP_204_NO_CONTENT,
                dependencies=[KnownParameters],
-               summary="Delete an incident category (staff)")  # fmt: skip
-def delete_category(conn: Connection, caller: Staff, code: Code) -> None:
+               summary="Delete an incident category (supervisors)")  # fmt: skip
+def delete_category(conn: Connection, caller: IncidentSetup, code: Code) -> None:
     """404 when unknown; 409 while responsibility rules or other categories use it."""
     categories.delete(conn, code)
 
 
 @router.get("/responsibilities", dependencies=[KnownParameters],
-            summary="The responsibility list (staff)")  # fmt: skip
+            summary="The responsibility list (dispatchers, supervisors)")  # fmt: skip
 def list_rules(
     conn: Connection,
-    caller: Staff,
+    caller: Dispatcher,
     category: Annotated[str | None, Query(max_length=100)] = None,
     jurisdiction: Annotated[str | None, Query(max_length=100)] = None,
     unit: Annotated[str | None, Query(max_length=100)] = None,
@@ -124,23 +124,23 @@ def list_rules(
 
 @router.post("/responsibilities", status_code=http.HTTP_201_CREATED,
              dependencies=[KnownParameters], openapi_extra=JSON_BODY,
-             summary="Add a responsibility rule (staff)")  # fmt: skip
+             summary="Add a responsibility rule (supervisors)")  # fmt: skip
 def post_rule(
-    conn: Connection, caller: Staff, document: Annotated[Any, Depends(geojson_body)]
+    conn: Connection, caller: IncidentSetup, document: Annotated[Any, Depends(geojson_body)]
 ) -> dict[str, Any]:
     """400 naming a field that is wrong or a code that is not stored, 409 when a rule for
     the same category, jurisdiction and asset owner exists."""
     values = _object(document, RULE_FIELDS, "a rule")
     with conn.transaction():
-        return {"caller": caller, **responsibilities.add_rule(conn, values)}
+        return {"caller": caller.name, **responsibilities.add_rule(conn, values)}
 
 
 @router.delete("/responsibilities/{rule_id}", status_code=http.HTTP_204_NO_CONTENT,
                dependencies=[KnownParameters],
-               summary="Delete a responsibility rule (staff)")  # fmt: skip
+               summary="Delete a responsibility rule (supervisors)")  # fmt: skip
 def delete_rule(
     conn: Connection,
-    caller: Staff,
+    caller: IncidentSetup,
     rule_id: Annotated[int, Path(ge=1, le=2**63 - 1), Plain],
 ) -> None:
     """404 when there is no such rule."""
@@ -166,30 +166,30 @@ def _upload(request: Request, conn: Connection, file: UploadFile, dataset: str |
 
 
 @router.post("/categories/import", dependencies=[Heavy],
-             summary="Import a categories file, CSV or JSON (staff)")  # fmt: skip
+             summary="Import a categories file, CSV or JSON (supervisors)")  # fmt: skip
 def upload_categories(
     request: Request,
     conn: Connection,
-    caller: Staff,
+    caller: IncidentSetup,
     _form: Annotated[None, Depends(_import_form)],
     file: Annotated[UploadFile, File(description="CSV or JSON: code, name, parent_code, ...")],
     dataset: Annotated[str | None, Form(max_length=100)] = None,
 ) -> dict[str, Any]:
     """Upsert categories by code; 200 with the report (``rejected``: each row and why),
     422 when no row could be stored."""
-    return {"caller": caller, **_upload(request, conn, file, dataset, import_categories)}
+    return {"caller": caller.name, **_upload(request, conn, file, dataset, import_categories)}
 
 
 @router.post("/responsibilities/import", dependencies=[Heavy],
-             summary="Import a responsibility list, CSV or JSON (staff)")  # fmt: skip
+             summary="Import a responsibility list, CSV or JSON (supervisors)")  # fmt: skip
 def upload_responsibilities(
     request: Request,
     conn: Connection,
-    caller: Staff,
+    caller: IncidentSetup,
     _form: Annotated[None, Depends(_import_form)],
     file: Annotated[UploadFile, File(description="CSV or JSON: category_code, ...")],
     dataset: Annotated[str | None, Form(max_length=100)] = None,
 ) -> dict[str, Any]:
     """Upsert rules by category, jurisdiction and asset owner; 200 with the report, 422
     when no row could be stored."""
-    return {"caller": caller, **_upload(request, conn, file, dataset, import_responsibilities)}
+    return {"caller": caller.name, **_upload(request, conn, file, dataset, import_responsibilities)}

@@ -15,10 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi import status as http
 
-from api.access import Public, Staff
+from api.access import Dispatcher, IncidentStaff, Public, Reporter
 from api.deps import FastJSON, KnownParameters, Plain, WritesLayers, with_connection
 from api.errors import PreconditionFailed, TooLarge
 from api.routes.imports import json_body
+from twin import keys
 from twin.errors import InvalidInput, StaleVersion
 from twin.incidents import intake, loop
 
@@ -71,10 +72,10 @@ def _created(incident: intake.Incident) -> FastJSON:
 
 @router.post("/incidents", dependencies=[KnownParameters, WritesLayers], openapi_extra=JSON_BODY,
              response_class=FastJSON, status_code=http.HTTP_201_CREATED,
-             summary="Report an incident: attach and dispatch it (staff)")  # fmt: skip
+             summary="Report an incident: attach and dispatch it (any key)")  # fmt: skip
 async def post_incident(
     request: Request,
-    caller: Staff,
+    caller: Reporter,
     document: Annotated[Any, Depends(_body)],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> FastJSON:
@@ -82,8 +83,11 @@ async def post_incident(
     {name, phone, email}, reported_at?}``. 201 with the incident as staff see it (its
     jurisdictions, assets, unit and the dispatch's reason); 200 with the same incident for
     a retry under the same ``Idempotency-Key``, 409 for another report under it; 400
-    naming the field that cannot be used."""
+    naming the field that cannot be used. A resident's or an external system's key is
+    answered what the public sees (``/track``) with the incident's id and tracking token,
+    and reports through its own channels (403 for another)."""
     values = _fields(document, REPORT_FIELDS, "a report")
+    channel = keys.channel_for(caller, values.get("channel"))
     location = values.get("location")
     if location is None:
         raise InvalidInput("location is required: {lon, lat} (and crs, e.g. GCJ02)",
@@ -94,28 +98,38 @@ async def post_incident(
             raise InvalidInput(f"location.{name} is required", option=f"location.{name}")
     incident = await with_connection(
         request, intake.report, category_code=values.get("category"),
-        channel=values.get("channel"), lon=location["lon"], lat=location["lat"],
+        channel=channel, lon=location["lon"], lat=location["lat"],
         crs=location.get("crs"), description=values.get("description"),
         address=values.get("address"), reporter=values.get("reporter"),
-        reported_at=values.get("reported_at"), idempotency_key=idempotency_key, actor=caller,
+        reported_at=values.get("reported_at"), idempotency_key=idempotency_key,
+        actor=caller.name,
     )  # fmt: skip
+    if caller.role in keys.OUTSIDE_ROLES:
+        token = incident.view["tracking_token"]
+        seen = await with_connection(request, intake.public, token)
+        incident = intake.Incident(incident.id, {"id": incident.id, "tracking_token": token,
+                                                 "version": incident.view["version"], **seen},
+                                   replayed=incident.replayed)  # fmt: skip
     return _created(incident)
 
 
 @router.get("/incidents/{incident_id}", dependencies=[KnownParameters],
-            response_class=FastJSON, summary="One incident (staff)")  # fmt: skip
-async def get_incident(request: Request, caller: Staff, incident_id: IncidentId) -> FastJSON:
+            response_class=FastJSON, summary="One incident (incident staff)")  # fmt: skip
+async def get_incident(
+    request: Request, caller: IncidentStaff, incident_id: IncidentId
+) -> FastJSON:
     """The incident with its reporter, assets, jurisdictions, dispatch and timeline; its
-    ``version`` is also the ETag, for ``If-Match`` on a dispatch. 404 when unknown."""
-    view = await with_connection(request, intake.get, incident_id)
+    ``version`` is also the ETag, for ``If-Match`` on a dispatch. 404 when unknown or
+    outside the key's scope."""
+    view = await with_connection(request, intake.get, incident_id, caller)
     return FastJSON(view, headers={"ETag": f'"{view["version"]}"'})
 
 
 @router.get("/incidents", dependencies=[KnownParameters], response_class=FastJSON,
-            summary="Incidents, newest first, by filters (staff)")  # fmt: skip
+            summary="Incidents, newest first, by filters (incident staff)")  # fmt: skip
 async def list_incidents(
     request: Request,
-    caller: Staff,
+    caller: IncidentStaff,
     unit: Annotated[str | None, Query(max_length=100)] = None,
     status: Annotated[str | None, Query(max_length=40)] = None,
     category: Annotated[str | None, Query(max_length=100)] = None,
@@ -142,8 +156,7 @@ async def list_incidents(
     found = await with_connection(
         request, intake.list_incidents, unit=unit, status=status, category=category,
         jurisdiction=jurisdiction, bbox=box, since=since, until=until, overdue=overdue,
-        limit=limit,
-        after=after,
+        limit=limit, after=after, holder=caller,
     )  # fmt: skip
     return FastJSON(found)
 
@@ -179,10 +192,10 @@ async def _against_version(request: Request, if_match: str | None, given: Any,
 
 @router.post("/incidents/{incident_id}/dispatch", dependencies=[KnownParameters, WritesLayers],
              openapi_extra=JSON_BODY, response_class=FastJSON,
-             summary="Dispatch or reassign an incident by hand (staff)")  # fmt: skip
+             summary="Dispatch or reassign an incident by hand (dispatchers)")  # fmt: skip
 async def dispatch_incident(
     request: Request,
-    caller: Staff,
+    caller: Dispatcher,
     incident_id: IncidentId,
     document: Annotated[Any, Depends(_body)],
     if_match: Annotated[str | None, Header(alias="If-Match", max_length=100)] = None,
@@ -196,17 +209,17 @@ async def dispatch_incident(
         raise InvalidInput("unit is required: the code of the unit to dispatch to", option="unit")
     view = await _against_version(
         request, if_match, values.get("version"), intake.dispatch_manually, incident_id,
-        values["unit"], actor=caller, note=values.get("note") or "",
+        values["unit"], actor=caller.name, note=values.get("note") or "", holder=caller,
     )  # fmt: skip
     return FastJSON(view, headers={"ETag": f'"{view["version"]}"'})
 
 
 @router.post("/incidents/{incident_id}/transitions",
              dependencies=[KnownParameters, WritesLayers], openapi_extra=JSON_BODY,
-             response_class=FastJSON, summary="Move an incident along the closed loop (staff)")  # fmt: skip
+             response_class=FastJSON, summary="Move an incident along the closed loop (incident staff)")  # fmt: skip
 async def transition_incident(
     request: Request,
-    caller: Staff,
+    caller: IncidentStaff,
     incident_id: IncidentId,
     document: Annotated[Any, Depends(_body)],
     if_match: Annotated[str | None, Header(alias="If-Match", max_length=100)] = None,
@@ -225,7 +238,7 @@ async def transition_incident(
     extra = {k: values[k] for k in ("unit", "duplicate_of", "to") if k in values}
     view = await _against_version(
         request, if_match, values.get("version"), loop.transition, incident_id,
-        values["action"], actor=caller, note=values.get("note"), **extra,
+        values["action"], actor=caller.name, note=values.get("note"), holder=caller, **extra,
     )  # fmt: skip
     return FastJSON(view, headers={"ETag": f'"{view["version"]}"'})
 

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from twin import changes, spatial
+from twin import changes, keys, spatial
 from twin.crs import resolve_crs, to_storage
 from twin.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from twin.incidents import categories, dispatch, fusion
@@ -374,15 +374,42 @@ def _staff_view(row: dict[str, Any], timeline: list[dict[str, Any]]) -> dict[str
     }  # fmt: skip
 
 
-def get(conn: psycopg.Connection, incident_id: int) -> dict[str, Any]:
+def _unseen(incident_id: int, holder: keys.Holder) -> NotFound:
+    # Not found, rather than forbidden: a key does not learn of work outside its scope.
+    return NotFound(f"no incident {incident_id} in what this key sees ({holder.scope_words})")
+
+
+def _codes(jurisdictions: Any) -> list[str]:
+    return [j["code"] for j in jurisdictions or ()]
+
+
+def get(
+    conn: psycopg.Connection, incident_id: int, holder: keys.Holder | None = None
+) -> dict[str, Any]:
     """The incident as staff see it (with the reporter's contacts and the timeline);
-    NotFound otherwise."""
+    NotFound otherwise, or when it is outside ``holder``'s scope (a unit's staff see their
+    unit's work only)."""
     _check_id(incident_id)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(_VIEW + " WHERE i.id = %s", (incident_id,)).fetchone()
     if row is None:
         raise NotFound(f"no incident {incident_id}")
+    if holder is not None and not holder.sees(row["unit_code"], _codes(row["jurisdictions"])):
+        raise _unseen(incident_id, holder)
     return _staff_view(row, _timeline(conn, incident_id))
+
+
+def check_scope(conn: psycopg.Connection, incident_id: int, holder: keys.Holder | None) -> None:
+    """NotFound when the incident is outside ``holder``'s scope (None: no limit)."""
+    if holder is None or (holder.unit_code is None and holder.jurisdiction_code is None):
+        return
+    row = conn.execute(
+        "SELECT unit_code, jurisdictions FROM incidents WHERE id = %s", (incident_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no incident {incident_id}")
+    if not holder.sees(row[0], _codes(row[1])):
+        raise _unseen(incident_id, holder)
 
 
 def public(conn: psycopg.Connection, token: str) -> dict[str, Any]:
@@ -437,11 +464,12 @@ def list_incidents(
     overdue: bool | None = None,
     limit: int = 100,
     after: int | None = None,
+    holder: keys.Holder | None = None,
 ) -> dict[str, Any]:
     """Incidents, newest first, by filters (each exact: ``category`` takes the categories
     under it too, ``jurisdiction`` the incidents whose chain holds it, ``overdue`` those
     open past a due time now, or not), ``limit`` a page and ``after`` the last id of the
-    page before. No reporter's data in a list."""
+    page before, within ``holder``'s scope. No reporter's data in a list."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", option="limit")
     if after is not None and not 0 < after < 2**63:
@@ -487,6 +515,12 @@ def list_incidents(
     if after is not None:
         where.append("i.id < %(after)s")
         params["after"] = after
+    if holder is not None and holder.role == "unit_staff":
+        where.append("i.unit_code = %(own_unit)s")
+        params["own_unit"] = holder.unit_code
+    if holder is not None and holder.jurisdiction_code is not None:
+        where.append("i.jurisdictions @> %(scope)s")
+        params["scope"] = Jsonb([{"code": holder.jurisdiction_code}])
     params["limit"] = limit
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
@@ -543,17 +577,20 @@ def dispatch_manually(
     actor: str,
     note: str = "",
     expected_version: int,
+    holder: keys.Holder | None = None,
 ) -> dict[str, Any]:
     """A dispatcher gives the incident to ``unit_code`` (a first dispatch or a
     reassignment), against the version they saw: Conflict when it changed since (someone
     else acted first) or the work is over; InvalidInput for a unit not stored; NotFound
-    for an unknown incident. The incident as staff see it after."""
+    for an unknown incident or one outside ``holder``'s scope. The incident as staff see
+    it after."""
     _check_id(incident_id)
     unit_code = _text("unit", unit_code, 100)
     note = _text("note", note, MAX_NOTE)
     expected_version = check_version(expected_version)
     with conn.transaction():
         status, before, lon, lat = lock_current(conn, incident_id, expected_version)
+        check_scope(conn, incident_id, holder)
         if status in FINISHED:
             raise Conflict(f"incident {incident_id} is {status}: it can no longer be dispatched")
         unit = conn.execute("SELECT name FROM units WHERE code = %s", (unit_code,)).fetchone()

@@ -28,8 +28,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from twin import changes
-from twin.errors import Conflict, InvalidInput
+from twin import changes, keys
+from twin.errors import Conflict, Forbidden, InvalidInput
 from twin.incidents import dispatch, intake
 from twin.incidents.intake import LAYER, MAX_NOTE
 
@@ -51,6 +51,17 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "not_our_duty": (("reported", "dispatched", "accepted"), "not_our_duty", "not_our_duty"),
 }
 ACTIONS = tuple(TRANSITIONS)
+# Who may take each action (twin/keys.py's roles); the key's scope limits where. The unit
+# does the work and may hand it back; the grid inspector verifies it on the spot (核查);
+# the dispatcher and the supervisor may do everything.
+_CENTRE = frozenset({"dispatcher", "supervisor", "admin"})
+_UNIT = _CENTRE | {"unit_staff"}
+_VERIFY = _CENTRE | {"grid_inspector"}
+ACTION_ROLES: dict[str, frozenset[str]] = {
+    "dispatch": _CENTRE, "reassign": _CENTRE, "accept": _UNIT, "start": _UNIT,
+    "resolve": _UNIT, "close": _VERIFY, "send_back": _UNIT, "reopen": _VERIFY,
+    "cancel": _CENTRE, "duplicate": _CENTRE, "not_our_duty": _CENTRE,
+}  # fmt: skip
 # A person must say why: the dispatcher, the resident and the figures read it.
 NOTE_REQUIRED = frozenset({"send_back", "reopen", "cancel", "not_our_duty"})
 # What each action takes beyond the note; anything else is refused by name.
@@ -59,6 +70,7 @@ EXTRA = {"dispatch": ("unit",), "reassign": ("unit",), "duplicate": ("duplicate_
 REOPEN_TO = ("in_progress", "dispatched")
 MOVABLE = frozenset({"unit_code", "escalated", "dispatch", "duplicate_of"})  # besides status
 SWEEP_ACTOR = "sla-sweep"
+SWEEP_LOCK = 0x7477696E_73776570  # an advisory lock's key: "twinswep"
 # The marks of the two clocks on the timeline: a clock is supervised once.
 CLOCKS = {"response": "response overdue", "resolve": "resolution overdue"}
 
@@ -97,6 +109,7 @@ def transition(
     actor: str,
     note: str | None = None,
     expected_version: int,
+    holder: keys.Holder | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Take ``action`` (one of ``ACTIONS``) on the incident, against the version the
@@ -107,9 +120,14 @@ def transition(
     not allowed from the current status (the message names the status and what is
     allowed from it), StaleVersion when the incident changed since that version,
     InvalidInput for an unknown action, a missing or wrong value (``option`` names it),
-    NotFound for an unknown incident."""
+    NotFound for an unknown incident or one outside ``holder``'s scope, Forbidden when
+    ``holder``'s role may not take the action (``ACTION_ROLES``)."""
     intake._check_id(incident_id)
     action = _check_action(action)
+    if holder is not None and holder.role not in ACTION_ROLES[action]:
+        roles = ", ".join(sorted(r.replace("_", " ") for r in ACTION_ROLES[action]))
+        raise Forbidden(f"a {holder.role.replace('_', ' ')} may not {action.replace('_', ' ')}"
+                        f" an incident ({roles} may)")  # fmt: skip
     expected_version = intake.check_version(expected_version)
     note = intake._text("note", note, MAX_NOTE)
     extra = _check_extra(action, extra)
@@ -118,6 +136,7 @@ def transition(
     sources, target, word = TRANSITIONS[action]
     with conn.transaction():
         status, unit_code, lon, lat = intake.lock_current(conn, incident_id, expected_version)
+        intake.check_scope(conn, incident_id, holder)
         if status not in sources:
             allowed = allowed_from(status)
             then = (
@@ -131,7 +150,7 @@ def transition(
                 raise InvalidInput(f"{action} needs a unit: the code of the unit", option="unit")
             return intake.dispatch_manually(
                 conn, incident_id, extra["unit"], actor=actor, note=note,
-                expected_version=expected_version,
+                expected_version=expected_version, holder=holder,
             )  # fmt: skip
         sets: dict[str, Any] = {}
         if action == "reopen":
@@ -241,10 +260,13 @@ def sweep(conn: psycopg.Connection, now: datetime | None = None) -> list[dict[st
     centre of its nearest enclosing jurisdiction that has one (``dispatch``'s escalation):
     work no unit has yet goes to that centre; work a unit has stays with it, flagged
     ``escalated``, the centre named on the timeline. Run again, it marks nothing twice.
-    What it did: ``[{id, clocks, centre}]``."""
+    What it did: ``[{id, clocks, centre}]``. One sweep at a time: every API process runs
+    it, and a sweep that finds another under way leaves the work to it."""
     now = _now(now)
     done: list[dict[str, Any]] = []
     with conn.transaction():
+        if not conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SWEEP_LOCK,)).fetchone()[0]:  # type: ignore[index]
+            return done
         found = {r["id"]: r for r in _overdue_rows(conn, now)}
         if not found:
             return done
