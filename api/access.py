@@ -195,6 +195,33 @@ async def heavy_page(request: Request) -> AsyncIterator[None]:
         yield
 
 
+class CheckedInRoute:
+    """The audience of a route that reads the key itself (Open311 sends it in the form's
+    ``api_key``, which a header dependency cannot see): it declares ``capability``, and the
+    route must call ``holder_allowed``."""
+
+    def __init__(self, capability: str) -> None:
+        if capability not in keys.CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}")
+        self.capability = capability
+
+    async def __call__(self) -> None:
+        return None
+
+
+def holder_allowed(request: Request, key: str | None, capability: str) -> keys.Holder:
+    """The holder of ``key`` if its role has ``capability``; Forbidden otherwise (no key, a
+    key not valid, or one of a role that may not)."""
+    holder = holder_of_key(request, key)
+    if holder is None:
+        raise Forbidden("api_key is missing or not a valid key: send your key in the api_key "
+                        "field or the X-API-Key header")  # fmt: skip
+    if not holder.may(capability):
+        raise Forbidden(f"a {holder.role.replace('_', ' ')} key may not "
+                        f"{capability.replace('_', ' ')}")  # fmt: skip
+    return holder
+
+
 Public = Depends(public)
 # The routes' audiences: each parameter gives the route the caller's keys.Holder.
 Reporter = Annotated[keys.Holder, Depends(Allowed("report"))]
@@ -216,7 +243,7 @@ def audience(route: APIRoute) -> str | None:
     none (a defect: a test walks every route)."""
     calls = [dependency.call for dependency in route.dependant.dependencies]
     for call in calls:
-        if isinstance(call, Allowed):
+        if isinstance(call, Allowed | CheckedInRoute):
             return call.capability
     return "public" if public in calls else None
 
@@ -229,6 +256,6 @@ def route_class(route: Any) -> RouteClass:
     calls = {dependency.call for dependency in route.dependant.dependencies}
     if heavy in calls or heavy_page in calls:
         return RouteClass.HEAVY
-    if operational in calls or any(isinstance(call, Allowed) for call in calls):
+    if operational in calls or any(isinstance(c, Allowed | CheckedInRoute) for c in calls):
         return RouteClass.OPERATIONAL
     return RouteClass.LIGHT

@@ -25,6 +25,7 @@ from api.routes import (
     keys,
     layers,
     ogc,
+    open311,
     spatial,
 )
 from twin import registry
@@ -101,5 +102,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(incidents.router)
     app.include_router(intake.router)
     app.include_router(keys.router)
+    app.include_router(open311.router)
 
     return app

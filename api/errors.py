@@ -13,8 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api import open311
 from api.access import Busy, NotAllowed
 from twin.errors import (
     Conflict,
@@ -64,8 +66,11 @@ TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not F
           422: "Unprocessable Content", 429: "Too Many Requests", 503: "Service Unavailable"}  # fmt: skip
 
 
-def problem(status: int, title: str, detail: str, instance: str, **members: Any) -> JSONResponse:
-    """A problem+json answer; ``members`` are extra fields beside the standard ones."""
+def problem(status: int, title: str, detail: str, instance: str, **members: Any) -> Response:
+    """A problem+json answer; ``members`` are extra fields beside the standard ones. Under
+    /open311/ the error document of Open311 GeoReport v2 instead, which 311 clients read."""
+    if instance.startswith(open311.PREFIX):
+        return open311.error_response(status, detail, instance)
     return JSONResponse(
         {"type": "about:blank", "title": title, "status": status, "detail": detail,
          "instance": instance, **members},
@@ -78,7 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map every domain error and every bad parameter to a clear 4xx/5xx problem."""
 
     @app.exception_handler(TwinError)
-    async def twin_error(request: Request, exc: TwinError) -> JSONResponse:
+    async def twin_error(request: Request, exc: TwinError) -> Response:
         status = next((c for t, c in STATUS_CODES.items() if isinstance(exc, t)), 500)
         title = TITLES.get(status, "Service Unavailable")
         detail, members = str(exc), {}
@@ -95,7 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return answer
 
     @app.exception_handler(psycopg.errors.QueryCanceled)
-    async def too_slow(request: Request, exc: psycopg.Error) -> JSONResponse:
+    async def too_slow(request: Request, exc: psycopg.Error) -> Response:
         detail = "the query took too long and was stopped"
         if request.method != "GET" and request.url.path.startswith("/layers/"):
             # A write the import time limit stopped (see api/routes/imports.py).
@@ -108,7 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(503, "Service Unavailable", detail, request.url.path)
 
     @app.exception_handler(psycopg.Error)
-    async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
+    async def database_error(request: Request, exc: psycopg.Error) -> Response:
         # Never data base text to the client: it can reveal the schema. The log has it.
         logger.error("data base error on %s: %s", request.url.path, exc)
         return problem(
@@ -119,12 +124,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
         details = "; ".join(_validation_message(e) for e in exc.errors())
         return problem(400, "Bad Request", details, request.url.path)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         # Starlette's own answers (no such route, wrong method, a body it cannot read)
         # in the same problem+json as ours, in our words.
         status = exc.status_code
@@ -250,12 +255,8 @@ class InputGuard:
         if scope["type"] == "http":
             detail = _refused(scope)
             if detail is not None:
-                body = {"type": "about:blank", "title": "Bad Request", "status": 400,
-                        "detail": detail, "instance": scope.get("path", "").replace("\x00", "")}  # fmt: skip
-                response = JSONResponse(
-                    body, status_code=400, media_type="application/problem+json"
-                )
-                await response(scope, receive, send)
+                path = scope.get("path", "").replace("\x00", "")
+                await problem(400, TITLES[400], detail, path)(scope, receive, send)
                 return
             too_large = _json_body_over_limit(scope)
             if too_large is not None:

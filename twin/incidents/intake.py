@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -455,8 +455,8 @@ def list_incidents(
     conn: psycopg.Connection,
     *,
     unit: str | None = None,
-    status: str | None = None,
-    category: str | None = None,
+    status: str | Sequence[str] | None = None,
+    category: str | Sequence[str] | None = None,
     jurisdiction: str | None = None,
     bbox: tuple[float, float, float, float] | None = None,
     since: datetime | None = None,
@@ -465,33 +465,47 @@ def list_incidents(
     limit: int = 100,
     after: int | None = None,
     holder: keys.Holder | None = None,
+    ids: Sequence[int] | None = None,
+    descriptions: bool = False,
 ) -> dict[str, Any]:
     """Incidents, newest first, by filters (each exact: ``category`` takes the categories
     under it too, ``jurisdiction`` the incidents whose chain holds it, ``overdue`` those
     open past a due time now, or not), ``limit`` a page and ``after`` the last id of the
-    page before, within ``holder``'s scope. No reporter's data in a list."""
+    page before, within ``holder``'s scope. ``status`` and ``category`` may be lists (any
+    of them), ``ids`` keeps those incidents. No reporter's data in a list; the
+    descriptions (free text a resident typed) only with ``descriptions``, for callers who
+    may read them."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}", option="limit")
     if after is not None and not 0 < after < 2**63:
         raise InvalidInput("after must be an incident id", option="after")
-    for name, value in (("unit", unit), ("status", status), ("category", category),
-                        ("jurisdiction", jurisdiction)):  # fmt: skip
-        if value is not None:
-            _text(name, value, 100)
-    if status is not None and status not in INCIDENT_STATUSES:
-        raise InvalidInput(f"status {status!r} is not one of {', '.join(INCIDENT_STATUSES)}",
-                           option="status")  # fmt: skip
+    statuses = [status] if isinstance(status, str) else status
+    codes = [category] if isinstance(category, str) else category
+    for name, values in (("unit", [unit]), ("status", statuses or []),
+                         ("category", codes or []), ("jurisdiction", [jurisdiction])):  # fmt: skip
+        for value in values:
+            if value is not None:
+                _text(name, value, 100)
+    for value in statuses or []:
+        if value not in INCIDENT_STATUSES:
+            raise InvalidInput(f"status {value!r} is not one of {', '.join(INCIDENT_STATUSES)}",
+                               option="status")  # fmt: skip
     where, params = ["TRUE"], {}  # type: ignore[var-annotated]
     if unit is not None:
         where.append("i.unit_code = %(unit)s")
         params["unit"] = unit
-    if status is not None:
-        where.append("i.status = %(status)s")
-        params["status"] = status
-    if category is not None:
-        codes = [category, *(c.code for c in categories.descendants(conn, category))]
+    if statuses is not None:
+        where.append("i.status = ANY(%(status)s)")
+        params["status"] = list(statuses)
+    if codes is not None:
         where.append("i.category_code = ANY(%(categories)s)")
-        params["categories"] = codes
+        params["categories"] = [
+            below for code in codes
+            for below in (code, *(c.code for c in categories.descendants(conn, code)))
+        ]  # fmt: skip
+    if ids is not None:
+        where.append("i.id = ANY(%(ids)s)")
+        params["ids"] = [i for i in ids if isinstance(i, int) and 0 < i < 2**63]
     if jurisdiction is not None:
         where.append("i.jurisdictions @> %(place)s")
         params["place"] = Jsonb([{"code": jurisdiction}])
@@ -527,17 +541,74 @@ def list_incidents(
             _VIEW + " WHERE " + " AND ".join(where) + " ORDER BY i.id DESC LIMIT %(limit)s",
             params,
         ).fetchall()
+    private = (
+        "reporter",
+        "tracking_token",
+        "timeline",
+        *(() if descriptions else ("description",)),
+    )
     listed = []
     for row in rows:
         view = _staff_view(row, [])
-        for private in ("reporter", "tracking_token", "timeline", "description"):
-            view.pop(private)
+        for name in private:
+            view.pop(name)
         listed.append(view)
     return {
         "incidents": listed,
         "count": len(listed),
         "next_after": listed[-1]["id"] if len(listed) == limit else None,
     }
+
+
+# Timeline entries that record what came with a report, not a step of the loop.
+NOTE_ACTIONS = ("media_attached", "received_from")
+
+
+def add_note(conn: psycopg.Connection, incident_id: int, action: str, note: str, *,
+             actor: str) -> None:  # fmt: skip
+    """Append to the incident's timeline what came with its report (``NOTE_ACTIONS``: a
+    link to its media, the sender's own ids), its status unchanged, in the caller's
+    transaction; staff read the note, a resident's tracking shows only the step."""
+    if action not in NOTE_ACTIONS:
+        raise InvalidInput(f"{action!r} is not one of {', '.join(NOTE_ACTIONS)}", option="action")
+    _check_id(incident_id)
+    note = _text("note", note, MAX_NOTE)
+    row = conn.execute("SELECT status FROM incidents WHERE id = %s", (incident_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no incident {incident_id}")
+    _event(conn, incident_id, actor, action, row[0], row[0], note)
+
+
+def id_of_token(conn: psycopg.Connection, token: str) -> int:
+    """The id of the incident whose tracking token this is; NotFound otherwise."""
+    if not isinstance(token, str) or "\x00" in token or not 0 < len(token) <= 100:
+        raise NotFound("no report has this tracking token")
+    row = conn.execute("SELECT id FROM incidents WHERE tracking_token = %s", (token,)).fetchone()
+    if row is None:
+        raise NotFound("no report has this tracking token")
+    return int(row[0])
+
+
+def latest_steps(conn: psycopg.Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """For each incident of ``ids``: its latest step of the loop ``{at, action,
+    from_status, to_status}`` (no actor, no note: what a resident may see) and the latest
+    media link recorded with it (``media_url``, or None)."""
+    wanted = [i for i in ids if isinstance(i, int) and 0 < i < 2**63]
+    found: dict[int, dict[str, Any]] = {i: {"step": None, "media_url": None} for i in wanted}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for row in cur.execute(
+            "SELECT DISTINCT ON (incident_id, action = %(media)s) incident_id, at, action,"
+            " from_status, to_status, note FROM incident_events"
+            " WHERE incident_id = ANY(%(ids)s) AND action <> %(received)s"
+            " ORDER BY incident_id, action = %(media)s, id DESC",
+            {"ids": wanted, "media": NOTE_ACTIONS[0], "received": NOTE_ACTIONS[1]},
+        ):
+            entry = found[row["incident_id"]]
+            if row["action"] == NOTE_ACTIONS[0]:
+                entry["media_url"] = row["note"] or None
+            else:
+                entry["step"] = {k: row[k] for k in ("at", "action", "from_status", "to_status")}
+    return found
 
 
 def check_version(version: Any) -> int:
