@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -306,3 +307,22 @@ def test_a_city_from_files_takes_reports_from_every_channel_through_the_whole_lo
             shown = client.get(path)
             assert shown.status_code == 200 and not any(p in shown.text for p in PERSONAL), path
         assert client.get("/track/no-such-token").status_code == 404
+
+        # -- an external system through Open311, in XML and JSON -------------------------
+        form = {"api_key": platform["X-API-Key"], "service_code": "C01", "lat": "30.012",
+                "long": "120.031", "description": "<b>占道</b>摆摊", "first_name": "李",
+                "last_name": "四", "phone": REPORTER["phone"]}  # fmt: skip
+        posted = client.post("/open311/v2/requests.xml", data=form)
+        assert posted.status_code == 201, posted.text
+        sent = ET.fromstring(posted.content).find("request")
+        assert sent is not None
+        request_id, token = sent.findtext("service_request_id"), sent.findtext("token")
+        assert request_id and token
+        via_311 = _staff(client, int(request_id))
+        assert via_311["channel"] == "external_system" and via_311["unit"]["code"] == "W-ORDER"
+        read = client.get(f"/open311/v2/requests/{request_id}.json")
+        assert read.status_code == 200 and REPORTER["phone"] not in read.text
+        assert read.json()[0]["agency_responsible"] == "西区城管中队"
+        assert read.json()[0]["status"] == "open"
+        by_token = client.get(f"/open311/v2/tokens/{token}.xml")
+        assert ET.fromstring(by_token.content).findtext("request/service_request_id") == request_id
