@@ -317,7 +317,9 @@ def test_another_system_follows_the_log_over_http(staff: TestClient, tmp_path: P
     assert (
         staff.get("/changes?after=0&layer=units&limit=5").json()["changes"][0]["layer"] == "units"
     )
-    assert staff.get("/changes?layer=castles").status_code == 404
+    unknown = staff.get("/changes?layer=castles")
+    assert unknown.status_code == 400 and unknown.json()["parameter"] == "layer"
+    assert "buildings" in unknown.json()["detail"]
     huge = staff.get("/changes?after=9223372036854775808")
     assert huge.status_code == 400 and "from 0 to 9223372036854775807" in huge.json()["detail"]
     for bad in ("after=-1", "after=1e400", "after=x", "limit=0", "limit=100000",

@@ -42,7 +42,10 @@ def list_changes(
         catalogue = catalogue_of(request, conn)
         # A dropped scene's changes may still be asked for: unknown is never in the log.
         if layer not in catalogue.layers and not changes.ever_changed(conn, layer):
-            catalogue.layer(layer)  # NotFound, naming the layers there are
+            # A filter's value, not a resource: 400, naming the layers there are.
+            shown = layer.replace("\x00", "")[:63]
+            raise InvalidInput(f"no layer named {shown!r} (there are: "
+                               f"{', '.join(catalogue.layers)})", option="layer")  # fmt: skip
     found = changes.changes_since(conn, after, layer, limit=limit)
     return {
         "changes": [asdict(change) for change in found],
