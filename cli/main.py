@@ -64,8 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings()
         return int(args.run(settings, args) or 0)
     except ValidationError as exc:
+        # The variable is the first of the error's place; the rest is inside its JSON value
+        # (TWIN_API_KEYS='{"k": 1}': the value at "k").
         problems = "; ".join(
-            f"TWIN_{'_'.join(str(p) for p in e['loc']).upper()}={str(e.get('input'))[:40]!r}: "
+            f"TWIN_{str(e['loc'][0]).upper()}"
+            + (f" (at {'.'.join(repr(str(p)) for p in e['loc'][1:])})" if len(e["loc"]) > 1 else "")
+            + f"={str(e.get('input'))[:40]!r}: "
             + e["msg"].replace("Input should be", "must be").split(", unable")[0]
             for e in exc.errors()
         )

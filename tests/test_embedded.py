@@ -156,6 +156,8 @@ def test_a_setting_that_is_not_json_is_one_line():
     assert "Traceback" not in result.stderr and "EnvSettingsSource" not in result.stderr
     port = run_twin("layers", env={"TWIN_PORT": "abc"})
     assert "TWIN_PORT='abc': must be a valid integer" in port.stderr
+    inside = run_twin("layers", env={"TWIN_API_KEYS": '{"k": 1}'})
+    assert "TWIN_API_KEYS (at 'k')='1'" in inside.stderr and "TWIN_API_KEYS_K" not in inside.stderr
 
 
 def test_a_negative_seed_is_refused_by_the_command_line():
