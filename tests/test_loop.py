@@ -190,6 +190,8 @@ def test_of_two_updates_on_the_same_version_one_wins(staff: TestClient, fresh_ur
     path = f"/incidents/{incident['id']}/transitions"
     stale = staff.post(path, json={"action": "start"}, headers={**KEY, "If-Match": '"1"'})
     assert stale.status_code == 412 and "version 2, not 1" in stale.json()["detail"]
+    weak = staff.post(path, json={"action": "start"}, headers={**KEY, "If-Match": 'W/"2"'})
+    assert weak.status_code == 412 and "weak" in weak.json()["detail"]  # compared strongly
     fresh = staff.post(path, json={"action": "start"}, headers={**KEY, "If-Match": '"2"'})
     assert fresh.status_code == 200 and fresh.json()["status"] == "in_progress"
     # In the body, a stale version is a 409.

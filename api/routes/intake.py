@@ -169,7 +169,11 @@ def _version(if_match: str | None, given: Any) -> int:
                                option="version")  # fmt: skip
         return given
     if if_match is not None:
-        text = if_match.strip().removeprefix("W/").strip('"')
+        if if_match.strip().startswith("W/"):
+            # If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches.
+            raise PreconditionFailed('If-Match takes the incident\'s ETag as it is, e.g. "3", '
+                                     "not a weak tag")  # fmt: skip
+        text = if_match.strip().strip('"')
         if text.isdigit() and len(text) < 10:
             return int(text)
         raise InvalidInput('If-Match must be the incident\'s ETag, e.g. "3"', option="If-Match")
