@@ -33,6 +33,7 @@ MAX_DEPTH = 20  # a deeper tree is a mistake (and bounds every walk up it)
 # Layers whose features are not assets: the places and the units themselves.
 NOT_ASSETS = frozenset({"jurisdictions", "units", "incidents"})
 _LIST_SEPARATORS = re.compile(r"[,，、;；|\s]+")
+_NOT_IN_CODES = re.compile(r"[\s,，/\\?#%]")
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,25 @@ def parse(conn: psycopg.Connection, values: Mapping[str, Any], *, dataset: str =
     the first that cannot be used. Asset layers are resolved by the registry."""
     code = text("code", values.get("code"), required=True, code=True)
     parent = text("parent_code", values.get("parent_code"), code=True)
+    for column, value in (("code", code), ("parent_code", parent)):
+        # A code is a word in URLs and in Open311's comma-separated service_code lists.
+        if value is not None and _NOT_IN_CODES.search(value):
+            raise RowError(column, f"{column} {value[:60]!r} may not hold spaces, commas or "
+                           "slashes")  # fmt: skip
+    response = positive("response_hours", values.get("response_hours"), most=MAX_HOURS)
+    resolve = positive("resolve_hours", values.get("resolve_hours"), most=MAX_HOURS)
+    if response > resolve:
+        raise RowError("response_hours", f"response_hours {response:g} is more than "
+                       f"resolve_hours {resolve:g}: a unit answers before it must have "
+                       "resolved")  # fmt: skip
     return Category(
         code=code,  # type: ignore[arg-type]
         name=text("name", values.get("name"), required=True),  # type: ignore[arg-type]
         parent_code=parent,
         asset_layers=asset_layers(conn, values.get("asset_layers")),
         attach_radius_m=positive("attach_radius_m", values.get("attach_radius_m")),
-        response_hours=positive("response_hours", values.get("response_hours"), most=MAX_HOURS),
-        resolve_hours=positive("resolve_hours", values.get("resolve_hours"), most=MAX_HOURS),
+        response_hours=response,
+        resolve_hours=resolve,
         priority=whole(
             "priority",
             values.get("priority"),
