@@ -52,3 +52,13 @@ class StaleVersion(Conflict):
     """A write against a version of a thing that is no longer its version: someone else
     changed it since it was read (a Conflict; over HTTP 412 when the version came as
     If-Match)."""
+
+
+class TooLarge(TwinError):
+    """Input over its limit (a request body, an upload, a photo's bytes or pixels): over
+    HTTP 413 Content Too Large; the message says the limit."""
+
+
+class UnsupportedMedia(TwinError):
+    """A file of a kind that is not taken here (a GIF where a JPEG, PNG or WebP photo is
+    asked for): over HTTP 415; the message says the kind found, by its content."""
