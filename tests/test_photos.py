@@ -205,6 +205,11 @@ def test_photos_over_their_bytes_or_pixels_are_413_before_decoding(
         **KEY, "Content-Type": "multipart/form-data; boundary=x",
         "Content-Length": str(50 * 1024 * 1024)})  # fmt: skip
     assert huge.status_code == 413 and "the upload is larger than" in huge.json()["detail"]
+    # One that declares no length (chunked) is stopped as it passes the bound.
+    endless = (b"--x\r\n" if n == 0 else b"\0" * 65536 for n in range(80))  # 5 MB
+    chunked = staff.post("/incidents", content=endless, headers={
+        **KEY, "Content-Type": "multipart/form-data; boundary=x"})  # fmt: skip
+    assert chunked.status_code == 413 and "the upload is larger than" in chunked.json()["detail"]
     urlencoded = staff.post("/incidents", data={"report": _report(fresh_url)}, headers=KEY)
     assert urlencoded.status_code == 400 and "multipart/form-data" in urlencoded.json()["detail"]
     assert _incidents(fresh_url) == before
