@@ -26,6 +26,7 @@ from api.routes import (
     layers,
     ogc,
     open311,
+    photos,
     spatial,
 )
 from twin import registry
@@ -103,5 +104,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(intake.router)
     app.include_router(keys.router)
     app.include_router(open311.router)
+    app.include_router(photos.router)
 
     return app

@@ -1,4 +1,6 @@
-"""Domain errors to HTTP, in one place, as problem+json (RFC 9457)."""
+"""Domain errors to HTTP, in one place, as problem+json (RFC 9457).
+
+``TooLarge`` is the core's (twin.errors), raised here too for bodies over their limit."""
 
 from __future__ import annotations
 
@@ -26,14 +28,12 @@ from twin.errors import (
     NotFound,
     NothingStored,
     SetupError,
+    TooLarge,
     TwinError,
+    UnsupportedMedia,
 )
 
 logger = logging.getLogger("twin.api")
-
-
-class TooLarge(TwinError):
-    """A request body or an upload over its limit: 413 Content Too Large, saying the limit."""
 
 
 class PreconditionFailed(TwinError):
@@ -52,6 +52,7 @@ STATUS_CODES: dict[type[TwinError], int] = {
     InvalidInput: 400,
     NothingStored: 422,
     TooLarge: 413,
+    UnsupportedMedia: 415,
     NotAllowed: 401,
     Forbidden: 403,
     NotFound: 404,

@@ -57,3 +57,13 @@ class StaleVersion(Conflict):
 class Forbidden(TwinError):
     """The caller is known but their role or scope does not allow this; the message says
     what the role may not do."""
+
+
+class TooLarge(TwinError):
+    """Input over its limit (a request body, an upload, a photo's bytes or pixels): over
+    HTTP 413 Content Too Large; the message says the limit."""
+
+
+class UnsupportedMedia(TwinError):
+    """A file of a kind that is not taken here (a GIF where a JPEG, PNG or WebP photo is
+    asked for): over HTTP 415; the message says the kind found, by its content."""

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Text,
     UniqueConstraint,
@@ -388,6 +389,36 @@ class IncidentEvent(Base):
     from_status: Mapped[str | None] = mapped_column(Text)
     to_status: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+class IncidentPhoto(Base):
+    """A photo of a report (随手拍) or of a step of its timeline, as uploaded (for staff:
+    EXIF and GPS included) and as a public copy re-encoded without any metadata. Its id is
+    a random token, not a serial: the public copy is served to whoever has the id."""
+
+    __tablename__ = "incident_photos"
+    __table_args__ = (
+        _one_of("media_type", ("image/jpeg", "image/png", "image/webp")),
+        CheckConstraint("width > 0 AND height > 0", name="size"),
+        Index("ix_incident_photos_incident_id_created_at", "incident_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="RESTRICT"))
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incident_events.id", ondelete="RESTRICT")
+    )
+    media_type: Mapped[str] = mapped_column(Text)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    original: Mapped[bytes] = mapped_column(LargeBinary)
+    original_sha256: Mapped[str] = mapped_column(Text)
+    public: Mapped[bytes] = mapped_column(LargeBinary)
+    public_sha256: Mapped[str] = mapped_column(Text)
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
 
 
 class ApiKey(Base):

@@ -1,9 +1,9 @@
 """Settings, read from the environment (prefix ``TWIN_``) or a ``.env`` file, per concern.
 
 ``Settings`` groups one model per concern: ``database`` (where the data base is and how it
-is used), ``api`` (where the API listens, who may call it, how much it serves at once) and
-``imports`` (how big and how long an import may be). A later concern (tiles, MQTT) is one
-more model and one more field. The variables keep the flat names the README documents
+is used), ``api`` (where the API listens, who may call it, how much it serves at once),
+``imports`` (how big and how long an import may be) and ``photos`` (how big a resident's or
+a unit's photo may be). A later concern (tiles, MQTT) is one more model and one more field. The variables keep the flat names the README documents
 (``TWIN_DATABASE_URL``, ``TWIN_PORT`` …): each concern reads its own from the environment.
 
 Created by the composition root (CLI, app factory, tests), never at import time.
@@ -98,6 +98,19 @@ class ImportSettings(_Concern):
     )
 
 
+class PhotoSettings(_Concern):
+    """How big a photo with a report (随手拍) or on an incident's timeline may be."""
+
+    max_photo_mb: int = Field(default=10, ge=1, le=100, description="Largest photo, in MB.")
+    max_photo_megapixels: int = Field(
+        default=40,
+        ge=1,
+        le=170,  # Pillow refuses past about 179 megapixels as a decompression bomb
+        description="Most pixels a photo may declare, checked before it is decoded.",
+    )
+    max_photos_per_report: int = Field(default=5, ge=1, le=20, description="Photos per upload.")
+
+
 class Settings(BaseModel):
     """Everything the one map can be told about where it runs, one model per concern.
 
@@ -109,6 +122,7 @@ class Settings(BaseModel):
     database: DatabaseSettings
     api: ApiSettings
     imports: ImportSettings
+    photos: PhotoSettings
 
     def __init__(self, **concerns: _Concern) -> None:
         problems: list[InitErrorDetails] = []

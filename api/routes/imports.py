@@ -260,17 +260,21 @@ async def json_body(request: Request, limit: int, too_large: Callable[[], TooLar
         body += chunk
         if len(body) > limit:
             raise too_large()
+    return parse_json(body)
+
+
+def parse_json(body: bytes | bytearray | str, what: str = "the request body") -> Any:
+    """``body`` read as JSON; a clear 400 naming ``what`` for text that is not JSON (where,
+    and what is wrong) or nests too deep."""
     try:
         # A number beyond a double (1e400) keeps its text, to be kept as given.
         return json.loads(body, parse_float=json_float)
     except RecursionError as exc:
-        raise InvalidInput("the request body nests lists or objects too deep to read") from exc
+        raise InvalidInput(f"{what} nests lists or objects too deep to read") from exc
     except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"the request body is not JSON: byte {exc.start + 1:,} is not UTF-8 text"
-        ) from exc
+        raise InvalidInput(f"{what} is not JSON: byte {exc.start + 1:,} is not UTF-8 text") from exc
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"the request body is not JSON: {_json_reason(exc)}") from exc
+        raise InvalidInput(f"{what} is not JSON: {_json_reason(exc)}") from exc
 
 
 def _too_large() -> TooLarge:

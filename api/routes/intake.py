@@ -18,13 +18,14 @@ from fastapi import status as http
 from api.access import Dispatcher, IncidentStaff, Public, Reporter
 from api.deps import FastJSON, KnownParameters, Plain, WritesLayers, with_connection
 from api.errors import PreconditionFailed, TooLarge
-from api.routes.imports import json_body
+from api.routes import photos as photo_routes
+from api.routes.imports import json_body, parse_json
 from twin import keys
 from twin.errors import InvalidInput, StaleVersion
-from twin.incidents import intake, loop
+from twin.incidents import intake, loop, photos
 
 router = APIRouter(tags=["incidents"])
-MAX_BODY_KB = 64  # a report is a few fields; photos come as uploads (a later step)
+MAX_BODY_KB = 64  # a report is a few fields; its photos come in a multipart form
 REPORT_FIELDS = ("category", "channel", "location", "description", "address", "reporter",
                  "reported_at")  # fmt: skip
 LOCATION_FIELDS = ("lon", "lat", "crs")
@@ -39,6 +40,29 @@ JSON_BODY = {
 }
 
 
+REPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "report": {"type": "string",
+                                   "description": "the report's JSON, as the JSON body"},
+                        "photo": {"type": "array",
+                                  "items": {"type": "string", "format": "binary"}},
+                    },
+                    "required": ["report"],
+                }
+            },
+        },
+    }
+}  # fmt: skip
+REPORT_USAGE = "e.g. curl -F 'report={\"category\": …}' -F photo=@a.jpg"
+
+
 def _too_large() -> TooLarge:
     return TooLarge(f"the request body is larger than {MAX_BODY_KB} KB: a report's text is "
                     f"bounded (description at most {intake.MAX_DESCRIPTION:,} characters)")  # fmt: skip
@@ -46,6 +70,21 @@ def _too_large() -> TooLarge:
 
 async def _body(request: Request) -> Any:
     return await json_body(request, MAX_BODY_KB * 1024, _too_large)
+
+
+async def _report_body(request: Request) -> tuple[Any, list[bytes]]:
+    """The report and its photos: a JSON body, or a multipart form of a ``report`` part
+    (the same JSON) and ``photo`` parts, each read within its bound."""
+    if not photo_routes.is_form(request):
+        if request.headers.get("content-type", "").startswith("application/x-www-form"):
+            raise InvalidInput("send the report as a JSON body, or with its photos as "
+                               f"multipart/form-data, {REPORT_USAGE}")  # fmt: skip
+        return await _body(request), []
+    form = await photo_routes.photo_form(request, ("report",), REPORT_USAGE)
+    if "report" not in form.text:
+        raise InvalidInput(f"the form needs a part report holding the report's JSON, "
+                           f"{REPORT_USAGE}", option="report")  # fmt: skip
+    return parse_json(form.text["report"], "the form part report"), form.photos
 
 
 def _fields(document: Any, fields: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -70,22 +109,28 @@ def _created(incident: intake.Incident) -> FastJSON:
     return answer
 
 
-@router.post("/incidents", dependencies=[KnownParameters, WritesLayers], openapi_extra=JSON_BODY,
-             response_class=FastJSON, status_code=http.HTTP_201_CREATED,
-             summary="Report an incident: attach and dispatch it (any key)")  # fmt: skip
+@router.post("/incidents", dependencies=[KnownParameters, WritesLayers],
+             openapi_extra=REPORT_BODY, response_class=FastJSON,
+             status_code=http.HTTP_201_CREATED,
+             summary="Report an incident, with photos: attach and dispatch it (any key)")  # fmt: skip
 async def post_incident(
     request: Request,
     caller: Reporter,
-    document: Annotated[Any, Depends(_body)],
+    body: Annotated[tuple[Any, list[bytes]], Depends(_report_body)],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> FastJSON:
     """``{category, channel, location: {lon, lat, crs?}, description?, address?, reporter?:
-    {name, phone, email}, reported_at?}``. 201 with the incident as staff see it (its
-    jurisdictions, assets, unit and the dispatch's reason); 200 with the same incident for
-    a retry under the same ``Idempotency-Key``, 409 for another report under it; 400
-    naming the field that cannot be used. A resident's or an external system's key is
-    answered what the public sees (``/track``) with the incident's id and tracking token,
-    and reports through its own channels (403 for another)."""
+    {name, phone, email}, reported_at?}``, as a JSON body or, with photos (随手拍), as a
+    multipart form of a ``report`` part holding that JSON and ``photo`` parts (JPEG, PNG
+    or WebP files). 201 with the incident as staff see it (its jurisdictions, assets, unit,
+    the dispatch's reason and its photos); 200 with the same incident for a retry under
+    the same ``Idempotency-Key`` (and the same photos), 409 for another report under it;
+    400 naming the field that cannot be used; 413 for a photo over its bytes or pixels,
+    415 for a file that is no JPEG, PNG or WebP. A refused photo stores no incident. A
+    resident's or an external system's key is answered what the public sees (``/track``)
+    with the incident's id and tracking token, and reports through its own channels (403
+    for another)."""
+    document, uploaded = body
     values = _fields(document, REPORT_FIELDS, "a report")
     channel = keys.channel_for(caller, values.get("channel"))
     location = values.get("location")
@@ -96,8 +141,9 @@ async def post_incident(
     for name in ("lon", "lat"):
         if name not in location:
             raise InvalidInput(f"location.{name} is required", option=f"location.{name}")
+    ready = await photo_routes.prepared(request, uploaded)
     incident = await with_connection(
-        request, intake.report, category_code=values.get("category"),
+        request, photos.report_with_photos, ready, category_code=values.get("category"),
         channel=channel, lon=location["lon"], lat=location["lat"],
         crs=location.get("crs"), description=values.get("description"),
         address=values.get("address"), reporter=values.get("reporter"),

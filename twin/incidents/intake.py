@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from twin import changes, keys, spatial
 from twin.crs import resolve_crs, to_storage
 from twin.errors import Conflict, InvalidInput, NotFound, StaleVersion
-from twin.incidents import categories, dispatch, fusion
+from twin.incidents import categories, dispatch, fusion, photos
 from twin.schema import INCIDENT_CHANNELS, INCIDENT_STATUSES, SRID
 
 LAYER = "incidents"
@@ -340,7 +340,7 @@ _VIEW = """
 def _timeline(conn: psycopg.Connection, incident_id: int) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return list(cur.execute(
-            "SELECT at, actor, action, from_status, to_status, note FROM incident_events"
+            "SELECT id, at, actor, action, from_status, to_status, note FROM incident_events"
             " WHERE incident_id = %s ORDER BY id", (incident_id,),
         ))  # fmt: skip
 
@@ -386,8 +386,8 @@ def _codes(jurisdictions: Any) -> list[str]:
 def get(
     conn: psycopg.Connection, incident_id: int, holder: keys.Holder | None = None
 ) -> dict[str, Any]:
-    """The incident as staff see it (with the reporter's contacts and the timeline);
-    NotFound otherwise, or when it is outside ``holder``'s scope (a unit's staff see their
+    """The incident as staff see it (with the reporter's contacts, the timeline and the
+    photos, originals included); NotFound otherwise, or when it is outside ``holder``'s scope (a unit's staff see their
     unit's work only)."""
     _check_id(incident_id)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -396,7 +396,9 @@ def get(
         raise NotFound(f"no incident {incident_id}")
     if holder is not None and not holder.sees(row["unit_code"], _codes(row["jurisdictions"])):
         raise _unseen(incident_id, holder)
-    return _staff_view(row, _timeline(conn, incident_id))
+    view = _staff_view(row, _timeline(conn, incident_id))
+    view["photos"] = photos.listing(conn, incident_id, view["timeline"], public=False)
+    return view
 
 
 def check_scope(conn: psycopg.Connection, incident_id: int, holder: keys.Holder | None) -> None:
@@ -414,8 +416,9 @@ def check_scope(conn: psycopg.Connection, incident_id: int, holder: keys.Holder 
 
 def public(conn: psycopg.Connection, token: str) -> dict[str, Any]:
     """What a resident sees of their report by its tracking token: the status, category,
-    the unit that has it, the due times and the timeline's steps; nobody's personal data
-    (no reporter, no staff names or notes, no description); a report fused with another
+    the unit that has it, the due times, the timeline's steps and the public copies of
+    its photos (no metadata); nobody's personal data (no reporter, no staff names or
+    notes, no description); a report fused with another
     incident tells which it ``joined`` and how that one stands. NotFound for an unknown
     token."""
     if not isinstance(token, str) or "\x00" in token or not 0 < len(token) <= 100:
@@ -425,9 +428,12 @@ def public(conn: psycopg.Connection, token: str) -> dict[str, Any]:
         if row is None:
             raise NotFound("no report has this tracking token")
         steps = list(cur.execute(
-            "SELECT at, action, from_status, to_status FROM incident_events"
+            "SELECT id, at, action, from_status, to_status FROM incident_events"
             " WHERE incident_id = %s ORDER BY id", (row["id"],),
         ))  # fmt: skip
+        shown = photos.listing(conn, row["id"], steps, public=True)
+        for step in steps:
+            del step["id"]  # the data base's numbering is no resident's business
         joined = None
         if row["duplicate_of"] is not None:
             # The resident follows the incident their report joined: its progress, not
@@ -447,7 +453,7 @@ def public(conn: psycopg.Connection, token: str) -> dict[str, Any]:
         "channel": row["channel"], "reported_at": row["reported_at"],
         "unit": None if row["unit_name"] is None else {"name": row["unit_name"]},
         "due_at": {"response": row["due_response_at"], "resolve": row["due_resolve_at"]},
-        "timeline": steps, "joined": joined,
+        "timeline": steps, "joined": joined, "photos": shown,
     }  # fmt: skip
 
 
