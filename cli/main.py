@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--size", choices=SIZES, default="default")
     demo.add_argument("--seed", type=_seed, default=1, help="same seed, same city (default 1)")
+    demo.add_argument("--no-history", action="store_true",
+                      help="no history of incidents (three months of them by default)")  # fmt: skip
     demo.set_defaults(run=_command("demo", "cmd_demo"))
 
     imports = commands.add_parser(
@@ -299,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument("--port", type=_port, help="port (TWIN_PORT, default 8000)")
         if name == "up":
             serve.add_argument("--size", choices=SIZES, default="default")
+            serve.add_argument("--no-history", action="store_true",
+                               help="a first demo city without its history of incidents")  # fmt: skip
         serve.set_defaults(run=run)
     return parser
 

@@ -53,7 +53,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
                 highlight=False,
             )
         else:
-            load_demo_city(url, size=args.size, seed=1)
+            load_demo_city(url, size=args.size, seed=1, history=not args.no_history)
         return serve(settings, url, host=host, port=port)
     finally:
         if cluster is not None and not was_running:

@@ -111,6 +111,7 @@ def generate_city(
     _owners(city, dcodes, nodes, pipes)
     report("sensors", 0, 1)
     sensors = _sensors(rng, buildings, public, nodes, pipes, elev)
+    _more_owners(city, dcodes, public, sensors, {"pipe_nodes": nodes, "pipes": pipes})
     report("sensors", 1, 1)
 
     # One conversion to lon/lat at the very end, table by table.
@@ -378,6 +379,43 @@ def _owners(city: City, dcodes: list[str], nodes: dict[str, Any], pipes: dict[st
             None if key is None else f"U-{dcodes[d]}-{key}"
             for key, d in zip(keys, district.tolist(), strict=True)
         ]
+
+
+# Who keeps each kind of public space. Water bodies have none of the demo's: the water
+# bureau's owner rules are for its drains and manholes, and a street lamp by the river
+# must not go to it.
+SPACE_OWNERS = {"road": "ROADS", "park": "GREEN", "green": "GREEN", "square": "GREEN",
+                "plaza": "GREEN"}  # fmt: skip
+
+
+def _more_owners(city: City, dcodes: list[str], public: dict[str, Any], sensors: dict[str, Any],
+                 networks: dict[str, dict[str, Any]]) -> None:  # fmt: skip
+    """The owner_unit of public spaces (by kind, the unit of the district they lie in) and
+    of sensors (the owner of the pipe or node a sensor watches, else the district's
+    operations centre, which runs the sensing platform). No random draw: a seed's city
+    stays as it was."""
+    tree = shapely.STRtree(list(city.district_poly))
+    spots = shapely.point_on_surface(np.asarray(public["geom"], dtype=object))
+    district = np.zeros(len(spots), dtype=int)
+    pairs = tree.query_nearest(spots, all_matches=False)
+    district[pairs[0]] = pairs[1]
+    public["owner_unit"] = [
+        None if SPACE_OWNERS.get(kind) is None else f"U-{dcodes[d]}-{SPACE_OWNERS[kind]}"
+        for kind, d in zip(public["kind"], district.tolist(), strict=True)
+    ]
+    geom = sensors["geom"]
+    points = shapely.points(geom) if isinstance(geom, np.ndarray) and geom.dtype != object else (
+        shapely.get_point(np.asarray(geom, dtype=object), 0))  # fmt: skip
+    district = np.zeros(len(points), dtype=int)
+    pairs = tree.query_nearest(points, all_matches=False)
+    district[pairs[0]] = pairs[1]
+    owners = []
+    for layer, asset, d in zip(sensors["asset_layer"], np.asarray(sensors["asset_id"]).tolist(),
+                               district.tolist(), strict=True):  # fmt: skip
+        table = networks.get(layer)
+        owner = table["owner_unit"][int(asset) - 1] if table is not None and asset else None
+        owners.append(owner or f"U-{dcodes[d]}-CENTRE")
+    sensors["owner_unit"] = owners
 
 
 def _units(rng: np.random.Generator, juris: dict[str, Any], dcodes: list[str]) -> dict[str, Any]:

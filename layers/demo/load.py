@@ -18,6 +18,7 @@ from psycopg import sql
 
 from layers.datasets import delete_features, record_dataset, referring_table
 from layers.demo.generate import DemoCity
+from layers.demo.history import remove_history
 from twin import catalogue, changes, registry
 from twin.bulk import copy_table, table_length
 from twin.errors import Conflict
@@ -87,7 +88,9 @@ def _load_demo(
                 sql.SQL(", ").join(sql.Identifier(t) for t in LOAD_ORDER)
             )
         )
-        # The demo's responsibility list and categories first: they refer to its units.
+        # The demo's history first (it refers to the categories and units), then its
+        # responsibility list and categories (they refer to its units).
+        remove_history(conn)
         conn.execute("DELETE FROM responsibility_rules WHERE dataset = %s", (DATASET,))
         conn.execute("DELETE FROM incident_categories WHERE dataset = %s", (DATASET,))
         removed = remove_demo(conn)

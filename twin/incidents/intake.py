@@ -315,11 +315,13 @@ def _insert(conn: psycopg.Connection, category: categories.Category, fields: dic
 
 
 def _event(conn: psycopg.Connection, incident_id: int, actor: str, action: str,
-           from_status: str | None, to_status: str | None, note: str = "") -> None:  # fmt: skip
+           from_status: str | None, to_status: str | None, note: str = "", *,
+           at: datetime | None = None) -> None:  # fmt: skip
+    """Append a step to the timeline, at ``at`` (a replayed history's time) or now."""
     conn.execute(
-        "INSERT INTO incident_events (incident_id, actor, action, from_status, to_status, note)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (incident_id, actor, action, from_status, to_status, note),
+        "INSERT INTO incident_events (incident_id, actor, action, from_status, to_status, note,"
+        " at) VALUES (%s, %s, %s, %s, %s, %s, COALESCE(%s, now()))",
+        (incident_id, actor, action, from_status, to_status, note, at),
     )
 
 
@@ -655,12 +657,14 @@ def dispatch_manually(
     note: str = "",
     expected_version: int,
     holder: keys.Holder | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
     """A dispatcher gives the incident to ``unit_code`` (a first dispatch or a
     reassignment), against the version they saw: Conflict when it changed since (someone
     else acted first) or the work is over; InvalidInput for a unit not stored; NotFound
     for an unknown incident or one outside ``holder``'s scope. The incident as staff see
-    it after."""
+    it after. ``at``: when it was done, for a history replayed (the demo's); the API never
+    gives it, so it is now."""
     _check_id(incident_id)
     unit_code = _text("unit", unit_code, 100)
     note = _text("note", note, MAX_NOTE)
@@ -680,10 +684,12 @@ def dispatch_manually(
         )  # fmt: skip
         conn.execute(
             "UPDATE incidents SET unit_code = %s, status = 'dispatched', dispatch = %s,"
-            " escalated = false, version = version + 1, updated_at = now() WHERE id = %s",
-            (unit_code, Jsonb({"rule": None, "how": "manual", "reason": reason}), incident_id),
-        )
-        _event(conn, incident_id, actor, action, status, "dispatched", note)
+            " escalated = false, version = version + 1, updated_at = COALESCE(%s, now())"
+            " WHERE id = %s",
+            (unit_code, Jsonb({"rule": None, "how": "manual", "reason": reason}), at,
+             incident_id),
+        )  # fmt: skip
+        _event(conn, incident_id, actor, action, status, "dispatched", note, at=at)
         # Nothing moved and the count holds: the layer's version moves, no recount.
         changes.record(conn, LAYER, "dispatch", box=(lon, lat, lon, lat), features=1, table=None)
         return get(conn, incident_id)

@@ -110,6 +110,7 @@ def transition(
     note: str | None = None,
     expected_version: int,
     holder: keys.Holder | None = None,
+    at: datetime | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Take ``action`` (one of ``ACTIONS``) on the incident, against the version the
@@ -121,7 +122,8 @@ def transition(
     allowed from it), StaleVersion when the incident changed since that version,
     InvalidInput for an unknown action, a missing or wrong value (``option`` names it),
     NotFound for an unknown incident or one outside ``holder``'s scope, Forbidden when
-    ``holder``'s role may not take the action (``ACTION_ROLES``)."""
+    ``holder``'s role may not take the action (``ACTION_ROLES``). ``at``: when it was done,
+    for a history replayed (the demo's); the API never gives it, so the timeline says now."""
     intake._check_id(incident_id)
     action = _check_action(action)
     if holder is not None and holder.role not in ACTION_ROLES[action]:
@@ -150,7 +152,7 @@ def transition(
                 raise InvalidInput(f"{action} needs a unit: the code of the unit", option="unit")
             return intake.dispatch_manually(
                 conn, incident_id, extra["unit"], actor=actor, note=note,
-                expected_version=expected_version, holder=holder,
+                expected_version=expected_version, holder=holder, at=at,
             )  # fmt: skip
         sets: dict[str, Any] = {}
         if action == "reopen":
@@ -165,16 +167,17 @@ def transition(
             })}  # fmt: skip
         elif action == "duplicate":
             sets = {"duplicate_of": _original(conn, incident_id, extra.get("duplicate_of"))}
-        _move(conn, incident_id, target, sets)
-        intake._event(conn, incident_id, actor, word, status, target, note)
+        _move(conn, incident_id, target, sets, at)
+        intake._event(conn, incident_id, actor, word, status, target, note, at=at)
         # Nothing moved and the count holds: the layer's version moves, no recount.
         changes.record(conn, LAYER, "edit", box=(lon, lat, lon, lat), features=1, table=None)
         return intake.get(conn, incident_id)
 
 
-def _move(conn: psycopg.Connection, incident_id: int, status: str, sets: dict[str, Any]) -> None:
+def _move(conn: psycopg.Connection, incident_id: int, status: str, sets: dict[str, Any],
+          at: datetime | None = None) -> None:  # fmt: skip
     """Set the status (and ``sets``, columns of this module's own choosing), bump the
-    version."""
+    version; updated at ``at`` (default now)."""
     assigned = [
         sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column))
         for column in sets
@@ -183,9 +186,9 @@ def _move(conn: psycopg.Connection, incident_id: int, status: str, sets: dict[st
     conn.execute(
         sql.SQL(
             "UPDATE incidents SET status = %(status)s, version = version + 1,"
-            " updated_at = now(){} WHERE id = %(id)s"
+            " updated_at = COALESCE(%(at)s, now()){} WHERE id = %(id)s"
         ).format(sql.SQL("").join(sql.SQL(", ") + a for a in assigned)),
-        {"status": status, "id": incident_id, **sets},
+        {"status": status, "id": incident_id, "at": at, **sets},
     )
 
 
@@ -261,7 +264,9 @@ def sweep(conn: psycopg.Connection, now: datetime | None = None) -> list[dict[st
     work no unit has yet goes to that centre; work a unit has stays with it, flagged
     ``escalated``, the centre named on the timeline. Run again, it marks nothing twice.
     What it did: ``[{id, clocks, centre}]``. One sweep at a time: every API process runs
-    it, and a sweep that finds another under way leaves the work to it."""
+    it, and a sweep that finds another under way leaves the work to it. A ``now`` given (a
+    history replayed) is also the time of its timeline's marks."""
+    at = now
     now = _now(now)
     done: list[dict[str, Any]] = []
     with conn.transaction():
@@ -290,7 +295,7 @@ def sweep(conn: psycopg.Connection, now: datetime | None = None) -> list[dict[st
             current = _clocks({**found[row["id"]], "status": row["status"]}, now)
             clocks = [c for c in current if (row["id"], c) not in seen]
             if clocks:
-                done.append(_supervise(conn, row, clocks, found[row["id"]]))
+                done.append(_supervise(conn, row, clocks, found[row["id"]], at))
         if done:
             lons = [r["lon"] for r in locked if any(d["id"] == r["id"] for d in done)]
             lats = [r["lat"] for r in locked if any(d["id"] == r["id"] for d in done)]
@@ -300,7 +305,7 @@ def sweep(conn: psycopg.Connection, now: datetime | None = None) -> list[dict[st
 
 
 def _supervise(conn: psycopg.Connection, row: dict[str, Any], clocks: list[str],
-               due: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+               due: dict[str, Any], at: datetime | None) -> dict[str, Any]:  # fmt: skip
     centre = dispatch._centre(conn, row["jurisdictions"])
     words = "; ".join(f"{CLOCKS[c]}: due {due[f'due_{c}_at']:%Y-%m-%d %H:%M %Z}" for c in clocks)
     status, sets = row["status"], {"escalated": True}
@@ -316,6 +321,7 @@ def _supervise(conn: psycopg.Connection, row: dict[str, Any], clocks: list[str],
         words += f" (督办): escalated to {centre[1]}"
     else:
         words += f" (督办): escalated to {centre[1]}, which supervises {row['unit_code']}"
-    _move(conn, row["id"], status, sets)
-    intake._event(conn, row["id"], SWEEP_ACTOR, "supervised", row["status"], status, words)
+    _move(conn, row["id"], status, sets, at)
+    intake._event(conn, row["id"], SWEEP_ACTOR, "supervised", row["status"], status, words,
+                  at=at)  # fmt: skip
     return {"id": row["id"], "clocks": clocks, "centre": centre[0] if centre else None}
