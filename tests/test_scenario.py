@@ -9,6 +9,7 @@ resident, and counted in the evaluation."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -20,12 +21,14 @@ from pathlib import Path
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from psycopg import sql
 from shapely.geometry import LineString, box, mapping
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from tests.helpers import make_data_dir, run_twin, settings_for
+from tests.test_photos import _gps_jpeg
 from twin import db
 
 ADMIN = {"X-API-Key": "scenario-admin"}
@@ -202,9 +205,20 @@ def test_a_city_from_files_takes_reports_from_every_channel_through_the_whole_lo
         assert dry["channel"] == "grid_inspector" and dry["unit"]["code"] == "E-ROADS"
         assert dry["dispatch"]["how"] == "rule" and not dry["assets"]
         # Rubbish in 花园街道: the most specific category and deepest jurisdiction.
-        rubbish = _report(client, resident, "A01", 120.015, 30.015, reporter=REPORTER,
-                          description="垃圾桶满了没人清")  # fmt: skip
+        # … sent by a resident's app with a phone photo (随手拍) that knows where it was taken.
+        report = {"category": "A01", "location": {"lon": 120.015, "lat": 30.015},
+                  "reporter": REPORTER, "description": "垃圾桶满了没人清"}  # fmt: skip
+        sent = client.post("/incidents", data={"report": json.dumps(report, ensure_ascii=False)},
+                           files=[("photo", ("IMG_0001.jpg", _gps_jpeg(), "image/jpeg"))],
+                           headers=resident)  # fmt: skip
+        assert sent.status_code == 201, sent.text
+        rubbish = sent.json()
         assert rubbish["channel"] == "resident_photo" and "reporter" not in rubbish
+        [photo] = rubbish["photos"]
+        shown = client.get(photo["url"])
+        assert shown.status_code == 200 and b"GPS" not in shown.content
+        assert not Image.open(io.BytesIO(shown.content)).getexif().get_ifd(0x8825)
+        assert "original_url" not in photo
         rubbish = _staff(client, rubbish["id"])
         assert rubbish["unit"]["code"] == "E2-CLEAN"
         # Rubbish in 滨江街道: the category's parent rule for the whole district.
