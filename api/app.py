@@ -15,7 +15,17 @@ import twin
 from api.access import Gate
 from api.deps import configure
 from api.errors import install_error_handlers
-from api.routes import changes, health, imports, incidents, intake, layers, ogc, spatial
+from api.routes import (
+    changes,
+    evaluation,
+    health,
+    imports,
+    incidents,
+    intake,
+    layers,
+    ogc,
+    spatial,
+)
 from twin import registry
 from twin.settings import Settings
 
@@ -85,5 +95,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(changes.router)
     app.include_router(incidents.router)
     app.include_router(intake.router)
+    app.include_router(evaluation.router)
 
     return app
