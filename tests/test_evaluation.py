@@ -24,9 +24,10 @@ from tests.helpers import make_data_dir, settings_for
 from twin.incidents import categories, intake, loop, responsibilities
 
 KEY = {"X-API-Key": "test-key"}
-S1, S2, S3 = "310199001000", "310199002000", "310199003000"  # 棠浦路, 白兰路, 柳营路街道
+S1, S2, S3, S4 = "310199001000", "310199002000", "310199003000", "310199004000"
 X, Y, Z = "U-310199001-CMTEAM", "U-310199001-HOUSING", "U-310199002-CMTEAM"
 CENTRE_S2 = "U-310199002-CENTRE"
+WATERCO, ROADS = "U-310199-WATERCO", "U-310199-ROADS"
 NOW = datetime.now(UTC).replace(microsecond=0)
 T0 = NOW - timedelta(days=10)
 H = timedelta(hours=1)
@@ -48,6 +49,17 @@ def _grid_points(conn: psycopg.Connection, street: str) -> list[tuple[float, flo
         (street,),
     ).fetchall()
     return [(float(x), float(y)) for x, y in rows]
+
+
+def _water_main(conn: psycopg.Connection, street: str) -> tuple[float, float]:
+    row = conn.execute(
+        "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_LineInterpolatePoint(f.geom, 0.5) AS p, f.id"
+        " FROM pipes f WHERE f.network = 'water' AND f.owner_unit = %s) m JOIN jurisdictions j"
+        " ON j.code = %s AND ST_Contains(j.geom, m.p) ORDER BY m.id LIMIT 1",
+        (WATERCO, street),
+    ).fetchone()
+    assert row is not None
+    return float(row[0]), float(row[1])
 
 
 class History:
@@ -137,6 +149,11 @@ def _make_history(conn: psycopg.Connection) -> History:
     h.report("y2", "EV-B", s1[4], t, "楼道堆物")
     h.walk("y2", ("reassign", t + H / 2, {"unit": Z}), ("accept", t + H), ("start", t + H),
            ("resolve", t + 5 * H), ("close", t + 6 * H))  # fmt: skip
+    # The water company's main (the owner's rule), handed to the roads office, cancelled.
+    t = T0 + D
+    w = h.report("w1", "SJ0401", _water_main(conn, S4), t, "路面冒水")
+    assert w["unit"]["code"] == WATERCO and w["dispatch"]["how"] == "owner"
+    h.walk("w1", ("reassign", t + H, {"unit": ROADS}), ("cancel", t + 2 * H))
     # No rule: escalated to the street's centre, never accepted.
     e1 = h.report("e1", "EV-N", s2[0], T0 + 5 * D, "无人管的事")
     assert e1["unit"]["code"] == CENTRE_S2 and e1["dispatch"]["how"] == "escalation"
@@ -172,7 +189,7 @@ def test_units_figures_and_ranking(staff: TestClient):
     body = answer.json()
     assert "on_time_rate" in body["ranking"]
     units = _by(body["units"], "unit")
-    assert set(units) == {X, Y, Z, CENTRE_S2}
+    assert set(units) == {X, Y, Z, CENTRE_S2, WATERCO, ROADS}
     x = units[X]
     # Four work orders (the fused duplicate is none, the reports before the period out).
     assert x["received"] == 4 and x["dispatched_auto"] == 4 and x["auto_by_rule"] == 4
@@ -198,9 +215,16 @@ def test_units_figures_and_ranking(staff: TestClient):
     centre = units[CENTRE_S2]
     assert centre["auto_by_escalation"] == 1 and centre["on_time_rate"] == 0.0
     assert centre["median_accept_hours"] is None and centre["overdue_now"] == 1
-    # Y and Z tie (every rate equal): both first, X third, the centre last.
+    # The owner's rule sent the burst main to the water company, wrongly.
+    water = units[WATERCO]
+    assert (water["received"], water["dispatched_auto"], water["auto_by_owner"]) == (0, 1, 1)
+    assert water["reassigned"] == 1 and water["dispatch_accuracy"] == 0.0
+    roads = units[ROADS]
+    assert (roads["received"], roads["dispatched_manual"], roads["resolve_due"]) == (1, 1, 0)
+    # Y and Z tie (every rate equal): both first, X third, the centre fourth; nothing was
+    # due of the roads office's (cancelled) or the water company's (none now): no rank.
     assert [(u["unit"], u["rank"]) for u in body["units"]] == [
-        (Y, 1), (Z, 1), (X, 3), (CENTRE_S2, 4)
+        (Y, 1), (Z, 1), (X, 3), (CENTRE_S2, 4), (ROADS, None), (WATERCO, None)
     ]  # fmt: skip
 
 
@@ -209,7 +233,7 @@ def test_jurisdictions_per_street_and_within_a_district(staff: TestClient):
                        headers=KEY)  # fmt: skip
     assert answer.status_code == 200, answer.text
     streets = _by(answer.json()["jurisdictions"], "code")
-    assert set(streets) == {S1, S2}
+    assert set(streets) == {S1, S2, S4}
     s1 = streets[S1]
     assert s1["name"] == "棠浦路街道" and s1["level"] == "street"
     # x1-x4, y1, y2: six work orders, all dispatched by rule, one reassigned.
@@ -219,6 +243,9 @@ def test_jurisdictions_per_street_and_within_a_district(staff: TestClient):
     assert s1["median_accept_hours"] == 1.0  # 1, 3, 2, 1, 0.5, 1
     assert s1["supervised"] == 1 and s1["rank"] == 1
     assert streets[S2]["auto_by_escalation"] == 1 and streets[S2]["rank"] == 2
+    s4 = streets[S4]  # the burst main: by the owner's rule, reassigned, cancelled
+    assert (s4["auto_by_owner"], s4["reassigned"], s4["dispatch_accuracy"]) == (1, 1, 0.0)
+    assert s4["rank"] is None
     grids = staff.get("/evaluation/jurisdictions",
                       params={**PERIOD, "level": "grid", "within": S2}, headers=KEY).json()  # fmt: skip
     assert [g["received"] for g in grids["jurisdictions"]] == [1]
@@ -264,7 +291,7 @@ def test_category_trends_against_the_period_before(staff: TestClient):
     assert (a["count"], a["previous"], a["change"], a["change_pct"]) == (5, 2, 3, 150.0)
     assert sum(a["series"]) == 5 and max(a["series"]) == 2  # x1 and its duplicate, one day
     assert found["EV-C"]["count"] == 6 and found["EV-C"]["change_pct"] is None
-    assert body["count"] == 5 + 2 + 1 + 6 and body["previous"] == 2
+    assert body["count"] == 5 + 2 + 1 + 1 + 6 and body["previous"] == 2  # A, B, N, burst, C
     assert body["categories"][0]["code"] == "EV-C"  # the most reported first
     weekly = staff.get("/sentiment/categories", params={"interval": "week"}, headers=KEY).json()
     assert sum(_by(weekly["categories"], "code")["EV-A"]["series"]) == 5
