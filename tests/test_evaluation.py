@@ -377,3 +377,18 @@ def test_nul_bytes_strangers_and_unknown_parameters(staff: TestClient):
     for path in ("/evaluation/units", "/evaluation/jurisdictions", "/sentiment/categories",
                  "/sentiment/words", "/sentiment/hotspots", "/sentiment/clusters"):  # fmt: skip
         assert staff.get(path).status_code == 401, path
+
+
+def test_a_period_with_no_reports_answers_empty_lists(staff: TestClient):
+    quiet = {"from": "2000-01-01", "to": "2000-01-08"}
+    for path, key in (("/evaluation/units", "units"),
+                      ("/evaluation/jurisdictions", "jurisdictions"),
+                      ("/sentiment/categories", "categories"), ("/sentiment/words", "words"),
+                      ("/sentiment/hotspots", "hotspots"), ("/sentiment/clusters", "clusters")):  # fmt: skip
+        answer = staff.get(path, params=quiet, headers=KEY)
+        assert answer.status_code == 200, (path, answer.text)
+        assert answer.json()[key] == [], path
+        assert answer.json()["from"] == "2000-01-01T00:00:00+08:00"
+        assert answer.json()["to"] == "2000-01-09T00:00:00+08:00"  # the whole of the 8th
+        table = _csv(staff.get(path, params={**quiet, "format": "csv"}, headers=KEY))
+        assert len(table) == 1, path  # the header alone
