@@ -18,6 +18,7 @@ from api.deps import configure
 from api.errors import install_error_handlers
 from api.routes import (
     changes,
+    evaluation,
     health,
     imports,
     incidents,
@@ -105,5 +106,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(open311.router)
     app.include_router(photos.router)
+    app.include_router(evaluation.router)
 
     return app

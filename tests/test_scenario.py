@@ -222,7 +222,8 @@ def test_a_city_from_files_takes_reports_from_every_channel_through_the_whole_lo
         rubbish = _staff(client, rubbish["id"])
         assert rubbish["unit"]["code"] == "E2-CLEAN"
         # Rubbish in 滨江街道: the category's parent rule for the whole district.
-        rubbish_w = _report(client, hotline, "A01", 120.005, 30.012, "hotline_12345")
+        rubbish_w = _report(client, hotline, "A01", 120.005, 30.012, "hotline_12345",
+                            description="垃圾桶倒了，垃圾撒了一地")  # fmt: skip
         assert rubbish_w["unit"]["code"] == "E-ROADS"
         # A street stall in 西区 (no streets there): the district's grid level still works.
         stall = _report(client, platform, "C01", 120.030, 30.015, "camera_ai")
@@ -299,7 +300,7 @@ def test_a_city_from_files_takes_reports_from_every_channel_through_the_whole_lo
         # -- overdue: the server's own sweep supervises and escalates ---------------------
         long_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat()
         late = _report(client, hotline, "A01", 120.016, 30.004, "hotline_12345",
-                       reported_at=long_ago)  # fmt: skip
+                       reported_at=long_ago, description="小区门口垃圾桶发臭")  # fmt: skip
         assert late["unit"]["code"] == "E2-CLEAN"
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -321,6 +322,38 @@ def test_a_city_from_files_takes_reports_from_every_channel_through_the_whole_lo
             shown = client.get(path)
             assert shown.status_code == 200 and not any(p in shown.text for p in PERSONAL), path
         assert client.get("/track/no-such-token").status_code == 404
+
+        # -- evaluation (一网评效) and public sentiment ------------------------------------
+        assert client.get("/evaluation/units", headers=water).status_code == 403
+        figures = client.get("/evaluation/units", headers=supervisor)
+        assert figures.status_code == 200, figures.text
+        by_unit = {u["unit"]: u for u in figures.json()["units"]}
+        waterco = by_unit["WATERCO"]
+        assert (waterco["received"], waterco["auto_by_owner"], waterco["dispatched_manual"]) == (
+            2,
+            1,
+            1,
+        )
+        assert waterco["reopened"] == 1 and waterco["on_time_rate"] == 1.0 and waterco["rank"] == 1
+        # Both of the works office's automatic dispatches were moved: none judged right.
+        roads_figures = by_unit["E-ROADS"]
+        assert roads_figures["dispatched_auto"] == 2 and roads_figures["reassigned"] == 2
+        assert roads_figures["dispatch_accuracy"] == 0.0
+        assert by_unit["E2-CLEAN"]["supervised"] == 1 and by_unit["E2-CLEAN"]["overdue_now"] == 1
+        assert by_unit["E-C"]["auto_by_escalation"] == 1
+        exported = client.get("/evaluation/units", params={"format": "csv"}, headers=supervisor)
+        assert exported.status_code == 200 and exported.content.startswith(b"\xef\xbb\xbf")
+        rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
+        assert {r["unit"]: int(r["received"]) for r in rows} == {
+            u: f["received"] for u, f in by_unit.items()}  # fmt: skip
+        districts = client.get("/evaluation/jurisdictions", params={"level": "district"},
+                               headers=supervisor).json()  # fmt: skip
+        assert {j["code"] for j in districts["jurisdictions"]} == {"HW-E", "HW-W"}
+        words = client.get("/sentiment/words", headers=supervisor)
+        assert words.status_code == 200
+        hot = {w["word"]: w["count"] for w in words.json()["words"]}
+        assert hot.get("垃圾桶") == 3, hot
+        assert not any(p in words.text for p in PERSONAL)
 
         # -- an external system through Open311, in XML and JSON -------------------------
         form = {"api_key": platform["X-API-Key"], "service_code": "C01", "lat": "30.012",
