@@ -159,9 +159,12 @@ def _when(value: Any, now: datetime) -> datetime:
 
 # The category (as categories.get_category reads it) and the jurisdiction chain (as
 # spatial.jurisdiction_chain lists it) in one round trip: intake needs both before anything else.
+# And the commit waits for the disk whatever the server's setting (the embedded cluster's is
+# off, for bulk loads): a report answered 201 must survive a crash.
 _CATEGORY_AND_CHAIN = """
     SELECT code, name, parent_code, asset_layers, attach_radius_m, response_hours,
-           resolve_hours, priority, fusion_radius_m, fusion_hours, dataset, here.chain
+           resolve_hours, priority, fusion_radius_m, fusion_hours, dataset, here.chain,
+           set_config('synchronous_commit', 'on', true) AS durable
     FROM incident_categories, LATERAL (
         SELECT coalesce(jsonb_agg(jsonb_build_object('code', j.code, 'name', j.name,
                                                      'level', j.level)
@@ -188,6 +191,7 @@ def _category_and_chain(conn: psycopg.Connection, code: Any, point: tuple[float,
         raise InvalidInput(f"category {code!r} is not a category (GET /categories lists them)",
                            option="category")  # fmt: skip
     chain = row.pop("chain")
+    row.pop("durable")
     return categories._category(row), chain
 
 
