@@ -1,11 +1,13 @@
-"""Benchmark: sustained intake (validate, attach, dispatch, store, change log) of
-incidents over HTTP (1 and 8 connections), beside the same core call in process.
+"""Benchmark: sustained intake (validate, attach, fusion check, dispatch, store, change
+log) of incidents over HTTP (1 and 8 connections), beside the same core call in process.
 
-    .venv/bin/python bench/intake.py [--reports 2000] [--size default]
+    .venv/bin/python bench/intake.py [--reports 2000] [--size large] [--categories 360]
 
 Uses the benchmark cluster in .twin/bench (or TWIN_DATABASE_URL); loads the demo city of
-the given size there first if it has none. Reports go to random points in the districts
-with categories drawn from the demo's leaves that have asset layers or rules, every
+the given size there first if it has none. The demo's 144 categories are grown to
+``--categories`` as a real city's list is, by sub-categories under its leaves (same layers,
+radius and hours as their parent, dataset "bench"; the rules of the parent cover them).
+Reports go to random points in the districts with categories drawn from the leaves, every
 channel. Serves the API with `twin serve` in a child process on a free port. The
 incidents it makes are deleted afterwards. Record figures in bench/RESULTS.md.
 """
@@ -30,7 +32,7 @@ import numpy as np
 from city import demo_city
 
 from twin import db
-from twin.incidents import intake
+from twin.incidents import categories, intake
 from twin.schema import INCIDENT_CHANNELS
 
 KEY = "bench-key"
@@ -53,6 +55,7 @@ def _figures(name: str, seconds: list[float], wall: float) -> str:
 
 def _clean(url: str) -> None:
     with db.connect(url) as conn:
+        conn.execute("DELETE FROM incident_photos")
         conn.execute("DELETE FROM incident_events")
         conn.execute("DELETE FROM incidents")
         conn.execute("DELETE FROM layer_changes WHERE layer = 'incidents'")
@@ -61,20 +64,47 @@ def _clean(url: str) -> None:
         conn.commit()
 
 
+def _grow_categories(url: str, wanted: int) -> None:
+    """Sub-categories under the demo's leaves until there are ``wanted`` categories."""
+    with db.connect(url) as conn:
+        stored = categories.list_categories(conn)
+        missing = wanted - len(stored)
+        if missing <= 0:
+            return
+        parents = {c.parent_code for c in stored}
+        leaves = [c for c in stored if c.code not in parents]
+        rows = []
+        for n in range(missing):
+            leaf = leaves[n % len(leaves)]
+            rows.append({**leaf.as_dict(), "code": f"{leaf.code}-{n // len(leaves) + 1}",
+                         "name": f"{leaf.name}（{n // len(leaves) + 1}）",
+                         "parent_code": leaf.code})  # fmt: skip
+        for row in rows:
+            row.pop("dataset")
+        categories.store(conn, rows, dataset="bench").raise_first()
+        conn.commit()
+
+
 def main() -> None:
     """Run the benchmark once and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=int, default=2000)
-    parser.add_argument("--size", choices=("small", "default", "large"), default="default")
+    parser.add_argument("--size", choices=("small", "default", "large"), default="large")
+    parser.add_argument("--categories", type=int, default=360)
     args = parser.parse_args()
 
     url, env = demo_city(args.size)
+    _grow_categories(url, args.categories)
     with db.connect(url) as conn:
         west, south, east, north = conn.execute(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
             " (SELECT ST_Extent(geom) e FROM jurisdictions WHERE level = 'district') x"
         ).fetchone()
         buildings = conn.execute("SELECT count(*) FROM buildings").fetchone()[0]
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM incident_categories),"
+            " (SELECT count(*) FROM responsibility_rules), (SELECT count(*) FROM jurisdictions)"
+        ).fetchone()
         codes = [r[0] for r in conn.execute(
             "SELECT c.code FROM incident_categories c WHERE NOT EXISTS (SELECT 1 FROM"
             " incident_categories k WHERE k.parent_code = c.code) ORDER BY c.code"
@@ -94,8 +124,9 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"data: {buildings:,} buildings, {len(codes)} leaf categories; {args.reports:,} reports "
-          "at random points in the districts")  # fmt: skip
+    print(f"data: {buildings:,} buildings, {counts[2]:,} jurisdictions, {counts[0]} categories "
+          f"({len(codes)} leaves), {counts[1]:,} rules; {args.reports:,} reports at random "
+          "points in the districts")  # fmt: skip
 
     with db.connect(url, autocommit=True) as conn:
         times = []

@@ -6,8 +6,10 @@ work does not."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -17,6 +19,8 @@ from api.app import create_app
 from tests.helpers import make_data_dir, settings_for
 from tests.test_intake import KEY, REPORTER, _report, _water_main
 from tests.test_loop import _walk
+from twin import db
+from twin.incidents import categories, fusion, intake
 
 # 公用设施 and 道路交通: no asset layers, the default fusion (50 m, 24 h).
 PLAIN, OTHER = "BJ01", "BJ02"
@@ -154,3 +158,74 @@ def test_tracking_a_fused_report_shows_the_incident_it_joined_and_no_personal_da
     assert retry.status_code == 200 and retry.json()["id"] == second["id"]
     original = staff.get(f"/incidents/{first['id']}", headers=KEY).json()
     assert [e["action"] for e in original["timeline"]].count("fused") == 1
+
+
+def _at_once(url: str, first: dict, second: dict) -> tuple[intake.Incident, intake.Incident, bool]:
+    """Report ``first`` and, while its transaction is still open, ``second`` on another
+    connection; whether the second was still waiting when the first was let go."""
+    with db.connect(url, autocommit=True) as one, db.connect(url, autocommit=True) as two:
+        with one.transaction():  # the first intake's turn is held until this commit
+            taken = intake.report(one, channel="hotline_12345", **first)
+            result: dict[str, Any] = {}
+
+            def report_second() -> None:
+                try:
+                    result["second"] = intake.report(two, channel="grid_inspector", **second)
+                except Exception as exc:  # shown by the test
+                    result["error"] = exc
+
+            worker = threading.Thread(target=report_second)
+            worker.start()
+            worker.join(1.0)
+            waited = worker.is_alive()
+        worker.join(60)
+    assert "error" not in result, result["error"]
+    return taken, result["second"], waited
+
+
+def test_two_reports_at_once_across_a_cell_border_still_fuse(fresh_url: str):
+    # 20 m apart, on either side of a border of the grid the intakes take turns by.
+    border = round(121.4001 / fusion.CELL_DEG) * fusion.CELL_DEG
+    west, east = _east(border, 31.2401, -10), _east(border, 31.2401, 10)
+    assert math.floor(west[0] / fusion.CELL_DEG) != math.floor(east[0] / fusion.CELL_DEG)
+    first, second, waited = _at_once(
+        fresh_url, {"category_code": PLAIN, "lon": west[0], "lat": west[1]},
+        {"category_code": PLAIN, "lon": east[0], "lat": east[1]},
+    )  # fmt: skip
+    assert waited  # the second waited for the first, then saw it
+    assert second.view["status"] == "duplicate" and second.view["duplicate_of"] == first.id
+    assert first.view["status"] != "duplicate"
+
+
+def test_two_reports_at_once_on_one_long_pipe_still_fuse(fresh_url: str):
+    one_end, other_end, main = _long_main(fresh_url)
+    first, second, _ = _at_once(
+        fresh_url, {"category_code": "SJ0401", "lon": one_end[0], "lat": one_end[1]},
+        {"category_code": "SJ0401", "lon": other_end[0], "lat": other_end[1]},
+    )  # fmt: skip
+    assert second.view["duplicate_of"] == first.id
+    assert main in second.view["dispatch"]["reason"]
+
+
+def test_a_report_elsewhere_of_the_same_category_does_not_wait_for_a_fusion_check(
+    fresh_url: str,
+):
+    # 3 km apart: no fusion possible, so no turn to wait for (the whole category once did).
+    lon, lat = 121.4001, 31.2401
+    far = _east(lon, lat, 3000)
+    with (
+        db.connect(fresh_url, autocommit=True) as one,
+        db.connect(fresh_url, autocommit=True) as two,
+    ):
+        with one.transaction():  # an intake here between its fusion check and its commit
+            plain = categories.get_category(one, PLAIN)
+            assert fusion.find_original(one, plain, (lon, lat), datetime.now(UTC), []) is None
+            result: dict[str, Any] = {}
+            worker = threading.Thread(target=lambda: result.update(second=intake.report(
+                two, category_code=PLAIN, channel="camera_ai", lon=far[0], lat=far[1])))  # fmt: skip
+            worker.start()
+            worker.join(30)
+            done = not worker.is_alive()
+        worker.join(60)
+    assert done, "the report 3 km away waited for the fusion check here"
+    assert result["second"].view["duplicate_of"] is None

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.helpers import make_data_dir, settings_for
-from twin import spatial
+from twin import db, spatial
 from twin.crs import wgs84_to_gcj02
-from twin.incidents import categories, responsibilities
+from twin.incidents import categories, intake, responsibilities
 
 KEY = {"X-API-Key": "test-key"}
 REPORTER = {"name": "王小明", "phone": "13912345678", "email": "xm@example.cn"}
@@ -371,3 +371,15 @@ def test_times_off_the_calendar_are_refused_not_a_server_error(staff: TestClient
         assert answer.status_code == 400, (field, answer.text)
         assert "at most 87,600" in answer.json()["detail"]
     assert staff.get("/categories/ZZBIG").status_code == 404
+
+
+def test_an_intake_commits_durably_even_where_the_server_does_not(fresh_url: str):
+    # The embedded cluster runs with synchronous_commit off (for bulk loads); a report
+    # answered 201 must not be lost in a crash, so the intake's commit waits for the disk.
+    lon, lat, _ = _water_main(fresh_url)
+    with db.connect(fresh_url, autocommit=True) as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        with conn.transaction():  # the intake's own commit is this one's
+            intake.report(conn, category_code="SJ0401", channel="hotline_12345", lon=lon, lat=lat)
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)

@@ -100,46 +100,77 @@ def record(
     if box is not None and not all(math.isfinite(v) for v in box):
         raise ValueError(f"a change box must be finite: {box}")
     if added_only and box is not None:
-        _grow_statistics(conn, layer, features, box)
+        query = _RECORD_GROWN
     elif table is not None:
-        _recount_statistics(conn, layer, table, geometry)
+        recount = _RECOUNT.format(table=sql.Identifier(table), geometry=geometry, srid=_SRID)
+        query = _RECORD.format(statistics=recount, srid=_SRID)
+    else:
+        query = _RECORD_STAMPED
+    # One statement, one round trip: the log row, the catalogue's version and statistics
+    # (one UPDATE of its row: a statement may change a row once) and the notice, which
+    # is delivered at the commit. Writers that record often (every intake) pay little.
     row = conn.execute(
-        sql.SQL(
-            """
-            WITH change AS (
-                INSERT INTO layer_changes (layer, operation, dataset, features, bbox)
-                VALUES (%(layer)s, %(operation)s, %(dataset)s, %(features)s,
-                        CASE WHEN %(xmin)s::float8 IS NULL THEN NULL ELSE
-                        ST_SetSRID(ST_Expand(ST_MakeEnvelope(
-                            %(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s), 1e-9), {srid}) END)
-                RETURNING id, bbox
-            ), stamped AS (
-                UPDATE layer_catalogue SET version = (SELECT id FROM change)
-                WHERE name = %(layer)s
-            )
-            SELECT id, ST_XMin(bbox), ST_YMin(bbox), ST_XMax(bbox), ST_YMax(bbox) FROM change
-            """
-        ).format(srid=sql.Literal(schema.SRID)),
+        query,
         {
             "layer": layer,
             "operation": operation,
             "dataset": dataset,
             "features": features,
+            "channel": CHANNEL,
             **dict(zip(("xmin", "ymin", "xmax", "ymax"), box or (None,) * 4, strict=True)),
         },
     ).fetchone()
     assert row is not None
-    version = int(row[0])
-    payload = {
-        "version": version,
-        "layer": layer,
-        "operation": operation,
-        "bbox": None if row[1] is None else [float(v) for v in row[1:]],  # as stored
-        "dataset": dataset,
-        "features": features,
-    }
-    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(payload)))
-    return version
+    return int(row[0])
+
+
+_SRID = sql.Literal(schema.SRID)
+_RECORD = sql.SQL(
+    """
+    WITH change AS (
+        INSERT INTO layer_changes (layer, operation, dataset, features, bbox)
+        VALUES (%(layer)s, %(operation)s, %(dataset)s, %(features)s,
+                CASE WHEN %(xmin)s::float8 IS NULL THEN NULL ELSE
+                ST_SetSRID(ST_Expand(ST_MakeEnvelope(
+                    %(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s), 1e-9), {srid}) END)
+        RETURNING id, bbox
+    ), stamped AS (
+        UPDATE layer_catalogue SET version = (SELECT id FROM change) {statistics}
+        WHERE name = %(layer)s
+    )
+    SELECT id, pg_notify(%(channel)s, json_build_object(
+        'version', id, 'layer', %(layer)s::text, 'operation', %(operation)s::text,
+        'bbox', CASE WHEN bbox IS NULL THEN NULL  -- as stored
+                ELSE json_build_array(ST_XMin(bbox), ST_YMin(bbox), ST_XMax(bbox),
+                                      ST_YMax(bbox)) END,
+        'dataset', %(dataset)s::text, 'features', %(features)s::int)::text)
+    FROM change
+    """
+)
+# Count a layer's features and take its extent afresh (after deletes and updates).
+_RECOUNT = sql.SQL(
+    """,
+    feature_count = stats.n, extent = stats.extent, updated_at = now()
+    FROM (SELECT count(*) AS n,
+                 -- Expanded a hair so one point or one line still makes a polygon.
+                 ST_SetSRID(ST_Expand(ST_Extent({geometry}), 1e-9)::geometry, {srid}) AS extent
+          FROM {table}) AS stats
+    """
+)
+# Count features just added and widen the extent to the change's box, without a scan.
+_GROW = sql.SQL(
+    """,
+    feature_count = feature_count + %(features)s,
+    extent = ST_SetSRID(Box2D(ST_Collect(coalesce(extent, envelope.geom),
+                                         envelope.geom))::geometry, {srid}),
+    updated_at = now()
+    FROM (SELECT ST_Expand(ST_MakeEnvelope(%(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s, {srid}),
+                           1e-9) AS geom) AS envelope
+    """
+).format(srid=_SRID)
+# Composed once: the intake records a change with every report.
+_RECORD_GROWN = _RECORD.format(statistics=_GROW, srid=_SRID).as_string()
+_RECORD_STAMPED = _RECORD.format(statistics=sql.SQL(""), srid=_SRID).as_string()
 
 
 MAX_CHANGES = 1000  # in one answer; ask again after the last version given
@@ -236,45 +267,3 @@ def _pending(conn: psycopg.Connection, wait_s: float) -> Iterator[psycopg.Notify
     if not ready:
         return iter(())
     return iter(list(conn.notifies(timeout=0, stop_after=1000)))
-
-
-def _recount_statistics(
-    conn: psycopg.Connection, layer: str, table: str, geometry: sql.Composable
-) -> None:
-    """Count a layer's features and take its extent afresh (after deletes and updates)."""
-    conn.execute(
-        sql.SQL(
-            """
-            UPDATE layer_catalogue SET
-                feature_count = stats.n,
-                extent = stats.extent,
-                updated_at = now()
-            FROM (SELECT count(*) AS n,
-                         -- Expanded a hair so one point or one line still makes a polygon.
-                         ST_SetSRID(ST_Expand(ST_Extent({geometry}), 1e-9)::geometry, {srid})
-                             AS extent
-                  FROM {table}) AS stats
-            WHERE layer_catalogue.name = %s
-            """
-        ).format(table=sql.Identifier(table), geometry=geometry, srid=sql.Literal(schema.SRID)),
-        (layer,),
-    )
-
-
-def _grow_statistics(conn: psycopg.Connection, layer: str, added: int, box: Box) -> None:
-    """Count features just added and widen the extent to ``box``, without a scan."""
-    conn.execute(
-        sql.SQL(
-            """
-            UPDATE layer_catalogue SET
-                feature_count = feature_count + %(added)s,
-                extent = ST_SetSRID(Box2D(ST_Collect(
-                    coalesce(extent, envelope.geom), envelope.geom))::geometry, {srid}),
-                updated_at = now()
-            FROM (SELECT ST_Expand(ST_MakeEnvelope(
-                    %(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s, {srid}), 1e-9) AS geom) AS envelope
-            WHERE layer_catalogue.name = %(name)s
-            """
-        ).format(srid=sql.Literal(schema.SRID)),
-        dict(zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True), added=added, name=layer),
-    )

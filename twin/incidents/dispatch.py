@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from twin.incidents.categories import Category
-from twin.incidents.responsibilities import Candidate, candidate_rules
+from twin.incidents.responsibilities import Candidate, ranked_candidates
 
 HOW = ("rule", "owner", "escalation", "manual", "none")
 # An asset's layer as a dispatcher names it in a reason.
@@ -121,7 +121,7 @@ def choose(
             reason="the report lies outside every jurisdiction: it waits for a dispatcher",
         )  # fmt: skip
     owners = list(dict.fromkeys(a["owner_unit"] for a in assets if a.get("owner_unit")))
-    candidates = candidate_rules(
+    candidates = ranked_candidates(  # the category is read: one statement
         conn, category.code, [j["code"] for j in jurisdictions], asset_owners=owners
     )
     if candidates:

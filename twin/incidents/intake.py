@@ -157,13 +157,42 @@ def _when(value: Any, now: datetime) -> datetime:
     return value
 
 
-def _category(conn: psycopg.Connection, code: Any) -> categories.Category:
+# The category (as categories.get_category reads it) and the jurisdiction chain (as
+# spatial.jurisdiction_chain lists it) in one round trip: intake needs both before anything else.
+# And the commit waits for the disk whatever the server's setting (the embedded cluster's is
+# off, for bulk loads): a report answered 201 must survive a crash.
+_CATEGORY_AND_CHAIN = """
+    SELECT code, name, parent_code, asset_layers, attach_radius_m, response_hours,
+           resolve_hours, priority, fusion_radius_m, fusion_hours, dataset, here.chain,
+           set_config('synchronous_commit', 'on', true) AS durable
+    FROM incident_categories, LATERAL (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('code', j.code, 'name', j.name,
+                                                     'level', j.level)
+                        ORDER BY array_position(
+                            ARRAY['city','district','street','grid','community'], j.level),
+                        j.code), '[]') AS chain
+        FROM jurisdictions j
+        WHERE j.geom && ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)
+          AND ST_Intersects(j.geom, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326))
+    ) AS here
+    WHERE code = %(code)s
+"""
+
+
+def _category_and_chain(conn: psycopg.Connection, code: Any, point: tuple[float, float]
+                        ) -> tuple[categories.Category, list[dict[str, Any]]]:  # fmt: skip
     code = _text("category", code, 100)
-    try:
-        return categories.get_category(conn, code)
-    except NotFound:
+    row = None
+    if "\x00" not in code:
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(_CATEGORY_AND_CHAIN,
+                              {"code": code, "lon": point[0], "lat": point[1]}).fetchone()  # fmt: skip
+    if row is None:
         raise InvalidInput(f"category {code!r} is not a category (GET /categories lists them)",
-                           option="category") from None  # fmt: skip
+                           option="category")  # fmt: skip
+    chain = row.pop("chain")
+    row.pop("durable")
+    return categories._category(row), chain
 
 
 def _attach(conn: psycopg.Connection, category: categories.Category, lon: float,
@@ -245,8 +274,7 @@ def report(
                         f"{row[0]}); send a new key for a new report"
                     )
                 return Incident(int(row[0]), get(conn, int(row[0])), replayed=True)
-        category = _category(conn, category_code)
-        chain = spatial.jurisdiction_chain(conn, *point)
+        category, chain = _category_and_chain(conn, category_code, point)
         assets = _attach(conn, category, *point)
         fused = fusion.find_original(conn, category, point, when, assets)
         if fused is None:
@@ -254,37 +282,47 @@ def report(
         else:  # the same problem again: it joins the original, no second unit goes
             decision = dispatch.Decision(None, None, "fused", f"fused with incident {fused[0]}: "
                                          f"{fused[1]}")  # fmt: skip
-        incident_id = _insert(conn, category, fields, point, when, chain, assets, decision,
-                              key, digest, None if fused is None else fused[0])  # fmt: skip
-        _event(conn, incident_id, actor, "reported", None, "reported",
-               f"by {channel.replace('_', ' ')}")  # fmt: skip
-        if fused is not None:
-            original, why = fused
-            note = f"fused: report {incident_id} joined incident {original} ({why})"
-            _event(conn, incident_id, "fusion", "fused", "reported", "duplicate", note)
-            status = conn.execute("SELECT status FROM incidents WHERE id = %s",
-                                  (original,)).fetchone()  # fmt: skip
-            assert status is not None
-            _event(conn, original, "fusion", "fused", status[0], status[0], note)
-        elif decision.unit_code is not None:
-            _event(conn, incident_id, "dispatch",
-                   "escalated" if decision.escalated else "dispatched", "reported",
-                   "dispatched", decision.reason)  # fmt: skip
-        view = get(conn, incident_id)
-        # Last: the layer's catalogue row it updates is then held only until the commit,
-        # not while the answer is read (concurrent intakes queue on that row).
-        changes.record(
-            conn, LAYER, "intake", box=(*point, *point), features=1, added_only=True,
-            table=TABLE,
-        )  # fmt: skip
+        row = _insert(conn, category, fields, point, when, chain, assets, decision,
+                      key, digest, None if fused is None else fused[0])  # fmt: skip
+        incident_id = row["id"]
+        # The rest is written without waiting for each answer (one round trip), the
+        # timeline read back as stored.
+        with conn.pipeline():
+            _event(conn, incident_id, actor, "reported", None, "reported",
+                   f"by {channel.replace('_', ' ')}")  # fmt: skip
+            if fused is not None:
+                original, why, status = fused
+                note = f"fused: report {incident_id} joined incident {original} ({why})"
+                _event(conn, incident_id, "fusion", "fused", "reported", "duplicate", note)
+                _event(conn, original, "fusion", "fused", status, status, note)
+            elif decision.unit_code is not None:
+                _event(conn, incident_id, "dispatch",
+                       "escalated" if decision.escalated else "dispatched", "reported",
+                       "dispatched", decision.reason)  # fmt: skip
+            # Last: the layer's catalogue row it updates is then held only until the
+            # commit (concurrent intakes queue on that row).
+            changes.record(
+                conn, LAYER, "intake", box=(*point, *point), features=1, added_only=True,
+                table=TABLE,
+            )  # fmt: skip
+            timeline = _timeline(conn, incident_id)
+        # The answer from what is in hand (the insert's RETURNING), as get reads it.
+        row.update(category_name=category.name, unit_name=decision.unit_name, reopens=0)
+        view = _staff_view(row, timeline)
+        # A report just taken has no photos yet (report_with_photos adds them, then reads).
+        view["photos"] = []
+        for entry in timeline:
+            entry["photos"] = []
         return Incident(incident_id, view)
 
 
 def _insert(conn: psycopg.Connection, category: categories.Category, fields: dict[str, Any],
             point: tuple[float, float], when: datetime, chain: list[dict[str, Any]],
             assets: list[dict[str, Any]], decision: dispatch.Decision, key: str | None,
-            digest: str | None, duplicate_of: int | None = None) -> int:  # fmt: skip
-    row = conn.execute(
+            digest: str | None, duplicate_of: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Store the incident; the columns of its staff view (``_VIEW``) as stored, but the
+    category's, the unit's names and the reopens, which the caller has."""
+    row = conn.cursor(row_factory=dict_row).execute(
         """
         INSERT INTO incidents (category_code, channel, description, address, status, unit_code,
             dispatch, escalated, outside, jurisdictions, assets, due_response_at,
@@ -294,7 +332,10 @@ def _insert(conn: psycopg.Connection, category: categories.Category, fields: dic
             %(dispatch)s, %(escalated)s, %(outside)s, %(chain)s, %(assets)s, %(due_response)s,
             %(due_resolve)s, %(token)s, %(key)s, %(digest)s, %(reporter)s, %(when)s,
             %(duplicate_of)s, ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326))
-        RETURNING id
+        RETURNING id, status, category_code, channel, description, address, ST_X(geom) AS lon,
+            ST_Y(geom) AS lat, unit_code, dispatch, escalated, outside, duplicate_of, assets,
+            jurisdictions, due_response_at, due_resolve_at, reported_at, created_at,
+            updated_at, version, tracking_token, reporter
         """,
         {
             "category": category.code, "channel": fields["channel"],
@@ -311,7 +352,7 @@ def _insert(conn: psycopg.Connection, category: categories.Category, fields: dic
         },
     ).fetchone()  # fmt: skip
     assert row is not None
-    return int(row[0])
+    return row
 
 
 def _event(conn: psycopg.Connection, incident_id: int, actor: str, action: str,

@@ -283,38 +283,52 @@ class Candidate:
         return {**asdict(self), "owner_rule": self.owner_rule, "reason": self.reason()}
 
 
+# Every step is an index lookup: the rows a report touches are few (its category's few
+# ancestors, its chain's few jurisdictions and their rules), the tables are not (a large
+# city's 15,000 jurisdictions and 6,000 units were hashed whole on every report).
 _CANDIDATES = """
     WITH RECURSIVE cat(code, depth) AS (
         SELECT code, 0 FROM incident_categories WHERE code = %(category)s
         UNION ALL
-        SELECT c.parent_code, cat.depth + 1 FROM cat JOIN incident_categories c ON c.code = cat.code
+        SELECT c.parent_code, cat.depth + 1 FROM cat
+        CROSS JOIN LATERAL (SELECT parent_code FROM incident_categories
+                            WHERE code = cat.code OFFSET 0) c
         WHERE c.parent_code IS NOT NULL AND cat.depth < %(max_depth)s
     ),
-    up(code, depth) AS (  -- the report's jurisdictions and every one enclosing them
-        SELECT code, 0 FROM jurisdictions WHERE code = ANY(%(places)s)
-        UNION
-        SELECT j.parent_code, up.depth + 1 FROM up JOIN jurisdictions j ON j.code = up.code
-        WHERE j.parent_code IS NOT NULL AND up.depth < %(max_depth)s
-    ),
-    scope AS (SELECT DISTINCT code FROM up),
-    chain(code, above, n) AS (  -- each jurisdiction's ancestors, to count its depth
-        SELECT code, code, 0 FROM scope
+    walk(start, code, parent, steps) AS (  -- from each of the report's places to the root
+        SELECT code, code, parent_code, 0 FROM jurisdictions WHERE code = ANY(%(places)s)
         UNION ALL
-        SELECT chain.code, j.parent_code, chain.n + 1 FROM chain
-        JOIN jurisdictions j ON j.code = chain.above
-        WHERE j.parent_code IS NOT NULL AND chain.n < %(max_depth)s
+        SELECT walk.start, j.code, j.parent_code, walk.steps + 1 FROM walk
+        JOIN jurisdictions j ON j.code = walk.parent
+        WHERE walk.steps < %(max_depth)s
     ),
-    depth AS (SELECT code, max(n) AS depth FROM chain GROUP BY code)
-    SELECT r.id, r.category_code, c.name AS category_name, cat.depth AS category_depth,
-           r.jurisdiction_code, j.name AS jurisdiction_name, j.level AS jurisdiction_level,
-           depth.depth AS jurisdiction_depth, r.asset_owner, r.unit_code, u.name AS unit_name,
-           r.note
-    FROM responsibility_rules r
-    JOIN cat ON cat.code = r.category_code
-    JOIN depth ON depth.code = r.jurisdiction_code
-    JOIN incident_categories c ON c.code = r.category_code
-    JOIN jurisdictions j ON j.code = r.jurisdiction_code
-    JOIN units u ON u.code = r.unit_code
+    -- A place's depth: the steps from it to the root, the walk's from its start less those
+    -- from the start to it.
+    depth AS (
+        SELECT walk.code, max(total.steps - walk.steps) AS depth FROM walk
+        JOIN (SELECT start, max(steps) AS steps FROM walk GROUP BY start) total
+          ON total.start = walk.start
+        GROUP BY walk.code
+    ),
+    found AS MATERIALIZED (  -- each (category, place) pair looked up in the rules' key
+        SELECT r.id, r.category_code, cat.depth AS category_depth, r.jurisdiction_code,
+               depth.depth AS jurisdiction_depth, r.asset_owner, r.unit_code, r.note
+        FROM cat CROSS JOIN depth
+        CROSS JOIN LATERAL (
+            SELECT * FROM responsibility_rules r
+            WHERE r.category_code = cat.code AND r.jurisdiction_code = depth.code
+            OFFSET 0  -- not flattened: the planner's guesses of these rows are far off
+        ) r
+    )
+    SELECT f.id, f.category_code, c.name AS category_name, f.category_depth,
+           f.jurisdiction_code, j.name AS jurisdiction_name, j.level AS jurisdiction_level,
+           f.jurisdiction_depth, f.asset_owner, f.unit_code, u.name AS unit_name, f.note
+    FROM found f
+    CROSS JOIN LATERAL (SELECT name FROM incident_categories
+                        WHERE code = f.category_code OFFSET 0) c
+    CROSS JOIN LATERAL (SELECT name, level FROM jurisdictions
+                        WHERE code = f.jurisdiction_code OFFSET 0) j
+    CROSS JOIN LATERAL (SELECT name FROM units WHERE code = f.unit_code OFFSET 0) u
 """
 
 
@@ -337,6 +351,18 @@ def candidate_rules(
     None (nothing known of the assets) every rule is listed, owner rules marked and last.
     NotFound for an unknown category; unknown jurisdiction codes match nothing."""
     get_category(conn, category_code)
+    return ranked_candidates(conn, category_code, jurisdiction_codes, asset_owners=asset_owners)
+
+
+def ranked_candidates(
+    conn: psycopg.Connection,
+    category_code: str,
+    jurisdiction_codes: Sequence[str],
+    *,
+    asset_owners: Sequence[str] | None = None,
+) -> list[Candidate]:
+    """``candidate_rules`` for a category the caller has read already (intake has): one
+    statement, no second read of the category; an unknown code matches nothing."""
     places = [c for c in jurisdiction_codes if isinstance(c, str) and "\x00" not in c]
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
