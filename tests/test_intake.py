@@ -324,6 +324,9 @@ def test_precedence_and_escalation_in_a_city_that_skips_a_level(staff: TestClien
          ' "reporter": {"name": "x", "ssn": "1"}}', "reporter"),
         ('{"category": "SJ0401", "channel": "hotline_12345", "location": {"lon": 121.4, "lat": 31.2,'
          ' "crs": "EPSG:999999"}}', "location.crs"),
+        # Degrees sent as a projected CRS would be stored at the equator: refused, as /locate does.
+        ('{"category": "SJ0401", "channel": "hotline_12345", "location": {"lon": 121.4, "lat": 31.24,'
+         ' "crs": "EPSG:4549"}}', "location"),
         ('{"category": "SJ0401", "channel": "hotline_12345", "location": {"lon": 121.4, "lat": 31.2},'
          ' "reported_at": "2020-01-01T00:00:00"}', "reported_at"),
         ('{"category": "SJ0401", "channel": "hotline_12345", "location": {"lon": 121.4, "lat": 31.2},'

@@ -486,3 +486,38 @@ def _off_the_globe(
     if area is not None and np.isfinite(coords[k]).all():
         return f"{where}: {said} lies outside the area where {source.name} is used ({area.name})"
     return f"{where}: {said} is not on the globe in {source.name}"
+
+
+def point_to_storage(
+    x: float,
+    y: float,
+    crs: str | None,
+    *,
+    option: str,
+    crs_option: str | None = None,
+    srid: int = 4326,
+) -> tuple[float, float]:
+    """One point given in ``crs`` (None: longitude/latitude as stored; any CRS
+    ``resolve_crs`` reads, GCJ-02 and BD-09 included) as longitude and latitude in the
+    storage CRS: the one conversion of a single point, for every door that takes one.
+    InvalidInput (``crs_option``, by default ``option``) for a CRS not known, (``option``)
+    for a point that cannot be in that CRS, e.g. degrees sent
+    as a projected CRS (they would land thousands of kilometres away)."""
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise InvalidInput("the point's coordinates must be finite numbers", option=option)
+    if crs is None:
+        return x, y
+    source = resolve_crs(crs, crs_option or option)
+    if source.is_storage(srid):
+        return x, y
+    given = np.array([shapely.Point(x, y)], dtype=object)
+    wrong = implausible(given, source)[0]
+    if wrong is not None:
+        hint = " (are these degrees? then leave crs out)" if abs(x) <= 180 and abs(y) <= 90 else ""
+        raise InvalidInput(f"the point {x:g}, {y:g} cannot be in {source.name}: {wrong}{hint}",
+                           option=option)  # fmt: skip
+    point = to_storage(given, source, srid)[0]
+    if not (math.isfinite(point.x) and math.isfinite(point.y)):
+        raise InvalidInput(f"the point {x:g}, {y:g} lies beyond the range of {source.name}",
+                           option=option)  # fmt: skip
+    return float(point.x), float(point.y)

@@ -8,7 +8,6 @@ import math
 import warnings
 from typing import Annotated, Any
 
-import numpy as np
 import psycopg
 import shapely
 from fastapi import APIRouter, Body, Query, Request
@@ -26,7 +25,7 @@ from api.deps import (
 )
 from layers.readers import geojson_geometry
 from twin import spatial
-from twin.crs import implausible, number_text, resolve_crs, to_storage
+from twin.crs import number_text, point_to_storage
 from twin.errors import InvalidInput
 from twin.schema import SRID
 
@@ -43,21 +42,7 @@ DEFAULT_LAYERS = "buildings,public_spaces,pipes,pipe_nodes,sensors,units"
 
 def _storage_point(lon: float, lat: float, crs: str) -> tuple[float, float]:
     """The point in lon/lat; x/y in the named CRS when it is projected."""
-    source = resolve_crs(crs, "crs")
-    if source.srid == SRID:  # CRS84 or EPSG:4326, however named: x/y as stored
-        return lon, lat
-    if not (np.isfinite(lon) and np.isfinite(lat)):
-        raise InvalidInput("lon and lat must be finite numbers")
-    given = np.array([shapely.Point(lon, lat)], dtype=object)
-    wrong = implausible(given, source)[0]
-    if wrong is not None:
-        # Degrees sent with a projected crs= land thousands of kilometres away: say so.
-        hint = (
-            " (are these degrees? then leave crs out)" if abs(lon) <= 180 and abs(lat) <= 90 else ""
-        )
-        raise InvalidInput(f"the point {lon:g}, {lat:g} cannot be in {source.name}: {wrong}{hint}")
-    point = to_storage(given, source)[0]
-    return point.x, point.y
+    return point_to_storage(lon, lat, crs, option="crs", srid=SRID)
 
 
 def _layers(text: str) -> list[str]:

@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import psycopg
-import shapely
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from twin import changes, keys, spatial
-from twin.crs import resolve_crs, to_storage
+from twin.crs import point_to_storage
 from twin.errors import Conflict, InvalidInput, NotFound, StaleVersion
 from twin.incidents import categories, dispatch, fusion, photos
 from twin.schema import INCIDENT_CHANNELS, INCIDENT_STATUSES, SRID
@@ -103,13 +101,13 @@ def storage_point(lon: Any, lat: Any, crs: str | None = None) -> tuple[float, fl
     x, y = _number("location.lon", lon), _number("location.lat", lat)
     if crs is not None:
         _text("location.crs", crs, 200)
-        source = resolve_crs(crs, "location.crs")
-        if not source.is_storage(SRID):
-            point = to_storage(np.array([shapely.Point(x, y)]), source, SRID)[0]
-            x, y = float(point.x), float(point.y)
-            if not (math.isfinite(x) and math.isfinite(y)):
-                raise InvalidInput(f"location ({lon}, {lat}) lies beyond the range of {crs}",
-                                   option="location")  # fmt: skip
+        try:
+            x, y = point_to_storage(x, y, crs, option="location", crs_option="location.crs",
+                                    srid=SRID)  # fmt: skip
+        except InvalidInput as exc:
+            if exc.option != "location":  # the CRS itself, named as it came
+                raise
+            raise InvalidInput(f"location: {exc}", option="location") from None
     try:
         spatial.check_point(x, y)
     except InvalidInput as exc:
