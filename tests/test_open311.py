@@ -120,6 +120,15 @@ def test_a_311_client_round_trip_in_json(client: TestClient, fresh_url: str):
     # A caller with a key reads the description.
     keyed = client.get(f"{V2}/requests/{request_id}.json", headers={"X-API-Key": KEY})
     assert keyed.json()[0]["description"] == FORM["description"]
+    # … within its scope only: another unit's staff read no description.
+    unit = client.get(f"/incidents/{request_id}", headers={"X-API-Key": KEY}).json()["unit"]["code"]
+    with psycopg.connect(fresh_url) as conn:
+        other = conn.execute("SELECT code FROM units WHERE code <> %s LIMIT 1", (unit,)).fetchone()
+    made = client.post("/keys", json={"name": "别的单位", "role": "unit_staff", "unit": other[0]},
+                       headers={"X-API-Key": KEY})  # fmt: skip
+    outsider = client.get(f"{V2}/requests/{request_id}.json",
+                          headers={"X-API-Key": made.json()["key"]})  # fmt: skip
+    assert outsider.status_code == 200 and outsider.json()[0]["description"] == ""
 
     by_token = client.get(f"{V2}/tokens/{token}.json").json()
     assert by_token == [{"service_request_id": request_id, "token": token}]

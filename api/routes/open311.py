@@ -166,10 +166,12 @@ async def service_definition(request: Request, code: str, fmt: str) -> Response:
 # --- service requests ---------------------------------------------------------------------
 
 
-def _requests(conn: psycopg.Connection, *, descriptions: bool, statuses: list[str] | None = None,
-              **filters: Any) -> list[dict[str, Any]]:  # fmt: skip
+def _requests(conn: psycopg.Connection, *, reader: keys.Holder | None,
+              statuses: list[str] | None = None, **filters: Any) -> list[dict[str, Any]]:  # fmt: skip
     """Service requests by the core's list filters, newest first; ``statuses`` (open,
-    closed) as each request reads (a duplicate as the request it joined)."""
+    closed) as each request reads (a duplicate as the request it joined). Descriptions
+    only for a ``reader`` who handles incidents, of the incidents within its scope."""
+    descriptions = reader is not None
     wanted = None if statuses is None else open311.statuses_for(statuses)
     found = intake.list_incidents(conn, status=wanted, limit=PAGE, descriptions=descriptions,
                                   **filters)["incidents"]  # fmt: skip
@@ -195,8 +197,11 @@ def _requests(conn: psycopg.Connection, *, descriptions: bool, statuses: list[st
     )
     listed = []
     for view, target in pairs:
+        sees = reader is not None and reader.sees(
+            (view["unit"] or {}).get("code"), [j["code"] for j in view["jurisdictions"] or ()]
+        )
         answer = open311.request(view, target, steps[target["id"]]["step"],
-                                 steps[view["id"]]["media_url"], description=descriptions)  # fmt: skip
+                                 steps[view["id"]]["media_url"], description=sees)  # fmt: skip
         if statuses is None or answer["status"] in statuses:
             listed.append(answer)
     return listed
@@ -262,9 +267,7 @@ async def list_requests(request: Request, fmt: str, x_api_key: Key = None) -> Re
                 raise InvalidInput(f"status {wrong[0][:40]!r} is not open or closed")
             filters["statuses"] = statuses
     try:
-        listed = await with_connection(
-            request, _requests, descriptions=reader is not None, **filters
-        )
+        listed = await with_connection(request, _requests, reader=reader, **filters)
     except NotFound as exc:  # a service_code that is no category
         raise InvalidInput(f"service_code: {exc}; services.json lists the services") from None
     return render(listed, fmt, root="service_requests", item="request")
@@ -281,7 +284,7 @@ async def get_request(request: Request, request_id: str, fmt: str,
     shown = request_id.replace("\x00", "")[:40]
     if not request_id.isdigit() or len(request_id) > 19 or not 0 < int(request_id) < 2**63:
         raise NotFound(f"there is no service request {shown!r}: an id is a whole number")
-    listed = await with_connection(request, _requests, descriptions=reader is not None,
+    listed = await with_connection(request, _requests, reader=reader,
                                ids=[int(request_id)])  # fmt: skip
     if not listed:
         raise NotFound(f"there is no service request {shown}")
