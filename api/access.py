@@ -125,7 +125,7 @@ class Allowed:
         if not holder.may(self.capability):
             roles = ", ".join(sorted(keys.CAPABILITIES[self.capability]))
             raise Forbidden(
-                f"a {holder.role.replace('_', ' ')} key may not {self.capability.replace('_', ' ')}"
+                f"{holder.a_role} key may not {self.capability.replace('_', ' ')}"
                 f"; this route is for {roles}"
             )
         return holder
@@ -217,7 +217,7 @@ def holder_allowed(request: Request, key: str | None, capability: str) -> keys.H
         raise Forbidden("api_key is missing or not a valid key: send your key in the api_key "
                         "field or the X-API-Key header")  # fmt: skip
     if not holder.may(capability):
-        raise Forbidden(f"a {holder.role.replace('_', ' ')} key may not "
+        raise Forbidden(f"{holder.a_role} key may not "
                         f"{capability.replace('_', ' ')}")  # fmt: skip
     return holder
 

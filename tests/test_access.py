@@ -212,6 +212,12 @@ def test_a_jurisdictions_keys_see_inside_it_only(admin: TestClient, fresh_url: s
     report = _report(admin, "BJ0110", *_quiet_main(fresh_url), headers=inspector,
                      channel="grid_inspector")  # fmt: skip
     assert report.status_code == 201 and report.json()["channel"] == "grid_inspector"
+    # Reporting outside its grid, the inspector is answered what the public sees.
+    away = _report(admin, "BJ0110", *_quiet_main(fresh_url), headers=outsider,
+                   channel="grid_inspector", reporter=REPORTER)  # fmt: skip
+    assert away.status_code == 201 and away.json()["tracking_token"]
+    chain = admin.get(f"/incidents/{away.json()['id']}", headers=KEY).json()["jurisdictions"]
+    assert ("reporter" in away.json()) == (elsewhere in [j["code"] for j in chain])
 
 
 def test_keys_over_http_say_what_is_wrong(admin: TestClient, fresh_url: str):
@@ -224,6 +230,7 @@ def test_keys_over_http_say_what_is_wrong(admin: TestClient, fresh_url: str):
         ({"name": "a\x00b", "role": "dispatcher"}, "name"),
         ({"name": "a", "role": ["admin"]}, "role"),
         ({"name": "a", "role": "dispatcher", "power": 1}, "power"),
+        ({"name": "a", "role": "resident", "unit": WATERCO}, "unit"),
     ):
         answer = admin.post("/keys", json=body, headers=KEY)
         assert answer.status_code == 400, (body, answer.text)

@@ -81,6 +81,12 @@ class Holder:
         return self.jurisdiction_code is None or self.jurisdiction_code in jurisdiction_codes
 
     @property
+    def a_role(self) -> str:
+        """The role with its article, for messages: "a unit staff", "an external"."""
+        words = self.role.replace("_", " ")
+        return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
+
+    @property
     def scope_words(self) -> str:
         """The scope in words, for messages."""
         parts = []
@@ -100,7 +106,7 @@ def channel_for(holder: Holder, channel: Any) -> Any:
     if channel is None:
         return own[0]
     if channel not in own:
-        raise Forbidden(f"a {holder.role.replace('_', ' ')} key reports through "
+        raise Forbidden(f"{holder.a_role} key reports through "
                         f"{' or '.join(own)}, not {str(channel)[:40]!r}")  # fmt: skip
     return channel
 
@@ -151,6 +157,9 @@ def create(
     unit_code = _code(conn, "units", unit, "unit")
     if role == "unit_staff" and unit_code is None:
         raise InvalidInput("a unit staff key needs the unit whose work it sees", option="unit")
+    if role != "unit_staff" and unit_code is not None:
+        raise InvalidInput(f"only unit staff keys are held to a unit; a {role} key may be held "
+                           "to a jurisdiction", option="unit")  # fmt: skip
     key = PREFIX + secrets.token_urlsafe(32)
     with conn.transaction():
         row = (

@@ -68,8 +68,17 @@ def _too_large() -> TooLarge:
                     f"bounded (description at most {intake.MAX_DESCRIPTION:,} characters)")  # fmt: skip
 
 
+def _step_too_large() -> TooLarge:
+    return TooLarge(f"the request body is larger than {MAX_BODY_KB} KB: a step of the loop "
+                    f"is a few fields (a note at most {intake.MAX_NOTE:,} characters)")  # fmt: skip
+
+
 async def _body(request: Request) -> Any:
     return await json_body(request, MAX_BODY_KB * 1024, _too_large)
+
+
+async def _step_body(request: Request) -> Any:
+    return await json_body(request, MAX_BODY_KB * 1024, _step_too_large)
 
 
 async def _report_body(request: Request) -> tuple[Any, list[bytes]]:
@@ -127,9 +136,9 @@ async def post_incident(
     the same ``Idempotency-Key`` (and the same photos), 409 for another report under it;
     400 naming the field that cannot be used; 413 for a photo over its bytes or pixels,
     415 for a file that is no JPEG, PNG or WebP. A refused photo stores no incident. A
-    resident's or an external system's key is answered what the public sees (``/track``)
-    with the incident's id and tracking token, and reports through its own channels (403
-    for another)."""
+    resident's or an external system's key (or staff reporting outside their scope) is
+    answered what the public sees (``/track``) with the incident's id and tracking token;
+    a role with channels of its own reports through them (403 for another)."""
     document, uploaded = body
     values = _fields(document, REPORT_FIELDS, "a report")
     channel = keys.channel_for(caller, values.get("channel"))
@@ -150,7 +159,12 @@ async def post_incident(
         reported_at=values.get("reported_at"), idempotency_key=idempotency_key,
         actor=caller.name,
     )  # fmt: skip
-    if caller.role in keys.OUTSIDE_ROLES:
+    view = incident.view
+    seen_by_caller = caller.sees((view["unit"] or {}).get("code"),
+                                 [j["code"] for j in view["jurisdictions"]])  # fmt: skip
+    # A resident or an outside system, or staff reporting beyond their scope (an inspector
+    # outside its grid): what the public sees, as the incident's own page would be 404.
+    if caller.role in keys.OUTSIDE_ROLES or not seen_by_caller:
         token = incident.view["tracking_token"]
         seen = await with_connection(request, intake.public, token)
         incident = intake.Incident(incident.id, {"id": incident.id, "tracking_token": token,
@@ -224,7 +238,7 @@ def _version(if_match: str | None, given: Any) -> int:
             return int(text)
         raise InvalidInput('If-Match must be the incident\'s ETag, e.g. "3"', option="If-Match")
     raise InvalidInput("give the version you read (the body's version or If-Match): a "
-                       "dispatch is refused when the incident changed since", option="version")  # fmt: skip
+                       "change is refused when the incident changed since", option="version")  # fmt: skip
 
 
 async def _against_version(request: Request, if_match: str | None, given: Any,
@@ -247,7 +261,7 @@ async def dispatch_incident(
     request: Request,
     caller: Dispatcher,
     incident_id: IncidentId,
-    document: Annotated[Any, Depends(_body)],
+    document: Annotated[Any, Depends(_step_body)],
     if_match: Annotated[str | None, Header(alias="If-Match", max_length=100)] = None,
 ) -> FastJSON:
     """``{unit, note?, version?}`` (or the version in ``If-Match``): 200 with the
@@ -271,7 +285,7 @@ async def transition_incident(
     request: Request,
     caller: IncidentStaff,
     incident_id: IncidentId,
-    document: Annotated[Any, Depends(_body)],
+    document: Annotated[Any, Depends(_step_body)],
     if_match: Annotated[str | None, Header(alias="If-Match", max_length=100)] = None,
 ) -> FastJSON:
     """``{action, note?, version?, unit?, duplicate_of?, to?}`` (or the version in

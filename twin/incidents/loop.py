@@ -128,7 +128,7 @@ def transition(
     action = _check_action(action)
     if holder is not None and holder.role not in ACTION_ROLES[action]:
         roles = ", ".join(sorted(r.replace("_", " ") for r in ACTION_ROLES[action]))
-        raise Forbidden(f"a {holder.role.replace('_', ' ')} may not {action.replace('_', ' ')}"
+        raise Forbidden(f"{holder.a_role} may not {action.replace('_', ' ')}"
                         f" an incident ({roles} may)")  # fmt: skip
     expected_version = intake.check_version(expected_version)
     note = intake._text("note", note, MAX_NOTE)
