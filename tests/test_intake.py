@@ -291,6 +291,10 @@ def test_precedence_and_escalation_in_a_city_that_skips_a_level(staff: TestClien
     assert [i["id"] for i in page["incidents"]] > [i["id"] for i in rest["incidents"]]
     assert staff.get("/incidents", params={"unit": "S1-CENTRE"}, headers=KEY).json()["count"] == 1
     assert staff.get("/incidents", params={"category": "P"}, headers=KEY).json()["count"] == 3
+    # An unknown code in a filter is a 400 naming it (not an empty page, not a 404).
+    for name in ("unit", "category", "jurisdiction"):
+        unknown = staff.get("/incidents", params={name: "NOPE"}, headers=KEY)
+        assert unknown.status_code == 400 and unknown.json()["parameter"] == name, unknown.text
 
 
 @pytest.mark.parametrize(

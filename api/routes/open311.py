@@ -268,7 +268,9 @@ async def list_requests(request: Request, fmt: str, x_api_key: Key = None) -> Re
             filters["statuses"] = statuses
     try:
         listed = await with_connection(request, _requests, reader=reader, **filters)
-    except NotFound as exc:  # a service_code that is no category
+    except InvalidInput as exc:  # a service_code that is no category
+        if exc.option != "category":
+            raise
         raise InvalidInput(f"service_code: {exc}; services.json lists the services") from None
     return render(listed, fmt, root="service_requests", item="request")
 

@@ -539,6 +539,8 @@ def list_incidents(
                                option="status")  # fmt: skip
     where, params = ["TRUE"], {}  # type: ignore[var-annotated]
     if unit is not None:
+        if conn.execute("SELECT 1 FROM units WHERE code = %s", (unit,)).fetchone() is None:
+            raise InvalidInput(f"there is no unit {unit[:60]!r}", option="unit")
         where.append("i.unit_code = %(unit)s")
         params["unit"] = unit
     if statuses is not None:
@@ -546,14 +548,21 @@ def list_incidents(
         params["status"] = list(statuses)
     if codes is not None:
         where.append("i.category_code = ANY(%(categories)s)")
-        params["categories"] = [
-            below for code in codes
-            for below in (code, *(c.code for c in categories.descendants(conn, code)))
-        ]  # fmt: skip
+        try:
+            params["categories"] = [
+                below for code in codes
+                for below in (code, *(c.code for c in categories.descendants(conn, code)))
+            ]  # fmt: skip
+        except NotFound as exc:  # a filter's value, not a resource: 400, named
+            raise InvalidInput(str(exc), option="category") from None
     if ids is not None:
         where.append("i.id = ANY(%(ids)s)")
         params["ids"] = [i for i in ids if isinstance(i, int) and 0 < i < 2**63]
     if jurisdiction is not None:
+        known = conn.execute("SELECT 1 FROM jurisdictions WHERE code = %s", (jurisdiction,))
+        if known.fetchone() is None:
+            raise InvalidInput(f"there is no jurisdiction {jurisdiction[:60]!r}",
+                               option="jurisdiction")  # fmt: skip
         where.append("i.jurisdictions @> %(place)s")
         params["place"] = Jsonb([{"code": jurisdiction}])
     if bbox is not None:
