@@ -45,7 +45,7 @@ from twin.schema import INCIDENT_CHANNELS
 KEY_PREFIX = "twin-demo:"  # the idempotency key of every demo incident begins so
 DAYS = 91
 # Reports over the three months, per district of the demo's size (the large city has 49).
-VOLUMES = {"small": 160, "default": 600, "large": 6000}
+VOLUMES = {"small": 160, "default": 3000, "large": 12000}
 LOCAL = timezone(timedelta(hours=8))
 SWEEP_EVERY = timedelta(hours=1)
 COMMIT_EVERY = 300  # steps: a long replay holds no lock for long, nor thousands at once
