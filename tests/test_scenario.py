@@ -201,7 +201,7 @@ def test_a_city_from_files_takes_reports_from_every_channel_through_the_whole_lo
         assert [j["code"] for j in burst["jurisdictions"]] == ["HW", "HW-E", "HW-E-1", "HW-E-1-a"]
         assert burst["assets"][0]["source_id"] == "GS-001" and burst["assets"][0]["distance_m"] < 20
         # Far from any main: the district's rule.
-        dry = _report(client, inspector, "B01", 120.005, 30.018)
+        dry = _report(client, inspector, "B01", 120.003, 30.008)  # in its grid, 330 m off the main
         assert dry["channel"] == "grid_inspector" and dry["unit"]["code"] == "E-ROADS"
         assert dry["dispatch"]["how"] == "rule" and not dry["assets"]
         # Rubbish in 花园街道: the most specific category and deepest jurisdiction.
