@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from tests.helpers import make_data_dir, run_twin, settings_for
 from tests.test_intake import KEY, REPORTER, _report
+from twin.incidents import loop
 
 WATERCO = "U-310199-WATERCO"
 
@@ -279,3 +280,25 @@ def test_the_sweep_supervises_overdue_work_once_and_escalates_it(staff: TestClie
     third = run_twin("incidents", "sweep", "--json", env={"TWIN_DATABASE_URL": fresh_url})
     assert json.loads(third.stdout)["count"] == 0
     assert [e["action"] for e in accepted["timeline"]].count("supervised") == 1
+
+
+def test_reopened_work_has_its_clocks_anew_and_is_supervised_again(
+    staff: TestClient, fresh_url: str
+):
+    long_ago = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    late = _burst(staff, fresh_url, reported_at=long_ago)
+    with psycopg.connect(fresh_url) as conn:
+        first = loop.sweep(conn)
+    assert [(d["id"], d["clocks"]) for d in first] == [(late["id"], ["response", "resolve"])]
+    before = staff.get(f"/incidents/{late['id']}", headers=KEY).json()
+    done = _walk(staff, before, "accept", "start", ("resolve", {"note": "修好了"}))
+    reopened = _walk(staff, done, ("reopen", {"note": "又漏了", "to": "dispatched"}))
+    due = {k: datetime.fromisoformat(v) for k, v in reopened["due_at"].items()}
+    now = datetime.now(UTC)
+    # 重办: the category's hours again from the reopening (1 h to answer, 12 h to resolve).
+    assert timedelta(minutes=55) < due["response"] - now < timedelta(hours=1, minutes=5)
+    assert timedelta(hours=11, minutes=55) < due["resolve"] - now < timedelta(hours=12, minutes=5)
+    with psycopg.connect(fresh_url) as conn:
+        assert loop.sweep(conn) == []  # within its new times
+        later = loop.sweep(conn, now=now + timedelta(hours=13))
+    assert [(d["id"], d["clocks"]) for d in later] == [(late["id"], ["response", "resolve"])]

@@ -20,7 +20,7 @@ incidents layer's change log a change. No HTTP here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -68,7 +68,8 @@ NOTE_REQUIRED = frozenset({"send_back", "reopen", "cancel", "not_our_duty"})
 EXTRA = {"dispatch": ("unit",), "reassign": ("unit",), "duplicate": ("duplicate_of",),
          "reopen": ("to",)}  # fmt: skip
 REOPEN_TO = ("in_progress", "dispatched")
-MOVABLE = frozenset({"unit_code", "escalated", "dispatch", "duplicate_of"})  # besides status
+MOVABLE = frozenset({"unit_code", "escalated", "dispatch", "duplicate_of", "due_response_at",
+                     "due_resolve_at"})  # besides status  # fmt: skip
 SWEEP_ACTOR = "sla-sweep"
 SWEEP_LOCK = 0x7477696E_73776570  # an advisory lock's key: "twinswep"
 # The marks of the two clocks on the timeline: a clock is supervised once.
@@ -160,6 +161,7 @@ def transition(
             if not isinstance(target, str) or target not in REOPEN_TO:
                 raise InvalidInput(f"to {_shown(target)}: a reopened incident goes to "
                                    f"{' or '.join(REOPEN_TO)}", option="to")  # fmt: skip
+            sets = _clocks_anew(conn, incident_id, target, at)
         elif action == "send_back":
             sets = {"unit_code": None, "escalated": False, "dispatch": Jsonb({
                 "rule": None, "how": "none",
@@ -172,6 +174,23 @@ def transition(
         # Nothing moved and the count holds: the layer's version moves, no recount.
         changes.record(conn, LAYER, "edit", box=(lon, lat, lon, lat), features=1, table=None)
         return intake.get(conn, incident_id)
+
+
+def _clocks_anew(conn: psycopg.Connection, incident_id: int, target: str,
+                 at: datetime | None) -> dict[str, Any]:  # fmt: skip
+    """The due times of reopened work (重办): the category's resolution time again from
+    now, and its response time too when the unit must accept it anew (``dispatched``)."""
+    row = conn.execute(
+        "SELECT c.response_hours, c.resolve_hours FROM incidents i"
+        " JOIN incident_categories c ON c.code = i.category_code WHERE i.id = %s",
+        (incident_id,),
+    ).fetchone()
+    assert row is not None  # locked by the caller; a category cannot go while it is used
+    start = at or datetime.now(UTC)
+    sets = {"due_resolve_at": start + timedelta(hours=row[1])}
+    if target == "dispatched":
+        sets["due_response_at"] = start + timedelta(hours=row[0])
+    return sets
 
 
 def _move(conn: psycopg.Connection, incident_id: int, status: str, sets: dict[str, Any],
@@ -284,9 +303,12 @@ def sweep(conn: psycopg.Connection, now: datetime | None = None) -> list[dict[st
                 " FOR UPDATE SKIP LOCKED",
                 (list(found),),
             ).fetchall()
+            # Marks since the last reopen: reopened work has its clocks anew.
             marked = cur.execute(
-                "SELECT incident_id, note FROM incident_events WHERE action = 'supervised'"
-                " AND incident_id = ANY(%s)",
+                "SELECT e.incident_id, e.note FROM incident_events e WHERE e.action ="
+                " 'supervised' AND e.incident_id = ANY(%s) AND e.id > coalesce((SELECT"
+                " max(r.id) FROM incident_events r WHERE r.incident_id = e.incident_id AND"
+                " r.action = 'reopened'), 0)",
                 (list(found),),
             ).fetchall()
         seen = {(m["incident_id"], clock) for m in marked for clock, mark in CLOCKS.items()
