@@ -143,13 +143,35 @@ def install_error_handlers(app: FastAPI) -> None:
         elif status == 400 and (form := _form_problem(detail)) is not None:
             status, detail = form
         elif status == 405:
-            allowed = headers.get("Allow", "")
+            # Starlette names the methods of the first route of the path only; a path
+            # served by several routes (GET and POST /incidents) takes them all.
+            allowed = ", ".join(_methods_at(request)) or headers.get("Allow", "")
+            if allowed:
+                headers["Allow"] = allowed
             detail = f"{request.method} is not allowed on {request.url.path}; use {allowed or 'another method'}"
         response = problem(status, TITLES.get(status, "Error"), detail, request.url.path)
         response.headers.update(headers)
         return response
 
     app.add_middleware(InputGuard)
+
+
+def _methods_at(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (walking included routers)."""
+    from fastapi.routing import APIRoute
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    pending = list(request.app.routes)
+    while pending:
+        route = pending.pop()
+        if hasattr(route, "original_router"):  # an included router
+            pending.extend(route.original_router.routes)
+        elif isinstance(route, APIRoute):
+            match, _ = route.matches({**request.scope, "method": next(iter(route.methods))})
+            if match is Match.FULL:
+                methods |= route.methods
+    return sorted(methods - {"HEAD"})
 
 
 def _nothing_stored(exc: NothingStored) -> dict[str, Any]:

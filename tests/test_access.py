@@ -267,3 +267,12 @@ def test_the_server_runs_the_sla_sweep_itself_and_one_sweep_at_a_time(fresh_url:
             supervised = [e for e in seen["timeline"] if e["action"] == "supervised"]
             assert len(supervised) == 1 and supervised[0]["actor"] == loop.SWEEP_ACTOR
             assert seen["escalated"]
+
+
+def test_a_wrong_method_names_every_method_the_path_takes(admin: TestClient):
+    for path, methods in (("/incidents", "GET, POST"), ("/open311/v2/requests.json", "GET, POST"),
+                          ("/keys", "GET, POST")):  # fmt: skip
+        answer = admin.delete(path, headers=KEY)
+        assert answer.status_code == 405, (path, answer.text)
+        assert answer.headers["allow"] == methods, (path, answer.headers)
+        assert methods in answer.text or "use" in answer.text
