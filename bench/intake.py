@@ -59,6 +59,7 @@ def _clean(url: str) -> None:
         conn.execute("DELETE FROM incident_events")
         conn.execute("DELETE FROM incidents")
         conn.execute("DELETE FROM layer_changes WHERE layer = 'incidents'")
+        conn.execute("DELETE FROM layer_catalogue_deltas WHERE layer = 'incidents'")
         conn.execute("UPDATE layer_catalogue SET feature_count = 0, extent = NULL"
                      " WHERE name = 'incidents'")  # fmt: skip
         conn.commit()

@@ -4,9 +4,11 @@ listeners; the API's catalogue snapshot follows those notices."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -22,9 +24,10 @@ from layers.ingest import ImportOptions, import_file
 from layers.scenes import create_scene, drop_scene
 from tests.helpers import make_data_dir, settings_for, write_geojson
 from tests.test_import import EPANET
-from twin import changes
+from twin import changes, db, registry
 from twin.changes import Change
 from twin.errors import TwinError
+from twin.incidents import intake
 
 KEY = {"X-API-Key": "test-key"}
 LON, LAT = 121.4001, 31.2401  # inside the demo district
@@ -327,3 +330,108 @@ def test_another_system_follows_the_log_over_http(staff: TestClient, tmp_path: P
         answer = staff.get(f"/changes?{bad}")
         assert answer.status_code == 400, (bad, answer.text)
         assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+# Intakes record a change each, many at once: they keep the incidents layer's statistics
+# in rows of their own (layer_catalogue_deltas), so none waits for another's commit, and
+# the catalogue every reader gets (twin.registry) is still exact at each commit.
+PLAIN, OTHER = "BJ01", "BJ02"  # no asset layers: nothing shared but the layer
+FAR = (LON + 0.03, LAT)  # about 3 km east: no fusion check in common either
+
+
+def incidents_entry(url: str) -> tuple[int, list[float] | None, int, int]:
+    """The incidents layer as the catalogue shows it: count, bbox, version, and the
+    catalogue's version; read on a connection of its own (what is committed)."""
+    with psycopg.connect(url) as conn:
+        catalogue = registry.load(conn)
+    entry = catalogue.entry("incidents")
+    return entry["feature_count"], entry["bbox"], entry["version"], catalogue.version
+
+
+def last_change(url: str, layer: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT max(id) FROM layer_changes WHERE layer = %s", (layer,))
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def open_intake(conn: psycopg.Connection, category: str, lon: float, lat: float) -> int:
+    """Report an incident on ``conn`` (its transaction left to the caller); its id."""
+    taken = intake.report(conn, category_code=category, channel="hotline_12345", lon=lon,
+                          lat=lat)  # fmt: skip
+    return taken.id
+
+
+def test_two_intakes_at_once_do_not_wait_for_each_other_and_both_count(fresh_url: str):
+    count, bbox, _, _ = incidents_entry(fresh_url)
+    with (
+        db.connect(fresh_url, autocommit=True) as one,
+        db.connect(fresh_url, autocommit=True) as two,
+    ):
+        two.execute("SET lock_timeout = '3s'")  # a wait for the first fails the test
+        with one.transaction():
+            open_intake(one, PLAIN, LON, LAT)
+            with two.transaction():  # both open at once, in one thread: neither waited
+                open_intake(two, OTHER, *FAR)
+                assert incidents_entry(fresh_url)[0] == count  # neither committed
+            second = last_change(fresh_url, "incidents")
+            # The second is counted at its commit, the first (still open) is not.
+            now, box, version, latest = incidents_entry(fresh_url)
+            assert now == count + 1 and version == second and latest >= second
+            assert covers(box, *FAR) and not covers(box, LON, LAT)
+        now, box, version, _ = incidents_entry(fresh_url)
+    assert now == count + 2 and covers(box, LON, LAT) and covers(box, *FAR)
+    assert version == second == last_change(fresh_url, "incidents")  # the latest stays
+    assert bbox is None or box[0] <= bbox[0]  # an extent only grows with intakes
+
+
+def test_an_intake_rolled_back_beside_another_leaves_no_trace_in_the_catalogue(
+    fresh_url: str,
+):
+    count, _, version_before, _ = incidents_entry(fresh_url)
+    with (
+        db.connect(fresh_url, autocommit=True) as one,
+        db.connect(fresh_url, autocommit=True) as two,
+    ):
+        two.execute("SET lock_timeout = '3s'")
+        with one.transaction():
+            open_intake(one, PLAIN, LON, LAT)
+            first = changes.latest_version(one)  # its own change, not committed yet
+            with pytest.raises(RuntimeError), two.transaction():
+                open_intake(two, OTHER, *FAR)  # the later change, the higher version
+                raise RuntimeError("rolled back")
+    now, box, version, latest = incidents_entry(fresh_url)
+    assert now == count + 1 and version == first > version_before and latest >= first
+    assert covers(box, LON, LAT) and not covers(box, *FAR)
+
+
+def test_a_recount_waits_for_an_intake_in_flight_and_counts_it(fresh_url: str):
+    with (
+        db.connect(fresh_url, autocommit=True) as one,
+        db.connect(fresh_url, autocommit=True) as two,
+    ):
+        with one.transaction():
+            open_intake(one, PLAIN, LON, LAT)
+            result: dict[str, Any] = {}
+
+            def recount() -> None:  # what a delete or the demo does to the layer
+                try:
+                    with two.transaction():
+                        result["version"] = changes.record(
+                            two, "incidents", "edit", box=None, table="incidents"
+                        )
+                except Exception as exc:  # shown by the test
+                    result["error"] = exc
+
+            worker = threading.Thread(target=recount)
+            worker.start()
+            worker.join(1.0)
+            waited = worker.is_alive()
+        worker.join(60)
+    assert "error" not in result, result["error"]
+    assert waited  # the recount waited for the intake's commit ...
+    with psycopg.connect(fresh_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM incidents").fetchone()[0]  # type: ignore[index]
+        folded = conn.execute("SELECT count(*) FROM layer_catalogue_deltas").fetchone()[0]  # type: ignore[index]
+    now, box, version, _ = incidents_entry(fresh_url)
+    assert now == stored >= 1 and covers(box, LON, LAT)  # ... and counted it
+    assert version == result["version"] and folded == 0  # the row holds it all again

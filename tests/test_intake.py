@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.helpers import make_data_dir, settings_for
-from twin import db, spatial
+from twin import db, registry, spatial
 from twin.crs import wgs84_to_gcj02
 from twin.incidents import categories, intake, responsibilities
 
@@ -207,11 +207,9 @@ def test_every_intake_is_a_change_of_the_incidents_layer(staff: TestClient, fres
     assert len(new) == 2 and all(c["operation"] == "intake" for c in new)
     west, south, east, north = new[1]["bbox"]
     assert west <= lon + 0.0005 <= east and south <= lat <= north
-    with psycopg.connect(fresh_url) as conn:
-        count = conn.execute(
-            "SELECT feature_count FROM layer_catalogue WHERE name = 'incidents'"
-        ).fetchone()
-    assert count == (len(ids),)
+    with psycopg.connect(fresh_url) as conn:  # the catalogue as its readers see it
+        count = registry.load(conn).entry("incidents")["feature_count"]
+    assert count == len(ids)
 
 
 def _own_city(conn: psycopg.Connection) -> None:

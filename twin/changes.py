@@ -2,11 +2,25 @@
 transaction, and only here.
 
 ``record`` does three things at once, so no writer can do one and forget another: it
-refreshes the layer's catalogue statistics (count, extent, updated_at), appends a row to
-``layer_changes`` with a new version number and the box of what changed, and notifies
-listeners (PostgreSQL ``NOTIFY`` on ``CHANNEL``, delivered when the transaction commits;
-nothing is heard of a write that rolls back). Tile caches drop the tiles under the box;
-the API's catalogue snapshot reloads; rules on sensors will listen too.
+refreshes the layer's catalogue statistics (count, extent, updated_at, version), appends a
+row to ``layer_changes`` with a new version number and the box of what changed, and
+notifies listeners (PostgreSQL ``NOTIFY`` on ``CHANNEL``, delivered when the transaction
+commits; nothing is heard of a write that rolls back). Tile caches drop the tiles under
+the box; the API's catalogue snapshot reloads; rules on sensors will listen too.
+
+Where the statistics go. Rare writers (imports, deletes, the demo) update the layer's
+``layer_catalogue`` row. The frequent ones (``FREQUENT``: every intake, dispatch and step
+of the closed loop) only ever add features or move the version, and there are many at
+once: on the one catalogue row each would wait for the one before to commit, WAL flush
+included (42 % of the intake's data base time at 8 connections, bench/RESULTS.md). They
+write to ``layer_catalogue_deltas`` instead, each to a row of the layer no other open
+transaction holds (``FOR UPDATE SKIP LOCKED``, a new row when all are held), so they never
+wait for one another. The layer's count is the row's plus the deltas' sum, its extent
+the union, its version the greatest: twin.registry's one catalogue query adds them, so
+what a reader sees is exact at every commit. A recount (a delete, an edit of a layer's
+table, the demo) folds the deltas back into the row: it takes the layer's advisory lock
+exclusively, the frequent writers share it, so it waits for those in flight and counts
+with their work committed, and the ones after it wait for it (as they did on the row).
 """
 
 from __future__ import annotations
@@ -43,6 +57,10 @@ OPERATIONS = frozenset(
         "dispatch",
     }
 )
+# The writers that record many small changes at once (a report, a dispatch, a step of the
+# closed loop): those that only add features or move the version keep their statistics
+# in layer_catalogue_deltas, off the layer's one catalogue row.
+FREQUENT = frozenset({"intake", "dispatch", "edit"})
 
 
 @dataclass(frozen=True)
@@ -99,45 +117,53 @@ def record(
         raise ValueError(f"not a change operation: {operation!r}")
     if box is not None and not all(math.isfinite(v) for v in box):
         raise ValueError(f"a change box must be finite: {box}")
-    if added_only and box is not None:
+    grows = added_only and box is not None
+    params = {
+        "layer": layer,
+        "operation": operation,
+        "dataset": dataset,
+        "features": features,
+        "channel": CHANNEL,
+        "grows": grows,
+        **dict(zip(("xmin", "ymin", "xmax", "ymax"), box or (None,) * 4, strict=True)),
+    }
+    if operation in FREQUENT and (grows or not table):
+        query = _RECORD_DELTA
+    elif grows:
         query = _RECORD_GROWN
     elif table is not None:
-        recount = _RECOUNT.format(table=sql.Identifier(table), geometry=geometry, srid=_SRID)
-        query = _RECORD.format(statistics=recount, srid=_SRID)
+        # Alone, before the recount's statement: that one's snapshot then holds every
+        # frequent writer's work that was in flight, and no later one's.
+        conn.execute(_HOLD_EXCLUSIVE, params)
+        query = _recount(table, geometry)
     else:
         query = _RECORD_STAMPED
     # One statement, one round trip: the log row, the catalogue's version and statistics
     # (one UPDATE of its row: a statement may change a row once) and the notice, which
-    # is delivered at the commit. Writers that record often (every intake) pay little.
-    row = conn.execute(
-        query,
-        {
-            "layer": layer,
-            "operation": operation,
-            "dataset": dataset,
-            "features": features,
-            "channel": CHANNEL,
-            **dict(zip(("xmin", "ymin", "xmax", "ymax"), box or (None,) * 4, strict=True)),
-        },
-    ).fetchone()
+    # is delivered at the commit. Writers that record often (every intake) pay little;
+    # a recount, rare, pays a round trip more for the lock.
+    row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])
 
 
 _SRID = sql.Literal(schema.SRID)
-_RECORD = sql.SQL(
+# The log row, with its box (NULL when nothing with a place changed).
+_CHANGE = sql.SQL(
     """
-    WITH change AS (
+    change AS (
         INSERT INTO layer_changes (layer, operation, dataset, features, bbox)
-        VALUES (%(layer)s, %(operation)s, %(dataset)s, %(features)s,
-                CASE WHEN %(xmin)s::float8 IS NULL THEN NULL ELSE
-                ST_SetSRID(ST_Expand(ST_MakeEnvelope(
-                    %(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s), 1e-9), {srid}) END)
+        SELECT %(layer)s, %(operation)s, %(dataset)s, %(features)s,
+               CASE WHEN %(xmin)s::float8 IS NULL THEN NULL ELSE
+               ST_SetSRID(ST_Expand(ST_MakeEnvelope(
+                   %(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s), 1e-9), {srid}) END
+        {after}
         RETURNING id, bbox
-    ), stamped AS (
-        UPDATE layer_catalogue SET version = (SELECT id FROM change) {statistics}
-        WHERE name = %(layer)s
-    )
+    )"""
+)
+# The notice of the change, delivered at the commit; the statement's answer is the version.
+_NOTIFIED = sql.SQL(
+    """
     SELECT id, pg_notify(%(channel)s, json_build_object(
         'version', id, 'layer', %(layer)s::text, 'operation', %(operation)s::text,
         'bbox', CASE WHEN bbox IS NULL THEN NULL  -- as stored
@@ -145,6 +171,15 @@ _RECORD = sql.SQL(
                                       ST_YMax(bbox)) END,
         'dataset', %(dataset)s::text, 'features', %(features)s::int)::text)
     FROM change
+    """
+)
+_RECORD = sql.SQL(
+    """
+    WITH {change}, stamped AS (
+        UPDATE layer_catalogue SET version = (SELECT id FROM change) {statistics}
+        WHERE name = %(layer)s
+    ){folded}
+    {notified}
     """
 )
 # Count a layer's features and take its extent afresh (after deletes and updates).
@@ -168,9 +203,83 @@ _GROW = sql.SQL(
                            1e-9) AS geom) AS envelope
     """
 ).format(srid=_SRID)
+# The layer's advisory lock (a key from its name; seed 13, the incidents' own locks use 11
+# and 12): the frequent writers share it, a recount takes it alone.
+_LOCK_KEY = sql.SQL("hashtextextended('layer_catalogue ' || %(layer)s, 13)")
+_HOLD_EXCLUSIVE = sql.SQL("SELECT pg_advisory_xact_lock({})").format(_LOCK_KEY).as_string()
+# A recount counts every feature: what the deltas held is in its count now. Safe in the
+# same statement: no frequent writer is in flight while the recount holds the lock.
+_FOLDED = sql.SQL(
+    """, folded AS (
+        DELETE FROM layer_catalogue_deltas WHERE layer = %(layer)s
+    )"""
+)
+# A frequent writer's statistics: the log row is written once the lock is shared (its
+# FROM), then a deltas row of the layer that no open transaction holds is taken, or one
+# made (keyed by this backend's pid, which no other live backend has), and grown by the
+# features added and the box (expanded a hair, as the catalogue's extent), its version
+# set; a change that adds nothing only moves the version, as on the catalogue row.
+_HELD = sql.SQL(
+    """
+    held AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock_shared({lock})
+    )"""
+).format(lock=_LOCK_KEY)
+_DELTA = sql.SQL(
+    """, free AS MATERIALIZED (
+        SELECT shard FROM layer_catalogue_deltas WHERE layer = %(layer)s
+        LIMIT 1 FOR UPDATE SKIP LOCKED
+    ), grown AS (
+        INSERT INTO layer_catalogue_deltas AS d
+            (layer, shard, features, west, south, east, north, version, updated_at)
+        SELECT %(layer)s, coalesce((SELECT shard FROM free), pg_backend_pid()),
+               CASE WHEN %(grows)s THEN %(features)s ELSE 0 END,
+               CASE WHEN %(grows)s THEN %(xmin)s::float8 - 1e-9 END,
+               CASE WHEN %(grows)s THEN %(ymin)s::float8 - 1e-9 END,
+               CASE WHEN %(grows)s THEN %(xmax)s::float8 + 1e-9 END,
+               CASE WHEN %(grows)s THEN %(ymax)s::float8 + 1e-9 END,
+               id, CASE WHEN %(grows)s THEN now() END
+        FROM change
+        ON CONFLICT (layer, shard) DO UPDATE SET
+            features = d.features + EXCLUDED.features,
+            west = least(d.west, EXCLUDED.west), south = least(d.south, EXCLUDED.south),
+            east = greatest(d.east, EXCLUDED.east), north = greatest(d.north, EXCLUDED.north),
+            version = greatest(d.version, EXCLUDED.version),
+            updated_at = coalesce(EXCLUDED.updated_at, d.updated_at)
+    )"""
+)
 # Composed once: the intake records a change with every report.
-_RECORD_GROWN = _RECORD.format(statistics=_GROW, srid=_SRID).as_string()
-_RECORD_STAMPED = _RECORD.format(statistics=sql.SQL(""), srid=_SRID).as_string()
+_RECORD_GROWN = _RECORD.format(
+    change=_CHANGE.format(srid=_SRID, after=sql.SQL("")), statistics=_GROW,
+    folded=sql.SQL(""), notified=_NOTIFIED,
+).as_string()  # fmt: skip
+_RECORD_STAMPED = _RECORD.format(
+    change=_CHANGE.format(srid=_SRID, after=sql.SQL("")), statistics=sql.SQL(""),
+    folded=sql.SQL(""), notified=_NOTIFIED,
+).as_string()  # fmt: skip
+# A WITH list is not run in its order but as each part is read: "held" is the log row's
+# FROM and the log row the deltas row's, so the lock comes first, then the log row, then
+# the deltas row (never a deltas row held while waiting for the lock: a recount holding
+# it would wait for that row, a deadlock).
+_RECORD_DELTA = (
+    sql.SQL("WITH {held}, {change}{delta} {notified}")
+    .format(
+        held=_HELD,
+        change=_CHANGE.format(srid=_SRID, after=sql.SQL("FROM held")),
+        delta=_DELTA,
+        notified=_NOTIFIED,
+    )
+    .as_string()
+)
+
+
+def _recount(table: str, geometry: sql.Composable) -> sql.Composed:
+    """The statement that records a change and counts ``table`` afresh."""
+    recount = _RECOUNT.format(table=sql.Identifier(table), geometry=geometry, srid=_SRID)
+    return _RECORD.format(
+        change=_CHANGE.format(srid=_SRID, after=sql.SQL("")), statistics=recount,
+        folded=_FOLDED, notified=_NOTIFIED,
+    )  # fmt: skip
 
 
 MAX_CHANGES = 1000  # in one answer; ask again after the last version given

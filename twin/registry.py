@@ -260,14 +260,26 @@ def _from_row(row: dict[str, Any]) -> Layer | None:
     )
 
 
+# A layer's statistics are its catalogue row's with what the frequent writers (intake,
+# dispatch, the closed loop) added beside it in layer_catalogue_deltas (twin.changes says
+# why): count the sum, extent the union, version and updated_at the latest. Read in the
+# same snapshot, so exact at every commit.
 _ENTRY_SQL = """
     SELECT name, title, description, kind, table_name, geometry_type, property_schema,
-           provider, owner_unit, licence, update_cadence, source_crs, feature_count,
-           CASE WHEN extent IS NULL THEN NULL ELSE
-               ARRAY[ST_XMin(extent), ST_YMin(extent), ST_XMax(extent), ST_YMax(extent)]
+           provider, owner_unit, licence, update_cadence, source_crs,
+           (c.feature_count + coalesce(d.features, 0))::bigint AS feature_count,
+           CASE WHEN c.extent IS NULL AND d.west IS NULL THEN NULL ELSE
+               ARRAY[least(ST_XMin(c.extent), d.west), least(ST_YMin(c.extent), d.south),
+                     greatest(ST_XMax(c.extent), d.east), greatest(ST_YMax(c.extent), d.north)]
            END AS bbox,
-           updated_at, version
-    FROM layer_catalogue
+           greatest(c.updated_at, d.updated_at) AS updated_at,
+           greatest(c.version, d.version) AS version
+    FROM layer_catalogue AS c LEFT JOIN LATERAL (
+        SELECT sum(features) AS features, min(west) AS west, min(south) AS south,
+               max(east) AS east, max(north) AS north, max(version) AS version,
+               max(updated_at) AS updated_at
+        FROM layer_catalogue_deltas WHERE layer = c.name
+    ) AS d ON true
 """
 
 

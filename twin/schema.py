@@ -192,6 +192,32 @@ class LayerChange(Base):
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class LayerCatalogueDelta(Base):
+    """What the frequent small writes (an intake, a dispatch, a step of the closed loop)
+    added to a layer's catalogue statistics, kept apart from its catalogue row: each writer
+    updates a row no other open transaction holds, so concurrent writers do not queue on
+    one row through each other's commits. A layer's count is its catalogue row's plus the
+    sum of these, its extent the union, its version the greatest (twin.registry reads them
+    so); a recount of the layer folds them back into the row (twin.changes)."""
+
+    __tablename__ = "layer_catalogue_deltas"
+
+    layer: Mapped[str] = mapped_column(
+        Text,
+        ForeignKey("layer_catalogue.name", ondelete="CASCADE", onupdate="CASCADE"),
+        primary_key=True,
+    )
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    features: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The box of what was added, storage CRS; none for a row only stamped with a version.
+    west: Mapped[float | None] = mapped_column(Double)
+    south: Mapped[float | None] = mapped_column(Double)
+    east: Mapped[float | None] = mapped_column(Double)
+    north: Mapped[float | None] = mapped_column(Double)
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class DatasetInventory(InventoryTerms, Base):
     """The data inventory per data set (数据清单): each import's source, who provided it
     and on what terms, and how many features it holds now. A layer holds several."""
