@@ -297,8 +297,8 @@ def report(
                 _event(conn, incident_id, "dispatch",
                        "escalated" if decision.escalated else "dispatched", "reported",
                        "dispatched", decision.reason)  # fmt: skip
-            # Last: the layer's catalogue row it updates is then held only until the
-            # commit (concurrent intakes queue on that row).
+            # A frequent writer: its growth goes to a catalogue delta row of its own
+            # (twin/changes.py), so concurrent intakes do not queue on the layer's row.
             changes.record(
                 conn, LAYER, "intake", box=(*point, *point), features=1, added_only=True,
                 table=TABLE,
