@@ -4,10 +4,12 @@ when there is none, and the API: the main job)."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 
 import uvicorn
+from fastapi import FastAPI
 
 from api.app import create_app
 from cli.common import console, prepare
@@ -87,8 +89,23 @@ def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -
         f"(health: /health, API docs: /docs, layers: /layers)",
         highlight=False,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    if settings.api.workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return 0
+    # Several processes on one port: uvicorn starts each from the factory below, which
+    # reads the settings again; the data base found here is handed over by its URL.
+    os.environ["TWIN_DATABASE_URL"] = url
+    uvicorn.run("cli.serve:worker_app", factory=True, workers=settings.api.workers, host=host,
+                port=port, log_level="info")  # fmt: skip
     return 0
+
+
+def worker_app() -> FastAPI:
+    """The app of one of several API processes (``TWIN_WORKERS``): the settings from the
+    environment, the data base ``serve`` found in ``TWIN_DATABASE_URL``."""
+    settings = Settings()
+    assert settings.database.database_url is not None  # set by serve() before it forks
+    return create_app(settings, database_url=settings.database.database_url)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -114,3 +115,29 @@ def test_a_port_out_of_range_is_one_line_not_a_traceback():
         result = run_twin(*command)
         assert result.returncode == 2
         assert "ports are 1 to 65535" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_runs_several_api_processes_on_one_port(demo_url: str):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    env.update(TWIN_DATABASE_URL=demo_url, TWIN_WORKERS="2", TWIN_SWEEP_INTERVAL_S="0")
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)  # fmt: skip
+    try:
+        deadline, answered = time.monotonic() + 90, 0
+        while time.monotonic() < deadline and answered < 6:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    answered += r.status == 200
+            except OSError:
+                time.sleep(0.3)
+        assert answered == 6
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=60)
+    started = set(re.findall(r"Started server process \[(\d+)\]", out))
+    assert len(started) == 2, out[-2000:]
+    assert "Traceback" not in out

@@ -78,6 +78,13 @@ class ApiSettings(_Concern):
         default_factory=dict,
         description='Admin API keys, as JSON: {"key": "caller name"} (others: `twin keys`).',
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="API processes (uvicorn workers) on one port; each has its own pools, "
+        "catalogue snapshot and heavy gate.",
+    )
     sweep_interval_s: float = Field(
         default=60,
         ge=0,
