@@ -276,10 +276,15 @@ def report(
                 return Incident(int(row[0]), get(conn, int(row[0])), replayed=True)
         category, chain = _category_and_chain(conn, category_code, point)
         assets = _attach(conn, category, *point)
+        # The candidate rules are asked for before the fusion check, so both answers come
+        # in one round trip; a report fused needs none (rare: the answer goes unread).
+        sent = dispatch.send(conn, category, chain)
         fused = fusion.find_original(conn, category, point, when, assets)
         if fused is None:
-            decision = dispatch.choose(conn, category, chain, assets)
+            decision = dispatch.choose(conn, category, chain, assets, sent=sent)
         else:  # the same problem again: it joins the original, no second unit goes
+            if sent is not None:
+                sent.close()
             decision = dispatch.Decision(None, None, "fused", f"fused with incident {fused[0]}: "
                                          f"{fused[1]}")  # fmt: skip
         row = _insert(conn, category, fields, point, when, chain, assets, decision,
