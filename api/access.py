@@ -80,15 +80,23 @@ class KeyCache:
         """Forget every key (after one was revoked here)."""
         self.held.clear()
 
-    def holder(self, request: Request, key: str) -> keys.Holder | None:
-        """The holder of ``key``, read from the data base when not remembered."""
+    def known(self, request: Request, key: str) -> tuple[keys.Holder | None] | None:
+        """``(holder,)`` of ``key`` when that needs no query (configured, or remembered,
+        as a holder or as no key), else None."""
         configured = keys.configured_holder(request.app.state.settings.api.api_keys, key)
         if configured is not None:
-            return configured
-        now = time.monotonic()
+            return (configured,)
         remembered = self.held.get(key)
-        if remembered is not None and remembered[1] > now:
-            return remembered[0]
+        if remembered is not None and remembered[1] > time.monotonic():
+            return (remembered[0],)
+        return None
+
+    def holder(self, request: Request, key: str) -> keys.Holder | None:
+        """The holder of ``key``, read from the data base when not remembered."""
+        known = self.known(request, key)
+        if known is not None:
+            return known[0]
+        now = time.monotonic()
         from api.deps import pooled_connection  # deps imports this module
 
         with pooled_connection(request, operational=True) as conn:
@@ -107,6 +115,19 @@ def holder_of_key(request: Request, key: str | None) -> keys.Holder | None:
     return cache.holder(request, key)
 
 
+async def holder_of_key_async(request: Request, key: str | None) -> keys.Holder | None:
+    """``holder_of_key`` for a dependency: a key known already is answered on the event
+    loop; only a look-up in the data base goes through the thread pool. (A sync dependency
+    took a trip through it on every request.)"""
+    if not key or len(key) > 200 or "\x00" in key:
+        return None
+    cache: KeyCache = request.app.state.key_cache
+    known = cache.known(request, key)
+    if known is not None:
+        return known[0]
+    return await anyio.to_thread.run_sync(cache.holder, request, key)
+
+
 class Allowed:
     """The dependency of a route open to the roles that have ``capability``: the caller's
     ``keys.Holder``, or NotAllowed (401 without a key, 403 with a key of another role)."""
@@ -116,10 +137,10 @@ class Allowed:
             raise ValueError(f"unknown capability {capability!r}")
         self.capability = capability
 
-    def __call__(
+    async def __call__(
         self, request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
     ) -> keys.Holder:
-        holder = holder_of_key(request, x_api_key)
+        holder = await holder_of_key_async(request, x_api_key)
         if holder is None:
             raise NotAllowed("this route needs a valid X-API-Key header")
         if not holder.may(self.capability):

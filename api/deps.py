@@ -4,7 +4,7 @@ pool of the route's class (api/access.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
@@ -110,9 +110,10 @@ def catalogue_of(request: Request, conn: psycopg.Connection) -> registry.Catalog
     return snapshot.get(conn)
 
 
-def _catalogue_changed(request: Request) -> Iterator[None]:
+async def _catalogue_changed(request: Request) -> AsyncIterator[None]:
     """After a write route has run: this process's next answer reads the catalogue afresh
-    (the change log's notice says so too, a moment later, to every process)."""
+    (the change log's notice says so too, a moment later, to every process). Async: it
+    only sets a flag, and a sync generator took two trips through the thread pool."""
     try:
         yield
     finally:

@@ -184,6 +184,95 @@ def nearest(
     return answer
 
 
+def nearest_within(
+    conn: psycopg.Connection,
+    lon: float,
+    lat: float,
+    *,
+    layers: list[str],
+    k: int,
+    max_distance_m: float,
+    columns: tuple[str, ...],
+) -> dict[str, list[dict[str, Any]]]:
+    """As ``nearest`` with ``max_distance_m`` and ``columns``, the same features in the
+    same order, without their geometry: for callers that want only what is near (intake's
+    attach), in one statement for all the layers."""
+    check_point(lon, lat)
+    tables = check_layers(conn, layers)
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be from 1 to {MAX_K}")
+    if not 0 < max_distance_m <= MAX_DISTANCE_M:
+        raise InvalidInput(f"max_distance must be more than 0 and at most {MAX_DISTANCE_M:g} m")
+    box = _search_box(lon, lat, max_distance_m)
+    if box is None:  # near a pole or the antimeridian: nearest's way, layer by layer
+        found = nearest(conn, lon, lat, layers=layers, k=k, max_distance_m=max_distance_m,
+                        columns=columns)  # fmt: skip
+        return {name: [{**f, "geometry": None} for f in rows] for name, rows in found.items()}
+    shapes = tuple(
+        (layer.table, layer.id_column, tuple(c for c in columns if c in layer.public_columns))
+        for layer in tables.values()
+    )
+    parameters = {"lon": lon, "lat": lat, "max": max_distance_m, "candidates": k * 2 + 10,
+                  "k": k, "dlon": box[0], "dlat": box[1],
+                  # A planar reach in degrees no feature within the metres lies beyond:
+                  # its point nearest on the globe is in the box, the planar edge through
+                  # it within the arc's bulge. Cheap before the geodesic test, which on a
+                  # long road polygon is the costly part.
+                  "degrees": math.hypot(*box) + _ARC_MARGIN_DEG}  # fmt: skip
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_nearest_within_query(shapes), parameters).fetchall()
+        by_layer: list[list[dict[str, Any]]] = [[] for _ in shapes]
+        for row in rows:
+            by_layer[row["n"]].append(row)
+        answer: dict[str, list[dict[str, Any]]] = {}
+        for (name, layer), found, (_, _, shown) in zip(tables.items(), by_layer, shapes,
+                                                       strict=True):  # fmt: skip
+            if found and not _candidates_suffice(found, parameters["candidates"], lon, lat):
+                farthest = float(found[-1]["distance_m"]) + 0.01  # as nearest does
+                found = cur.execute(_exact_nearest(layer, lon, lat, farthest, k, shown)).fetchall()
+            answer[name] = [
+                {"id": r["id"], "properties": r["properties"], "geometry": None,
+                 "distance_m": round(float(r["distance_m"]), 2)}
+                for r in found
+            ]  # fmt: skip
+    return answer
+
+
+@functools.lru_cache(maxsize=256)
+def _nearest_within_query(shapes: tuple[tuple[str, str, tuple[str, ...]], ...]) -> str:
+    """nearest_within's statement for layers (table, key column, columns shown), composed
+    once: each layer's part is _nearest_query's (boxed, within the distance), numbered
+    ``n`` in the order given."""
+    point = sql.SQL("ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)")
+    parts = [
+        sql.SQL(
+            """
+            (SELECT {n} AS n, * FROM (
+              SELECT *, max(degrees) OVER () AS reach, count(*) OVER () AS found FROM (
+                SELECT f.{key}::text AS id, {summary} AS properties,
+                       ST_Distance(f.geom::geography, {point}::geography) AS distance_m,
+                       f.geom <-> {point} AS degrees
+                FROM {table} f
+                WHERE f.geom IS NOT NULL AND f.geom && ST_Expand({point}, %(dlon)s, %(dlat)s)
+                  AND ST_DWithin(f.geom, {point}, %(degrees)s)
+                  AND ST_DWithin(f.geom::geography, {point}::geography, %(max)s)
+                ORDER BY f.geom <-> {point}
+                LIMIT %(candidates)s
+              ) c ORDER BY distance_m LIMIT %(k)s
+            ) c)
+            """
+        ).format(
+            n=sql.Literal(n),
+            key=sql.Identifier(key),
+            summary=_summary(shown),
+            point=point,
+            table=sql.Identifier(table),
+        )
+        for n, (table, key, shown) in enumerate(shapes)
+    ]
+    return (sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY n, distance_m")).as_string()
+
+
 def _candidates_suffice(
     rows: list[dict[str, Any]], candidates: int, lon: float, lat: float
 ) -> bool:

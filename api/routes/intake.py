@@ -150,7 +150,8 @@ async def post_incident(
     for name in ("lon", "lat"):
         if name not in location:
             raise InvalidInput(f"location.{name} is required", option=f"location.{name}")
-    ready = await photo_routes.prepared(request, uploaded)
+    # No photos, no trip through the thread pool to prepare them.
+    ready = await photo_routes.prepared(request, uploaded) if uploaded else []
     incident = await with_connection(
         request, photos.report_with_photos, ready, category_code=values.get("category"),
         channel=channel, lon=location["lon"], lat=location["lat"],

@@ -17,7 +17,12 @@ from typing import Any
 import psycopg
 
 from twin.incidents.categories import Category
-from twin.incidents.responsibilities import Candidate, ranked_candidates
+from twin.incidents.responsibilities import (
+    Candidate,
+    rank_candidates,
+    ranked_candidates,
+    send_candidates,
+)
 
 HOW = ("rule", "owner", "escalation", "manual", "none")
 # An asset's layer as a dispatcher names it in a reason.
@@ -107,23 +112,41 @@ def _centre(conn: psycopg.Connection, jurisdictions: Sequence[dict[str, Any]]
     return None
 
 
+def send(
+    conn: psycopg.Connection, category: Category, jurisdictions: Sequence[dict[str, Any]]
+) -> psycopg.Cursor[dict[str, Any]] | None:
+    """The statement ``choose`` needs, sent ahead (intake sends it with the fusion check,
+    in one round trip): give its cursor to ``choose`` as ``sent``. None outside every
+    jurisdiction, where no rule is asked for."""
+    if not jurisdictions:
+        return None
+    return send_candidates(conn, category.code, [j["code"] for j in jurisdictions])
+
+
 def choose(
     conn: psycopg.Connection,
     category: Category,
     jurisdictions: Sequence[dict[str, Any]],
     assets: Sequence[dict[str, Any]],
+    *,
+    sent: psycopg.Cursor[dict[str, Any]] | None = None,
 ) -> Decision:
     """The decision for a report of ``category`` in ``jurisdictions`` (its chain, highest
-    first) with ``assets`` attached (nearest first, each with ``owner_unit``)."""
+    first) with ``assets`` attached (nearest first, each with ``owner_unit``); ``sent``:
+    ``send``'s cursor for the same category and jurisdictions, if it was sent ahead."""
     if not jurisdictions:
         return Decision(
             None, None, "none", outside=True,
             reason="the report lies outside every jurisdiction: it waits for a dispatcher",
         )  # fmt: skip
     owners = list(dict.fromkeys(a["owner_unit"] for a in assets if a.get("owner_unit")))
-    candidates = ranked_candidates(  # the category is read: one statement
-        conn, category.code, [j["code"] for j in jurisdictions], asset_owners=owners
-    )
+    if sent is None:
+        candidates = ranked_candidates(  # the category is read: one statement
+            conn, category.code, [j["code"] for j in jurisdictions], asset_owners=owners
+        )
+    else:
+        with sent:
+            candidates = rank_candidates(sent.fetchall(), owners)
     if candidates:
         chosen = candidates[0]
         how, reason = _rule_reason(category, chosen, jurisdictions, assets)

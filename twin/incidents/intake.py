@@ -198,7 +198,7 @@ def _attach(conn: psycopg.Connection, category: categories.Category, lon: float,
     """The nearest assets of the category's layers within its radius, nearest first."""
     if not category.asset_layers:
         return []
-    found = spatial.nearest(
+    found = spatial.nearest_within(
         conn, lon, lat, layers=list(category.asset_layers), k=ASSETS_PER_LAYER,
         max_distance_m=min(category.attach_radius_m, spatial.MAX_DISTANCE_M),
         columns=("source_id", "owner_unit"),
@@ -258,7 +258,9 @@ def report(
     point = storage_point(lon, lat, crs)
     when = _when(reported_at, now)
     digest = _payload_hash(fields) if key else None
-    with conn.transaction():
+    # In a pipeline: a statement whose answer is not read at once (BEGIN, fusion's locks)
+    # goes with the next one, not in a round trip of its own.
+    with conn.pipeline(), conn.transaction():
         if key is not None:
             # Two retries at once wait for each other here, so one row is ever made.
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 11))", (key,))
@@ -274,10 +276,15 @@ def report(
                 return Incident(int(row[0]), get(conn, int(row[0])), replayed=True)
         category, chain = _category_and_chain(conn, category_code, point)
         assets = _attach(conn, category, *point)
+        # The candidate rules are asked for before the fusion check, so both answers come
+        # in one round trip; a report fused needs none (rare: the answer goes unread).
+        sent = dispatch.send(conn, category, chain)
         fused = fusion.find_original(conn, category, point, when, assets)
         if fused is None:
-            decision = dispatch.choose(conn, category, chain, assets)
+            decision = dispatch.choose(conn, category, chain, assets, sent=sent)
         else:  # the same problem again: it joins the original, no second unit goes
+            if sent is not None:
+                sent.close()
             decision = dispatch.Decision(None, None, "fused", f"fused with incident {fused[0]}: "
                                          f"{fused[1]}")  # fmt: skip
         row = _insert(conn, category, fields, point, when, chain, assets, decision,

@@ -363,11 +363,27 @@ def ranked_candidates(
 ) -> list[Candidate]:
     """``candidate_rules`` for a category the caller has read already (intake has): one
     statement, no second read of the category; an unknown code matches nothing."""
+    with send_candidates(conn, category_code, jurisdiction_codes) as cur:
+        return rank_candidates(cur.fetchall(), asset_owners)
+
+
+def send_candidates(
+    conn: psycopg.Connection, category_code: str, jurisdiction_codes: Sequence[str]
+) -> psycopg.Cursor[dict[str, Any]]:
+    """``ranked_candidates``' statement, sent: its cursor, whose rows ``rank_candidates``
+    orders. In a pipeline the answer comes with the next statement's (intake sends it
+    before the fusion check, in the same round trip)."""
     places = [c for c in jurisdiction_codes if isinstance(c, str) and "\x00" not in c]
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            _CANDIDATES, {"category": category_code, "places": places, "max_depth": MAX_DEPTH}
-        ).fetchall()
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(_CANDIDATES, {"category": category_code, "places": places, "max_depth": MAX_DEPTH})
+    return cur
+
+
+def rank_candidates(
+    rows: Sequence[dict[str, Any]], asset_owners: Sequence[str] | None = None
+) -> list[Candidate]:
+    """``send_candidates``' rows as ``ranked_candidates`` answers them: first the one
+    dispatch takes."""
     owners = list(asset_owners) if asset_owners is not None else None
     candidates = []
     for row in rows:
