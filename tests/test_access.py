@@ -276,3 +276,16 @@ def test_a_wrong_method_names_every_method_the_path_takes(admin: TestClient):
         assert answer.status_code == 405, (path, answer.text)
         assert answer.headers["allow"] == methods, (path, answer.headers)
         assert methods in answer.text or "use" in answer.text
+
+
+def test_an_idempotency_key_is_the_callers_own(admin: TestClient, fresh_url: str):
+    lon, lat = _quiet_main(fresh_url)
+    resident = _key(admin, "市民App-2", "resident")
+    mine = _report(admin, "BJ0110", lon, lat, headers={"Idempotency-Key": "r-1"})
+    assert mine.status_code == 201
+    # Another caller's key of the same text is another key: a new report, no 409 naming ours.
+    theirs = admin.post("/incidents", json={"category": "SJ0101", "location": {"lon": lon,
+                        "lat": lat}}, headers={**resident, "Idempotency-Key": "r-1"})  # fmt: skip
+    assert theirs.status_code == 201 and theirs.json()["id"] != mine.json()["id"]
+    again = _report(admin, "BJ0110", lon, lat, headers={"Idempotency-Key": "r-1"})
+    assert again.status_code == 200 and again.json()["id"] == mine.json()["id"]

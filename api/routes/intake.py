@@ -158,6 +158,7 @@ async def post_incident(
         crs=location.get("crs"), description=values.get("description"),
         address=values.get("address"), reporter=values.get("reporter"),
         reported_at=values.get("reported_at"), idempotency_key=idempotency_key,
+        idempotency_scope=caller.name,
         actor=caller.name,
     )  # fmt: skip
     view = incident.view

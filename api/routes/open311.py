@@ -449,6 +449,7 @@ async def post_request(
             received=received, category_code=code, lon=lon, lat=lat,
             description=values.get("description"), address=values.get("address_string"),
             reporter={k: v for k, v in reporter.items() if v}, idempotency_key=idempotency_key,
+            idempotency_scope=caller.name,
         )  # fmt: skip
     except InvalidInput as exc:
         if exc.option == "category":

@@ -231,6 +231,7 @@ def report(
     reporter: Mapping[str, Any] | None = None,
     reported_at: datetime | str | None = None,
     idempotency_key: str | None = None,
+    idempotency_scope: str | None = None,
     actor: str = "intake",
 ) -> Incident:
     """Take a report: check it, attach it, dispatch it, store it with its first events and
@@ -241,12 +242,17 @@ def report(
     InvalidInput naming the input that is wrong (``option``): an unknown category or
     channel, a location that is no finite number, beyond its CRS or off the globe, text
     too long or holding NUL. With ``idempotency_key``: the same key and payload again
-    answer the incident already taken (``replayed``), a different payload Conflict."""
+    answer the incident already taken (``replayed``), a different payload Conflict; keys
+    are the caller's own within ``idempotency_scope`` (the key holder's name): another
+    caller's key of the same text is another key."""
     if not isinstance(channel, str) or channel not in INCIDENT_CHANNELS:
         shown = str(channel).replace("\x00", "")[:40]
         raise InvalidInput(f"channel {shown!r} is not one of {', '.join(INCIDENT_CHANNELS)}",
                            option="channel")  # fmt: skip
-    key = _text("Idempotency-Key", idempotency_key, MAX_KEY) or None
+    given = _text("Idempotency-Key", idempotency_key, MAX_KEY) or None
+    # Stored with its scope, length-prefixed so no two scopes and keys read the same.
+    key = (given if given is None or idempotency_scope is None
+           else f"{len(idempotency_scope)}:{idempotency_scope}:{given}")  # fmt: skip
     now = datetime.now(UTC)
     fields = {
         "category": _text("category", category_code, 100), "channel": channel,
@@ -270,7 +276,7 @@ def report(
             if row is not None:
                 if row[1] != digest:
                     raise Conflict(
-                        f"Idempotency-Key {key[:60]!r} was used for another report (incident "
+                        f"Idempotency-Key {(given or '')[:60]!r} was used for another report (incident "
                         f"{row[0]}); send a new key for a new report"
                     )
                 return Incident(int(row[0]), get(conn, int(row[0])), replayed=True)
