@@ -346,6 +346,12 @@ def test_a_city_from_files_takes_reports_from_every_channel_through_the_whole_lo
         rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
         assert {r["unit"]: int(r["received"]) for r in rows} == {
             u: f["received"] for u, f in by_unit.items()}  # fmt: skip
+        # A dispatcher held to 西区 evaluates 西区's work only.
+        west = client.post("/keys", json={"name": "西区调度", "role": "dispatcher",
+                                          "jurisdiction": "HW-W"}, headers=ADMIN)  # fmt: skip
+        west_figures = client.get("/evaluation/units",
+                                  headers={"X-API-Key": west.json()["key"]}).json()  # fmt: skip
+        assert {u["unit"] for u in west_figures["units"]} == {"W-ORDER", "CITY-C"}
         districts = client.get("/evaluation/jurisdictions", params={"level": "district"},
                                headers=supervisor).json()  # fmt: skip
         assert {j["code"] for j in districts["jurisdictions"]} == {"HW-E", "HW-W"}

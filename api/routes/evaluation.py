@@ -118,7 +118,8 @@ async def evaluate_units(
     and to close, reopen rate, overdue now, supervised, and the rank (``ranking`` says
     by what). 400 naming a parameter that cannot be read."""
     span = evaluation.period(start, to)
-    found = await with_connection(request, evaluation.units, span)
+    found = await with_connection(request, evaluation.units, span,
+                                  scope=caller.jurisdiction_code)  # fmt: skip
     answer = {**span.as_dict(), "ranking": evaluation.RANKING, "units": found,
               "count": len(found)}  # fmt: skip
     return _answer(request, format, "evaluation-units", span, answer,
@@ -143,7 +144,7 @@ async def evaluate_jurisdictions(
     default), for the work orders reported in each, ranked among them."""
     span = evaluation.period(start, to)
     found = await with_connection(request, evaluation.jurisdictions, span, level=level,
-                                  within=within)  # fmt: skip
+                                  within=within, scope=caller.jurisdiction_code)  # fmt: skip
     answer = {**span.as_dict(), "level": level, "within": within,
               "ranking": evaluation.RANKING, "jurisdictions": found, "count": len(found)}  # fmt: skip
     return _answer(request, format, f"evaluation-{level}", span, answer,

@@ -171,6 +171,8 @@ WITH base AS (
     FROM incidents i
     WHERE i.reported_at >= %(start)s AND i.reported_at < %(end)s
       AND i.dispatch ->> 'how' IS DISTINCT FROM 'fused'
+      AND (%(scope)s::text IS NULL
+           OR i.jurisdictions @> jsonb_build_array(jsonb_build_object('code', %(scope)s::text)))
 ), steps AS (
     SELECT e.incident_id,
         bool_or(e.actor = %(auto)s AND e.action IN ('dispatched', 'escalated')) AS auto,
@@ -276,8 +278,8 @@ _JURISDICTIONS = """
 )"""
 
 
-def _params(span: Period, now: datetime) -> dict[str, Any]:
-    return {"start": span.start, "end": span.end, "auto": AUTO_ACTOR,
+def _params(span: Period, now: datetime, scope: str | None) -> dict[str, Any]:
+    return {"start": span.start, "end": span.end, "auto": AUTO_ACTOR, "scope": scope,
             **intake.overdue_params(now)}  # fmt: skip
 
 
@@ -302,10 +304,15 @@ def _now(now: datetime | None) -> datetime:
 
 
 def units(
-    conn: psycopg.Connection, span: Period, *, now: datetime | None = None
+    conn: psycopg.Connection,
+    span: Period,
+    *,
+    now: datetime | None = None,
+    scope: str | None = None,
 ) -> list[dict[str, Any]]:
     """Each unit with work reported in ``span`` (it has it now, or was sent it
-    automatically), ranked: ``UNIT_COLUMNS`` (see the module's docstring). One query."""
+    automatically), ranked: ``UNIT_COLUMNS`` (see the module's docstring). One query.
+    ``scope``: only the work reported inside that jurisdiction (an evaluator's key's)."""
     now = _now(now)
     overdue = intake.OVERDUE_WHERE
     figures = sql.SQL(_FIGURES).format(
@@ -316,7 +323,7 @@ def units(
         sql.SQL(_RANKED).format(key=sql.SQL("r.unit")),
     ])  # fmt: skip
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query, _params(span, now)).fetchall()
+        rows = cur.execute(query, _params(span, now, scope)).fetchall()
     return [_shaped(r, UNIT_COLUMNS) for r in rows]
 
 
@@ -327,11 +334,13 @@ def jurisdictions(
     level: str,
     within: str | None = None,
     now: datetime | None = None,
+    scope: str | None = None,
 ) -> list[dict[str, Any]]:
     """Each jurisdiction of ``level`` with work orders reported in it in ``span`` (by the
     chain the incident was attached to at intake), ranked among them:
     ``JURISDICTION_COLUMNS``. ``within``: only those inside that jurisdiction (e.g. the
-    streets of one district). One query."""
+    streets of one district); ``scope``: only the work reported inside that one (an
+    evaluator's key's). One query."""
     now = _now(now)
     level = check_level(level)
     if within is not None:
@@ -343,7 +352,7 @@ def jurisdictions(
         sql.SQL(_FACTS), sql.SQL(_JURISDICTIONS).format(figures=figures),
         sql.SQL(_RANKED).format(key=sql.SQL("r.code")),
     ])  # fmt: skip
-    params = {**_params(span, now), "level": level, "within": within}
+    params = {**_params(span, now, scope), "level": level, "within": within}
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, params).fetchall()
     return [_shaped(r, JURISDICTION_COLUMNS) for r in rows]
