@@ -191,6 +191,10 @@ def test_of_two_updates_on_the_same_version_one_wins(staff: TestClient, fresh_ur
     path = f"/incidents/{incident['id']}/transitions"
     stale = staff.post(path, json={"action": "start"}, headers={**KEY, "If-Match": '"1"'})
     assert stale.status_code == 412 and "version 2, not 1" in stale.json()["detail"]
+    both = staff.post(
+        path, json={"action": "start", "version": 2}, headers={**KEY, "If-Match": '"1"'}
+    )
+    assert both.status_code == 400 and "disagree" in both.json()["detail"]
     weak = staff.post(path, json={"action": "start"}, headers={**KEY, "If-Match": 'W/"2"'})
     assert weak.status_code == 412 and "weak" in weak.json()["detail"]  # compared strongly
     fresh = staff.post(path, json={"action": "start"}, headers={**KEY, "If-Match": '"2"'})

@@ -224,11 +224,15 @@ async def list_incidents(
 
 
 def _version(if_match: str | None, given: Any) -> int:
-    """The version the dispatcher saw: the body's ``version`` or ``If-Match``."""
+    """The version the dispatcher saw: the body's ``version`` or ``If-Match`` (both: they
+    must agree)."""
     if given is not None:
         if isinstance(given, bool) or not isinstance(given, int) or not 0 < given < 2**31:
             raise InvalidInput("version must be the incident's version, a whole number",
                                option="version")  # fmt: skip
+        if if_match is not None and if_match.strip() != f'"{given}"':
+            raise InvalidInput(f"version {given} and If-Match {if_match[:20]!r} disagree: "
+                               "give one of them", option="version")  # fmt: skip
         return given
     if if_match is not None:
         if if_match.strip().startswith("W/"):
