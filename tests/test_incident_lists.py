@@ -35,8 +35,10 @@ def test_the_demo_ships_categories_rules_and_asset_owners(conn: psycopg.Connecti
     tree = categories.list_categories(conn)
     assert len(tree) >= 100
     by_code = {c.code: c for c in tree}
-    assert by_code["BJ0101"].asset_layers == ("pipe_nodes",)
-    assert by_code["SJ040101"].asset_layers == ("pipes",) and by_code["SJ040101"].priority == 1
+    assert by_code["BJ0101"].asset_layers == ("pipe_nodes:water",)  # 上水井盖: the water network
+    assert (
+        by_code["SJ040101"].asset_layers == ("pipes:water",) and by_code["SJ040101"].priority == 1
+    )
     assert [a.code for a in categories.ancestors(conn, "SJ040101")] == ["SJ0401", "SJ04", "SJ"]
     rules = responsibilities.list_rules(conn, limit=10_000)
     assert len(rules) >= 100

@@ -388,3 +388,45 @@ def test_an_intake_commits_durably_even_where_the_server_does_not(fresh_url: str
             intake.report(conn, category_code="SJ0401", channel="hotline_12345", lon=lon, lat=lat)
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+
+
+def test_a_water_main_burst_attaches_water_mains_not_the_cable_beside_them(
+    staff: TestClient, fresh_url: str
+):
+    with psycopg.connect(fresh_url) as conn:
+        # A point on a power cable with a water main within the category's radius.
+        row = conn.execute(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_LineInterpolatePoint(c.geom, 0.5) AS p"
+            " FROM pipes c WHERE c.network = 'power' AND EXISTS (SELECT 1 FROM pipes w WHERE"
+            " w.network = 'water' AND ST_DWithin(w.geom::geography, c.geom::geography, 40)))"
+            " x WHERE EXISTS (SELECT 1 FROM jurisdictions j WHERE j.level = 'grid'"
+            " AND ST_Contains(j.geom, x.p)) LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    sent = _report(staff, "SJ040101", float(row[0]), float(row[1]))  # 供水管道爆裂: pipes:water
+    assert sent.status_code == 201, sent.text
+    incident = sent.json()
+    assert incident["assets"], incident
+    with psycopg.connect(fresh_url) as conn:
+        networks = {r[0] for r in conn.execute(
+            "SELECT network FROM pipes WHERE id = ANY(%s)", ([a["id"] for a in incident["assets"]],))}  # fmt: skip
+    assert networks == {"water"}
+    assert incident["unit"] is not None, incident["dispatch"]
+    assert "POWER" not in incident["dispatch"]["reason"] and "电力" not in incident["unit"]["name"]
+    # The whole layer for the parent category (管道爆裂): the cable is the nearest there.
+    parent = _report(staff, "SJ0401", float(row[0]), float(row[1])).json()
+    assert parent["assets"][0]["distance_m"] < 1
+
+
+def test_a_category_holds_only_pipe_layers_to_a_network(staff: TestClient):
+    for layers, word in (("pipes:lemonade", "network"), ("buildings:water", "network")):
+        put = staff.put("/categories/ZZ9", json={"name": "x", "asset_layers": layers,
+                        "attach_radius_m": 30, "response_hours": 1, "resolve_hours": 2},
+                        headers=KEY)  # fmt: skip
+        assert put.status_code == 400 and word in put.json()["detail"], put.text
+    put = staff.put("/categories/ZZ9", json={"name": "x", "asset_layers": "pipes:gas,pipe_nodes",
+                    "attach_radius_m": 30, "response_hours": 1, "resolve_hours": 2}, headers=KEY)  # fmt: skip
+    assert put.status_code in (200, 201) and put.json()["asset_layers"] == [
+        "pipes:gas",
+        "pipe_nodes",
+    ]

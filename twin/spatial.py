@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -193,10 +194,13 @@ def nearest_within(
     k: int,
     max_distance_m: float,
     columns: tuple[str, ...],
+    networks: Mapping[str, tuple[str, ...]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """As ``nearest`` with ``max_distance_m`` and ``columns``, the same features in the
     same order, without their geometry: for callers that want only what is near (intake's
-    attach), in one statement for all the layers."""
+    attach), in one statement for all the layers. ``networks``: a layer (pipes, pipe
+    nodes) held to the features of those networks."""
+    networks = dict(networks or {})
     check_point(lon, lat)
     tables = check_layers(conn, layers)
     if not 1 <= k <= MAX_K:
@@ -205,14 +209,26 @@ def nearest_within(
         raise InvalidInput(f"max_distance must be more than 0 and at most {MAX_DISTANCE_M:g} m")
     box = _search_box(lon, lat, max_distance_m)
     if box is None:  # near a pole or the antimeridian: nearest's way, layer by layer
-        found = nearest(conn, lon, lat, layers=layers, k=k, max_distance_m=max_distance_m,
-                        columns=columns)  # fmt: skip
-        return {name: [{**f, "geometry": None} for f in rows] for name, rows in found.items()}
+        wide = MAX_K if networks else k  # held to networks: filtered after, from the most
+        found = nearest(conn, lon, lat, layers=layers, k=wide, max_distance_m=max_distance_m,
+                        columns=(*columns, "network") if networks else columns)  # fmt: skip
+        return {
+            name: [{**f, "geometry": None} for f in rows
+                   if name not in networks or f["properties"].get("network") in networks[name]][:k]
+            for name, rows in found.items()
+        }  # fmt: skip
     shapes = tuple(
-        (layer.table, layer.id_column, tuple(c for c in columns if c in layer.public_columns))
-        for layer in tables.values()
+        (
+            layer.table,
+            layer.id_column,
+            tuple(c for c in columns if c in layer.public_columns),
+            name in networks,
+        )
+        for name, layer in tables.items()
     )
-    parameters = {"lon": lon, "lat": lat, "max": max_distance_m, "candidates": k * 2 + 10,
+    parameters = {**{f"networks{n}": list(networks[name]) for n, name in enumerate(tables)
+                     if name in networks},
+                  "lon": lon, "lat": lat, "max": max_distance_m, "candidates": k * 2 + 10,
                   "k": k, "dlon": box[0], "dlat": box[1],
                   # A planar reach in degrees no feature within the metres lies beyond:
                   # its point nearest on the globe is in the box, the planar edge through
@@ -225,11 +241,13 @@ def nearest_within(
         for row in rows:
             by_layer[row["n"]].append(row)
         answer: dict[str, list[dict[str, Any]]] = {}
-        for (name, layer), found, (_, _, shown) in zip(tables.items(), by_layer, shapes,
-                                                       strict=True):  # fmt: skip
+        for (name, layer), found, (_, _, shown, _) in zip(tables.items(), by_layer, shapes,
+                                                          strict=True):  # fmt: skip
             if found and not _candidates_suffice(found, parameters["candidates"], lon, lat):
                 farthest = float(found[-1]["distance_m"]) + 0.01  # as nearest does
-                found = cur.execute(_exact_nearest(layer, lon, lat, farthest, k, shown)).fetchall()
+                found = cur.execute(
+                    _exact_nearest(layer, lon, lat, farthest, k, shown, networks.get(name))
+                ).fetchall()
             answer[name] = [
                 {"id": r["id"], "properties": r["properties"], "geometry": None,
                  "distance_m": round(float(r["distance_m"]), 2)}
@@ -239,10 +257,10 @@ def nearest_within(
 
 
 @functools.lru_cache(maxsize=256)
-def _nearest_within_query(shapes: tuple[tuple[str, str, tuple[str, ...]], ...]) -> str:
-    """nearest_within's statement for layers (table, key column, columns shown), composed
-    once: each layer's part is _nearest_query's (boxed, within the distance), numbered
-    ``n`` in the order given."""
+def _nearest_within_query(shapes: tuple[tuple[str, str, tuple[str, ...], bool], ...]) -> str:
+    """nearest_within's statement for layers (table, key column, columns shown, held to
+    networks), composed once: each layer's part is _nearest_query's (boxed, within the
+    distance), numbered ``n`` in the order given."""
     point = sql.SQL("ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)")
     parts = [
         sql.SQL(
@@ -254,7 +272,7 @@ def _nearest_within_query(shapes: tuple[tuple[str, str, tuple[str, ...]], ...]) 
                        f.geom <-> {point} AS degrees
                 FROM {table} f
                 WHERE f.geom IS NOT NULL AND f.geom && ST_Expand({point}, %(dlon)s, %(dlat)s)
-                  AND ST_DWithin(f.geom, {point}, %(degrees)s)
+                  AND ST_DWithin(f.geom, {point}, %(degrees)s){held}
                   AND ST_DWithin(f.geom::geography, {point}::geography, %(max)s)
                 ORDER BY f.geom <-> {point}
                 LIMIT %(candidates)s
@@ -267,8 +285,11 @@ def _nearest_within_query(shapes: tuple[tuple[str, str, tuple[str, ...]], ...]) 
             summary=_summary(shown),
             point=point,
             table=sql.Identifier(table),
+            held=sql.SQL(" AND f.network = ANY({})").format(sql.Placeholder(f"networks{n}"))
+            if held
+            else sql.SQL(""),
         )
-        for n, (table, key, shown) in enumerate(shapes)
+        for n, (table, key, shown, held) in enumerate(shapes)
     ]
     return (sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY n, distance_m")).as_string()
 
@@ -300,8 +321,10 @@ def _exact_nearest(
     metres: float,
     k: int,
     shown: tuple[str, ...],
+    networks: tuple[str, ...] | None = None,
 ) -> sql.Composable:
-    """The k features nearest the point on the globe among those within ``metres``."""
+    """The k features nearest the point on the globe among those within ``metres`` (of
+    those ``networks`` when given)."""
     key = sql.Identifier(layer.id_column)
     point = sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4326)").format(
         sql.Literal(lon), sql.Literal(lat)
@@ -310,10 +333,12 @@ def _exact_nearest(
         "SELECT f.{key}::text AS id, {summary} AS properties,"
         " ST_AsGeoJSON(f.geom, 7, 0)::jsonb AS geometry,"
         " ST_Distance(f.geom::geography, {point}::geography) AS distance_m"
-        " FROM {table} f WHERE {near} ORDER BY distance_m, f.{key} LIMIT {k}"
+        " FROM {table} f WHERE {near}{held} ORDER BY distance_m, f.{key} LIMIT {k}"
     ).format(
         key=key, summary=_summary(shown), point=point, table=sql.Identifier(layer.table),
         near=near_point(lon, lat, metres), k=sql.Literal(k),
+        held=sql.SQL(" AND f.network = ANY({})").format(sql.Literal(list(networks)))
+        if networks else sql.SQL(""),
     )  # fmt: skip
 
 

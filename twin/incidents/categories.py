@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from twin import registry
 from twin.errors import Conflict, InvalidInput, NotFound
 from twin.incidents.rows import Rejected, RowError, Stored, blank, key_of, positive, text, whole
+from twin.schema import PIPE_NETWORKS
 
 COLUMNS = ("code", "name", "parent_code", "asset_layers", "attach_radius_m", "response_hours",
            "resolve_hours", "priority", "fusion_radius_m", "fusion_hours")  # fmt: skip
@@ -32,6 +33,7 @@ PRIORITIES = (1, 5)  # 1 the most urgent (特急), 5 the least
 MAX_DEPTH = 20  # a deeper tree is a mistake (and bounds every walk up it)
 # Layers whose features are not assets: the places and the units themselves.
 NOT_ASSETS = frozenset({"jurisdictions", "units", "incidents"})
+NETWORK_LAYERS = ("pipes", "pipe_nodes")  # the layers with a network column
 _LIST_SEPARATORS = re.compile(r"[,，、;；|\s]+")
 _NOT_IN_CODES = re.compile(r"[\s,，/\\?#%]")
 
@@ -103,7 +105,9 @@ def parse(conn: psycopg.Connection, values: Mapping[str, Any], *, dataset: str =
 
 def asset_layers(conn: psycopg.Connection, value: Any) -> tuple[str, ...]:
     """The layers named (a list, or text listing them with commas), each one the registry
-    knows and that holds assets; RowError naming the unknown ones and the layers there are."""
+    knows and that holds assets, a pipe layer perhaps held to one network (``pipes:water``:
+    a water main's burst concerns water mains, not the power cable beside it); RowError
+    naming the unknown ones and the layers there are."""
     if blank(value):
         return ()
     if isinstance(value, str):
@@ -114,7 +118,14 @@ def asset_layers(conn: psycopg.Connection, value: Any) -> tuple[str, ...]:
         raise RowError("asset_layers", "asset_layers must be a list of layer names or text "
                        "listing them with commas")  # fmt: skip
     unknown = []
-    for name in dict.fromkeys(names):
+    for entry in dict.fromkeys(names):
+        name, _, network = entry.partition(":")
+        if network and (name not in NETWORK_LAYERS or network not in PIPE_NETWORKS):
+            raise RowError(
+                "asset_layers",
+                f"asset_layers {entry[:60]!r}: only {' and '.join(NETWORK_LAYERS)} are held to "
+                f"a network, one of {', '.join(PIPE_NETWORKS)} (e.g. pipes:water)",
+            )
         if name in NOT_ASSETS:
             unknown.append(name)
             continue
@@ -133,6 +144,21 @@ def asset_layers(conn: psycopg.Connection, value: Any) -> tuple[str, ...]:
             f"from {', '.join(choices)}, or a scene",
         )
     return tuple(dict.fromkeys(names))
+
+
+def attach_layers(category: Category) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    """The layers a category's assets are attached from, and for those held to networks,
+    which (``pipes:water`` → ``{"pipes": ("water",)}``)."""
+    layers: dict[str, None] = {}
+    networks: dict[str, list[str]] = {}
+    for entry in category.asset_layers:
+        name, _, network = entry.partition(":")
+        layers[name] = None
+        if network:
+            networks.setdefault(name, []).append(network)
+    # A layer named both bare and with a network is the whole layer.
+    bare = {e for e in category.asset_layers if ":" not in e}
+    return list(layers), {n: tuple(v) for n, v in networks.items() if n not in bare}
 
 
 _SELECT = """

@@ -198,10 +198,11 @@ def _attach(conn: psycopg.Connection, category: categories.Category, lon: float,
     """The nearest assets of the category's layers within its radius, nearest first."""
     if not category.asset_layers:
         return []
+    layers, networks = categories.attach_layers(category)
     found = spatial.nearest_within(
-        conn, lon, lat, layers=list(category.asset_layers), k=ASSETS_PER_LAYER,
+        conn, lon, lat, layers=layers, k=ASSETS_PER_LAYER,
         max_distance_m=min(category.attach_radius_m, spatial.MAX_DISTANCE_M),
-        columns=("source_id", "owner_unit"),
+        columns=("source_id", "owner_unit"), networks=networks,
     )  # fmt: skip
     assets = [
         {"layer": layer, "id": int(f["id"]) if f["id"].isdigit() else f["id"],
