@@ -117,6 +117,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def database_error(request: Request, exc: psycopg.Error) -> Response:
         # Never data base text to the client: it can reveal the schema. The log has it.
         logger.error("data base error on %s: %s", request.url.path, exc)
+        if isinstance(exc, psycopg.OperationalError):
+            # The data base went away (stopped, restarting, the network): the service is
+            # unavailable for now, not broken; /health says so too.
+            answer = problem(503, "Service Unavailable", "the data base is not answering; "
+                             "retry after the time in Retry-After", request.url.path)  # fmt: skip
+            answer.headers["Retry-After"] = "5"
+            return answer
         return problem(
             500,
             "Internal Server Error",

@@ -289,3 +289,17 @@ def test_an_idempotency_key_is_the_callers_own(admin: TestClient, fresh_url: str
     assert theirs.status_code == 201 and theirs.json()["id"] != mine.json()["id"]
     again = _report(admin, "BJ0110", lon, lat, headers={"Idempotency-Key": "r-1"})
     assert again.status_code == 200 and again.json()["id"] == mine.json()["id"]
+
+
+def test_a_data_base_gone_away_is_503_not_500(admin: TestClient, fresh_url: str):
+    assert admin.get("/health").status_code == 200
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        # As a restart of the data base does: every connection of the app's pools cut.
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname ="
+                     " current_database() AND pid <> pg_backend_pid()")  # fmt: skip
+    answers = [admin.get("/health"), admin.get("/incidents", headers=KEY)]
+    assert {a.status_code for a in answers} <= {200, 503}
+    cut = [a for a in answers if a.status_code == 503]
+    assert cut and all(
+        a.headers["retry-after"] and "not answering" in a.json()["detail"] for a in cut
+    )

@@ -84,7 +84,8 @@ class Holder:
     def a_role(self) -> str:
         """The role with its article, for messages: "a unit staff", "an external"."""
         words = self.role.replace("_", " ")
-        return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
+        # "an admin", "an engineer", "an external"; but "a unit staff" (a "you" sound).
+        return f"{'an' if words[0] in 'aei' else 'a'} {words}"
 
     @property
     def scope_words(self) -> str:
