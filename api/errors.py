@@ -133,8 +133,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
-        details = "; ".join(_validation_message(e) for e in exc.errors())
-        return problem(400, "Bad Request", details, request.url.path)
+        errors = exc.errors()
+        details = "; ".join(_validation_message(e) for e in errors)
+        # The first parameter named, as the core's InvalidInput names its option.
+        named = [e["loc"] for e in errors if len(e.get("loc", ())) > 1
+                 and e["loc"][0] in ("query", "path", "header")]  # fmt: skip
+        members = {"parameter": str(named[0][1])} if named else {}
+        return problem(400, "Bad Request", details, request.url.path, **members)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -253,6 +258,9 @@ def _validation_message(error: Any) -> str:
     if kind == "value_error":
         return f"{place}: {str(error.get('msg', '')).removeprefix('Value error, ')}"
     message = str(error.get("msg", "is not valid"))
+    if kind in ("datetime_from_date_parsing", "datetime_parsing", "datetime_type"):
+        return (f"{place}: {str(value)[:40]!r} is not a date and time; give one with its "
+                "time zone, e.g. 2026-12-01T08:00:00+08:00")  # fmt: skip
     if kind in ("int_parsing", "float_parsing", "bool_parsing") and isinstance(value, str):
         message = f"{value[:40]!r} is not {'an integer' if kind == 'int_parsing' else 'a number' if kind == 'float_parsing' else 'true or false'}"
     return f"{place}: {message}"

@@ -293,6 +293,11 @@ def test_precedence_and_escalation_in_a_city_that_skips_a_level(staff: TestClien
     for name in ("unit", "category", "jurisdiction"):
         unknown = staff.get("/incidents", params={name: "NOPE"}, headers=KEY)
         assert unknown.status_code == 400 and unknown.json()["parameter"] == name, unknown.text
+    # FastAPI's own checks of a parameter name it too, in our words.
+    for name, value in (("since", "yesterday"), ("limit", "abc"), ("overdue", "maybe")):
+        wrong = staff.get("/incidents", params={name: value}, headers=KEY)
+        assert wrong.status_code == 400 and wrong.json()["parameter"] == name, wrong.text
+        assert "Input should" not in wrong.text
 
 
 @pytest.mark.parametrize(

@@ -127,10 +127,6 @@ def transition(
     for a history replayed (the demo's); the API never gives it, so the timeline says now."""
     intake._check_id(incident_id)
     action = _check_action(action)
-    if holder is not None and holder.role not in ACTION_ROLES[action]:
-        roles = ", ".join(sorted(r.replace("_", " ") for r in ACTION_ROLES[action]))
-        raise Forbidden(f"{holder.a_role} may not {action.replace('_', ' ')}"
-                        f" an incident ({roles} may)")  # fmt: skip
     expected_version = intake.check_version(expected_version)
     note = intake._text("note", note, MAX_NOTE)
     extra = _check_extra(action, extra)
@@ -139,7 +135,11 @@ def transition(
     sources, target, word = TRANSITIONS[action]
     with conn.transaction():
         status, unit_code, lon, lat = intake.lock_current(conn, incident_id, expected_version)
-        intake.check_scope(conn, incident_id, holder)
+        intake.check_scope(conn, incident_id, holder)  # before the role: outside, not there
+        if holder is not None and holder.role not in ACTION_ROLES[action]:
+            roles = ", ".join(sorted(r.replace("_", " ") for r in ACTION_ROLES[action]))
+            raise Forbidden(f"{holder.a_role} may not {action.replace('_', ' ')}"
+                            f" an incident ({roles} may)")  # fmt: skip
         if status not in sources:
             allowed = allowed_from(status)
             then = (
