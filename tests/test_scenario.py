@@ -352,6 +352,12 @@ def test_a_city_from_files_takes_reports_from_every_channel_through_the_whole_lo
         west_figures = client.get("/evaluation/units",
                                   headers={"X-API-Key": west.json()["key"]}).json()  # fmt: skip
         assert {u["unit"] for u in west_figures["units"]} == {"W-ORDER", "CITY-C"}
+        west_words = client.get("/sentiment/words", params={"min_reports": 2},
+                                headers={"X-API-Key": west.json()["key"]}).json()  # fmt: skip
+        assert "垃圾桶" not in {w["word"] for w in west_words["words"]}  # the east's words
+        west_trend = client.get("/sentiment/categories",
+                                headers={"X-API-Key": west.json()["key"]}).json()  # fmt: skip
+        assert {c["code"] for c in west_trend["categories"]} == {"C01", "S01"}
         districts = client.get("/evaluation/jurisdictions", params={"level": "district"},
                                headers=supervisor).json()  # fmt: skip
         assert {j["code"] for j in districts["jurisdictions"]} == {"HW-E", "HW-W"}

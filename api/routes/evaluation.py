@@ -175,7 +175,9 @@ async def sentiment_categories(
     length before (``previous``), the change, and the counts per ``buckets`` (``series``;
     a week begins on Monday); the CSV has a column per bucket."""
     span = evaluation.period(start, to)
-    found = await with_connection(request, sentiment.categories, span, interval=interval)
+    found = await with_connection(
+        request, sentiment.categories, span, interval=interval, scope=caller.jurisdiction_code
+    )
     return _answer(request, format, f"sentiment-categories-{interval}", span, found,
                    _categories_table)  # fmt: skip
 
@@ -202,7 +204,7 @@ async def sentiment_words(
     """The words of the descriptions (Chinese word segmentation), each with the reports
     that use it now and in the period before, the most used first."""
     span = evaluation.period(start, to)
-    found = await with_connection(request, sentiment.words, span, limit=limit,
+    found = await with_connection(request, sentiment.words, span, limit=limit, scope=caller.jurisdiction_code,
                                   min_reports=min_reports)  # fmt: skip
     return _answer(request, format, "sentiment-words", span, found,
                    _plain(("word", *CHANGE_COLUMNS), "words"))  # fmt: skip
@@ -222,7 +224,9 @@ async def sentiment_hotspots(
     """The jurisdictions of ``level`` (the grids by default) with the most reports in the
     period, with the period before and the change, and a point inside each for the map."""
     span = evaluation.period(start, to)
-    found = await with_connection(request, sentiment.hotspots, span, level=level, limit=limit)
+    found = await with_connection(
+        request, sentiment.hotspots, span, level=level, limit=limit, scope=caller.jurisdiction_code
+    )
     return _answer(request, format, f"sentiment-hotspots-{level}", span, found,
                    _plain(("code", "name", *CHANGE_COLUMNS, "lon", "lat"), "hotspots"))  # fmt: skip
 
@@ -264,6 +268,6 @@ async def sentiment_clusters(
     ``min_reports`` at least) in the period, the last 7 days by default, that are new or
     grew against the period before it."""
     span = sentiment.default_cluster_period(start, to)
-    found = await with_connection(request, sentiment.clusters, span, eps_m=eps_m,
+    found = await with_connection(request, sentiment.clusters, span, eps_m=eps_m, scope=caller.jurisdiction_code,
                                   min_reports=min_reports)  # fmt: skip
     return _answer(request, format, "sentiment-clusters", span, found, _clusters_table)

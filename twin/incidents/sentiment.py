@@ -83,7 +83,9 @@ def _bucket_starts(span: Period, interval: str) -> list[str]:
     return [(first + i * INTERVALS[interval]).date().isoformat() for i in range(count)]
 
 
-def categories(conn: psycopg.Connection, span: Period, *, interval: str = "day") -> dict[str, Any]:
+def categories(
+    conn: psycopg.Connection, span: Period, *, interval: str = "day", scope: str | None = None
+) -> dict[str, Any]:
     """Reports per category in ``span``: each category's ``count``, ``previous`` (the
     period before), ``change``, ``change_pct`` and ``series`` (counts per bucket of
     ``buckets``), the most reported first. One query."""
@@ -99,10 +101,11 @@ def categories(conn: psycopg.Connection, span: Period, *, interval: str = "day")
                 count(*) AS n
             FROM incidents i JOIN incident_categories c ON c.code = i.category_code
             WHERE i.reported_at >= %(before)s AND i.reported_at < %(end)s
+              AND (%(scope)s::text IS NULL OR i.jurisdictions @> jsonb_build_array(jsonb_build_object('code', %(scope)s::text)))
             GROUP BY 1, 2, 3
             """,
             {"start": span.start, "end": span.end, "before": before.start,
-             "interval": interval, "offset": ZONE.utcoffset(None)},
+             "interval": interval, "offset": ZONE.utcoffset(None), "scope": scope},
         ).fetchall()  # fmt: skip
     index = {b: k for k, b in enumerate(buckets)}
     found: dict[str, dict[str, Any]] = {}
@@ -173,7 +176,12 @@ def words_of(text: str) -> frozenset[str]:
 
 
 def words(
-    conn: psycopg.Connection, span: Period, *, limit: int = 50, min_reports: int = 3
+    conn: psycopg.Connection,
+    span: Period,
+    *,
+    limit: int = 50,
+    min_reports: int = 3,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     """The hot words of the descriptions reported in ``span``: each word with ``count``
     (the reports that use it), ``previous`` and the change, the most used first; a word
@@ -192,9 +200,16 @@ def words(
             count(*) FILTER (WHERE i.reported_at < %(start)s)
         FROM incidents i
         WHERE i.reported_at >= %(before)s AND i.reported_at < %(end)s AND i.description <> ''
+          AND (%(scope)s::text IS NULL OR i.jurisdictions @> jsonb_build_array(jsonb_build_object('code', %(scope)s::text)))
         GROUP BY i.description ORDER BY max(i.reported_at) DESC LIMIT %(texts)s
         """,
-        {"start": span.start, "end": span.end, "before": before.start, "texts": MAX_TEXTS + 1},
+        {
+            "start": span.start,
+            "end": span.end,
+            "before": before.start,
+            "texts": MAX_TEXTS + 1,
+            "scope": scope,
+        },
     ).fetchall()
     sampled = len(rows) > MAX_TEXTS
     now: Counter[str] = Counter()
@@ -218,7 +233,12 @@ def _limit(limit: Any) -> int:
 
 
 def hotspots(
-    conn: psycopg.Connection, span: Period, *, level: str = "grid", limit: int = 50
+    conn: psycopg.Connection,
+    span: Period,
+    *,
+    level: str = "grid",
+    limit: int = 50,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     """Reports per jurisdiction of ``level`` in ``span`` against the period before, the
     most reported first: each ``{code, name, count, previous, change, change_pct, lon,
@@ -236,7 +256,7 @@ def hotspots(
                 FROM incidents i CROSS JOIN LATERAL jsonb_array_elements(i.jurisdictions)
                     AS j(place)
                 WHERE i.reported_at >= %(before)s AND i.reported_at < %(end)s
-                  AND j.place ->> 'level' = %(level)s
+                  AND j.place ->> 'level' = %(level)s AND (%(scope)s::text IS NULL OR i.jurisdictions @> jsonb_build_array(jsonb_build_object('code', %(scope)s::text)))
                 GROUP BY 1
             )
             SELECT c.code, coalesce(w.name, c.named) AS name, c.now, c.before,
@@ -245,7 +265,7 @@ def hotspots(
             ORDER BY c.now DESC, c.now - c.before DESC, c.code LIMIT %(limit)s
             """,
             {"start": span.start, "end": span.end, "before": before.start, "level": level,
-             "limit": limit},
+             "limit": limit, "scope": scope},
         ).fetchall()  # fmt: skip
     return {
         **span.as_dict(), "previous": before.as_dict(), "level": level,
@@ -258,7 +278,12 @@ def hotspots(
 
 
 def clusters(
-    conn: psycopg.Connection, span: Period, *, eps_m: float = 150.0, min_reports: int = 5
+    conn: psycopg.Connection,
+    span: Period,
+    *,
+    eps_m: float = 150.0,
+    min_reports: int = 5,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     """Emerging clusters in ``span``: reports of one category each within ``eps_m``
     metres of another of the cluster, at least ``min_reports`` of them (DBSCAN's eps and
@@ -286,6 +311,7 @@ def clusters(
             WITH recent AS (
                 SELECT i.id, i.category_code, i.reported_at, i.geom
                 FROM incidents i WHERE i.reported_at >= %(start)s AND i.reported_at < %(end)s
+                  AND (%(scope)s::text IS NULL OR i.jurisdictions @> jsonb_build_array(jsonb_build_object('code', %(scope)s::text)))
             ), zone AS (  -- the UTM zone of the reports' centre: metres for DBSCAN's eps
                 SELECT CASE WHEN avg(ST_Y(geom)) >= 0 THEN 32600 ELSE 32700 END
                     + least(60, greatest(1, floor((avg(ST_X(geom)) + 180) / 6)::int + 1))
@@ -312,12 +338,13 @@ def clusters(
                 (SELECT count(*) FROM incidents p
                  WHERE p.category_code = f.category_code
                    AND p.reported_at >= %(before)s AND p.reported_at < %(start)s
+                   AND (%(scope)s::text IS NULL OR p.jurisdictions @> jsonb_build_array(jsonb_build_object('code', %(scope)s::text)))
                    AND ST_DWithin(ST_Transform(p.geom, f.srid), f.members, %(eps)s))
                     AS previous
             FROM found f JOIN incident_categories c ON c.code = f.category_code
             """,
             {"start": span.start, "end": span.end, "before": before.start,
-             "eps": float(eps_m), "min": min_reports, "ids": IDS_PER_CLUSTER},
+             "eps": float(eps_m), "min": min_reports, "ids": IDS_PER_CLUSTER, "scope": scope},
         ).fetchall()  # fmt: skip
     emerging = []
     for r in rows:
