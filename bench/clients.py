@@ -22,7 +22,6 @@ import collections
 import json
 import os
 import platform
-import socket
 import subprocess
 import tempfile
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import uvicorn
+from timing import free_port
 
 from api.app import create_app
 from layers.demo.generate import generate_city
@@ -90,12 +90,6 @@ class RequestLog:
         return f"{len(made):,} requests (items pages: {sizes or 'none'}; server {served:.1f} s)"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, str, str]:
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -130,7 +124,7 @@ def main() -> None:
     print(f"data: {buildings:,} buildings, {tall:,} of them above 100 m")
 
     log = RequestLog(create_app(settings, database_url=url))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(log, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

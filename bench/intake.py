@@ -19,8 +19,6 @@ import http.client
 import json
 import os
 import platform
-import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -30,27 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2 as httpx
 import numpy as np
 from city import demo_city
+from timing import figures, free_port
 
 from twin import db
 from twin.incidents import categories, intake
 from twin.schema import INCIDENT_CHANNELS
 
 KEY = "bench-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _figures(name: str, seconds: list[float], wall: float) -> str:
-    ms = sorted(s * 1000 for s in seconds)
-    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-    return (
-        f"{name:<34} p50 {statistics.median(ms):6.2f} ms  p99 {p99:6.2f} ms  "
-        f"{len(ms) / wall:7.0f} incidents/s"
-    )
 
 
 def _clean(url: str) -> None:
@@ -140,10 +124,12 @@ def main() -> None:
                 description=body["description"], reporter=body["reporter"],
             )  # fmt: skip
             times.append(time.perf_counter() - t)
-        print(_figures("intake.report, in process", times, time.perf_counter() - started))
+        print(
+            figures("intake.report, in process", times, time.perf_counter() - started, "incidents")
+        )
     _clean(url)
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env={**env, "TWIN_POOL_MAX_SIZE": "16", "TWIN_API_KEYS": json.dumps({KEY: "bench"})},
@@ -180,7 +166,9 @@ def main() -> None:
             with ThreadPoolExecutor(max_workers=connections) as pool:
                 times = list(pool.map(one, range(len(bodies))))
             wall = time.perf_counter() - started
-            print(_figures(f"POST /incidents, {connections} connection(s)", times, wall))
+            print(
+                figures(f"POST /incidents, {connections} connection(s)", times, wall, "incidents")
+            )
             _clean(url)
     finally:
         server.terminate()

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,14 +34,9 @@ from urllib.parse import urlsplit
 import shapely
 import shapely.geometry
 from city import demo_city
+from timing import free_port
 
 from twin import db, spatial
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Tally:
@@ -129,7 +123,7 @@ def main() -> None:
         "server settings: " + ", ".join(f"{k}={v}" for k, v in env.items() if k.startswith("TWIN_"))
     )
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env=env,

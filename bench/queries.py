@@ -15,8 +15,6 @@ import argparse
 import http.client
 import os
 import platform
-import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -26,23 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2 as httpx
 import numpy as np
 from city import demo_city
+from timing import figures, free_port
 
 from twin import db, spatial
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _figures(name: str, seconds: list[float], wall: float) -> str:
-    ms = sorted(s * 1000 for s in seconds)
-    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-    return (
-        f"{name:<34} p50 {statistics.median(ms):6.2f} ms  p99 {p99:6.2f} ms  "
-        f"{len(ms) / wall:7.0f} req/s"
-    )
 
 
 def main() -> None:
@@ -81,9 +65,9 @@ def main() -> None:
                 t = time.perf_counter()
                 call(point)
                 times.append(time.perf_counter() - t)
-            print(_figures(name, times, time.perf_counter() - started))
+            print(figures(name, times, time.perf_counter() - started))
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env={**env, "TWIN_POOL_MAX_SIZE": "16"},
@@ -129,7 +113,7 @@ def main() -> None:
                 label = path.split("?")[0].strip("/") + (
                     " max_distance" if "max_distance" in path else ""
                 )
-                print(_figures(f"{label}, HTTP, {connections} connection(s)", times, wall))
+                print(figures(f"{label}, HTTP, {connections} connection(s)", times, wall))
     finally:
         server.terminate()
         server.wait(timeout=30)
