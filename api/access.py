@@ -107,18 +107,10 @@ class KeyCache:
         return holder
 
 
-def holder_of_key(request: Request, key: str | None) -> keys.Holder | None:
-    """The holder of an API key (from a header, or Open311's ``api_key`` field), or None."""
-    if not key or len(key) > 200 or "\x00" in key:
-        return None
-    cache: KeyCache = request.app.state.key_cache
-    return cache.holder(request, key)
-
-
-async def holder_of_key_async(request: Request, key: str | None) -> keys.Holder | None:
-    """``holder_of_key`` for a dependency: a key known already is answered on the event
-    loop; only a look-up in the data base goes through the thread pool. (A sync dependency
-    took a trip through it on every request.)"""
+async def holder_of_key(request: Request, key: str | None) -> keys.Holder | None:
+    """The holder of an API key (a header, or Open311's ``api_key`` field), or None. A key
+    known already is answered on the event loop; only a look-up in the data base goes
+    through the thread pool (a sync dependency took a trip through it on every request)."""
     if not key or len(key) > 200 or "\x00" in key:
         return None
     cache: KeyCache = request.app.state.key_cache
@@ -126,6 +118,15 @@ async def holder_of_key_async(request: Request, key: str | None) -> keys.Holder 
     if known is not None:
         return known[0]
     return await anyio.to_thread.run_sync(cache.holder, request, key)
+
+
+def _check_may(holder: keys.Holder, capability: str) -> keys.Holder:
+    """``holder``, or Forbidden naming the roles that may do ``capability``."""
+    if not holder.may(capability):
+        roles = ", ".join(sorted(keys.CAPABILITIES[capability]))
+        raise Forbidden(f"{holder.a_role} key may not {capability.replace('_', ' ')}; this "
+                        f"route is for {roles}")  # fmt: skip
+    return holder
 
 
 class Allowed:
@@ -140,16 +141,10 @@ class Allowed:
     async def __call__(
         self, request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
     ) -> keys.Holder:
-        holder = await holder_of_key_async(request, x_api_key)
+        holder = await holder_of_key(request, x_api_key)
         if holder is None:
             raise NotAllowed("this route needs a valid X-API-Key header")
-        if not holder.may(self.capability):
-            roles = ", ".join(sorted(keys.CAPABILITIES[self.capability]))
-            raise Forbidden(
-                f"{holder.a_role} key may not {self.capability.replace('_', ' ')}"
-                f"; this route is for {roles}"
-            )
-        return holder
+        return _check_may(holder, self.capability)
 
 
 async def operational() -> None:
@@ -230,17 +225,14 @@ class CheckedInRoute:
         return None
 
 
-def holder_allowed(request: Request, key: str | None, capability: str) -> keys.Holder:
+async def holder_allowed(request: Request, key: str | None, capability: str) -> keys.Holder:
     """The holder of ``key`` if its role has ``capability``; Forbidden otherwise (no key, a
-    key not valid, or one of a role that may not)."""
-    holder = holder_of_key(request, key)
+    key not valid, or one of a role that may not: Open311 answers 403 for each)."""
+    holder = await holder_of_key(request, key)
     if holder is None:
         raise Forbidden("api_key is missing or not a valid key: send your key in the api_key "
                         "field or the X-API-Key header")  # fmt: skip
-    if not holder.may(capability):
-        raise Forbidden(f"{holder.a_role} key may not "
-                        f"{capability.replace('_', ' ')}")  # fmt: skip
-    return holder
+    return _check_may(holder, capability)
 
 
 Public = Depends(public)

@@ -53,10 +53,10 @@ SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
 Key = Annotated[str | None, Header(alias="X-API-Key", max_length=200)]
 
 
-def open311_caller(request: Request, key: str | None) -> keys.Holder:
+async def open311_caller(request: Request, key: str | None) -> keys.Holder:
     """The holder of this API key if it may report (api.access); Forbidden (403, as the
     spec answers) without a valid one."""
-    return holder_allowed(request, key, "report")
+    return await holder_allowed(request, key, "report")
 
 
 def _format(fmt: str) -> str:
@@ -77,7 +77,7 @@ def _parameters(request: Request, takes: tuple[str, ...]) -> dict[str, str]:
     return values
 
 
-def _reader(
+async def _reader(
     request: Request, headers_key: str | None, values: dict[str, str]
 ) -> keys.Holder | None:
     """The caller of a GET when it sent a key of staff who handle incidents (they may read
@@ -85,7 +85,7 @@ def _reader(
     key = values.get("api_key") or headers_key
     if key is None:
         return None
-    holder = open311_caller(request, key)
+    holder = await open311_caller(request, key)
     return holder if holder.may("handle_incidents") else None
 
 
@@ -251,7 +251,7 @@ async def list_requests(request: Request, fmt: str, x_api_key: Key = None) -> Re
     days apart; by default the last 90 days): the newest 1000, newest first."""
     fmt = _format(fmt)
     values = _parameters(request, LIST_PARAMETERS)
-    reader = _reader(request, x_api_key, values)
+    reader = await _reader(request, x_api_key, values)
     filters: dict[str, Any]
     if "service_request_id" in values:
         filters = {"ids": _ids(values["service_request_id"])}
@@ -282,7 +282,7 @@ async def get_request(request: Request, request_id: str, fmt: str,
     """A list of the one request, as the spec answers; 404 for an unknown id."""
     fmt = _format(fmt)
     values = _parameters(request, ONE_PARAMETERS)
-    reader = _reader(request, x_api_key, values)
+    reader = await _reader(request, x_api_key, values)
     shown = request_id.replace("\x00", "")[:40]
     if not request_id.isdigit() or len(request_id) > 19 or not 0 < int(request_id) < 2**63:
         raise NotFound(f"there is no service request {shown!r}: an id is a whole number")
@@ -419,7 +419,8 @@ async def post_request(
     fmt = _format(fmt)
     query = _parameters(request, ONE_PARAMETERS)
     values, attributes = _fields(await _form(request))
-    caller = open311_caller(request, values.get("api_key") or query.get("api_key") or x_api_key)
+    caller = await open311_caller(request,
+                                  values.get("api_key") or query.get("api_key") or x_api_key)  # fmt: skip
     # A resident app's or a grid inspector's key posts through its own channel; the others
     # (external systems, the hotline's systems) as an external system.
     channel = keys.channel_for(caller, None) if caller.role in keys.ROLE_CHANNELS else CHANNEL
