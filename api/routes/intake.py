@@ -161,12 +161,9 @@ async def post_incident(
         idempotency_scope=caller.name,
         actor=caller.name,
     )  # fmt: skip
-    view = incident.view
-    seen_by_caller = caller.sees((view["unit"] or {}).get("code"),
-                                 [j["code"] for j in view["jurisdictions"]])  # fmt: skip
     # A resident or an outside system, or staff reporting beyond their scope (an inspector
     # outside its grid): what the public sees, as the incident's own page would be 404.
-    if caller.role in keys.OUTSIDE_ROLES or not seen_by_caller:
+    if caller.role in keys.OUTSIDE_ROLES or not intake.seen_by(caller, incident.view):
         token = incident.view["tracking_token"]
         seen = await with_connection(request, intake.public, token)
         incident = intake.Incident(incident.id, {"id": incident.id, "tracking_token": token,

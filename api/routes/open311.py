@@ -197,9 +197,7 @@ def _requests(conn: psycopg.Connection, *, reader: keys.Holder | None,
     )
     listed = []
     for view, target in pairs:
-        sees = reader is not None and reader.sees(
-            (view["unit"] or {}).get("code"), [j["code"] for j in view["jurisdictions"] or ()]
-        )
+        sees = reader is not None and intake.seen_by(reader, view)
         answer = open311.request(view, target, steps[target["id"]]["step"],
                                  steps[view["id"]]["media_url"], description=sees)  # fmt: skip
         if statuses is None or answer["status"] in statuses:

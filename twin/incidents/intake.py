@@ -438,6 +438,12 @@ def _codes(jurisdictions: Any) -> list[str]:
     return [j["code"] for j in jurisdictions or ()]
 
 
+def seen_by(holder: keys.Holder, view: Mapping[str, Any]) -> bool:
+    """Whether an incident as staff or a list see it (``get``, ``list_incidents``) is
+    within ``holder``'s scope."""
+    return holder.sees((view["unit"] or {}).get("code"), _codes(view["jurisdictions"]))
+
+
 def get(
     conn: psycopg.Connection, incident_id: int, holder: keys.Holder | None = None
 ) -> dict[str, Any]:
