@@ -1,0 +1,89 @@
+"""The tile matrix sets the one map serves, and the checks of a tile's address.
+
+morecantile holds the OGC Two Dimensional Tile Matrix Set definitions and their arithmetic
+(bounds of a tile, the tiles under a box), so none of that is written here again; this
+module names the sets we serve, says which addresses are possible, and answers the
+OGC API Tiles documents that describe them. Vector and terrain tiles, the cache and the
+view all take their addresses from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import morecantile
+
+from twin.errors import InvalidInput, NotFound
+
+# WebMercatorQuad is what every web map client reads (deck.gl, MapLibre, QGIS's XYZ).
+SERVED = ("WebMercatorQuad",)
+# Deepest zoom served: a level finer than any feature of a city needs (z22 is ~4 cm/px).
+MAX_ZOOM = 22
+Tile = morecantile.Tile
+
+
+def matrix_set(tms_id: str) -> morecantile.TileMatrixSet:
+    """The tile matrix set called ``tms_id``; NotFound for one we do not serve."""
+    if tms_id not in SERVED:
+        raise NotFound(f"unknown tile matrix set {tms_id!r}; served: {', '.join(SERVED)}")
+    return morecantile.tms.get(tms_id)
+
+
+def tile_at(tms_id: str, z: int, y: int, x: int) -> Tile:
+    """The tile at zoom ``z``, row ``y``, column ``x`` of ``tms_id``, checked to exist.
+
+    NotFound for an unknown matrix set; InvalidInput (saying which index and its range)
+    for a zoom past MAX_ZOOM or a row or column outside the zoom's matrix."""
+    tms = matrix_set(tms_id)
+    if not 0 <= z <= MAX_ZOOM:
+        raise InvalidInput(f"zoom {z} is outside 0..{MAX_ZOOM}", option="z")
+    matrix = tms.matrix(z)
+    if not 0 <= y < matrix.matrixHeight:
+        raise InvalidInput(
+            f"tile row {y} is outside 0..{matrix.matrixHeight - 1} at zoom {z}", option="y"
+        )
+    if not 0 <= x < matrix.matrixWidth:
+        raise InvalidInput(
+            f"tile column {x} is outside 0..{matrix.matrixWidth - 1} at zoom {z}", option="x"
+        )
+    return Tile(x=x, y=y, z=z)
+
+
+def lonlat_bounds(tms_id: str, tile: Tile) -> tuple[float, float, float, float]:
+    """The tile's west, south, east, north in degrees (WGS 84, the storage CRS)."""
+    b = matrix_set(tms_id).bounds(tile)
+    return (b.left, b.bottom, b.right, b.top)
+
+
+def tiles_under(
+    tms_id: str, box: tuple[float, float, float, float], zooms: range
+) -> Iterator[Tile]:
+    """Every tile of ``zooms`` that touches ``box`` (west, south, east, north, degrees)."""
+    west, south, east, north = box
+    yield from matrix_set(tms_id).tiles(west, south, east, north, list(zooms))
+
+
+def matrix_set_summaries(base_url: str) -> list[dict[str, Any]]:
+    """The entries of ``/tileMatrixSets``: id, title and links of each set served."""
+    return [
+        {
+            "id": tms_id,
+            "title": matrix_set(tms_id).title or tms_id,
+            "uri": matrix_set(tms_id).uri,
+            "links": [
+                {
+                    "rel": "self",
+                    "type": "application/json",
+                    "title": f"The {tms_id} tile matrix set",
+                    "href": f"{base_url}/tileMatrixSets/{tms_id}",
+                }
+            ],
+        }
+        for tms_id in SERVED
+    ]
+
+
+def matrix_set_document(tms_id: str) -> dict[str, Any]:
+    """The OGC Two Dimensional Tile Matrix Set document of ``tms_id`` (v2.0 JSON)."""
+    return matrix_set(tms_id).model_dump(mode="json", exclude_none=True, by_alias=True)
