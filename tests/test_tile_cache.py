@@ -15,7 +15,7 @@ from psycopg import sql
 
 from api.app import create_app
 from tests.helpers import make_data_dir, settings_for
-from tiles import cache, matrix
+from tiles import cache, matrix, vector
 from tiles.cache import TileCache
 from twin import changes, registry
 from twin.settings import TileCacheSettings
@@ -28,30 +28,8 @@ WEST = "ST_X(ST_PointOnSurface(geom)) < 121.392"
 EAST = "ST_X(ST_PointOnSurface(geom)) > 121.407"
 
 
-def render_mvt(
-    conn: psycopg.Connection,
-    catalogue: registry.Catalogue,
-    layers: Sequence[str],
-    tile: matrix.Tile,
-) -> bytes:
-    """A plain ST_AsMVT tile of the layers (extent 4096, buffer 64), for the cache's own
-    tests while the real renderer is written."""
-    parts = []
-    for name in layers:
-        layer = catalogue.layer(name)
-        columns = sql.SQL("").join(sql.SQL(", f.{}").format(sql.Identifier(c)) for c in layer.tile)
-        parts.append(
-            sql.SQL(
-                "(SELECT ST_AsMVT(q, {name}, 4096, 'geom') FROM (SELECT ST_AsMVTGeom("
-                "ST_Transform(f.geom, 3857), ST_TileEnvelope(%(z)s, %(x)s, %(y)s), 4096, 64)"
-                " AS geom{columns} FROM {table} f WHERE f.geom && ST_Transform("
-                "ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => 64.0 / 4096), 4326)) q"
-                " WHERE q.geom IS NOT NULL)"
-            ).format(name=sql.Literal(name), columns=columns, table=sql.Identifier(layer.table))
-        )
-    query = sql.SQL("SELECT {}").format(sql.SQL(" || ").join(parts))
-    row = conn.execute(query, {"z": tile.z, "x": tile.x, "y": tile.y}).fetchone()
-    return bytes(row[0]) if row and row[0] else b""
+# The real renderer, at its default limits.
+render = vector.render_tile
 
 
 def _settings(memory_mb: int = 64, shared_mb: int = 256) -> TileCacheSettings:
@@ -68,7 +46,7 @@ def staff(fresh_url: str) -> Iterator[TestClient]:
 @pytest.fixture
 def tile_cache(fresh_url: str) -> Iterator[TileCache]:
     """A cache hearing the change log of the fresh copy, as an API process's is."""
-    kept = TileCache(_settings(), render_mvt)
+    kept = TileCache(_settings(), render)
     kept.listen(fresh_url)
     assert kept.wait_listening()
     yield kept
@@ -143,8 +121,9 @@ def test_an_edit_drops_its_tiles_at_every_zoom_and_no_others(
     for tile in near:
         again = _through(tile_cache, fresh_url, ["buildings"], tile)
         assert again.source == "rendered", tile
-        assert again.etag != first[tile].etag
-        assert 321.5 in _heights(again.data) and 321.5 not in _heights(first[tile].data)
+        assert again.etag != first[tile].etag, tile  # merged blocks below z13: their mean
+        if tile.z >= 15:  # every building as it is
+            assert 321.5 in _heights(again.data) and 321.5 not in _heights(first[tile].data)
     kept = _through(tile_cache, fresh_url, ["buildings"], far)
     assert kept.source == "memory" and kept.etag == first[far].etag
 
@@ -172,7 +151,7 @@ def test_a_change_committed_during_a_render_never_leaves_a_stale_tile(fresh_url:
             raced.set()
             with psycopg.connect(fresh_url) as writer:
                 _set_height(writer, building["id"], 654.25)
-        return render_mvt(conn, catalogue, layers, at)
+        return render(conn, catalogue, layers, at)
 
     process = TileCache(_settings(), racing_render)
     process.listen(fresh_url)
@@ -195,8 +174,8 @@ def test_a_tile_stored_while_a_change_was_in_flight_is_refused_once_it_commits(f
     # run before the store lands. Reading checks the change log: the tile is refused.
     building = _building(fresh_url, WEST)
     tile = _tiles_over(building["lon"], building["lat"])[-1]
-    storing = TileCache(_settings(memory_mb=0), render_mvt)  # stores as it renders
-    reading = TileCache(_settings(memory_mb=0), render_mvt)  # another process
+    storing = TileCache(_settings(memory_mb=0), render)  # stores as it renders
+    reading = TileCache(_settings(memory_mb=0), render)  # another process
     with psycopg.connect(fresh_url) as writer:
         _set_height(writer, building["id"], 777.0)
         old = _through(storing, fresh_url, ["buildings"], tile)
@@ -249,13 +228,15 @@ def test_a_dataset_deleted_drops_its_tiles(
     near = _tiles_over(lon, lat)
     far = _tiles_over(*_point(_building(fresh_url, EAST)))[-1]
     before = {t: _through(tile_cache, fresh_url, ["buildings"], t) for t in [*near, far]}
-    assert all(4.5 in _heights(before[t].data) for t in near)
+    assert all(4.5 in _heights(before[t].data) for t in near if t.z >= 15)  # smaller: a pixel
     gone = staff.delete("/layers/buildings/datasets/kiosks", headers=KEY)
     assert gone.status_code == 200, gone.text
     assert _wait(lambda: tile_cache.from_memory(cache.key_for(TMS, ["buildings"], near[0])) is None)
     for tile in near:
         after = _through(tile_cache, fresh_url, ["buildings"], tile)
-        assert after.source == "rendered" and 4.5 not in _heights(after.data), tile
+        assert after.source == "rendered", tile
+        if tile.z >= 15:
+            assert 4.5 not in _heights(after.data) and after.etag != before[tile].etag
     assert _through(tile_cache, fresh_url, ["buildings"], far).etag == before[far].etag
     tile_cache.flush()
     with psycopg.connect(fresh_url) as conn:  # gone from the shared tier too
@@ -300,7 +281,7 @@ def test_memory_keeps_the_most_recently_used_within_its_bytes():
 
 
 def test_the_shared_tier_evicts_the_least_recently_used(fresh_url: str):
-    kept = TileCache(_settings(memory_mb=0), render_mvt)
+    kept = TileCache(_settings(memory_mb=0), render)
     lon, lat = _point(_building(fresh_url, WEST))
     tiles = list(matrix.tiles_under(TMS, (lon - 0.01, lat - 0.005, lon + 0.01, lat + 0.005),
                                     range(17, 18)))  # fmt: skip

@@ -49,6 +49,7 @@ tier; the least recently used tiles go first. Stores, drops and the shared tier'
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import queue
@@ -58,6 +59,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -74,7 +76,8 @@ log = logging.getLogger(__name__)
 BUFFER = 64 / 4096
 ALL = "*"  # the layers of the composite tile of every layer
 Box = changes.Box
-Render = Callable[[psycopg.Connection, registry.Catalogue, Sequence[str], matrix.Tile], bytes]
+# The renderer: tiles.vector.render (bytes) or render_tile (bytes and the layers cut).
+Render = Callable[[psycopg.Connection, registry.Catalogue, Sequence[str], matrix.Tile], Any]
 # Bytes a cached tile costs beyond its data (key, ETag, bookkeeping): empty tiles count.
 OVERHEAD = 200
 
@@ -100,14 +103,41 @@ def key_for(tms_id: str, layers: Sequence[str] | None, tile: matrix.Tile) -> Key
     return Key(tms_id, named, tile.z, tile.x, tile.y)
 
 
+@dataclass
+class _Entry:
+    data: bytes
+    etag: str
+    expires: float | None  # time.monotonic() after which the tile is stale; None: never
+    truncated: tuple[str, ...] = ()  # the layers the renderer's caps cut
+    zipped: bytes | None = None  # the gzip representation, made on the first ask
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + len(self.zipped or b"") + OVERHEAD
+
+
 @dataclass(frozen=True)
 class Cached:
     """A tile as the cache answers it: its bytes (b"" when it holds nothing), its ETag,
-    and where it came from (``memory``, ``shared`` or ``rendered``)."""
+    where it came from (``memory``, ``shared`` or ``rendered``) and the layers the
+    renderer's caps cut."""
 
     data: bytes
     etag: str
     source: str
+    truncated: tuple[str, ...] = ()
+    _entry: _Entry | None = field(default=None, repr=False, compare=False)
+
+    def gzipped(self) -> bytes:
+        """The bytes gzipped, made once for a tile kept in memory (a warm answer does not
+        compress again)."""
+        entry = self._entry
+        if entry is not None and entry.zipped is not None:
+            return entry.zipped
+        zipped = gzip.compress(self.data, compresslevel=6, mtime=0)
+        if entry is not None:
+            entry.zipped = zipped  # a few bytes over the memory's count, until evicted
+        return zipped
 
 
 def etag_of(data: bytes) -> str:
@@ -159,17 +189,6 @@ def touches(change: changes.Change, key: Key) -> bool:
     if not _holds(key, change.layer):
         return False
     return change.bbox is None or _boxes_touch(change.bbox, envelope(key.tms, key.tile))
-
-
-@dataclass
-class _Entry:
-    data: bytes
-    etag: str
-    expires: float | None  # time.monotonic() after which the tile is stale; None: never
-
-    @property
-    def size(self) -> int:
-        return len(self.data) + OVERHEAD
 
 
 @dataclass
@@ -254,8 +273,9 @@ class _Rendered:
 
     key: Key
     data: bytes
+    truncated: tuple[str, ...]
     snapshot: str  # pg_snapshot as text
-    expires_in: float | None  # seconds from the render's start until it turns stale
+    expires_at: datetime | None  # when it turns stale (an incident under it falls overdue)
 
 
 # A shared tile, if there is one still current: no change committed since its snapshot
@@ -270,15 +290,15 @@ _UNSEEN = sql.SQL("""
           AND (c.bbox IS NULL OR c.bbox && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326))
     )
 """)
-_SNAPSHOT = "SELECT pg_current_snapshot()::text, NULL::bytea, NULL::text, NULL::numeric"
+_SNAPSHOT = "SELECT pg_current_snapshot()::text, NULL::bytea, NULL, NULL::numeric, NULL"
 _LOOKUP = (
     sql.SQL("""
     SELECT pg_current_snapshot()::text, t.data, t.etag,
-           extract(epoch FROM t.expires_at - now())
+           extract(epoch FROM t.expires_at - %(now)s), t.truncated
     FROM (SELECT 1) AS one
     LEFT JOIN tile_cache t ON t.tms = %(tms)s AND t.layers = %(key)s AND t.z = %(z)s
          AND t.x = %(x)s AND t.y = %(y)s
-         AND (t.expires_at IS NULL OR t.expires_at > now()) AND {unseen}
+         AND (t.expires_at IS NULL OR t.expires_at > %(now)s) AND {unseen}
 """)
     .format(unseen=_UNSEEN.format(snapshot=sql.SQL("t.snapshot")))
     .as_string()
@@ -287,13 +307,14 @@ _LOOKUP = (
 _STORE = (
     sql.SQL("""
     INSERT INTO tile_cache AS t
-        (tms, layers, z, x, y, data, etag, bytes, snapshot, envelope, expires_at)
+        (tms, layers, z, x, y, data, etag, bytes, truncated, snapshot, envelope, expires_at)
     SELECT %(tms)s, %(key)s, %(z)s, %(x)s, %(y)s, %(data)s, %(etag)s, %(bytes)s,
-           %(snapshot)s::pg_snapshot, ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326),
-           now() + make_interval(secs => %(expires_in)s)
+           %(truncated)s, %(snapshot)s::pg_snapshot,
+           ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326), %(expires_at)s
     WHERE {unseen}
     ON CONFLICT (tms, layers, z, x, y) DO UPDATE SET
         data = EXCLUDED.data, etag = EXCLUDED.etag, bytes = EXCLUDED.bytes,
+        truncated = EXCLUDED.truncated,
         snapshot = EXCLUDED.snapshot, envelope = EXCLUDED.envelope,
         expires_at = EXCLUDED.expires_at, rendered_at = now(), used_at = now()
     -- Never an older render over a newer one (a slow render finishing last).
@@ -326,13 +347,14 @@ _EVICT = """
 """
 _USED = "SELECT coalesce(sum(bytes + %(overhead)s), 0)::bigint, count(*) FROM tile_cache"
 # When the open incidents under a tile next turn overdue: the earliest due time ahead
-# (the clocks of twin.incidents.intake.OVERDUE_WHERE), in seconds from now.
+# (the clocks of twin.incidents.intake.OVERDUE_WHERE). "now" is this process's clock, as
+# the renderer's overdue is (tiles.vector), taken before the render: never later.
 _CLOCK = """
-    SELECT extract(epoch FROM min(due) - now())
+    SELECT min(due)
     FROM {table} AS i, LATERAL (VALUES
         (CASE WHEN i.status = ANY(%(awaiting)s) THEN i.due_response_at END),
         (CASE WHEN i.status = ANY(%(open)s) THEN i.due_resolve_at END)) AS d(due)
-    WHERE i.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326) AND d.due > now()
+    WHERE i.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326) AND d.due > %(now)s
 """
 
 
@@ -349,10 +371,10 @@ def _clock(
     catalogue: registry.Catalogue,
     names: Sequence[str],
     params: dict[str, Any],
-) -> float | None:
-    """Seconds until the tile's content turns with the clock (an incident under it falls
-    overdue), or None when it holds nothing that does."""
-    soonest: float | None = None
+) -> datetime | None:
+    """When the tile's content turns with the clock (the first incident under it to fall
+    overdue after ``params["now"]``), or None when it holds nothing that does."""
+    soonest: datetime | None = None
     for name in names:
         layer = catalogue.layers.get(name)
         if layer is None or layer.kind != "incident":
@@ -361,8 +383,7 @@ def _clock(
         clocks = {"awaiting": list(intake.AWAITING_RESPONSE), "open": list(intake.OPEN)}
         row = conn.execute(query, {**params, **clocks}).fetchone()
         if row is not None and row[0] is not None:
-            seconds = max(0.0, float(row[0]))
-            soonest = seconds if soonest is None else min(soonest, seconds)
+            soonest = row[0] if soonest is None else min(soonest, row[0])
     return soonest
 
 
@@ -418,7 +439,7 @@ class TileCache:
                 return None
             self.stats["memory"] += 1
             self._touched.add(key)
-        return Cached(entry.data, entry.etag, "memory")
+        return Cached(entry.data, entry.etag, "memory", entry.truncated, entry)
 
     # -- a tile, through both tiers ---------------------------------------------------
 
@@ -444,7 +465,7 @@ class TileCache:
                 self._enqueue("store", rendered)
             elif self.shared:
                 self._store(conn, rendered)
-        self._keep(key, _Entry(found.data, found.etag, expires), mark, generation)
+        self._keep(key, _Entry(found.data, found.etag, expires, found.truncated), mark, generation)
         with self._lock:
             self.stats[found.source] += 1
             if found.source == "shared":
@@ -478,20 +499,24 @@ class TileCache:
             if key.layers == (ALL,)
             else list(key.layers)
         )
-        params = _place_params(key)
-        started = time.monotonic()
+        started, now = time.monotonic(), datetime.now(UTC)
+        params = {**_place_params(key), "now": now}
+
+        def monotonic(at: datetime | None) -> float | None:
+            return None if at is None else started + (at - now).total_seconds()
+
         with _snapshot_transaction(conn):
             row = conn.execute(_LOOKUP if self.shared else _SNAPSHOT, params).fetchone()
             assert row is not None
-            snapshot, data, etag, expires_in = row
+            snapshot, data, etag, expires_in, truncated = row
             if data is not None:
                 expires = None if expires_in is None else started + float(expires_in)
-                return Cached(bytes(data), etag, "shared"), expires, None
-            body = self.render(conn, catalogue, names, key.tile)
+                return Cached(bytes(data), etag, "shared", tuple(truncated or ())), expires, None
+            made = self.render(conn, catalogue, names, key.tile)
             clock = _clock(conn, catalogue, names, params)
-        rendered = _Rendered(key, body, snapshot, clock)
-        expires = None if clock is None else started + clock
-        return Cached(body, etag_of(body), "rendered"), expires, rendered
+        body, cut = (made, ()) if isinstance(made, bytes) else (made.data, tuple(made.truncated))
+        rendered = _Rendered(key, body, cut, snapshot, clock)
+        return Cached(body, etag_of(body), "rendered", cut), monotonic(clock), rendered
 
     def _keep(self, key: Key, entry: _Entry, mark: int, generation: int) -> None:
         """Put a tile in memory unless a change heard since ``mark`` touches it (its
@@ -512,8 +537,8 @@ class TileCache:
         params = {
             **_place_params(rendered.key),
             "data": rendered.data, "etag": etag_of(rendered.data),
-            "bytes": len(rendered.data), "snapshot": rendered.snapshot,
-            "expires_in": rendered.expires_in,
+            "bytes": len(rendered.data), "truncated": list(rendered.truncated),
+            "snapshot": rendered.snapshot, "expires_at": rendered.expires_at,
         }  # fmt: skip
         conn.execute(_STORE, params)
         self._stored_since_check += 1

@@ -39,6 +39,7 @@ def upgrade() -> None:
             data bytea NOT NULL,             -- the MVT; empty for a tile that holds nothing
             etag text NOT NULL,
             bytes integer NOT NULL,
+            truncated text[] NOT NULL DEFAULT '{}',  -- the layers the caps cut
             snapshot pg_snapshot NOT NULL,   -- what the render saw
             -- The tile and its buffer, in the storage CRS: a change under it drops it.
             envelope geometry(Polygon, 4326) NOT NULL,
