@@ -4,9 +4,17 @@ a change never leaves a stale tile."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
+import httpx2 as httpx
 import mapbox_vector_tile
 import psycopg
 import pytest
@@ -14,6 +22,7 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 
 from api.app import create_app
+from bench.timing import free_port
 from tests.helpers import make_data_dir, settings_for
 from tiles import cache, matrix, vector
 from tiles.cache import TileCache
@@ -298,3 +307,74 @@ def test_the_shared_tier_evicts_the_least_recently_used(fresh_url: str):
         left = conn.execute("SELECT sum(bytes + %s), bool_or(x = %s) FROM tile_cache",
                             (cache.OVERHEAD, tiles[-1].x)).fetchone()  # fmt: skip
     assert left is not None and left[0] <= kept.shared_limit and left[1]
+
+
+@contextmanager
+def _api_process(url: str, port: int) -> Iterator[str]:
+    """A real API process (`twin serve`) on the data base, on a free port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    env.update(TWIN_DATABASE_URL=url, TWIN_SWEEP_INTERVAL_S="0",
+               TWIN_API_KEYS=json.dumps({"test-key": "t"}))  # fmt: skip
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, cwd=make_data_dir("twin-serve-"))  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert server.poll() is None, server.stdout.read()  # type: ignore[union-attr]
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+
+
+def _path(layers: str, tile: matrix.Tile) -> str:
+    return f"/collections/{layers}/tiles/{TMS}/{tile.z}/{tile.y}/{tile.x}"
+
+
+def test_two_api_processes_share_tiles_and_neither_serves_a_stale_one(fresh_url: str):
+    building = _building(fresh_url, WEST)
+    near = _tiles_over(*_point(building))
+    far = _tiles_over(*_point(_building(fresh_url, EAST)))[-1]
+    with (
+        _api_process(fresh_url, free_port()) as one,
+        _api_process(fresh_url, free_port()) as other,
+        httpx.Client() as http,
+    ):
+        first = {}
+        for tile in [*near, far]:
+            answer = http.get(one + _path("buildings", tile))
+            assert answer.status_code == 200 and answer.headers["x-tile-cache"] == "rendered"
+            first[tile] = answer.headers["etag"]
+        warm = http.get(one + _path("buildings", far))
+        assert warm.headers["x-tile-cache"] == "memory" and warm.headers["etag"] == first[far]
+        unchanged = http.get(one + _path("buildings", far), headers={"If-None-Match": first[far]})
+        assert unchanged.status_code == 304
+        # The other process finds what the first rendered (written behind, a moment later).
+        assert _wait(lambda: http.get(other + _path("buildings", near[0])).headers[
+            "x-tile-cache"] in ("shared", "memory"))  # fmt: skip
+        for tile in [*near, far]:
+            http.get(other + _path("buildings", tile))  # kept in its memory too
+        assert http.get(other + _path("buildings", far)).headers["x-tile-cache"] == "memory"
+
+        feature = {k: building[k] for k in ("type", "id", "geometry")}
+        feature["properties"] = {**building["properties"], "height_m": 432.5}
+        edited = http.post(other + "/layers/buildings/features", params={"dataset": "demo"},
+                           headers=KEY, json={"type": "FeatureCollection",
+                                              "features": [feature]})  # fmt: skip
+        assert edited.status_code == 200, edited.text
+        for base in (one, other):  # right after the edit's answer: no stale tile anywhere
+            for tile in near:
+                answer = http.get(base + _path("buildings", tile))
+                assert answer.headers["etag"] != first[tile], (base, tile)
+                if tile.z >= 15:
+                    assert 432.5 in _heights(answer.content)
+            far_again = http.get(base + _path("buildings", far))
+            assert far_again.headers["etag"] == first[far]
+            assert far_again.headers["x-tile-cache"] == "memory"
