@@ -23,7 +23,7 @@ from psycopg import sql
 
 from api.app import create_app
 from bench.timing import free_port
-from tests.helpers import make_data_dir, settings_for
+from tests.helpers import make_data_dir, run_twin, settings_for
 from tiles import cache, matrix, vector
 from tiles.cache import TileCache
 from twin import changes, registry
@@ -378,3 +378,42 @@ def test_two_api_processes_share_tiles_and_neither_serves_a_stale_one(fresh_url:
             far_again = http.get(base + _path("buildings", far))
             assert far_again.headers["etag"] == first[far]
             assert far_again.headers["x-tile-cache"] == "memory"
+
+
+def test_seed_fills_the_range_and_says_how_many(fresh_url: str):
+    env = {"TWIN_DATABASE_URL": fresh_url}
+    lon, lat = _point(_building(fresh_url, WEST))
+    box = f"{lon - 0.004},{lat - 0.003},{lon + 0.004},{lat + 0.003}"
+    args = ("tiles", "seed", "--zooms", "14-16", "--layers", "buildings,pipes", "--bbox", box)
+    seeded = run_twin(*args, "--json", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    counts = json.loads(seeded.stdout)
+    expected = sum(1 for _ in matrix.tiles_under(TMS, tuple(map(float, box.split(","))),
+                                                 range(14, 17)))  # fmt: skip
+    assert counts["tiles"] == expected * 3  # buildings, pipes, and their one-map tile
+    assert counts["rendered"] == counts["tiles"] and counts["cached"] == 0
+    with psycopg.connect(fresh_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM tile_cache").fetchone()
+    assert stored is not None and stored[0] == counts["tiles"]
+    again = run_twin(*args, "--json", env=env)  # nothing changed: nothing rendered
+    assert json.loads(again.stdout)["cached"] == counts["tiles"]
+    cleared = run_twin("tiles", "clear", "--layers", "pipes", env=env)
+    assert cleared.returncode == 0 and f"removed {expected * 2:,} cached tiles" in cleared.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--zooms", "16-10", "the first zoom is above the last"),
+        ("--zooms", "10-30", "zoom 30 is outside 0..22"),
+        ("--zooms", "ten", "'ten' is not a zoom level"),
+        ("--bbox", "121.4,31.2,121.5", "give four numbers"),
+        ("--bbox", "121.5,31.2,121.4,31.3", "west below east"),
+        ("--bbox", "121.4,nan,121.5,31.3", "finite"),
+        ("--layers", ",", "name at least one layer"),
+    ],
+)
+def test_seed_names_a_bad_range_in_one_line(option: str, value: str, says: str):
+    result = run_twin("tiles", "seed", option, value)
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
