@@ -417,3 +417,27 @@ def test_seed_names_a_bad_range_in_one_line(option: str, value: str, says: str):
     result = run_twin("tiles", "seed", option, value)
     assert result.returncode == 2 and says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_category_priority_edit_drops_the_tiles_of_its_incidents(
+    staff: TestClient, fresh_url: str, tile_cache: TileCache
+):
+    lon, lat = _point(_building(fresh_url, WEST))
+    sent = staff.post("/incidents", headers=KEY, json={
+        "category": "SJ0401", "channel": "hotline_12345", "location": {"lon": lon, "lat": lat}})  # fmt: skip
+    assert sent.status_code == 201, sent.text
+    tile = _tiles_over(lon, lat)[-1]
+    assert _wait(lambda: _through(tile_cache, fresh_url, ["incidents"], tile).source == "memory")
+    before = _through(tile_cache, fresh_url, ["incidents"], tile)
+    (feature,) = mapbox_vector_tile.decode(before.data)["incidents"]["features"]
+    category = staff.get("/categories/SJ0401", headers=KEY).json()
+    fields = ("name", "parent_code", "asset_layers", "attach_radius_m", "response_hours",
+              "resolve_hours", "fusion_radius_m", "fusion_hours")  # fmt: skip
+    body = {k: category[k] for k in fields if category.get(k) is not None}
+    body["priority"] = feature["properties"]["priority"] + 1
+    put = staff.put("/categories/SJ0401", headers=KEY, json=body)
+    assert put.status_code == 200, put.text
+    assert _wait(lambda: tile_cache.from_memory(cache.key_for(TMS, ["incidents"], tile)) is None)
+    after = _through(tile_cache, fresh_url, ["incidents"], tile)
+    (changed,) = mapbox_vector_tile.decode(after.data)["incidents"]["features"]
+    assert changed["properties"]["priority"] == body["priority"]
