@@ -63,16 +63,25 @@ def show(deck: pydeck.Deck, height: int = 520) -> Map:
 
 
 def view_over(
-    bbox: tuple[float, float, float, float] | list[float], *, pitch: float = 0, bearing: float = 0
+    bbox: tuple[float, float, float, float] | list[float],
+    *,
+    pitch: float = 0,
+    bearing: float = 0,
+    width: int = 800,
+    height: int = 480,
 ) -> pydeck.ViewState:
-    """A view state that frames ``bbox`` (west, south, east, north, in degrees)."""
+    """A view state that frames ``bbox`` (west, south, east, north, in degrees) in a map
+    of about ``width`` × ``height`` pixels."""
     west, south, east, north = bbox
-    span = max(east - west, (north - south) / math.cos(math.radians((south + north) / 2)), 1e-4)
-    zoom = max(0.0, min(18.0, math.log2(360 / span) + 1.5))  # about 800 pixels across
+    across = max(east - west, 1e-5)
+    # A degree of latitude is 1/cos(latitude) times longer on the map than one of longitude.
+    down = max((north - south) / math.cos(math.radians((south + north) / 2)), 1e-5)
+    # deck.gl's map: 512 pixels cover the 360° of longitude at zoom 0.
+    zoom = min(math.log2(width * 360 / (512 * across)), math.log2(height * 360 / (512 * down)))
     return pydeck.ViewState(
         longitude=(west + east) / 2,
         latitude=(south + north) / 2,
-        zoom=round(zoom, 2),
+        zoom=round(max(0.0, min(20.0, zoom)), 2),
         pitch=pitch,
         bearing=bearing,
     )
