@@ -138,15 +138,19 @@ def dispatch(city_url: str) -> Run:
     return _run("03_dispatch_day.ipynb", city_url)
 
 
+@pytest.fixture(scope="module")
+def core(city_url: str) -> Run:
+    return _run("01_core_without_the_app.ipynb", city_url)
+
+
 @pytest.fixture
 def city(city_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(city_url, autocommit=True) as conn:
         yield conn
 
 
-def _todays(conn: psycopg.Connection) -> list[tuple[int, str | None, str]]:
-    """Today's incidents (China Standard Time): id, unit name, status."""
-    day = datetime.now(evaluation.ZONE).date().isoformat()
+def _days_incidents(conn: psycopg.Connection, day: str) -> list[tuple[int, str | None, str]]:
+    """The incidents of ``day`` (China Standard Time): id, unit name, status."""
     span = evaluation.period(day, day)
     return conn.execute(
         "SELECT i.id, u.name, i.status FROM incidents i LEFT JOIN units u ON u.code = i.unit_code"
@@ -159,6 +163,13 @@ def _overdue_at(conn: psycopg.Connection, now: datetime) -> set[int]:
     where = intake.OVERDUE_WHERE.as_string(conn)
     rows = conn.execute(f"SELECT id FROM incidents i WHERE {where}", intake.overdue_params(now))
     return {row[0] for row in rows}
+
+
+def test_the_core_notebook_lists_the_inventory(core: Run, city: psycopg.Connection):
+    assert core.text("import sys").strip() == sys.executable
+    inventory = core.text("for layer in catalogue")
+    count = city.execute("SELECT count(*) FROM buildings").fetchone()[0]
+    assert re.search(rf"^buildings\s+MultiPolygon\s+{count:,}\s", inventory, re.MULTILINE)
 
 
 @pytest.mark.parametrize("notebook", ["planning", "dispatch"])
@@ -270,7 +281,17 @@ def test_the_pipes_under_a_street_are_drawn_at_their_depth_below_it(
 def test_the_days_incidents_are_listed_and_counted_per_unit(
     dispatch: Run, city: psycopg.Connection
 ):
-    todays = _todays(city)
+    # The day the notebook took as today (it may have turned midnight since).
+    day = re.match(r"(\d{4}-\d{2}-\d{2}): \d+ incidents reported", dispatch.text("from datetime"))
+    assert day is not None
+    assert day[1] in {
+        d.date().isoformat()
+        for d in (
+            dispatch.started.astimezone(evaluation.ZONE),
+            dispatch.finished.astimezone(evaluation.ZONE),
+        )
+    }
+    todays = _days_incidents(city, day[1])
     assert len(todays) >= len(TODAYS_REPORTS)
     listed = dispatch.table("from datetime import")
     assert sorted(listed["id"]) == [i for i, _, _ in todays]
