@@ -29,6 +29,7 @@ from api.routes import (
     open311,
     photos,
     spatial,
+    terrain,
 )
 from twin import registry
 from twin.settings import Settings
@@ -107,5 +108,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(open311.router)
     app.include_router(photos.router)
     app.include_router(evaluation.router)
+    app.include_router(terrain.router)
 
     return app

@@ -10,6 +10,7 @@ view all take their addresses from here.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 import morecantile
@@ -27,6 +28,13 @@ def matrix_set(tms_id: str) -> morecantile.TileMatrixSet:
     """The tile matrix set called ``tms_id``; NotFound for one we do not serve."""
     if tms_id not in SERVED:
         raise NotFound(f"unknown tile matrix set {tms_id!r}; served: {', '.join(SERVED)}")
+    return _matrix_set(tms_id)
+
+
+@cache
+def _matrix_set(tms_id: str) -> morecantile.TileMatrixSet:
+    # morecantile hands out a deep copy each time (7 ms, more than drawing a tile); one
+    # per set is shared, and read only.
     return morecantile.tms.get(tms_id)
 
 
