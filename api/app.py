@@ -30,7 +30,9 @@ from api.routes import (
     photos,
     spatial,
     terrain,
+    tiles,
 )
+from tiles.cache import TileCache
 from twin import registry
 from twin.settings import Settings
 
@@ -65,6 +67,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         app.state.pool.open()
         app.state.operational_pool.open()
         app.state.catalogue.listen(database_url)
+        app.state.tile_cache.listen(database_url)
         app.state.sweeper = Sweeper(app.state.pool, settings.api.sweep_interval_s)
         app.state.sweeper.start()
         # An area answer is some 200,000 small containers: at CPython's default thresholds
@@ -80,6 +83,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
             app.state.sweeper.stop()
+            app.state.tile_cache.close()
             app.state.catalogue.close()
             app.state.operational_pool.close()
             app.state.pool.close()
@@ -95,6 +99,8 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     # The catalogue held in memory, reloaded when the change log says a layer changed.
     app.state.catalogue = registry.Snapshot()
     app.state.key_cache = KeyCache()
+    # Rendered tiles, shared with the other processes and kept current by the change log.
+    app.state.tile_cache = TileCache(settings.tile_cache, tiles.renderer(settings))
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(layers.router)
@@ -108,6 +114,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(open311.router)
     app.include_router(photos.router)
     app.include_router(evaluation.router)
+    app.include_router(tiles.router)
     app.include_router(terrain.router)
 
     return app
