@@ -183,6 +183,9 @@ def test_a_tile_is_revalidated_with_its_etag(plane_client: TestClient, kind: str
     first = plane_client.get(url(kind, tile))
     tag = first.headers["etag"]
     assert first.headers["cache-control"] == "public, no-cache"
+    assert first.headers["access-control-allow-origin"] == "*"  # WebGL pages on other origins
+    weak = plane_client.get(url(kind, tile), headers={"If-None-Match": f"W/{tag}"})
+    assert weak.status_code == 304
     again = plane_client.get(url(kind, tile), headers={"If-None-Match": f'"other", {tag}'})
     assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == tag
     stale = plane_client.get(url(kind, tile), headers={"If-None-Match": '"terrain-old"'})
