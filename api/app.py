@@ -29,6 +29,7 @@ from api.routes import (
     open311,
     photos,
     spatial,
+    terrain,
     tiles,
 )
 from tiles.cache import TileCache
@@ -114,5 +115,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(photos.router)
     app.include_router(evaluation.router)
     app.include_router(tiles.router)
+    app.include_router(terrain.router)
 
     return app
