@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psycopg
+
 from twin.incidents.categories import Category
 from twin.incidents.responsibilities import Candidate, rank_candidates
 
@@ -88,7 +90,7 @@ def _rule_reason(category: Category, chosen: Candidate, jurisdictions: Sequence[
     return "rule", f"{head} (the most specific rule for this category and place{where})"
 
 
-# The centres of jurisdictions, from the lowest level up (``_centre`` reads them).
+# The centres of jurisdictions, from the lowest level up (``centre`` reads them).
 CENTRES = ("SELECT code, name, jurisdiction_code FROM units"
            " WHERE kind = 'centre' AND jurisdiction_code = ANY(%s) ORDER BY code")  # fmt: skip
 
@@ -103,6 +105,14 @@ def _centre_of(rows: Sequence[tuple[str, str, str]], jurisdictions: Sequence[dic
             if where == place:
                 return code, name, where
     return None
+
+
+def centre(conn: psycopg.Connection, jurisdictions: Sequence[dict[str, Any]]
+           ) -> tuple[str, str, str] | None:  # fmt: skip
+    """The centre (a unit of kind centre) of the nearest enclosing jurisdiction that has
+    one, from the lowest level up: (code, name, jurisdiction code)."""
+    rows = conn.execute(CENTRES, ([j["code"] for j in jurisdictions],)).fetchall()
+    return _centre_of(rows, jurisdictions)
 
 
 def decide(

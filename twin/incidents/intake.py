@@ -188,25 +188,33 @@ _KEYS_TAKEN = (
 _NEW_IDS = "SELECT nextval(pg_get_serial_sequence('incidents', 'id')) FROM generate_series(1, %s)"
 
 
-def _attach(conn: psycopg.Connection, category: categories.Category, lon: float,
-            lat: float) -> list[dict[str, Any]]:  # fmt: skip
-    """The nearest assets of the category's layers within its radius, nearest first."""
-    if not category.asset_layers:
-        return []
-    layers, networks = categories.attach_layers(category)
-    found = spatial.nearest_within(
-        conn, lon, lat, layers=layers, k=ASSETS_PER_LAYER,
-        max_distance_m=min(category.attach_radius_m, spatial.MAX_DISTANCE_M),
-        columns=("source_id", "owner_unit"), networks=networks,
-    )  # fmt: skip
-    assets = [
-        {"layer": layer, "id": int(f["id"]) if f["id"].isdigit() else f["id"],
-         "source_id": f["properties"].get("source_id"),
-         "owner_unit": f["properties"].get("owner_unit"), "distance_m": f["distance_m"]}
-        for layer, features in found.items()
-        for f in features
-    ]  # fmt: skip
-    return sorted(assets, key=lambda a: a["distance_m"])
+def _attach(conn: psycopg.Connection, asked: Sequence[tuple[categories.Category, float, float]]
+            ) -> list[list[dict[str, Any]]]:  # fmt: skip
+    """For each report (its category, lon, lat): the nearest assets of the category's
+    layers within its radius, nearest first; one statement for all."""
+    near = []
+    for category, lon, lat in asked:
+        if category.asset_layers:
+            layers, networks = categories.attach_layers(category)
+            near.append(spatial.Near(lon, lat, layers,
+                                     min(category.attach_radius_m, spatial.MAX_DISTANCE_M),
+                                     networks))  # fmt: skip
+    found = iter(spatial.nearest_within_many(conn, near, k=ASSETS_PER_LAYER,
+                                             columns=("source_id", "owner_unit")) if near else [])  # fmt: skip
+    answers = []
+    for category, _, _ in asked:
+        if not category.asset_layers:
+            answers.append([])
+            continue
+        assets = [
+            {"layer": layer, "id": int(f["id"]) if f["id"].isdigit() else f["id"],
+             "source_id": f["properties"].get("source_id"),
+             "owner_unit": f["properties"].get("owner_unit"), "distance_m": f["distance_m"]}
+            for layer, features in next(found).items()
+            for f in features
+        ]  # fmt: skip
+        answers.append(sorted(assets, key=lambda a: a["distance_m"]))
+    return answers
 
 
 def _payload_hash(payload: dict[str, Any]) -> str:
@@ -396,7 +404,8 @@ def _store(conn: psycopg.Connection, reports: Sequence[Checked], stored: list[in
     answers go into ``answers``."""
     chains = {n: rows[n].pop("chain") for n in stored}
     cats = {n: categories._category(rows[n]) for n in stored}
-    assets = {n: _attach(conn, cats[n], *reports[n].point) for n in stored}
+    assets = dict(zip(stored, _attach(conn, [(cats[n], *reports[n].point) for n in stored]),
+                      strict=True))  # fmt: skip
     placed = [n for n in stored if chains[n]]
     # The candidate rules and the centres are asked for before the fusion check, so all
     # answers come in one round trip; a report fused needs none (its rows go unread).
