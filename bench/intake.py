@@ -259,12 +259,15 @@ def main() -> None:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        for _ in range(300):
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("twin serve did not answer /health")
         print(f"HTTP: {env.get('TWIN_WORKERS', os.environ.get('TWIN_WORKERS', '2'))} API "
               f"process(es), load from {args.client}")  # fmt: skip
         for n in connections:
@@ -322,7 +325,9 @@ def _wrk(url: str, port: int, connections: int, seconds: float, api: int,
         script.flush()
         command = ["wrk", "-t", str(threads), "-c", str(connections), "-s", script.name,
                    f"http://127.0.0.1:{port}"]  # fmt: skip
-        subprocess.run([*command, "-d", "2s"], check=True, capture_output=True)  # warm up
+        warm = subprocess.run([*command, "-d", "2s"], capture_output=True, text=True)
+        if warm.returncode != 0:
+            raise RuntimeError(f"wrk: {warm.stderr or warm.stdout}")
         _clean(url)
         with _cpu(api, postmaster, _children_cpu) as cpu:
             done = subprocess.run([*command, "-d", f"{seconds:g}s", "--timeout", "30s"],

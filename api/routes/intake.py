@@ -220,6 +220,9 @@ async def post_incident(
         incident = await with_connection(request, photos.report_with_photos, ready, **report)
     else:  # checked here, then taken with the reports that came with it
         incident = await _batches(request).take(request, intake.check(**report))
+        if incident.replayed:  # a retry: the report it repeats had no photos either
+            await with_connection(request, photos.check_replayed, incident.id, [],
+                                  idempotency_key)  # fmt: skip
     # A resident or an outside system, or staff reporting beyond their scope (an inspector
     # outside its grid): what the public sees, as the incident's own page would be 404.
     if caller.role in keys.OUTSIDE_ROLES or not intake.seen_by(caller, incident.view):

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -148,10 +149,9 @@ class Earlier(NamedTuple):
 # report, in a lateral join (each report's box and circle; its assets as one array).
 _MANY = """
     SELECT r.n, o.id, o.near, o.assets, o.status, o.reported_at
-    FROM unnest(%(categories)s::text[], %(lons)s::float8[], %(lats)s::float8[],
-                %(since)s::timestamptz[], %(until)s::timestamptz[], %(metres)s::float8[],
-                %(dlons)s::float8[], %(dlats)s::float8[], %(keys)s::jsonb[])
-         WITH ORDINALITY AS r(category, lon, lat, since, until, metres, dlon, dlat, keys, n)
+    FROM jsonb_to_recordset(%(asked)s::text::jsonb) AS r(n int, category text, lon float8,
+         lat float8, since timestamptz, until timestamptz, metres float8, dlon float8,
+         dlat float8, keys jsonb)
     CROSS JOIN LATERAL (
         SELECT f.id, f.assets, f.status, f.reported_at,
                (f.geom && ST_Expand(ST_SetSRID(ST_MakePoint(r.lon, r.lat), 4326), r.dlon, r.dlat)
@@ -219,17 +219,13 @@ def find_originals(conn: psycopg.Connection, asked: Sequence[Asked]
     many = [(n, one, box) for n, one, box in boxed if box is not None]
     if many:
         hours = [timedelta(hours=one.category.fusion_hours) for _, one, _ in many]
-        rows = conn.execute(_MANY, {
-            "categories": [one.category.code for _, one, _ in many],
-            "lons": [one.point[0] for _, one, _ in many],
-            "lats": [one.point[1] for _, one, _ in many],
-            "since": [one.when - h for (_, one, _), h in zip(many, hours, strict=True)],
-            "until": [one.when + h for (_, one, _), h in zip(many, hours, strict=True)],
-            "metres": [one.category.fusion_radius_m for _, one, _ in many],
-            "dlons": [box[0] for _, _, box in many], "dlats": [box[1] for _, _, box in many],
-            "keys": [Jsonb(_asset_keys(one.assets)) for _, one, _ in many],
-            "not_open": list(NOT_OPEN),
-        }).fetchall()  # fmt: skip
+        rows = conn.execute(_MANY, {"not_open": list(NOT_OPEN), "asked": orjson.dumps([
+            {"n": part, "category": one.category.code, "lon": one.point[0],
+             "lat": one.point[1], "since": one.when - h, "until": one.when + h,
+             "metres": one.category.fusion_radius_m, "dlon": box[0], "dlat": box[1],
+             "keys": _asset_keys(one.assets)}
+            for part, ((_, one, box), h) in enumerate(zip(many, hours, strict=True), start=1)
+        ]).decode()}).fetchall()  # fmt: skip
         for n, *row in rows:
             committed[many[n - 1][0]] = tuple(row)
     for n, one, box in boxed:
