@@ -112,7 +112,9 @@ def _fields(document: Any, fields: tuple[str, ...], what: str) -> dict[str, Any]
 # transaction (intake.take): one commit, one change of the layer and far fewer statements
 # for many reports. A report alone is taken at once; no report waits for a timer.
 MAX_BATCH = 64
-IN_FLIGHT = 2  # transactions of reports at once per API process
+# Transactions of reports at once per API process: with one, batches are larger and a
+# report costs less CPU than with two (bench/RESULTS.md); the processes overlap each other.
+IN_FLIGHT = 1
 
 
 class Batches:
