@@ -15,7 +15,7 @@ PG_SHARE ?= /usr/share/postgresql
 # DRY_RUN=1 prints the apt-get commands instead of running them.
 DRY_RUN  ?=
 
-.PHONY: setup system python demo test lint bench clean-venv
+.PHONY: setup system python demo test lint bench bench-intake clean-venv
 
 setup: system python
 
@@ -93,3 +93,9 @@ test: setup lint
 
 bench: setup
 	$(PY) bench/demo_load.py --size $(or $(SIZE),default)
+
+# Intake over HTTP with wrk as the load (a C client, so the figure measures the server);
+# wrk is installed when missing (bench/intake.py falls back to Python threads without it).
+bench-intake: setup
+	@command -v wrk >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq wrk >/dev/null
+	$(PY) bench/intake.py --size $(or $(SIZE),large)

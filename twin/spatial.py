@@ -8,9 +8,10 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
+import orjson
 import psycopg
 import shapely
 from psycopg import sql
@@ -292,6 +293,121 @@ def _nearest_within_query(shapes: tuple[tuple[str, str, tuple[str, ...], bool], 
         for n, (table, key, shown, held) in enumerate(shapes)
     ]
     return (sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY n, distance_m")).as_string()
+
+
+class Near(NamedTuple):
+    """One point's question of ``nearest_within_many``: the nearest of ``layers`` within
+    ``max_distance_m``, those of ``networks`` where a layer is held to some."""
+
+    lon: float
+    lat: float
+    layers: list[str]
+    max_distance_m: float
+    networks: Mapping[str, tuple[str, ...]] | None = None
+
+
+def nearest_within_many(
+    conn: psycopg.Connection, asked: Sequence[Near], *, k: int, columns: tuple[str, ...]
+) -> list[dict[str, list[dict[str, Any]]]]:
+    """``nearest_within`` for several points at once (intake's reports taken together),
+    the same answers in the order asked (features at the same distance by id, where
+    ``nearest_within`` takes the index's order): each layer's part one lateral join over
+    the points that ask it, one statement for all."""
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be from 1 to {MAX_K}")
+    answers: list[dict[str, list[dict[str, Any]]] | None] = [None] * len(asked)
+    tables: dict[str, registry.Layer] = {}
+    # Per layer: its points' rows (n, lon, lat, max, dlon, dlat, degrees, networks).
+    wanted: dict[str, list[tuple[Any, ...]]] = {}
+    for n, one in enumerate(asked):
+        check_point(one.lon, one.lat)
+        if not 0 < one.max_distance_m <= MAX_DISTANCE_M:
+            raise InvalidInput(f"max_distance must be more than 0 and at most {MAX_DISTANCE_M:g} m")
+        box = _search_box(one.lon, one.lat, one.max_distance_m)
+        if box is None:  # near a pole or the antimeridian: alone, nearest's way
+            answers[n] = nearest_within(conn, one.lon, one.lat, layers=one.layers, k=k,
+                                        max_distance_m=one.max_distance_m, columns=columns,
+                                        networks=one.networks)  # fmt: skip
+            continue
+        networks = dict(one.networks or {})
+        answers[n] = {}
+        for name, layer in check_layers(conn, one.layers).items():
+            tables[name] = layer
+            answers[n][name] = []  # type: ignore[index]
+            held = networks.get(name)
+            wanted.setdefault(name, []).append((
+                n, one.lon, one.lat, one.max_distance_m, box[0], box[1],
+                math.hypot(*box) + _ARC_MARGIN_DEG, None if held is None else ",".join(held),
+            ))  # fmt: skip
+    if not wanted:
+        return answers  # type: ignore[return-value]
+    names = list(wanted)
+    shapes = tuple(
+        (tables[name].table, tables[name].id_column,
+         tuple(c for c in columns if c in tables[name].public_columns),
+         any(row[7] is not None for row in wanted[name]))
+        for name in names
+    )  # fmt: skip
+    parameters: dict[str, Any] = {"candidates": k * 2 + 10, "k": k}
+    fields = ("n", "lon", "lat", "max", "dlon", "dlat", "degrees", "networks")
+    for part, name in enumerate(names):  # one JSON text a layer: far cheaper to send than arrays
+        parameters[f"points{part}"] = orjson.dumps(
+            [dict(zip(fields, row, strict=True)) for row in wanted[name]]).decode()  # fmt: skip
+    found: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for row in cur.execute(_nearest_within_many_query(shapes), parameters).fetchall():
+            found.setdefault((row["n"], row["part"]), []).append(row)
+        for (n, part), rows in found.items():
+            name, one = names[part], asked[n]
+            rows.sort(key=lambda r: (r["distance_m"], r["id"]))
+            if not _candidates_suffice(rows, parameters["candidates"], one.lon, one.lat):
+                farthest = float(rows[-1]["distance_m"]) + 0.01  # as nearest does
+                held = dict(one.networks or {}).get(name)
+                rows = cur.execute(_exact_nearest(tables[name], one.lon, one.lat, farthest, k,
+                                                  shapes[part][2], held)).fetchall()  # fmt: skip
+            answers[n][name] = [  # type: ignore[index]
+                {"id": r["id"], "properties": r["properties"], "geometry": None,
+                 "distance_m": round(float(r["distance_m"]), 2)}
+                for r in rows
+            ]  # fmt: skip
+    return answers  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=256)
+def _nearest_within_many_query(shapes: tuple[tuple[str, str, tuple[str, ...], bool], ...]) -> str:
+    """nearest_within_many's statement for layers (table, key column, columns shown, any
+    point held to networks): each layer's part nearest_within's, in a lateral join over
+    the rows of its points (parameter ``points{part}``, JSON), numbered ``part``."""
+    point = sql.SQL("ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)")
+    parts = []
+    for part, (table, key, shown, held) in enumerate(shapes):
+        parts.append(sql.SQL(
+            """
+            (SELECT p.n, {part} AS part, c.* FROM jsonb_to_recordset({points}::text::jsonb)
+                AS p(n int, lon float8, lat float8, max float8, dlon float8, dlat float8,
+                     degrees float8, networks text)
+             CROSS JOIN LATERAL (
+              SELECT *, max(degrees) OVER () AS reach, count(*) OVER () AS found FROM (
+                SELECT f.{key}::text AS id, {summary} AS properties,
+                       ST_Distance(f.geom::geography, {point}::geography) AS distance_m,
+                       f.geom <-> {point} AS degrees
+                FROM {table} f
+                WHERE f.geom IS NOT NULL AND f.geom && ST_Expand({point}, p.dlon, p.dlat)
+                  AND ST_DWithin(f.geom, {point}, p.degrees){held}
+                  AND ST_DWithin(f.geom::geography, {point}::geography, p.max)
+                ORDER BY f.geom <-> {point}
+                LIMIT %(candidates)s
+              ) c ORDER BY distance_m, id LIMIT %(k)s
+             ) c)
+            """
+        ).format(
+            part=sql.Literal(part), points=sql.Placeholder(f"points{part}"),
+            key=sql.Identifier(key),
+            summary=_summary(shown), point=point, table=sql.Identifier(table),
+            held=sql.SQL(" AND (p.networks IS NULL OR f.network = ANY(string_to_array("
+                         "p.networks, ',')))") if held else sql.SQL(""),
+        ))  # fmt: skip
+    return sql.SQL(" UNION ALL ").join(parts).as_string()
 
 
 def _candidates_suffice(

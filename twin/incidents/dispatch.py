@@ -17,12 +17,7 @@ from typing import Any
 import psycopg
 
 from twin.incidents.categories import Category
-from twin.incidents.responsibilities import (
-    Candidate,
-    rank_candidates,
-    ranked_candidates,
-    send_candidates,
-)
+from twin.incidents.responsibilities import Candidate, rank_candidates
 
 HOW = ("rule", "owner", "escalation", "manual", "none")
 # An asset's layer as a dispatcher names it in a reason.
@@ -95,63 +90,64 @@ def _rule_reason(category: Category, chosen: Candidate, jurisdictions: Sequence[
     return "rule", f"{head} (the most specific rule for this category and place{where})"
 
 
-def _centre(conn: psycopg.Connection, jurisdictions: Sequence[dict[str, Any]]
-            ) -> tuple[str, str, str] | None:  # fmt: skip
-    """The centre (a unit of kind centre) of the nearest enclosing jurisdiction that has
-    one, from the lowest level up: (code, name, jurisdiction code)."""
-    codes = [j["code"] for j in jurisdictions]
-    rows = conn.execute(
-        "SELECT code, name, jurisdiction_code FROM units"
-        " WHERE kind = 'centre' AND jurisdiction_code = ANY(%s) ORDER BY code",
-        (codes,),
-    ).fetchall()
-    for place in reversed(codes):  # the deepest first
+# The centres of jurisdictions, from the lowest level up (``centre`` reads them).
+CENTRES = ("SELECT code, name, jurisdiction_code FROM units"
+           " WHERE kind = 'centre' AND jurisdiction_code = ANY(%s) ORDER BY code")  # fmt: skip
+
+
+def _centre_of(rows: Sequence[tuple[str, str, str]], jurisdictions: Sequence[dict[str, Any]]
+               ) -> tuple[str, str, str] | None:  # fmt: skip
+    """Of ``CENTRES``' rows (read for these jurisdictions or more), the centre of the
+    nearest enclosing jurisdiction that has one, from the lowest level up: (code, name,
+    jurisdiction code)."""
+    for place in reversed([j["code"] for j in jurisdictions]):  # the deepest first
         for code, name, where in rows:
             if where == place:
                 return code, name, where
     return None
 
 
-def send(
-    conn: psycopg.Connection, category: Category, jurisdictions: Sequence[dict[str, Any]]
-) -> psycopg.Cursor[dict[str, Any]] | None:
-    """The statement ``choose`` needs, sent ahead (intake sends it with the fusion check,
-    in one round trip): give its cursor to ``choose`` as ``sent``. None outside every
-    jurisdiction, where no rule is asked for."""
-    if not jurisdictions:
-        return None
-    return send_candidates(conn, category.code, [j["code"] for j in jurisdictions])
+def centre(conn: psycopg.Connection, jurisdictions: Sequence[dict[str, Any]]
+           ) -> tuple[str, str, str] | None:  # fmt: skip
+    """The centre (a unit of kind centre) of the nearest enclosing jurisdiction that has
+    one, from the lowest level up: (code, name, jurisdiction code)."""
+    rows = conn.execute(CENTRES, ([j["code"] for j in jurisdictions],)).fetchall()
+    return _centre_of(rows, jurisdictions)
 
 
-def choose(
-    conn: psycopg.Connection,
+def decide(
     category: Category,
     jurisdictions: Sequence[dict[str, Any]],
     assets: Sequence[dict[str, Any]],
-    *,
-    sent: psycopg.Cursor[dict[str, Any]] | None = None,
+    rows: Sequence[dict[str, Any]],
+    centres: Sequence[tuple[str, str, str]],
 ) -> Decision:
     """The decision for a report of ``category`` in ``jurisdictions`` (its chain, highest
-    first) with ``assets`` attached (nearest first, each with ``owner_unit``); ``sent``:
-    ``send``'s cursor for the same category and jurisdictions, if it was sent ahead."""
+    first) with ``assets`` attached (nearest first, each with ``owner_unit``), from what
+    intake read for it ahead: the candidate rules' ``rows``
+    (``responsibilities.send_candidates_many``', of this report) and ``centres``, the
+    rows of ``CENTRES`` for its jurisdictions (or more)."""
     if not jurisdictions:
-        return Decision(
-            None, None, "none", outside=True,
-            reason="the report lies outside every jurisdiction: it waits for a dispatcher",
-        )  # fmt: skip
+        return _outside()
     owners = list(dict.fromkeys(a["owner_unit"] for a in assets if a.get("owner_unit")))
-    if sent is None:
-        candidates = ranked_candidates(  # the category is read: one statement
-            conn, category.code, [j["code"] for j in jurisdictions], asset_owners=owners
-        )
-    else:
-        with sent:
-            candidates = rank_candidates(sent.fetchall(), owners)
+    candidates = rank_candidates(rows, owners)
     if candidates:
         chosen = candidates[0]
         how, reason = _rule_reason(category, chosen, jurisdictions, assets)
         return Decision(chosen.unit_code, chosen.unit_name, how, reason, rule=chosen.id)
-    centre = _centre(conn, jurisdictions)
+    return _escalate(category, jurisdictions, _centre_of(centres, jurisdictions))
+
+
+def _outside() -> Decision:
+    return Decision(
+        None, None, "none", outside=True,
+        reason="the report lies outside every jurisdiction: it waits for a dispatcher",
+    )  # fmt: skip
+
+
+def _escalate(category: Category, jurisdictions: Sequence[dict[str, Any]],
+              centre: tuple[str, str, str] | None) -> Decision:  # fmt: skip
+    """No rule applies: to ``centre``, or (none) to a dispatcher."""
     if centre is None:
         return Decision(
             None, None, "none",

@@ -163,7 +163,7 @@ def check_level(level: Any) -> str:
 # One row per work order reported in the period, with what its timeline says of it. The
 # automatic dispatch's kind and unit: the incident's own when it was never redirected;
 # else read back from intake's reason ("rule #12: …", the owner named "(owner X of …)") or,
-# for an escalation, the centre intake's rule picks (twin.incidents.dispatch._centre).
+# for an escalation, the centre intake's rule picks (twin.incidents.dispatch.centre).
 _FACTS = """
 WITH base AS (
     SELECT i.id, i.unit_code, i.status, i.reported_at, i.due_response_at, i.due_resolve_at,

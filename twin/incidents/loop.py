@@ -328,7 +328,7 @@ def sweep(conn: psycopg.Connection, now: datetime | None = None) -> list[dict[st
 
 def _supervise(conn: psycopg.Connection, row: dict[str, Any], clocks: list[str],
                due: dict[str, Any], at: datetime | None) -> dict[str, Any]:  # fmt: skip
-    centre = dispatch._centre(conn, row["jurisdictions"])
+    centre = dispatch.centre(conn, row["jurisdictions"])
     words = "; ".join(f"{CLOCKS[c]}: due {due[f'due_{c}_at']:%Y-%m-%d %H:%M %Z}" for c in clocks)
     status, sets = row["status"], {"escalated": True}
     if centre is None:

@@ -243,17 +243,24 @@ def report_with_photos(conn: psycopg.Connection, photos: Sequence[Prepared],
                     store(conn, incident.id, photo)
                 incident = intake.Incident(incident.id, intake.get(conn, incident.id))
     if incident.replayed:
-        stored = [r[0] for r in conn.execute(
-            "SELECT original_sha256 FROM incident_photos WHERE incident_id = %s AND event_id"
-            " IS NULL ORDER BY created_at, id", (incident.id,),
-        )]  # fmt: skip
-        if stored != [p.original_sha256 for p in photos]:
-            key = str(report.get("idempotency_key"))[:60]
-            raise Conflict(
-                f"Idempotency-Key {key!r} was used for a report with other photos (incident "
-                f"{incident.id}, {len(stored)} photo(s)); send a new key for a new report"
-            )
+        check_replayed(conn, incident.id, photos, report.get("idempotency_key"))
     return incident
+
+
+def check_replayed(conn: psycopg.Connection, incident_id: int, photos: Sequence[Prepared],
+                   key: Any) -> None:  # fmt: skip
+    """A retry under an Idempotency-Key answers the incident taken only with the same
+    photos, in the same order (none: none): Conflict otherwise, as another report under
+    the key is."""
+    stored = [r[0] for r in conn.execute(
+        "SELECT original_sha256 FROM incident_photos WHERE incident_id = %s AND event_id"
+        " IS NULL ORDER BY created_at, id", (incident_id,),
+    )]  # fmt: skip
+    if stored != [p.original_sha256 for p in photos]:
+        raise Conflict(
+            f"Idempotency-Key {str(key)[:60]!r} was used for a report with other photos "
+            f"(incident {incident_id}, {len(stored)} photo(s)); send a new key for a new report"
+        )
 
 
 def add_to_timeline(conn: psycopg.Connection, incident_id: int, photos: Sequence[Prepared], *,

@@ -283,44 +283,55 @@ class Candidate:
         return {**asdict(self), "owner_rule": self.owner_rule, "reason": self.reason()}
 
 
-# Every step is an index lookup: the rows a report touches are few (its category's few
-# ancestors, its chain's few jurisdictions and their rules), the tables are not (a large
-# city's 15,000 jurisdictions and 6,000 units were hashed whole on every report).
+# For each report (numbered ``n`` from 1) of one intake, in one statement: the category's
+# ancestors, the walk from each of the report's places to the root (a place's depth: the
+# steps from it to the root, the walk's from its start less those from the start to it),
+# each (category, place) pair looked up in the rules' key. Every step is an index lookup
+# (OFFSET 0: not flattened, the planner's guesses of these rows are far off): the rows a
+# report touches are few, the tables are not (a large city's 15,000 jurisdictions and
+# 6,000 units were hashed whole on every report).
 _CANDIDATES = """
-    WITH RECURSIVE cat(code, depth) AS (
-        SELECT code, 0 FROM incident_categories WHERE code = %(category)s
+    WITH RECURSIVE asked(n, category) AS (
+        SELECT n, category FROM unnest(%(categories)s::text[]) WITH ORDINALITY AS a(category, n)
+    ),
+    cat(n, code, depth) AS (
+        SELECT asked.n, c.code, 0 FROM asked
+        CROSS JOIN LATERAL (SELECT code FROM incident_categories
+                            WHERE code = asked.category OFFSET 0) c
         UNION ALL
-        SELECT c.parent_code, cat.depth + 1 FROM cat
+        SELECT cat.n, c.parent_code, cat.depth + 1 FROM cat
         CROSS JOIN LATERAL (SELECT parent_code FROM incident_categories
                             WHERE code = cat.code OFFSET 0) c
         WHERE c.parent_code IS NOT NULL AND cat.depth < %(max_depth)s
     ),
-    walk(start, code, parent, steps) AS (  -- from each of the report's places to the root
-        SELECT code, code, parent_code, 0 FROM jurisdictions WHERE code = ANY(%(places)s)
+    walk(n, start, code, parent, steps) AS (
+        SELECT p.n, j.code, j.code, j.parent_code, 0
+        FROM unnest(%(numbers)s::int[], %(places)s::text[]) AS p(n, code)
+        CROSS JOIN LATERAL (SELECT code, parent_code FROM jurisdictions
+                            WHERE code = p.code OFFSET 0) j
         UNION ALL
-        SELECT walk.start, j.code, j.parent_code, walk.steps + 1 FROM walk
-        JOIN jurisdictions j ON j.code = walk.parent
+        SELECT walk.n, walk.start, j.code, j.parent_code, walk.steps + 1 FROM walk
+        CROSS JOIN LATERAL (SELECT code, parent_code FROM jurisdictions
+                            WHERE code = walk.parent OFFSET 0) j
         WHERE walk.steps < %(max_depth)s
     ),
-    -- A place's depth: the steps from it to the root, the walk's from its start less those
-    -- from the start to it.
     depth AS (
-        SELECT walk.code, max(total.steps - walk.steps) AS depth FROM walk
-        JOIN (SELECT start, max(steps) AS steps FROM walk GROUP BY start) total
-          ON total.start = walk.start
-        GROUP BY walk.code
+        SELECT walk.n, walk.code, max(total.steps - walk.steps) AS depth FROM walk
+        JOIN (SELECT n, start, max(steps) AS steps FROM walk GROUP BY n, start) total
+          ON total.n = walk.n AND total.start = walk.start
+        GROUP BY walk.n, walk.code
     ),
-    found AS MATERIALIZED (  -- each (category, place) pair looked up in the rules' key
-        SELECT r.id, r.category_code, cat.depth AS category_depth, r.jurisdiction_code,
+    found AS MATERIALIZED (
+        SELECT cat.n, r.id, r.category_code, cat.depth AS category_depth, r.jurisdiction_code,
                depth.depth AS jurisdiction_depth, r.asset_owner, r.unit_code, r.note
-        FROM cat CROSS JOIN depth
+        FROM cat JOIN depth ON depth.n = cat.n
         CROSS JOIN LATERAL (
             SELECT * FROM responsibility_rules r
             WHERE r.category_code = cat.code AND r.jurisdiction_code = depth.code
-            OFFSET 0  -- not flattened: the planner's guesses of these rows are far off
+            OFFSET 0
         ) r
     )
-    SELECT f.id, f.category_code, c.name AS category_name, f.category_depth,
+    SELECT f.n, f.id, f.category_code, c.name AS category_name, f.category_depth,
            f.jurisdiction_code, j.name AS jurisdiction_name, j.level AS jurisdiction_level,
            f.jurisdiction_depth, f.asset_owner, f.unit_code, u.name AS unit_name, f.note
     FROM found f
@@ -330,6 +341,25 @@ _CANDIDATES = """
                         WHERE code = f.jurisdiction_code OFFSET 0) j
     CROSS JOIN LATERAL (SELECT name FROM units WHERE code = f.unit_code OFFSET 0) u
 """
+
+
+def send_candidates_many(
+    conn: psycopg.Connection, asked: Sequence[tuple[str, Sequence[str]]]
+) -> psycopg.Cursor[dict[str, Any]]:
+    """``send_candidates`` for several reports at once (each its category code and
+    jurisdiction codes), in one statement: its cursor, whose rows carry ``n``, the
+    report's place in ``asked`` from 1 (``rank_candidates`` takes one report's rows)."""
+    numbers: list[int] = []
+    places: list[str] = []
+    for n, (_, codes) in enumerate(asked, start=1):
+        for code in codes:
+            if isinstance(code, str) and "\x00" not in code:
+                numbers.append(n)
+                places.append(code)
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(_CANDIDATES, {"categories": [c for c, _ in asked], "numbers": numbers,
+                                   "places": places, "max_depth": MAX_DEPTH})  # fmt: skip
+    return cur
 
 
 def candidate_rules(
@@ -371,12 +401,8 @@ def send_candidates(
     conn: psycopg.Connection, category_code: str, jurisdiction_codes: Sequence[str]
 ) -> psycopg.Cursor[dict[str, Any]]:
     """``ranked_candidates``' statement, sent: its cursor, whose rows ``rank_candidates``
-    orders. In a pipeline the answer comes with the next statement's (intake sends it
-    before the fusion check, in the same round trip)."""
-    places = [c for c in jurisdiction_codes if isinstance(c, str) and "\x00" not in c]
-    cur = conn.cursor(row_factory=dict_row)
-    cur.execute(_CANDIDATES, {"category": category_code, "places": places, "max_depth": MAX_DEPTH})
-    return cur
+    orders."""
+    return send_candidates_many(conn, [(category_code, jurisdiction_codes)])
 
 
 def rank_candidates(
@@ -387,6 +413,7 @@ def rank_candidates(
     owners = list(asset_owners) if asset_owners is not None else None
     candidates = []
     for row in rows:
+        row = {k: v for k, v in row.items() if k != "n"}
         owner = row["asset_owner"]
         if owner is not None and owners is not None and owner not in owners:
             continue
