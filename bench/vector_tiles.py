@@ -1,0 +1,233 @@
+"""Vector tiles, side by side on one data base and machine: our tile API, TiPg 1.6.1
+pointed at the same tables, and the raw ST_AsMVT statement through psycopg (the data
+base's ceiling), for z12, z14 and z16 over the demo district, at 1 and 8 connections.
+
+For each zoom the same fixed list of tile URLs is asked of each server: once with every
+tile new to the server (ours starts with an empty cache: "first"), then again ("warm").
+TiPg has no cache, so its two passes measure the same thing. Both are told extent 4096
+and buffer 64; the tiles of each are decoded to compare what they hold.
+
+    .venv/bin/python bench/vector_tiles.py [--size default] [--layers buildings,pipes]
+
+TiPg runs from a virtual environment of its own (``.twin/bench-tipg``, made on first use
+with pip: ``tipg==1.6.1``), so its pins never meet ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mapbox_vector_tile
+from city import demo_city
+from psycopg import sql
+from timing import figures, free_port
+
+from tiles import matrix, vector
+from twin import db, registry
+
+TMS = "WebMercatorQuad"
+ZOOMS = (12, 14, 16)
+TIPG_VENV = Path(".twin/bench-tipg")
+TIPG_VERSION = "1.6.1"
+
+
+def _tipg_python() -> Path:
+    """TiPg's own interpreter, installed on first use."""
+    python = TIPG_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(TIPG_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"tipg=={TIPG_VERSION}", "uvicorn"],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+    return python
+
+
+def _wait(port: int, path: str, server: subprocess.Popen) -> None:
+    for _ in range(300):
+        if server.poll() is not None:
+            raise RuntimeError(f"the server for port {port} stopped: exit {server.returncode}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            if c.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the server on port {port} did not come up")
+
+
+def _tiles(url: str, per_zoom: int) -> dict[int, list[matrix.Tile]]:
+    """A fixed list of tiles over the demo district at each zoom (at most ``per_zoom``)."""
+    with db.connect(url) as conn:
+        box = conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
+            " (SELECT ST_Extent(geom) e FROM jurisdictions WHERE level = 'district') x"
+        ).fetchone()
+    rng = random.Random(12)
+    chosen = {}
+    for z in ZOOMS:
+        every = list(matrix.tiles_under(TMS, box, range(z, z + 1)))
+        chosen[z] = sorted(rng.sample(every, min(per_zoom, len(every))))
+    return chosen
+
+
+def _get_all(port: int, paths: list[str], connections: int) -> tuple[list[float], float, list]:
+    """Ask each path once over ``connections`` keep-alive connections; times and bodies."""
+    local = threading.local()
+
+    def one(path: str) -> tuple[float, bytes]:
+        if not hasattr(local, "c"):
+            local.c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        t = time.perf_counter()
+        local.c.request("GET", path, headers={"Accept-Encoding": "gzip"})
+        answer = local.c.getresponse()
+        body = answer.read()
+        if answer.status not in (200, 204):
+            raise RuntimeError(f"GET {path}: HTTP {answer.status} {body[:200]!r}")
+        if answer.getheader("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        return time.perf_counter() - t, body
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        done = list(pool.map(one, paths))
+    wall = time.perf_counter() - started
+    return [d[0] for d in done], wall, [d[1] for d in done]
+
+
+def _ceiling(url: str, layers: list[str], tiles: list[matrix.Tile], connections: int) -> str:
+    """The renderer's statement straight through psycopg: what the data base can give."""
+    local = threading.local()
+    catalogue_lock = threading.Lock()
+
+    def one(tile: matrix.Tile) -> float:
+        if not hasattr(local, "conn"):
+            local.conn = db.connect(url, autocommit=True)
+            with catalogue_lock:
+                local.catalogue = registry.load(local.conn)
+        t = time.perf_counter()
+        vector.render(local.conn, local.catalogue, layers, tile)
+        return time.perf_counter() - t
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        times = list(pool.map(one, tiles))
+    return figures(
+        f"  ST_AsMVT via psycopg, {connections} conn", times, time.perf_counter() - started, "tiles"
+    )
+
+
+def _features(body: bytes, layer: str) -> list:
+    """The ids of the features of ``layer`` in a tile (None for a merged cell's)."""
+    if not body:
+        return []
+    decoded = mapbox_vector_tile.decode(body)
+    for name, content in decoded.items():
+        if name == layer or name.endswith("." + layer) or name == "default":
+            # TiPg gives the key as a property, not as the MVT feature id.
+            return [f.get("id") or f["properties"].get("id") for f in content["features"]]
+    return []
+
+
+def main() -> None:
+    """Run the benchmark once and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("small", "default", "large"), default="default")
+    parser.add_argument("--layers", default="buildings,pipes")
+    parser.add_argument("--per-zoom", type=int, default=200, help="tiles per zoom, at most")
+    args = parser.parse_args()
+
+    url, env = demo_city(args.size, folder=f".twin/bench-tiles-{args.size}")
+    layers = args.layers.split(",")
+    chosen = _tiles(url, args.per_zoom)
+    with db.connect(url) as conn:
+        catalogue = registry.load(conn)
+        columns = {name: list(catalogue.layer(name).tile) for name in layers}
+        counts = {
+            name: conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(
+                    sql.Identifier(catalogue.layer(name).table)
+                )
+            ).fetchone()[0]
+            for name in layers
+        }
+        conn.execute("SELECT 1")
+    tipg_python = _tipg_python()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"data: {', '.join(f'{counts[n]:,} {n}' for n in layers)}; tiles per zoom: "
+          + ", ".join(f"z{z} {len(t)}" for z, t in chosen.items()))  # fmt: skip
+
+    ours_port, tipg_port = free_port(), free_port()
+    tipg = subprocess.Popen(
+        [str(tipg_python), "-m", "uvicorn", "tipg.main:app", "--port", str(tipg_port), "--log-level", "warning"],
+        env={**env, "DATABASE_URL": url, "TIPG_DB_TABLES": json.dumps([f"public.{n}" for n in layers]),
+             "TIPG_TILE_RESOLUTION": "4096", "TIPG_TILE_BUFFER": "64",
+             "TIPG_MAX_FEATURES_PER_TILE": "1000000", "TIPG_DB_MAX_CONN_SIZE": "16"},
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def start_ours() -> subprocess.Popen:
+        subprocess.run([sys.executable, "-m", "cli", "tiles", "clear"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve", "--port", str(ours_port)],
+            env={**env, "TWIN_POOL_MAX_SIZE": "16", "TWIN_SWEEP_INTERVAL_S": "0"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait(ours_port, "/health", server)
+        return server
+
+    try:
+        _wait(tipg_port, "/collections", tipg)
+        for z, tiles in chosen.items():
+            print(f"z{z}:")
+            for layer in layers:
+                props = ",".join(["id", *columns[layer]])
+                ours_paths = [f"/collections/{layer}/tiles/{TMS}/{t.z}/{t.y}/{t.x}" for t in tiles]
+                tipg_paths = [f"/collections/public.{layer}/tiles/{TMS}/{t.z}/{t.x}/{t.y}?properties={props}" for t in tiles]  # fmt: skip
+                for connections in (1, 8):
+                    print(f" {layer}, {connections} connection(s):")
+                    print(_ceiling(url, [layer], tiles, connections))
+                    server = start_ours()
+                    try:
+                        times, wall, ours = _get_all(ours_port, ours_paths, connections)
+                        print(figures("  ours, first request", times, wall, "tiles"))
+                        times, wall, _ = _get_all(ours_port, ours_paths, connections)
+                        print(figures("  ours, warm", times, wall, "tiles"))
+                    finally:
+                        server.terminate()
+                        server.wait(timeout=30)
+                    times, wall, theirs = _get_all(tipg_port, tipg_paths, connections)
+                    print(figures("  TiPg 1.6.1, first request", times, wall, "tiles"))
+                    times, wall, _ = _get_all(tipg_port, tipg_paths, connections)
+                    print(figures("  TiPg 1.6.1, again", times, wall, "tiles"))
+                    if connections == 1:
+                        a = [_features(b, layer) for b in ours]
+                        b = [_features(b, layer) for b in theirs]
+                        same = sum(set(x) == set(y) for x, y in zip(a, b, strict=True))
+                        print(f"  decoded: ours {sum(map(len, a)):,} features, TiPg "
+                              f"{sum(map(len, b)):,}; the same features in {same}/{len(a)} tiles")  # fmt: skip
+    finally:
+        tipg.terminate()
+        tipg.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
