@@ -105,8 +105,16 @@ def district_faces(
         at[pt] = face
         side.append(at)
     both = (side[0] >= 0) & (side[1] >= 0) & (side[0] != side[1])
+    # Main roads, the outline and the river cut into their segments: short ones keep
+    # the index quick where a whole river or outline would be one huge candidate.
+    mxy, mown = shapely.get_coordinates(mains, return_index=True)
+    cont = np.flatnonzero(mown[1:] == mown[:-1])
+    segments = shapely.linestrings(
+        np.stack([mxy[cont], mxy[cont + 1]], 1).reshape(-1, 2),
+        indices=np.repeat(np.arange(len(cont)), 2),
+    )
     on_main = np.zeros(len(noded), bool)
-    hit = shapely.STRtree(mains).query(shapely.points(mid), predicate="dwithin", distance=_ON)
+    hit = shapely.STRtree(segments).query(shapely.points(mid), predicate="dwithin", distance=_ON)
     on_main[hit[0]] = True
     a, b = side[0][both], side[1][both]
     lo, hi = np.minimum(a, b), np.maximum(a, b)
@@ -166,8 +174,14 @@ def _bisect(graph: Graph, members: np.ndarray, k: int) -> list[np.ndarray]:
     xy = graph.xy[members]
     centre = (w[:, None] * xy).sum(0) / w.sum()
     rel = xy - centre
-    cov = (w[:, None, None] * rel[:, :, None] * rel[:, None, :]).sum(0)
-    axis = np.linalg.eigh(cov)[1][:, -1]
+    # The principal axis of the weighted centroids: the direction the members spread.
+    sxx, syy, sxy = (
+        (w * rel[:, 0] ** 2).sum(),
+        (w * rel[:, 1] ** 2).sum(),
+        (w * rel[:, 0] * rel[:, 1]).sum(),
+    )
+    angle = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    axis = np.array([np.cos(angle), np.sin(angle)])
     order = np.argsort(rel @ axis, kind="stable")
     big = w[order] >= SUBSTANTIAL
     cum = np.cumsum(w[order])
@@ -184,6 +198,8 @@ def _contiguous(graph: Graph, members: np.ndarray, groups: list[np.ndarray]) -> 
     group = np.full(graph.n, -1)
     for g, m in enumerate(groups):
         group[m] = g
+    if len(groups) == 1:
+        return groups
     inside = (group[graph.pairs[:, 0]] >= 0) & (group[graph.pairs[:, 1]] >= 0)
     pairs, length = graph.pairs[inside], graph.length[inside]
     for _ in range(len(members)):
