@@ -22,6 +22,8 @@ from ._roads import City
 # A face smaller than this (m²) holds no block worth a grid or community of its own:
 # a sliver between the river and a road, a traffic island.
 SUBSTANTIAL = 4000.0
+# A group under this share of its siblings' mean area joins a neighbour.
+SMALL_SHARE = 0.4
 # Offset (m) from an edge to the faces on either side of it, and the tolerance within
 # which a noded piece of line is taken to lie on a main road or the river.
 _SIDE = 0.05
@@ -163,7 +165,7 @@ def split(graph: Graph, members: np.ndarray, k: int) -> list[np.ndarray]:
     """
     k = max(1, min(k, int((graph.area[members] >= SUBSTANTIAL).sum())))
     groups = _bisect(graph, members, k)
-    return _contiguous(graph, members, groups)
+    return _merge_small(graph, _contiguous(graph, members, groups))
 
 
 def _bisect(graph: Graph, members: np.ndarray, k: int) -> list[np.ndarray]:
@@ -232,6 +234,30 @@ def _contiguous(graph: Graph, members: np.ndarray, groups: list[np.ndarray]) -> 
         if not moved:
             break
     return [np.sort(members[group[members] == g]) for g in range(len(groups))]
+
+
+def _merge_small(graph: Graph, groups: list[np.ndarray]) -> list[np.ndarray]:
+    """Merge any group under ``SMALL_SHARE`` of the mean into the neighbour it shares
+    the most road with (a lone small block is no grid or community of its own)."""
+    area = [float(graph.area[g].sum()) for g in groups]
+    least = SMALL_SHARE * sum(area) / len(groups)
+    while len(groups) > 1:
+        i = int(np.argmin(area))
+        if area[i] >= least:
+            break
+        group = np.full(graph.n, -1)
+        for j, g in enumerate(groups):
+            group[g] = j
+        a, b = group[graph.pairs[:, 0]], group[graph.pairs[:, 1]]
+        edge = ((a == i) & (b >= 0) & (b != i)) | ((b == i) & (a >= 0) & (a != i))
+        if not edge.any():
+            break
+        border = np.bincount(np.where(a[edge] == i, b[edge], a[edge]), graph.length[edge])
+        j = int(np.argmax(border))
+        groups[j] = np.sort(np.concatenate([groups[j], groups[i]]))
+        area[j] += area[i]
+        del groups[i], area[i]
+    return groups
 
 
 def allocate(area: np.ndarray, k: int, cap: np.ndarray) -> np.ndarray:
