@@ -71,15 +71,17 @@ class Graph:
 
 
 def district_faces(
-    city: City, d: int, edges: np.ndarray, mids: np.ndarray
+    city: City, d: int, edges: np.ndarray, mids: np.ndarray, tree: shapely.STRtree
 ) -> tuple[np.ndarray, Graph]:
     """Faces of district ``d`` (Polygons) and their graph.
 
-    ``edges`` are the road edges as LineStrings and ``mids`` their midpoints.
+    ``edges`` are the road edges as LineStrings, ``mids`` their midpoints and
+    ``tree`` an index of ``edges`` (built once for all districts).
     """
     poly = city.district_poly[d]
     ring = shapely.get_exterior_ring(poly)
-    near = shapely.STRtree(edges).query(poly, predicate="intersects")
+    shapely.prepare([poly, ring])  # for the point tests below
+    near = tree.query(poly, predicate="intersects")
     # Edges along the district's outline are the ring itself; edges of the
     # neighbouring districts only touch it.
     inner = near[shapely.contains(poly, mids[near]) & ~shapely.dwithin(ring, mids[near], _ON)]

@@ -277,6 +277,7 @@ def _jurisdictions(
     add("310000000000", "上海市", "city", None, city_geom, {})
     edges = city.roads.lines.geoms()
     mids = shapely.line_interpolate_point(edges, 0.5, normalized=True)
+    tree = shapely.STRtree(edges)
     dcodes = []
     word = 0
     for d, dpoly in enumerate(dpolys):
@@ -284,7 +285,7 @@ def _jurisdictions(
         dcodes.append(dc)
         dname = district_name(d, single)
         add(dc + "000000", dname, "district", "310000000000", dpoly, {})
-        faces, graph = district_faces(city, d, edges, mids)
+        faces, graph = district_faces(city, d, edges, mids, tree)
         faces = to_lonlat(faces)
         label = superblocks(graph)
         blocks = graph.coarsen(label)
