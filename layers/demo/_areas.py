@@ -262,7 +262,7 @@ def _merge_small(graph: Graph, groups: list[np.ndarray]) -> list[np.ndarray]:
     return groups
 
 
-def allocate(area: np.ndarray, k: int, cap: np.ndarray) -> np.ndarray:
+def _allocate(area: np.ndarray, k: int, cap: np.ndarray) -> np.ndarray:
     """Share ``k`` among parts by area (largest remainder), each at least 1, at most ``cap``."""
     share = k * area / area.sum()
     out = np.clip(np.floor(share).astype(np.int64), 1, cap)
@@ -307,5 +307,5 @@ def split_superblocks(
         area[into] += area.pop(small)
     faces = [np.flatnonzero(np.isin(label, region[r])) for r in sorted(region)]
     cap = np.array([max(1, int((graph.area[f] >= SUBSTANTIAL).sum())) for f in faces])
-    counts = allocate(np.array([area[r] for r in sorted(region)]), k, cap)
+    counts = _allocate(np.array([area[r] for r in sorted(region)]), k, cap)
     return [g for f, c in zip(faces, counts.tolist(), strict=True) for g in split(graph, f, c)]
