@@ -90,6 +90,95 @@ def test_every_point_falls_in_exactly_one_unit_of_each_level(conn: psycopg.Conne
         assert all(levels[level] == 1 for level in LEVELS), (point, levels)
 
 
+def test_each_level_tiles_the_district_exactly(conn: psycopg.Connection):
+    district_area = conn.execute(
+        "SELECT ST_Area(geom) FROM jurisdictions WHERE level = 'district'"
+    ).fetchone()[0]
+    rows = conn.execute(
+        "SELECT level, ST_Area(ST_Union(geom)), sum(ST_Area(geom)) FROM jurisdictions"
+        " WHERE level IN ('street', 'grid', 'community') GROUP BY level"
+    ).fetchall()
+    assert len(rows) == 3
+    for level, union_area, sum_area in rows:
+        assert abs(union_area - district_area) / district_area < 1e-9, f"gaps among {level}s"
+        assert abs(sum_area - district_area) / district_area < 1e-9, f"{level}s overlap"
+
+
+def test_no_building_is_split_by_a_boundary(conn: psycopg.Connection):
+    # A building's share of each unit it meets: all of it in one, nothing but numeric
+    # slivers elsewhere (as a street office, a grid workstation or a community knows it).
+    rows = conn.execute(
+        """
+        WITH share AS (
+          SELECT b.id, j.level, ST_Area(ST_Intersection(b.geom, j.geom)) / ST_Area(b.geom) AS s
+          FROM buildings b JOIN jurisdictions j
+            ON j.level IN ('street', 'grid', 'community') AND ST_Intersects(b.geom, j.geom))
+        SELECT level, count(DISTINCT id) FILTER (WHERE s > 1 - 1e-6),
+               count(DISTINCT id) FILTER (WHERE s BETWEEN 1e-6 AND 1 - 1e-6)
+        FROM share GROUP BY level
+        """
+    ).fetchall()
+    buildings = conn.execute("SELECT count(*) FROM buildings").fetchone()[0]
+    assert len(rows) == 3
+    for level, whole, split in rows:
+        assert split == 0, f"{split} buildings cut by a {level} boundary"
+        assert whole == buildings, level
+
+
+def _share_along(conn: psycopg.Connection, level: str, roads: str) -> list[tuple[str, float]]:
+    """Per unit of ``level``: the share of its boundary (the district's outline left
+    out) within 3 m of the centre line of a road of class ``roads`` or over the river."""
+    return conn.execute(
+        """
+        WITH district AS (
+          SELECT ST_Boundary(ST_Transform(geom, 32651)) AS edge FROM jurisdictions
+          WHERE level = 'district'),
+        inner_edge AS (
+          SELECT j.code, ST_Difference(ST_Boundary(ST_Transform(j.geom, 32651)),
+                                       ST_Buffer(d.edge, 1)) AS line
+          FROM jurisdictions j, district d WHERE j.level = %(level)s),
+        along AS (
+          SELECT ST_Union(g) AS g FROM (
+            SELECT ST_Buffer(ST_Transform(geom, 32651),
+                             3 - (properties->>'width_m')::float / 2) AS g
+            FROM public_spaces
+            WHERE kind = 'road' AND properties->>'class' = ANY(%(roads)s)
+            UNION ALL
+            SELECT ST_Buffer(ST_Transform(geom, 32651), 3) FROM public_spaces
+            WHERE kind = 'water' AND properties->>'type' = 'river') x)
+        SELECT code, ST_Length(ST_Intersection(line, along.g)) / ST_Length(line)
+        FROM inner_edge, along WHERE ST_Length(line) > 0
+        """,
+        {"level": level, "roads": ["main"] if roads == "main" else ["main", "secondary"]},
+    ).fetchall()
+
+
+def test_streets_end_at_main_roads_and_the_river(conn: psycopg.Connection):
+    shares = _share_along(conn, "street", "main")
+    assert len(shares) >= 4
+    for code, share in shares:
+        assert share > 0.95, f"street {code}: {share:.0%} of its boundary along main roads"
+
+
+def test_grids_and_communities_follow_streets(conn: psycopg.Connection):
+    for level in ("grid", "community"):
+        shares = _share_along(conn, level, "all")
+        assert len(shares) >= 20
+        for code, share in shares:
+            assert share > 0.95, f"{level} {code}: {share:.0%} of its boundary along roads"
+
+
+def test_grids_are_a_few_hundred_metres_across(conn: psycopg.Connection):
+    rows = conn.execute(
+        "SELECT code, level, ST_Area(geom::geography), ST_NumGeometries(geom) FROM jurisdictions"
+        " WHERE level IN ('grid', 'community')"
+    ).fetchall()
+    for code, level, area, parts in rows:
+        assert parts == 1, f"{level} {code} is in {parts} pieces"
+        across = area**0.5
+        assert (100 if level == "grid" else 60) < across < 900, (code, across)
+
+
 def test_pipes_start_and_end_at_their_nodes(conn: psycopg.Connection):
     loose = conn.execute(
         """
@@ -214,7 +303,8 @@ def test_default_size_has_the_figures_of_a_real_district():
     assert len(tables["sensors"]["id"]) >= 2_000
     assert len(set(tables["sensors"]["kind"])) >= 8
     levels = Counter(tables["jurisdictions"]["level"])
-    assert levels["district"] == 1 and 4 <= levels["street"] <= 6 and levels["grid"] >= 100
+    assert levels["district"] == 1 and 4 <= levels["street"] <= 6
+    assert 100 <= levels["grid"] <= 140 and levels["community"] >= levels["grid"]
     # Grids cover the district exactly.
     by_level = {
         level: [

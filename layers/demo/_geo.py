@@ -208,20 +208,6 @@ def rect_coords(
     return np.stack([x, y], axis=-1)
 
 
-def voronoi_split(parent: shapely.Geometry, seeds: np.ndarray) -> np.ndarray:
-    """Split ``parent`` into one cell per seed point, covering it exactly.
-
-    Cells come from one Voronoi diagram, so neighbours share their edges
-    exactly; each cell is then intersected with the parent.  Returned in seed
-    order (empty cells are possible only for seeds outside the parent).
-    """
-    if len(seeds) == 1:
-        return np.array([parent], dtype=object)
-    cells = shapely.voronoi_polygons(shapely.multipoints(seeds), extend_to=parent, ordered=True)
-    parts = np.asarray(shapely.get_parts(cells))
-    return shapely.intersection(parts, parent)
-
-
 def as_multipolygon(geoms: np.ndarray) -> np.ndarray:
     """Coerce polygons / collections to MultiPolygons (dropping slivers of lower dim)."""
     out = np.empty(len(geoms), dtype=object)

@@ -71,6 +71,7 @@ class City:
     district_poly: list[shapely.Geometry]
     district_rc: list[tuple[int, int]]
     river: shapely.Geometry  # water polygon(s)
+    river_line: shapely.Geometry  # its centre line(s)
     river_zone: shapely.Geometry  # water + green strip along it
     road_polys: np.ndarray  # one (Multi)Polygon per (road line, district)
     road_line: np.ndarray
@@ -318,6 +319,7 @@ def build_city(rng: np.random.Generator, lay: Layout, warp: Warp) -> City:
         district_poly=district_poly,
         district_rc=district_rc,
         river=river,
+        river_line=river_lines,
         river_zone=river_zone,
         road_polys=road_polys,
         road_line=rl,

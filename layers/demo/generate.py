@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import shapely
 
+from ._areas import district_faces, split, split_superblocks, superblocks
 from ._buildings import USES, district_buildings
-from ._geo import Elevation, Warp, as_multipolygon, multipolygons_fast, to_lonlat, voronoi_split
+from ._geo import Elevation, Warp, as_multipolygon, multipolygons_fast, to_lonlat
 from ._names import PLACE, cn_number, district_name
 from ._networks import build_networks
 from ._roads import City, Layout, build_city
@@ -244,22 +245,9 @@ def _public_spaces(city: City, opens: list[tuple[Any, str, str | None]]) -> dict
     }
 
 
-def _seeds(rng: np.random.Generator, poly: Any, k: int) -> np.ndarray:
-    """``k`` well-spread points inside ``poly`` (farthest-point sampling)."""
-    minx, miny, maxx, maxy = shapely.bounds(poly)
-    pts = np.zeros((0, 2))
-    while len(pts) < 30 * k + 50:
-        c = np.column_stack(
-            [rng.uniform(minx, maxx, 60 * k + 200), rng.uniform(miny, maxy, 60 * k + 200)]
-        )
-        pts = np.concatenate([pts, c[shapely.contains_xy(poly, c[:, 0], c[:, 1])]])
-    chosen = [0]
-    d = np.hypot(*(pts - pts[0]).T)
-    for _ in range(k - 1):
-        i = int(np.argmax(d))
-        chosen.append(i)
-        d = np.minimum(d, np.hypot(*(pts - pts[i]).T))
-    return pts[chosen]
+def _union(faces: np.ndarray, members: np.ndarray) -> Any:
+    """The area made of ``faces[members]``, which share their edges exactly."""
+    return faces[members[0]] if len(members) == 1 else shapely.coverage_union_all(faces[members])
 
 
 def _jurisdictions(
@@ -281,12 +269,15 @@ def _jurisdictions(
         geoms.append(g)
         props.append({"area_km2": round(float(shapely.area(g)) * _KM2_PER_DEG2, 4), **extra})
 
-    # Split in lon/lat: splitting in metres and projecting afterwards would bend
-    # the shared edges differently from the parent's and break exact coverage.
+    # Every area is a union of whole faces of the road net (see _areas), projected
+    # once: neighbours share the very same vertices, so they tile their parent exactly.
     single = len(city.district_poly) == 1
     dpolys = to_lonlat(np.array(city.district_poly, dtype=object))
     city_geom = shapely.union_all(dpolys)
     add("310000000000", "上海市", "city", None, city_geom, {})
+    edges = city.roads.lines.geoms()
+    mids = shapely.line_interpolate_point(edges, 0.5, normalized=True)
+    tree = shapely.STRtree(edges)
     dcodes = []
     word = 0
     for d, dpoly in enumerate(dpolys):
@@ -294,22 +285,27 @@ def _jurisdictions(
         dcodes.append(dc)
         dname = district_name(d, single)
         add(dc + "000000", dname, "district", "310000000000", dpoly, {})
+        faces, graph = district_faces(city, d, edges, mids, tree)
+        faces = to_lonlat(faces)
+        label = superblocks(graph)
+        blocks = graph.coarsen(label)
+
         ns = int(rng.integers(cfg.streets[0], cfg.streets[1] + 1))
-        streets = voronoi_split(dpoly, _seeds(rng, dpoly, ns))
-        for si, sg in enumerate(streets):
+        for si, parts in enumerate(split(blocks, np.arange(blocks.n), ns)):
             sc = f"{dc}{si + 1:03d}"
             sword = PLACE[(word * 7 + 3) % len(PLACE)]
             word += 1
-            add(sc + "000", f"{sword}路街道", "street", dc + "000000", sg, {})
+            add(sc + "000", f"{sword}路街道", "street", dc + "000000",
+                _union(faces, np.flatnonzero(np.isin(label, parts))), {})  # fmt: skip
             ng = int(rng.integers(cfg.grids[0], cfg.grids[1] + 1))
-            grids = voronoi_split(sg, _seeds(rng, sg, ng))
             cn = 0
-            for gi, gg in enumerate(grids):
+            for gi, members in enumerate(split_superblocks(graph, label, blocks, parts, ng)):
                 gc = f"{sc}G{gi + 1:02d}"
-                add(gc, f"{sword}第{cn_number(gi + 1)}网格", "grid", sc + "000", gg, {})
+                add(gc, f"{sword}第{cn_number(gi + 1)}网格", "grid", sc + "000",
+                    _union(faces, members), {})  # fmt: skip
                 nc = int(rng.integers(1, 4))
-                comms = voronoi_split(gg, _seeds(rng, gg, nc)) if nc > 1 else [gg]
-                for cg in comms:
+                for cm in split(graph, members, nc):
+                    cg = _union(faces, cm)
                     cn += 1
                     cword = PLACE[int(rng.integers(len(PLACE)))]
                     suffix = ("居委会", "社区", "第一居委会", "第二居委会")[int(rng.integers(4))]
