@@ -29,6 +29,7 @@ from api.routes import (
     open311,
     photos,
     spatial,
+    view,
 )
 from twin import registry
 from twin.settings import Settings
@@ -107,5 +108,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(open311.router)
     app.include_router(photos.router)
     app.include_router(evaluation.router)
+    app.include_router(view.router)
 
     return app
