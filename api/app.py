@@ -29,6 +29,7 @@ from api.routes import (
     open311,
     photos,
     spatial,
+    tiles,
     view,
 )
 from twin import registry
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(open311.router)
     app.include_router(photos.router)
     app.include_router(evaluation.router)
+    app.include_router(tiles.router)
     app.include_router(view.router)
 
     return app

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import open311
 from api.access import Busy, NotAllowed
+from tiles.vector import TileTooHeavy
 from twin.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -60,6 +61,7 @@ STATUS_CODES: dict[type[TwinError], int] = {
     Conflict: 409,
     DatabaseUnavailable: 503,
     Busy: 503,
+    TileTooHeavy: 503,  # over its time or byte limits: Retry-After
     SetupError: 503,
 }
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",

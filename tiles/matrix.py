@@ -10,6 +10,7 @@ view all take their addresses from here.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 import morecantile
@@ -26,7 +27,14 @@ Tile = morecantile.Tile
 def matrix_set(tms_id: str) -> morecantile.TileMatrixSet:
     """The tile matrix set called ``tms_id``; NotFound for one we do not serve."""
     if tms_id not in SERVED:
-        raise NotFound(f"unknown tile matrix set {tms_id!r}; served: {', '.join(SERVED)}")
+        shown = tms_id.replace("\x00", "")[:40]
+        raise NotFound(f"unknown tile matrix set {shown!r}; served: {', '.join(SERVED)}")
+    return _matrix_set(tms_id)
+
+
+@cache
+def _matrix_set(tms_id: str) -> morecantile.TileMatrixSet:
+    # morecantile builds the set anew on each get (a millisecond: as long as a tile's query)
     return morecantile.tms.get(tms_id)
 
 
@@ -87,3 +95,38 @@ def matrix_set_summaries(base_url: str) -> list[dict[str, Any]]:
 def matrix_set_document(tms_id: str) -> dict[str, Any]:
     """The OGC Two Dimensional Tile Matrix Set document of ``tms_id`` (v2.0 JSON)."""
     return matrix_set(tms_id).model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+def crs_uri(tms_id: str) -> str:
+    """The URI of the CRS of ``tms_id``'s tiles."""
+    return str(matrix_set(tms_id).crs.root)
+
+
+def matrix_set_limits(
+    tms_id: str, box: tuple[float, float, float, float] | None, zooms: range
+) -> list[dict[str, Any]]:
+    """OGC ``tileMatrixSetLimits``: for each zoom, the first and last rows and columns of
+    the tiles that touch ``box`` (west, south, east, north, degrees; None: the world)."""
+    tms = matrix_set(tms_id)
+    limits = []
+    for z in zooms:
+        matrix = tms.matrix(z)
+        if box is None:
+            first, last = Tile(0, 0, z), Tile(matrix.matrixWidth - 1, matrix.matrixHeight - 1, z)
+        else:
+            west, south, east, north = _inside(tms, box)
+            first, last = tms.tile(west, north, z), tms.tile(east, south, z)
+        limits.append({
+            "tileMatrix": str(z),
+            "minTileRow": max(first.y, 0), "maxTileRow": min(last.y, matrix.matrixHeight - 1),
+            "minTileCol": max(first.x, 0), "maxTileCol": min(last.x, matrix.matrixWidth - 1),
+        })  # fmt: skip
+    return limits
+
+
+def _inside(
+    tms: morecantile.TileMatrixSet, box: tuple[float, float, float, float]
+) -> tuple[float, float, float, float]:
+    """``box`` held within the set's own bounds (WebMercatorQuad stops at ±85.05°)."""
+    west, south, east, north = tms.bbox
+    return (max(box[0], west), max(box[1], south), min(box[2], east), min(box[3], north))

@@ -60,6 +60,36 @@ class Elevation:
 
 
 @dataclass(frozen=True)
+class Tiling:
+    """How a layer shows in vector tiles at each zoom (``tiles.vector`` draws it so).
+
+    From ``full_zoom`` up every feature is in its tiles as stored. Below it the layer is
+    generalised: simplified to the pixel grid, and features smaller than a pixel dropped.
+    Below ``merge_below`` its features are merged by cells of the pixel grid, one feature
+    a cell with their ``count``: points as a cluster at their mean, lines and polygons as
+    the block they cover (the cell's features' envelope). Below ``min_zoom`` the layer is
+    not in tiles at all: at that scale it would be noise. ``rank`` says which features a
+    tile keeps first when the feature cap bites (``tiles.vector.RANKS``): ``area``,
+    ``length``, ``diameter``, ``incident`` (overdue, then the most urgent) or ``id``. A
+    merged feature carries the mean of each number, the count of each flag that is true
+    (``online_count``) and the most common value of each text in ``merge_keep``."""
+
+    min_zoom: int = 0
+    merge_below: int = 0
+    full_zoom: int = 15
+    rank: str = "id"
+    merge_keep: tuple[str, ...] = ()
+
+
+# Scenes say nothing of their tiles: drawn by their geometry's family.
+SCENE_TILING = {
+    "point": Tiling(merge_below=12, full_zoom=12),
+    "line": Tiling(rank="length"),
+    "polygon": Tiling(rank="area"),
+}
+
+
+@dataclass(frozen=True)
 class Layer:
     """Everything the one map knows of a layer, for every part that serves it."""
 
@@ -73,7 +103,10 @@ class Layer:
     id_column: str = "id"  # the column that names a feature in every answer
     key: tuple[str, ...] = ("dataset", "source_id")  # what a re-import matches on
     summary: tuple[str, ...] = ()  # what a person wants to see of a feature; () for scenes
-    tile: tuple[str, ...] = ()  # the properties a vector tile carries (never personal data)
+    # The properties a vector tile carries (never personal data): columns, or the names
+    # tiles.vector computes (an incident's overdue and priority).
+    tile: tuple[str, ...] = ()
+    tiling: Tiling = Tiling()
     elevation: Elevation | None = None
     references: dict[str, str] = field(default_factory=dict)  # column -> layer it refers to
     # Columns naming a feature of any layer (its layer's name, its id): a sensor's asset.
@@ -156,7 +189,7 @@ BUILTIN_LAYERS: tuple[Layer, ...] = (
         "jurisdictions", "jurisdiction", schema.Jurisdiction, "Jurisdictions 管辖区域",
         "City, district, street, grid and community boundaries.",
         id_column="code", key=("code",), summary=("code", "name", "level"),
-        tile=("code", "name", "level", "parent_code"),
+        tile=("code", "name", "level", "parent_code"), tiling=Tiling(rank="area"),
         references={"parent_code": "jurisdictions"},
         hierarchy=("level", schema.JURISDICTION_LEVELS),
     ),
@@ -166,6 +199,7 @@ BUILTIN_LAYERS: tuple[Layer, ...] = (
         id_column="code", key=("code",),
         summary=("code", "name", "kind", "jurisdiction_code", "phone"),
         tile=("code", "name", "kind", "jurisdiction_code"),
+        tiling=Tiling(merge_below=10, full_zoom=10, merge_keep=("kind",)),
         references={"jurisdiction_code": "jurisdictions"},
     ),
     _builtin(
@@ -173,12 +207,15 @@ BUILTIN_LAYERS: tuple[Layer, ...] = (
         "Building footprints with height, floors, use and address.",
         summary=("name", "address", "use", "height_m", "floors", "owner_unit"),
         tile=("name", "use", "height_m", "floors", "base_elevation_m"),
+        # A city's buildings as blocks below z13 (a z10 tile would hold all of them).
+        tiling=Tiling(min_zoom=8, merge_below=13, full_zoom=15, rank="area", merge_keep=("use",)),
         elevation=Elevation("base_elevation_m", "ST_PointOnSurface(f.geom)"),
     ),
     _builtin(
         "public_spaces", "public_space", schema.PublicSpace, "Public space 公共空间",
         "Parks, squares, roads, water, green and plazas.",
         summary=("kind", "name", "owner_unit"), tile=("kind", "name"),
+        tiling=Tiling(rank="area"),
     ),
     _builtin(
         "pipe_nodes", "pipe_node", schema.PipeNode, "Pipe nodes 管网节点",
@@ -186,6 +223,8 @@ BUILTIN_LAYERS: tuple[Layer, ...] = (
         summary=("network", "kind", "state", "depth_m", "owner_unit"),
         tile=("network", "kind", "state", "operable", "depth_m", "ground_elevation_m",
               "owner_unit"),
+        # Valves and hydrants are street-scale: clusters at z12-13, each from z14.
+        tiling=Tiling(min_zoom=12, merge_below=14, full_zoom=14, merge_keep=("network", "kind")),
         elevation=Elevation("ground_elevation_m"),
         references={"building_id": "buildings"},
     ),
@@ -195,6 +234,7 @@ BUILTIN_LAYERS: tuple[Layer, ...] = (
         summary=("network", "diameter_mm", "material", "depth_m", "status", "owner_unit"),
         tile=("network", "diameter_mm", "material", "depth_m", "status", "flow_direction",
               "owner_unit"),
+        tiling=Tiling(min_zoom=11, full_zoom=15, rank="diameter"),  # mains first
         references={"from_node_id": "pipe_nodes", "to_node_id": "pipe_nodes"},
     ),
     _builtin(
@@ -202,7 +242,9 @@ BUILTIN_LAYERS: tuple[Layer, ...] = (
         "IoT sensing devices with thresholds and their latest reading.",
         key=("device_id",), asset_reference=("asset_layer", "asset_id"),
         summary=("device_id", "kind", "unit_of_measure", "latest_value", "online", "owner_unit"),
-        tile=("device_id", "kind", "unit_of_measure", "latest_value", "online", "elevation_m"),
+        tile=("device_id", "kind", "unit_of_measure", "latest_value", "latest_at", "online",
+              "threshold_low", "threshold_high", "elevation_m"),
+        tiling=Tiling(min_zoom=10, merge_below=13, full_zoom=13, merge_keep=("kind",)),
         elevation=Elevation("elevation_m"),
     ),
     _builtin(
@@ -216,7 +258,8 @@ BUILTIN_LAYERS: tuple[Layer, ...] = (
         summary=("category_code", "status", "channel", "unit_code", "escalated", "outside",
                  "reported_at", "due_response_at", "due_resolve_at"),
         tile=("category_code", "status", "channel", "unit_code", "escalated", "outside",
-              "reported_at", "due_response_at", "due_resolve_at"),
+              "reported_at", "due_response_at", "due_resolve_at", "overdue", "priority"),
+        tiling=Tiling(merge_below=12, full_zoom=12, rank="incident", merge_keep=("status",)),
         references={"unit_code": "units", "duplicate_of": "incidents"},
     ),
 )  # fmt: skip
@@ -248,6 +291,7 @@ def _from_row(row: dict[str, Any]) -> Layer | None:
         )  # fmt: skip
     if row["kind"] != "scene" or not SCENE_TABLE.match(row["table_name"]):
         return None
+    properties = dict((row.get("property_schema") or {}).get("properties", {}))
     return Layer(
         name=row["name"],
         kind="scene",
@@ -256,7 +300,10 @@ def _from_row(row: dict[str, Any]) -> Layer | None:
         description=row["description"],
         geometry_type=row["geometry_type"],
         columns=dict(SCENE_COLUMNS),
-        properties=dict((row.get("property_schema") or {}).get("properties", {})),
+        properties=properties,
+        # A scene's tiles carry its declared properties (no scene column is personal).
+        tile=tuple(properties),
+        tiling=SCENE_TILING[_FAMILIES.get(row["geometry_type"], "polygon")],
     )
 
 

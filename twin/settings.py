@@ -2,8 +2,8 @@
 
 ``Settings`` groups one model per concern: ``database`` (where the data base is and how it
 is used), ``api`` (where the API listens, who may call it, how much it serves at once),
-``imports`` (how big and how long an import may be) and ``photos`` (how big a resident's or
-a unit's photo may be). A later concern (tiles, MQTT) is one more model and one more field. The variables keep the flat names the README documents
+``imports`` (how big and how long an import may be), ``photos`` (how big a resident's or
+a unit's photo may be) and ``tiles`` (how much a vector tile may hold). A later concern (tiles, MQTT) is one more model and one more field. The variables keep the flat names the README documents
 (``TWIN_DATABASE_URL``, ``TWIN_PORT`` …): each concern reads its own from the environment.
 
 Created by the composition root (CLI, app factory, tests), never at import time.
@@ -118,6 +118,34 @@ class PhotoSettings(_Concern):
     max_photos_per_report: int = Field(default=5, ge=1, le=20, description="Photos per upload.")
 
 
+class TileSettings(_Concern):
+    """How much a vector tile may hold and how long it may take (tiles.vector.Limits)."""
+
+    tile_max_features: int = Field(
+        default=20_000,
+        ge=1,
+        description="Features a tile's layer may hold; past it the most important are kept "
+        "and the answer says X-Tile-Truncated.",
+    )
+    tile_max_bytes: int = Field(
+        default=2_000_000,
+        ge=1000,
+        description="Bytes a tile may be (before gzip); past it fewer features are kept.",
+    )
+    tile_timeout_ms: int = Field(
+        default=3000,
+        ge=100,
+        description="Time limit of one tile's query; past it the answer is 503 with Retry-After.",
+    )
+    tile_max_age_s: int = Field(
+        default=0,
+        ge=0,
+        le=86_400,
+        description="Cache-Control max-age of tiles without incidents; 0: clients revalidate "
+        "each time (a 304 when the tile has not changed).",
+    )
+
+
 class Settings(BaseModel):
     """Everything the one map can be told about where it runs, one model per concern.
 
@@ -130,6 +158,7 @@ class Settings(BaseModel):
     api: ApiSettings
     imports: ImportSettings
     photos: PhotoSettings
+    tiles: TileSettings
 
     def __init__(self, **concerns: _Concern) -> None:
         problems: list[InitErrorDetails] = []

@@ -44,6 +44,13 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
     "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
+    # OGC API - Tiles (api/routes/tiles.py): vector tiles of each layer and of the one map
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/dataset-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
 ]
 RESERVED = {"f", "limit", "offset", "after", "bbox", "bbox-crs", "crs", "properties", "sortby",
             "datetime", "filter", "filter-lang", "filter-crs"}  # fmt: skip
@@ -77,6 +84,8 @@ def landing(request: Request, f: str | None = None) -> Any:
             {"rel": "service-doc", "href": f"{base}/docs", "type": "text/html"},
             {"rel": "conformance", "href": f"{base}/conformance", "type": "application/json"},
             {"rel": "data", "href": f"{base}/collections", "type": "application/json"},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", "href": f"{base}/tileMatrixSets", "type": "application/json"},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "href": f"{base}/tiles", "type": "application/json"},
         ],
     }  # fmt: skip
     if _wants_html(request, f):
@@ -139,6 +148,7 @@ def _collection_body(coll: features.Collection, base: str) -> dict[str, Any]:
             {"rel": "items", "href": f"{href}/items", "type": GEOJSON},
             {"rel": "items", "href": f"{href}/items?f=html", "type": "text/html"},
             {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables", "href": f"{href}/queryables", "type": "application/schema+json"},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector", "href": f"{href}/tiles", "type": "application/json"},
         ],
     }  # fmt: skip
     if coll.bbox:

@@ -1,0 +1,482 @@
+"""OGC API – Tiles (Part 1) and TileJSON 3.0 over every feature layer, and the composite
+one-map tile of them all. Public: the open map holds nothing personal.
+
+A tile route checks the address, renders (tiles.vector, one statement in PostGIS) and
+answers as a tile server does: 204 for an empty tile, a strong ETag from the bytes and
+304 for If-None-Match, Cache-Control, gzip when the client takes it, X-Tile-Truncated
+naming the layers the caps cut. ``render_for`` then ``tile_answer``: two calls, so a
+cache can sit between them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from api.access import Public
+from api.deps import Plain, catalogue_of, with_connection
+from tiles import matrix, vector
+from twin import registry
+from twin.crs import CRS84
+from twin.errors import InvalidInput, NotFound
+
+router = APIRouter(tags=["OGC API Tiles"])
+CollectionId = Annotated[str, Path(max_length=63)]
+MatrixSetId = Annotated[str, Path(max_length=63, description="WebMercatorQuad")]
+Zoom = Annotated[int, Path(description=f"tile matrix (zoom), 0 to {matrix.MAX_ZOOM}"), Plain]
+Row = Annotated[int, Path(description="tile row, from the top"), Plain]
+Column = Annotated[int, Path(description="tile column, from the left"), Plain]
+LayersParam = Annotated[
+    str | None,
+    Query(
+        max_length=20_000,
+        description="the layers of the one-map tile, by collection id, separated by commas "
+        "(default: every feature layer)",
+    ),
+]
+TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
+TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
+TEMPLATE = "{tileMatrix}/{tileRow}/{tileCol}"
+# Public data, read by map clients on other origins too (QGIS, MapLibre, deck.gl pages).
+CORS = {"Access-Control-Allow-Origin": "*",
+        "Access-Control-Expose-Headers": "ETag, X-Tile-Truncated"}  # fmt: skip
+_GEOMETRY_DIMENSION = {"point": 0, "line": 1, "polygon": 2}
+_TILEJSON_TYPES = {"number": "Number", "integer": "Number", "boolean": "Boolean"}
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _json(body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, headers=CORS)
+
+
+# --- tile matrix sets -------------------------------------------------------------------
+
+
+@router.get("/tileMatrixSets", dependencies=[Public], summary="Tile matrix sets (public)")
+async def tile_matrix_sets(request: Request) -> JSONResponse:
+    """The tiling schemes the tiles are served in."""
+    base = _base(request)
+    return _json({
+        "tileMatrixSets": matrix.matrix_set_summaries(base),
+        "links": [{"rel": "self", "href": f"{base}/tileMatrixSets", "type": "application/json"}],
+    })  # fmt: skip
+
+
+@router.get("/tileMatrixSets/{tms}", dependencies=[Public], summary="One tile matrix set (public)")
+async def tile_matrix_set(tms: MatrixSetId) -> JSONResponse:
+    """The OGC Two Dimensional Tile Matrix Set document (2.0)."""
+    return _json(matrix.matrix_set_document(tms))
+
+
+# --- the tilesets and their documents ---------------------------------------------------
+
+
+def _tiles_path(layer: str | None) -> str:
+    return f"/collections/{layer}/tiles" if layer is not None else "/tiles"
+
+
+def _feature_layer(catalogue: registry.Catalogue, name: str) -> registry.Layer:
+    if "\x00" in name:
+        raise NotFound(f"no collection {name.replace(chr(0), '')[:63]!r}")
+    layer = catalogue.layer(name)
+    if not layer.has_features:
+        raise NotFound(f"{name!r} is a raster: its tiles are at /collections/{name}/coverage/tiles")
+    return layer
+
+
+def chosen_layers(catalogue: registry.Catalogue, text: str | None) -> list[registry.Layer]:
+    """The feature layers ``layers=`` names (every one without it), in the catalogue's
+    order; InvalidInput naming the unknown ones and the layers there are."""
+    every = catalogue.feature_layers()
+    if text is None:
+        return every
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    choices = ", ".join(layer.name for layer in every)
+    if not names:
+        raise InvalidInput(f"layers: name at least one layer ({choices})", option="layers")
+    known = {layer.name for layer in every}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        shown = ", ".join(repr(n[:40]) for n in unknown[:5])
+        more = f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else ""
+        raise InvalidInput(
+            f"layers: no feature layer named {shown}{more}; choose from {choices}",
+            option="layers",
+        )
+    return [layer for layer in every if layer.name in names]
+
+
+def _bbox(catalogue: registry.Catalogue, layers: Sequence[registry.Layer]) -> list[float] | None:
+    boxes = [catalogue.entries[layer.name]["bbox"] for layer in layers]
+    boxes = [b for b in boxes if b]
+    if not boxes:
+        return None
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes)]  # fmt: skip
+
+
+def _center(bbox: list[float] | None, min_zoom: int) -> tuple[float, float, int]:
+    """The middle of ``bbox`` and the zoom at which it fills a 512-pixel view."""
+    if bbox is None:
+        return (0.0, 0.0, min_zoom)
+    width = max(bbox[2] - bbox[0], bbox[3] - bbox[1], 1e-6)
+    zoom = math.floor(math.log2(360 / width * 2))
+    zoom = max(min_zoom, min(zoom, matrix.MAX_ZOOM))
+    return ((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2, zoom)
+
+
+def _query(request: Request) -> str:
+    layers = request.query_params.get("layers")
+    return f"?layers={layers}" if layers is not None else ""
+
+
+def tileset_document(
+    request: Request, catalogue: registry.Catalogue, layers: Sequence[registry.Layer],
+    tms: str, collection: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The OGC tileset metadata of ``layers`` in ``tms`` (one collection's or the one
+    map's): its limits, its layers and the template of its tiles."""
+    base = _base(request)
+    path = f"{base}{_tiles_path(collection)}/{tms}"
+    query = _query(request)
+    bbox = _bbox(catalogue, layers)
+    min_zoom = min(layer.tiling.min_zoom for layer in layers)
+    lon, lat, zoom = _center(bbox, min_zoom)
+    title = catalogue.entries[collection]["title"] if collection else "The one map (一张图)"
+    links = [
+        {"rel": "self", "href": f"{path}{query}", "type": "application/json",
+         "title": f"{title}: vector tiles in {tms}"},
+        {"rel": TILING_SCHEME, "href": f"{base}/tileMatrixSets/{tms}",
+         "type": "application/json", "title": f"The {tms} tile matrix set"},
+        {"rel": "item", "href": f"{path}/{TEMPLATE}{query}", "templated": True,
+         "type": vector.MVT_TYPE, "title": "The tiles (Mapbox Vector Tile)"},
+        {"rel": "alternate", "href": f"{path}/tilejson.json{query}", "type": "application/json",
+         "title": "TileJSON 3.0"},
+    ]  # fmt: skip
+    if collection is not None:
+        links.append({"rel": "collection", "href": f"{base}/collections/{collection}",
+                      "type": "application/json"})  # fmt: skip
+    body: dict[str, Any] = {
+        "title": f"{title}: vector tiles",
+        "dataType": "vector",
+        "crs": matrix.crs_uri(tms),
+        "tileMatrixSetURI": matrix.matrix_set(tms).uri,
+        "tileMatrixSetLimits": matrix.matrix_set_limits(
+            tms, tuple(bbox) if bbox else None, range(min_zoom, matrix.MAX_ZOOM + 1)
+        ),
+        "layers": [_layer_entry(base, catalogue, layer) for layer in layers],
+        "centerPoint": {"coordinates": [lon, lat], "crs": CRS84, "tileMatrix": str(zoom)},
+        "links": links,
+    }
+    if bbox is not None:
+        body["boundingBox"] = {"lowerLeft": bbox[:2], "upperRight": bbox[2:], "crs": CRS84}
+    return body
+
+
+def _layer_entry(base: str, catalogue: registry.Catalogue, layer: registry.Layer) -> dict[str, Any]:
+    entry = catalogue.entries[layer.name]
+    properties = {name: {"type": kind} for name, kind in vector.fields(layer).items()}
+    for name, kind in vector.merged_fields(layer).items():
+        properties.setdefault(name, {"type": kind, "description": _merged_note(layer)})
+    body = {
+        "id": layer.name,
+        "title": entry["title"],
+        "description": entry["description"],
+        "dataType": "vector",
+        "geometryDimension": _GEOMETRY_DIMENSION.get(layer.family, 2),
+        "minTileMatrix": str(layer.tiling.min_zoom),
+        "maxTileMatrix": str(matrix.MAX_ZOOM),
+        "propertiesSchema": {"type": "object", "properties": properties},
+        "links": [{"rel": "collection", "href": f"{base}/collections/{layer.name}",
+                   "type": "application/json"}],
+    }  # fmt: skip
+    if entry["bbox"]:
+        box = entry["bbox"]
+        body["boundingBox"] = {"lowerLeft": box[:2], "upperRight": box[2:], "crs": CRS84}
+    return body
+
+
+def _merged_note(layer: registry.Layer) -> str:
+    return f"below zoom {layer.tiling.merge_below}, where features are merged by cell"
+
+
+def tilejson(
+    request: Request, catalogue: registry.Catalogue, layers: Sequence[registry.Layer],
+    tms: str, collection: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The TileJSON 3.0.0 document of ``layers`` (what MapLibre and deck.gl read)."""
+    base = _base(request)
+    path = f"{base}{_tiles_path(collection)}/{tms}"
+    bbox = _bbox(catalogue, layers)
+    min_zoom = min(layer.tiling.min_zoom for layer in layers)
+    lon, lat, zoom = _center(bbox, min_zoom)
+    title = catalogue.entries[collection]["title"] if collection else "The one map (一张图)"
+    vector_layers = []
+    for layer in layers:
+        described = {name: _TILEJSON_TYPES.get(kind, "String")
+                     for name, kind in vector.fields(layer).items()}  # fmt: skip
+        for name, kind in vector.merged_fields(layer).items():
+            described.setdefault(
+                name, f"{_TILEJSON_TYPES.get(kind, 'String')} ({_merged_note(layer)})"
+            )
+        vector_layers.append({
+            "id": layer.name,
+            "description": catalogue.entries[layer.name]["description"],
+            "fields": described,
+            "minzoom": layer.tiling.min_zoom,
+            "maxzoom": matrix.MAX_ZOOM,
+        })  # fmt: skip
+    west, south, east, north = bbox or (-180, -85.0511287798066, 180, 85.0511287798066)
+    return {
+        "tilejson": "3.0.0",
+        "name": title,
+        "description": "Vector tiles of the one map (Mapbox Vector Tile 2.1)",
+        "scheme": "xyz",
+        "tiles": [f"{path}/{{z}}/{{y}}/{{x}}{_query(request)}"],
+        "minzoom": min_zoom,
+        "maxzoom": matrix.MAX_ZOOM,
+        "bounds": [west, south, east, north],
+        "center": [lon, lat, zoom],
+        "vector_layers": vector_layers,
+    }
+
+
+def tilesets_list(request: Request, title: str, collection: str | None) -> dict[str, Any]:
+    """The tilesets of a collection or of the one map: one per matrix set served."""
+    base = _base(request)
+    path = f"{base}{_tiles_path(collection)}"
+    return {
+        "tilesets": [
+            {
+                "title": f"{title}: vector tiles in {tms}",
+                "dataType": "vector",
+                "crs": matrix.crs_uri(tms),
+                "tileMatrixSetURI": matrix.matrix_set(tms).uri,
+                "links": [
+                    {"rel": "self", "href": f"{path}/{tms}", "type": "application/json"},
+                    {
+                        "rel": TILING_SCHEME,
+                        "href": f"{base}/tileMatrixSets/{tms}",
+                        "type": "application/json",
+                    },
+                    {
+                        "rel": "item",
+                        "href": f"{path}/{tms}/{TEMPLATE}",
+                        "templated": True,
+                        "type": vector.MVT_TYPE,
+                    },
+                ],
+            }
+            for tms in matrix.SERVED
+        ],
+        "links": [{"rel": "self", "href": path, "type": "application/json"}],
+    }
+
+
+@router.get(
+    "/collections/{collection_id}/tiles",
+    dependencies=[Public],
+    summary="A collection's vector tilesets (public)",
+)
+async def collection_tilesets(request: Request, collection_id: CollectionId) -> JSONResponse:
+    """The tilesets of one layer."""
+
+    def answer(conn: psycopg.Connection) -> dict[str, Any]:
+        layer = _feature_layer(catalogue_of(request, conn), collection_id)
+        title = catalogue_of(request, conn).entries[layer.name]["title"]
+        return tilesets_list(request, title, layer.name)
+
+    return _json(await with_connection(request, answer))
+
+
+@router.get(
+    "/collections/{collection_id}/tiles/{tms}",
+    dependencies=[Public],
+    summary="A collection's vector tileset (public)",
+)
+async def collection_tileset(
+    request: Request, collection_id: CollectionId, tms: MatrixSetId
+) -> JSONResponse:
+    """The tileset metadata of one layer: limits, properties, the tiles' template."""
+    matrix.matrix_set(tms)
+
+    def answer(conn: psycopg.Connection) -> dict[str, Any]:
+        catalogue = catalogue_of(request, conn)
+        layer = _feature_layer(catalogue, collection_id)
+        return tileset_document(request, catalogue, [layer], tms, layer.name)
+
+    return _json(await with_connection(request, answer))
+
+
+@router.get(
+    "/collections/{collection_id}/tiles/{tms}/tilejson.json",
+    dependencies=[Public],
+    summary="A collection's TileJSON (public)",
+)
+async def collection_tilejson(
+    request: Request, collection_id: CollectionId, tms: MatrixSetId
+) -> JSONResponse:
+    """The TileJSON 3.0.0 document of one layer's tiles."""
+    matrix.matrix_set(tms)
+
+    def answer(conn: psycopg.Connection) -> dict[str, Any]:
+        catalogue = catalogue_of(request, conn)
+        layer = _feature_layer(catalogue, collection_id)
+        return tilejson(request, catalogue, [layer], tms, layer.name)
+
+    return _json(await with_connection(request, answer))
+
+
+@router.get("/tiles", dependencies=[Public], summary="The one map's vector tilesets (public)")
+async def map_tilesets(request: Request) -> JSONResponse:
+    """The tilesets of the composite one-map tile (every layer as a named MVT layer)."""
+    return _json(tilesets_list(request, "The one map (一张图)", None))
+
+
+@router.get("/tiles/{tms}", dependencies=[Public], summary="The one map's vector tileset (public)")
+async def map_tileset(
+    request: Request, tms: MatrixSetId, layers: LayersParam = None
+) -> JSONResponse:
+    """The tileset metadata of the one-map tile (of the ``layers`` chosen)."""
+    matrix.matrix_set(tms)
+
+    def answer(conn: psycopg.Connection) -> dict[str, Any]:
+        catalogue = catalogue_of(request, conn)
+        return tileset_document(request, catalogue, chosen_layers(catalogue, layers), tms, None)
+
+    return _json(await with_connection(request, answer))
+
+
+@router.get(
+    "/tiles/{tms}/tilejson.json", dependencies=[Public], summary="The one map's TileJSON (public)"
+)
+async def map_tilejson(
+    request: Request, tms: MatrixSetId, layers: LayersParam = None
+) -> JSONResponse:
+    """The TileJSON 3.0.0 document of the one-map tile (of the ``layers`` chosen)."""
+    matrix.matrix_set(tms)
+
+    def answer(conn: psycopg.Connection) -> dict[str, Any]:
+        catalogue = catalogue_of(request, conn)
+        return tilejson(request, catalogue, chosen_layers(catalogue, layers), tms, None)
+
+    return _json(await with_connection(request, answer))
+
+
+# --- the tiles --------------------------------------------------------------------------
+
+
+def render_for(
+    conn: psycopg.Connection, request: Request, names: Sequence[str] | None, tile: matrix.Tile,
+    layers_text: str | None = None,
+) -> vector.Rendered:  # fmt: skip
+    """The tile of the layers named (``names``: one collection; None: the one map's, as
+    ``layers_text`` chooses), rendered with the settings' limits."""
+    catalogue = catalogue_of(request, conn)
+    if names is None:
+        names = [layer.name for layer in chosen_layers(catalogue, layers_text)]
+    else:
+        for name in names:
+            _feature_layer(catalogue, name)
+    limits = vector.Limits.of(request.app.state.settings.tiles)
+    return vector.render_tile(conn, catalogue, names, tile, limits=limits)
+
+
+def etag(data: bytes) -> str:
+    """A strong ETag of a tile's bytes."""
+    return '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
+
+
+def _accepts_gzip(request: Request) -> bool:
+    """Whether Accept-Encoding takes gzip (named or as *, with a weight above 0)."""
+    for part in request.headers.get("accept-encoding", "").lower().split(","):
+        coding, *params = (p.strip() for p in part.split(";"))
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        weight = next((p[2:] for p in params if p.startswith("q=")), "1")
+        try:
+            return float(weight) > 0
+        except ValueError:
+            return False
+    return False
+
+
+def _matches(request: Request, tags: set[str]) -> bool:
+    """Whether If-None-Match names one of ``tags`` (weak comparison, as RFC 9110 asks)."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") in tags for t in header.split(","))
+
+
+def tile_answer(request: Request, rendered: vector.Rendered) -> Response:
+    """The HTTP answer of a rendered tile: 204 when empty, 304 when the client has it,
+    gzip when it takes it; Cache-Control by the layers it holds."""
+    settings = request.app.state.settings.tiles
+    # An incident's overdue changes with the clock: clients ask each time (tiles.vector).
+    if "incidents" in rendered.layers or settings.tile_max_age_s == 0:
+        cache = "public, no-cache"
+    else:
+        cache = f"public, max-age={settings.tile_max_age_s}"
+    headers = {"Cache-Control": cache, "Vary": "Accept-Encoding", **CORS}
+    if rendered.truncated:
+        headers["X-Tile-Truncated"] = ", ".join(rendered.truncated)
+    if not rendered.data:
+        return Response(status_code=204, headers=headers)
+    tag = etag(rendered.data)
+    zipped = tag[:-1] + '-gzip"'  # another representation, another strong tag
+    wants_gzip = _accepts_gzip(request)
+    headers["ETag"] = zipped if wants_gzip else tag
+    if _matches(request, {tag, zipped}):
+        return Response(status_code=304, headers=headers)
+    body = rendered.data
+    if wants_gzip:
+        body = gzip.compress(body, compresslevel=6, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=vector.MVT_TYPE, headers=headers)
+
+
+@router.get(
+    "/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}",
+    dependencies=[Public],
+    summary="A collection's vector tile (public)",
+    response_class=Response,
+    responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
+)
+async def collection_tile(
+    request: Request, collection_id: CollectionId, tms: MatrixSetId, z: Zoom, y: Row, x: Column
+) -> Response:
+    """One layer's tile (Mapbox Vector Tile 2.1, one layer named as the collection)."""
+    tile = matrix.tile_at(tms, z, y, x)
+    rendered = await with_connection(request, render_for, request, [collection_id], tile)
+    return tile_answer(request, rendered)
+
+
+@router.get(
+    "/tiles/{tms}/{z}/{y}/{x}",
+    dependencies=[Public],
+    summary="The one map's vector tile (public)",
+    response_class=Response,
+    responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
+)
+async def map_tile(
+    request: Request, tms: MatrixSetId, z: Zoom, y: Row, x: Column, layers: LayersParam = None
+) -> Response:
+    """The composite one-map tile: every feature layer (or those ``layers`` names) as a
+    named MVT layer."""
+    tile = matrix.tile_at(tms, z, y, x)
+    rendered = await with_connection(request, render_for, request, None, tile, layers)
+    return tile_answer(request, rendered)

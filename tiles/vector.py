@@ -1,0 +1,390 @@
+"""Vector tiles (Mapbox Vector Tile 2.1) of the registry's layers, made in PostGIS.
+
+One statement a tile. For each layer asked: its features under the tile, found with an
+index-friendly ``geom && box`` on the stored column (WGS 84, the storage CRS; the box is
+the tile's envelope grown by the buffer), drawn by ``ST_AsMVTGeom`` into the tile's
+4096-unit grid with a 64-unit buffer, ranked, capped, and encoded by ``ST_AsMVT`` as a layer
+named after the collection. A tile is its layers one after another, so the layers' bytes
+are joined in the data base and come back as one value.
+
+What a layer shows at a zoom is its registry's ``Tiling``: every feature as stored from
+``full_zoom`` up; simplified to the pixel grid and without features smaller than a pixel
+below it; merged by cells of the pixel grid (blocks or clusters, with a ``count``) below
+``merge_below``; nothing below ``min_zoom``. A tile's properties are the layer's ``tile``
+names, never a hidden (personal) column.
+
+An incident's ``overdue`` is worked out at render time against the clock, as the incident
+lists and the SLA sweep do (``intake.OVERDUE_WHERE``). It changes with the clock, not only
+with writes, so a stored tile would go stale: the SLA sweep records every incident newly
+overdue in the change log (``twin.incidents.loop.sweep``), which drops the cached tiles under
+it, so a cached tile is at most one sweep interval behind; and tiles holding incidents are
+answered ``Cache-Control: no-cache`` so that no client keeps one without asking.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import DateTime
+
+from tiles import matrix
+from twin import features, registry
+from twin.errors import NotFound, TwinError
+from twin.incidents import intake
+from twin.settings import TileSettings
+
+EXTENT = 4096  # tile units a side: MVT's usual grid
+BUFFER = 64  # tile units drawn past each edge, so lines and outlines meet across tiles
+PIXEL = EXTENT // 256  # tile units in a screen pixel of a 256-pixel tile
+# The cells features are merged by, in screen pixels: small blocks, wider clusters.
+CELL_PIXELS = {"point": 32, "line": 8, "polygon": 8}
+MAX_TRIES = 4  # renders of a tile over its byte cap, each with fewer features
+EARTH = 20037508.342789244  # half the width of the WebMercatorQuad world, metres
+MERCATOR_LAT = 85.05112878  # WebMercatorQuad's edge
+MVT_TYPE = "application/vnd.mapbox-vector-tile"
+
+# Which features a tile keeps first when the cap bites (the first in this order).
+RANKS: dict[str, str] = {
+    "id": "f.{id}",
+    "area": "-ST_Area(f.geom), f.{id}",
+    "length": "-ST_Length(f.geom), f.{id}",
+    "diameter": "-coalesce(f.diameter_mm, 0), -ST_Length(f.geom), f.{id}",
+    "incident": "{overdue} DESC, {priority}, f.reported_at DESC, f.{id}",
+}
+# Tile properties that are worked out, not read: the layer kind's, as SQL over ``f``.
+_OVERDUE = sql.SQL(
+    "(SELECT {} FROM (SELECT f.status, f.due_response_at, f.due_resolve_at) AS i)"
+).format(intake.OVERDUE_WHERE)
+_PRIORITY = sql.SQL("(SELECT c.priority FROM incident_categories c WHERE c.code = f.category_code)")
+COMPUTED: dict[str, dict[str, sql.Composable]] = {
+    "incident": {"overdue": _OVERDUE, "priority": _PRIORITY},
+}
+_TYPES = {"overdue": "boolean", "priority": "integer"}
+
+
+class TileTooHeavy(TwinError):
+    """A tile that cannot be made within its time or byte limits (over HTTP 503 with
+    Retry-After: the data base is busy, or the tile is denser than its caps allow)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much a tile may hold and how long it may take."""
+
+    max_features: int = 20_000  # per layer of a tile
+    max_bytes: int = 2_000_000
+    timeout_ms: int = 3000
+
+    @classmethod
+    def of(cls, settings: TileSettings) -> Limits:
+        """The limits the settings give."""
+        return cls(settings.tile_max_features, settings.tile_max_bytes, settings.tile_timeout_ms)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A tile's MVT bytes (b"" when it holds nothing), the layers asked for it (in the
+    catalogue's order) and those whose features the caps cut (the most important kept)."""
+
+    data: bytes
+    layers: tuple[str, ...] = ()
+    truncated: tuple[str, ...] = ()
+
+
+def render(
+    conn: psycopg.Connection,
+    catalogue: registry.Catalogue,
+    layers: Sequence[str],
+    tile: matrix.Tile,
+    *,
+    limits: Limits = Limits(),
+) -> bytes:
+    """The MVT bytes of ``tile`` (WebMercatorQuad) holding the named layers, b"" when it
+    holds nothing. NotFound for a name that is no feature layer of the catalogue."""
+    return render_tile(conn, catalogue, layers, tile, limits=limits).data
+
+
+def render_tile(
+    conn: psycopg.Connection,
+    catalogue: registry.Catalogue,
+    layers: Sequence[str],
+    tile: matrix.Tile,
+    *,
+    limits: Limits = Limits(),
+) -> Rendered:
+    """``render``, saying which layers the caps cut. TileTooHeavy when the tile takes
+    longer than ``limits.timeout_ms`` or stays over ``limits.max_bytes``."""
+    chosen = tile_layers(catalogue, layers)
+    names = tuple(layer.name for layer in chosen)
+    shown = [layer for layer in chosen if tile.z >= layer.tiling.min_zoom]
+    if not shown:
+        return Rendered(b"", names)
+    cap = limits.max_features
+    statement = _statement(shown, tile)
+    for _ in range(MAX_TRIES):
+        data, counts = _run(conn, statement, _params(tile, cap), limits, tile)
+        truncated = tuple(layer.name for layer, n in zip(shown, counts, strict=True) if n > cap)
+        if len(data) <= limits.max_bytes:
+            return Rendered(data, names, truncated)
+        # Over the byte cap: as many fewer features as the bytes are over, and a margin.
+        most = min(cap, max(counts))
+        cap = max(1, int(most * limits.max_bytes / len(data) * 0.8))
+    raise TileTooHeavy(
+        f"tile {tile.z}/{tile.y}/{tile.x} stays over {limits.max_bytes:,} bytes with "
+        f"{cap} features a layer; ask for fewer layers or a deeper zoom"
+    )
+
+
+def tile_layers(catalogue: registry.Catalogue, names: Sequence[str]) -> list[registry.Layer]:
+    """The feature layers named, in the catalogue's order (so a tile's bytes do not depend
+    on the order they were asked in); NotFound for a name that is no feature layer."""
+    wanted = set(names)
+    for name in names:
+        if not catalogue.layer(name).has_features:
+            raise NotFound(f"{name!r} is a raster: its tiles are its coverage's")
+    return [layer for layer in catalogue.feature_layers() if layer.name in wanted]
+
+
+def fields(layer: registry.Layer) -> dict[str, str]:
+    """The properties of the layer's tiles with their JSON types (TileJSON's fields)."""
+    kinds = {**layer.public_columns, **_TYPES}
+    types = {name: spec.get("type", "string") for name, spec in layer.properties.items()}
+    out = {"id": "integer"} if _integer_id(layer) else {}
+    for name in layer.tile:
+        out[name] = types.get(name) or kinds.get(name, "string")
+    return out
+
+
+def merged_fields(layer: registry.Layer) -> dict[str, str]:
+    """The properties of the layer's merged features (below ``merge_below``)."""
+    out = {"count": "integer"}
+    for name, kind in fields(layer).items():
+        if name in ("id", "count"):
+            continue
+        if kind in ("number", "integer"):
+            out[name] = "number"
+        elif kind == "boolean":
+            out[f"{name}_count"] = "integer"
+        elif name in layer.tiling.merge_keep:
+            out[name] = kind
+    return out
+
+
+def _integer_id(layer: registry.Layer) -> bool:
+    return layer.columns.get(layer.id_column) == "integer"
+
+
+def _run(
+    conn: psycopg.Connection,
+    statement: sql.Composable,
+    params: dict[str, Any],
+    limits: Limits,
+    tile: matrix.Tile,
+) -> tuple[bytes, list[int]]:
+    """The statement's tile and its layers' counts, under the tile's own time limit."""
+    try:
+        with conn.pipeline(), conn.transaction():
+            conn.execute(
+                sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(limits.timeout_ms))
+            )
+            row = conn.execute(statement, params).fetchone()
+    except psycopg.errors.QueryCanceled as exc:
+        raise TileTooHeavy(
+            f"tile {tile.z}/{tile.y}/{tile.x} took longer than {limits.timeout_ms} ms "
+            "(TWIN_TILE_TIMEOUT_MS); retry later, or ask for a deeper zoom"
+        ) from exc
+    assert row is not None
+    return bytes(row[0] or b""), list(row[1])
+
+
+def _params(tile: matrix.Tile, cap: int) -> dict[str, Any]:
+    west, south, east, north = matrix.lonlat_bounds("WebMercatorQuad", tile)
+    size = 2 * EARTH / 2**tile.z  # the tile's width in metres (WebMercatorQuad)
+    pixel_lon = (east - west) / 256
+    middle = math.radians((north + south) / 2)
+    return {
+        "z": tile.z, "x": tile.x, "y": tile.y, "margin": BUFFER / EXTENT,
+        "cap": cap, "over": cap + 1,
+        # a screen pixel in degrees, for features smaller than one
+        "pixel_lon": pixel_lon, "pixel_lat": pixel_lon * math.cos(middle),
+        "tolerance": size / 256 / 4,  # a quarter pixel, in metres: what simplify removes
+        "west": west, "north": north, "lon_span": east - west,
+        "north_y": _mercator_y(north), "y_span": _mercator_y(north) - _mercator_y(south),
+        **intake.overdue_params(datetime.now(UTC)),
+    }  # fmt: skip
+
+
+def _mercator_y(lat: float) -> float:
+    lat = max(-MERCATOR_LAT, min(MERCATOR_LAT, lat))
+    return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+
+_BOX = sql.SQL("ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), 4326)")
+_ENVELOPE = sql.SQL("ST_TileEnvelope(%(z)s, %(x)s, %(y)s)")
+
+
+def _statement(shown: list[registry.Layer], tile: matrix.Tile) -> sql.Composable:
+    """One statement for the whole tile: a capped selection per layer (``r0``, ``r1`` …),
+    then their MVT layers joined, and how many features each had (up to the cap and one:
+    more than the cap means it was cut)."""
+    ctes = [sql.SQL("b AS (SELECT {} AS env, {} AS box)").format(_ENVELOPE, _BOX)]
+    tiles: list[sql.Composable] = []
+    counts: list[sql.Composable] = []
+    for i, layer in enumerate(shown):
+        name = sql.Identifier(f"r{i}")
+        merged = tile.z < layer.tiling.merge_below
+        select = _merged(layer) if merged else _detailed(layer, tile)
+        ctes.append(sql.SQL("{} AS MATERIALIZED ({})").format(name, select))
+        feature_id = sql.SQL(", '__id'") if _integer_id(layer) and not merged else sql.SQL("")
+        tiles.append(
+            sql.SQL(
+                "coalesce((SELECT ST_AsMVT(m, {}, {}, '__geom'{}) FROM"
+                " (SELECT * FROM {} LIMIT %(cap)s) AS m), '')"
+            ).format(sql.Literal(layer.name), sql.Literal(EXTENT), feature_id, name)
+        )
+        counts.append(sql.SQL("(SELECT count(*) FROM {})").format(name))
+    return sql.SQL("WITH {} SELECT {}, ARRAY[{}]").format(
+        sql.SQL(", ").join(ctes), sql.SQL(" || ").join(tiles), sql.SQL(", ").join(counts)
+    )
+
+
+def _properties(layer: registry.Layer) -> list[sql.Composable]:
+    """The layer's tile properties as SQL over ``f``, each named as the property."""
+    check_tile_names(layer)
+    computed = COMPUTED.get(layer.kind, {})
+    scene_column = features._column(features.Collection(  # the features API's reading
+        name=layer.name, title="", description="", kind=layer.kind, table=layer.table,
+        geometry_type=layer.geometry_type, id_column=layer.id_column, columns={},
+        time_column=None, bbox=None, feature_count=0, scene_properties=layer.properties,
+    ))  # fmt: skip
+    out = []
+    for name in layer.tile:
+        if name in computed:
+            value: sql.Composable = computed[name]
+        elif name in layer.properties:
+            value = scene_column(name)
+            if layer.properties[name].get("type") == "integer":  # numeric: MVT has no such
+                value = sql.SQL("(CASE WHEN abs({0}) < 9.2e18 THEN {0}::bigint END)").format(value)
+        elif _is_time(layer, name):  # RFC 3339, not the session's own format
+            value = sql.SQL(
+                """to_char(f.{} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+            ).format(sql.Identifier(name))
+        else:
+            value = sql.SQL("f.{}").format(sql.Identifier(name))
+        out.append(sql.SQL("{} AS {}").format(value, sql.Identifier(name)))
+    return out
+
+
+def check_tile_names(layer: registry.Layer) -> None:
+    """Refuses a layer whose tile names a hidden column or a name it has not."""
+    computed = COMPUTED.get(layer.kind, {})
+    for name in layer.tile:
+        if name in layer.hidden:
+            raise ValueError(f"{layer.name}: {name} is hidden; it may not be in a tile")
+        if name not in layer.columns and name not in computed and name not in layer.properties:
+            raise ValueError(f"{layer.name}: tile property {name} is no column of it")
+
+
+def _is_time(layer: registry.Layer, name: str) -> bool:
+    if layer.model is None:
+        return False
+    return isinstance(layer.model.__table__.c[name].type, DateTime)
+
+
+def _rank(layer: registry.Layer) -> sql.Composable:
+    computed = COMPUTED.get(layer.kind, {})
+    return sql.SQL(RANKS[layer.tiling.rank]).format(id=sql.Identifier(layer.id_column), **computed)
+
+
+def _detailed(layer: registry.Layer, tile: matrix.Tile) -> sql.Composable:
+    """Each feature under the tile: as stored from the layer's full zoom, simplified to
+    the pixel grid and without those smaller than a pixel below it."""
+    shape = sql.SQL("ST_Transform(f.geom, 3857)")
+    where = [sql.SQL("f.geom && b.box")]
+    if tile.z < layer.tiling.full_zoom and layer.family != "point":
+        shape = sql.SQL("ST_SimplifyPreserveTopology({}, %(tolerance)s)").format(shape)
+        where.append(
+            sql.SQL(
+                "(ST_XMax(f.geom) - ST_XMin(f.geom) >= %(pixel_lon)s"
+                " OR ST_YMax(f.geom) - ST_YMin(f.geom) >= %(pixel_lat)s)"
+            )
+        )
+    columns = _properties(layer)
+    if _integer_id(layer):
+        ident = sql.Identifier(layer.id_column)
+        columns = [sql.SQL("f.{} AS __id, f.{} AS id").format(ident, ident), *columns]
+    return sql.SQL(
+        "SELECT * FROM (SELECT {columns}, ST_AsMVTGeom({shape}, b.env, {extent}, {buffer},"
+        " true) AS __geom FROM {table} AS f CROSS JOIN b WHERE {where} ORDER BY {rank}) AS q"
+        " WHERE __geom IS NOT NULL LIMIT %(over)s"
+    ).format(
+        columns=sql.SQL(", ").join(columns),
+        shape=shape,
+        extent=sql.Literal(EXTENT),
+        buffer=sql.Literal(BUFFER),
+        table=sql.Identifier(layer.table),
+        where=sql.SQL(" AND ").join(where),
+        rank=_rank(layer),
+    )
+
+
+def _merged(layer: registry.Layer) -> sql.Composable:
+    """The layer's features merged by cells of the pixel grid: one feature a cell, with
+    their count; points at their mean, lines and polygons as the block they cover. A
+    feature belongs to the cell of its box's centre, and a tile keeps its own cells only,
+    so a cell is the same in every tile that draws it."""
+    cells = EXTENT // PIXEL // CELL_PIXELS[layer.family]
+    kinds = fields(layer)
+    values = {name: value for name, value in zip(layer.tile, _properties(layer), strict=True)}
+    inner = [sql.SQL("f.geom"), *(values[name] for name in layer.tile)]
+    aggregates = [sql.SQL("count(*) AS count")]
+    for name in layer.tile:
+        column = sql.Identifier(name)
+        if name == "count":
+            continue
+        if kinds[name] in ("number", "integer"):
+            aggregates.append(
+                sql.SQL("round(avg(g.{0})::numeric, 1)::float8 AS {0}").format(column)
+            )
+        elif kinds[name] == "boolean":
+            aggregates.append(
+                sql.SQL("count(*) FILTER (WHERE g.{}) AS {}").format(
+                    column, sql.Identifier(f"{name}_count")
+                )
+            )
+        elif name in layer.tiling.merge_keep:
+            aggregates.append(sql.SQL("mode() WITHIN GROUP (ORDER BY g.{0}) AS {0}").format(column))
+    if layer.family == "point":
+        shape = sql.SQL("ST_SetSRID(ST_MakePoint(avg(g.cx), avg(g.cy)), 4326)")
+    else:
+        shape = sql.SQL("ST_SetSRID(ST_Extent(g.geom)::geometry, 4326)")
+    return sql.SQL(
+        "SELECT {aggregates}, ST_AsMVTGeom(ST_Transform({shape}, 3857), b.env, {extent},"
+        " {buffer}, true) AS __geom"
+        " FROM (SELECT {inner}, c.cx, c.cy,"
+        "  floor((c.cx - %(west)s) / %(lon_span)s * {cells}) AS col,"
+        "  floor((%(north_y)s - ln(tan(pi() / 4 + radians(least(greatest(c.cy, -{lat}), {lat}))"
+        "   / 2))) / %(y_span)s * {cells}) AS row"
+        "  FROM {table} AS f CROSS JOIN b"
+        "  CROSS JOIN LATERAL (SELECT (ST_XMin(f.geom) + ST_XMax(f.geom)) / 2 AS cx,"
+        "   (ST_YMin(f.geom) + ST_YMax(f.geom)) / 2 AS cy) AS c"
+        "  WHERE f.geom && b.box) AS g CROSS JOIN b"
+        " WHERE g.col BETWEEN 0 AND {last} AND g.row BETWEEN 0 AND {last}"
+        " GROUP BY g.col, g.row, b.env ORDER BY count(*) DESC, g.col, g.row LIMIT %(over)s"
+    ).format(
+        aggregates=sql.SQL(", ").join(aggregates),
+        shape=shape,
+        extent=sql.Literal(EXTENT),
+        buffer=sql.Literal(BUFFER),
+        inner=sql.SQL(", ").join(inner),
+        cells=sql.Literal(cells),
+        last=sql.Literal(cells - 1),
+        lat=sql.Literal(MERCATOR_LAT),
+        table=sql.Identifier(layer.table),
+    )
