@@ -29,6 +29,7 @@ from api.routes import (
     open311,
     photos,
     spatial,
+    terrain,
     tiles,
     view,
 )
@@ -110,6 +111,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(photos.router)
     app.include_router(evaluation.router)
     app.include_router(tiles.router)
+    app.include_router(terrain.router)
     app.include_router(view.router)
 
     return app

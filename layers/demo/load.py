@@ -19,6 +19,7 @@ from psycopg import sql
 from layers.datasets import delete_features, record_dataset, referring_table
 from layers.demo.generate import DemoCity
 from layers.demo.history import remove_history
+from layers.demo.terrain import load_demo_terrain
 from twin import catalogue, changes, registry
 from twin.bulk import copy_table, table_length
 from twin.errors import Conflict
@@ -136,6 +137,7 @@ def _load_demo(
                     conn, layer.name, DATASET, source="twin demo city generator",
                     source_crs="EPSG:4326", features=counts[layer.table], **inventory,
                 )  # fmt: skip
+        counts.update(load_demo_terrain(conn, city))  # the ground they stand on
         counts.update(_load_incident_lists(conn, city))
     for table in LOAD_ORDER:
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
