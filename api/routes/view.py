@@ -24,7 +24,7 @@ def get_view(request: Request, conn: Connection) -> HTMLResponse:
     """The one map in 3D: buildings, public space, pipes at their depth, valves and
     hydrants, sensors, incidents kept live, terrain where a DEM is loaded. Click a point
     for what is there (``/locate``). Works with no internet."""
-    html = view.page(catalogue_of(request, conn))
+    html = view.page(conn, catalogue_of(request, conn))
     return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
 

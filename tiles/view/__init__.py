@@ -18,9 +18,12 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+import psycopg
+
 from tiles.view import assets, deck
 from twin import registry
 from twin.errors import NotFound
+from twin.schema import SRID
 
 PAGE = Template((Path(__file__).resolve().parent / "page.html").read_text(encoding="utf-8"))
 POLL_S = 5  # how often the page asks the change log whether incidents changed
@@ -83,10 +86,32 @@ def city_bbox(catalogue: registry.Catalogue) -> tuple[float, float, float, float
     )
 
 
-def has_terrain(catalogue: registry.Catalogue) -> bool:
-    """Whether a ground elevation model is loaded (``twin terrain import``)."""
+def terrain_bbox(catalogue: registry.Catalogue) -> tuple[float, ...] | None:
+    """The extent of the ground elevation model (``twin terrain import``), or None when
+    no DEM is loaded."""
     entry = catalogue.entries.get("terrain")
-    return bool(entry and (entry.get("feature_count") or entry.get("bbox")))
+    if not entry or not entry.get("feature_count") or not entry.get("bbox"):
+        return None
+    return tuple(float(v) for v in entry["bbox"])
+
+
+# The ground at a point: the DEM's elevation there, else the buildings' usual base (their
+# base elevations are above the same datum), else the datum itself.
+_GROUND_SQL = """
+    SELECT coalesce(
+        (SELECT ST_Value(rast, 1, p.point) FROM terrain_tiles
+         WHERE ST_Intersects(rast, p.point) LIMIT 1),
+        (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY base_elevation_m)
+         FROM buildings WHERE base_elevation_m IS NOT NULL),
+        0)
+    FROM (SELECT ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), %(srid)s) AS point) AS p
+"""
+
+
+def ground_level(conn: psycopg.Connection, lon: float, lat: float) -> float:
+    """The ground's elevation (metres) at ``lon``, ``lat``, as the view draws it."""
+    row = conn.execute(_GROUND_SQL, {"lon": lon, "lat": lat, "srid": SRID}).fetchone()
+    return round(float(row[0]), 2) if row and row[0] is not None else 0.0
 
 
 def _script_json(value: Any) -> str:
@@ -95,10 +120,11 @@ def _script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def page(catalogue: registry.Catalogue) -> str:
+def page(conn: psycopg.Connection, catalogue: registry.Catalogue) -> str:
     """The 3D view's HTML for the one map as ``catalogue`` describes it."""
-    terrain = has_terrain(catalogue)
+    terrain = terrain_bbox(catalogue)
     view = deck.fit(city_bbox(catalogue))
+    ground = ground_level(conn, view.longitude, view.latitude)
     drawn = [layer.id for layer in deck.layers(terrain=terrain, url=_url)]
     config = {
         "layers": [{"id": name, "title": deck.TITLES[name]} for name in drawn],
@@ -114,6 +140,6 @@ def page(catalogue: registry.Catalogue) -> str:
         deckgl=_url("deckgl.js"),
         script=_url("one-map.js"),
         style=_url("one-map.css"),
-        deck=_script_json(deck.deck_json(view, terrain=terrain, url=_url)),
+        deck=_script_json(deck.deck_json(view, terrain=terrain, ground=ground, url=_url)),
         config=_script_json(config),
     )

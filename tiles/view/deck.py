@@ -2,9 +2,12 @@
 tiles (the contract's URLs). No base map: the one map's layers are the base.
 
 Vector tiles are flat (MVT is 2D). Buildings stand on their base elevation and pipes lie
-at their depth because the page lifts each tile's vertices by a property as the tile
-arrives (``lifted`` in one-map.js, named here by ``_lifted``): heights are metres, so the
-terrain's metres and the buildings' line up.
+at their depth below the ground because the page lifts each tile's vertices by a property
+as the tile arrives (``lifted`` in one-map.js, named here by ``_lifted``). Heights are
+metres above the vertical datum, as the terrain's: ``ground`` is the ground's elevation
+in the middle of the city, where a feature that says nothing of its height is put. The
+terrain writes no depth, so the flat layers on it (public space, incidents) are never
+hidden where the ground rises a metre above ``ground``.
 """
 
 from __future__ import annotations
@@ -118,9 +121,17 @@ def _match(expression: str, colours: dict[str, list[int]], other: list[int]) -> 
     return chain
 
 
-def _lifted(prop: str, scale: float) -> dict[str, Any]:
-    """The page's tile fetcher that lifts each vertex by ``scale`` x property ``prop``."""
-    return {"@@function": "lifted", "property": prop, "scale": scale}
+def _lifted(prop: str | None, *, scale: float = 1.0, offset: float = 0.0,
+            missing: float) -> dict[str, Any]:  # fmt: skip
+    """The page's tile fetcher that puts each vertex at ``offset + scale x prop`` metres,
+    or at ``missing`` for a feature without ``prop``."""
+    return {
+        "@@function": "lifted",
+        "property": prop,
+        "scale": scale,
+        "offset": round(offset, 2),
+        "missing": round(missing, 2),
+    }
 
 
 def _tiles(layer: str) -> str:
@@ -141,7 +152,6 @@ def _mvt(layer: str, worker: str, **props: Any) -> pydeck.Layer:
         _tiles(layer),
         id=layer,
         max_zoom=MAX_TILE_ZOOM,
-        binary=False,  # GeoJSON features: the lifting fetcher gives each vertex its height
         pickable=True,
         auto_highlight=True,
         highlight_color=[255, 255, 255, 90],
@@ -149,12 +159,19 @@ def _mvt(layer: str, worker: str, **props: Any) -> pydeck.Layer:
     )
 
 
-def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pydeck.Layer]:
-    """The one map's layers, ground first; the terrain's only when a DEM is loaded.
-    ``url`` gives the address of the workers."""
+def layers(
+    *,
+    terrain: Sequence[float] | None,
+    ground: float = 0.0,
+    url: Callable[[str], str] = static_url,
+) -> list[pydeck.Layer]:
+    """The one map's layers, ground first; the terrain's only when a DEM is loaded, over
+    its extent ``terrain`` (west, south, east, north). ``ground`` is the elevation of the
+    ground (metres) for features that have none; ``url`` gives the workers' addresses."""
     mvt_worker = url("mvt-worker.js")
+    surface = ground + 0.3  # what lies on the ground, a hair above it
     drawn = []
-    if terrain:
+    if terrain is not None:
         drawn.append(
             pydeck.Layer(
                 "TerrainLayer",
@@ -164,6 +181,8 @@ def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pyd
                 elevation_decoder=TERRAIN_DECODER,
                 mesh_max_error=2.0,
                 max_zoom=15,
+                extent=[round(v, 6) for v in terrain],  # no tiles asked for beyond the DEM
+                parameters={"depthWriteEnabled": False},
                 load_options={"terrain": {"workerUrl": url("terrain-worker.js")}},
             )
         )
@@ -171,6 +190,7 @@ def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pyd
         _mvt(
             "public_spaces",
             mvt_worker,
+            fetch=_lifted(None, missing=surface),
             filled=True,
             stroked=False,
             get_fill_color=_match("properties.kind", PUBLIC_SPACE_COLOURS, [170, 170, 170, 150]),
@@ -180,6 +200,7 @@ def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pyd
         _mvt(
             "jurisdictions",
             mvt_worker,
+            fetch=_lifted(None, missing=surface + 0.2),
             filled=False,
             stroked=True,
             get_line_color="properties.level === 'grid' ? [255, 80, 80, 220] : [255, 160, 0, 220]",
@@ -189,7 +210,8 @@ def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pyd
         _mvt(
             "pipes",
             mvt_worker,
-            fetch=_lifted("depth_m", -1.0),
+            # A pipe whose depth is not known is drawn at 1.5 m, a usual cover.
+            fetch=_lifted("depth_m", scale=-1.0, offset=ground, missing=ground - 1.5),
             get_line_color=_match("properties.network", NETWORK_COLOURS, OTHER),
             # Metres of diameter, widened so a DN100 main is seen from a street away.
             get_line_width="(properties.diameter_mm || 200) / 1000 * 3",
@@ -199,7 +221,7 @@ def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pyd
         _mvt(
             "pipe_nodes",
             mvt_worker,
-            fetch=_lifted("depth_m", -1.0),
+            fetch=_lifted("depth_m", scale=-1.0, offset=ground, missing=surface),
             point_type="'circle'",
             get_fill_color="properties.kind === 'hydrant' ? [255, 50, 50, 255] : "
             "(properties.state === 'closed' ? [120, 0, 0, 255] : [0, 220, 255, 255])",
@@ -214,7 +236,7 @@ def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pyd
         _mvt(
             "buildings",
             mvt_worker,
-            fetch=_lifted("base_elevation_m", 1.0),
+            fetch=_lifted("base_elevation_m", missing=ground),
             extruded=True,
             wireframe=False,
             get_elevation="properties.height_m || (properties.count ? 12 : 6)",
@@ -224,6 +246,7 @@ def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pyd
         _mvt(
             "sensors",
             mvt_worker,
+            fetch=_lifted("elevation_m", missing=surface + 1.0),  # where it is mounted
             point_type="'circle'",
             get_fill_color=(
                 f"properties.online === false ? {SENSOR_COLOURS['offline']} : "
@@ -239,6 +262,7 @@ def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pyd
         _mvt(
             "incidents",
             mvt_worker,
+            fetch=_lifted(None, missing=surface + 1.0),
             point_type="'circle'",
             get_fill_color=_match("properties.status", INCIDENT_COLOURS, OTHER),
             get_line_color="properties.overdue ? [0, 0, 0, 255] : [255, 255, 255, 255]",
@@ -259,10 +283,16 @@ def layers(*, terrain: bool, url: Callable[[str], str] = static_url) -> list[pyd
     return drawn
 
 
-def deck_json(view: ViewState, *, terrain: bool, url: Callable[[str], str] = static_url) -> str:
-    """The deck as deck.gl's JSON converter reads it."""
+def deck_json(
+    view: ViewState,
+    *,
+    terrain: Sequence[float] | None,
+    ground: float = 0.0,
+    url: Callable[[str], str] = static_url,
+) -> str:
+    """The deck as deck.gl's JSON converter reads it (``layers`` says what is drawn)."""
     deck = pydeck.Deck(
-        layers=layers(terrain=terrain, url=url),
+        layers=layers(terrain=terrain, ground=ground, url=url),
         initial_view_state=pydeck.ViewState(
             longitude=view.longitude,
             latitude=view.latitude,

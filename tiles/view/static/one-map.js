@@ -49,21 +49,52 @@
     return coordinates.map((inner) => lift(inner, z));
   }
 
-  // `{"@@function": "lifted", "property": p, "scale": s}` in the deck: a tile fetcher
-  // that puts each feature's vertices at s x its property p metres (MVT is flat).
-  function lifted({ property, scale }) {
+  // The height of a feature: offset + scale x its property, or `missing` without one.
+  function height(value, { scale, offset, missing }) {
+    const number = value === null || value === undefined || value === "" ? NaN : Number(value);
+    return Number.isFinite(number) ? offset + scale * number : missing;
+  }
+
+  // Binary tiles (loaders.gl's flat arrays): each vertex gets a third coordinate, from
+  // the property's per-vertex array when it is numeric in every feature, else from the
+  // feature's properties.
+  function liftBinary(geometry, rule) {
+    if (!geometry || !geometry.positions || geometry.positions.size !== 2) {
+      return;
+    }
+    const flat = geometry.positions.value;
+    const count = flat.length / 2;
+    const lifted = new Float64Array(count * 3);
+    const numeric = geometry.numericProps && geometry.numericProps[rule.property];
+    const ids = geometry.featureIds && geometry.featureIds.value;
+    for (let i = 0; i < count; i++) {
+      const value = numeric
+        ? numeric.value[i]
+        : rule.property && ids && (geometry.properties[ids[i]] || {})[rule.property];
+      lifted[3 * i] = flat[2 * i];
+      lifted[3 * i + 1] = flat[2 * i + 1];
+      lifted[3 * i + 2] = height(value, rule);
+    }
+    geometry.positions = { value: lifted, size: 3 };
+  }
+
+  // `{"@@function": "lifted", "property": p, "scale": s, "offset": o, "missing": m}` in
+  // the deck: a tile fetcher that puts each feature's vertices at o + s x its property p
+  // metres, or m when it has none (MVT is flat).
+  function lifted(rule) {
     return async function (url, options) {
-      const features = await defaultFetch(options.layer)(url, options);
-      if (!Array.isArray(features)) {
-        return features;
-      }
-      for (const feature of features) {
-        const value = Number(feature.properties && feature.properties[property]);
-        if (feature.geometry && Number.isFinite(value) && value !== 0) {
-          feature.geometry.coordinates = lift(feature.geometry.coordinates, value * scale);
+      const tile = await defaultFetch(options.layer)(url, options);
+      if (Array.isArray(tile)) {
+        for (const feature of tile) {
+          if (feature.geometry) {
+            const z = height(feature.properties && feature.properties[rule.property], rule);
+            feature.geometry.coordinates = lift(feature.geometry.coordinates, z);
+          }
         }
+      } else if (tile && typeof tile === "object") {
+        ["points", "lines", "polygons"].forEach((kind) => liftBinary(tile[kind], rule));
       }
-      return features;
+      return tile;
     };
   }
 
@@ -175,8 +206,28 @@
     tooltip: false,
     configuration: { functions: { lifted } },
   });
-  deckgl.setProps({ getTooltip: tooltip, onClick: locate });
+  deckgl.setProps({ getTooltip: tooltip });
   window.oneMap = { deck: deckgl, locate, showLocate };
+
+  // A click (not the end of a drag) asks what is at that point: the feature's own point
+  // when one is under the pointer, else the ground's. The browser's click, not deck.gl's
+  // tap: a slow frame between press and release must not lose it.
+  let pressedAt = null;
+  container.addEventListener("pointerdown", (event) => {
+    pressedAt = [event.clientX, event.clientY];
+  });
+  container.addEventListener("click", (event) => {
+    if (!pressedAt || Math.hypot(event.clientX - pressedAt[0], event.clientY - pressedAt[1]) > 4) {
+      return;
+    }
+    const box = container.getBoundingClientRect();
+    const x = event.clientX - box.left;
+    const y = event.clientY - box.top;
+    const picked = deckgl.pickObject({ x, y, radius: 2, unproject3D: true });
+    const viewport = deckgl.getViewports()[0];
+    const coordinate = (picked && picked.coordinate) || (viewport && viewport.unproject([x, y]));
+    locate({ coordinate });
+  });
 
   function replaceLayer(id, changes) {
     const layers = deckgl.props.layers.map((l) => (l && l.id === id ? l.clone(changes) : l));
