@@ -81,6 +81,7 @@ INCIDENT_COLOURS = {
     "duplicate": [170, 170, 170, 200],
     "not_our_duty": [170, 170, 170, 200],
 }
+FINISHED = ("resolved", "closed", "cancelled", "duplicate", "not_our_duty")
 OTHER = [200, 200, 200, 255]
 TERRAIN_DECODER = {"rScaler": 256, "gScaler": 1, "bScaler": 1 / 256, "offset": -32768}
 
@@ -256,8 +257,7 @@ def layers(
                 f"{SENSOR_COLOURS['alarm']} : {SENSOR_COLOURS['online']})"
             ),
             get_point_radius=3,
-            point_radius_min_pixels=2,
-            point_radius_max_pixels=7,
+            point_radius_units="'pixels'",
         ),
         _mvt(
             "incidents",
@@ -265,13 +265,16 @@ def layers(
             fetch=_lifted(None, missing=surface + 1.0),
             point_type="'circle'",
             get_fill_color=_match("properties.status", INCIDENT_COLOURS, OTHER),
-            get_line_color="properties.overdue ? [0, 0, 0, 255] : [255, 255, 255, 255]",
+            # Overdue (督办) ringed in magenta; finished and void ones drawn smaller.
+            get_line_color="properties.overdue ? [255, 0, 200, 255] : [20, 20, 20, 220]",
             stroked=True,
-            get_line_width=2,
+            get_line_width="properties.overdue ? 3 : 1",
             line_width_units="'pixels'",
-            get_point_radius="properties.count ? (properties.count > 24 ? 12 : 6 + properties.count / 4) : 6",
-            point_radius_min_pixels=4,
-            point_radius_max_pixels=16,
+            get_point_radius=(
+                "properties.count ? (properties.count > 24 ? 12 : 6 + properties.count / 4) : "
+                f"({' || '.join(f'properties.status === {s!r}' for s in FINISHED)} ? 4 : 7)"
+            ),
+            point_radius_units="'pixels'",
             # The page polls the change log and reloads these tiles: never the browser's
             # copy without asking the server (a 304 when nothing changed).
             load_options={
