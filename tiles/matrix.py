@@ -59,10 +59,24 @@ def tile_at(tms_id: str, z: int, y: int, x: int) -> Tile:
     return Tile(x=x, y=y, z=z)
 
 
-def lonlat_bounds(tms_id: str, tile: Tile) -> tuple[float, float, float, float]:
-    """The tile's west, south, east, north in degrees (WGS 84, the storage CRS)."""
-    b = matrix_set(tms_id).bounds(tile)
-    return (b.left, b.bottom, b.right, b.top)
+def lonlat_bounds(
+    tms_id: str, tile: Tile, margin: float = 0.0
+) -> tuple[float, float, float, float]:
+    """The tile's west, south, east, north in degrees (WGS 84, the storage CRS), grown by
+    ``margin`` (a fraction of the tile's width, as a vector tile's buffer) within the set's
+    bounds: past them lies no feature, and longitudes would wrap."""
+    tms = matrix_set(tms_id)
+    if margin == 0.0:
+        b = tms.bounds(tile)
+        return (b.left, b.bottom, b.right, b.top)
+    xy = tms.xy_bounds(tile)
+    grow = (xy.right - xy.left) * margin
+    world = tms.xy_bbox
+    left, bottom = max(xy.left - grow, world.left), max(xy.bottom - grow, world.bottom)
+    right, top = min(xy.right + grow, world.right), min(xy.top + grow, world.top)
+    west, south = tms.lnglat(left, bottom)
+    east, north = tms.lnglat(right, top)
+    return (west, south, east, north)
 
 
 def tiles_under(

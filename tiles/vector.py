@@ -193,7 +193,8 @@ def _run(
             conn.execute(
                 sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(limits.timeout_ms))
             )
-            row = conn.execute(statement, params).fetchone()
+            # Not prepared: planned with this tile's numbers, which say how much it holds.
+            row = conn.execute(statement, params, prepare=False).fetchone()
     except psycopg.errors.QueryCanceled as exc:
         raise TileTooHeavy(
             f"tile {tile.z}/{tile.y}/{tile.x} took longer than {limits.timeout_ms} ms "
@@ -205,11 +206,13 @@ def _run(
 
 def _params(tile: matrix.Tile, cap: int) -> dict[str, Any]:
     west, south, east, north = matrix.lonlat_bounds("WebMercatorQuad", tile)
+    box = matrix.lonlat_bounds("WebMercatorQuad", tile, BUFFER / EXTENT)
     size = 2 * EARTH / 2**tile.z  # the tile's width in metres (WebMercatorQuad)
     pixel_lon = (east - west) / 256
     middle = math.radians((north + south) / 2)
     return {
-        "z": tile.z, "x": tile.x, "y": tile.y, "margin": BUFFER / EXTENT,
+        "z": tile.z, "x": tile.x, "y": tile.y,
+        "box_w": box[0], "box_s": box[1], "box_e": box[2], "box_n": box[3],
         "cap": cap, "over": cap + 1,
         # a screen pixel in degrees, for features smaller than one
         "pixel_lon": pixel_lon, "pixel_lat": pixel_lon * math.cos(middle),
@@ -225,15 +228,18 @@ def _mercator_y(lat: float) -> float:
     return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
 
 
-_BOX = sql.SQL("ST_Transform(ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s), 4326)")
-_ENVELOPE = sql.SQL("ST_TileEnvelope(%(z)s, %(x)s, %(y)s)")
+# The tile's envelope with the buffer's margin, in the storage CRS: numbers of this tile,
+# so the planner sees how much of the layer it holds (a box read from a CTE, it guessed one
+# row, and sorted a million on disk to merge them).
+_BOX = sql.SQL("ST_MakeEnvelope(%(box_w)s, %(box_s)s, %(box_e)s, %(box_n)s, 4326)")
+_ENVELOPE = sql.SQL("ST_TileEnvelope(%(z)s, %(x)s, %(y)s)")  # WebMercatorQuad's, in 3857
 
 
 def _statement(shown: list[registry.Layer], tile: matrix.Tile) -> sql.Composable:
     """One statement for the whole tile: a capped selection per layer (``r0``, ``r1`` …),
     then their MVT layers joined, and how many features each had (up to the cap and one:
     more than the cap means it was cut)."""
-    ctes = [sql.SQL("b AS (SELECT {} AS env, {} AS box)").format(_ENVELOPE, _BOX)]
+    ctes: list[sql.Composable] = []
     tiles: list[sql.Composable] = []
     counts: list[sql.Composable] = []
     for i, layer in enumerate(shown):
@@ -306,7 +312,7 @@ def _detailed(layer: registry.Layer, tile: matrix.Tile) -> sql.Composable:
     """Each feature under the tile: as stored from the layer's full zoom, simplified to
     the pixel grid and without those smaller than a pixel below it."""
     shape = sql.SQL("ST_Transform(f.geom, 3857)")
-    where = [sql.SQL("f.geom && b.box")]
+    where = [sql.SQL("f.geom && {}").format(_BOX)]
     if tile.z < layer.tiling.full_zoom and layer.family != "point":
         shape = sql.SQL("ST_SimplifyPreserveTopology({}, %(tolerance)s)").format(shape)
         where.append(
@@ -320,12 +326,13 @@ def _detailed(layer: registry.Layer, tile: matrix.Tile) -> sql.Composable:
         ident = sql.Identifier(layer.id_column)
         columns = [sql.SQL("f.{} AS __id, f.{} AS id").format(ident, ident), *columns]
     return sql.SQL(
-        "SELECT * FROM (SELECT {columns}, ST_AsMVTGeom({shape}, b.env, {extent}, {buffer},"
-        " true) AS __geom FROM {table} AS f CROSS JOIN b WHERE {where} ORDER BY {rank}) AS q"
+        "SELECT * FROM (SELECT {columns}, ST_AsMVTGeom({shape}, {envelope}, {extent},"
+        " {buffer}, true) AS __geom FROM {table} AS f WHERE {where} ORDER BY {rank}) AS q"
         " WHERE __geom IS NOT NULL LIMIT %(over)s"
     ).format(
         columns=sql.SQL(", ").join(columns),
         shape=shape,
+        envelope=_ENVELOPE,
         extent=sql.Literal(EXTENT),
         buffer=sql.Literal(BUFFER),
         table=sql.Identifier(layer.table),
@@ -341,45 +348,56 @@ def _merged(layer: registry.Layer) -> sql.Composable:
     so a cell is the same in every tile that draws it."""
     cells = EXTENT // PIXEL // CELL_PIXELS[layer.family]
     kinds = fields(layer)
-    values = {name: value for name, value in zip(layer.tile, _properties(layer), strict=True)}
-    inner = [sql.SQL("f.geom"), *(values[name] for name in layer.tile)]
+    values = dict(zip(layer.tile, _properties(layer), strict=True))
+    # Only what the cells and their values are made of: no geometry is carried.
+    inner: list[sql.Composable] = [sql.SQL("c.cx, c.cy")]
     aggregates = [sql.SQL("count(*) AS count")]
+    names = [sql.Identifier("count")]
     for name in layer.tile:
         column = sql.Identifier(name)
         if name == "count":
             continue
         if kinds[name] in ("number", "integer"):
-            aggregates.append(
-                sql.SQL("round(avg(g.{0})::numeric, 1)::float8 AS {0}").format(column)
-            )
+            aggregate = sql.SQL("round(avg(g.{0})::numeric, 1)::float8 AS {0}").format(column)
         elif kinds[name] == "boolean":
-            aggregates.append(
-                sql.SQL("count(*) FILTER (WHERE g.{}) AS {}").format(
-                    column, sql.Identifier(f"{name}_count")
-                )
+            aggregate = sql.SQL("count(*) FILTER (WHERE g.{}) AS {}").format(
+                column, sql.Identifier(f"{name}_count")
             )
         elif name in layer.tiling.merge_keep:
-            aggregates.append(sql.SQL("mode() WITHIN GROUP (ORDER BY g.{0}) AS {0}").format(column))
+            aggregate = sql.SQL("mode() WITHIN GROUP (ORDER BY g.{0}) AS {0}").format(column)
+        else:
+            continue
+        inner.append(values[name])
+        aggregates.append(aggregate)
+        names.append(sql.Identifier(f"{name}_count" if kinds[name] == "boolean" else name))
     if layer.family == "point":
         shape = sql.SQL("ST_SetSRID(ST_MakePoint(avg(g.cx), avg(g.cy)), 4326)")
-    else:
-        shape = sql.SQL("ST_SetSRID(ST_Extent(g.geom)::geometry, 4326)")
+    else:  # the box of the cell's features, from their boxes
+        inner += [sql.SQL("ST_XMin(f.geom) AS x0, ST_YMin(f.geom) AS y0, ST_XMax(f.geom) AS x1,"
+                          " ST_YMax(f.geom) AS y1")]  # fmt: skip
+        shape = sql.SQL("ST_MakeEnvelope(min(g.x0), min(g.y0), max(g.x1), max(g.y1), 4326)")
+    # The cells outside the tile go after grouping, fenced (OFFSET 0) so the planner does
+    # not filter rows by them first: it then guessed a row or two and merged by sorting.
     return sql.SQL(
-        "SELECT {aggregates}, ST_AsMVTGeom(ST_Transform({shape}, 3857), b.env, {extent},"
-        " {buffer}, true) AS __geom"
-        " FROM (SELECT {inner}, c.cx, c.cy,"
+        "SELECT {names}, __geom FROM (SELECT {aggregates}, ST_AsMVTGeom(ST_Transform({shape}, 3857),"
+        " {envelope}, {extent}, {buffer}, true) AS __geom, g.col AS __col, g.row AS __row"
+        " FROM (SELECT {inner},"
         "  floor((c.cx - %(west)s) / %(lon_span)s * {cells}) AS col,"
         "  floor((%(north_y)s - ln(tan(pi() / 4 + radians(least(greatest(c.cy, -{lat}), {lat}))"
         "   / 2))) / %(y_span)s * {cells}) AS row"
-        "  FROM {table} AS f CROSS JOIN b"
+        "  FROM {table} AS f"
         "  CROSS JOIN LATERAL (SELECT (ST_XMin(f.geom) + ST_XMax(f.geom)) / 2 AS cx,"
         "   (ST_YMin(f.geom) + ST_YMax(f.geom)) / 2 AS cy) AS c"
-        "  WHERE f.geom && b.box) AS g CROSS JOIN b"
-        " WHERE g.col BETWEEN 0 AND {last} AND g.row BETWEEN 0 AND {last}"
-        " GROUP BY g.col, g.row, b.env ORDER BY count(*) DESC, g.col, g.row LIMIT %(over)s"
+        "  WHERE f.geom && {box}) AS g"
+        " GROUP BY g.col, g.row OFFSET 0) AS cell"
+        " WHERE __col BETWEEN 0 AND {last} AND __row BETWEEN 0 AND {last}"
+        " ORDER BY count DESC, __col, __row LIMIT %(over)s"
     ).format(
+        names=sql.SQL(", ").join(names),
         aggregates=sql.SQL(", ").join(aggregates),
         shape=shape,
+        envelope=_ENVELOPE,
+        box=_BOX,
         extent=sql.Literal(EXTENT),
         buffer=sql.Literal(BUFFER),
         inner=sql.SQL(", ").join(inner),

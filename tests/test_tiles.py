@@ -1,0 +1,480 @@
+"""Vector tiles and OGC API Tiles, through the real app on the small demo city: tiles
+decoded as clients decode them (mapbox-vector-tile, and GDAL's MVT driver through
+pyogrio), their content per zoom, their HTTP, their caps, and nonsense at the doors."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import mapbox_vector_tile
+import morecantile
+import psycopg
+import pyogrio
+import pytest
+import shapely
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from layers import scenes
+from tests.conftest import _clone, _drop
+from tests.helpers import make_data_dir, settings_for
+from tiles import matrix, vector
+from twin import registry
+from twin.incidents import intake
+from twin.settings import TileSettings
+
+TMS = morecantile.tms.get("WebMercatorQuad")
+REPORTER = {"name": "李秘密", "phone": "13987654321", "email": "mimi@example.cn"}
+SECRET_TEXT = "我家住在三楼东户"
+
+
+def _tiles_settings(**tiles: object):
+    settings = settings_for(make_data_dir("twin-tiles-"))
+    return settings.model_copy(update={"tiles": TileSettings(_env_file=None, **tiles)})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def city_url(template_url: str) -> Iterator[str]:
+    """A copy of the demo city of this module's own: a report with a reporter's name and
+    phone, an overdue incident and a scene are added to it."""
+    name = "tiles_city"
+    url = _clone(template_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        lon, lat = _centre(conn)
+        taken = intake.report(conn, category_code="SJ0401", channel="hotline_12345",
+                              lon=lon, lat=lat, reporter=REPORTER,
+                              description=SECRET_TEXT, address="演示路1号")  # fmt: skip
+        conn.execute(
+            "UPDATE incidents SET status = 'reported', unit_code = NULL,"
+            " due_response_at = now() - interval '1 hour' WHERE id = %s",
+            (taken.id,),
+        )
+        scenes.create_scene(conn, "benches", geometry_type="point",
+                            properties={"seats": "integer", "material": "string"})  # fmt: skip
+        conn.execute(
+            "INSERT INTO scene_benches (source_id, properties, geom) VALUES"
+            ' (\'b1\', \'{"seats": 4, "material": "wood", "donor": "张三"}\','
+            " ST_SetSRID(ST_MakePoint(%s, %s), 4326))",
+            (lon, lat),
+        )
+    yield url
+    _drop(template_url, name)
+
+
+@pytest.fixture(scope="module")
+def client(city_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(_tiles_settings(), database_url=city_url)) as test_client:
+        yield test_client
+
+
+def _centre(conn: psycopg.Connection) -> tuple[float, float]:
+    row = conn.execute(
+        "SELECT ST_X(c), ST_Y(c) FROM (SELECT ST_Centroid(ST_Extent(geom)::geometry) AS c"
+        " FROM buildings) AS x"
+    ).fetchone()
+    assert row is not None
+    return float(row[0]), float(row[1])
+
+
+@pytest.fixture(scope="module")
+def centre(city_url: str) -> tuple[float, float]:
+    with psycopg.connect(city_url) as conn:
+        return _centre(conn)
+
+
+def _tile(centre: tuple[float, float], z: int) -> morecantile.Tile:
+    return TMS.tile(centre[0], centre[1], z)
+
+
+def _get(client: TestClient, path: str, **headers: str):
+    return client.get(path, headers={"Accept-Encoding": "identity", **headers})
+
+
+def _decode(data: bytes) -> dict:
+    return mapbox_vector_tile.decode(data)
+
+
+def _building_ids(url: str, tile: morecantile.Tile, margin: float = 0.0) -> set[int]:
+    west, south, east, north = matrix.lonlat_bounds("WebMercatorQuad", tile, margin)
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT id FROM buildings WHERE ST_Intersects(geom,"
+            " ST_MakeEnvelope(%s, %s, %s, %s, 4326))",
+            (west, south, east, north),
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+# --- content per zoom -------------------------------------------------------------------
+
+
+def test_a_street_tile_holds_every_building_in_it_with_the_views_properties(
+    client: TestClient, city_url: str, centre: tuple[float, float]
+):
+    tile = _tile(centre, 16)
+    answer = _get(client, f"/tiles/WebMercatorQuad/{tile.z}/{tile.y}/{tile.x}")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    layers = _decode(answer.content)
+    assert {"buildings", "pipes", "pipe_nodes", "public_spaces", "jurisdictions"} <= set(layers)
+    buildings = layers["buildings"]
+    assert buildings["extent"] == vector.EXTENT
+    ids = {f["id"] for f in buildings["features"]}
+    # Every building in the tile is there, and none beyond its buffer.
+    assert _building_ids(city_url, tile) <= ids
+    assert ids <= _building_ids(city_url, tile, vector.BUFFER / vector.EXTENT)
+    first = buildings["features"][0]["properties"]
+    assert {"height_m", "floors", "base_elevation_m", "use"} <= set(first)
+    assert first["id"] == buildings["features"][0]["id"]
+    pipes = [f["properties"] for f in layers["pipes"]["features"]]
+    assert all({"network", "depth_m", "diameter_mm"} <= set(p) for p in pipes[:20])
+    nodes = [f["properties"] for f in layers["pipe_nodes"]["features"]]
+    assert all("kind" in n for n in nodes) and any("state" in n for n in nodes)
+
+
+def test_a_district_tile_holds_buildings_as_blocks_that_count_them_all(
+    client: TestClient, city_url: str, centre: tuple[float, float]
+):
+    tile = _tile(centre, 10)
+    layers = _decode(_get(client, f"/collections/buildings/tiles/WebMercatorQuad/"
+                                  f"{tile.z}/{tile.y}/{tile.x}").content)  # fmt: skip
+    blocks = layers["buildings"]["features"]
+    inside = _building_ids(city_url, tile)
+    assert 0 < len(blocks) < len(inside) / 20  # a few blocks, not 2,687 buildings
+    assert sum(b["properties"]["count"] for b in blocks) == len(inside)
+    assert all({"count", "height_m", "use"} <= set(b["properties"]) for b in blocks)
+
+
+def test_sensors_and_incidents_carry_their_state_and_clusters_count_them(
+    client: TestClient, centre: tuple[float, float]
+):
+    near = _tile(centre, 15)
+    layers = _decode(
+        _get(
+            client, f"/tiles/WebMercatorQuad/15/{near.y}/{near.x}?layers=sensors,incidents"
+        ).content
+    )
+    assert set(layers) == {"sensors", "incidents"}
+    sensor = layers["sensors"]["features"][0]["properties"]
+    assert {"kind", "latest_value", "online"} <= set(sensor)
+    incidents = [f["properties"] for f in layers["incidents"]["features"]]
+    assert all({"category_code", "status", "overdue"} <= set(i) for i in incidents)
+    assert any(i["overdue"] for i in incidents)  # the report made overdue above
+    far = _tile(centre, 9)
+    clusters = _decode(
+        _get(client, f"/collections/incidents/tiles/WebMercatorQuad/9/{far.y}/{far.x}").content
+    )["incidents"]["features"]
+    assert all("count" in c["properties"] and "overdue_count" in c["properties"] for c in clusters)
+    assert sum(c["properties"]["overdue_count"] for c in clusters) >= 1
+
+
+def test_no_personal_data_is_in_any_tile(client: TestClient, centre: tuple[float, float]):
+    for z in (9, 12, 15, 18):
+        tile = _tile(centre, z)
+        data = _get(client, f"/tiles/WebMercatorQuad/{z}/{tile.y}/{tile.x}").content
+        assert data
+        for secret in (*REPORTER.values(), SECRET_TEXT, "张三"):
+            assert secret.encode() not in data, (z, secret)
+        for name in ("reporter", "tracking_token", "description", "phone", "donor"):
+            assert name.encode() not in data, (z, name)
+
+
+def test_every_tile_property_is_a_public_column_or_one_the_tiles_work_out():
+    for layer in registry.BUILTIN_LAYERS:
+        vector.check_tile_names(layer)  # raises for a hidden or unknown name
+        assert not set(layer.tile) & set(layer.hidden)
+    leaky = registry.BUILTIN["incidents"]
+    with pytest.raises(ValueError, match="hidden"):
+        vector.check_tile_names(
+            registry.Layer(**{**leaky.__dict__, "tile": (*leaky.tile, "reporter")})
+        )
+
+
+def test_a_scene_is_tiled_with_its_declared_properties_only(
+    client: TestClient, centre: tuple[float, float]
+):
+    tile = _tile(centre, 16)
+    answer = _get(client, f"/collections/benches/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}")
+    bench = _decode(answer.content)["benches"]["features"][0]
+    assert bench["properties"] == {"id": bench["id"], "seats": 4, "material": "wood"}
+
+
+def test_tiles_read_with_gdals_mvt_driver(
+    client: TestClient, tmp_path: Path, centre: tuple[float, float]
+):
+    tile = _tile(centre, 16)
+    data = _get(client, f"/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}").content
+    # GDAL takes a tile's place from its path, z/x/y.
+    path = tmp_path / "16" / str(tile.x) / f"{tile.y}.pbf"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    names = {name for name, _ in pyogrio.list_layers(path)}
+    assert {"buildings", "pipes", "incidents", "sensors"} <= names
+    # CLIP=NO: GDAL keeps the features of the buffer too, as ST_AsMVT wrote them.
+    meta, _, geometry, _ = pyogrio.raw.read(path, layer="buildings", CLIP="NO")
+    assert len(geometry) == len(_decode(data)["buildings"]["features"])
+    assert "height_m" in list(meta["fields"])
+    bounds = shapely.total_bounds(shapely.from_wkb(geometry))
+    west, south, east, north = matrix.lonlat_bounds("WebMercatorQuad", tile)
+    # GDAL places the tile in EPSG:3857: its features lie around the tile.
+    x0, y0 = TMS.xy(west, south)
+    x1, y1 = TMS.xy(east, north)
+    margin = (x1 - x0) * 0.1
+    assert x0 - margin <= bounds[0] and bounds[2] <= x1 + margin
+    assert y0 - margin <= bounds[1] and bounds[3] <= y1 + margin
+
+
+def test_a_tiles_bytes_do_not_depend_on_the_order_its_layers_are_named(
+    client: TestClient, centre: tuple[float, float]
+):
+    tile = _tile(centre, 15)
+    one = _get(client, f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}?layers=pipes,buildings")
+    two = _get(client, f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}?layers=buildings,pipes,pipes")
+    assert one.content == two.content and one.headers["etag"] == two.headers["etag"]
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+def test_an_empty_tile_is_204(client: TestClient):
+    answer = _get(client, "/tiles/WebMercatorQuad/16/0/0")
+    assert answer.status_code == 204 and answer.content == b""
+    below = _get(client, "/collections/buildings/tiles/WebMercatorQuad/3/3/6")
+    assert below.status_code == 204  # buildings start at z8
+
+
+def test_etag_and_304(client: TestClient, centre: tuple[float, float]):
+    tile = _tile(centre, 16)
+    path = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"
+    first = _get(client, path)
+    tag = first.headers["etag"]
+    assert tag.startswith('"') and tag == vector_etag(first.content)
+    for header in (tag, f"W/{tag}", f'"nope", {tag}', "*"):
+        again = _get(client, path, **{"If-None-Match": header})
+        assert again.status_code == 304 and again.content == b"", header
+        assert again.headers["etag"] == tag
+    assert _get(client, path, **{"If-None-Match": '"other"'}).status_code == 200
+    assert "no-cache" in first.headers["cache-control"]
+
+
+def vector_etag(data: bytes) -> str:
+    from api.routes.tiles import etag
+
+    return etag(data)
+
+
+def test_gzip_when_the_client_takes_it(client: TestClient, centre: tuple[float, float]):
+    tile = _tile(centre, 15)
+    path = f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}"
+    plain = _get(client, path)
+    zipped = client.get(path, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert "Accept-Encoding" in zipped.headers["vary"]
+    # httpx inflates it as a client does; what came over the wire was smaller.
+    assert zipped.content == plain.content
+    assert int(zipped.headers["content-length"]) < len(plain.content) / 2
+    assert gzip.decompress(gzip.compress(plain.content)) == plain.content
+    refused = client.get(path, headers={"Accept-Encoding": "gzip;q=0, identity"})
+    assert "content-encoding" not in refused.headers
+    # The gzip representation has its own tag, and either tag is a 304.
+    assert zipped.headers["etag"] != plain.headers["etag"]
+    again = client.get(path, headers={"Accept-Encoding": "gzip",
+                                      "If-None-Match": zipped.headers["etag"]})  # fmt: skip
+    assert again.status_code == 304
+
+
+def test_impossible_addresses_and_unknown_names(client: TestClient):
+    cases = {
+        "/tiles/WebMercatorQuad/99999999999999999999/0/0": (400, "z"),
+        "/tiles/WebMercatorQuad/23/0/0": (400, "z"),
+        "/tiles/WebMercatorQuad/3/-1/0": (400, "y"),
+        "/tiles/WebMercatorQuad/3/0/8": (400, "x"),
+        "/tiles/WebMercatorQuad/3/0/NaN": (400, "x"),
+        "/tiles/WebMercatorQuad/3/0/1e3": (400, "x"),
+        "/tiles/WebMercatorQuad/3/1_0/0": (400, "y"),
+        "/collections/buildings/tiles/WebMercatorQuad/3/0/inf": (400, "x"),
+        "/tiles/WorldCRS84Quad/3/0/0": (404, None),
+        "/tileMatrixSets/Nonsense": (404, None),
+        "/collections/nope/tiles/WebMercatorQuad/3/0/0": (404, None),
+        "/collections/nope/tiles": (404, None),
+        "/collections/nope/tiles/WebMercatorQuad/tilejson.json": (404, None),
+        "/tiles/WebMercatorQuad/3/0/0?layers=buildings,nope": (400, "layers"),
+        "/tiles/WebMercatorQuad/3/0/0?layers=,,": (400, "layers"),
+        "/tiles/WebMercatorQuad/3/0/0?layers=a%00b": (400, None),
+        "/collections/build%00ings/tiles/WebMercatorQuad/3/0/0": (400, None),
+    }
+    for path, (status, parameter) in cases.items():
+        answer = _get(client, path)
+        assert answer.status_code == status, (path, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json", path
+        if parameter is not None:
+            assert answer.json().get("parameter") == parameter, (path, answer.json())
+    many = ",".join(f"n{i}" for i in range(10_000))  # under the URL length clients send
+    answer = _get(client, f"/tiles/WebMercatorQuad/3/0/0?layers={many[:19_000]}")
+    assert answer.status_code == 400 and "more" in answer.json()["detail"]
+    assert len(answer.text) < 2000  # the message names a few, not ten thousand
+    answer = _get(client, f"/tiles/WebMercatorQuad/3/0/0?layers={many}")
+    assert answer.status_code == 400
+
+
+# --- caps -------------------------------------------------------------------------------
+
+
+def test_the_feature_cap_keeps_the_largest_buildings_and_says_so(
+    city_url: str, centre: tuple[float, float]
+):
+    tile = _tile(centre, 15)
+    with TestClient(create_app(_tiles_settings(tile_max_features=5), database_url=city_url)) as c:
+        answer = _get(c, f"/collections/buildings/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}")
+    assert answer.headers["x-tile-truncated"] == "buildings"
+    kept = {f["id"] for f in _decode(answer.content)["buildings"]["features"]}
+    west, south, east, north = matrix.lonlat_bounds(
+        "WebMercatorQuad", tile, vector.BUFFER / vector.EXTENT
+    )
+    with psycopg.connect(city_url) as conn:
+        largest = conn.execute(
+            "SELECT id FROM buildings WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
+            " ORDER BY ST_Area(geom) DESC, id LIMIT 5",
+            (west, south, east, north),
+        ).fetchall()
+    assert kept == {r[0] for r in largest}
+
+
+def test_the_byte_cap_holds(city_url: str, centre: tuple[float, float]):
+    tile = _tile(centre, 15)
+    with TestClient(create_app(_tiles_settings(tile_max_bytes=5000), database_url=city_url)) as c:
+        answer = _get(c, f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}")
+        full = _get(c, f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}?layers=units")
+    assert answer.status_code == 200
+    assert len(answer.content) <= 5000
+    assert "buildings" in answer.headers["x-tile-truncated"]
+    assert "pipes" in _decode(answer.content)  # fewer features, every layer
+    assert "x-tile-truncated" not in full.headers
+
+
+@pytest.fixture(scope="module")
+def crowded(template_url: str) -> Iterator[str]:
+    """A city with a scene of 200,000 points over the world."""
+    name = "tiles_crowded"
+    url = _clone(template_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        scenes.create_scene(conn, "dots", geometry_type="point", properties={"size": "integer"})
+        conn.execute("DROP INDEX idx_scene_dots_geom")  # built after: much faster
+        conn.execute(
+            "INSERT INTO scene_dots (source_id, properties, geom) SELECT g::text,"
+            " jsonb_build_object('size', g % 100), ST_SetSRID(ST_MakePoint(-180 + random()"
+            " * 360, -80 + random() * 160), 4326) FROM generate_series(1, 200000) AS g"
+        )
+        conn.execute("CREATE INDEX idx_scene_dots_geom ON scene_dots USING gist (geom)")
+        conn.execute("ANALYZE scene_dots")
+    yield url
+    _drop(template_url, name)
+
+
+def test_a_zoom_0_tile_over_a_crowded_layer_is_within_the_caps_or_503(crowded: str):
+    settings = _tiles_settings(tile_max_features=100, tile_max_bytes=20_000, tile_timeout_ms=5000)
+    with TestClient(create_app(settings, database_url=crowded)) as c:
+        answer = _get(c, "/tiles/WebMercatorQuad/0/0/0")
+    if answer.status_code == 503:  # the machine was too slow for the time limit
+        assert int(answer.headers["retry-after"]) > 0
+        return
+    assert answer.status_code == 200 and len(answer.content) <= 20_000
+    dots = _decode(answer.content)["dots"]["features"]
+    assert len(dots) <= 100 and sum(d["properties"]["count"] for d in dots) == 200_000
+
+
+def test_a_tile_past_its_time_limit_is_503_with_retry_after(crowded: str):
+    with psycopg.connect(crowded) as conn:
+        catalogue = registry.load(conn)
+        with pytest.raises(vector.TileTooHeavy, match="took longer than 1 ms"):
+            vector.render_tile(conn, catalogue, ["dots"], matrix.Tile(0, 0, 0),
+                               limits=vector.Limits(timeout_ms=1))  # fmt: skip
+        # The connection is fine after it (the time limit was the tile's own).
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    settings = _tiles_settings(tile_timeout_ms=100)
+    with TestClient(create_app(settings, database_url=crowded)) as c:
+        answer = _get(c, "/tiles/WebMercatorQuad/0/0/0?layers=dots")
+    # 200,000 points merged in 100 ms: not on this machine (nor, loaded, in 5 s above).
+    assert answer.status_code == 503, answer.status_code
+    assert answer.headers["retry-after"] and "TWIN_TILE_TIMEOUT_MS" in answer.json()["detail"]
+
+
+def test_cache_control_follows_the_layers(city_url: str, centre: tuple[float, float]):
+    tile = _tile(centre, 15)
+    with TestClient(create_app(_tiles_settings(tile_max_age_s=60), database_url=city_url)) as c:
+        buildings = _get(c, f"/collections/buildings/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}")
+        composite = _get(c, f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}")
+    assert buildings.headers["cache-control"] == "public, max-age=60"
+    # Incidents' overdue changes with the clock: clients must ask again.
+    assert composite.headers["cache-control"] == "public, no-cache"
+
+
+# --- documents --------------------------------------------------------------------------
+
+
+def test_tilejson_documents_lead_to_tiles(client: TestClient, centre: tuple[float, float]):
+    for path in ("/tiles/WebMercatorQuad/tilejson.json",
+                 "/collections/buildings/tiles/WebMercatorQuad/tilejson.json",
+                 "/tiles/WebMercatorQuad/tilejson.json?layers=pipes,sensors"):  # fmt: skip
+        doc = _get(client, path).json()
+        assert doc["tilejson"] == "3.0.0"
+        west, south, east, north = doc["bounds"]
+        assert west <= centre[0] <= east and south <= centre[1] <= north
+        zoom = doc["center"][2]
+        assert doc["minzoom"] <= zoom <= doc["maxzoom"] == matrix.MAX_ZOOM
+        layers = {v["id"]: v for v in doc["vector_layers"]}
+        tile = _tile(centre, 16)
+        url = doc["tiles"][0].format(z=16, y=tile.y, x=tile.x).removeprefix("http://testserver")
+        answer = _get(client, url)
+        assert answer.status_code == 200, url
+        assert set(_decode(answer.content)) <= set(layers)
+        for name, decoded in _decode(answer.content).items():
+            for feature in decoded["features"]:
+                assert set(feature["properties"]) <= set(layers[name]["fields"]), name
+    assert set(layers) == {"pipes", "sensors"}
+    assert layers["pipes"]["minzoom"] == registry.BUILTIN["pipes"].tiling.min_zoom
+
+
+def test_tileset_documents_lead_to_tiles(client: TestClient, centre: tuple[float, float]):
+    collection = _get(client, "/collections/buildings").json()
+    link = next(k for k in collection["links"]
+                if k["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector")  # fmt: skip
+    tilesets = _get(client, link["href"].removeprefix("http://testserver")).json()
+    [tileset_link] = [k for k in tilesets["tilesets"][0]["links"] if k["rel"] == "self"]
+    tileset = _get(client, tileset_link["href"].removeprefix("http://testserver")).json()
+    assert tileset["dataType"] == "vector"
+    assert tileset["crs"] == "http://www.opengis.net/def/crs/EPSG/0/3857"
+    assert tileset["tileMatrixSetURI"].endswith("/WebMercatorQuad")
+    [item] = [k for k in tileset["links"] if k["rel"] == "item"]
+    assert item["type"] == "application/vnd.mapbox-vector-tile" and item["templated"]
+    assert "{tileMatrix}/{tileRow}/{tileCol}" in item["href"]
+    tile = _tile(centre, 16)
+    limits = {lim["tileMatrix"]: lim for lim in tileset["tileMatrixSetLimits"]}
+    z16 = limits["16"]
+    assert z16["minTileRow"] <= tile.y <= z16["maxTileRow"]
+    assert z16["minTileCol"] <= tile.x <= z16["maxTileCol"]
+    assert min(int(z) for z in limits) == registry.BUILTIN["buildings"].tiling.min_zoom
+    url = item["href"].format(tileMatrix=16, tileRow=tile.y, tileCol=tile.x)
+    assert _get(client, url.removeprefix("http://testserver")).status_code == 200
+    [layer] = tileset["layers"]
+    assert layer["id"] == "buildings" and layer["geometryDimension"] == 2
+    assert "height_m" in layer["propertiesSchema"]["properties"]
+    scheme = next(k for k in tileset["links"] if k["rel"].endswith("tiling-scheme"))
+    tms = _get(client, scheme["href"].removeprefix("http://testserver")).json()
+    assert tms["id"] == "WebMercatorQuad" and len(tms["tileMatrices"]) > matrix.MAX_ZOOM
+
+
+def test_the_one_map_tilesets_and_the_conformance(client: TestClient):
+    landing = _get(client, "/").json()
+    rels = {k["rel"]: k["href"] for k in landing["links"]}
+    assert _get(client, rels["http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"]
+                .removeprefix("http://testserver")).json()["tileMatrixSets"][0]["id"] == "WebMercatorQuad"  # fmt: skip
+    tilesets = _get(client, "/tiles").json()["tilesets"]
+    assert [t["tileMatrixSetURI"].rsplit("/", 1)[1] for t in tilesets] == ["WebMercatorQuad"]
+    one_map = _get(client, "/tiles/WebMercatorQuad").json()
+    assert {layer["id"] for layer in one_map["layers"]} >= {"buildings", "incidents", "benches"}
+    conformance = _get(client, "/conformance").json()["conformsTo"]
+    for part in ("core", "tileset", "tilesets-list", "geodata-tilesets", "dataset-tilesets", "mvt"):
+        assert f"http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/{part}" in conformance
