@@ -33,6 +33,7 @@ from api.routes import (
     tiles,
     view,
 )
+from tiles.cache import TileCache
 from twin import registry
 from twin.settings import Settings
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         app.state.pool.open()
         app.state.operational_pool.open()
         app.state.catalogue.listen(database_url)
+        app.state.tile_cache.listen(database_url)
         app.state.sweeper = Sweeper(app.state.pool, settings.api.sweep_interval_s)
         app.state.sweeper.start()
         # An area answer is some 200,000 small containers: at CPython's default thresholds
@@ -82,6 +84,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
             app.state.sweeper.stop()
+            app.state.tile_cache.close()
             app.state.catalogue.close()
             app.state.operational_pool.close()
             app.state.pool.close()
@@ -97,6 +100,8 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     # The catalogue held in memory, reloaded when the change log says a layer changed.
     app.state.catalogue = registry.Snapshot()
     app.state.key_cache = KeyCache()
+    # Rendered tiles, shared with the other processes and kept current by the change log.
+    app.state.tile_cache = TileCache(settings.tile_cache, tiles.renderer(settings))
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(layers.router)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: ``twin db|demo|import|scene|terrain|datasets|layers|serve|up``."""
+    """The command line: ``twin db|demo|import|scene|terrain|datasets|tiles|layers|serve|up``."""
     parser = argparse.ArgumentParser(
         prog="twin",
         description="The one map (一张图): a spatial digital twin of the city on PostGIS.",
@@ -284,6 +285,34 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(run=_command("keys", "cmd_keys_revoke"))
 
+    tiles = commands.add_parser("tiles", help="the shared vector tile cache: seed or clear it")
+    tile_commands = tiles.add_subparsers(title="tiles commands", metavar="ACTION", required=True)
+    seed = tile_commands.add_parser(
+        "seed",
+        help="pre-render a zoom range into the shared tile cache",
+        description=(
+            "Render the vector tiles of a zoom range over a box into the tile cache every "
+            "API process shares: each layer's collection tiles and the one-map tile of them "
+            "(of every layer when --layers is not given). Tiles cached and current are left "
+            "as they are. Exit status 3 when some tiles could not be made."
+        ),
+    )
+    seed.add_argument("--zooms", type=_zooms, default=range(10, 17), metavar="FROM-TO",
+                      help="zoom levels, e.g. 10-16 (the default) or 14")  # fmt: skip
+    seed.add_argument("--layers", type=_names, metavar="A,B",
+                      help="layers, separated by commas (default: every feature layer)")  # fmt: skip
+    seed.add_argument("--bbox", type=_bbox, metavar="W,S,E,N",
+                      help="lon/lat box (default: the layers' extent)")  # fmt: skip
+    seed.add_argument("--tms", default="WebMercatorQuad", choices=("WebMercatorQuad",),
+                      help="tile matrix set")  # fmt: skip
+    seed.add_argument("--jobs", type=_jobs, default=2, help="tiles rendered at once (default 2)")
+    seed.add_argument("--json", action="store_true", help="print the counts as JSON")
+    seed.set_defaults(run=_command("tiles", "cmd_tiles_seed"))
+    clear = tile_commands.add_parser("clear", help="empty the shared tile cache")
+    clear.add_argument("--layers", type=_names, metavar="A,B",
+                       help="only the tiles holding these layers")  # fmt: skip
+    clear.set_defaults(run=_command("tiles", "cmd_tiles_clear"))
+
     layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     layers.set_defaults(run=_command("layers", "cmd_layers"))
@@ -315,6 +344,72 @@ def _seed(text: str) -> int:
     if seed < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {seed}")
     return seed
+
+
+MAX_ZOOM = 22  # tiles.matrix.MAX_ZOOM; the parser imports no tile code (see the docstring)
+
+
+def _zoom(text: str) -> int:
+    try:
+        zoom = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text.strip()[:20]!r} is not a zoom level") from None
+    if not 0 <= zoom <= MAX_ZOOM:
+        raise argparse.ArgumentTypeError(f"zoom {zoom} is outside 0..{MAX_ZOOM}")
+    return zoom
+
+
+def _zooms(text: str) -> range:
+    """``10-16`` or ``14``: the zoom levels, first to last."""
+    first, sep, last = text.partition("-")
+    if sep and not (first.strip() and last.strip()):
+        raise argparse.ArgumentTypeError(f"{text[:20]!r}: give FROM-TO, e.g. 10-16")
+    low = _zoom(first)
+    high = _zoom(last) if sep else low
+    if low > high:
+        raise argparse.ArgumentTypeError(
+            f"{text}: the first zoom is above the last (say {high}-{low})"
+        )
+    return range(low, high + 1)
+
+
+def _names(text: str) -> list[str]:
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one layer")
+    return names
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    """``west,south,east,north`` in degrees."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}: give four numbers, west,south,east,north")
+    try:
+        west, south, east, north = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}: not four numbers") from None
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}: every number must be finite")
+    if not (-180 <= west < east <= 180):
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r}: west and east are longitudes, -180 to 180, west below east"
+        )
+    if not (-90 <= south < north <= 90):
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r}: south and north are latitudes, -90 to 90, south below north"
+        )
+    return (west, south, east, north)
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number") from None
+    if not 1 <= jobs <= 32:
+        raise argparse.ArgumentTypeError(f"{jobs}: give 1 to 32")
+    return jobs
 
 
 def _port(text: str) -> int:

@@ -172,11 +172,14 @@ def sample_elevations(
             WITH filled AS (
                 UPDATE {table} f SET {column} = round(v.z::numeric, 2)
                 FROM (
-                    SELECT f.id, ST_Value(t.rast, 1, {point}) AS z
+                    -- Where DEMs overlap, the latest import's value (as the tiles draw it).
+                    SELECT DISTINCT ON (f.id) f.id, v.z
                     FROM {table} f JOIN terrain_tiles t ON ST_Intersects(t.rast, {point})
-                    WHERE f.{column} IS NULL
+                    CROSS JOIN LATERAL (SELECT ST_Value(t.rast, 1, {point}) AS z) v
+                    WHERE f.{column} IS NULL AND v.z IS NOT NULL
+                    ORDER BY f.id, t.id DESC
                 ) v
-                WHERE f.id = v.id AND v.z IS NOT NULL
+                WHERE f.id = v.id
                 RETURNING f.geom
             )
             SELECT n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)

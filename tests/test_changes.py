@@ -87,7 +87,10 @@ def test_an_import_records_a_tight_box_a_new_version_and_the_new_statistics(
     with psycopg.connect(fresh_url) as conn, conn.transaction():
         import_file(conn, "buildings", path, ImportOptions(dataset="two"))
         assert heard(listener, 0.3) == []  # nothing is heard before the commit
-    [change] = logged(fresh_url, before)
+    logged_changes = logged(fresh_url, before)
+    # The demo's ground under them gave them their base elevations: a change of its own.
+    assert [c.operation for c in logged_changes] == ["import", "elevation"]
+    change = logged_changes[0]
     assert (change.layer, change.operation, change.dataset, change.features) == (
         "buildings", "import", "two", 2,
     )  # fmt: skip
@@ -95,8 +98,8 @@ def test_an_import_records_a_tight_box_a_new_version_and_the_new_statistics(
     assert covers(change.bbox, LON, LAT) and covers(change.bbox, LON + 0.0021, LAT + 0.0011)
     assert change.bbox[2] - change.bbox[0] < 0.003  # the two buildings, not the whole layer
     count, version, *_ = catalogue_row(fresh_url, "buildings")
-    assert count == count_before + 2 and version == change.version
-    assert heard(listener) == [change]
+    assert count == count_before + 2 and version == logged_changes[-1].version
+    assert heard(listener) == logged_changes
 
 
 def test_a_reimport_that_moves_a_feature_covers_where_it_was_and_where_it_is(
@@ -195,8 +198,13 @@ def test_a_demo_load_records_every_layer_it_replaced(fresh_url: str, small_city:
     logged_changes = logged(fresh_url, before)
     assert {c.layer for c in logged_changes} == {
         "jurisdictions", "units", "buildings", "public_spaces", "pipe_nodes", "pipes", "sensors",
+        "terrain",
     }  # fmt: skip
-    assert {c.operation for c in logged_changes} == {"demo"}
+    # Its ground comes in through the DEM import, as a provider's would.
+    assert {(c.operation, c.dataset) for c in logged_changes if c.layer == "terrain"} == {
+        ("import", "demo")
+    }
+    assert {c.operation for c in logged_changes if c.layer != "terrain"} == {"demo"}
     buildings = next(c for c in logged_changes if c.layer == "buildings")
     count, version, *extent = catalogue_row(fresh_url, "buildings")
     assert version == buildings.version and buildings.features == count
@@ -234,8 +242,11 @@ def test_epanets_tie_up_of_pipes_and_nodes_is_recorded(fresh_url: str, tmp_path:
         import_file(conn, "pipes", path, ImportOptions(crs="EPSG:4549"))
     logged_changes = logged(fresh_url, before)
     assert [(c.layer, c.operation) for c in logged_changes] == [
-        ("pipe_nodes", "import"), ("pipes", "import"), ("pipes", "topology"),
-    ]  # fmt: skip
+        ("pipe_nodes", "import"),
+        ("pipe_nodes", "elevation"),
+        ("pipes", "import"),
+        ("pipes", "topology"),
+    ]  # fmt: skip  (the nodes the file gave no elevation stand on the demo's ground)
     tie_up = logged_changes[-1]
     assert tie_up.features == 5 and tie_up.dataset == "net"
     assert covers(tie_up.bbox, 121.40015, 31.2401)  # J1, in the demo district
@@ -312,10 +323,11 @@ def test_another_system_follows_the_log_over_http(staff: TestClient, tmp_path: P
                       [LON + 0.0001, LAT + 0.0001], [LON, LAT]]]}}]}  # fmt: skip
     assert staff.post("/layers/buildings/features", json=body, headers=KEY).status_code == 200
     since = staff.get(f"/changes?after={latest}").json()
-    [change] = since["changes"]
+    change, filled = since["changes"]  # and its base elevation, from the demo's ground
     assert change["layer"] == "buildings" and change["operation"] == "import"
+    assert (filled["layer"], filled["operation"]) == ("buildings", "elevation")
     assert covers(tuple(change["bbox"]), LON + 0.00005, LAT + 0.00002)
-    assert since["next"] == since["latest"] == change["version"] > latest
+    assert since["next"] == since["latest"] == filled["version"] > change["version"] > latest
     assert staff.get(f"/changes?after={since['next']}").json()["changes"] == []
     assert (
         staff.get("/changes?after=0&layer=units&limit=5").json()["changes"][0]["layer"] == "units"

@@ -23,7 +23,7 @@ from tests.helpers import make_data_dir, settings_for
 from tiles import matrix, vector
 from twin import registry
 from twin.incidents import intake
-from twin.settings import TileSettings
+from twin.settings import TileCacheSettings, TileSettings
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 REPORTER = {"name": "李秘密", "phone": "13987654321", "email": "mimi@example.cn"}
@@ -31,8 +31,13 @@ SECRET_TEXT = "我家住在三楼东户"
 
 
 def _tiles_settings(**tiles: object):
+    """Settings with other tile limits, and no tile cache: the shared one holds the tiles
+    other apps of this module rendered under the default limits."""
     settings = settings_for(make_data_dir("twin-tiles-"))
-    return settings.model_copy(update={"tiles": TileSettings(_env_file=None, **tiles)})  # type: ignore[arg-type]
+    uncached = TileCacheSettings(_env_file=None, tile_memory_mb=0, tile_cache_mb=0)  # type: ignore[call-arg]
+    return settings.model_copy(
+        update={"tiles": TileSettings(_env_file=None, **tiles), "tile_cache": uncached}  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -260,9 +265,9 @@ def test_etag_and_304(client: TestClient, centre: tuple[float, float]):
 
 
 def vector_etag(data: bytes) -> str:
-    from api.routes.tiles import etag
+    from tiles.cache import etag_of
 
-    return etag(data)
+    return etag_of(data)
 
 
 def test_gzip_when_the_client_takes_it(client: TestClient, centre: tuple[float, float]):

@@ -185,7 +185,13 @@ def elevations(
     if not blocks:
         return None
     out = np.full((size + 2, size + 2), NODATA, dtype="float32")
-    for source, source_transform in _mosaics(blocks):
+    for mosaic, mosaic_transform in _mosaics(blocks):
+        # Only the part under the tile: rasterio copies the whole source for GDAL.
+        source, source_transform = _window(
+            mosaic, mosaic_transform, (west - margin, south - margin, east + margin, north + margin)
+        )
+        if source.size == 0:
+            continue
         reproject(
             source, out, src_transform=source_transform, src_crs=_STORAGE, src_nodata=NODATA,
             dst_transform=transform, dst_crs=tms.rasterio_crs,
@@ -244,6 +250,23 @@ def _mosaics(blocks: list[tuple[np.ndarray, Affine]]) -> list[tuple[np.ndarray, 
     return mosaics
 
 
+def _window(
+    values: np.ndarray, transform: Affine, box: tuple[float, float, float, float]
+) -> tuple[np.ndarray, Affine]:
+    """The part of ``values`` (north up) that covers ``box`` (west, south, east, north in
+    its CRS), and that part's geotransform."""
+    west, south, east, north = box
+    height, width = values.shape
+    first_column = max(0, math.floor((west - transform.c) / transform.a))
+    last_column = min(width, math.ceil((east - transform.c) / transform.a))
+    first_row = max(0, math.floor((north - transform.f) / transform.e))
+    last_row = min(height, math.ceil((south - transform.f) / transform.e))
+    part = values[
+        first_row : max(first_row, last_row), first_column : max(first_column, last_column)
+    ]
+    return part, transform @ Affine.translation(first_column, first_row)
+
+
 def _filled(elevation: np.ndarray) -> np.ndarray:
     """``elevation`` with each no-data pixel given the value of the nearest DEM pixel."""
     missing = elevation == NODATA
@@ -255,12 +278,14 @@ def _filled(elevation: np.ndarray) -> np.ndarray:
 
 def terrarium(elevation: np.ndarray) -> np.ndarray:
     """RGB bytes encoding ``elevation`` in metres: R * 256 + G + B / 256 - 32768."""
-    value = np.clip(elevation.astype("float64") + TERRARIUM_OFFSET, 0.0, 65535.996)
-    whole = np.floor(value)
+    # In 1/256 m, R, G and B are the three bytes of one 24-bit number (rounded, so a
+    # decoded value is within 1/512 m of the DEM's).
+    steps = np.rint((elevation.astype("float64") + TERRARIUM_OFFSET) * 256)
+    steps = np.clip(steps, 0, 2**24 - 1).astype("uint32")
     rgb = np.empty((*elevation.shape, 3), dtype="uint8")
-    rgb[..., 0] = whole // 256
-    rgb[..., 1] = whole % 256
-    rgb[..., 2] = np.floor((value - whole) * 256)
+    rgb[..., 0] = steps >> 16
+    rgb[..., 1] = (steps >> 8) & 0xFF
+    rgb[..., 2] = steps & 0xFF
     return rgb
 
 
@@ -300,7 +325,7 @@ def _pixel_metres(tile: matrix.Tile, tms_id: str, rows: int) -> np.ndarray:
     step = (top - bottom) / size
     centres = top + step - step * (np.arange(rows) + 0.5)
     # Web Mercator's scale is 1 / cos(latitude); y / R is the isometric latitude.
-    return step / np.cosh(centres / 6378137.0)
+    return (step / np.cosh(centres / 6378137.0)).astype("float32")
 
 
 def _png(pixels: np.ndarray, mode: str) -> bytes:

@@ -3,7 +3,9 @@
 ``Settings`` groups one model per concern: ``database`` (where the data base is and how it
 is used), ``api`` (where the API listens, who may call it, how much it serves at once),
 ``imports`` (how big and how long an import may be), ``photos`` (how big a resident's or
-a unit's photo may be) and ``tiles`` (how much a vector tile may hold). A later concern (tiles, MQTT) is one more model and one more field. The variables keep the flat names the README documents
+a unit's photo may be), ``tiles`` (how much a vector tile may hold) and ``tile_cache``
+(how many rendered tiles are kept). A later concern (MQTT) is one more model and one more
+field. The variables keep the flat names the README documents
 (``TWIN_DATABASE_URL``, ``TWIN_PORT`` …): each concern reads its own from the environment.
 
 Created by the composition root (CLI, app factory, tests), never at import time.
@@ -118,6 +120,25 @@ class PhotoSettings(_Concern):
     max_photos_per_report: int = Field(default=5, ge=1, le=20, description="Photos per upload.")
 
 
+class TileCacheSettings(_Concern):
+    """How much of the rendered vector tiles is kept, in each API process and shared by
+    all of them in the data base (tiles/cache.py says why both)."""
+
+    tile_memory_mb: int = Field(
+        default=256,
+        ge=0,
+        le=65_536,
+        description="Tiles kept in each API process's memory (the warm front); 0: none.",
+    )
+    tile_cache_mb: int = Field(
+        default=2048,
+        ge=0,
+        le=1_048_576,
+        description="Tiles kept in the data base for every process and `twin tiles seed`; "
+        "0: none. Past it, the least recently used go.",
+    )
+
+
 class TileSettings(_Concern):
     """How much a vector tile may hold and how long it may take (tiles.vector.Limits)."""
 
@@ -159,6 +180,7 @@ class Settings(BaseModel):
     imports: ImportSettings
     photos: PhotoSettings
     tiles: TileSettings
+    tile_cache: TileCacheSettings
 
     def __init__(self, **concerns: _Concern) -> None:
         problems: list[InitErrorDetails] = []

@@ -19,6 +19,7 @@ from fastapi import status as http
 
 from api.access import Public
 from api.deps import FastJSON, KnownParameters, Plain, with_connection
+from api.routes.tiles import CORS
 from tiles import matrix
 from tiles import terrain as terrain_tiles
 
@@ -49,12 +50,12 @@ async def _tile(
     def draw(conn: psycopg.Connection) -> tuple[str, bytes | None]:
         found = terrain_tiles.terrain(conn)
         tag = terrain_tiles.etag(found, kind, tile)
-        if if_none_match is not None and tag in (t.strip() for t in if_none_match.split(",")):
+        if _matches(if_none_match, tag):
             return tag, None
         return tag, terrain_tiles.render(conn, found, kind, tile, tms_id)
 
     tag, png = await with_connection(request, draw)
-    headers = {"ETag": tag, "Cache-Control": CACHE}
+    headers = {"ETag": tag, "Cache-Control": CACHE, **CORS}
     if png is None:
         return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers=headers)
     if not png:
@@ -62,11 +63,20 @@ async def _tile(
     return Response(png, media_type=PNG, headers=headers)
 
 
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    """Whether If-None-Match names ``tag`` (or is ``*``), weak tags compared as RFC 9110
+    says (as the vector tiles' routes compare them)."""
+    if if_none_match is None:
+        return False
+    given = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return tag in given or "*" in given
+
+
 async def _tilejson(request: Request, kind: str, tms_id: str) -> FastJSON:
     matrix.matrix_set(tms_id)
     found = await with_connection(request, terrain_tiles.terrain)
     document = terrain_tiles.tilejson(found, kind, _tile_url(request, kind, tms_id), tms_id)
-    return FastJSON(document, headers={"Cache-Control": CACHE})
+    return FastJSON(document, headers={"Cache-Control": CACHE, **CORS})
 
 
 IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=200)]

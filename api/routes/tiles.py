@@ -4,14 +4,14 @@ one-map tile of them all. Public: the open map holds nothing personal.
 A tile route checks the address, renders (tiles.vector, one statement in PostGIS) and
 answers as a tile server does: 204 for an empty tile, a strong ETag from the bytes and
 304 for If-None-Match, Cache-Control, gzip when the client takes it, X-Tile-Truncated
-naming the layers the caps cut. ``render_for`` then ``tile_answer``: two calls, so a
-cache can sit between them.
+naming the layers the caps cut. Tiles go through the tile cache (tiles/cache.py): a warm
+one is answered from the process's memory without a connection, with the ETag of its
+bytes; X-Tile-Cache says whether it came from memory, the shared tier or a render.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
+import functools
 import math
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -22,10 +22,11 @@ from fastapi.responses import JSONResponse, Response
 
 from api.access import Public
 from api.deps import Plain, catalogue_of, with_connection
-from tiles import matrix, vector
+from tiles import cache, matrix, vector
 from twin import registry
 from twin.crs import CRS84
 from twin.errors import InvalidInput, NotFound
+from twin.settings import Settings
 
 router = APIRouter(tags=["OGC API Tiles"])
 CollectionId = Annotated[str, Path(max_length=63)]
@@ -377,25 +378,28 @@ async def map_tilejson(
 # --- the tiles --------------------------------------------------------------------------
 
 
-def render_for(
-    conn: psycopg.Connection, request: Request, names: Sequence[str] | None, tile: matrix.Tile,
-    layers_text: str | None = None,
-) -> vector.Rendered:  # fmt: skip
+def cached_tile(
+    conn: psycopg.Connection, request: Request, tms: str, names: Sequence[str] | None,
+    tile: matrix.Tile, layers_text: str | None = None,
+) -> tuple[cache.Cached, tuple[str, ...]]:  # fmt: skip
     """The tile of the layers named (``names``: one collection; None: the one map's, as
-    ``layers_text`` chooses), rendered with the settings' limits."""
+    ``layers_text`` chooses) from the tile cache, rendered with the settings' limits when
+    it has no current one; and the layers it holds."""
     catalogue = catalogue_of(request, conn)
     if names is None:
-        names = [layer.name for layer in chosen_layers(catalogue, layers_text)]
+        chosen = [layer.name for layer in chosen_layers(catalogue, layers_text)]
+        keyed = None if layers_text is None else chosen  # None: the composite of every layer
     else:
         for name in names:
             _feature_layer(catalogue, name)
-    limits = vector.Limits.of(request.app.state.settings.tiles)
-    return vector.render_tile(conn, catalogue, names, tile, limits=limits)
+        chosen = keyed = list(names)
+    tile_cache: cache.TileCache = request.app.state.tile_cache
+    return tile_cache.tile(conn, catalogue, tms, keyed, tile), tuple(chosen)
 
 
-def etag(data: bytes) -> str:
-    """A strong ETag of a tile's bytes."""
-    return '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
+def renderer(settings: Settings) -> cache.Render:
+    """What the tile cache renders with: tiles.vector with the settings' limits."""
+    return functools.partial(vector.render_tile, limits=vector.Limits.of(settings.tiles))
 
 
 def _accepts_gzip(request: Request) -> bool:
@@ -422,31 +426,53 @@ def _matches(request: Request, tags: set[str]) -> bool:
     return any(t.strip().removeprefix("W/") in tags for t in header.split(","))
 
 
-def tile_answer(request: Request, rendered: vector.Rendered) -> Response:
-    """The HTTP answer of a rendered tile: 204 when empty, 304 when the client has it,
-    gzip when it takes it; Cache-Control by the layers it holds."""
+def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) -> Response:
+    """The HTTP answer of a tile: 204 when empty, 304 when the client has it, gzip when it
+    takes it (compressed once for a tile kept in memory); Cache-Control by the layers it
+    holds; X-Tile-Cache says where it came from (memory, shared or rendered)."""
     settings = request.app.state.settings.tiles
     # An incident's overdue changes with the clock: clients ask each time (tiles.vector).
-    if "incidents" in rendered.layers or settings.tile_max_age_s == 0:
-        cache = "public, no-cache"
+    if "incidents" in layers or cache.ALL in layers or settings.tile_max_age_s == 0:
+        cache_control = "public, no-cache"
     else:
-        cache = f"public, max-age={settings.tile_max_age_s}"
-    headers = {"Cache-Control": cache, "Vary": "Accept-Encoding", **CORS}
-    if rendered.truncated:
-        headers["X-Tile-Truncated"] = ", ".join(rendered.truncated)
-    if not rendered.data:
+        cache_control = f"public, max-age={settings.tile_max_age_s}"
+    headers = {"Cache-Control": cache_control, "Vary": "Accept-Encoding",
+               "X-Tile-Cache": found.source, **CORS}  # fmt: skip
+    if found.truncated:
+        headers["X-Tile-Truncated"] = ", ".join(found.truncated)
+    if not found.data:
         return Response(status_code=204, headers=headers)
-    tag = etag(rendered.data)
+    tag = found.etag
     zipped = tag[:-1] + '-gzip"'  # another representation, another strong tag
     wants_gzip = _accepts_gzip(request)
     headers["ETag"] = zipped if wants_gzip else tag
     if _matches(request, {tag, zipped}):
         return Response(status_code=304, headers=headers)
-    body = rendered.data
+    body = found.data
     if wants_gzip:
-        body = gzip.compress(body, compresslevel=6, mtime=0)
+        body = found.gzipped()
         headers["Content-Encoding"] = "gzip"
     return Response(body, media_type=vector.MVT_TYPE, headers=headers)
+
+
+async def _tile(
+    request: Request, tms: str, names: Sequence[str] | None, tile: matrix.Tile,
+    layers_text: str | None,
+) -> Response:  # fmt: skip
+    """A tile's answer: from this process's memory without a connection when it is
+    there (a warm tile), else through the cache on a pooled connection."""
+    if names is not None or layers_text is None or layers_text.strip(", "):
+        keyed = names
+        if names is None and layers_text is not None:
+            keyed = [n.strip() for n in layers_text.split(",") if n.strip()]
+        tile_cache: cache.TileCache = request.app.state.tile_cache
+        found = tile_cache.from_memory(cache.key_for(tms, keyed, tile))
+        if found is not None:
+            return tile_answer(request, found, keyed or (cache.ALL,))
+    found, layers = await with_connection(
+        request, cached_tile, request, tms, names, tile, layers_text
+    )
+    return tile_answer(request, found, layers)
 
 
 @router.get(
@@ -461,8 +487,7 @@ async def collection_tile(
 ) -> Response:
     """One layer's tile (Mapbox Vector Tile 2.1, one layer named as the collection)."""
     tile = matrix.tile_at(tms, z, y, x)
-    rendered = await with_connection(request, render_for, request, [collection_id], tile)
-    return tile_answer(request, rendered)
+    return await _tile(request, tms, [collection_id], tile, None)
 
 
 @router.get(
@@ -478,5 +503,4 @@ async def map_tile(
     """The composite one-map tile: every feature layer (or those ``layers`` names) as a
     named MVT layer."""
     tile = matrix.tile_at(tms, z, y, x)
-    rendered = await with_connection(request, render_for, request, None, tile, layers)
-    return tile_answer(request, rendered)
+    return await _tile(request, tms, None, tile, layers)

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
-from twin import registry
+from twin import changes, registry
 from twin.errors import Conflict, InvalidInput, NotFound
 from twin.incidents.rows import Rejected, RowError, Stored, blank, key_of, positive, text, whole
 from twin.schema import PIPE_NETWORKS
@@ -276,6 +277,10 @@ def store(
     }
     order = _tree_order(parsed, existing, stored, refused)
     with conn.transaction():
+        priorities = dict(conn.execute(
+            "SELECT code, priority FROM incident_categories WHERE code = ANY(%s)",
+            ([c.code for c in order],),
+        ).fetchall())  # fmt: skip
         for category in order:
             inserted = conn.execute(
                 """
@@ -301,6 +306,14 @@ def store(
                 stored.inserted += 1
             else:
                 stored.updated += 1
+        # A category's priority is in its incidents' tiles: a change of them, for the
+        # tile cache (twin.changes), under the incidents of the categories it moved.
+        moved = [c.code for c in order if c.code in priorities and priorities[c.code] != c.priority]
+        box = moved and changes.box_of(
+            conn, sql.SQL("SELECT geom FROM incidents WHERE category_code = ANY(%s)"), (moved,)
+        )
+        if box:
+            changes.record(conn, "incidents", "edit", box=box, features=0, table=None)
         if replace:
             gone = [
                 code for (code,) in conn.execute(

@@ -1,0 +1,273 @@
+"""Terrain tiles: Terrarium PNG decoded as deck.gl and MapLibre decode it, the shaded map
+tile, their HTTP (204, 404, 400, ETag, 304) and TileJSON, a re-import, and the demo
+city's ground under its buildings."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import morecantile
+import numpy as np
+import psycopg
+import pytest
+import rasterio
+from fastapi.testclient import TestClient
+from PIL import Image
+from pyproj import Transformer
+from rasterio.transform import from_origin
+
+from api.app import create_app
+from layers.terrain import import_dem
+from tests.conftest import _clone, _drop
+from tests.helpers import make_data_dir, settings_for
+
+TMS = morecantile.tms.get("WebMercatorQuad")
+BASE = "/collections/terrain"
+# A plane in UTM 51N, 2 km x 1.5 km of 10 m cells, rising from 0 m in the west to 100 m in
+# the east; north-east of the small demo district, so the two DEMs do not overlap.
+UTM = "EPSG:32651"
+WEST_LON, NORTH_LAT = 121.50, 31.32
+CELL, COLUMNS, ROWS = 10.0, 200, 150
+_TO_UTM = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
+X0, Y0 = (round(v, -1) for v in _TO_UTM.transform(WEST_LON, NORTH_LAT))
+
+
+def plane(x: float | np.ndarray) -> float | np.ndarray:
+    """The plane's elevation at UTM easting ``x``."""
+    return 100.0 * (x - X0) / (COLUMNS * CELL)
+
+
+def write_plane(path: Path, lift: float = 0.0) -> Path:
+    """The plane as a GeoTIFF (cell values at cell centres), ``lift`` metres higher."""
+    centres = X0 + (np.arange(COLUMNS) + 0.5) * CELL
+    z = np.tile(plane(centres) + lift, (ROWS, 1)).astype("float32")
+    with rasterio.open(path, "w", driver="GTiff", width=COLUMNS, height=ROWS, count=1,
+                       dtype="float32", crs=UTM, transform=from_origin(X0, Y0, CELL, CELL)) as out:  # fmt: skip
+        out.write(z, 1)
+    return path
+
+
+def inside(lon_share: float, lat_share: float = 0.5) -> tuple[float, float]:
+    """A point of the plane: ``lon_share`` of the way east, ``lat_share`` south."""
+    to_lonlat = Transformer.from_crs(UTM, "EPSG:4326", always_xy=True)
+    x = X0 + lon_share * COLUMNS * CELL
+    y = Y0 - lat_share * ROWS * CELL
+    return to_lonlat.transform(x, y)
+
+
+def pixel_of(tile: morecantile.Tile, lon: float, lat: float) -> tuple[int, int]:
+    """The row and column of the tile's pixel over ``lon``, ``lat``."""
+    bounds = TMS.xy_bounds(tile)
+    x, y = TMS.xy(lon, lat)
+    size = TMS.matrix(tile.z).tileWidth
+    column = int((x - bounds.left) / (bounds.right - bounds.left) * size)
+    row = int((bounds.top - y) / (bounds.top - bounds.bottom) * size)
+    return row, column
+
+
+def pixel_centre(tile: morecantile.Tile, row: int, column: int) -> tuple[float, float]:
+    """The lon, lat of the centre of the tile's pixel."""
+    bounds = TMS.xy_bounds(tile)
+    size = TMS.matrix(tile.z).tileWidth
+    x = bounds.left + (column + 0.5) * (bounds.right - bounds.left) / size
+    y = bounds.top - (row + 0.5) * (bounds.top - bounds.bottom) / size
+    return TMS.lnglat(x, y)
+
+
+def url(kind: str, tile: morecantile.Tile) -> str:
+    return f"{BASE}/{kind}/tiles/WebMercatorQuad/{tile.z}/{tile.y}/{tile.x}"
+
+
+def decode(png: bytes) -> np.ndarray:
+    """Metres from a Terrarium PNG, as deck.gl's elevationDecoder computes them."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype("float64")
+    return rgb[..., 0] * 256 + rgb[..., 1] + rgb[..., 2] / 256 - 32768
+
+
+def rgba(png: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(png))
+    assert image.mode == "RGBA"
+    return np.asarray(image)
+
+
+@pytest.fixture(scope="module")
+def plane_url(template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The small demo with the plane imported beside its own DEM."""
+    name = "terrain_plane_module"
+    url = _clone(template_url, name)
+    with psycopg.connect(url) as conn:
+        import_dem(conn, write_plane(tmp_path_factory.mktemp("dem") / "plane.tif"))
+    yield url
+    _drop(template_url, name)
+
+
+@pytest.fixture(scope="module")
+def plane_client(plane_url: str) -> Iterator[TestClient]:
+    app = create_app(settings_for(make_data_dir("twin-terrain-")), database_url=plane_url)
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.mark.parametrize("z", [11, 13, 15, 17])
+def test_terrarium_tiles_decode_to_the_dems_elevations(plane_client: TestClient, z: int):
+    for share in (0.1, 0.5, 0.9):
+        lon, lat = inside(share)
+        tile = TMS.tile(lon, lat, z)
+        answer = plane_client.get(url("coverage", tile))
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        row, column = pixel_of(tile, lon, lat)
+        x, _ = _TO_UTM.transform(*pixel_centre(tile, row, column))
+        assert decode(answer.content)[row, column] == pytest.approx(plane(x), abs=0.1)
+
+
+def test_a_tile_over_the_dems_edge_decodes_everywhere_to_ground_of_the_dem(
+    plane_client: TestClient,
+):
+    lon, lat = inside(0.99)  # a z14 tile holds the plane's east edge and what lies beyond
+    tile = TMS.tile(lon, lat, 14)
+    elevations = decode(plane_client.get(url("coverage", tile)).content)
+    # Beyond the DEM the nearest DEM value: the mesh ends flat, no wall to -32768 or 0.
+    assert elevations.min() >= -0.5 and elevations.max() <= 100.5
+    outside_row, outside_column = pixel_of(tile, *inside(1.05))
+    assert elevations[outside_row, outside_column] == pytest.approx(100, abs=1.0)
+
+
+def test_the_map_tile_is_drawn_where_the_dem_is_and_transparent_beyond(plane_client: TestClient):
+    tile = TMS.tile(*inside(0.99), 14)
+    answer = plane_client.get(url("map", tile))
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    pixels = rgba(answer.content)
+    row, column = pixel_of(tile, *inside(0.97))
+    assert pixels[row, column, 3] == 255
+    row, column = pixel_of(tile, *inside(1.05))
+    assert pixels[row, column, 3] == 0
+    assert pixels[..., 3].min() == 0 and (pixels[..., 3] == 255).sum() > 1000
+    # Coloured by height: the west of the plane is not the colour of its east.
+    west_tile = TMS.tile(*inside(0.05), 14)
+    west = rgba(plane_client.get(url("map", west_tile)).content)[pixel_of(west_tile, *inside(0.05))]
+    east = pixels[pixel_of(tile, *inside(0.97))]
+    assert np.abs(west[:3].astype(int) - east[:3].astype(int)).sum() > 60
+
+
+@pytest.mark.parametrize("kind", ["coverage", "map"])
+def test_a_tile_with_no_dem_under_it_is_204(plane_client: TestClient, kind: str):
+    answer = plane_client.get(url(kind, TMS.tile(2.35, 48.85, 14)))  # Paris
+    assert answer.status_code == 204 and answer.content == b""
+
+
+@pytest.mark.parametrize(
+    ("address", "named"),
+    [("23/0/0", "z"), ("-1/0/0", "z"), ("3/8/0", "y"), ("3/0/8", "x"), ("3/-1/0", "y"),
+     ("3/0/99999999999999999999999", "x"), ("a/0/0", "z"), ("3/0/1.5", "x")],
+)  # fmt: skip
+def test_an_impossible_tile_is_400_naming_the_index(
+    plane_client: TestClient, address: str, named: str
+):
+    answer = plane_client.get(f"{BASE}/coverage/tiles/WebMercatorQuad/{address}")
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["parameter"] == named
+
+
+def test_an_unknown_matrix_set_is_404(plane_client: TestClient):
+    for path in ("coverage/tiles/WorldCRS84Quad/3/0/0", "map/tiles/Nope/tilejson.json"):
+        answer = plane_client.get(f"{BASE}/{path}")
+        assert answer.status_code == 404 and "WebMercatorQuad" in answer.json()["detail"]
+    assert plane_client.get(f"{BASE}/map/tiles/Web%00/3/0/0").status_code == 400
+
+
+@pytest.mark.parametrize("kind", ["coverage", "map"])
+def test_a_tile_is_revalidated_with_its_etag(plane_client: TestClient, kind: str):
+    tile = TMS.tile(*inside(0.5), 15)
+    first = plane_client.get(url(kind, tile))
+    tag = first.headers["etag"]
+    assert first.headers["cache-control"] == "public, no-cache"
+    assert first.headers["access-control-allow-origin"] == "*"  # WebGL pages on other origins
+    weak = plane_client.get(url(kind, tile), headers={"If-None-Match": f"W/{tag}"})
+    assert weak.status_code == 304
+    again = plane_client.get(url(kind, tile), headers={"If-None-Match": f'"other", {tag}'})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == tag
+    stale = plane_client.get(url(kind, tile), headers={"If-None-Match": '"terrain-old"'})
+    assert stale.status_code == 200 and stale.content == first.content
+    # Another tile, or the other kind of the same, has an ETag of its own.
+    other = plane_client.get(url(kind, TMS.tile(*inside(0.1), 15))).headers["etag"]
+    assert other != tag
+    assert plane_client.get(url("map" if kind == "coverage" else "coverage", tile)).headers[
+        "etag"
+    ] not in (tag, other)
+
+
+def test_the_tilejson_documents_say_where_and_how(plane_client: TestClient):
+    coverage = plane_client.get(f"{BASE}/coverage/tiles/WebMercatorQuad/tilejson.json").json()
+    shaded = plane_client.get(f"{BASE}/map/tiles/WebMercatorQuad/tilejson.json").json()
+    assert coverage["tilejson"] == "3.0.0" and coverage["encoding"] == "terrarium"
+    assert "encoding" not in shaded
+    west, south, east, north = coverage["bounds"]
+    for lon, lat in (inside(0.01, 0.01), inside(0.99, 0.99)):  # the plane ...
+        assert west <= lon <= east and south <= lat <= north
+    assert west < 121.40 < east and south < 31.24 < north  # ... and the demo's DEM
+    # 10 m cells at 31° N: z14's pixels (8.2 m) are the first as fine.
+    assert coverage["maxzoom"] == 14 and coverage["minzoom"] <= 12
+    assert coverage["tileSize"] == 256
+    for document, kind in ((coverage, "coverage"), (shaded, "map")):
+        assert document["bounds"] == coverage["bounds"]
+        template = document["tiles"][0]
+        tile = TMS.tile(*inside(0.5), 15)
+        filled = template.format(z=tile.z, y=tile.y, x=tile.x).replace("http://testserver", "")
+        assert filled == url(kind, tile) and plane_client.get(filled).status_code == 200
+
+
+def test_a_reimport_changes_the_tiles_and_their_etags(fresh_url: str, tmp_path: Path):
+    tile = TMS.tile(*inside(0.5), 15)
+    row, column = pixel_of(tile, *inside(0.5))
+    app = create_app(settings_for(make_data_dir("twin-terrain-")), database_url=fresh_url)
+    with TestClient(app) as client:
+        with psycopg.connect(fresh_url) as conn:
+            import_dem(conn, write_plane(tmp_path / "plane.tif"))
+        first = client.get(url("coverage", tile))
+        shaded = client.get(url("map", tile))
+        with psycopg.connect(fresh_url) as conn:  # the same dataset, 10 m higher
+            import_dem(conn, write_plane(tmp_path / "plane.tif", lift=10.0))
+        after = client.get(url("coverage", tile), headers={"If-None-Match": first.headers["etag"]})
+        assert after.status_code == 200 and after.headers["etag"] != first.headers["etag"]
+        lifted = decode(after.content)[row, column] - decode(first.content)[row, column]
+        assert lifted == pytest.approx(10.0, abs=0.02)
+        again = client.get(url("map", tile), headers={"If-None-Match": shaded.headers["etag"]})
+        assert again.status_code == 200 and again.headers["etag"] != shaded.headers["etag"]
+
+
+def test_with_no_terrain_loaded_the_tiles_are_404_saying_how_to_load_one(fresh_url: str):
+    with psycopg.connect(fresh_url) as conn:  # a data base no DEM was ever imported into
+        conn.execute("DELETE FROM terrain_tiles")
+        conn.execute("DELETE FROM layer_catalogue WHERE name = 'terrain'")
+    app = create_app(settings_for(make_data_dir("twin-terrain-")), database_url=fresh_url)
+    with TestClient(app) as client:
+        for path in ("coverage/tiles/WebMercatorQuad/14/6694/13717",
+                     "map/tiles/WebMercatorQuad/14/6694/13717",
+                     "coverage/tiles/WebMercatorQuad/tilejson.json"):  # fmt: skip
+            answer = client.get(f"{BASE}/{path}")
+            assert answer.status_code == 404
+            assert "twin terrain import" in answer.json()["detail"]
+
+
+def test_the_demo_city_stands_on_its_terrain(client: TestClient, demo_url: str):
+    with psycopg.connect(demo_url) as conn:
+        standing = conn.execute(
+            "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)), base_elevation_m"
+            " FROM buildings WHERE dataset = 'demo' ORDER BY id LIMIT 40"
+        ).fetchall()
+        standing += conn.execute(
+            "SELECT ST_X(geom), ST_Y(geom), ground_elevation_m"
+            " FROM pipe_nodes WHERE dataset = 'demo' ORDER BY id DESC LIMIT 40"
+        ).fetchall()
+    tilejson = client.get(f"{BASE}/coverage/tiles/WebMercatorQuad/tilejson.json").json()
+    decoded: dict[morecantile.Tile, np.ndarray] = {}
+    for lon, lat, elevation in standing:
+        tile = TMS.tile(lon, lat, tilejson["maxzoom"])
+        if tile not in decoded:
+            answer = client.get(url("coverage", tile))
+            assert answer.status_code == 200
+            decoded[tile] = decode(answer.content)
+        ground = decoded[tile][pixel_of(tile, lon, lat)]
+        assert ground == pytest.approx(elevation, abs=0.1), (lon, lat)
