@@ -10,6 +10,7 @@ and reload the incidents when the change log says one came in.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -23,6 +24,7 @@ import numpy as np
 import psycopg
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
@@ -58,6 +60,11 @@ def view_url(template_url: str) -> Iterator[str]:
     url = _clone(template_url, name)
     yield url
     _drop(template_url, name)
+
+
+@pytest.fixture
+def settings_url(fresh_url: str) -> tuple[Any, str]:
+    return settings_for(make_data_dir("twin-view-")), fresh_url
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +126,45 @@ def test_the_bundle_is_cached_gzipped_and_revalidated(server: str):
     assert again.status_code == 304
 
 
-@pytest.mark.parametrize("name", ["nope.js", "../../pyproject.toml", "..%2F..%2Fpyproject.toml"])
-def test_only_the_views_own_files_are_served(server: str, name: str):
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [("nope.js", 404), ("..%2F..%2Fpyproject.toml", 404), ("x" * 81, 400), ("a%00.js", 400)],
+)
+def test_only_the_views_own_files_are_served(server: str, name: str, status: int):
     answer = httpx.get(f"{server}/view/static/{name}")
-    assert answer.status_code == 404
+    assert answer.status_code == status, answer.text
+    assert "[build-system]" not in answer.text  # never a file of ours outside the list
+
+
+def _deck(page: str) -> dict[str, Any]:
+    found = re.search(r'<script id="deck-json" type="application/json">(.*?)</script>', page, re.S)
+    assert found, page[:300]
+    return json.loads(found.group(1))
+
+
+def test_without_a_dem_the_view_has_no_terrain(settings_url: tuple[Any, str]):
+    settings, url = settings_url
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM terrain_tiles")
+        conn.execute("DELETE FROM layer_catalogue WHERE name = 'terrain'")
+    with TestClient(create_app(settings, database_url=url)) as client:
+        page = client.get("/view")
+    assert page.status_code == 200
+    kinds = {layer["id"]: layer["@@type"] for layer in _deck(page.text)["layers"]}
+    assert "terrain" not in kinds and "TerrainLayer" not in kinds.values()
+    assert kinds["buildings"] == "MVTLayer"
+    assert 'data-layer="terrain"' not in page.text
+
+
+def test_the_view_starts_over_the_city(server: str, view_url: str):
+    view = _deck(httpx.get(f"{server}/view").text)["initialViewState"]
+    with psycopg.connect(view_url) as conn:
+        west, south, east, north = conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
+            " FROM (SELECT ST_Extent(geom) AS e FROM buildings) AS b"
+        ).fetchone()
+    assert west < view["longitude"] < east and south < view["latitude"] < north
+    assert 12 <= view["zoom"] <= 17 and view["pitch"] > 0
 
 
 # --- the page in a browser -------------------------------------------------------------

@@ -69,7 +69,7 @@ def bundle_loader_version(module: str) -> str | None:
         return None
     after = text[where.end() : where.end() + 400]
     named = re.search(r'var (\w+)="(\d+\.\d+\.\d+)",\w+=\{\.\.\.\w+,dataType:null', after)
-    if named is None:  # the loader's object holds its version itself
+    if named is None:  # or the version is set before the loader's object opens
         named = re.search(
             r'var (\w+)="(\d+\.\d+\.\d+)";var \w+=\{dataType:null',
             text[where.start() - 300 : where.start()],
