@@ -18,9 +18,11 @@ from pathlib import Path
 import pydeck
 
 HERE = Path(__file__).resolve().parent
-# Where `npm ci` (make setup) puts the workers: the repository's root, as the project is
-# installed in place (`pip install -e`).
-NODE_MODULES = HERE.parent.parent / "node_modules"
+# Where `npm ci` put the workers: the repository's root (make setup installs the project
+# in place, `pip install -e`), or else the folder twin runs in (the container's /app,
+# where the Dockerfile copies them).
+_PLACES = (HERE.parent.parent / "node_modules", Path.cwd() / "node_modules")
+NODE_MODULES = next((p for p in _PLACES if p.is_dir()), _PLACES[0])
 BUNDLE = Path(pydeck.__file__).resolve().parent / "nbextension" / "static" / "index.js"
 
 
