@@ -15,15 +15,16 @@ PG_SHARE ?= /usr/share/postgresql
 # DRY_RUN=1 prints the apt-get commands instead of running them.
 DRY_RUN  ?=
 
-.PHONY: setup system python demo test lint bench bench-intake clean-venv
+.PHONY: setup system python node demo test lint bench bench-intake clean-venv
 
-setup: system python
+setup: system python node
 
 # PostgreSQL and PostGIS (and GDAL's command line tools) from the distribution's packages,
 # when missing. Debian 12 has PostgreSQL 15, Debian 13 17, Ubuntu 24.04 16, Ubuntu 22.04 14:
 # PostGIS is installed for the newest PostgreSQL the machine has (the server, as twin uses
 # it), or else for the one the `postgresql` package would bring, or else the newest apt
-# offers PostGIS for.
+# offers PostGIS for. npm (for the 3D view's workers, `node` below) and Chromium (the 3D
+# view's test opens the page in it, headless) come from the distribution too.
 define SYSTEM_SH
 run() { if [ -n "$$DRY_RUN" ]; then echo "would run: $$*"; else "$$@" >/dev/null; fi; }
 fail() { echo "error: $$*; or set TWIN_DATABASE_URL to a PostGIS server" >&2; exit 1; }
@@ -35,34 +36,42 @@ for server in "$$PG_LIB"/*/bin/postgres; do
   if [ -z "$$have" ] || [ "$$n" -gt "$$have" ]; then have=$$n; fi
 done
 major=$${PG_MAJOR:-$$have}
-postgis=no; gdal=no
+postgis=no; gdal=no; npm=no; chromium=no
 if [ -n "$$major" ] && [ -e "$$PG_SHARE/$$major/extension/postgis.control" ]; then postgis=yes; fi
 if command -v ogr2ogr >/dev/null 2>&1; then gdal=yes; fi
-if [ $$postgis = yes ] && [ $$gdal = yes ]; then
-  echo "PostgreSQL $$major + PostGIS, GDAL: present"; exit 0
+if command -v npm >/dev/null 2>&1; then npm=yes; fi
+if command -v chromium >/dev/null 2>&1; then chromium=yes; fi
+if [ $$postgis = yes ] && [ $$gdal = yes ] && [ $$npm = yes ] && [ $$chromium = yes ]; then
+  echo "PostgreSQL $$major + PostGIS, GDAL, npm, Chromium: present"; exit 0
 fi
-command -v apt-get >/dev/null 2>&1 || fail "no apt-get: install PostgreSQL with PostGIS and GDAL"
+if ! command -v apt-get >/dev/null 2>&1; then
+  [ $$postgis = yes ] && [ $$gdal = yes ] || fail "no apt-get: install PostgreSQL with PostGIS and GDAL"
+  echo "error: no apt-get: install npm (Node.js) and Chromium" >&2; exit 1
+fi
 run $$SUDO apt-get update -qq || exit 1
-why="the newest installed"
-[ -n "$$PG_MAJOR" ] && why="PG_MAJOR"
-if [ -z "$$major" ]; then
-  why="the version apt installs"
-  major=$$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$$/\1/p' | head -n 1)
-fi
-if [ -z "$$major" ]; then
-  why="the newest apt has PostGIS for"
-  major=$$(apt-cache pkgnames postgresql- 2>/dev/null | sed -n 's/^postgresql-\([0-9][0-9]*\)-postgis-3$$/\1/p' | sort -n | tail -n 1)
-fi
-[ -n "$$major" ] || fail "apt knows no PostgreSQL with PostGIS (postgresql-N-postgis-3)"
-packages=
-if [ $$postgis = no ]; then
+packages=; for_pg=
+[ $$postgis = yes ] || {
+  why="the newest installed"
+  [ -n "$$PG_MAJOR" ] && why="PG_MAJOR"
+  if [ -z "$$major" ]; then
+    why="the version apt installs"
+    major=$$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$$/\1/p' | head -n 1)
+  fi
+  if [ -z "$$major" ]; then
+    why="the newest apt has PostGIS for"
+    major=$$(apt-cache pkgnames postgresql- 2>/dev/null | sed -n 's/^postgresql-\([0-9][0-9]*\)-postgis-3$$/\1/p' | sort -n | tail -n 1)
+  fi
+  [ -n "$$major" ] || fail "apt knows no PostgreSQL with PostGIS (postgresql-N-postgis-3)"
   packages=postgresql-$$major-postgis-3
   apt-cache pkgnames "$$packages" 2>/dev/null | grep -qx "$$packages" || \
-    fail "apt has no $$packages for PostgreSQL $$major: add the PostgreSQL project's apt repository"
-fi
+      fail "apt has no $$packages for PostgreSQL $$major: add the PostgreSQL project's apt repository"
+  for_pg=", for PostgreSQL $$major ($$why)"
+}
 [ $$gdal = yes ] || packages="$$packages gdal-bin"
+[ $$npm = yes ] || packages="$$packages npm"
+[ $$chromium = yes ] || packages="$$packages chromium"
 packages=$${packages# }
-echo "installing $$packages with apt-get, for PostgreSQL $$major ($$why)"
+echo "installing $$packages with apt-get$$for_pg"
 run $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$packages
 endef
 export SYSTEM_SH
@@ -78,6 +87,13 @@ $(VENV)/.installed: pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# The 3D view's web workers (loaders.gl, package.json), reinstalled when the lock changes.
+node: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 demo: setup

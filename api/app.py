@@ -32,6 +32,7 @@ from api.routes import (
     spatial,
     terrain,
     tiles,
+    view,
 )
 from tiles.cache import TileCache
 from twin import registry
@@ -123,5 +124,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(evaluation.router)
     app.include_router(tiles.router)
     app.include_router(terrain.router)
+    app.include_router(view.router)
 
     return app

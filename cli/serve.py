@@ -4,6 +4,7 @@ when there is none, and the API: the main job)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from cli.common import console, prepare
 from cli.demo import load_demo_city
 from layers.demo.load import DATASET as DEMO_DATASET
 from layers.demo.load import demo_loaded
+from tiles.view import assets as view_assets
 from twin import catalogue, db
 from twin.errors import TwinError
 from twin.settings import Settings
@@ -89,15 +91,35 @@ def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -
         f"(health: /health, API docs: /docs, layers: /layers)",
         highlight=False,
     )
+    for problem in view_assets.check():
+        console.print(f"warning: the 3D view: {problem}", highlight=False, markup=False)
+    view_line = f"The one map: http://{shown}:{port}/view"
     if settings.api.workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level="info")
-        return 0
+        server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info"), view_line)
+        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl+C stops it
+            server.run()
+        return 0 if server.started else 3  # uvicorn's exit status for a failed start-up
     # Several processes on one port: uvicorn starts each from the factory below, which
     # reads the settings again; the data base found here is handed over by its URL.
     os.environ["TWIN_DATABASE_URL"] = url
+    console.print(view_line, highlight=False)
     uvicorn.run("cli.serve:worker_app", factory=True, workers=settings.api.workers, host=host,
                 port=port, log_level="info")  # fmt: skip
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying where the 3D view is once it listens: the last line of
+    start-up is the address a person opens."""
+
+    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
+        super().__init__(config)
+        self.ready_line = ready_line
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            console.print(self.ready_line, highlight=False)
 
 
 def worker_app() -> FastAPI:

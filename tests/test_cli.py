@@ -108,6 +108,8 @@ def test_up_stops_its_cluster_when_terminated():
         run_twin("db", "stop", env={"TWIN_DATA_DIR": str(data_dir)})
         raise AssertionError(f"the cluster was left running: {output}")
     assert "stopped the embedded PostGIS" in output, output
+    # Start-up ends with the address a person opens: the 3D view.
+    assert f"The one map: http://127.0.0.1:{port}/view" in output, output
 
 
 def test_a_port_out_of_range_is_one_line_not_a_traceback():

@@ -1,4 +1,5 @@
-"""`make system` picks the PostGIS package of the PostgreSQL a machine has or would get.
+"""`make system` picks the PostGIS package of the PostgreSQL a machine has or would get,
+and adds npm and Chromium (the 3D view's workers and its test) when they are missing.
 
 The Makefile's real recipe runs with fake `apt-cache`, `apt-get` and `id` on PATH and fake
 /usr/lib/postgresql and /usr/share/postgresql folders, answering as Debian 12, Debian 13,
@@ -35,6 +36,8 @@ def _machine(
     servers: tuple[int, ...] = (),
     postgis_for: tuple[int, ...] = (),
     gdal: bool = False,
+    npm: bool = True,
+    chromium: bool = True,
     uid: int = 0,
 ) -> tuple[dict[str, str], Path]:
     """Fake bin, lib and share folders; returns the environment and apt-get's call log."""
@@ -61,8 +64,9 @@ esac
         "sudo": '#!/bin/sh\necho "sudo" >> ' + str(log) + '\nexec "$@"\n',
         "env": '#!/bin/sh\nwhile [ "${1#*=}" != "$1" ]; do shift; done\nexec "$@"\n',
     }
-    if gdal:
-        scripts["ogr2ogr"] = "#!/bin/sh\n"
+    for tool, present in (("ogr2ogr", gdal), ("npm", npm), ("chromium", chromium)):
+        if present:
+            scripts[tool] = "#!/bin/sh\n"
     for name, text in scripts.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
@@ -163,7 +167,7 @@ def test_everything_present_runs_no_apt(tmp_path: Path):
     )
     result = _make_system(env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "PostgreSQL 17 + PostGIS, GDAL: present"
+    assert result.stdout.strip() == "PostgreSQL 17 + PostGIS, GDAL, npm, Chromium: present"
     assert not log.exists()
 
 
@@ -219,3 +223,56 @@ def test_no_postgis_package_for_the_installed_postgresql_is_one_clear_error(tmp_
     assert result.returncode != 0
     assert "apt has no postgresql-13-postgis-3 for PostgreSQL 13" in result.stderr
     assert _installed(log) == []
+
+
+def test_a_bare_machine_gets_npm_and_chromium_too(tmp_path: Path):
+    depends, packages = RELEASES["debian12"]
+    env, log = _machine(
+        tmp_path, depends=depends, postgis_packages=packages, npm=False, chromium=False
+    )
+    result = _make_system(env)
+    assert result.returncode == 0, result.stderr
+    assert _installed(log) == [["postgresql-15-postgis-3", "gdal-bin", "npm", "chromium"]]
+    assert result.stdout.strip() == (
+        "installing postgresql-15-postgis-3 gdal-bin npm chromium with apt-get,"
+        " for PostgreSQL 15 (the version apt installs)"
+    )
+
+
+def test_postgis_present_and_chromium_missing_installs_chromium_only(tmp_path: Path):
+    # The 3D view's test needs a browser; PostgreSQL is not looked at again.
+    env, log = _machine(
+        tmp_path,
+        depends="postgresql-17",
+        postgis_packages=RELEASES["debian13"][1],
+        servers=(17,),
+        postgis_for=(17,),
+        gdal=True,
+        chromium=False,
+    )
+    result = _make_system(env, "DRY_RUN=1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "would run: apt-get update -qq",
+        "installing chromium with apt-get",
+        "would run: env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+    ]
+    result = _make_system(env)
+    assert result.returncode == 0, result.stderr
+    assert _installed(log) == [["chromium"]]
+
+
+def test_without_apt_a_missing_browser_is_one_clear_error(tmp_path: Path):
+    env, _log = _machine(
+        tmp_path,
+        depends="postgresql-17",
+        postgis_packages=RELEASES["debian13"][1],
+        servers=(17,),
+        postgis_for=(17,),
+        gdal=True,
+        npm=False,
+    )
+    (tmp_path / "bin" / "apt-get").unlink()
+    result = _make_system(env)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == "error: no apt-get: install npm (Node.js) and Chromium"
