@@ -442,7 +442,9 @@ def test_implausible_heights_depths_and_elevations_are_kept_aside_not_stored(sta
     assert by_source["h30"]["height_m_raw"] == 1e30  # kept as given, beside the field
     assert by_source["h400"]["height_m_raw"] == "1e400"  # as written: JSON has no infinity
     assert by_source["hbig"]["height_m_raw"] == int(huge)
-    assert by_source["e"]["base_elevation_m"] is None
+    # The refused value is kept aside; the base is the ground's, from the demo's DEM.
+    assert by_source["e"]["base_elevation_m"] is not None
+    assert -10 < by_source["e"]["base_elevation_m"] < 100
     assert by_source["e"]["base_elevation_m_raw"] == -20000
     assert (by_source["ok"]["height_m"], by_source["ok"]["base_elevation_m"]) == (828, -430)
 
