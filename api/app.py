@@ -34,6 +34,7 @@ from api.routes import (
     tiles,
     view,
 )
+from tiles import vector
 from tiles.cache import TileCache
 from twin import registry
 from twin.settings import Settings
@@ -108,7 +109,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.state.catalogue = registry.Snapshot()
     app.state.key_cache = KeyCache()
     # Rendered tiles, shared with the other processes and kept current by the change log.
-    app.state.tile_cache = TileCache(settings.tile_cache, tiles.renderer(settings))
+    app.state.tile_cache = TileCache(settings.tile_cache, vector.renderer(settings.tiles))
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(layers.router)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 import anyio
 import orjson
 import psycopg
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Header, Request, Response
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BeforeValidator
@@ -167,3 +167,37 @@ class FastJSON(Response):
 
     def render(self, content: object) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS, default=str)
+
+
+# --- HTTP conditions and encodings, the same on every route that answers bytes ----------
+
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=200)]
+
+
+def base_url(request: Request) -> str:
+    """The address the client reached the API at, without a trailing slash (links)."""
+    return str(request.base_url).rstrip("/")
+
+
+def etag_matches(if_none_match: str | None, tags: set[str] | frozenset[str]) -> bool:
+    """Whether If-None-Match names one of ``tags`` or is ``*``: the weak comparison
+    RFC 9110 asks for GET (a ``W/`` prefix does not matter)."""
+    if if_none_match is None:
+        return False
+    given = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in given or not given.isdisjoint(tags)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether Accept-Encoding takes gzip (named, as x-gzip or as ``*``, with a weight
+    above 0: ``gzip;q=0`` refuses it)."""
+    for part in (accept_encoding or "").lower().split(","):
+        coding, *params = (p.strip() for p in part.split(";"))
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        weight = next((p[2:] for p in params if p.startswith("q=")), "1")
+        try:
+            return float(weight) > 0
+        except ValueError:
+            return False
+    return False

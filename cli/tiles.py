@@ -10,7 +10,6 @@ left as it is, so a seed run again only renders what changed since.
 from __future__ import annotations
 
 import argparse
-import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -55,8 +54,7 @@ def cmd_tiles_seed(settings: Settings, args: argparse.Namespace) -> int:
             f"{len(targets)} tilesets), more than {MAX_SEED_TILES:,}: choose fewer zooms or a "
             "smaller --bbox"
         )
-    render = functools.partial(vector.render_tile, limits=vector.Limits.of(settings.tiles))
-    tile_cache = cache.TileCache(settings.tile_cache, render)
+    tile_cache = cache.TileCache(settings.tile_cache, vector.renderer(settings.tiles))
     counts = {"rendered": 0, "empty": 0, "cached": 0, "failed": 0, "bytes": 0}
     failures: list[str] = []
     local = threading.local()
@@ -125,7 +123,7 @@ def cmd_tiles_clear(settings: Settings, args: argparse.Namespace) -> int:
             catalogue = registry.load(conn)
             for name in args.layers:
                 catalogue.layer(name)  # NotFound for an unknown one
-        tile_cache = cache.TileCache(settings.tile_cache, vector.render)
+        tile_cache = cache.TileCache(settings.tile_cache, vector.render_tile)
         gone = tile_cache.clear(conn, args.layers)
     out.print(f"removed {gone:,} cached tiles", highlight=False)
     return 0

@@ -65,7 +65,7 @@ from typing import Any
 import psycopg
 from psycopg import IsolationLevel, sql
 
-from tiles import matrix
+from tiles import matrix, vector
 from twin import changes, registry
 from twin.incidents import intake
 from twin.settings import TileCacheSettings
@@ -73,11 +73,13 @@ from twin.settings import TileCacheSettings
 log = logging.getLogger(__name__)
 
 # What the renderer draws beyond a tile's edge, as a share of the tile (64 of 4096).
-BUFFER = 64 / 4096
+BUFFER = vector.BUFFER / vector.EXTENT
 ALL = "*"  # the layers of the composite tile of every layer
 Box = changes.Box
-# The renderer: tiles.vector.render (bytes) or render_tile (bytes and the layers cut).
-Render = Callable[[psycopg.Connection, registry.Catalogue, Sequence[str], matrix.Tile], Any]
+# The renderer: tiles.vector.render_tile (or vector.renderer's, with the settings' limits).
+Render = Callable[
+    [psycopg.Connection, registry.Catalogue, Sequence[str], matrix.Tile], vector.Rendered
+]
 # Bytes a cached tile costs beyond its data (key, ETag, bookkeeping): empty tiles count.
 OVERHEAD = 200
 
@@ -148,13 +150,8 @@ def etag_of(data: bytes) -> str:
 
 def envelope(tms_id: str, tile: matrix.Tile) -> Box:
     """The tile grown by the renderer's buffer, in the storage CRS (lon/lat): what a
-    change must touch to change the tile."""
-    tms = matrix.matrix_set(tms_id)
-    b = tms.xy_bounds(tile)
-    pad = (b.right - b.left) * BUFFER * 1.001  # a hair more: never a tile too few
-    west, south = tms.lnglat(b.left - pad, b.bottom - pad)
-    east, north = tms.lnglat(b.right + pad, b.top + pad)
-    return (west, south, east, north)
+    change must touch to change the tile (a hair more: never a tile too few)."""
+    return matrix.lonlat_bounds(tms_id, tile, BUFFER * 1.001)
 
 
 def _tile_range(tms_id: str, box: Box, z: int) -> tuple[int, int, int, int]:
@@ -346,16 +343,6 @@ _EVICT = """
     RETURNING bytes + %(overhead)s
 """
 _USED = "SELECT coalesce(sum(bytes + %(overhead)s), 0)::bigint, count(*) FROM tile_cache"
-# When the open incidents under a tile next turn overdue: the earliest due time ahead
-# (the clocks of twin.incidents.intake.OVERDUE_WHERE). "now" is this process's clock, as
-# the renderer's overdue is (tiles.vector), taken before the render: never later.
-_CLOCK = """
-    SELECT min(due)
-    FROM {table} AS i, LATERAL (VALUES
-        (CASE WHEN i.status = ANY(%(awaiting)s) THEN i.due_response_at END),
-        (CASE WHEN i.status = ANY(%(open)s) THEN i.due_resolve_at END)) AS d(due)
-    WHERE i.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326) AND d.due > %(now)s
-"""
 
 
 def _place_params(key: Key) -> dict[str, Any]:
@@ -373,18 +360,16 @@ def _clock(
     params: dict[str, Any],
 ) -> datetime | None:
     """When the tile's content turns with the clock (the first incident under it to fall
-    overdue after ``params["now"]``), or None when it holds nothing that does."""
-    soonest: datetime | None = None
-    for name in names:
-        layer = catalogue.layers.get(name)
-        if layer is None or layer.kind != "incident":
-            continue
-        query = sql.SQL(_CLOCK).format(table=sql.Identifier(layer.table))
-        clocks = {"awaiting": list(intake.AWAITING_RESPONSE), "open": list(intake.OPEN)}
-        row = conn.execute(query, {**params, **clocks}).fetchone()
-        if row is not None and row[0] is not None:
-            soonest = row[0] if soonest is None else min(soonest, row[0])
-    return soonest
+    overdue after ``params["now"]``), or None when it holds nothing that does. "now" is
+    this process's clock, as the renderer's overdue is (tiles.vector), taken before the
+    render: never later."""
+    if not any(
+        (layer := catalogue.layers.get(name)) is not None and layer.kind == "incident"
+        for name in names
+    ):
+        return None
+    box = (params["w"], params["s"], params["e"], params["n"])
+    return intake.next_overdue_at(conn, box, params["now"])
 
 
 @contextmanager
@@ -514,7 +499,7 @@ class TileCache:
                 return Cached(bytes(data), etag, "shared", tuple(truncated or ())), expires, None
             made = self.render(conn, catalogue, names, key.tile)
             clock = _clock(conn, catalogue, names, params)
-        body, cut = (made, ()) if isinstance(made, bytes) else (made.data, tuple(made.truncated))
+        body, cut = made.data, tuple(made.truncated)
         rendered = _Rendered(key, body, cut, snapshot, clock)
         return Cached(body, etag_of(body), "rendered", cut), monotonic(clock), rendered
 

@@ -15,16 +15,17 @@ names, never a hidden (personal) column.
 
 An incident's ``overdue`` is worked out at render time against the clock, as the incident
 lists and the SLA sweep do (``intake.OVERDUE_WHERE``). It changes with the clock, not only
-with writes, so a stored tile would go stale: the SLA sweep records every incident newly
-overdue in the change log (``twin.incidents.loop.sweep``), which drops the cached tiles under
-it, so a cached tile is at most one sweep interval behind; and tiles holding incidents are
-answered ``Cache-Control: no-cache`` so that no client keeps one without asking.
+with writes, so a stored tile would go stale: the tile cache keeps a tile holding
+incidents only until the next due time among them (``intake.next_overdue_at``), and tiles
+holding incidents are answered ``Cache-Control: no-cache`` so that no client keeps one
+without asking.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -95,6 +96,11 @@ class Rendered:
     data: bytes
     layers: tuple[str, ...] = ()
     truncated: tuple[str, ...] = ()
+
+
+def renderer(settings: TileSettings) -> Callable[..., Rendered]:
+    """``render_tile`` with the settings' limits: what the tile cache renders with."""
+    return functools.partial(render_tile, limits=Limits.of(settings))
 
 
 def render(

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from api import openapi30
 from api.access import HeavyPage, Public
-from api.deps import Connection, Plain, catalogue_of, with_connection
+from api.deps import Connection, Plain, base_url, catalogue_of, with_connection
 from api.errors import TooLarge
 from twin import features
 from twin.errors import InvalidInput
@@ -56,10 +56,6 @@ RESERVED = {"f", "limit", "offset", "after", "bbox", "bbox-crs", "crs", "propert
             "datetime", "filter", "filter-lang", "filter-crs"}  # fmt: skip
 
 
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
 def _wants_html(request: Request, f: str | None) -> bool:
     if f is not None:
         if f not in ("json", "geojson", "html"):
@@ -72,7 +68,7 @@ def _wants_html(request: Request, f: str | None) -> bool:
 @router.get("/", dependencies=[Public], summary="Landing page (public)")
 def landing(request: Request, f: str | None = None) -> Any:
     """Links to the API definition, conformance and collections."""
-    base = _base(request)
+    base = base_url(request)
     body = {
         "title": "The one map (一张图)",
         "description": "Spatial digital twin of the city: every layer as OGC API Features.",
@@ -159,7 +155,7 @@ def _collection_body(coll: features.Collection, base: str) -> dict[str, Any]:
 @router.get("/collections", dependencies=[Public], summary="Every layer as a collection (public)")
 def collections(request: Request, conn: Connection, f: str | None = None) -> Any:
     """Built-in layers and scenes, as the catalogue lists them."""
-    base = _base(request)
+    base = base_url(request)
     body = {
         "links": [{"rel": "self", "href": f"{base}/collections", "type": "application/json"}],
         "collections": [
@@ -184,7 +180,7 @@ def collection(
 ) -> Any:
     """A collection's description and links."""
     body = _collection_body(
-        features.get_collection(catalogue_of(request, conn), collection_id), _base(request)
+        features.get_collection(catalogue_of(request, conn), collection_id), base_url(request)
     )
     if _wants_html(request, f):
         about = f"<p>{html.escape(body['description'])}</p>"
@@ -200,7 +196,7 @@ def queryables(
 ) -> Any:
     """The properties a filter, sortby or property query may name."""
     coll = features.get_collection(catalogue_of(request, conn), collection_id)
-    schema = features.queryables_schema(coll, _base(request))
+    schema = features.queryables_schema(coll, base_url(request))
     if _wants_html(request, f):
         rows = "".join(
             f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(spec.get('type', 'geometry')))}</td></tr>"
@@ -437,7 +433,7 @@ def collection_item(
     coll = features.get_collection(catalogue_of(request, conn), collection_id)
     crs = features.crs_uri(crs)
     feature = features.item(conn, coll, feature_id, crs)
-    base = _base(request)
+    base = base_url(request)
     self_href = f"{base}/collections/{coll.name}/items/{quote(feature_id, safe='')}"
     feature["links"] = [
         {"rel": "self", "href": self_href, "type": GEOJSON},

@@ -29,7 +29,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from api import open311
 from api.access import CheckedInRoute, Public, holder_allowed
-from api.deps import with_connection
+from api.deps import base_url, with_connection
 from api.errors import TooLarge
 from api.open311 import render
 from twin import keys
@@ -130,7 +130,7 @@ def _definition(conn: psycopg.Connection, code: str) -> dict[str, Any]:
 async def discovery(request: Request, fmt: str) -> Response:
     """Where this server's GeoReport v2 endpoint is and which formats it writes."""
     _parameters(request, ())
-    base = str(request.base_url).rstrip("/")
+    base = base_url(request)
     document = {
         "changeset": "2024-01-01T00:00:00Z", "contact": "the city operation centre",
         "key_service": "ask the city operation centre for a key to post requests",

@@ -15,13 +15,13 @@ from typing import Annotated
 
 import anyio
 import psycopg
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi import status as http
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from api.access import IncidentStaff, Public
-from api.deps import FastJSON, KnownParameters, Plain, with_connection
+from api.deps import FastJSON, IfNoneMatch, KnownParameters, Plain, etag_matches, with_connection
 from api.errors import TooLarge
 from twin.errors import InvalidInput
 from twin.incidents import intake, photos
@@ -212,7 +212,7 @@ async def add_photos(request: Request, caller: IncidentStaff, incident_id: Incid
 def _photo(served: photos.Served, if_none_match: str | None, cache: str) -> Response:
     etag = f'"{served.sha256[:32]}"'
     headers = {"ETag": etag, "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
-    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+    if etag_matches(if_none_match, {etag}):
         return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers=headers)
     return Response(served.data, media_type=served.media_type, headers=headers)
 
@@ -227,7 +227,7 @@ IMAGE_ANSWER = {200: {"content": {t: {} for t in photos.MEDIA_TYPES.values()},
 async def public_photo(
     request: Request,
     photo_id: PhotoId,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """The public copy: upright, re-encoded with no EXIF, GPS or XMP; with its media type,
     an ETag (304 for ``If-None-Match``) and Cache-Control. 404 for an unknown id."""
@@ -242,7 +242,7 @@ async def original_photo(
     request: Request,
     caller: IncidentStaff,
     photo_id: PhotoId,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """The original bytes as uploaded, EXIF (GPS, time, camera) included: personal data,
     so staff only and never kept by a shared cache. 404 for an unknown id."""

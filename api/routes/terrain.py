@@ -14,11 +14,19 @@ from __future__ import annotations
 from typing import Annotated
 
 import psycopg
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi import status as http
 
 from api.access import Public
-from api.deps import FastJSON, KnownParameters, Plain, with_connection
+from api.deps import (
+    FastJSON,
+    IfNoneMatch,
+    KnownParameters,
+    Plain,
+    base_url,
+    etag_matches,
+    with_connection,
+)
 from api.routes.tiles import CORS
 from tiles import matrix
 from tiles import terrain as terrain_tiles
@@ -34,12 +42,8 @@ PNG_ANSWER = {200: {"content": {PNG: {}}, "description": "The tile (PNG)"},
               304: {"description": "Unchanged since the ETag given"}}  # fmt: skip
 
 
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
 def _tile_url(request: Request, kind: str, tms_id: str) -> str:
-    return f"{_base(request)}/collections/terrain/{kind}/tiles/{tms_id}/{{z}}/{{y}}/{{x}}"
+    return f"{base_url(request)}/collections/terrain/{kind}/tiles/{tms_id}/{{z}}/{{y}}/{{x}}"
 
 
 async def _tile(
@@ -50,7 +54,7 @@ async def _tile(
     def draw(conn: psycopg.Connection) -> tuple[str, bytes | None]:
         found = terrain_tiles.terrain(conn)
         tag = terrain_tiles.etag(found, kind, tile)
-        if _matches(if_none_match, tag):
+        if etag_matches(if_none_match, {tag}):
             return tag, None
         return tag, terrain_tiles.render(conn, found, kind, tile, tms_id)
 
@@ -63,23 +67,11 @@ async def _tile(
     return Response(png, media_type=PNG, headers=headers)
 
 
-def _matches(if_none_match: str | None, tag: str) -> bool:
-    """Whether If-None-Match names ``tag`` (or is ``*``), weak tags compared as RFC 9110
-    says (as the vector tiles' routes compare them)."""
-    if if_none_match is None:
-        return False
-    given = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    return tag in given or "*" in given
-
-
 async def _tilejson(request: Request, kind: str, tms_id: str) -> FastJSON:
     matrix.matrix_set(tms_id)
     found = await with_connection(request, terrain_tiles.terrain)
     document = terrain_tiles.tilejson(found, kind, _tile_url(request, kind, tms_id), tms_id)
     return FastJSON(document, headers={"Cache-Control": CACHE, **CORS})
-
-
-IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=200)]
 
 
 @router.get("/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}",

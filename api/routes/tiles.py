@@ -11,9 +11,8 @@ bytes; X-Tile-Cache says whether it came from memory, the shared tier or a rende
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import psycopg
@@ -21,12 +20,11 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.access import Public
-from api.deps import Plain, catalogue_of, with_connection
+from api.deps import Plain, accepts_gzip, base_url, catalogue_of, etag_matches, with_connection
 from tiles import cache, matrix, vector
 from twin import registry
 from twin.crs import CRS84
 from twin.errors import InvalidInput, NotFound
-from twin.settings import Settings
 
 router = APIRouter(tags=["OGC API Tiles"])
 CollectionId = Annotated[str, Path(max_length=63)]
@@ -53,10 +51,6 @@ _GEOMETRY_DIMENSION = {"point": 0, "line": 1, "polygon": 2}
 _TILEJSON_TYPES = {"number": "Number", "integer": "Number", "boolean": "Boolean"}
 
 
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
 def _json(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, headers=CORS)
 
@@ -67,7 +61,7 @@ def _json(body: dict[str, Any]) -> JSONResponse:
 @router.get("/tileMatrixSets", dependencies=[Public], summary="Tile matrix sets (public)")
 async def tile_matrix_sets(request: Request) -> JSONResponse:
     """The tiling schemes the tiles are served in."""
-    base = _base(request)
+    base = base_url(request)
     return _json({
         "tileMatrixSets": matrix.matrix_set_summaries(base),
         "links": [{"rel": "self", "href": f"{base}/tileMatrixSets", "type": "application/json"}],
@@ -96,13 +90,18 @@ def _feature_layer(catalogue: registry.Catalogue, name: str) -> registry.Layer:
     return layer
 
 
+def layer_names(text: str) -> list[str]:
+    """The names ``layers=`` gives, in its order, each once, blanks dropped."""
+    return list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
 def chosen_layers(catalogue: registry.Catalogue, text: str | None) -> list[registry.Layer]:
     """The feature layers ``layers=`` names (every one without it), in the catalogue's
     order; InvalidInput naming the unknown ones and the layers there are."""
     every = catalogue.feature_layers()
     if text is None:
         return every
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    names = layer_names(text)
     choices = ", ".join(layer.name for layer in every)
     if not names:
         raise InvalidInput(f"layers: name at least one layer ({choices})", option="layers")
@@ -142,19 +141,30 @@ def _query(request: Request) -> str:
     return f"?layers={layers}" if layers is not None else ""
 
 
+def _tileset(
+    request: Request, catalogue: registry.Catalogue, layers: Sequence[registry.Layer],
+    tms: str, collection: str | None,
+) -> tuple[str, str, str, list[float] | None, int, tuple[float, float, int]]:  # fmt: skip
+    """What a tileset's documents share: the base address, the tileset's path, its title,
+    its layers' bbox, their lowest zoom and the view's centre."""
+    base = base_url(request)
+    bbox = _bbox(catalogue, layers)
+    min_zoom = min(layer.tiling.min_zoom for layer in layers)
+    title = catalogue.entries[collection]["title"] if collection else "The one map (一张图)"
+    path = f"{base}{_tiles_path(collection)}/{tms}"
+    return base, path, title, bbox, min_zoom, _center(bbox, min_zoom)
+
+
 def tileset_document(
     request: Request, catalogue: registry.Catalogue, layers: Sequence[registry.Layer],
     tms: str, collection: str | None,
 ) -> dict[str, Any]:  # fmt: skip
     """The OGC tileset metadata of ``layers`` in ``tms`` (one collection's or the one
     map's): its limits, its layers and the template of its tiles."""
-    base = _base(request)
-    path = f"{base}{_tiles_path(collection)}/{tms}"
+    base, path, title, bbox, min_zoom, (lon, lat, zoom) = _tileset(
+        request, catalogue, layers, tms, collection
+    )
     query = _query(request)
-    bbox = _bbox(catalogue, layers)
-    min_zoom = min(layer.tiling.min_zoom for layer in layers)
-    lon, lat, zoom = _center(bbox, min_zoom)
-    title = catalogue.entries[collection]["title"] if collection else "The one map (一张图)"
     links = [
         {"rel": "self", "href": f"{path}{query}", "type": "application/json",
          "title": f"{title}: vector tiles in {tms}"},
@@ -217,12 +227,9 @@ def tilejson(
     tms: str, collection: str | None,
 ) -> dict[str, Any]:  # fmt: skip
     """The TileJSON 3.0.0 document of ``layers`` (what MapLibre and deck.gl read)."""
-    base = _base(request)
-    path = f"{base}{_tiles_path(collection)}/{tms}"
-    bbox = _bbox(catalogue, layers)
-    min_zoom = min(layer.tiling.min_zoom for layer in layers)
-    lon, lat, zoom = _center(bbox, min_zoom)
-    title = catalogue.entries[collection]["title"] if collection else "The one map (一张图)"
+    _, path, title, bbox, min_zoom, (lon, lat, zoom) = _tileset(
+        request, catalogue, layers, tms, collection
+    )
     vector_layers = []
     for layer in layers:
         described = {name: _TILEJSON_TYPES.get(kind, "String")
@@ -255,7 +262,7 @@ def tilejson(
 
 def tilesets_list(request: Request, title: str, collection: str | None) -> dict[str, Any]:
     """The tilesets of a collection or of the one map: one per matrix set served."""
-    base = _base(request)
+    base = base_url(request)
     path = f"{base}{_tiles_path(collection)}"
     return {
         "tilesets": [
@@ -301,6 +308,25 @@ async def collection_tilesets(request: Request, collection_id: CollectionId) -> 
     return _json(await with_connection(request, answer))
 
 
+Document = Callable[
+    [Request, registry.Catalogue, Sequence[registry.Layer], str, str | None], dict[str, Any]
+]
+
+
+async def _collection_document(
+    request: Request, collection_id: str, tms: str, document: Document
+) -> JSONResponse:
+    """A document (tileset metadata or TileJSON) of one collection's tiles in ``tms``."""
+    matrix.matrix_set(tms)
+
+    def answer(conn: psycopg.Connection) -> dict[str, Any]:
+        catalogue = catalogue_of(request, conn)
+        layer = _feature_layer(catalogue, collection_id)
+        return document(request, catalogue, [layer], tms, layer.name)
+
+    return _json(await with_connection(request, answer))
+
+
 @router.get(
     "/collections/{collection_id}/tiles/{tms}",
     dependencies=[Public],
@@ -310,14 +336,7 @@ async def collection_tileset(
     request: Request, collection_id: CollectionId, tms: MatrixSetId
 ) -> JSONResponse:
     """The tileset metadata of one layer: limits, properties, the tiles' template."""
-    matrix.matrix_set(tms)
-
-    def answer(conn: psycopg.Connection) -> dict[str, Any]:
-        catalogue = catalogue_of(request, conn)
-        layer = _feature_layer(catalogue, collection_id)
-        return tileset_document(request, catalogue, [layer], tms, layer.name)
-
-    return _json(await with_connection(request, answer))
+    return await _collection_document(request, collection_id, tms, tileset_document)
 
 
 @router.get(
@@ -329,14 +348,7 @@ async def collection_tilejson(
     request: Request, collection_id: CollectionId, tms: MatrixSetId
 ) -> JSONResponse:
     """The TileJSON 3.0.0 document of one layer's tiles."""
-    matrix.matrix_set(tms)
-
-    def answer(conn: psycopg.Connection) -> dict[str, Any]:
-        catalogue = catalogue_of(request, conn)
-        layer = _feature_layer(catalogue, collection_id)
-        return tilejson(request, catalogue, [layer], tms, layer.name)
-
-    return _json(await with_connection(request, answer))
+    return await _collection_document(request, collection_id, tms, tilejson)
 
 
 @router.get("/tiles", dependencies=[Public], summary="The one map's vector tilesets (public)")
@@ -397,35 +409,6 @@ def cached_tile(
     return tile_cache.tile(conn, catalogue, tms, keyed, tile), tuple(chosen)
 
 
-def renderer(settings: Settings) -> cache.Render:
-    """What the tile cache renders with: tiles.vector with the settings' limits."""
-    return functools.partial(vector.render_tile, limits=vector.Limits.of(settings.tiles))
-
-
-def _accepts_gzip(request: Request) -> bool:
-    """Whether Accept-Encoding takes gzip (named or as *, with a weight above 0)."""
-    for part in request.headers.get("accept-encoding", "").lower().split(","):
-        coding, *params = (p.strip() for p in part.split(";"))
-        if coding not in ("gzip", "x-gzip", "*"):
-            continue
-        weight = next((p[2:] for p in params if p.startswith("q=")), "1")
-        try:
-            return float(weight) > 0
-        except ValueError:
-            return False
-    return False
-
-
-def _matches(request: Request, tags: set[str]) -> bool:
-    """Whether If-None-Match names one of ``tags`` (weak comparison, as RFC 9110 asks)."""
-    header = request.headers.get("if-none-match")
-    if header is None:
-        return False
-    if header.strip() == "*":
-        return True
-    return any(t.strip().removeprefix("W/") in tags for t in header.split(","))
-
-
 def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) -> Response:
     """The HTTP answer of a tile: 204 when empty, 304 when the client has it, gzip when it
     takes it (compressed once for a tile kept in memory); Cache-Control by the layers it
@@ -444,9 +427,9 @@ def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) ->
         return Response(status_code=204, headers=headers)
     tag = found.etag
     zipped = tag[:-1] + '-gzip"'  # another representation, another strong tag
-    wants_gzip = _accepts_gzip(request)
+    wants_gzip = accepts_gzip(request.headers.get("accept-encoding"))
     headers["ETag"] = zipped if wants_gzip else tag
-    if _matches(request, {tag, zipped}):
+    if etag_matches(request.headers.get("if-none-match"), {tag, zipped}):
         return Response(status_code=304, headers=headers)
     body = found.data
     if wants_gzip:
@@ -464,7 +447,7 @@ async def _tile(
     if names is not None or layers_text is None or layers_text.strip(", "):
         keyed = names
         if names is None and layers_text is not None:
-            keyed = [n.strip() for n in layers_text.split(",") if n.strip()]
+            keyed = layer_names(layers_text)
         tile_cache: cache.TileCache = request.app.state.tile_cache
         found = tile_cache.from_memory(cache.key_for(tms, keyed, tile))
         if found is not None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.access import Public
-from api.deps import Connection, catalogue_of
+from api.deps import Connection, IfNoneMatch, accepts_gzip, catalogue_of, etag_matches
 from tiles import view
 
 router = APIRouter(prefix="/view", tags=["3D view"])
@@ -32,15 +32,15 @@ def get_view(request: Request, conn: Connection) -> HTMLResponse:
 async def get_asset(
     name: Annotated[str, Path(max_length=80)],
     accept_encoding: Annotated[str | None, Header(max_length=200)] = None,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """deck.gl, loaders.gl's MVT and terrain workers, the page's script and style sheet;
     gzipped when asked, ETag and 304. 404 for any other name."""
     served = view.asset(name)
     headers = {"ETag": served.etag, "Cache-Control": ASSET_CACHE, "Vary": "Accept-Encoding"}
-    if if_none_match is not None and served.etag in (t.strip() for t in if_none_match.split(",")):
+    if etag_matches(if_none_match, {served.etag}):
         return Response(status_code=304, headers=headers)
-    if accept_encoding and "gzip" in accept_encoding.lower():
+    if accepts_gzip(accept_encoding):
         headers["Content-Encoding"] = "gzip"
         return Response(served.gzipped, media_type=served.media_type, headers=headers)
     return Response(served.data, media_type=served.media_type, headers=headers)

@@ -60,6 +60,29 @@ def overdue_params(now: datetime) -> dict[str, Any]:
     return {"awaiting": list(AWAITING_RESPONSE), "open": list(OPEN), "now": now}
 
 
+# The earliest due time ahead of ``now`` among the incidents in a box: when one of them
+# next turns overdue (the clocks of OVERDUE_WHERE).
+_NEXT_OVERDUE = sql.SQL("""
+    SELECT min(due)
+    FROM {table} AS i, LATERAL (VALUES
+        (CASE WHEN i.status = ANY(%(awaiting)s) THEN i.due_response_at END),
+        (CASE WHEN i.status = ANY(%(open)s) THEN i.due_resolve_at END)) AS d(due)
+    WHERE i.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326) AND d.due > %(now)s
+""").format(table=sql.Identifier(TABLE))
+
+
+def next_overdue_at(
+    conn: psycopg.Connection, box: tuple[float, float, float, float], now: datetime
+) -> datetime | None:
+    """When the first incident in ``box`` (west, south, east, north, degrees) to fall
+    overdue after ``now`` does so; None when none will (what a map of them waits for)."""
+    w, s, e, n = box
+    row = conn.execute(
+        _NEXT_OVERDUE, {**overdue_params(now), "w": w, "s": s, "e": e, "n": n}
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 @dataclass(frozen=True)
 class Incident:
     """What intake answers: the incident's id, its staff view, and whether this was a
