@@ -357,19 +357,32 @@ NETWORK_OWNERS = {"water": "WATERCO", "drainage": "WATER", "sewage": "WATER", "g
                   "power": "POWER"}  # fmt: skip
 
 
+def _district_of(districts: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The index of the district each point lies in (the nearest one for a point outside
+    every district). Asked from the districts' side, so that each outline (a union of
+    blocks, thousands of vertices) is prepared once; a nearest query measured the distance
+    to the outlines point by point."""
+    district = np.full(len(points), -1, dtype=int)
+    hit, inside = shapely.STRtree(points).query(districts, predicate="intersects")
+    district[inside[::-1]] = hit[::-1]  # on a shared edge: the first district
+    outside = np.flatnonzero(district < 0)
+    if len(outside):
+        pairs = shapely.STRtree(districts).query_nearest(points[outside], all_matches=False)
+        district[outside[pairs[0]]] = pairs[1]
+    return district
+
+
 def _owners(city: City, dcodes: list[str], nodes: dict[str, Any], pipes: dict[str, Any]) -> None:
     """Each pipe and node's owner_unit: its network's unit of the district it lies in (a
     pipe: where it starts)."""
-    tree = shapely.STRtree(list(city.district_poly))
+    districts = np.asarray(list(city.district_poly), dtype=object)
     for table in (nodes, pipes):
         geom = table["geom"]
         if isinstance(geom, np.ndarray) and geom.dtype != object:
             points = shapely.points(geom)
         else:
             points = shapely.get_point(np.asarray(geom, dtype=object), 0)
-        district = np.zeros(len(points), dtype=int)
-        pairs = tree.query_nearest(points, all_matches=False)
-        district[pairs[0]] = pairs[1]
+        district = _district_of(districts, points)
         keys = [NETWORK_OWNERS.get(net) for net in table["network"]]
         table["owner_unit"] = [
             None if key is None else f"U-{dcodes[d]}-{key}"
@@ -390,11 +403,9 @@ def _more_owners(city: City, dcodes: list[str], public: dict[str, Any], sensors:
     of sensors (the owner of the pipe or node a sensor watches, else the district's
     operations centre, which runs the sensing platform). No random draw: a seed's city
     stays as it was."""
-    tree = shapely.STRtree(list(city.district_poly))
+    districts = np.asarray(list(city.district_poly), dtype=object)
     spots = shapely.point_on_surface(np.asarray(public["geom"], dtype=object))
-    district = np.zeros(len(spots), dtype=int)
-    pairs = tree.query_nearest(spots, all_matches=False)
-    district[pairs[0]] = pairs[1]
+    district = _district_of(districts, spots)
     public["owner_unit"] = [
         None if SPACE_OWNERS.get(kind) is None else f"U-{dcodes[d]}-{SPACE_OWNERS[kind]}"
         for kind, d in zip(public["kind"], district.tolist(), strict=True)
@@ -402,9 +413,7 @@ def _more_owners(city: City, dcodes: list[str], public: dict[str, Any], sensors:
     geom = sensors["geom"]
     points = shapely.points(geom) if isinstance(geom, np.ndarray) and geom.dtype != object else (
         shapely.get_point(np.asarray(geom, dtype=object), 0))  # fmt: skip
-    district = np.zeros(len(points), dtype=int)
-    pairs = tree.query_nearest(points, all_matches=False)
-    district[pairs[0]] = pairs[1]
+    district = _district_of(districts, points)
     owners = []
     for layer, asset, d in zip(sensors["asset_layer"], np.asarray(sensors["asset_id"]).tolist(),
                                district.tolist(), strict=True):  # fmt: skip
