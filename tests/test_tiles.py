@@ -139,6 +139,66 @@ def test_a_street_tile_holds_every_building_in_it_with_the_views_properties(
     assert all("kind" in n for n in nodes) and any("state" in n for n in nodes)
 
 
+@pytest.mark.parametrize("z", [14, 16, 20])
+def test_a_tiles_vertices_are_where_web_mercator_puts_them(
+    city_url: str, centre: tuple[float, float], z: int
+):
+    # From z14 features are drawn by the projection's tangent at the tile's middle (no
+    # PROJ call a feature): every vertex must still land on the tile grid where the
+    # projection itself puts it, to within the grid's rounding.
+    with psycopg.connect(city_url) as conn:
+        corner = conn.execute(  # a corner of the building nearest the centre: in the tile
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointN(ST_ExteriorRing("
+            "ST_GeometryN(geom, 1)), 2) AS p FROM buildings"
+            " ORDER BY geom <-> ST_SetSRID(ST_MakePoint(%s, %s), 4326) LIMIT 1) AS c",
+            centre,
+        ).fetchone()
+        tile = _tile(corner, z)
+        bounds = TMS.xy_bounds(tile)
+        catalogue = registry.load(conn)
+        data = vector.render(conn, catalogue, ["buildings"], tile)
+        stored = {
+            row[0]: shapely.from_wkb(row[1])
+            for row in conn.execute(
+                "SELECT id, ST_AsBinary(ST_Transform(geom, 3857)) FROM buildings"
+                " WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)",
+                matrix.lonlat_bounds("WebMercatorQuad", tile),
+            )
+        }
+    scale = vector.EXTENT / (bounds.right - bounds.left)
+    checked = 0
+    for feature in _decode(data)["buildings"]["features"]:
+        shape = stored.get(feature["id"])
+        if shape is None:
+            continue
+        exact = {
+            (round((x - bounds.left) * scale), round((y - bounds.bottom) * scale))
+            for x, y in shapely.get_coordinates(shape)
+        }
+        drawn = shapely.get_coordinates(shapely.geometry.shape(feature["geometry"]))
+        for x, y in drawn:
+            if 0 < x < vector.EXTENT and 0 < y < vector.EXTENT:  # clipping adds on the edges
+                assert min(abs(x - ex) + abs(y - ey) for ex, ey in exact) <= 1, (feature, x, y)
+                checked += 1
+    assert checked > 0
+
+
+def test_pipes_thin_out_below_street_scale(client: TestClient, centre: tuple[float, float]):
+    def diameters(z: int) -> list[float]:
+        tile = _tile(centre, z)
+        answer = _get(client, f"/collections/pipes/tiles/WebMercatorQuad/{z}/{tile.y}/{tile.x}")
+        assert answer.status_code == 200, answer.text
+        return [
+            f["properties"].get("diameter_mm", 0)
+            for f in _decode(answer.content)["pipes"]["features"]
+        ]
+
+    assert min(diameters(15)) < 100  # from its full zoom every pipe, service pipes too
+    assert min(diameters(14)) >= 100  # distribution mains from street scale
+    assert min(diameters(12)) >= 300  # trunk mains only at district scale
+    assert len(diameters(12)) > 0
+
+
 def test_a_district_tile_holds_buildings_as_blocks_that_count_them_all(
     client: TestClient, city_url: str, centre: tuple[float, float]
 ):

@@ -72,13 +72,23 @@ class Tiling:
     tile keeps first when the feature cap bites (``tiles.vector.RANKS``): ``area``,
     ``length``, ``diameter``, ``incident`` (overdue, then the most urgent) or ``id``. A
     merged feature carries the mean of each number, the count of each flag that is true
-    (``online_count``) and the most common value of each text in ``merge_keep``."""
+    (``online_count``) and the most common value of each text in ``merge_keep``.
+    ``thin`` drops the minor features at small scales: ``(zoom, least)`` pairs, below
+    ``zoom`` only features whose ``thin_column`` is at least ``least`` (or unknown) are
+    drawn, as a utility map shows service pipes only at street scale."""
 
     min_zoom: int = 0
     merge_below: int = 0
     full_zoom: int = 15
     rank: str = "id"
     merge_keep: tuple[str, ...] = ()
+    thin_column: str | None = None
+    thin: tuple[tuple[int, float], ...] = ()
+
+    def least(self, zoom: int) -> float | None:
+        """The least ``thin_column`` a feature needs to be drawn at ``zoom`` (None: all)."""
+        below = [least for until, least in self.thin if zoom < until]
+        return max(below) if below and self.thin_column else None
 
 
 # Scenes say nothing of their tiles: drawn by their geometry's family.
@@ -234,7 +244,10 @@ BUILTIN_LAYERS: tuple[Layer, ...] = (
         summary=("network", "diameter_mm", "material", "depth_m", "status", "owner_unit"),
         tile=("network", "diameter_mm", "material", "depth_m", "status", "flow_direction",
               "owner_unit"),
-        tiling=Tiling(min_zoom=11, full_zoom=15, rank="diameter"),  # mains first
+        # Mains first; service connections (under 100 mm) from street scale, distribution
+        # pipes (under 300 mm) from z13.
+        tiling=Tiling(min_zoom=11, full_zoom=15, rank="diameter", thin_column="diameter_mm",
+                      thin=((15, 100), (13, 300))),
         references={"from_node_id": "pipe_nodes", "to_node_id": "pipe_nodes"},
     ),
     _builtin(
