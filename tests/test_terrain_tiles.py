@@ -1,30 +1,40 @@
 """Terrain tiles: Terrarium PNG decoded as deck.gl and MapLibre decode it, the shaded map
 tile, their HTTP (204, 404, 400, ETag, 304) and TileJSON, a re-import, and the demo
-city's ground under its buildings."""
+city's ground under its buildings; the terrain found from /collections by links alone
+(OGC API Tiles), with GDAL's feature driver still seeing only the feature layers."""
 
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import morecantile
 import numpy as np
 import psycopg
 import pytest
 import rasterio
+import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from api.app import create_app
+from bench.timing import free_port
 from layers.terrain import import_dem
 from tests.conftest import _clone, _drop
 from tests.helpers import make_data_dir, settings_for
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 BASE = "/collections/terrain"
+OGC_REL = "http://www.opengis.net/def/rel/ogc/1.0/"
+TILESETS = {"map": OGC_REL + "tilesets-map", "coverage": OGC_REL + "tilesets-coverage"}
 # A plane in UTM 51N, 2 km x 1.5 km of 10 m cells, rising from 0 m in the west to 100 m in
 # the east; north-east of the small demo district, so the two DEMs do not overlap.
 UTM = "EPSG:32651"
@@ -243,12 +253,19 @@ def test_with_no_terrain_loaded_the_tiles_are_404_saying_how_to_load_one(fresh_u
         conn.execute("DELETE FROM layer_catalogue WHERE name = 'terrain'")
     app = create_app(settings_for(make_data_dir("twin-terrain-")), database_url=fresh_url)
     with TestClient(app) as client:
-        for path in ("coverage/tiles/WebMercatorQuad/14/6694/13717",
-                     "map/tiles/WebMercatorQuad/14/6694/13717",
-                     "coverage/tiles/WebMercatorQuad/tilejson.json"):  # fmt: skip
-            answer = client.get(f"{BASE}/{path}")
-            assert answer.status_code == 404
+        for path in ("/coverage/tiles/WebMercatorQuad/14/6694/13717",
+                     "/map/tiles/WebMercatorQuad/14/6694/13717",
+                     "/coverage/tiles/WebMercatorQuad/tilejson.json",
+                     "", "?f=html", "/map/tiles", "/coverage/tiles",
+                     "/map/tiles/WebMercatorQuad", "/coverage/tiles/WebMercatorQuad"):  # fmt: skip
+            answer = client.get(f"{BASE}{path}")
+            assert answer.status_code == 404, path
             assert "twin terrain import" in answer.json()["detail"]
+        # /collections lists the feature layers alone, in JSON and in HTML.
+        listed = client.get("/collections").json()["collections"]
+        assert "buildings" in {c["id"] for c in listed}
+        assert all(c["itemType"] == "feature" for c in listed)
+        assert "terrain" not in client.get("/collections?f=html").text
 
 
 def test_the_demo_city_stands_on_its_terrain(client: TestClient, demo_url: str):
@@ -271,3 +288,150 @@ def test_the_demo_city_stands_on_its_terrain(client: TestClient, demo_url: str):
             decoded[tile] = decode(answer.content)
         ground = decoded[tile][pixel_of(tile, lon, lat)]
         assert ground == pytest.approx(elevation, abs=0.1), (lon, lat)
+
+
+# --- found by links: /collections, the collection, its tilesets, a tile ------------------
+
+
+def _get(client: TestClient, href: str) -> Any:
+    """The JSON at ``href`` (an absolute link of the app's), which must answer 200."""
+    answer = client.get(href.replace("http://testserver", ""))
+    assert answer.status_code == 200, (href, answer.text)
+    return answer.json()
+
+
+def _link(document: dict[str, Any], rel: str) -> dict[str, Any]:
+    (found,) = [link for link in document["links"] if link["rel"] == rel]
+    return found
+
+
+def _tileset(client: TestClient, collection: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The WebMercatorQuad tileset of ``kind``, from the collection by links alone."""
+    tilesets = _get(client, _link(collection, TILESETS[kind])["href"])["tilesets"]
+    (mercator,) = [t for t in tilesets if t["tileMatrixSetURI"] == TMS.uri]
+    assert mercator["dataType"] == kind
+    return _get(client, _link(mercator, "self")["href"])
+
+
+def test_a_client_finds_the_terrain_tiles_from_collections_by_links(plane_client: TestClient):
+    landing = _get(plane_client, "/")
+    collections = _get(plane_client, _link(landing, "data")["href"])["collections"]
+    by_id = {c["id"]: c for c in collections}
+    terrain = by_id.pop("terrain")
+    assert "buildings" in by_id and all(c["itemType"] == "feature" for c in by_id.values())
+    # A coverage with no items: nothing tells a Features client to ask for them.
+    assert "itemType" not in terrain and terrain["dataType"] == "coverage"
+    rels = {link["rel"] for link in terrain["links"]}
+    assert not rels & {"items", OGC_REL + "queryables", OGC_REL + "tilesets-vector"}
+    assert rels >= {"self", "alternate", *TILESETS.values()}
+    west, south, east, north = terrain["extent"]["spatial"]["bbox"][0]
+    for lon, lat in (inside(0.01, 0.01), inside(0.99, 0.99)):
+        assert west <= lon <= east and south <= lat <= north
+    assert _get(plane_client, _link(terrain, "self")["href"]) == terrain
+    page = plane_client.get(_link(terrain, "alternate")["href"].replace("http://testserver", ""))
+    assert page.headers["content-type"].startswith("text/html")
+    assert "/collections/terrain/map/tiles" in page.text
+    listing = plane_client.get("/collections?f=html").text
+    assert 'href="http://testserver/collections/terrain?f=html"' in listing
+
+    centre = inside(0.5)
+    for kind in ("coverage", "map"):
+        tileset = _tileset(plane_client, terrain, kind)
+        template = _link(tileset, "item")
+        assert template["type"] == "image/png" and template["templated"] is True
+        deepest = tileset["tileMatrixSetLimits"][-1]
+        tile = TMS.tile(*centre, int(deepest["tileMatrix"]))
+        assert deepest["minTileCol"] <= tile.x <= deepest["maxTileCol"]
+        assert deepest["minTileRow"] <= tile.y <= deepest["maxTileRow"]
+        href = template["href"].format(tileMatrix=tile.z, tileRow=tile.y, tileCol=tile.x)
+        answer = plane_client.get(href.replace("http://testserver", ""))
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        if kind == "coverage":
+            row, column = pixel_of(tile, *centre)
+            x, _ = _TO_UTM.transform(*pixel_centre(tile, row, column))
+            assert decode(answer.content)[row, column] == pytest.approx(plane(x), abs=0.1)
+        else:
+            assert rgba(answer.content)[pixel_of(tile, *centre)][3] == 255
+
+
+@pytest.mark.parametrize("kind", ["coverage", "map"])
+def test_a_terrain_tileset_gives_its_scheme_limits_and_tilejson(
+    plane_client: TestClient, kind: str
+):
+    tileset = _tileset(plane_client, _get(plane_client, BASE), kind)
+    assert tileset["dataType"] == kind
+    assert tileset["crs"] == "http://www.opengis.net/def/crs/EPSG/0/3857"
+    assert tileset["tileMatrixSetURI"] == TMS.uri
+    scheme = _get(plane_client, _link(tileset, OGC_REL + "tiling-scheme")["href"])
+    assert scheme["id"] == "WebMercatorQuad"
+    tilejson = _get(plane_client, _link(tileset, "alternate")["href"])
+    assert tilejson["tilejson"] == "3.0.0" and ("encoding" in tilejson) == (kind == "coverage")
+    assert _get(plane_client, _link(tileset, "collection")["href"])["id"] == "terrain"
+    # The limits: the zooms TileJSON gives, and at each the tiles under the DEM's bounds.
+    limits = tileset["tileMatrixSetLimits"]
+    zooms = [int(limit["tileMatrix"]) for limit in limits]
+    assert zooms == list(range(tilejson["minzoom"], tilejson["maxzoom"] + 1))
+    west, south, east, north = tilejson["bounds"]
+    for limit, z in zip(limits, zooms, strict=True):
+        first, last = TMS.tile(west, north, z), TMS.tile(east, south, z)
+        assert (limit["minTileCol"], limit["maxTileCol"]) == (first.x, last.x)
+        assert (limit["minTileRow"], limit["maxTileRow"]) == (first.y, last.y)
+    assert tileset["boundingBox"]["lowerLeft"] == [west, south]
+    assert tileset["boundingBox"]["upperRight"] == [east, north]
+    lon, lat, zoom = tilejson["center"]
+    assert tileset["centerPoint"]["coordinates"] == [lon, lat]
+    assert tileset["centerPoint"]["tileMatrix"] == str(zoom)
+    answer = plane_client.get(f"{BASE}/{kind}/tiles/WebMercatorQuad")
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert plane_client.get(f"{BASE}/{kind}/tiles/Nope").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "items"), ("GET", "items/1"), ("POST", "items"), ("GET", "queryables"),
+     ("GET", "tiles"), ("GET", "tiles/WebMercatorQuad/14/6694/13717")],
+)  # fmt: skip
+def test_the_terrains_feature_routes_are_404_naming_its_tiles(
+    plane_client: TestClient, method: str, path: str
+):
+    answer = plane_client.request(method, f"{BASE}/{path}")
+    assert answer.status_code == 404
+    assert "/collections/terrain/coverage/tiles" in answer.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def plane_server(plane_url: str) -> Iterator[str]:
+    """The app with the plane, served by uvicorn on a free loopback port (for GDAL)."""
+    port = free_port()
+    app = create_app(settings_for(make_data_dir("twin-terrain-live-")), database_url=plane_url)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="gdal-bin is not installed")
+def test_gdals_feature_driver_lists_the_feature_layers_and_not_the_terrain(
+    plane_server: str, plane_client: TestClient
+):
+    collections = plane_client.get("/collections").json()["collections"]
+    feature_layers = {c["id"] for c in collections if c.get("itemType") == "feature"}
+    assert "terrain" in {c["id"] for c in collections} and "terrain" not in feature_layers
+    listing = subprocess.run(["ogrinfo", "-ro", "-q", f"OAPIF:{plane_server}"],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    # "1: buildings (Polygon)": the layers GDAL found, by name
+    layers = {
+        line.split(":", 1)[1].split()[0] for line in listing.stdout.splitlines() if ":" in line
+    }
+    assert layers == feature_layers
+    summary = subprocess.run(["ogrinfo", "-ro", "-so", f"OAPIF:{plane_server}", "sensors"],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert summary.returncode == 0, summary.stderr
+    assert "Feature Count:" in summary.stdout

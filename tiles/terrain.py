@@ -35,6 +35,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from scipy import ndimage
 
 from tiles import matrix
+from twin import registry
 from twin.errors import NotFound
 from twin.schema import SRID
 
@@ -42,6 +43,13 @@ NODATA = -9999.0  # what a warped pixel with no DEM under it holds, before encod
 COVERAGE = "coverage"
 MAP = "map"
 KINDS = (COVERAGE, MAP)
+# The terrain's name in the catalogue (layers.terrain registers it), its collection's id.
+NAME = "terrain"
+# What each kind of tile holds, for the documents that describe them (TileJSON, OGC).
+DESCRIPTIONS = {
+    COVERAGE: "Ground elevation (DEM), metres, Terrarium-encoded: R * 256 + G + B / 256 - 32768",
+    MAP: "Ground elevation (DEM), coloured by height and shaded by slope",
+}
 TERRARIUM_OFFSET = 32768.0
 # Bumped when the images drawn from the same DEM change (colours, shading, encoding),
 # so clients holding an ETag of the old drawing fetch the new one.
@@ -128,6 +136,18 @@ def terrain(conn: psycopg.Connection) -> Terrain:
         _STATS.clear()
     _STATS[key] = found
     return found
+
+
+def catalogued(catalogue: registry.Catalogue) -> dict[str, Any]:
+    """The terrain's catalogue entry (title, description, extent) when a DEM is loaded;
+    NotFound saying how to load one otherwise. Read from the catalogue as the process
+    holds it, so listing the terrain beside the feature layers costs no query."""
+    layer = catalogue.layers.get(NAME)
+    entry = catalogue.entries.get(NAME) or {}
+    raster = layer is not None and not layer.has_features
+    if not (raster and entry.get("feature_count") and entry.get("bbox")):
+        raise NotFound(_NO_TERRAIN)
+    return entry
 
 
 def etag(found: Terrain, kind: str, tile: matrix.Tile) -> str:
@@ -352,6 +372,14 @@ def zoom_range(found: Terrain, tms_id: str = "WebMercatorQuad") -> tuple[int, in
     return bottom, top
 
 
+def centre(found: Terrain, zooms: tuple[int, int]) -> tuple[float, float, int]:
+    """Where a view of the terrain opens: the middle of the DEM, three zooms in from the
+    first of ``zooms`` (its zoom_range) worth asking for, at most the last."""
+    minzoom, maxzoom = zooms
+    west, south, east, north = found.bounds
+    return (west + east) / 2, (south + north) / 2, min(maxzoom, minzoom + 3)
+
+
 def tilejson(
     found: Terrain, kind: str, tiles_url: str, tms_id: str = "WebMercatorQuad"
 ) -> dict[str, Any]:
@@ -363,18 +391,14 @@ def tilejson(
     document: dict[str, Any] = {
         "tilejson": "3.0.0",
         "name": f"terrain {kind}",
-        "description": (
-            "Ground elevation (DEM), metres, Terrarium-encoded: R * 256 + G + B / 256 - 32768"
-            if kind == COVERAGE
-            else "Ground elevation (DEM), coloured by height and shaded by slope"
-        ),
+        "description": DESCRIPTIONS[kind],
         "version": f"1.0.{found.version}",
         "scheme": "xyz",
         "tiles": [tiles_url],
         "minzoom": minzoom,
         "maxzoom": maxzoom,
         "bounds": [west, south, east, north],
-        "center": [(west + east) / 2, (south + north) / 2, min(maxzoom, minzoom + 3)],
+        "center": list(centre(found, (minzoom, maxzoom))),
         "tileSize": matrix.matrix_set(tms_id).matrix(0).tileWidth,
     }
     if kind == COVERAGE:

@@ -68,7 +68,10 @@ def get_collection(catalogue: registry.Catalogue, name: str) -> Collection:
         raise NotFound(f"no collection {name.replace(chr(0), '')[:63]!r}")
     layer = catalogue.layer(name)
     if not layer.has_features:
-        raise NotFound(f"{name!r} is a raster, not a feature collection")
+        raise NotFound(
+            f"{name!r} is a raster, not a feature collection: its tiles are at"
+            f" /collections/{name}/map/tiles and /collections/{name}/coverage/tiles"
+        )
     return collection(catalogue, name)
 
 

@@ -19,6 +19,8 @@ from api import openapi30
 from api.access import HeavyPage, Public
 from api.deps import Connection, Plain, base_url, catalogue_of, with_connection
 from api.errors import TooLarge
+from api.routes import terrain
+from tiles import terrain as terrain_tiles
 from twin import features
 from twin.errors import InvalidInput
 
@@ -51,6 +53,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/dataset-tilesets",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/png",  # the terrain's tiles
 ]
 RESERVED = {"f", "limit", "offset", "after", "bbox", "bbox-crs", "crs", "properties", "sortby",
             "datetime", "filter", "filter-lang", "filter-crs"}  # fmt: skip
@@ -154,22 +157,30 @@ def _collection_body(coll: features.Collection, base: str) -> dict[str, Any]:
 
 @router.get("/collections", dependencies=[Public], summary="Every layer as a collection (public)")
 def collections(request: Request, conn: Connection, f: str | None = None) -> Any:
-    """Built-in layers and scenes, as the catalogue lists them."""
+    """Built-in layers and scenes, as the catalogue lists them, and the terrain (its
+    tiles, no items) when a DEM is loaded."""
     base = base_url(request)
+    catalogue = catalogue_of(request, conn)
     body = {
         "links": [{"rel": "self", "href": f"{base}/collections", "type": "application/json"}],
-        "collections": [
-            _collection_body(c, base)
-            for c in features.list_collections(catalogue_of(request, conn))
-        ],
+        "collections": [_collection_body(c, base) for c in features.list_collections(catalogue)]
+        + terrain.collection_bodies(base, catalogue),
     }
     if _wants_html(request, f):
         rows = "".join(
-            f'<li><a href="{html.escape(c["links"][2]["href"])}">{html.escape(c["title"])}</a> ({html.escape(c["id"])})</li>'
+            f'<li><a href="{html.escape(_html_href(c))}">{html.escape(c["title"])}</a> ({html.escape(c["id"])})</li>'
             for c in body["collections"]
         )
         return HTMLResponse(_page("Collections", f"<ul>{rows}</ul>"))
     return body
+
+
+def _html_href(collection: dict[str, Any]) -> str:
+    """Where a collection's HTML page links: its items, or (the terrain) its own page."""
+    for link in collection["links"]:
+        if link["type"] == "text/html":
+            return str(link["href"])
+    return str(collection["links"][0]["href"])
 
 
 @router.get(
@@ -178,10 +189,14 @@ def collections(request: Request, conn: Connection, f: str | None = None) -> Any
 def collection(
     request: Request, conn: Connection, collection_id: CollectionId, f: str | None = None
 ) -> Any:
-    """A collection's description and links."""
-    body = _collection_body(
-        features.get_collection(catalogue_of(request, conn), collection_id), base_url(request)
-    )
+    """A collection's description and links (the terrain's: its tilesets)."""
+    catalogue = catalogue_of(request, conn)
+    if collection_id == terrain_tiles.NAME:
+        body = terrain.collection_body(base_url(request), catalogue)
+    else:
+        body = _collection_body(
+            features.get_collection(catalogue, collection_id), base_url(request)
+        )
     if _wants_html(request, f):
         about = f"<p>{html.escape(body['description'])}</p>"
         return HTMLResponse(_page(body["title"], about + _links_html(body["links"])))

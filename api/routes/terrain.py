@@ -1,5 +1,10 @@
 """Terrain tiles over HTTP (OGC API Tiles paths). Public: a DEM is open map data.
 
+The terrain is a collection beside the feature layers (/collections lists it, and
+/collections/terrain describes it): no items, its extent, and links to its two tilesets
+lists, ``tilesets-map`` and ``tilesets-coverage`` as OGC API Tiles names them. Each lists
+one tileset per matrix set, whose metadata gives the tiles' template and the DEM's limits.
+
 ``/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}`` is the elevation in Terrarium
 PNG (deck.gl's TerrainLayer, MapLibre's raster-dem source), ``.../map/tiles/...`` the
 shaded, coloured DEM to drape on it; each has a TileJSON 3.0 document beside its tiles.
@@ -11,7 +16,7 @@ re-import, and a client's revalidation (304) costs one small query, no drawing.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Path, Request, Response
@@ -24,12 +29,17 @@ from api.deps import (
     KnownParameters,
     Plain,
     base_url,
+    catalogue_of,
     etag_matches,
     with_connection,
 )
+from api.routes import tiles as tile_routes
 from api.routes.tiles import CORS
 from tiles import matrix
 from tiles import terrain as terrain_tiles
+from twin import registry
+from twin.crs import CRS84
+from twin.errors import NotFound
 
 router = APIRouter(tags=["Terrain tiles"])
 TmsId = Annotated[str, Path(max_length=63)]
@@ -42,8 +52,106 @@ PNG_ANSWER = {200: {"content": {PNG: {}}, "description": "The tile (PNG)"},
               304: {"description": "Unchanged since the ETag given"}}  # fmt: skip
 
 
+TILESETS = {terrain_tiles.MAP: "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map",
+            terrain_tiles.COVERAGE: "http://www.opengis.net/def/rel/ogc/1.0/tilesets-coverage"}  # fmt: skip
+_TILES_TITLES = {terrain_tiles.MAP: "shaded relief to look at",
+                 terrain_tiles.COVERAGE: "elevations, Terrarium-encoded"}  # fmt: skip
+
+
+def _tiles_path(kind: str) -> str:
+    return f"/collections/{terrain_tiles.NAME}/{kind}/tiles"
+
+
 def _tile_url(request: Request, kind: str, tms_id: str) -> str:
-    return f"{base_url(request)}/collections/terrain/{kind}/tiles/{tms_id}/{{z}}/{{y}}/{{x}}"
+    return f"{base_url(request)}{_tiles_path(kind)}/{tms_id}/{{z}}/{{y}}/{{x}}"
+
+
+# --- the terrain as a collection --------------------------------------------------------
+
+
+def collection_body(base: str, catalogue: registry.Catalogue) -> dict[str, Any]:
+    """The terrain as an OGC API collection (Common Part 2): its extent and links to its
+    tilesets; NotFound saying how to load a DEM when none is loaded.
+
+    No itemType (Common Part 2 gives it to collections with items), but ``dataType:
+    coverage``, as Part 2 names what a collection holds, and ``layerDataType: Coverage``:
+    GDAL's OAPIF driver (3.6 to its current source) leaves a collection out of its vector
+    layers on that alone (Ecere's GNOSIS name for it), and would list the terrain as a
+    feature layer without it."""
+    entry = terrain_tiles.catalogued(catalogue)
+    href = f"{base}/collections/{terrain_tiles.NAME}"
+    links = [
+        {"rel": "self", "href": href, "type": "application/json", "title": "This collection"},
+        {"rel": "alternate", "href": f"{href}?f=html", "type": "text/html",
+         "title": "This collection as HTML"},
+    ]  # fmt: skip
+    for kind in (terrain_tiles.MAP, terrain_tiles.COVERAGE):
+        links.append({"rel": TILESETS[kind], "href": f"{base}{_tiles_path(kind)}",
+                      "type": "application/json",
+                      "title": f"The terrain's {kind} tilesets: {_TILES_TITLES[kind]} (PNG)"})  # fmt: skip
+    return {
+        "id": terrain_tiles.NAME,
+        "title": entry["title"],
+        "description": entry["description"],
+        "dataType": "coverage",
+        "layerDataType": "Coverage",
+        "extent": {"spatial": {"bbox": [list(entry["bbox"])], "crs": CRS84}},
+        "links": links,
+    }
+
+
+def collection_bodies(base: str, catalogue: registry.Catalogue) -> list[dict[str, Any]]:
+    """The terrain's collection for /collections: none when no DEM is loaded."""
+    try:
+        return [collection_body(base, catalogue)]
+    except NotFound:
+        return []
+
+
+# --- its tilesets -----------------------------------------------------------------------
+
+
+async def _tilesets(request: Request, kind: str) -> FastJSON:
+    def answer(conn: psycopg.Connection) -> dict[str, Any]:
+        title = terrain_tiles.catalogued(catalogue_of(request, conn))["title"]
+        return tile_routes.tilesets_list(request, title, terrain_tiles.NAME,
+                                         tiles_path=_tiles_path(kind), data_type=kind,
+                                         tile_type=PNG)  # fmt: skip
+
+    return FastJSON(
+        await with_connection(request, answer), headers={"Cache-Control": CACHE, **CORS}
+    )
+
+
+async def _tileset(request: Request, kind: str, tms_id: str) -> FastJSON:
+    matrix.matrix_set(tms_id)
+
+    def read(conn: psycopg.Connection) -> tuple[terrain_tiles.Terrain, str]:
+        found = terrain_tiles.terrain(conn)
+        return found, terrain_tiles.catalogued(catalogue_of(request, conn))["title"]
+
+    found, title = await with_connection(request, read)
+    base = base_url(request)
+    path = f"{base}{_tiles_path(kind)}"
+    document = tile_routes.tileset_summary(base, path, title, tms_id, kind, PNG)
+    document["links"] += [
+        {"rel": "alternate", "href": f"{path}/{tms_id}/tilejson.json",
+         "type": "application/json", "title": "TileJSON 3.0"},
+        {"rel": "collection", "href": f"{base}/collections/{terrain_tiles.NAME}",
+         "type": "application/json"},
+    ]  # fmt: skip
+    zooms = terrain_tiles.zoom_range(found, tms_id)
+    lon, lat, zoom = terrain_tiles.centre(found, zooms)
+    west, south, east, north = found.bounds
+    document |= {
+        "description": terrain_tiles.DESCRIPTIONS[kind],
+        "tileMatrixSetLimits": matrix.matrix_set_limits(
+            tms_id, found.bounds, range(zooms[0], zooms[1] + 1)
+        ),
+        "boundingBox": {"lowerLeft": [west, south], "upperRight": [east, north], "crs": CRS84},
+        "centerPoint": {"coordinates": [lon, lat], "crs": CRS84, "tileMatrix": str(zoom)},
+    }
+    return FastJSON(document, headers={"Cache-Control": CACHE, **CORS})
 
 
 async def _tile(
@@ -115,3 +223,34 @@ async def coverage_tilejson(request: Request, tms: TmsId) -> FastJSON:
 async def map_tilejson(request: Request, tms: TmsId) -> FastJSON:
     """TileJSON 3.0 of the map tiles: the DEM's bounds and zooms."""
     return await _tilejson(request, terrain_tiles.MAP, tms)
+
+
+@router.get("/collections/terrain/map/tiles", dependencies=[Public, KnownParameters],
+            summary="The terrain's map tilesets (public)")  # fmt: skip
+async def map_tilesets(request: Request) -> FastJSON:
+    """The tilesets of the shaded terrain: one per matrix set served."""
+    return await _tilesets(request, terrain_tiles.MAP)
+
+
+@router.get("/collections/terrain/coverage/tiles", dependencies=[Public, KnownParameters],
+            summary="The terrain's coverage tilesets (public)")  # fmt: skip
+async def coverage_tilesets(request: Request) -> FastJSON:
+    """The tilesets of the terrain's elevations (Terrarium PNG): one per matrix set."""
+    return await _tilesets(request, terrain_tiles.COVERAGE)
+
+
+@router.get("/collections/terrain/map/tiles/{tms}", dependencies=[Public, KnownParameters],
+            summary="The terrain's map tileset (public)")  # fmt: skip
+async def map_tileset(request: Request, tms: TmsId) -> FastJSON:
+    """The OGC tileset metadata of the shaded terrain tiles: the template of its tiles
+    (PNG) and the tile limits of the DEM's extent, from its first zoom worth asking for to
+    its own resolution (clients overzoom past it)."""
+    return await _tileset(request, terrain_tiles.MAP, tms)
+
+
+@router.get("/collections/terrain/coverage/tiles/{tms}", dependencies=[Public, KnownParameters],
+            summary="The terrain's coverage tileset (public)")  # fmt: skip
+async def coverage_tileset(request: Request, tms: TmsId) -> FastJSON:
+    """The OGC tileset metadata of the Terrarium elevation tiles: the template of its
+    tiles (PNG, metres = R * 256 + G + B / 256 - 32768) and the DEM's tile limits."""
+    return await _tileset(request, terrain_tiles.COVERAGE, tms)

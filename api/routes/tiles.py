@@ -260,33 +260,39 @@ def tilejson(
     }
 
 
-def tilesets_list(request: Request, title: str, collection: str | None) -> dict[str, Any]:
-    """The tilesets of a collection or of the one map: one per matrix set served."""
+def tileset_summary(
+    base: str, path: str, title: str, tms: str,
+    data_type: str = "vector", tile_type: str = vector.MVT_TYPE,
+) -> dict[str, Any]:  # fmt: skip
+    """A tileset as a tilesets list names it (``path``: the list's address): its data
+    type, CRS and matrix set, and links to itself, its tiling scheme and its tiles."""
+    return {
+        "title": f"{title}: {data_type} tiles in {tms}",
+        "dataType": data_type,
+        "crs": matrix.crs_uri(tms),
+        "tileMatrixSetURI": matrix.matrix_set(tms).uri,
+        "links": [
+            {"rel": "self", "href": f"{path}/{tms}", "type": "application/json"},
+            {"rel": TILING_SCHEME, "href": f"{base}/tileMatrixSets/{tms}",
+             "type": "application/json"},
+            {"rel": "item", "href": f"{path}/{tms}/{TEMPLATE}", "templated": True,
+             "type": tile_type},
+        ],
+    }  # fmt: skip
+
+
+def tilesets_list(
+    request: Request, title: str, collection: str | None, *, tiles_path: str | None = None,
+    data_type: str = "vector", tile_type: str = vector.MVT_TYPE,
+) -> dict[str, Any]:  # fmt: skip
+    """The tilesets of a collection or of the one map: one per matrix set served; of
+    other tiles than the vector tiles (the terrain's) at ``tiles_path``, of ``data_type``
+    and ``tile_type``."""
     base = base_url(request)
-    path = f"{base}{_tiles_path(collection)}"
+    path = f"{base}{tiles_path or _tiles_path(collection)}"
     return {
         "tilesets": [
-            {
-                "title": f"{title}: vector tiles in {tms}",
-                "dataType": "vector",
-                "crs": matrix.crs_uri(tms),
-                "tileMatrixSetURI": matrix.matrix_set(tms).uri,
-                "links": [
-                    {"rel": "self", "href": f"{path}/{tms}", "type": "application/json"},
-                    {
-                        "rel": TILING_SCHEME,
-                        "href": f"{base}/tileMatrixSets/{tms}",
-                        "type": "application/json",
-                    },
-                    {
-                        "rel": "item",
-                        "href": f"{path}/{tms}/{TEMPLATE}",
-                        "templated": True,
-                        "type": vector.MVT_TYPE,
-                    },
-                ],
-            }
-            for tms in matrix.SERVED
+            tileset_summary(base, path, title, tms, data_type, tile_type) for tms in matrix.SERVED
         ],
         "links": [{"rel": "self", "href": path, "type": "application/json"}],
     }
