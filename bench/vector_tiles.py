@@ -5,9 +5,12 @@ base's ceiling), for z12, z14 and z16 over the demo district, at 1 and 8 connect
 For each zoom the same fixed list of tile URLs is asked of each server: once with every
 tile new to the server (ours starts with an empty cache: "first"), then again ("warm").
 TiPg has no cache, so its two passes measure the same thing. Both are told extent 4096
-and buffer 64; the tiles of each are decoded to compare what they hold.
+and buffer 64; the tiles of each are decoded to compare what they hold. Where wrk is
+installed (`apt-get install wrk`), warm tiles are also asked by wrk for five seconds: the
+server's own rate, with no Python client on the same two cores.
 
     .venv/bin/python bench/vector_tiles.py [--size default] [--layers buildings,pipes]
+        [--zooms 12,14,16] [--per-zoom 200]
 
 TiPg runs from a virtual environment of its own (``.twin/bench-tipg``, made on first use
 with pip: ``tipg==1.6.1``), so its pins never meet ours.
@@ -22,8 +25,10 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -72,7 +77,7 @@ def _wait(port: int, path: str, server: subprocess.Popen) -> None:
     raise RuntimeError(f"the server on port {port} did not come up")
 
 
-def _tiles(url: str, per_zoom: int) -> dict[int, list[matrix.Tile]]:
+def _tiles(url: str, per_zoom: int, zooms: tuple[int, ...]) -> dict[int, list[matrix.Tile]]:
     """A fixed list of tiles over the demo district at each zoom (at most ``per_zoom``)."""
     with db.connect(url) as conn:
         box = conn.execute(
@@ -81,7 +86,7 @@ def _tiles(url: str, per_zoom: int) -> dict[int, list[matrix.Tile]]:
         ).fetchone()
     rng = random.Random(12)
     chosen = {}
-    for z in ZOOMS:
+    for z in zooms:
         every = list(matrix.tiles_under(TMS, box, range(z, z + 1)))
         chosen[z] = sorted(rng.sample(every, min(per_zoom, len(every))))
     return chosen
@@ -109,6 +114,29 @@ def _get_all(port: int, paths: list[str], connections: int) -> tuple[list[float]
         done = list(pool.map(one, paths))
     wall = time.perf_counter() - started
     return [d[0] for d in done], wall, [d[1] for d in done]
+
+
+WRK_SCRIPT = Path(__file__).with_name("tiles_wrk.lua")
+
+
+def _wrk(port: int, paths: list[str], connections: int, seconds: float, name: str) -> str:
+    """wrk asking ``paths`` round and round for ``seconds``: the figures of warm tiles,
+    with no Python client on the cores (None when wrk is not installed)."""
+    prelude = "PATHS = {" + ", ".join(json.dumps(p) for p in paths) + "}\n"
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(prelude + WRK_SCRIPT.read_text())
+        script.flush()
+        done = subprocess.run(
+            ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-s", script.name,
+             "-d", f"{seconds:g}s", f"http://127.0.0.1:{port}"],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    found = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("WRK "))[4:])
+    if found["failed"] or found["socket_errors"]:
+        raise RuntimeError(f"wrk: {found['failed']} failed, {found['socket_errors']} socket errors")
+    rate = found["requests"] / found["seconds"]
+    return (f"{name:<34} p50 {found['p50_ms']:6.2f} ms  p99 {found['p99_ms']:6.2f} ms  "
+            f"{rate:7.0f} tiles/s")  # fmt: skip
 
 
 def _ceiling(url: str, layers: list[str], tiles: list[matrix.Tile], connections: int) -> str:
@@ -170,11 +198,12 @@ def main() -> None:
     parser.add_argument("--size", choices=("small", "default", "large"), default="default")
     parser.add_argument("--layers", default="buildings,pipes")
     parser.add_argument("--per-zoom", type=int, default=200, help="tiles per zoom, at most")
+    parser.add_argument("--zooms", default=",".join(map(str, ZOOMS)), help="comma list")
     args = parser.parse_args()
 
     url, env = demo_city(args.size, folder=f".twin/bench-tiles-{args.size}")
     layers = args.layers.split(",")
-    chosen = _tiles(url, args.per_zoom)
+    chosen = _tiles(url, args.per_zoom, tuple(int(z) for z in args.zooms.split(",")))
     with db.connect(url) as conn:
         catalogue = registry.load(conn)
         columns = {name: list(catalogue.layer(name).tile) for name in layers}
@@ -231,6 +260,8 @@ def main() -> None:
                         print(figures("  ours, first request", times, wall, "tiles"))
                         times, wall, _ = _get_all(ours_port, ours_paths, connections)
                         print(figures("  ours, warm", times, wall, "tiles"))
+                        if shutil.which("wrk"):
+                            print(_wrk(ours_port, ours_paths, connections, 5, "  ours, warm (wrk)"))
                     finally:
                         server.terminate()
                         server.wait(timeout=30)
