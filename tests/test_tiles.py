@@ -199,6 +199,18 @@ def test_pipes_thin_out_below_street_scale(client: TestClient, centre: tuple[flo
     assert len(diameters(12)) > 0
 
 
+def test_tile_bounds_are_morecantiles():
+    # The bounds come from Web Mercator's inverse in closed form (pyproj's call is as
+    # slow as a small tile's query): they must be morecantile's, at every zoom.
+    tms = matrix.matrix_set("WebMercatorQuad")
+    for z in range(matrix.MAX_ZOOM + 1):
+        for x, y in ((0, 0), (2**z - 1, 2**z - 1), (2**z // 3, 2**z // 5)):
+            tile = morecantile.Tile(x, y, z)
+            expected = tms.bounds(tile)
+            got = matrix.lonlat_bounds("WebMercatorQuad", tile)
+            assert got == pytest.approx(tuple(expected), abs=1e-9), tile
+
+
 def test_a_district_tile_holds_buildings_as_blocks_that_count_them_all(
     client: TestClient, city_url: str, centre: tuple[float, float]
 ):

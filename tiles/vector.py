@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -142,7 +143,7 @@ def render_tile(
     # Prepared where the plan does not hang on the tile's numbers: no merged layer.
     prepare = None if all(tile.z >= layer.tiling.merge_below for layer in shown) else False
     for _ in range(MAX_TRIES + 1):
-        statement = _statement(shown, tile, ranked)
+        statement = _statement_text(conn, catalogue, shown, tile.z, ranked)
         data, counts = _run(conn, statement, _params(tile, cap), limits, tile, prepare)
         over = frozenset(layer.name for layer, n in zip(shown, counts, strict=True) if n > cap)
         if not over <= ranked:  # cut: render again, keeping the most important first
@@ -200,9 +201,34 @@ def _integer_id(layer: registry.Layer) -> bool:
     return layer.columns.get(layer.id_column) == "integer"
 
 
+def _statement_text(
+    conn: psycopg.Connection,
+    catalogue: registry.Catalogue,
+    shown: list[registry.Layer],
+    z: int,
+    ranked: frozenset[str],
+) -> str:
+    """``_statement`` as text, made once for each catalogue, layers, zoom and ranking:
+    composing it took longer than a street tile's query. An entry holds its catalogue, so
+    the catalogue's id in the key is not reused while the entry lives."""
+    key = (id(catalogue), tuple(layer.name for layer in shown), z, ranked)
+    found = _STATEMENTS.get(key)
+    if found is not None and found[0] is catalogue:
+        _STATEMENTS.move_to_end(key)
+        return found[1]
+    text = _statement(shown, z, ranked).as_string(conn)
+    _STATEMENTS[key] = (catalogue, text)
+    while len(_STATEMENTS) > 512:
+        _STATEMENTS.popitem(last=False)
+    return text
+
+
+_STATEMENTS: OrderedDict[tuple[Any, ...], tuple[registry.Catalogue, str]] = OrderedDict()
+
+
 def _run(
     conn: psycopg.Connection,
-    statement: sql.Composable,
+    statement: str,
     params: dict[str, Any],
     limits: Limits,
     tile: matrix.Tile,
@@ -270,7 +296,7 @@ _ENVELOPE = sql.SQL("ST_TileEnvelope(%(z)s, %(x)s, %(y)s)")  # WebMercatorQuad's
 
 
 def _statement(
-    shown: list[registry.Layer], tile: matrix.Tile, ranked: frozenset[str] = frozenset()
+    shown: list[registry.Layer], z: int, ranked: frozenset[str] = frozenset()
 ) -> sql.Composable:
     """One statement for the whole tile: a capped selection per layer (``r0``, ``r1`` …),
     then their MVT layers joined, and how many features each had (up to the cap and one:
@@ -281,8 +307,8 @@ def _statement(
     counts: list[sql.Composable] = []
     for i, layer in enumerate(shown):
         name = sql.Identifier(f"r{i}")
-        merged = tile.z < layer.tiling.merge_below
-        select = _merged(layer) if merged else _detailed(layer, tile, layer.name in ranked)
+        merged = z < layer.tiling.merge_below
+        select = _merged(layer) if merged else _detailed(layer, z, layer.name in ranked)
         ctes.append(sql.SQL("{} AS MATERIALIZED ({})").format(name, select))
         feature_id = sql.SQL(", '__id'") if _integer_id(layer) and not merged else sql.SQL("")
         tiles.append(
@@ -345,21 +371,21 @@ def _rank(layer: registry.Layer) -> sql.Composable:
     return sql.SQL(RANKS[layer.tiling.rank]).format(id=sql.Identifier(layer.id_column), **computed)
 
 
-def _detailed(layer: registry.Layer, tile: matrix.Tile, ranked: bool) -> sql.Composable:
+def _detailed(layer: registry.Layer, z: int, ranked: bool) -> sql.Composable:
     """Each feature under the tile: as stored from the layer's full zoom, simplified to
     the pixel grid and without those smaller than a pixel below it. The ranked rows are
     fenced (OFFSET 0) so that the drawing is done once a feature: without it the planner
     pushed ``__geom IS NOT NULL`` into the scan and drew every feature twice."""
-    if tile.z >= TANGENT_FROM:
+    if z >= TANGENT_FROM:
         shape = sql.SQL("ST_Affine(f.geom, %(to_x)s, 0, 0, %(to_y)s, 0, %(y_off)s)")
     else:
         shape = sql.SQL("ST_Transform(f.geom, 3857)")
     where = [sql.SQL("f.geom && {}").format(_BOX)]
-    if tile.z < layer.tiling.full_zoom and layer.family != "point":
+    if z < layer.tiling.full_zoom and layer.family != "point":
         # Douglas-Peucker, keeping what it would collapse: the tile's clip repairs what a
         # topology-preserving pass would guard against, at half its cost.
         shape = sql.SQL("ST_Simplify({}, %(tolerance)s, true)").format(shape)
-    least = layer.tiling.least(tile.z)
+    least = layer.tiling.least(z)
     if least is not None:
         column = sql.Identifier(layer.tiling.thin_column or "")
         where.append(sql.SQL("(f.{0} IS NULL OR f.{0} >= {1})").format(column, sql.Literal(least)))
