@@ -206,3 +206,24 @@ def test_attach_of_many_points_at_once_is_each_points_own(demo_url: str):
             ]
     assert sum(len(f) for answer in alone for f in answer.values()) > 100  # not all empty
     assert any(a.networks for a in asked)
+
+
+def test_attach_finds_a_long_edge_whose_arc_bulges_towards_the_report(fresh_url: str):
+    """A feature with a long edge (a main of 0.5°, 47 km) bulges poleward of its vertices
+    as a geodesic arc, by some 27 m at 31° N: a report 44 m north of the straight line in
+    degrees lies 17 m from it on the globe, and is attached to it, as nearest_within finds
+    it, though attach searches the narrow features in a box that stops short of the line."""
+    lon, lat = 121.25, 31.5004  # north of the demo city: no other pipe near
+    with db.connect(fresh_url) as conn:
+        (main,) = conn.execute(
+            "INSERT INTO pipes (network, geom) VALUES ('water', ST_SetSRID(ST_MakeLine("
+            "ST_MakePoint(121.0, 31.5), ST_MakePoint(121.5, 31.5)), 4326)) RETURNING id"
+        ).fetchone()  # type: ignore[misc]
+        box = spatial._search_box(lon, lat, 30, spatial._SMALL_ARC_MARGIN_DEG)
+        assert box is not None and lat - 31.5 > box[1]  # beyond the narrow box
+        asked = spatial.Near(lon, lat, ["pipes"], 30)
+        (together,) = spatial.nearest_within_many(conn, [asked], k=3, columns=("source_id",))
+        alone = spatial.nearest_within(conn, lon, lat, layers=["pipes"], k=3, max_distance_m=30,
+                                       columns=("source_id",))  # fmt: skip
+    assert [f["id"] for f in together["pipes"]] == [str(main)]
+    assert together["pipes"][0]["distance_m"] == alone["pipes"][0]["distance_m"] < 20

@@ -317,7 +317,9 @@ def nearest_within_many(
         raise InvalidInput(f"k must be from 1 to {MAX_K}")
     answers: list[dict[str, list[dict[str, Any]]] | None] = [None] * len(asked)
     tables: dict[str, registry.Layer] = {}
-    # Per layer: its points' rows (n, lon, lat, max, dlon, dlat, degrees, networks).
+    # Per layer: its points' rows (n, lon, lat, max, the box (dlon, dlat) and planar reach
+    # (degrees) of the features of small span (points: of all), networks, and the box
+    # and reach of the wide ones, with the full margin).
     wanted: dict[str, list[tuple[Any, ...]]] = {}
     for n, one in enumerate(asked):
         check_point(one.lon, one.lat)
@@ -329,15 +331,23 @@ def nearest_within_many(
                                         max_distance_m=one.max_distance_m, columns=columns,
                                         networks=one.networks)  # fmt: skip
             continue
+        narrow = {margin: _search_box(one.lon, one.lat, one.max_distance_m, margin) or box
+                  for margin in (0.0, _SMALL_ARC_MARGIN_DEG)}  # fmt: skip
         networks = dict(one.networks or {})
         answers[n] = {}
         for name, layer in check_layers(conn, one.layers).items():
             tables[name] = layer
             answers[n][name] = []  # type: ignore[index]
             held = networks.get(name)
+            # A planar reach in degrees no feature within the metres lies beyond: its
+            # point nearest on the globe is in the box, the planar edge through it within
+            # the arc's bulge (the margin).
+            margin = 0.0 if layer.family == "point" else _SMALL_ARC_MARGIN_DEG
+            small = narrow[margin]
             wanted.setdefault(name, []).append((
-                n, one.lon, one.lat, one.max_distance_m, box[0], box[1],
-                math.hypot(*box) + _ARC_MARGIN_DEG, None if held is None else ",".join(held),
+                n, one.lon, one.lat, one.max_distance_m, small[0], small[1],
+                math.hypot(*small) + margin, None if held is None else ",".join(held),
+                box[0], box[1], math.hypot(*box) + _ARC_MARGIN_DEG,
             ))  # fmt: skip
     if not wanted:
         return answers  # type: ignore[return-value]
@@ -345,11 +355,12 @@ def nearest_within_many(
     shapes = tuple(
         (tables[name].table, tables[name].id_column,
          tuple(c for c in columns if c in tables[name].public_columns),
-         any(row[7] is not None for row in wanted[name]))
+         any(row[7] is not None for row in wanted[name]), tables[name].family != "point")
         for name in names
     )  # fmt: skip
     parameters: dict[str, Any] = {"candidates": k * 2 + 10, "k": k}
-    fields = ("n", "lon", "lat", "max", "dlon", "dlat", "degrees", "networks")
+    fields = ("n", "lon", "lat", "max", "dlon", "dlat", "degrees", "networks", "wlon", "wlat",
+              "wdegrees")  # fmt: skip
     for part, name in enumerate(names):  # one JSON text a layer: far cheaper to send than arrays
         parameters[f"points{part}"] = orjson.dumps(
             [dict(zip(fields, row, strict=True)) for row in wanted[name]]).decode()  # fmt: skip
@@ -374,39 +385,67 @@ def nearest_within_many(
 
 
 @functools.lru_cache(maxsize=256)
-def _nearest_within_many_query(shapes: tuple[tuple[str, str, tuple[str, ...], bool], ...]) -> str:
+def _nearest_within_many_query(
+    shapes: tuple[tuple[str, str, tuple[str, ...], bool, bool], ...],
+) -> str:
     """nearest_within_many's statement for layers (table, key column, columns shown, any
-    point held to networks): each layer's part nearest_within's, in a lateral join over
-    the rows of its points (parameter ``points{part}``, JSON), numbered ``part``."""
+    point held to networks, whether features have edges): each layer's part
+    nearest_within's, in a lateral join over the rows of its points (parameter
+    ``points{part}``, JSON), numbered ``part``. A layer of lines or polygons takes its
+    candidates from two scans, merged in the index's order: every feature in the narrow
+    box, and the features of wide span (``WIDE_SPAN``) the narrow box cannot hold that
+    lie in the wide one."""
     point = sql.SQL("ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)")
     parts = []
-    for part, (table, key, shown, held) in enumerate(shapes):
+    for part, (table, key, shown, held, edges) in enumerate(shapes):
+        # The geodesic distance computed once a candidate (OFFSET 0 keeps the test on it
+        # out of the scan, where it would be computed again): on a road's polygon of a
+        # few hundred vertices it costs half a millisecond, the planar tests a hundredth.
+        scan = sql.SQL(
+            """
+                SELECT * FROM (
+                  SELECT f.{key}::text AS id, {summary} AS properties,
+                         ST_Distance(f.geom::geography, {point}::geography) AS distance_m,
+                         f.geom <-> {point} AS degrees
+                  FROM {table} f
+                  WHERE f.geom IS NOT NULL AND {where}{held}
+                  ORDER BY f.geom <-> {point}
+                  OFFSET 0
+                ) s WHERE s.distance_m <= p.max
+                LIMIT %(candidates)s
+            """
+        )
+        narrow = sql.SQL("f.geom && ST_Expand({point}, p.dlon, p.dlat)"
+                         " AND ST_DWithin(f.geom, {point}, p.degrees)").format(point=point)  # fmt: skip
+        wide = sql.SQL(
+            "{span} AND f.geom && ST_Expand({point}, p.wlon, p.wlat)"
+            " AND ST_DWithin(f.geom, {point}, p.wdegrees) AND NOT ({narrow})"
+        ).format(span=sql.SQL(WIDE_SPAN.replace("geom", "f.geom")), point=point, narrow=narrow)
+        common = {
+            "key": sql.Identifier(key), "summary": _summary(shown), "point": point,
+            "table": sql.Identifier(table),
+            "held": sql.SQL(" AND (p.networks IS NULL OR f.network = ANY(string_to_array("
+                            "p.networks, ',')))") if held else sql.SQL(""),
+        }  # fmt: skip
+        candidates = scan.format(where=narrow, **common)
+        if edges:
+            candidates = sql.SQL(
+                "SELECT * FROM (({}) UNION ALL ({})) u ORDER BY degrees LIMIT %(candidates)s"
+            ).format(candidates, scan.format(where=wide, **common))
         parts.append(sql.SQL(
             """
             (SELECT p.n, {part} AS part, c.* FROM jsonb_to_recordset({points}::text::jsonb)
                 AS p(n int, lon float8, lat float8, max float8, dlon float8, dlat float8,
-                     degrees float8, networks text)
+                     degrees float8, networks text, wlon float8, wlat float8,
+                     wdegrees float8)
              CROSS JOIN LATERAL (
               SELECT *, max(degrees) OVER () AS reach, count(*) OVER () AS found FROM (
-                SELECT f.{key}::text AS id, {summary} AS properties,
-                       ST_Distance(f.geom::geography, {point}::geography) AS distance_m,
-                       f.geom <-> {point} AS degrees
-                FROM {table} f
-                WHERE f.geom IS NOT NULL AND f.geom && ST_Expand({point}, p.dlon, p.dlat)
-                  AND ST_DWithin(f.geom, {point}, p.degrees){held}
-                  AND ST_DWithin(f.geom::geography, {point}::geography, p.max)
-                ORDER BY f.geom <-> {point}
-                LIMIT %(candidates)s
+                {candidates}
               ) c ORDER BY distance_m, id LIMIT %(k)s
              ) c)
             """
-        ).format(
-            part=sql.Literal(part), points=sql.Placeholder(f"points{part}"),
-            key=sql.Identifier(key),
-            summary=_summary(shown), point=point, table=sql.Identifier(table),
-            held=sql.SQL(" AND (p.networks IS NULL OR f.network = ANY(string_to_array("
-                         "p.networks, ',')))") if held else sql.SQL(""),
-        ))  # fmt: skip
+        ).format(part=sql.Literal(part), points=sql.Placeholder(f"points{part}"),
+                 candidates=candidates))  # fmt: skip
     return sql.SQL(" UNION ALL ").join(parts).as_string()
 
 
@@ -466,19 +505,35 @@ _METRES_PER_DEGREE_LON_EQUATOR = 111_319.0
 # under 0.001° for edges up to 95 km long at 31° (Shanghai), 55 km at 60°. (The demo's
 # longest edge is 3.9 km.)
 _ARC_MARGIN_DEG = 0.001
+# The bulge is under 0.025 L² degrees for an edge L degrees long (lon/lat), at any
+# latitude up to 86° (0.0013 L² at 31°), so a feature whose box spans (width plus height)
+# at most _SMALL_SPAN_DEG has no edge that bulges more than _SMALL_ARC_MARGIN_DEG
+# (0.025 × 0.06² < 0.0001): attach searches those, nearly every feature, in a box with
+# that margin, ten times narrower than _ARC_MARGIN_DEG (around a 30 m circle, 1/20 of the
+# area, and as many fewer geodesic tests); the few wider ones (a long road's polygon) in
+# the box with the full margin, through a partial index of them (migration 0011).
+# Points have no edges: their box needs no margin at all.
+_SMALL_SPAN_DEG = 0.06
+_SMALL_ARC_MARGIN_DEG = 0.0001
+# A feature's span as the partial indexes' predicate reads it (the same text, so the
+# planner uses them).
+WIDE_SPAN = (
+    f"(ST_XMax(geom) - ST_XMin(geom)) + (ST_YMax(geom) - ST_YMin(geom)) > {_SMALL_SPAN_DEG:g}"
+)
 
 
-def _search_box(lon: float, lat: float, metres: float) -> tuple[float, float] | None:
+def _search_box(lon: float, lat: float, metres: float, margin: float = _ARC_MARGIN_DEG
+                ) -> tuple[float, float] | None:  # fmt: skip
     """Half width and height in degrees of a lon/lat box around the point holding every
-    feature within ``metres`` of it on the ellipsoid; None near a pole or the antimeridian,
-    where no such box is simple (those points are searched without it)."""
-    dlat = metres / _METRES_PER_DEGREE_LAT * 1.01 + _ARC_MARGIN_DEG
+    feature within ``metres`` of it on the ellipsoid (whose edges bulge by at most
+    ``margin`` degrees); None near a pole or the antimeridian, where no such box is simple
+    (those points are searched without it)."""
+    dlat = metres / _METRES_PER_DEGREE_LAT * 1.01 + margin
     farthest = abs(lat) + dlat
     if farthest >= 85:
         return None
     dlon = (
-        metres / (_METRES_PER_DEGREE_LON_EQUATOR * math.cos(math.radians(farthest))) * 1.01
-        + _ARC_MARGIN_DEG
+        metres / (_METRES_PER_DEGREE_LON_EQUATOR * math.cos(math.radians(farthest))) * 1.01 + margin
     )
     if lon - dlon < -180 or lon + dlon > 180:
         return None
