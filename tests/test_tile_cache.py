@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import httpx2 as httpx
 import mapbox_vector_tile
+import morecantile
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -441,3 +442,38 @@ def test_a_category_priority_edit_drops_the_tiles_of_its_incidents(
     after = _through(tile_cache, fresh_url, ["incidents"], tile)
     (changed,) = mapbox_vector_tile.decode(after.data)["incidents"]["features"]
     assert changed["properties"]["priority"] == body["priority"]
+
+
+def test_a_tile_in_memory_is_answered_as_the_route_answers_it(staff: TestClient, fresh_url: str):
+    # Warm tiles are answered ahead of FastAPI's routing (api.routes.tiles.TileMemoryFront):
+    # the same bytes and headers, the same conditions and encodings, HEAD as GET.
+    with psycopg.connect(fresh_url) as conn:
+        lon, lat = conn.execute(
+            "SELECT ST_X(c), ST_Y(c) FROM (SELECT ST_Centroid(ST_Extent(geom)::geometry) AS c"
+            " FROM buildings) AS x"
+        ).fetchone()
+    tile = morecantile.tms.get(TMS).tile(lon, lat, 15)
+    for path in (
+        f"/collections/buildings/tiles/{TMS}/15/{tile.y}/{tile.x}",
+        f"/tiles/{TMS}/15/{tile.y}/{tile.x}",
+        f"/tiles/{TMS}/15/{tile.y}/{tile.x}?layers=pipes,buildings",
+    ):
+        plain = {"Accept-Encoding": "identity"}
+        first = staff.get(path, headers=plain)
+        assert first.status_code == 200 and first.headers["x-tile-cache"] == "rendered", path
+        warm = staff.get(path, headers=plain)
+        assert warm.headers["x-tile-cache"] == "memory" and warm.content == first.content
+        same = ("etag", "cache-control", "content-type", "vary", "access-control-allow-origin")
+        assert [warm.headers[h] for h in same] == [first.headers[h] for h in same]
+        tag = {"If-None-Match": first.headers["etag"]}
+        assert staff.get(path, headers={**plain, **tag}).status_code == 304
+        zipped = staff.get(path, headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers["content-encoding"] == "gzip" and zipped.content == first.content
+        refused = staff.get(path, headers={"Accept-Encoding": "gzip;q=0"})
+        assert "content-encoding" not in refused.headers
+        head = staff.head(path, headers=plain)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["etag"] == first.headers["etag"]
+    # What the front does not take goes on to the routes, as before.
+    assert staff.get(f"/tiles/NoSuchSet/15/{tile.y}/{tile.x}").status_code == 404
+    assert staff.get(f"/tiles/{TMS}/15/{tile.y}/{tile.x}?layers=,").status_code == 400
