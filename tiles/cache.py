@@ -53,6 +53,7 @@ import gzip
 import hashlib
 import logging
 import queue
+import select
 import threading
 import time
 from collections import OrderedDict, deque
@@ -372,6 +373,16 @@ def _clock(
     return intake.next_overdue_at(conn, box, params["now"])
 
 
+def _readable(fileno: int | None) -> bool:
+    """Whether the socket has bytes waiting (a notice not yet read by its thread)."""
+    if fileno is None:
+        return False
+    try:
+        return bool(select.select([fileno], [], [], 0)[0])
+    except (OSError, ValueError):  # closed under us: the listener is reconnecting
+        return True
+
+
 @contextmanager
 def _snapshot_transaction(conn: psycopg.Connection) -> Iterator[None]:
     """A REPEATABLE READ transaction on ``conn``: every statement in it, the render's
@@ -410,6 +421,7 @@ class TileCache:
         self._touched: set[Key] = set()
         self._stored_since_check = 0
         self._listening = threading.Event()
+        self._listener: int | None = None  # the listener's socket, polled by from_memory
 
     # -- the memory front, for the request's thread or the event loop ------------------
 
@@ -417,7 +429,8 @@ class TileCache:
         """The tile from this process's memory, without a connection; None when it is
         not there (or the listener is not connected, so a change may be unheard)."""
         with self._lock:
-            if not self._live:
+            if not self._live or _readable(self._listener):
+                # A notice has come and is not heard yet: it may drop this very tile.
                 return None
             entry = self.memory.get(key)
             if entry is None:
@@ -604,6 +617,10 @@ class TileCache:
         """Wait until the listener hears the change log (the memory front serves)."""
         return self._listening.wait(timeout)
 
+    def _on_socket(self, fileno: int) -> None:
+        with self._lock:
+            self._listener = fileno
+
     def _connected(self) -> None:
         with self._lock:
             self.memory.clear()  # what was missed while away is unknown
@@ -615,13 +632,15 @@ class TileCache:
         self._listening.clear()
         with self._lock:
             self._live = False
+            self._listener = None
             self._generation += 1
             self.memory.clear()
 
     def _listen(self, url: str) -> None:
         while not self._stop.is_set():
             try:
-                changes.listen(url, self.heard, self._stop, on_ready=self._connected, wait_s=0.5)
+                changes.listen(url, self.heard, self._stop, on_ready=self._connected,
+                               on_socket=self._on_socket, wait_s=0.5)  # fmt: skip
             except psycopg.Error as exc:
                 log.warning("tile cache listener lost its connection (%s); reconnecting", exc)
                 self._stop.wait(1.0)

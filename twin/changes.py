@@ -353,16 +353,21 @@ def listen(
     stop: threading.Event,
     *,
     on_ready: Callable[[], None] | None = None,
+    on_socket: Callable[[int], None] | None = None,
     wait_s: float = 1.0,
 ) -> None:
     """Call ``on_change`` for every change committed, until ``stop`` is set.
 
     Runs in the caller's thread on a connection of its own; ``on_ready`` is called once
     the listening has begun, for the caller to read afresh what it keeps (changes made
-    before were not heard). A lost connection raises psycopg.Error: reconnect.
+    before were not heard), and ``on_socket`` with the connection's socket, which other
+    threads may poll (never read) to see that a notice has come and is not heard yet. A
+    lost connection raises psycopg.Error: reconnect.
     """
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+        if on_socket is not None:
+            on_socket(conn.fileno())
         if on_ready is not None:
             on_ready()
         while not stop.is_set():
