@@ -8,7 +8,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import shapely.geometry
 
@@ -88,3 +93,27 @@ def write_geojson(path: Path, features: list[tuple[dict, object]]) -> Path:
         )
     )
     return path
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """The app served by uvicorn in a thread on a free loopback port, for clients that
+    speak HTTP themselves (GDAL, OWSLib, a browser, concurrent load); its base URL."""
+    import uvicorn
+
+    from bench.timing import free_port
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,20 +19,13 @@ import psycopg
 import pytest
 import shapely
 import shapely.geometry
-import uvicorn
 
 from api.app import create_app
-from tests.helpers import settings_for
+from tests.helpers import serve_app, settings_for
 
 KEY = {"X-API-Key": "dispatch-key"}
 HEAVY_CLIENTS = 12
 LOAD_S = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -50,22 +42,8 @@ def server(cluster_dir: Path, fresh_url: str) -> Iterator[str]:
             "heavy_queue_s": 0.1,
         },
     )
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(settings, database_url=fresh_url), host="127.0.0.1", port=port,
-        log_level="warning", lifespan="on",
-    )  # fmt: skip
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if instance.started:
-            break
-        time.sleep(0.05)
-    assert instance.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=30)
+    with serve_app(create_app(settings, database_url=fresh_url)) as base:
+        yield base
 
 
 def _district(url: str) -> Any:

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.helpers import make_data_dir, settings_for
+from tests.helpers import make_data_dir, serve_app, settings_for
 from twin.features import CRS84
 
 EPSG4326 = "http://www.opengis.net/def/crs/EPSG/0/4326"
@@ -231,26 +227,12 @@ def test_antimeridian_bbox_is_answered(client: TestClient):
 # -- real clients over real HTTP ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_url(demo_url: str) -> Iterator[str]:
     """The app served by uvicorn on a local port, for clients that speak HTTP themselves."""
-    port = _free_port()
     app = create_app(settings_for(make_data_dir("twin-live-")), database_url=demo_url)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app) as base:
+        yield base
 
 
 @pytest.mark.skipif(shutil.which("ogr2ogr") is None, reason="gdal-bin is not installed")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,17 +17,15 @@ import numpy as np
 import psycopg
 import pytest
 import rasterio
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from api.app import create_app
-from bench.timing import free_port
 from layers.terrain import import_dem
 from tests.conftest import _clone, _drop
-from tests.helpers import make_data_dir, settings_for
+from tests.helpers import make_data_dir, serve_app, settings_for
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 BASE = "/collections/terrain"
@@ -402,18 +398,9 @@ def test_the_terrains_feature_routes_are_404_naming_its_tiles(
 @pytest.fixture(scope="module")
 def plane_server(plane_url: str) -> Iterator[str]:
     """The app with the plane, served by uvicorn on a free loopback port (for GDAL)."""
-    port = free_port()
     app = create_app(settings_for(make_data_dir("twin-terrain-live-")), database_url=plane_url)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serve_app(app) as base:
+        yield base
 
 
 @pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="gdal-bin is not installed")

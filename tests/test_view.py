@@ -23,14 +23,12 @@ import httpx2 as httpx
 import numpy as np
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
-from bench.timing import free_port
 from tests.conftest import _clone, _drop
-from tests.helpers import make_data_dir, settings_for
+from tests.helpers import make_data_dir, serve_app, settings_for
 from tiles.view import assets
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -70,19 +68,9 @@ def settings_url(fresh_url: str) -> tuple[Any, str]:
 @pytest.fixture(scope="module")
 def server(view_url: str) -> Iterator[str]:
     """The real app served by uvicorn on a free loopback port."""
-    port = free_port()
     settings = settings_for(make_data_dir("twin-view-"), api={"api_keys": {"view-key": "城运中心"}})
-    app = create_app(settings, database_url=view_url)
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert instance.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=30)
+    with serve_app(create_app(settings, database_url=view_url)) as base:
+        yield base
 
 
 # --- the page and its files, without a browser -------------------------------------------
