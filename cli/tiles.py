@@ -10,6 +10,7 @@ left as it is, so a seed run again only renders what changed since.
 from __future__ import annotations
 
 import argparse
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -46,12 +47,14 @@ def cmd_tiles_seed(settings: Settings, args: argparse.Namespace) -> int:
     # A collection tile of each layer, and the one map's of them all.
     targets: list[Sequence[str] | None] = [[name] for name in names]
     targets.append(list(names) if args.layers else None)
-    tiles = list(matrix.tiles_under(args.tms, box, args.zooms))
+    # Listed up to the cap only: the world to z14 is 358 million tiles.
+    most = MAX_SEED_TILES // len(targets)
+    tiles = list(itertools.islice(matrix.tiles_under(args.tms, box, args.zooms), most + 1))
     total = len(tiles) * len(targets)
-    if total > MAX_SEED_TILES:
+    if len(tiles) > most:
         raise InvalidInput(
-            f"{total:,} tiles to seed ({len(tiles):,} at zooms {_zooms_text(args.zooms)} for "
-            f"{len(targets)} tilesets), more than {MAX_SEED_TILES:,}: choose fewer zooms or a "
+            f"more than {MAX_SEED_TILES:,} tiles to seed (over {most:,} at zooms "
+            f"{_zooms_text(args.zooms)} for {len(targets)} tilesets): choose fewer zooms or a "
             "smaller --bbox"
         )
     tile_cache = cache.TileCache(settings.tile_cache, vector.renderer(settings.tiles))

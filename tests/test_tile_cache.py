@@ -420,6 +420,14 @@ def test_seed_names_a_bad_range_in_one_line(option: str, value: str, says: str):
     assert "Traceback" not in result.stderr
 
 
+def test_seed_refuses_the_world_to_street_scale_before_listing_it(fresh_url: str):
+    # 358 million tiles: refused at the cap, not listed first (it grew by 40 MB a second).
+    args = ("tiles", "seed", "--bbox=-180,-85,180,85", "--zooms", "0-14")
+    result = run_twin(*args, env={"TWIN_DATABASE_URL": fresh_url})
+    assert result.returncode == 1 and "more than 2,000,000 tiles" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_category_priority_edit_drops_the_tiles_of_its_incidents(
     staff: TestClient, fresh_url: str, tile_cache: TileCache
 ):
