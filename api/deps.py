@@ -189,15 +189,15 @@ def etag_matches(if_none_match: str | None, tags: set[str] | frozenset[str]) -> 
 
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
-    """Whether Accept-Encoding takes gzip (named, as x-gzip or as ``*``, with a weight
-    above 0: ``gzip;q=0`` refuses it)."""
+    """Whether Accept-Encoding takes gzip: named (or as x-gzip) with a weight above 0, or
+    else ``*`` with one (a coding named is weighed before ``*``: ``*;q=0, gzip`` takes it,
+    ``gzip;q=0`` refuses it)."""
+    weights: dict[str, float] = {}
     for part in (accept_encoding or "").lower().split(","):
         coding, *params = (p.strip() for p in part.split(";"))
-        if coding not in ("gzip", "x-gzip", "*"):
-            continue
         weight = next((p[2:] for p in params if p.startswith("q=")), "1")
         try:
-            return float(weight) > 0
+            weights.setdefault("gzip" if coding == "x-gzip" else coding, float(weight))
         except ValueError:
-            return False
-    return False
+            weights.setdefault(coding, 0.0)
+    return weights.get("gzip", weights.get("*", 0.0)) > 0

@@ -355,6 +355,8 @@ def test_gzip_when_the_client_takes_it(client: TestClient, centre: tuple[float, 
     assert gzip.decompress(gzip.compress(plain.content)) == plain.content
     refused = client.get(path, headers={"Accept-Encoding": "gzip;q=0, identity"})
     assert "content-encoding" not in refused.headers
+    named = client.get(path, headers={"Accept-Encoding": "*;q=0, gzip"})  # named beats *
+    assert named.headers["content-encoding"] == "gzip"
     # The gzip representation has its own tag, and either tag is a 304.
     assert zipped.headers["etag"] != plain.headers["etag"]
     again = client.get(path, headers={"Accept-Encoding": "gzip",
