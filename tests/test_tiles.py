@@ -514,6 +514,9 @@ def test_tilejson_documents_lead_to_tiles(client: TestClient, centre: tuple[floa
                 assert set(feature["properties"]) <= set(layers[name]["fields"]), name
     assert set(layers) == {"pipes", "sensors"}
     assert layers["pipes"]["minzoom"] == registry.BUILTIN["pipes"].tiling.min_zoom
+    # The template carries the names, not what else the client wrote around them.
+    messy = _get(client, "/tiles/WebMercatorQuad/tilejson.json?layers=%20pipes,%0Asensors,,pipes")
+    assert messy.json()["tiles"][0].endswith("{z}/{y}/{x}?layers=pipes,sensors")
 
 
 def test_tileset_documents_lead_to_tiles(client: TestClient, centre: tuple[float, float]):

@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import psycopg
 from fastapi import APIRouter, Path, Query, Request
@@ -140,8 +140,12 @@ def _center(bbox: list[float] | None, min_zoom: int) -> tuple[float, float, int]
 
 
 def _query(request: Request) -> str:
+    """``?layers=`` as the links of a tileset carry it: the names given, each once, with
+    nothing else the client sent (the route has checked them against the catalogue)."""
     layers = request.query_params.get("layers")
-    return f"?layers={layers}" if layers is not None else ""
+    if layers is None:
+        return ""
+    return "?layers=" + quote(",".join(layer_names(layers)), safe=",")
 
 
 def _tileset(
