@@ -110,6 +110,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.state.key_cache = KeyCache()
     # Rendered tiles, shared with the other processes and kept current by the change log.
     app.state.tile_cache = TileCache(settings.tile_cache, vector.renderer(settings.tiles))
+    app.state.tile_flights = {}  # tiles being made now, by key (api.routes.tiles)
     app.add_middleware(tiles.TileMemoryFront)  # before the error handlers: inside InputGuard
     install_error_handlers(app)
     app.include_router(health.router)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx2 as httpx
@@ -24,7 +25,7 @@ from psycopg import sql
 
 from api.app import create_app
 from bench.timing import free_port
-from tests.helpers import make_data_dir, run_twin, settings_for
+from tests.helpers import make_data_dir, run_twin, serve_app, settings_for
 from tiles import cache, matrix, vector
 from tiles.cache import TileCache
 from twin import changes, registry
@@ -485,3 +486,26 @@ def test_a_tile_in_memory_is_answered_as_the_route_answers_it(staff: TestClient,
     # What the front does not take goes on to the routes, as before.
     assert staff.get(f"/tiles/NoSuchSet/15/{tile.y}/{tile.x}").status_code == 404
     assert staff.get(f"/tiles/{TMS}/15/{tile.y}/{tile.x}?layers=,").status_code == 400
+
+
+def test_many_asking_one_new_tile_at_once_have_it_made_once(fresh_url: str):
+    # A view opening asks the same tiles of many clients together: the process makes
+    # each once and the others wait for it, holding no connection (door test D3).
+    settings = settings_for(make_data_dir("twin-tiles-"))
+    lon, lat = _point(_building(fresh_url, WEST))
+    tile = morecantile.tms.get(TMS).tile(lon, lat, 13)  # merged blocks: a slow render
+    with serve_app(create_app(settings, database_url=fresh_url)) as base:
+        path = base + _path("buildings", tile)
+        with httpx.Client() as warm_up:  # the process, not the tile
+            warm_up.get(base + _path("buildings", matrix.Tile(0, 0, 16)))
+
+        def ask(_: int) -> str:
+            with httpx.Client(timeout=60) as http:
+                answer = http.get(path)
+                assert answer.status_code == 200, answer.text
+                return answer.headers["x-tile-cache"]
+
+        with ThreadPoolExecutor(20) as pool:
+            sources = list(pool.map(ask, range(20)))
+    assert sources.count("rendered") == 1, sources
+    assert set(sources) <= {"rendered", "memory"}

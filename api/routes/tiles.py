@@ -11,6 +11,7 @@ bytes; X-Tile-Cache says whether it came from memory, the shared tier or a rende
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -513,18 +514,36 @@ async def _tile(
     layers_text: str | None,
 ) -> Response:  # fmt: skip
     """A tile's answer: from this process's memory without a connection when it is
-    there (a warm tile), else through the cache on a pooled connection."""
-    if names is not None or layers_text is None or layers_text.strip(", "):
-        keyed = names
-        if names is None and layers_text is not None:
-            keyed = layer_names(layers_text)
+    there (a warm tile), else through the cache on a pooled connection. A tile already
+    being made for another request of this process is waited for, not made again (a
+    view opening asks the same tiles of many clients at once), holding no connection."""
+    if names is None and layers_text is not None and not layers_text.strip(", "):
+        key = None  # no layer named: the route's error, once each
+    else:
+        keyed = layer_names(layers_text) if names is None and layers_text is not None else names
+        key = cache.key_for(tms, keyed, tile)
         tile_cache: cache.TileCache = request.app.state.tile_cache
-        found = tile_cache.from_memory(cache.key_for(tms, keyed, tile))
+        found = tile_cache.from_memory(key)
         if found is not None:
             return tile_answer(request, found, keyed or (cache.ALL,))
-    found, layers = await with_connection(
-        request, cached_tile, request, tms, names, tile, layers_text
-    )
+    flights: dict[cache.Key, asyncio.Future[None]] = request.app.state.tile_flights
+    flight = None if key is None else flights.get(key)
+    if flight is not None:
+        await asyncio.shield(flight)
+        found = request.app.state.tile_cache.from_memory(key)
+        if found is not None:
+            return tile_answer(request, found, keyed or (cache.ALL,))
+        flight = None  # not kept in memory (off, or a change came): through the cache
+    elif key is not None:
+        flight = flights[key] = asyncio.get_running_loop().create_future()
+    try:
+        found, layers = await with_connection(
+            request, cached_tile, request, tms, names, tile, layers_text
+        )
+    finally:
+        if flight is not None:
+            del flights[key]
+            flight.set_result(None)
     return tile_answer(request, found, layers)
 
 
