@@ -201,3 +201,32 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
         except ValueError:
             weights.setdefault(coding, 0.0)
     return weights.get("gzip", weights.get("*", 0.0)) > 0
+
+
+def byte_range(range_header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range (first, last, inclusive) that a Range header asks of ``size``
+    bytes; None to answer the whole (no Range, several ranges, or one not in bytes, which
+    HTTP lets a server ignore); ValueError when the range starts past the end (416)."""
+    if range_header is None:
+        return None
+    unit, _, spec = range_header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_text, dash, last_text = spec.strip().partition("-")
+    if (
+        not dash
+        or not (first_text.isdigit() or first_text == "")
+        or not (last_text.isdigit() or last_text == "")
+    ):
+        return None
+    if first_text == "":  # the last N bytes
+        if not last_text or int(last_text) == 0:
+            return None
+        return (max(0, size - int(last_text)), size - 1)
+    first = int(first_text)
+    last = size - 1 if last_text == "" else min(int(last_text), size - 1)
+    if first >= size:
+        raise ValueError(f"the range starts at byte {first}, past the {size} bytes there are")
+    if last < first:
+        return None
+    return (first, last)

@@ -364,6 +364,52 @@ def test_gzip_when_the_client_takes_it(client: TestClient, centre: tuple[float, 
     assert again.status_code == 304
 
 
+def test_a_tile_rendered_again_unchanged_has_the_same_bytes(
+    city_url: str, centre: tuple[float, float]
+):
+    # An ETag is the bytes': a render of unchanged data must give them again, also once
+    # psycopg has prepared the statement and the data base plans it generically.
+    tile = _tile(centre, 15)
+    with psycopg.connect(city_url, autocommit=True) as conn:
+        catalogue = registry.load(conn)
+        every = [layer.name for layer in catalogue.feature_layers()]
+        renders = {vector.render(conn, catalogue, every, tile) for _ in range(8)}
+    assert len(renders) == 1
+
+
+def test_a_tile_is_read_by_byte_ranges(client: TestClient, centre: tuple[float, float]):
+    # GDAL's /vsicurl/ reads a remote file by ranges and gives up on a server without.
+    # (Buildings: a tile of incidents changes as their due times pass.)
+    tile = _tile(centre, 15)
+    path = f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}?layers=buildings,pipes"
+    whole = _get(client, path)
+    assert whole.headers["accept-ranges"] == "bytes"
+    size = len(whole.content)
+    part = _get(client, path, Range="bytes=0-99")
+    assert part.status_code == 206 and part.content == whole.content[:100]
+    assert part.headers["content-range"] == f"bytes 0-99/{size}"
+    tail = _get(client, path, Range="bytes=-10")
+    assert tail.status_code == 206 and tail.content == whole.content[-10:]
+    past = _get(client, path, Range=f"bytes={size}-")
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{size}"
+    # Several ranges, another unit, or an If-Range of another version: the whole tile.
+    for headers in ({"Range": "bytes=0-1,5-6"}, {"Range": "rows=0-1"},
+                    {"Range": "bytes=0-1", "If-Range": '"old"'}):  # fmt: skip
+        answer = _get(client, path, **headers)
+        assert answer.status_code == 200 and answer.content == whole.content, headers
+
+
+def test_the_tile_matrix_set_reads_as_tms_2_and_1():
+    # TMS 2.0 for today's clients, the 1.0 members beside for GDAL before 3.7 (Debian 12).
+    document = matrix.matrix_set_document("WebMercatorQuad")
+    assert document["id"] == document["identifier"] == "WebMercatorQuad"
+    assert len(document["tileMatrices"]) == len(document["tileMatrix"])
+    first, old = document["tileMatrices"][0], document["tileMatrix"][0]
+    assert old["topLeftCorner"] == first["pointOfOrigin"] and old["identifier"] == "0"
+    assert document["boundingBox"]["lowerCorner"][0] == pytest.approx(-20037508.342789244)
+    assert document["supportedCRS"].endswith("EPSG/0/3857")
+
+
 def test_impossible_addresses_and_unknown_names(client: TestClient):
     cases = {
         "/tiles/WebMercatorQuad/99999999999999999999/0/0": (400, "z"),

