@@ -83,7 +83,8 @@ packages=; for_pg=
 }
 packages=$${packages# }
 echo "installing $$packages with apt-get$$for_pg"
-run $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$packages
+# DEBCONF_NOWARNINGS: a minimal image has no apt-utils, which debconf says on every install.
+run $$SUDO env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y -qq $$packages
 endef
 export SYSTEM_SH
 
@@ -94,10 +95,13 @@ system:
 # The project in a virtual environment, reinstalled when pyproject.toml changes.
 python: $(VENV)/.installed
 
+# -qq: errors only. Warnings here are nothing a person acts on: a pip.conf's extra indexes
+# warn once for each package they do not hold, and setuptools' editable install of our
+# flat layout (several top-level packages) forwards a notice banner through pip.
 $(VENV)/.installed: pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m pip install -qq --upgrade pip
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m pip install -qq -e '.[dev]'
 	@touch $@
 
 # The 3D view's web workers (loaders.gl, package.json), reinstalled when the lock changes.

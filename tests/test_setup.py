@@ -222,7 +222,8 @@ def test_dry_run_prints_the_commands_and_runs_none(tmp_path: Path):
         "would run: sudo apt-get update -qq",
         "installing postgresql-16-postgis-3 gdal-bin with apt-get, for PostgreSQL 16"
         " (the version apt installs)",
-        "would run: sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
+        "would run: sudo env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes"
+        " apt-get install -y -qq"
         " postgresql-16-postgis-3 gdal-bin",
     ]
     assert not log.exists()
@@ -268,7 +269,8 @@ def test_postgis_present_and_chromium_missing_installs_chromium_only(tmp_path: P
     assert result.stdout.splitlines() == [
         "would run: apt-get update -qq",
         "installing chromium with apt-get",
-        "would run: env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+        "would run: env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install"
+        " -y -qq chromium",
     ]
     result = _make_system(env)
     assert result.returncode == 0, result.stderr
