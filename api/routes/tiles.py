@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import APIRouter, Path, Query, Request
@@ -458,6 +458,28 @@ async def _tile(
     return tile_answer(request, found, layers)
 
 
+# Many clients (MapLibre styles, Leaflet plug-ins, tile scripts) ask for ``…/{x}.mvt`` or
+# ``…/{x}.pbf``: the same tile. Kept out of the OpenAPI document (one address per tile
+# there); registered before the plain route, whose ``{x}`` would take "13000.mvt" whole
+# and refuse it as no number.
+TILE_SUFFIXES = (".mvt", ".pbf")
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def _also_with_suffixes(path: str) -> Callable[[Endpoint], Endpoint]:
+    """Serve ``endpoint`` at ``path`` with each of the tile file suffixes too."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        for suffix in TILE_SUFFIXES:
+            router.add_api_route(
+                path + suffix, endpoint, methods=["GET"], dependencies=[Public],
+                response_class=Response, include_in_schema=False,
+            )  # fmt: skip
+        return endpoint
+
+    return register
+
+
 @router.get(
     "/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}",
     dependencies=[Public],
@@ -465,6 +487,7 @@ async def _tile(
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
 )
+@_also_with_suffixes("/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}")
 async def collection_tile(
     request: Request, collection_id: CollectionId, tms: MatrixSetId, z: Zoom, y: Row, x: Column
 ) -> Response:
@@ -480,6 +503,7 @@ async def collection_tile(
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
 )
+@_also_with_suffixes("/tiles/{tms}/{z}/{y}/{x}")
 async def map_tile(
     request: Request, tms: MatrixSetId, z: Zoom, y: Row, x: Column, layers: LayersParam = None
 ) -> Response:
