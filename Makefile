@@ -24,7 +24,9 @@ setup: system python node
 # PostGIS is installed for the newest PostgreSQL the machine has (the server, as twin uses
 # it), or else for the one the `postgresql` package would bring, or else the newest apt
 # offers PostGIS for. npm (for the 3D view's workers, `node` below) and Chromium (the 3D
-# view's test opens the page in it, headless) come from the distribution too.
+# view's test opens the page in it, headless) come from the distribution too, and a CJK
+# font when fontconfig knows none (a browser here draws the view's Chinese names as boxes
+# without one): WenQuanYi Micro Hei (about 5 MB), or else Noto CJK (about 90 MB).
 define SYSTEM_SH
 run() { if [ -n "$$DRY_RUN" ]; then echo "would run: $$*"; else "$$@" >/dev/null; fi; }
 fail() { echo "error: $$*; or set TWIN_DATABASE_URL to a PostGIS server" >&2; exit 1; }
@@ -36,17 +38,21 @@ for server in "$$PG_LIB"/*/bin/postgres; do
   if [ -z "$$have" ] || [ "$$n" -gt "$$have" ]; then have=$$n; fi
 done
 major=$${PG_MAJOR:-$$have}
-postgis=no; gdal=no; npm=no; chromium=no
+postgis=no; gdal=no; npm=no; chromium=no; cjk=no
 if [ -n "$$major" ] && [ -e "$$PG_SHARE/$$major/extension/postgis.control" ]; then postgis=yes; fi
 if command -v ogr2ogr >/dev/null 2>&1; then gdal=yes; fi
 if command -v npm >/dev/null 2>&1; then npm=yes; fi
 if command -v chromium >/dev/null 2>&1; then chromium=yes; fi
-if [ $$postgis = yes ] && [ $$gdal = yes ] && [ $$npm = yes ] && [ $$chromium = yes ]; then
-  echo "PostgreSQL $$major + PostGIS, GDAL, npm, Chromium: present"; exit 0
+if command -v fc-list >/dev/null 2>&1 && [ -n "$$(fc-list :lang=zh family 2>/dev/null)" ]; then cjk=yes; fi
+if [ $$postgis = yes ] && [ $$gdal = yes ] && [ $$npm = yes ] && [ $$chromium = yes ] && [ $$cjk = yes ]; then
+  echo "PostgreSQL $$major + PostGIS, GDAL, npm, Chromium, a CJK font: present"; exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
   [ $$postgis = yes ] && [ $$gdal = yes ] || fail "no apt-get: install PostgreSQL with PostGIS and GDAL"
-  echo "error: no apt-get: install npm (Node.js) and Chromium" >&2; exit 1
+  [ $$npm = yes ] && [ $$chromium = yes ] || { echo "error: no apt-get: install npm (Node.js) and Chromium" >&2; exit 1; }
+  # Only the font is missing: the view still works, its Chinese names do not.
+  echo "warning: no CJK font: a browser on this machine shows the 3D view's Chinese names as boxes; install one (WenQuanYi Micro Hei or Noto Sans CJK)" >&2
+  exit 0
 fi
 run $$SUDO apt-get update -qq || exit 1
 packages=; for_pg=
@@ -70,9 +76,15 @@ packages=; for_pg=
 [ $$gdal = yes ] || packages="$$packages gdal-bin"
 [ $$npm = yes ] || packages="$$packages npm"
 [ $$chromium = yes ] || packages="$$packages chromium"
+[ $$cjk = yes ] || {
+  font=fonts-wqy-microhei
+  apt-cache pkgnames "$$font" 2>/dev/null | grep -qx "$$font" || font=fonts-noto-cjk
+  packages="$$packages $$font"
+}
 packages=$${packages# }
 echo "installing $$packages with apt-get$$for_pg"
-run $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$packages
+# DEBCONF_NOWARNINGS: a minimal image has no apt-utils, which debconf says on every install.
+run $$SUDO env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y -qq $$packages
 endef
 export SYSTEM_SH
 
@@ -83,10 +95,13 @@ system:
 # The project in a virtual environment, reinstalled when pyproject.toml changes.
 python: $(VENV)/.installed
 
+# -qq: errors only. Warnings here are nothing a person acts on: a pip.conf's extra indexes
+# warn once for each package they do not hold, and setuptools' editable install of our
+# flat layout (several top-level packages) forwards a notice banner through pip.
 $(VENV)/.installed: pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m pip install -qq --upgrade pip
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m pip install -qq -e '.[dev]'
 	@touch $@
 
 # The 3D view's web workers (loaders.gl, package.json), reinstalled when the lock changes.

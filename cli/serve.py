@@ -4,7 +4,6 @@ when there is none, and the API: the main job)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import socket
@@ -22,9 +21,19 @@ from twin import catalogue, db
 from twin.errors import TwinError
 from twin.settings import Settings
 
+# kill, Docker and systemd stop a service with SIGTERM; Ctrl+C sends SIGINT (to the whole
+# foreground process group, pg_ctl included). Both end the command the same way: as
+# SystemExit where it is (starting the cluster, loading the demo), or, while uvicorn
+# serves, once uvicorn has shut down (it takes both signals and raises them again after).
+# SIGTERM's default would end the process on the spot, and with SIGINT's default
+# (KeyboardInterrupt) asyncio puts a handler of its own in front of uvicorn's for the
+# moment the server starts, where a Ctrl+C came out as a failed start-up.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    """Serve the API on the data base as it is."""
+    """Serve the API on the data base as it is (the cluster stays up: it is not ours)."""
+    _exit_on_stop_signals()
     return serve(settings, prepare(settings), host=args.host, port=args.port)
 
 
@@ -35,12 +44,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     _check_port_free(host, port)
     cluster = None if settings.database.database_url else db.embedded_cluster(settings)
     was_running = cluster is not None and cluster.is_running()
-    # kill, Docker and systemd stop a service with SIGTERM, whose default ends the process
-    # on the spot (uvicorn re-sends it once it has shut down): as an exception instead, so
-    # the cluster this command started is stopped on the way out, as for Ctrl+C.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    url = prepare(settings)
+    _exit_on_stop_signals()
     try:
+        # Inside the try: a stop while the cluster starts or migrates stops it too.
+        url = prepare(settings)
         with db.connect(url) as conn:
             loaded = demo_loaded(conn)
             buildings = conn.execute(
@@ -61,11 +68,24 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         return serve(settings, url, host=host, port=port)
     finally:
         if cluster is not None and not was_running:
-            cluster.stop()
-            console.print(f"stopped the embedded PostGIS in {cluster.data_dir}", highlight=False)
+            # A second Ctrl+C must not cut the stop short (pg_ctl, inheriting the
+            # ignoring, is not cut short either); `pg_ctl stop` waits 60 s at most.
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+            if cluster.stop():
+                console.print(
+                    f"stopped the embedded PostGIS in {cluster.data_dir}", highlight=False
+                )
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
+def _exit_on_stop_signals() -> None:
+    """SIGINT and SIGTERM raise SystemExit (status 128 + the signal), so that ``finally``
+    blocks run on the way out."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
@@ -96,8 +116,7 @@ def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -
     view_line = f"The one map: http://{shown}:{port}/view"
     if settings.api.workers == 1:
         server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info"), view_line)
-        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl+C stops it
-            server.run()
+        server.run()  # a stop signal ends it as SystemExit once it has shut down
         return 0 if server.started else 3  # uvicorn's exit status for a failed start-up
     # Several processes on one port: uvicorn starts each from the factory below, which
     # reads the settings again; the data base found here is handed over by its URL.

@@ -11,8 +11,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import psycopg
+import pytest
 from sqlalchemy.engine import make_url
 
 from tests.helpers import make_data_dir, run_twin
@@ -77,39 +79,107 @@ def test_status_does_not_change_a_data_base_without_postgis(template_url: str):
             conn.execute("DROP DATABASE plain WITH (FORCE)")
 
 
-def test_up_stops_its_cluster_when_terminated():
-    """`twin up` stopped with SIGTERM (kill, Docker, systemd) stops the embedded PostGIS
-    it started, as Ctrl+C does, instead of leaving it running."""
-    data_dir = make_data_dir("twin-up-")
+# kill, Docker and systemd stop a service with SIGTERM; Ctrl+C in a terminal sends SIGINT.
+STOPS = pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+
+
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
-    env |= {"TWIN_DATA_DIR": str(data_dir), "TWIN_PORT": str(port)}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up", "--size", "small"],
-        env=env, cwd=data_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        return probe.getsockname()[1]
+
+
+def _twin_process(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
+    """`twin ARGS…` as its own process, with the test's TWIN_ settings only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")} | env
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                    break
-            except OSError:
-                assert up.poll() is None, up.stdout.read()  # type: ignore[union-attr]
-                time.sleep(0.2)
-        up.send_signal(signal.SIGTERM)
-        output, _ = up.communicate(timeout=60)
-    finally:
-        if up.poll() is None:
-            up.kill()
+
+
+def _wait_for_health(process: subprocess.Popen, port: int) -> None:
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return
+        except OSError:
+            assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
+            time.sleep(0.2)
+    raise AssertionError("the API never answered /health")
+
+
+def _assert_cluster_stopped(data_dir: Path, output: str) -> None:
     status = run_twin("db", "status", env={"TWIN_DATA_DIR": str(data_dir)})
     if json.loads(status.stdout)["running"]:
         run_twin("db", "stop", env={"TWIN_DATA_DIR": str(data_dir)})
         raise AssertionError(f"the cluster was left running: {output}")
+
+
+@STOPS
+def test_up_stops_its_cluster_when_terminated(stop: signal.Signals):
+    """`twin up` stopped with SIGTERM (kill, Docker, systemd) or SIGINT (Ctrl+C) shuts the
+    server down and stops the embedded PostGIS it started, instead of leaving it running."""
+    data_dir = make_data_dir("twin-up-")
+    port = _free_port()
+    up = _twin_process("up", "--size", "small", cwd=data_dir,
+                       env={"TWIN_DATA_DIR": str(data_dir), "TWIN_PORT": str(port)})  # fmt: skip
+    try:
+        _wait_for_health(up, port)
+        up.send_signal(stop)
+        output, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    _assert_cluster_stopped(data_dir, output)
+    assert "Finished server process" in output, output  # uvicorn shut down, not cut off
     assert "stopped the embedded PostGIS" in output, output
+    assert up.returncode == 128 + stop and "Traceback" not in output, output
     # Start-up ends with the address a person opens: the 3D view.
     assert f"The one map: http://127.0.0.1:{port}/view" in output, output
+
+
+@STOPS
+def test_up_stopped_while_its_new_cluster_starts_stops_it(stop: signal.Signals):
+    """Stopped as it starts a new cluster and migrates its schema (the first run takes
+    seconds there), `twin up` stops that cluster too."""
+    data_dir = make_data_dir("twin-up-")
+    up = _twin_process("up", "--size", "small", cwd=data_dir,
+                       env={"TWIN_DATA_DIR": str(data_dir), "TWIN_PORT": str(_free_port())})  # fmt: skip
+    try:
+        # The new cluster's server runs: twin is connecting to it and migrating.
+        deadline = time.monotonic() + 120
+        while not (
+            (data_dir / "cluster.json").exists() and (data_dir / "pg" / "postmaster.pid").exists()
+        ):
+            assert up.poll() is None, up.stdout.read()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "no cluster started in 120 s"
+            time.sleep(0.02)
+        up.send_signal(stop)
+        output, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    _assert_cluster_stopped(data_dir, output)
+    assert up.returncode == 128 + stop and "Traceback" not in output, output
+
+
+@STOPS
+def test_serve_shuts_down_on_a_stop_signal(demo_url: str, stop: signal.Signals):
+    """`twin serve` ends as a server does on SIGTERM or Ctrl+C: shut down, no traceback."""
+    port = _free_port()
+    # No sweep: it would supervise the shared demo's overdue incidents.
+    env = {"TWIN_DATABASE_URL": demo_url, "TWIN_SWEEP_INTERVAL_S": "0"}
+    server = _twin_process("serve", "--port", str(port), env=env)
+    try:
+        _wait_for_health(server, port)
+        server.send_signal(stop)
+        output, _ = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert "Application shutdown complete" in output, output
+    assert server.returncode == 128 + stop and "Traceback" not in output, output
 
 
 def test_a_port_out_of_range_is_one_line_not_a_traceback():

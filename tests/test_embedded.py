@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import socket
@@ -31,9 +32,14 @@ def test_start_makes_a_cluster_with_postgis_and_reuses_it(tmp_path: Path):
     mode = stat.S_IMODE((data_dir / "cluster.json").stat().st_mode)
     assert mode == 0o600
 
-    assert run_twin("db", "stop", env={"TWIN_DATA_DIR": str(data_dir)}).returncode == 0
+    # Each stream holds whole lines: what `twin db stop` says is a message (stderr), the
+    # status report is JSON alone on stdout, so `… 2>&1` and `| jq` both read cleanly.
+    for said in ("stopped", "not running"):
+        stopped = run_twin("db", "stop", env={"TWIN_DATA_DIR": str(data_dir)})
+        assert stopped.returncode == 0 and (stopped.stdout, stopped.stderr) == ("", said + "\n")
     status = run_twin("db", "status", env={"TWIN_DATA_DIR": str(data_dir)})
-    assert status.returncode == 1 and '"running": false' in status.stdout
+    assert status.returncode == 1 and status.stderr == "" and status.stdout.endswith("}\n")
+    assert json.loads(status.stdout)["running"] is False
 
     # Started again: same data base, data still there.
     assert run_twin("db", "start", env={"TWIN_DATA_DIR": str(data_dir)}).returncode == 0

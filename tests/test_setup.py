@@ -1,5 +1,6 @@
 """`make system` picks the PostGIS package of the PostgreSQL a machine has or would get,
-and adds npm and Chromium (the 3D view's workers and its test) when they are missing.
+and adds npm and Chromium (the 3D view's workers and its test) and a CJK font (the view's
+Chinese names) when they are missing.
 
 The Makefile's real recipe runs with fake `apt-cache`, `apt-get` and `id` on PATH and fake
 /usr/lib/postgresql and /usr/share/postgresql folders, answering as Debian 12, Debian 13,
@@ -38,9 +39,13 @@ def _machine(
     gdal: bool = False,
     npm: bool = True,
     chromium: bool = True,
+    cjk_font: bool | None = True,
+    font_packages: tuple[str, ...] = ("fonts-noto-cjk", "fonts-wqy-microhei"),
     uid: int = 0,
 ) -> tuple[dict[str, str], Path]:
-    """Fake bin, lib and share folders; returns the environment and apt-get's call log."""
+    """Fake bin, lib and share folders; returns the environment and apt-get's call log.
+    ``cjk_font``: fontconfig knows a Chinese font (True), knows none (False), or there is
+    no fontconfig at all (None)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in TOOLS:
@@ -49,7 +54,9 @@ def _machine(
     depends_text = (
         f"postgresql\\n  Depends: {depends}\\n  Suggests: postgresql-doc\\n" if depends else ""
     )
-    names = "\\n".join(["postgresql-common", *postgis_packages, "postgresql-client"])
+    names = "\\n".join(
+        ["postgresql-common", *postgis_packages, "postgresql-client", *font_packages]
+    )
     scripts = {
         "apt-cache": f"""#!/bin/sh
 case "$1 $2" in
@@ -67,6 +74,10 @@ esac
     for tool, present in (("ogr2ogr", gdal), ("npm", npm), ("chromium", chromium)):
         if present:
             scripts[tool] = "#!/bin/sh\n"
+    if cjk_font is not None:  # what `fc-list :lang=zh family` prints
+        scripts["fc-list"] = (
+            "#!/bin/sh\necho 'WenQuanYi Micro Hei'\n" if cjk_font else "#!/bin/sh\n"
+        )
     for name, text in scripts.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
@@ -167,7 +178,9 @@ def test_everything_present_runs_no_apt(tmp_path: Path):
     )
     result = _make_system(env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "PostgreSQL 17 + PostGIS, GDAL, npm, Chromium: present"
+    assert result.stdout.strip() == (
+        "PostgreSQL 17 + PostGIS, GDAL, npm, Chromium, a CJK font: present"
+    )
     assert not log.exists()
 
 
@@ -209,7 +222,8 @@ def test_dry_run_prints_the_commands_and_runs_none(tmp_path: Path):
         "would run: sudo apt-get update -qq",
         "installing postgresql-16-postgis-3 gdal-bin with apt-get, for PostgreSQL 16"
         " (the version apt installs)",
-        "would run: sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
+        "would run: sudo env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes"
+        " apt-get install -y -qq"
         " postgresql-16-postgis-3 gdal-bin",
     ]
     assert not log.exists()
@@ -255,7 +269,8 @@ def test_postgis_present_and_chromium_missing_installs_chromium_only(tmp_path: P
     assert result.stdout.splitlines() == [
         "would run: apt-get update -qq",
         "installing chromium with apt-get",
-        "would run: env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+        "would run: env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install"
+        " -y -qq chromium",
     ]
     result = _make_system(env)
     assert result.returncode == 0, result.stderr
@@ -276,3 +291,49 @@ def test_without_apt_a_missing_browser_is_one_clear_error(tmp_path: Path):
     result = _make_system(env)
     assert result.returncode != 0
     assert result.stderr.splitlines()[0] == "error: no apt-get: install npm (Node.js) and Chromium"
+
+
+@pytest.mark.parametrize("fontconfig", [True, False], ids=["no-chinese-font", "no-fontconfig"])
+def test_a_machine_without_a_cjk_font_gets_the_small_one(tmp_path: Path, fontconfig: bool):
+    # Without one, Chromium here draws the 3D view's Chinese names as boxes.
+    env, log = _machine(
+        tmp_path,
+        depends="postgresql-17",
+        postgis_packages=RELEASES["debian13"][1],
+        servers=(17,),
+        postgis_for=(17,),
+        gdal=True,
+        cjk_font=False if fontconfig else None,
+    )
+    result = _make_system(env)
+    assert result.returncode == 0, result.stderr
+    assert _installed(log) == [["fonts-wqy-microhei"]]
+    assert result.stdout.strip() == "installing fonts-wqy-microhei with apt-get"
+
+
+def test_without_wenquanyi_in_apt_noto_cjk_is_installed(tmp_path: Path):
+    depends, packages = RELEASES["debian12"]
+    env, log = _machine(
+        tmp_path, depends=depends, postgis_packages=packages, cjk_font=False,
+        font_packages=("fonts-noto-cjk", "fonts-wqy-microhei-extra"),
+    )  # fmt: skip
+    result = _make_system(env)
+    assert result.returncode == 0, result.stderr
+    assert _installed(log) == [["postgresql-15-postgis-3", "gdal-bin", "fonts-noto-cjk"]]
+
+
+def test_without_apt_a_missing_font_is_a_warning_only(tmp_path: Path):
+    env, log = _machine(
+        tmp_path,
+        depends="postgresql-17",
+        postgis_packages=RELEASES["debian13"][1],
+        servers=(17,),
+        postgis_for=(17,),
+        gdal=True,
+        cjk_font=False,
+    )
+    (tmp_path / "bin" / "apt-get").unlink()
+    result = _make_system(env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("warning: no CJK font:"), result.stderr
+    assert not log.exists()

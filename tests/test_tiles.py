@@ -322,6 +322,37 @@ def test_an_empty_tile_is_204(client: TestClient):
     assert below.status_code == 204  # buildings start at z8
 
 
+def test_tile_addresses_ending_in_mvt_or_pbf_answer_the_same_tile(
+    client: TestClient, centre: tuple[float, float]
+):
+    """Many clients ask for `{x}.mvt` or `{x}.pbf`: the same tile, headers and all."""
+    tile = _tile(centre, 16)
+    for path in (f"/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}",
+                 f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"):  # fmt: skip
+        plain = _get(client, path)
+        assert plain.status_code == 200 and _decode(plain.content)["buildings"]["features"]
+        for suffix in (".mvt", ".pbf"):
+            suffixed = _get(client, path + suffix)
+            assert suffixed.status_code == 200, (path + suffix, suffixed.text)
+            assert suffixed.content == plain.content, path + suffix
+            assert suffixed.headers["content-type"] == vector.MVT_TYPE
+            assert suffixed.headers["etag"] == plain.headers["etag"]
+            again = _get(client, path + suffix, **{"If-None-Match": plain.headers["etag"]})
+            assert again.status_code == 304
+    assert _get(client, "/tiles/WebMercatorQuad/16/0/0.pbf").status_code == 204
+    # The suffix is no way around the checks of the address, nor of the layer.
+    for path, parameter in (("/tiles/WebMercatorQuad/3/0/8.mvt", "x"),
+                            ("/tiles/WebMercatorQuad/3/0/NaN.pbf", "x"),
+                            ("/tiles/WebMercatorQuad/3/-1/0.mvt", "y")):  # fmt: skip
+        answer = _get(client, path)
+        assert answer.status_code == 400 and answer.json()["parameter"] == parameter, path
+    assert _get(client, "/collections/nope/tiles/WebMercatorQuad/3/0/0.mvt").status_code == 404
+    assert _get(client, "/tiles/WebMercatorQuad/3/0/0.png").status_code == 400
+    # One address per tile in the API's document.
+    paths = client.get("/api").json()["paths"]
+    assert not [p for p in paths if p.endswith((".mvt", ".pbf"))]
+
+
 def test_etag_and_304(client: TestClient, centre: tuple[float, float]):
     tile = _tile(centre, 16)
     path = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"

@@ -15,7 +15,7 @@ import asyncio
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, quote
 
 import psycopg
@@ -477,7 +477,9 @@ def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) ->
 
 
 # A tile's address, as the two tile routes below take it (no query, or layers= only).
-_TILE_PATH = re.compile(r"/(?:collections/([^/]+)/)?tiles/([^/]+)/(\d{1,2})/(\d{1,8})/(\d{1,8})")
+_TILE_PATH = re.compile(
+    r"/(?:collections/([^/]+)/)?tiles/([^/]+)/(\d{1,2})/(\d{1,8})/(\d{1,8})(?:\.mvt|\.pbf)?"
+)
 
 
 class TileMemoryFront:
@@ -571,6 +573,28 @@ async def _tile(
     return tile_answer(request, found, layers)
 
 
+# Many clients (MapLibre styles, Leaflet plug-ins, tile scripts) ask for ``…/{x}.mvt`` or
+# ``…/{x}.pbf``: the same tile. Kept out of the OpenAPI document (one address per tile
+# there); registered before the plain route, whose ``{x}`` would take "13000.mvt" whole
+# and refuse it as no number.
+TILE_SUFFIXES = (".mvt", ".pbf")
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def _also_with_suffixes(path: str) -> Callable[[Endpoint], Endpoint]:
+    """Serve ``endpoint`` at ``path`` with each of the tile file suffixes too."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        for suffix in TILE_SUFFIXES:
+            router.add_api_route(
+                path + suffix, endpoint, methods=["GET"], dependencies=[Public],
+                response_class=Response, include_in_schema=False,
+            )  # fmt: skip
+        return endpoint
+
+    return register
+
+
 @router.get(
     "/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}",
     dependencies=[Public],
@@ -578,6 +602,7 @@ async def _tile(
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
 )
+@_also_with_suffixes("/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}")
 async def collection_tile(
     request: Request, collection_id: CollectionId, tms: MatrixSetId, z: Zoom, y: Row, x: Column
 ) -> Response:
@@ -593,6 +618,7 @@ async def collection_tile(
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
 )
+@_also_with_suffixes("/tiles/{tms}/{z}/{y}/{x}")
 async def map_tile(
     request: Request, tms: MatrixSetId, z: Zoom, y: Row, x: Column, layers: LayersParam = None
 ) -> Response:
