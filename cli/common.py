@@ -6,8 +6,9 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -40,9 +41,18 @@ def prepare(settings: Settings) -> str:
         return db.prepare(settings)
 
 
+# In a log, a line this often for a step still running: minutes without a line (the demo's
+# history of incidents) looked like a command that hung.
+LOG_EVERY_S = 15.0
+
+
 @contextlib.contextmanager
 def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
-    """A ``progress(step, done, total)`` callback drawing one rich bar per step."""
+    """A ``progress(step, done, total)`` callback drawing one rich bar per step; in a log
+    or a pipe, a line now and then for a step that runs long (see ``progress_lines``)."""
+    if not console.is_terminal:
+        yield progress_lines()
+        return
     bars = Progress(
         TextColumn("{task.description:<24}"),
         BarColumn(),
@@ -50,7 +60,6 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
         TimeElapsedColumn(),
         console=console,
         transient=False,
-        disable=not console.is_terminal,  # bars are for people; logs and pipes get the summary
     )
     tasks: dict[str, int] = {}
 
@@ -61,6 +70,29 @@ def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
 
     with bars:
         yield progress
+
+
+def progress_lines() -> Callable[[str, int, int], None]:
+    """``progress(step, done, total)`` for a log: quiet for a quick step (the command's
+    summary says what it did), a line every ``LOG_EVERY_S`` for one still running, and a
+    last one when that step is done, with the time it took, as its bar would show."""
+    started: dict[str, float] = {}
+    last_line: dict[str, float] = {}
+    said_done: dict[str, bool] = {}
+
+    def progress(step: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        start = started.setdefault(step, now)
+        finished = done >= total
+        due = now - last_line.get(step, start) >= LOG_EVERY_S
+        closing = finished and step in last_line and not said_done[step]
+        if not (due or closing):
+            return
+        last_line[step], said_done[step] = now, finished
+        took = timedelta(seconds=round(now - start))
+        console.print(f"{step}: {done:,}/{total:,} ({took})", highlight=False, markup=False)
+
+    return progress
 
 
 def as_json(value: object) -> str:

@@ -3,7 +3,10 @@ path of the closed loop, as the product recorded them, replaced by a reload."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -143,3 +146,24 @@ def test_a_second_load_replaces_the_history_and_leaves_other_incidents(
         conn.commit()
         load_demo(conn, small_city)
         assert conn.execute("SELECT count(*) FROM incidents").fetchone()[0] == 0
+
+
+def test_in_a_log_the_history_step_says_how_far_it_has_come(fresh_url: str):
+    """`twin demo` with stderr in a log (no terminal, so no bars): the history step, the
+    longest (minutes for the default city), writes a line now and then with the reports
+    taken in of the plan's, up to all of them; here a line at each progress call."""
+    run = "import sys, cli.common; cli.common.LOG_EVERY_S = 0; from cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    env["TWIN_DATABASE_URL"] = fresh_url
+    result = subprocess.run([sys.executable, "-c", run, "demo", "--size", "small"], env=env,
+                            capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    said = re.findall(
+        r"^history of incidents: ([\d,]+)/([\d,]+) \(\d+:\d\d:\d\d\)$", result.stderr, re.M
+    )
+    done = [int(d.replace(",", "")) for d, _ in said]
+    totals = {int(t.replace(",", "")) for _, t in said}
+    assert len(totals) == 1 and len(done) > 2, result.stderr
+    (total,) = totals
+    assert done[0] == 0 and done[-1] == total and done == sorted(done), said
+    assert f"{total:,} incidents" in result.stderr  # the summary counts the same reports

@@ -50,6 +50,10 @@ LOCAL = timezone(timedelta(hours=8))
 SWEEP_EVERY = timedelta(hours=1)
 COMMIT_EVERY = 300  # steps: a long replay holds no lock for long, nor thousands at once
 Progress = Callable[[str, int, int], None]
+# Its progress counts the reports taken in, of the plan's: a total known from the start
+# (the loop's steps are planned only as each report is taken in), reached at an even pace,
+# since the replay runs in time order.
+PROGRESS_STEP = "history of incidents"
 
 # Reports per hour of the local day (relative), and per weekday (Monday first).
 HOURS = np.array([0.15, 0.1, 0.07, 0.06, 0.07, 0.15, 0.4, 0.8, 1.2, 1.4, 1.4, 1.3,
@@ -467,7 +471,8 @@ def load_history(conn: psycopg.Connection, city: DemoCity, *, seed: int = 1,
     ids: dict[int, int] = {}
     counts = {"incidents": 0, "transitions": 0, "supervised": 0}
     done = 0
-    total = len(queue)
+    if progress is not None:
+        progress(PROGRESS_STEP, 0, len(plan))
     # The sweep can find something new only once a due time has passed or a step has
     # reopened work: it runs at the hours after those (the same marks as every hour).
     dues: list[datetime] = []
@@ -490,7 +495,6 @@ def load_history(conn: psycopg.Connection, city: DemoCity, *, seed: int = 1,
                 heapq.heappush(dues, due)
             for step in _script(report, view, ids):
                 if step["at"] < end:
-                    total += 1
                     heapq.heappush(queue, _Item(step["at"], next(order), "step", item.index, step))
         elif _step(conn, ids[item.index], item.step, ids):
             counts["transitions"] += 1
@@ -499,10 +503,10 @@ def load_history(conn: psycopg.Connection, city: DemoCity, *, seed: int = 1,
         if done % COMMIT_EVERY == 0:
             conn.commit()
             if progress is not None:
-                progress("history", done, total)
+                progress(PROGRESS_STEP, counts["incidents"], len(plan))
     conn.commit()
     if progress is not None:
-        progress("history", total, total)
+        progress(PROGRESS_STEP, len(plan), len(plan))
     return counts
 
 
