@@ -11,7 +11,7 @@ import csv
 import io
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -29,7 +29,14 @@ X, Y, Z = "U-310199001-CMTEAM", "U-310199001-HOUSING", "U-310199002-CMTEAM"
 CENTRE_S2 = "U-310199002-CENTRE"
 WATERCO, ROADS = "U-310199-WATERCO", "U-310199-ROADS"
 NOW = datetime.now(UTC).replace(microsecond=0)
-T0 = NOW - timedelta(days=10)
+# 10:00 in the city (UTC+8) ten days ago: the day buckets are the city's, so a history set
+# at "now" minus hours would cross a midnight for an hour of each day (the test ran at 23:20).
+T0 = (
+    (NOW - timedelta(days=10))
+    .astimezone(timezone(timedelta(hours=8)))
+    .replace(hour=10, minute=0, second=0)
+    .astimezone(UTC)
+)
 H = timedelta(hours=1)
 D = timedelta(days=1)
 MANHOLE = "井盖缺失，路人险些掉入，联系电话13800138000"
