@@ -243,6 +243,8 @@ Dispatcher = Annotated[keys.Holder, Depends(Allowed("dispatch"))]
 IncidentSetup = Annotated[keys.Holder, Depends(Allowed("configure_incidents"))]
 Editor = Annotated[keys.Holder, Depends(Allowed("edit_layers"))]
 Evaluator = Annotated[keys.Holder, Depends(Allowed("evaluate"))]
+NetworkStaff = Annotated[keys.Holder, Depends(Allowed("query_networks"))]
+NetworkOperator = Annotated[keys.Holder, Depends(Allowed("operate_networks"))]
 Admin = Annotated[keys.Holder, Depends(Allowed("manage_keys"))]
 Operational = Depends(operational)
 # A heavy slot is given back when the route has answered, before the answer is sent: a

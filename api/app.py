@@ -26,6 +26,7 @@ from api.routes import (
     intake,
     keys,
     layers,
+    network,
     ogc,
     open311,
     photos,
@@ -128,5 +129,6 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.include_router(tiles.router)
     app.include_router(terrain.router)
     app.include_router(view.router)
+    app.include_router(network.router)
 
     return app

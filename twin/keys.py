@@ -43,6 +43,10 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "edit_layers": frozenset({"engineer", "admin"}),
     # Read the evaluation (一网评效) and public sentiment.
     "evaluate": frozenset({"dispatcher", "supervisor", "admin"}),
+    # Ask the pipe networks: connectivity, traces, valve isolation, excavation checks.
+    "query_networks": frozenset({"engineer", "dispatcher", "unit_staff", "supervisor", "admin"}),
+    # Act on a pipe network: a burst turned into an incident, valve work orders, notices.
+    "operate_networks": frozenset({"engineer", "dispatcher", "supervisor", "admin"}),
     # Make and revoke keys.
     "manage_keys": frozenset({"admin"}),
 }

@@ -167,6 +167,32 @@ class TileSettings(_Concern):
     )
 
 
+class NetworkSettings(_Concern):
+    """How pipe networks are tied together from their geometry (twin/network)."""
+
+    network_snap_m: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="Pipe ends closer than this meet at one node, and a node this close to a "
+        "pipe lies on it (metres; real pipes can be a metre long, so keep it well under one).",
+    )
+    network_near_miss_m: float = Field(
+        default=2.0,
+        gt=0,
+        le=100,
+        description="A pipe end this close to another pipe that it does not meet is reported "
+        "by the connectivity check as a near miss, with the gap.",
+    )
+    network_service_m: float = Field(
+        default=30.0,
+        gt=0,
+        le=500,
+        description="A building with no service connection is taken as served by the nearest "
+        "pipe of the network within this distance (metres).",
+    )
+
+
 class Settings(BaseModel):
     """Everything the one map can be told about where it runs, one model per concern.
 
@@ -181,6 +207,7 @@ class Settings(BaseModel):
     photos: PhotoSettings
     tiles: TileSettings
     tile_cache: TileCacheSettings
+    network: NetworkSettings
 
     def __init__(self, **concerns: _Concern) -> None:
         problems: list[InitErrorDetails] = []
