@@ -102,6 +102,16 @@ def fresh_url(template_url: str) -> Iterator[str]:
     _drop(template_url, name)
 
 
+@pytest.fixture(scope="module")
+def module_url(template_url: str) -> Iterator[str]:
+    """A private copy of the demo data base for one test module that writes (its fixtures
+    load data once; its tests then read)."""
+    name = f"module_{os.getpid()}_{next(_clone_numbers)}"
+    url = _clone(template_url, name)
+    yield url
+    _drop(template_url, name)
+
+
 @pytest.fixture
 def conn(demo_url: str) -> Iterator[psycopg.Connection]:
     """A connection to the shared demo copy, rolled back after the test."""

@@ -5,8 +5,176 @@ networks under a city are not open data. Thin: twin.network does the work.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any, Literal
 
-from api.deps import FastJSON
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.access import Heavy, NetworkStaff, Operational
+from api.deps import Connection, FastJSON, KnownParameters
+from twin.crs import point_to_storage
+from twin.errors import InvalidInput
+from twin.network import queries
+from twin.network.topology import check_network
+from twin.network.trace import MAX_FEATURES
+from twin.schema import PIPE_NETWORKS, SRID
+from twin.settings import NetworkSettings
 
 router = APIRouter(tags=["pipe networks"], default_response_class=FastJSON)
+
+
+# --- the places a request names ------------------------------------------------------
+
+Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class FeatureRef(BaseModel):
+    """A pipe or a node: by ``id``, or by ``source_id`` (with ``dataset`` when the source id
+    is in several datasets)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: Id | None = None
+    source_id: Text | None = None
+    dataset: Text | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> FeatureRef:
+        if (self.id is None) == (self.source_id is None):
+            raise ValueError('give "id" or "source_id" (with "dataset" if need be), not both')
+        if "\x00" in (self.source_id or "") + (self.dataset or ""):
+            raise ValueError("NUL characters are not allowed")
+        return self
+
+    def plain(self) -> dict[str, Any]:
+        """The reference as the core reads it."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class PointRef(BaseModel):
+    """A point, x (lon) first, in ``crs`` (CRS84 by default; GCJ02, BD09, EPSG codes...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lon: Coordinate
+    lat: Coordinate
+    crs: Annotated[str, Field(max_length=200)] = "CRS84"
+
+    def plain(self) -> dict[str, float]:
+        """The point in lon/lat, as the core reads it."""
+        lon, lat = point_to_storage(self.lon, self.lat, self.crs, option="point.crs", srid=SRID)
+        return {"lon": lon, "lat": lat}
+
+
+class Place(BaseModel):
+    """One of: a pipe, a node, or a point (the nearest pipe)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipe: FeatureRef | None = None
+    node: FeatureRef | None = None
+    point: PointRef | None = None
+
+    def plain(self) -> dict[str, Any]:
+        """The place as the core reads it."""
+        return {k: getattr(self, k).plain() for k in ("pipe", "node", "point")
+                if getattr(self, k) is not None}  # fmt: skip
+
+
+class IsolationRequest(BaseModel):
+    """A burst on a pipe (or at a point: the nearest pipe), and the valves that will not
+    close in this run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipe: FeatureRef | None = None
+    point: PointRef | None = None
+    failed_valves: list[FeatureRef] = Field(default_factory=list, max_length=200)
+
+
+class TraceRequest(BaseModel):
+    """A trace from a place (and, for a path, to another)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    trace: Literal["connected", "upstream", "downstream", "path"] = "connected"
+    from_: Place = Field(alias="from")
+    to: Place | None = None
+    limit: Annotated[int, Field(ge=1, le=MAX_FEATURES)] = MAX_FEATURES
+
+
+NetworkName = Annotated[
+    str,
+    PathParam(max_length=40, description="the network: " + ", ".join(PIPE_NETWORKS)),
+]
+
+
+def _settings(request: Request) -> NetworkSettings:
+    return request.app.state.settings.network
+
+
+@router.post(
+    "/network/{network}/isolate",
+    dependencies=[Operational],
+    summary="Valve isolation of a burst: valves to close, what goes dry, who is affected",
+)
+def isolate(
+    request: Request, network: NetworkName, body: IsolationRequest, conn: Connection,
+    holder: NetworkStaff,
+) -> FastJSON:  # fmt: skip
+    """The valves to close for a burst on a pipe (``{"pipe": {"id": N}}``, ``{"pipe":
+    {"source_id": "P-1"}}``) or at a point (``{"point": {"lon": …, "lat": …}}``), with the
+    isolated pipes, their length and volume, hydrants out of service, the pipes cut off
+    from every source, and the buildings that lose supply with their jurisdictions.
+    Closed valves are honoured; inoperable valves, and those in ``failed_valves``, are
+    passed and the isolation grows to the next ring."""
+    check_network(network)
+    if (body.pipe is None) == (body.point is None):
+        raise InvalidInput('name the burst with "pipe" or "point" (one of them)', option="pipe")
+    place = {"pipe": body.pipe.plain()} if body.pipe else {"point": body.point.plain()}  # type: ignore[union-attr]
+    settings = _settings(request)
+    return FastJSON(queries.run_isolation(
+        conn, network, {**place, "failed_valves": [v.plain() for v in body.failed_valves]},
+        snap_m=settings.network_snap_m, service_m=settings.network_service_m,
+    ))  # fmt: skip
+
+
+@router.post(
+    "/network/{network}/trace",
+    dependencies=[Operational],
+    summary="Trace: connected, upstream, downstream, or the shortest path (GeoJSON)",
+)
+def trace_network(
+    request: Request, network: NetworkName, body: TraceRequest, conn: Connection,
+    holder: NetworkStaff,
+) -> FastJSON:  # fmt: skip
+    """The pipes (and the nodes on them) connected to a place, upstream or downstream of it
+    by the flow, or on the shortest way to another place (``"trace": "path"`` with
+    ``"to"``); closed valves stop every trace. A GeoJSON FeatureCollection, each pipe with
+    the length traced along it."""
+    check_network(network)
+    plain = {"trace": body.trace, "from": body.from_.plain()}
+    if body.to is not None:
+        plain["to"] = body.to.plain()
+    return FastJSON(queries.run_trace(conn, network, plain, snap_m=_settings(request).network_snap_m,
+                                      limit=body.limit))  # fmt: skip
+
+
+@router.get(
+    "/network/{network}/check",
+    dependencies=[Heavy, KnownParameters],
+    summary="Connectivity report: parts, dangling ends, near misses, nodes off the network",
+)
+def check_connectivity(
+    request: Request, network: NetworkName, conn: Connection, holder: NetworkStaff
+) -> FastJSON:
+    """How the network's pipes and nodes tie together once snapped: its parts (and which
+    reach no source), pipe ends that meet nothing, ends that nearly touch a pipe they do not
+    meet (with the gap), and nodes that lie on no pipe."""
+    check_network(network)
+    settings = _settings(request)
+    return FastJSON(queries.run_check(conn, network, snap_m=settings.network_snap_m,
+                                      near_miss_m=settings.network_near_miss_m))  # fmt: skip

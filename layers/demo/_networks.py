@@ -616,6 +616,24 @@ def _gravity(
     )
 
 
+def _beside(pipe_t: dict[str, Any]) -> dict[str, Any]:
+    """A planned or abandoned main lies beside the live one, as in a real city: drawn as
+    the live pipe it was, it would cut the network (a live main never ends where an old one
+    begins). So each such pipe stays in service and its planned or abandoned twin is added,
+    0.8 m aside and tied to no node, at the end (the other pipes keep their ids)."""
+    status = pipe_t["status"]
+    twin = np.flatnonzero((status == "planned") | (status == "abandoned"))
+    copies = {k: v[twin].copy() for k, v in pipe_t.items()}
+    copies["geom"] = shapely.offset_curve(copies["geom"], 0.8)
+    copies["from_node_id"] = np.full(len(twin), None, dtype=object)
+    copies["to_node_id"] = np.full(len(twin), None, dtype=object)
+    copies["properties"] = np.array(
+        [{"role": f"{s}_main"} for s in status[twin].tolist()], dtype=object
+    )
+    status[twin] = "in_service"
+    return {k: np.concatenate([v, copies[k]]) for k, v in pipe_t.items()}
+
+
 def build_networks(
     rng: np.random.Generator,
     city: City,
@@ -653,6 +671,7 @@ def build_networks(
     progress("networks", len(steps), len(steps))
     node_t = {"id": np.arange(1, nodes.n + 1), **nodes.finish()}
     node_t["source_id"] = [f"N{i:07d}" for i in node_t["id"].tolist()]
-    pipe_t = {"id": np.arange(1, pipes.n + 1), **pipes.finish()}
+    pipe_t = _beside(pipes.finish())
+    pipe_t = {"id": np.arange(1, len(pipe_t["status"]) + 1), **pipe_t}
     pipe_t["source_id"] = [f"L{i:07d}" for i in pipe_t["id"].tolist()]
     return node_t, pipe_t

@@ -1,0 +1,410 @@
+"""Pipe networks end to end: networks imported from files as a GIS holds them (pipes as lines
+with no node ids, valves as points on the pipes), their topology, the connectivity report,
+traces and valve isolation through the API, checked against USEPA WNTR's valve segments.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import shapely
+import wntr
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from tests.helpers import make_data_dir, settings_for
+
+KEY = {"X-API-Key": "test-key"}
+NET3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
+# Net3's coordinates are in no unit; scaled to metres and put in UTM zone 51N (Shanghai),
+# its shortest pipe is 51 m long, so valves 1 m from a junction are well apart.
+SCALE, X0, Y0 = 300.0, 347_000.0, 3_450_000.0
+CRS = "EPSG:32651"
+
+
+def _xy(coordinates: tuple[float, float]) -> tuple[float, float]:
+    return X0 + SCALE * coordinates[0], Y0 + SCALE * coordinates[1]
+
+
+def _feature(properties: dict[str, Any], geometry: Any) -> dict[str, Any]:
+    return {"type": "Feature", "properties": properties,
+            "geometry": shapely.geometry.mapping(geometry)}  # fmt: skip
+
+
+def net3_as_gis(wn: Any, valve_layer: Any) -> tuple[list[dict], list[dict]]:
+    """Net3 as a utility GIS holds it: every link a line (pumps too) with no node ids;
+    junctions, reservoirs and tanks as points; each valve of the layer a point on its link,
+    1 m from the node it guards."""
+    lines = {}
+    pipes = []
+    for name, link in wn.links():
+        a, b = wn.get_node(link.start_node_name), wn.get_node(link.end_node_name)
+        line = shapely.LineString(
+            [_xy(a.coordinates), *map(_xy, link.vertices), _xy(b.coordinates)]
+        )
+        lines[name] = (line, link.start_node_name)
+        diameter = getattr(link, "diameter", None)
+        pipes.append(_feature({"id": name, "diameter_mm": round(diameter * 1000, 1) if diameter else None,
+                               "role": link.link_type.lower()}, line))  # fmt: skip
+    kinds = {"Junction": "junction", "Reservoir": "source", "Tank": "tank"}
+    nodes = [_feature({"id": f"N-{name}", "kind": kinds[node.node_type]}, shapely.Point(_xy(node.coordinates)))
+             for name, node in wn.nodes()]  # fmt: skip
+    for i, row in valve_layer.iterrows():
+        line, start = lines[row["link"]]
+        at = 1.0 if row["node"] == start else line.length - 1.0
+        nodes.append(_feature({"id": f"V{i}", "kind": "valve", "state": "open"},
+                              line.interpolate(at)))  # fmt: skip
+    return pipes, nodes
+
+
+def _upload(
+    client: TestClient, layer: str, features: list[dict], dataset: str, **values: Any
+) -> None:
+    body = json.dumps({"type": "FeatureCollection", "features": features})
+    answer = client.post(
+        f"/layers/{layer}/import",
+        files={"file": (f"{dataset}.geojson", body, "application/geo+json")},
+        data={"dataset": dataset, "crs": CRS, "values": json.dumps(values)},
+        headers=KEY,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rejected"] == [], answer.text
+
+
+@pytest.fixture(scope="module")
+def net3() -> tuple[Any, Any, Any]:
+    wn = wntr.network.WaterNetworkModel(str(NET3))
+    layer = wntr.network.generate_valve_layer(wn, "strategic", 2, seed=123)
+    return wn, layer, wn.to_graph()
+
+
+@pytest.fixture(scope="module")
+def staff(module_url: str, net3: tuple[Any, Any, Any]) -> Iterator[TestClient]:
+    """Net3 imported as the heat network (the demo city has none), from GeoJSON files."""
+    wn, layer, _ = net3
+    settings = settings_for(make_data_dir("twin-network-"), api={"api_keys": {"test-key": "t"}})
+    with TestClient(create_app(settings, database_url=module_url)) as client:
+        pipes, nodes = net3_as_gis(wn, layer)
+        _upload(client, "pipe_nodes", nodes, "net3-nodes", network="heat")
+        _upload(client, "pipes", pipes, "net3", network="heat")
+        yield client
+
+
+def _segments(graph: Any, layer: Any) -> tuple[dict[str, int], dict[str, int]]:
+    nodes, links, _ = wntr.metrics.valve_segments(graph, layer)
+    return dict(nodes.items()), dict(links.items())
+
+
+def _expected(link: str, graph: Any, layer: Any) -> tuple[set[str], set[str]]:
+    """WNTR's answer for a burst on ``link``: the links of its valve segment, and the valves
+    between that segment and the rest."""
+    node_seg, link_seg = _segments(graph, layer)
+    segment = link_seg[link]
+    links = {name for name, s in link_seg.items() if s == segment}
+    valves = {
+        f"V{i}" for i, row in layer.iterrows()
+        if (link_seg[row["link"]] == segment) != (node_seg[row["node"]] == segment)
+    }  # fmt: skip
+    return links, valves
+
+
+def _isolate(client: TestClient, body: dict[str, Any], network: str = "heat") -> dict[str, Any]:
+    answer = client.post(f"/network/{network}/isolate", json=body, headers=KEY)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_isolation_is_wntrs_valve_segment_for_every_pipe_of_net3(staff: TestClient, net3):
+    wn, layer, graph = net3
+    for link in wn.link_name_list:
+        found = _isolate(staff, {"pipe": {"source_id": link}})
+        links, valves = _expected(link, graph, layer)
+        assert {p["source_id"] for p in found["isolated_pipes"]} == links, link
+        assert {v["source_id"] for v in found["valves"]} == valves, link
+        assert found["total_length_m"] >= sum(p["length_m"] for p in found["isolated_pipes"])
+
+
+def test_failed_valves_grow_the_isolation_as_wntr_does_without_them(staff: TestClient, net3):
+    wn, layer, graph = net3
+    chosen = random.Random(7)
+    for link in chosen.sample(wn.link_name_list, 25):
+        first = _isolate(staff, {"pipe": {"source_id": link}})
+        if not first["valves"]:
+            continue
+        failed = chosen.sample(
+            [v["source_id"] for v in first["valves"]], 1 + len(first["valves"]) // 2
+        )
+        found = _isolate(staff, {"pipe": {"source_id": link},
+                                 "failed_valves": [{"source_id": v} for v in failed]})  # fmt: skip
+        rest = layer.drop(index=[int(v[1:]) for v in failed])
+        links, valves = _expected(link, graph, rest)
+        assert {p["source_id"] for p in found["isolated_pipes"]} == links, (link, failed)
+        assert {v["source_id"] for v in found["valves"]} == valves, (link, failed)
+        assert {v["source_id"] for v in found["valves_skipped"]} >= set(failed)
+        assert all(v["reason"] == "failed" for v in found["valves_skipped"])
+
+
+def test_net3_imported_from_lines_and_points_is_one_network_with_its_sources(
+    staff: TestClient, net3
+):
+    wn, layer, _ = net3
+    report = staff.get("/network/heat/check", headers=KEY).json()
+    assert report["pipes"] == wn.num_links
+    assert report["component_count"] == 1 and report["components"][0]["has_source"]
+    assert report["sources"] == wn.num_reservoirs + wn.num_tanks
+    assert report["valves"] == len(layer.drop_duplicates())
+    assert report["off_network_count"] == 0 and report["near_miss_count"] == 0
+    # Net3's dead ends are pipes to a junction with nothing else there: a node, not dangling.
+    assert report["dangling_end_count"] == 0
+
+
+def test_a_burst_at_a_point_is_on_the_nearest_pipe_and_says_how_far(staff: TestClient, net3):
+    wn, _, _ = net3
+    by_id = _isolate(staff, {"pipe": {"source_id": "20"}})
+    line = shapely.LineString([_xy(wn.get_node(n).coordinates) for n in
+                               (wn.get_link("20").start_node_name, wn.get_link("20").end_node_name)])  # fmt: skip
+    x, y = line.interpolate(0.5, normalized=True).coords[0]
+    at_point = _isolate(staff, {"point": {"lon": x + 3, "lat": y, "crs": CRS}})
+    assert at_point["burst"]["pipe"]["source_id"] == "20"
+    assert 0 < at_point["burst"]["distance_m"] < 3.5
+    assert at_point["valves"] == by_id["valves"]
+    far = staff.post("/network/heat/isolate", json={"point": {"lon": x + 5000, "lat": y, "crs": CRS}},
+                     headers=KEY)  # fmt: skip
+    assert far.status_code == 400 and "the nearest is" in far.json()["detail"], far.text
+
+
+# -- a small network drawn by hand ------------------------------------------------------
+
+# Metres east and north of a corner of the demo district, in UTM 51N.
+ORIGIN = (347_500.0, 3_457_000.0)
+
+
+def _at(dx: float, dy: float) -> tuple[float, float]:
+    return ORIGIN[0] + dx, ORIGIN[1] + dy
+
+
+def _line(*points: tuple[float, float]) -> shapely.LineString:
+    return shapely.LineString([_at(*p) for p in points])
+
+
+@pytest.fixture(scope="module")
+def hand(staff: TestClient) -> TestClient:
+    """A gas network drawn as a surveyor would: a source, a main with valves a metre from
+    its junctions, a branch behind a valve, an end that misses its pipe by 0.5 m, ends 5 cm
+    apart that meet, a valve closed already, and a valve that will not turn."""
+    pipes = [
+        ({"id": "M1"}, _line((0, 0), (100, 0))),           # source -> J1
+        ({"id": "M2"}, _line((100, 0), (200, 0))),         # J1 -> J2
+        ({"id": "M3"}, _line((200.05, 0), (300, 0))),      # J2 (5 cm off) -> end
+        ({"id": "B1"}, _line((100, 0), (100, 100))),       # branch from J1
+        ({"id": "B2"}, _line((100, 100), (100, 200))),     # branch on
+        ({"id": "L1"}, _line((200, 0), (200, 100))),       # branch from J2, behind the closed valve
+        ({"id": "X1"}, _line((150, 50.5), (150, 150))),    # misses M2?  no: misses nothing near
+        ({"id": "X2"}, _line((250, 0.5), (250, 80))),      # an end 0.5 m from M3: a near miss
+    ]  # fmt: skip
+    nodes = [
+        ({"id": "S", "kind": "source"}, shapely.Point(_at(0, 0))),
+        ({"id": "VA", "kind": "valve", "state": "open"}, shapely.Point(_at(99, 0))),     # on M1
+        ({"id": "VB", "kind": "valve", "state": "open"}, shapely.Point(_at(101, 0))),    # on M2
+        ({"id": "VC", "kind": "valve", "state": "open"}, shapely.Point(_at(199, 0))),    # on M2
+        ({"id": "VD", "kind": "valve", "state": "open", "operable": False},
+         shapely.Point(_at(100, 1))),                                                    # on B1
+        ({"id": "VE", "kind": "valve", "state": "open"}, shapely.Point(_at(100, 101))),  # on B2
+        ({"id": "VF", "kind": "valve", "state": "closed"}, shapely.Point(_at(200, 1))),  # on L1
+        ({"id": "H1", "kind": "hydrant"}, shapely.Point(_at(150, 0))),                   # on M2
+        ({"id": "FAR", "kind": "junction"}, shapely.Point(_at(260, 30))),                # 10 m off X2
+    ]  # fmt: skip
+    _upload(staff, "pipe_nodes", [_feature(p, g) for p, g in nodes], "hand-nodes", network="gas")
+    clinic = shapely.Polygon([_at(108, 140), _at(120, 140), _at(120, 160), _at(108, 160)])
+    _upload(staff, "buildings", [_feature({"id": "HB1", "name": "社区卫生服务中心", "households": 3}, clinic)],
+            "hand-buildings")  # fmt: skip
+    _upload(staff, "pipes", [_feature(p, g) for p, g in pipes], "hand", network="gas")
+    return staff
+
+
+def _ids(rows: list[dict[str, Any]]) -> set[str]:
+    return {r["source_id"] for r in rows}
+
+
+def _gas(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
+    answer = client.post("/network/gas/isolate", json=body, headers=KEY)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _hand(pipe: str) -> dict[str, Any]:
+    return {"pipe": {"source_id": pipe, "dataset": "hand"}}
+
+
+def test_a_valve_a_metre_from_a_junction_splits_the_pipe_there(hand: TestClient):
+    found = _gas(hand, _hand("M2"))
+    assert _ids(found["isolated_pipes"]) == {"M2"}
+    assert _ids(found["valves"]) == {"VB", "VC"}
+    assert _ids(found["hydrants"]) == {"H1"}
+    assert found["total_length_m"] == pytest.approx(98, abs=0.5)  # from valve to valve
+
+
+def test_ends_a_few_centimetres_apart_meet_and_half_a_metre_apart_do_not(hand: TestClient):
+    found = _gas(hand, _hand("M3"))
+    # M3 meets M2 at J2 through the 5 cm gap: J2's side of VC is in M3's part.
+    assert _ids(found["isolated_pipes"]) == {"M3"}
+    assert _ids(found["valves"]) == {"VC"}
+    assert _ids(found["valves_closed_already"]) == {"VF"}
+    report = hand.get("/network/gas/check", headers=KEY).json()
+    misses = {
+        m["pipe"]["source_id"]: m for m in report["near_misses"] if m["pipe"]["dataset"] == "hand"
+    }
+    assert set(misses) == {"X2"} and misses["X2"]["near_pipe"]["source_id"] == "M3"
+    assert misses["X2"]["gap_m"] == pytest.approx(0.5, abs=0.01)
+    off = {n["source_id"]: n for n in report["off_network_nodes"] if n["dataset"] == "hand-nodes"}
+    assert set(off) == {"FAR"} and off["FAR"]["nearest_pipe_m"] == pytest.approx(10, abs=0.05)
+
+
+def test_an_inoperable_valve_is_passed_and_the_isolation_grows_to_the_next_ring(hand: TestClient):
+    found = _gas(hand, _hand("B1"))
+    # VD (on B1, 1 m from J1) will not turn: J1's part joins, bounded by VA, VB and VE.
+    assert _ids(found["valves"]) == {"VA", "VB", "VE"}
+    assert _ids(found["valves_skipped"]) == {"VD"}
+    assert found["valves_skipped"][0]["reason"] == "inoperable"
+    assert _ids(found["isolated_pipes"]) == {"B1"}
+
+
+def test_closing_the_valves_cuts_off_what_lies_beyond_them(hand: TestClient):
+    found = _gas(hand, _hand("M1"))
+    assert _ids(found["valves"]) == {"VA"}
+    # Everything past VA loses the source, except what was cut off already (L1, behind VF).
+    cut = _ids(found["cut_off_pipes"])
+    assert {"M2", "M3", "B1", "B2"} <= cut and "L1" not in cut
+    # The clinic 8 m from B2 has no service connection: the nearest gas pipe serves it.
+    clinic = next(b for b in found["buildings"] if b["source_id"] == "HB1")
+    assert clinic == {
+        **clinic,
+        "part": "cut_off",
+        "served_by": "nearest_pipe",
+        "sensitive": True,
+        "households": 3,
+    }
+    assert found["buildings"][0]["sensitive"]  # sensitive sites first
+    assert [j["level"] for j in clinic["jurisdictions"]][:1] == ["city"]
+    again = _gas(
+        hand, {**_hand("M2"), "failed_valves": [{"source_id": "VC", "dataset": "hand-nodes"}]}
+    )
+    assert _ids(again["valves"]) == {"VB"} and _ids(again["isolated_pipes"]) == {"M2", "M3"}
+
+
+def test_traces_follow_the_pipes_and_stop_at_closed_valves(hand: TestClient):
+    def trace(body: dict[str, Any]) -> dict[str, Any]:
+        answer = hand.post("/network/gas/trace", json=body, headers=KEY)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    connected = trace({"trace": "connected", "from": _hand("M1")})
+    pipes = {f["properties"]["source_id"]: f["properties"] for f in connected["features"]
+             if f["properties"]["layer"] == "pipes" and f["properties"]["dataset"] == "hand"}  # fmt: skip
+    assert set(pipes) == {"M1", "M2", "M3", "B1", "B2", "L1"}  # not X1 nor X2
+    # L1 only up to the closed valve VF, a metre from the junction.
+    assert not pipes["L1"]["whole"] and pipes["L1"]["length_m"] == pytest.approx(1, abs=0.05)
+    assert all(p["whole"] for name, p in pipes.items() if name != "L1")
+    path = trace({"trace": "path", "from": _hand("B2"), "to": _hand("M3")})
+    assert {f["properties"]["source_id"] for f in path["features"]
+            if f["properties"]["layer"] == "pipes"} == {"B2", "B1", "M2", "M3"}  # fmt: skip
+    assert path["found"] and path["total_length_m"] == pytest.approx(400, abs=1)  # both pipes whole
+    apart = trace({"trace": "path", "from": _hand("M1"), "to": _hand("L1")})
+    assert apart["found"] is False and "closed valve" in apart["message"]
+
+
+def test_the_topology_follows_every_change(hand: TestClient):
+    before = _gas(hand, _hand("B2"))
+    assert _ids(before["valves"]) == {"VE"}
+    # A new valve on B2, near its far end: B2's part now ends there too.
+    _upload(hand, "pipe_nodes", [_feature({"id": "VG", "kind": "valve", "state": "open"},
+                                          shapely.Point(_at(100, 199)))], "hand-more", network="gas")  # fmt: skip
+    after = _gas(hand, _hand("B2"))
+    assert _ids(after["valves"]) == {"VE", "VG"}
+
+
+def test_drainage_flows_downstream_to_its_outfalls(staff: TestClient):
+    # A drainage pipe of the demo city, and what flows from it: every piece leads on down.
+    first = staff.post("/network/drainage/trace", json={"trace": "downstream",
+                       "from": {"point": {"lon": 121.40, "lat": 31.24}}}, headers=KEY)  # fmt: skip
+    assert first.status_code == 200, first.text
+    found = first.json()
+    assert found["features"] and found["total_length_m"] > 0
+    up = staff.post("/network/drainage/trace", json={"trace": "upstream",
+                    "from": {"point": {"lon": 121.40, "lat": 31.24}}}, headers=KEY).json()  # fmt: skip
+    ups = {f["properties"]["id"] for f in up["features"] if f["properties"]["layer"] == "pipes"}
+    downs = {
+        f["properties"]["id"] for f in found["features"] if f["properties"]["layer"] == "pipes"
+    }
+    assert len(ups & downs) == 1  # only the pipe traced from
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "words"),
+    [
+        ("/network/sewer/isolate", {"pipe": {"id": 1}}, 404, "no pipe network 'sewer'"),
+        ("/network/heat/isolate", {"pipe": {"id": 999_999_999}}, 404, "no pipe with id 999999999"),
+        ("/network/heat/isolate", {"pipe": {"id": 2**64}}, 400, "pipe"),
+        ("/network/heat/isolate", {"pipe": {"id": "12"}}, 400, "pipe"),
+        ("/network/heat/isolate", {"pipe": {"source_id": "x\u0000"}}, 400, "NUL"),
+        ("/network/heat/isolate", {"point": {"lon": float("nan"), "lat": 1}}, 400, "lon"),
+        ("/network/heat/isolate", {}, 400, "pipe"),
+        (
+            "/network/heat/isolate",
+            {"pipe": {"id": 1}, "point": {"lon": 1, "lat": 1}},
+            400,
+            "one of",
+        ),
+        ("/network/heat/isolate", {"pipe": {"source_id": "20"}, "colour": 1}, 400, "colour"),
+        (
+            "/network/heat/isolate",
+            {"pipe": {"source_id": "20"}, "failed_valves": [{"source_id": "N-10"}]},
+            400,
+            "not a valve",
+        ),
+        (
+            "/network/heat/trace",
+            {"trace": "sideways", "from": {"pipe": {"source_id": "20"}}},
+            400,
+            "trace",
+        ),
+        (
+            "/network/heat/trace",
+            {"trace": "path", "from": {"pipe": {"source_id": "20"}}},
+            400,
+            "to",
+        ),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(staff: TestClient, path, body, status, words):
+    answer = staff.post(
+        path,
+        content=json.dumps(body, allow_nan=True),
+        headers={**KEY, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == status, answer.text
+    assert words in answer.text
+
+
+def test_a_source_id_in_several_datasets_must_be_told_apart(hand: TestClient):
+    # "M1" is a pipe of the hand-drawn network; Net3 has a link "1" but no "M1": add one.
+    _upload(
+        hand,
+        "pipes",
+        [_feature({"id": "M1"}, _line((0, 500), (50, 500)))],
+        "hand-copy",
+        network="gas",
+    )
+    answer = hand.post("/network/gas/isolate", json={"pipe": {"source_id": "M1"}}, headers=KEY)
+    assert answer.status_code == 400 and "several datasets" in answer.json()["detail"]
+    assert "hand" in answer.json()["detail"] and "hand-copy" in answer.json()["detail"]
+
+
+def test_network_routes_need_a_key_of_staff(staff: TestClient):
+    assert staff.post("/network/heat/isolate", json={"pipe": {"id": 1}}).status_code == 401
+    assert staff.get("/network/heat/check").status_code == 401

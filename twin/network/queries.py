@@ -1,0 +1,179 @@
+"""The network questions as the API and the command line ask them: a request (plain
+values, already of the right types) in, an answer (JSON-ready) out.
+
+Where a request names a place, it is one of ``{"pipe": {"id": N}}``, ``{"pipe":
+{"source_id": S, "dataset": D}}`` (the dataset only when the source id is in several),
+``{"node": …}`` (the same shapes) or ``{"point": {"lon": x, "lat": y}}`` (CRS84; the nearest
+pipe within 200 m).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from twin.errors import InvalidInput
+from twin.network import check, isolation, trace
+from twin.network.topology import Topology, topology
+from twin.spatial import check_point
+
+PLACES = ("pipe", "node", "point")
+
+
+def _place(t: Topology, request: dict[str, Any], what: str) -> tuple[int | None, int | None, dict]:
+    """(piece, vertex, description) of the place ``request[what]`` names."""
+    place = request.get(what)
+    if not isinstance(place, dict) or len([k for k in PLACES if k in place]) != 1:
+        raise InvalidInput(f"{what} must name one of: a pipe, a node or a point, e.g. "
+                           f'{{"pipe": {{"id": 12}}}}', option=what)  # fmt: skip
+    if "point" in place:
+        lon, lat = place["point"]["lon"], place["point"]["lat"]
+        check_point(lon, lat)
+        piece, distance = t.nearest_piece(lon, lat, f"{what}.point")
+        p = int(t.piece_pipe[piece])
+        return piece, None, {"point": {"lon": lon, "lat": lat}, "pipe": _pipe(t, p),
+                             "distance_m": round(distance, 2)}  # fmt: skip
+    if "pipe" in place:
+        p = t.pipe_index(place["pipe"], f"{what}.pipe")
+        return int(t.pipe_own_piece[p]), None, {"pipe": _pipe(t, p)}
+    n = t.node_index(place["node"], f"{what}.node")
+    vertex = int(t.node_vertex[n])
+    if vertex < 0:
+        raise InvalidInput(
+            f"{what}.node: node {t.node_id[n]} is not on the {t.network} network: the nearest "
+            f"pipe is {t.node_gap_m[n]:.1f} m away (the snapping tolerance is {t.snap_m} m)",
+            option=f"{what}.node",
+        )
+    return None, vertex, {"node": {"id": int(t.node_id[n]), "source_id": t.node_source_id[n],
+                                   "dataset": t.node_dataset[n], "kind": t.node_kind[n]}}  # fmt: skip
+
+
+def _pipe(t: Topology, p: int) -> dict[str, Any]:
+    return {"id": int(t.pipe_id[p]), "source_id": t.pipe_source_id[p], "dataset": t.pipe_dataset[p]}
+
+
+def run_isolation(
+    conn: psycopg.Connection,
+    network: str,
+    request: dict[str, Any],
+    *,
+    snap_m: float,
+    service_m: float,
+) -> dict[str, Any]:
+    """Isolate a burst: ``request`` names it (``pipe`` or ``point``) and may list
+    ``failed_valves`` (valves that will not close in this run)."""
+    t = topology(conn, network, snap_m)
+    if "node" in request:
+        raise InvalidInput("a burst is on a pipe: name the pipe or a point, not a node",
+                           option="node")  # fmt: skip
+    piece, _, burst = _place(t, {"burst": request}, "burst")
+    assert piece is not None
+    failed = isolation.failed_valves(t, request.get("failed_valves") or [])
+    result = isolation.isolate(t, piece, failed)
+    answer = isolation.describe(conn, t, result, service_m=service_m, burst=burst)
+    answer["map"] = isolation_map(t, result, answer)
+    return answer
+
+
+def isolation_map(t: Topology, result: isolation.Isolation, answer: dict[str, Any]) -> dict:
+    """The isolation as GeoJSON for a map: isolated pipes (their isolated parts), valves to
+    close, and the buildings affected (as points)."""
+    features: list[dict[str, Any]] = []
+    pieces = result.isolated_pieces[: isolation.MAX_LISTED]
+    for e, geometry in zip(pieces.tolist(), t.piece_geometry(pieces), strict=True):
+        p = int(t.piece_pipe[e])
+        features.append({"type": "Feature", "geometry": geometry,
+                         "properties": {"role": "isolated", "layer": "pipes", **_pipe(t, p)}})  # fmt: skip
+    for role, rows in (("close", answer["valves"]), ("closed", answer["valves_closed_already"])):
+        for row in rows:
+            features.append({"type": "Feature",
+                             "geometry": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
+                             "properties": {"role": role, "layer": "pipe_nodes", "id": row["id"],
+                                            "source_id": row["source_id"]}})  # fmt: skip
+    for row in answer["buildings"]:
+        features.append({"type": "Feature",
+                         "geometry": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
+                         "properties": {"role": f"building_{row['part']}", "layer": "buildings",
+                                        "id": row["id"], "sensitive": row["sensitive"]}})  # fmt: skip
+    return {"type": "FeatureCollection", "features": features}
+
+
+def run_trace(
+    conn: psycopg.Connection,
+    network: str,
+    request: dict[str, Any],
+    *,
+    snap_m: float,
+    limit: int = trace.MAX_FEATURES,
+) -> dict[str, Any]:
+    """A trace: ``request["trace"]`` (connected, upstream, downstream or path) from
+    ``request["from"]`` (and, for a path, to ``request["to"]``)."""
+    way = trace.check_trace(request.get("trace", "connected"))
+    t = topology(conn, network, snap_m)
+    piece, vertex, start = _place(t, request, "from")
+    answer: dict[str, Any] = {"type": "FeatureCollection", "network": network, "trace": way,
+                              "from": start}  # fmt: skip
+    if way == "path":
+        if "to" not in request:
+            raise InvalidInput('a path needs "to": where the path ends', option="to")
+        goal_piece, goal_vertex, goal = _place(t, request, "to")
+        answer["to"] = goal
+        pieces = _path(t, piece, vertex, goal_piece, goal_vertex)
+        if pieces is None:
+            answer.update(features=[], found=False, total_length_m=None,
+                          message="no way along the pipes joins the two places (the network is "
+                                  "in parts, or a closed valve stands between)")  # fmt: skip
+            return answer
+        answer["found"] = True
+    else:
+        if "to" in request:
+            raise InvalidInput(f'"to" is for a path; a {way} trace starts at "from" alone',
+                               option="to")  # fmt: skip
+        pieces = trace.reach(t, trace.start_vertices(t, piece, vertex, way), way)
+        if piece is not None and way != "connected":
+            pieces = np.union1d(pieces, [piece])
+    found, total, count = trace.features(t, pieces, limit=limit)
+    answer.update(features=found, total_length_m=total, pipe_count=len(np.unique(t.piece_pipe[pieces])),
+                  numberMatched=count, numberReturned=len(found), truncated=count > len(found))  # fmt: skip
+    unknown = trace.unknown_directions(t)
+    if way in ("upstream", "downstream") and unknown:
+        answer["warnings"] = [f"{unknown} pieces of pipe have no known flow direction and were "
+                              "taken both ways"]  # fmt: skip
+    return answer
+
+
+def _path(
+    t: Topology,
+    piece: int | None,
+    vertex: int | None,
+    goal_piece: int | None,
+    goal_vertex: int | None,
+) -> np.ndarray | None:
+    """The shortest way between two places (pieces or vertices): tried from each end of a
+    piece to each end of the other, the shortest kept, the pieces themselves included."""
+    starts = [vertex] if vertex is not None else [int(t.piece_u[piece]), int(t.piece_v[piece])]
+    goals = [goal_vertex] if goal_vertex is not None else \
+        [int(t.piece_u[goal_piece]), int(t.piece_v[goal_piece])]  # fmt: skip
+    best: np.ndarray | None = None
+    best_m = np.inf
+    for s in starts:
+        for g in goals:
+            found = np.zeros(0, dtype=np.int64) if s == g else trace.path(t, s, g)
+            if found is None:
+                continue
+            length = float(t.piece_length_m[found].sum())
+            if length < best_m:
+                best, best_m = found, length
+    if best is None:
+        return None
+    ends = [p for p in (piece, goal_piece) if p is not None]
+    return np.unique(np.concatenate([best, np.array(ends, dtype=np.int64)]))
+
+
+def run_check(
+    conn: psycopg.Connection, network: str, *, snap_m: float, near_miss_m: float
+) -> dict[str, Any]:
+    """The connectivity report of ``network``."""
+    return check.connectivity(topology(conn, network, snap_m), near_miss_m)
