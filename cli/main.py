@@ -45,6 +45,7 @@ OPTION_FLAGS = {
     "values": "--set", "defaults": "--default", "provider": "--provider",
     "owner_unit": "--owner", "licence": "--licence", "update_cadence": "--cadence",
     "jurisdiction": "--jurisdiction", "unit": "--unit", "role": "--role",
+    "margin_m": "--margin",
 }  # fmt: skip
 
 
@@ -97,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: ``twin db|demo|import|scene|terrain|datasets|tiles|layers|serve|up``."""
+    """The command line: ``twin db|demo|import|scene|terrain|datasets|incidents|keys|tiles|
+    network|layers|serve|up``."""
     parser = argparse.ArgumentParser(
         prog="twin",
         description="The one map (一张图): a spatial digital twin of the city on PostGIS.",
@@ -312,6 +314,46 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("--layers", type=_names, metavar="A,B",
                        help="only the tiles holding these layers")  # fmt: skip
     clear.set_defaults(run=_command("tiles", "cmd_tiles_clear"))
+
+    network = commands.add_parser(
+        "network", help="the pipe networks (管网): connectivity check, what lies under a dig"
+    )
+    network_commands = network.add_subparsers(
+        title="network commands", metavar="ACTION", required=True
+    )
+    dig = network_commands.add_parser(
+        "excavation",
+        help="every pipe and node under a planned dig, gas and power first",
+        description=(
+            "Before digging: every pipe and pipe node under the dig's outline (a GeoJSON "
+            "file of its Polygon or MultiPolygon, or any vector file the imports read; "
+            "several polygons are taken together) or within the margin around it, gas first, "
+            "then power, heat, water, telecom, drainage and sewage, shallowest first, with "
+            "depth, owner and the owners to call. Digs of at most 1 km²."
+        ),
+    )
+    dig.add_argument("path", type=Path, metavar="FILE", help="the dig's outline")
+    dig.add_argument("--margin", type=float, default=1.0, metavar="METRES",
+                     help="metres around the dig that count as under it, 0 to 50 (default 1)")  # fmt: skip
+    dig.add_argument("--crs", help="the file's CRS when it does not say (or says wrong): "
+                     "EPSG:4549, 4490, GCJ02, BD09 ...")  # fmt: skip
+    dig.add_argument("--json", action="store_true", help="print the answer as JSON")
+    dig.set_defaults(run=_command("network", "cmd_network_excavation"))
+    check = network_commands.add_parser(
+        "check",
+        help="the connectivity report: parts, dangling ends, near misses, nodes off the network",
+        description=(
+            "Ties each network's pipes and nodes together from their geometry (ends closer "
+            "than TWIN_NETWORK_SNAP_M meet; a node that close to a pipe splits it) and reports "
+            "its parts and which reach no source, pipe ends that meet nothing, ends within "
+            "TWIN_NETWORK_NEAR_MISS_M of a pipe they do not meet (with the gap), and nodes "
+            "that lie on no pipe. Exits 1 when it finds a problem."
+        ),
+    )
+    check.add_argument("networks", nargs="*", metavar="NETWORK",
+                       help="the networks to check (default: every network with pipes)")  # fmt: skip
+    check.add_argument("--json", action="store_true", help="print the reports as JSON")
+    check.set_defaults(run=_command("network", "cmd_network_check"))
 
     layers = commands.add_parser("layers", help="list the layer catalogue (data inventory)")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")

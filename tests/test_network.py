@@ -17,7 +17,7 @@ import wntr
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.helpers import make_data_dir, settings_for
+from tests.helpers import make_data_dir, run_twin, settings_for
 
 KEY = {"X-API-Key": "test-key"}
 NET3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
@@ -408,3 +408,17 @@ def test_a_source_id_in_several_datasets_must_be_told_apart(hand: TestClient):
 def test_network_routes_need_a_key_of_staff(staff: TestClient):
     assert staff.post("/network/heat/isolate", json={"pipe": {"id": 1}}).status_code == 401
     assert staff.get("/network/heat/check").status_code == 401
+
+
+def test_twin_network_check_prints_the_report_and_fails_on_problems(
+    hand: TestClient, module_url: str
+):
+    clean = run_twin("network", "check", "heat", env={"TWIN_DATABASE_URL": module_url})
+    assert clean.returncode == 0, clean.stderr
+    assert "heat: 119 pipes" in clean.stdout and "parts: 1" in clean.stdout
+    found = run_twin("network", "check", "gas", env={"TWIN_DATABASE_URL": module_url})
+    assert found.returncode == 1, found.stderr
+    assert "misses pipe" in found.stdout and "by 0.5" in found.stdout, found.stdout
+    wrong = run_twin("network", "check", "sewer", env={"TWIN_DATABASE_URL": module_url})
+    assert wrong.returncode != 0 and "no pipe network 'sewer'" in wrong.stderr
+    assert "Traceback" not in wrong.stderr

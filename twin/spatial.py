@@ -635,8 +635,18 @@ def invalid_reason(area: Any) -> str:
     return kind + at
 
 
-def check_area(conn: psycopg.Connection, area: Any) -> float:
-    """The area in m²; InvalidInput when it is not a usable polygon or too large."""
+class AreaTooLarge(InvalidInput):
+    """An area larger than the question takes (``square_metres`` over ``limit_m2``)."""
+
+    def __init__(self, message: str, *, square_metres: float, limit_m2: float) -> None:
+        super().__init__(message)
+        self.square_metres = square_metres
+        self.limit_m2 = limit_m2
+
+
+def check_area(conn: psycopg.Connection, area: Any, *, max_m2: float = MAX_AREA_M2) -> float:
+    """The area in m²; InvalidInput when it is not a usable polygon, AreaTooLarge when it
+    is larger than ``max_m2`` (a question that takes less than a district says so)."""
     if area is None or area.is_empty or area.geom_type not in ("Polygon", "MultiPolygon"):
         raise InvalidInput("the area must be a Polygon or MultiPolygon")
     why = first_bad_coordinate(area)  # "coordinate 2 of ring 0: longitude inf is not …"
@@ -658,9 +668,11 @@ def check_area(conn: psycopg.Connection, area: Any) -> float:
             ).fetchone()[0]  # type: ignore[index]
     except psycopg.errors.InternalError_ as exc:  # PostGIS: antipodal edges and the like
         raise InvalidInput("the area cannot be measured on the globe (edges too long)") from exc
-    if square_metres > MAX_AREA_M2:
-        raise InvalidInput(
-            f"the area is {square_metres / 1e6:,.1f} km²; at most {MAX_AREA_M2 / 1e6:,.0f} km² is searched"
+    if square_metres > max_m2:
+        raise AreaTooLarge(
+            f"the area is {square_metres / 1e6:,.1f} km²; at most {max_m2 / 1e6:,.0f} km² is searched",
+            square_metres=float(square_metres),
+            limit_m2=max_m2,
         )
     return float(square_metres)
 
