@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import shapely
 import wntr
@@ -422,3 +423,77 @@ def test_twin_network_check_prints_the_report_and_fails_on_problems(
     wrong = run_twin("network", "check", "sewer", env={"TWIN_DATABASE_URL": module_url})
     assert wrong.returncode != 0 and "no pipe network 'sewer'" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+# -- the burst workflow -------------------------------------------------------------------
+
+
+def _water_main_with_valves(client: TestClient, module_url: str) -> tuple[int, dict[str, Any]]:
+    """A water main of the demo city whose isolation closes valves and empties buildings."""
+    with psycopg.connect(module_url) as conn:
+        mains = [r[0] for r in conn.execute(
+            "SELECT id FROM pipes WHERE network = 'water' AND dataset = 'demo'"
+            " AND properties->>'role' IS NULL AND status = 'in_service' ORDER BY id LIMIT 200"
+        )]  # fmt: skip
+    for pipe in mains:
+        found = _isolate(client, {"pipe": {"id": pipe}}, "water")
+        if found["valves"] and found["buildings"]:
+            return pipe, found
+    raise AssertionError("no demo water main with valves and buildings")
+
+
+def test_a_burst_becomes_an_incident_valve_work_orders_and_notices(
+    staff: TestClient, module_url: str
+):
+    pipe, isolation = _water_main_with_valves(staff, module_url)
+    answer = staff.post("/network/water/bursts", json={"pipe": {"id": pipe}, "note": "路面冒水"},
+                        headers={**KEY, "Idempotency-Key": "burst-1"})  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    burst = answer.json()
+    incident = burst["incident"]
+    assert incident["category"]["code"] == "SJ040101" and incident["status"] == "dispatched"
+    owner = isolation["burst"]["pipe"]["owner_unit"]
+    assert incident["unit"]["code"] == owner and "路面冒水" in incident["description"]
+    assert any(a["layer"] == "pipes" and a["id"] == pipe for a in incident["assets"])
+    # One work order per valve to close, each to the valve's owner.
+    assert sorted(o["valve"] for o in burst["work_orders"]) == sorted(
+        v["id"] for v in isolation["valves"]
+    )
+    owners = {v["id"]: v["owner_unit"] for v in isolation["valves"]}
+    for order in burst["work_orders"]:
+        assert order["unit"]["code"] == owners[order["valve"]], order
+        got = staff.get(f"/incidents/{order['incident_id']}", headers=KEY).json()
+        assert got["category"]["code"] == "SJ040105" and str(incident["id"]) in got["description"]
+    # The notice list: every building that loses supply, sensitive sites first.
+    assert [n["building"] for n in burst["notices"]] == [b["id"] for b in isolation["buildings"]]
+    flags = [n["sensitive"] for n in burst["notices"]]
+    assert flags == sorted(flags, reverse=True)
+    assert all(n["jurisdictions"] for n in burst["notices"])
+    assert burst["overlapping"] == []
+
+    # A retry with the same key is the same burst; another burst under it is refused.
+    again = staff.post("/network/water/bursts", json={"pipe": {"id": pipe}, "note": "路面冒水"},
+                       headers={**KEY, "Idempotency-Key": "burst-1"})  # fmt: skip
+    assert again.status_code == 200 and again.json()["id"] == burst["id"]
+    other = staff.post("/network/water/bursts", json={"pipe": {"id": pipe}},
+                       headers={**KEY, "Idempotency-Key": "burst-1"})  # fmt: skip
+    assert other.status_code == 409, other.text
+
+    # A second burst on the same part while the first is open: each reports the other.
+    second = staff.post("/network/water/bursts", json={"pipe": {"id": pipe}}, headers=KEY).json()
+    assert [o["id"] for o in second["overlapping"]] == [burst["id"]]
+    assert second["overlapping"][0]["shared_valves"] == sorted(owners)
+    first_now = staff.get(f"/network/bursts/{burst['id']}", headers=KEY).json()
+    assert [o["id"] for o in first_now["overlapping"]] == [second["id"]]
+    listed = staff.get("/network/bursts?network=water&status=open", headers=KEY).json()["bursts"]
+    assert {b["id"] for b in listed} >= {burst["id"], second["id"]}
+
+    closed = staff.post(f"/network/bursts/{burst['id']}/close", headers=KEY)
+    assert closed.status_code == 200 and closed.json()["status"] == "closed"
+    assert staff.post(f"/network/bursts/{burst['id']}/close", headers=KEY).status_code == 409
+    assert staff.get(f"/network/bursts/{second['id']}", headers=KEY).json()["overlapping"] == []
+    assert staff.get("/network/bursts/999999", headers=KEY).status_code == 404
+    assert staff.post("/network/water/bursts", json={"pipe": {"id": pipe}}).status_code == 401
+    unknown = staff.post("/network/heat/bursts", json={"pipe": {"source_id": "20"},
+                         "category": "NOPE"}, headers=KEY)  # fmt: skip
+    assert unknown.status_code == 400 and "NOPE" in unknown.json()["detail"]

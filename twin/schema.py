@@ -592,3 +592,31 @@ class TerrainTile(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     dataset: Mapped[str] = mapped_column(Text, default="", server_default="")
     rast: Mapped[Any] = mapped_column(Raster(spatial_index=False))
+
+
+class NetworkBurst(Base):
+    """A pipe burst turned into action (twin/network/burst.py): its incident, the valve work
+    orders, and its isolation, kept while it is open so that isolations open at the same
+    time can be told apart and their overlaps reported."""
+
+    __tablename__ = "network_bursts"
+    __table_args__ = (
+        _one_of("status", ("open", "closed")),
+        Index("ix_network_bursts_network_status", "network", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    network: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, default="open", server_default="open")
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="RESTRICT"))
+    work_order_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
+    pipe_id: Mapped[int | None] = mapped_column(ForeignKey("pipes.id", ondelete="SET NULL"))
+    valve_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
+    isolated_pipe_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
+    answer: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    idempotency_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    payload_hash: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    geom: Mapped[WKBElement | None] = mapped_column(Geometry("GEOMETRY", srid=SRID))

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.access import Heavy, NetworkStaff, Operational
+from api.access import Heavy, NetworkOperator, NetworkStaff, Operational
 from api.deps import Connection, FastJSON, KnownParameters
 from api.errors import TITLES, problem
 from api.routes.spatial import _geojson_area
 from twin.crs import point_to_storage
 from twin.errors import InvalidInput
-from twin.network import excavation, queries
+from twin.network import burst, excavation, queries
 from twin.network.topology import check_network
 from twin.network.trace import MAX_FEATURES
 from twin.schema import PIPE_NETWORKS, SRID
@@ -243,3 +243,80 @@ def excavation_check(
         # Well-formed but more than a dig: 422, where a broken polygon is 400.
         return problem(422, TITLES[422], str(exc), request.url.path, parameter="area")
     return FastJSON(answer)
+
+
+class BurstRequest(IsolationRequest):
+    """A burst to act on: the isolation's request, a note, and the city's own categories
+    when they are not the demo's."""
+
+    note: Annotated[str, Field(max_length=2000)] | None = None
+    category: Annotated[str, Field(max_length=100)] | None = None
+    valve_category: Annotated[str, Field(max_length=100)] | None = None
+
+
+BurstId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+
+
+@router.post(
+    "/network/{network}/bursts",
+    status_code=201,
+    dependencies=[Operational],
+    summary="A burst turned into action: incident, valve work orders, notice list",
+)
+def open_burst(
+    request: Request, network: NetworkName, body: BurstRequest, conn: Connection,
+    holder: NetworkOperator,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> FastJSON:  # fmt: skip
+    """Isolate the burst (as ``/isolate``) and, in one transaction: an incident of the
+    network's pipe-burst category at the burst, dispatched to the pipe's owner; a work order
+    for each valve to close, to the valve's owner; the notice list of the buildings that
+    lose supply, sensitive sites first; and the open bursts whose isolations share a valve
+    or a pipe with this one. ``Idempotency-Key`` makes a retry safe."""
+    check_network(network)
+    if (body.pipe is None) == (body.point is None):
+        raise InvalidInput('name the burst with "pipe" or "point" (one of them)', option="pipe")
+    if idempotency_key is not None and "\x00" in idempotency_key:
+        raise InvalidInput("Idempotency-Key holds a NUL character", option="Idempotency-Key")
+    plain: dict[str, Any] = {
+        "pipe": body.pipe.plain() if body.pipe else None,
+        "point": body.point.plain() if body.point else None,
+        "failed_valves": [v.plain() for v in body.failed_valves],
+        "note": body.note, "category": body.category, "valve_category": body.valve_category,
+    }  # fmt: skip
+    settings = _settings(request)
+    key = None if idempotency_key is None else f"{len(holder.name)}:{holder.name}:{idempotency_key}"
+    answer = burst.open_burst(
+        conn, network, {k: v for k, v in plain.items() if v is not None},
+        snap_m=settings.network_snap_m, service_m=settings.network_service_m,
+        actor=holder.name, idempotency_key=key,
+    )  # fmt: skip
+    return FastJSON(answer, status_code=200 if answer.get("replayed") else 201)
+
+
+@router.get("/network/bursts", dependencies=[KnownParameters],
+            summary="The bursts, newest first")  # fmt: skip
+def list_bursts(
+    conn: Connection, holder: NetworkStaff,
+    network: Annotated[str | None, Query(max_length=40)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+) -> FastJSON:  # fmt: skip
+    """Each burst's id, network, status, incident, and how many valves and pipes its
+    isolation holds; filtered by ``network`` and ``status`` (open or closed)."""
+    return FastJSON({"bursts": burst.list_bursts(conn, network=network, status=status)})
+
+
+@router.get("/network/bursts/{burst_id}", dependencies=[KnownParameters],
+            summary="One burst: its incident, work orders, notices and overlaps")  # fmt: skip
+def get_burst(burst_id: BurstId, conn: Connection, holder: NetworkStaff) -> FastJSON:
+    """The burst as it was opened, with its incident as it stands now and the open bursts
+    whose isolations it overlaps."""
+    return FastJSON(burst.get_burst(conn, burst_id))
+
+
+@router.post("/network/bursts/{burst_id}/close", dependencies=[Operational],
+             summary="Close a burst: mended, valves open again")  # fmt: skip
+def close_burst(burst_id: BurstId, conn: Connection, holder: NetworkOperator) -> FastJSON:
+    """Mark the burst closed (its isolation no longer overlaps others); 409 when it is
+    closed already. The incident and work orders follow their own closed loop."""
+    return FastJSON(burst.close_burst(conn, burst_id))

@@ -34,10 +34,12 @@ def _place(t: Topology, request: dict[str, Any], what: str) -> tuple[int | None,
         piece, distance = t.nearest_piece(lon, lat, f"{what}.point")
         p = int(t.piece_pipe[piece])
         return piece, None, {"point": {"lon": lon, "lat": lat}, "pipe": _pipe(t, p),
-                             "distance_m": round(distance, 2)}  # fmt: skip
+                             "distance_m": round(distance, 2), "at": t.on_pipe(p, lon, lat)}  # fmt: skip
     if "pipe" in place:
         p = t.pipe_index(place["pipe"], f"{what}.pipe")
-        return int(t.pipe_own_piece[p]), None, {"pipe": _pipe(t, p)}
+        own = int(t.pipe_own_piece[p])
+        middle = (t.piece_from[own] + t.piece_to[own]) / 2
+        return own, None, {"pipe": _pipe(t, p), "at": t.along_pipe(p, middle)}
     n = t.node_index(place["node"], f"{what}.node")
     vertex = int(t.node_vertex[n])
     if vertex < 0:
@@ -51,7 +53,8 @@ def _place(t: Topology, request: dict[str, Any], what: str) -> tuple[int | None,
 
 
 def _pipe(t: Topology, p: int) -> dict[str, Any]:
-    return {"id": int(t.pipe_id[p]), "source_id": t.pipe_source_id[p], "dataset": t.pipe_dataset[p]}
+    return {"id": int(t.pipe_id[p]), "source_id": t.pipe_source_id[p],
+            "dataset": t.pipe_dataset[p], "owner_unit": t.pipe_owner[p]}  # fmt: skip
 
 
 def run_isolation(

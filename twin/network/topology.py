@@ -219,6 +219,18 @@ class Topology:
 
     # -- geometry for answers ----------------------------------------------------------
 
+    def along_pipe(self, pipe: int, fraction: float) -> list[float]:
+        """[lon, lat] of the point ``fraction`` of the way along ``pipe``."""
+        point = shapely.line_interpolate_point(self.pipe_lines[pipe], fraction, normalized=True)
+        ((lon, lat),) = self.frame.lonlat(shapely.get_coordinates(point))
+        return [round(float(lon), 7), round(float(lat), 7)]
+
+    def on_pipe(self, pipe: int, lon: float, lat: float) -> list[float]:
+        """[lon, lat] of the point of ``pipe`` nearest (lon, lat)."""
+        here = shapely.points(self.frame.metric(np.array([[lon, lat]])))[0]
+        line = self.pipe_lines[pipe]
+        return self.along_pipe(pipe, float(shapely.line_locate_point(line, here, normalized=True)))
+
     def piece_geometry(self, pieces: np.ndarray) -> list[dict[str, Any]]:
         """GeoJSON lines (lon/lat) of the pieces, one per piece."""
         out = []
