@@ -35,6 +35,7 @@ Plain = BeforeValidator(_plain_number)
 Number = Annotated[float, Plain]  # a float query parameter with no bounds
 Whole = Annotated[int, Plain]  # an integer query parameter with no bounds
 _DECLARED: dict[tuple[str, str], frozenset[str]] = {}
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
 async def known_parameters(request: Request) -> None:
@@ -47,11 +48,12 @@ async def known_parameters(request: Request) -> None:
         names = _DECLARED[key] = frozenset(_query_names(route.dependant))  # type: ignore[union-attr]
     unknown = [name for name in request.query_params if name not in names]
     if unknown:
-        takes = (
-            f"takes {', '.join(sorted(names))}"
-            if names
-            else "takes no query parameters (give them in the JSON body)"
-        )
+        if names:
+            takes = f"takes {', '.join(sorted(names))}"
+        elif request.method in _WITH_BODY:
+            takes = "takes no query parameters (give them in the JSON body)"
+        else:  # a GET has no body to send the client to
+            takes = "takes no query parameters"
         raise InvalidInput(
             f"unknown query parameter {', '.join(repr(n[:40]) for n in unknown[:5])}; "
             f"{request.method} {request.url.path} {takes}"

@@ -176,6 +176,20 @@ def test_an_impossible_tile_is_400_naming_the_index(
     assert answer.json()["parameter"] == named
 
 
+def test_an_unknown_query_parameter_is_named_as_one_with_what_the_route_takes(
+    plane_client: TestClient,
+):
+    # A GET has no body: the message must not send the client to one (door test D14).
+    tile = TMS.tile(*inside(0.5), 15)
+    for path in (url("coverage", tile), f"{BASE}/map/tiles/WebMercatorQuad/tilejson.json",
+                 f"{BASE}/coverage/tiles"):  # fmt: skip
+        answer = plane_client.get(path, params={"zoom": "3"})
+        assert answer.status_code == 400, path
+        detail = answer.json()["detail"]
+        assert "unknown query parameter 'zoom'" in detail, detail
+        assert "body" not in detail, detail
+
+
 def test_an_unknown_matrix_set_is_404(plane_client: TestClient):
     for path in ("coverage/tiles/WorldCRS84Quad/3/0/0", "map/tiles/Nope/tilejson.json"):
         answer = plane_client.get(f"{BASE}/{path}")
