@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
+from typing import Annotated, Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import anyio
 import orjson
 import psycopg
-from fastapi import Depends, Header, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BeforeValidator
@@ -68,6 +68,20 @@ def _query_names(dependant: Any) -> set[str]:
 
 
 KnownParameters = Depends(known_parameters)
+
+
+async def json_format(
+    f: Annotated[
+        Literal["json"] | None,
+        Query(description="the format: json, the only one this document is served in"),
+    ] = None,
+) -> None:
+    """OGC API's ``f``, which clients add (GDAL repeats the query of the address it was
+    given on every request): taken when it asks for what the route serves."""
+
+
+# For the OGC documents that are JSON only, beside KnownParameters.
+JsonFormat = Depends(json_format)
 
 
 def _json_loads(data: bytes) -> Any:

@@ -190,6 +190,16 @@ def test_an_unknown_query_parameter_is_named_as_one_with_what_the_route_takes(
         assert "body" not in detail, detail
 
 
+def test_ogcs_format_parameter_is_taken_when_it_names_the_format(plane_client: TestClient):
+    tile = TMS.tile(*inside(0.5), 15)
+    assert plane_client.get(url("coverage", tile), params={"f": "png"}).status_code == 200
+    for path in (f"{BASE}/map/tiles/WebMercatorQuad/tilejson.json", f"{BASE}/map/tiles",
+                 f"{BASE}/coverage/tiles/WebMercatorQuad"):  # fmt: skip
+        assert plane_client.get(path, params={"f": "json"}).status_code == 200, path
+    answer = plane_client.get(url("map", tile), params={"f": "json"})
+    assert answer.status_code == 400 and answer.json()["parameter"] == "f"
+
+
 def test_an_unknown_matrix_set_is_404(plane_client: TestClient):
     for path in ("coverage/tiles/WorldCRS84Quad/3/0/0", "map/tiles/Nope/tilejson.json"):
         answer = plane_client.get(f"{BASE}/{path}")

@@ -5,6 +5,7 @@ pyogrio), their content per zoom, their HTTP, their caps, and nonsense at the do
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,27 @@ def city_url(template_url: str) -> Iterator[str]:
 def client(city_url: str) -> Iterator[TestClient]:
     with TestClient(create_app(_tiles_settings(), database_url=city_url)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def warm(city_url: str) -> Iterator[TestClient]:
+    """An app that keeps tiles in memory, where TileMemoryFront answers them ahead of the
+    routes once warm (and no shared tier: the other apps' tiles are not its own)."""
+    settings = settings_for(make_data_dir("twin-tiles-"))
+    memory = TileCacheSettings(_env_file=None, tile_memory_mb=64, tile_cache_mb=0)  # type: ignore[call-arg]
+    app = create_app(settings.model_copy(update={"tile_cache": memory}), database_url=city_url)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _warmed(client: TestClient, path: str) -> None:
+    """Asks ``path`` until its tile comes from memory (the change log's listener is
+    connected a moment after start-up; until then tiles are not kept)."""
+    for _ in range(50):
+        if _get(client, path).headers.get("x-tile-cache") == "memory":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never came from memory")
 
 
 def _centre(conn: psycopg.Connection) -> tuple[float, float]:
@@ -473,6 +495,50 @@ def test_impossible_addresses_and_unknown_names(client: TestClient):
     assert len(answer.text) < 2000  # the message names a few, not ten thousand
     answer = _get(client, f"/tiles/WebMercatorQuad/3/0/0?layers={many}")
     assert answer.status_code == 400
+
+
+def test_unknown_query_parameters_are_refused_naming_them(
+    warm: TestClient, centre: tuple[float, float]
+):
+    # A typo (layerz=) answered with the defaults looks understood (door test D4); warm
+    # tiles, answered ahead of the routes, are refused as the routes refuse them.
+    tile = _tile(centre, 16)
+    at = f"WebMercatorQuad/16/{tile.y}/{tile.x}"
+    one, chosen = f"/collections/buildings/tiles/{at}", f"/tiles/{at}?layers=buildings"
+    for path in (one, chosen):
+        _warmed(warm, path)
+    refused = {
+        f"{one}?layerz=pipes": "layerz",
+        f"{one}.mvt?zoom=3": "zoom",
+        f"{chosen}&layer=pipes": "layer",
+        f"/tiles/{at}?layerz=pipes": "layerz",
+        f"/tiles/{at}.pbf?layerz=pipes": "layerz",
+        "/tileMatrixSets?limit=5": "limit",
+        "/tileMatrixSets/WebMercatorQuad?crs=4326": "crs",
+        "/tiles?x=1": "x",
+        "/tiles/WebMercatorQuad?layerz=pipes": "layerz",
+        "/tiles/WebMercatorQuad/tilejson.json?layerz=pipes": "layerz",
+        "/collections/buildings/tiles?x=1": "x",
+        "/collections/buildings/tiles/WebMercatorQuad?x=1": "x",
+        "/collections/buildings/tiles/WebMercatorQuad/tilejson.json?x=1": "x",
+    }
+    for path, name in refused.items():
+        answer = _get(warm, path)
+        assert answer.status_code == 400, (path, answer.status_code)
+        assert f"unknown query parameter {name!r}" in answer.json()["detail"], path
+    # What OGC clients send is taken: f, the format (GDAL repeats the query of the
+    # address it was given on every request it makes).
+    for path in (f"{one}?f=mvt", f"{chosen}&f=mvt", "/tileMatrixSets?f=json",
+                 "/tileMatrixSets/WebMercatorQuad?f=json", "/tiles?f=json",
+                 "/tiles/WebMercatorQuad?f=json", "/tiles/WebMercatorQuad/tilejson.json?f=json",
+                 "/collections/buildings/tiles?f=json",
+                 "/collections/buildings/tiles/WebMercatorQuad?f=json",
+                 "/collections/buildings/tiles/WebMercatorQuad/tilejson.json?f=json"):  # fmt: skip
+        assert _get(warm, path).status_code == 200, path
+    # A format these are not served in is named.
+    for path in (f"{one}?f=json", "/tiles/WebMercatorQuad/tilejson.json?f=html"):
+        answer = _get(warm, path)
+        assert answer.status_code == 400 and answer.json()["parameter"] == "f", path
 
 
 # --- caps -------------------------------------------------------------------------------

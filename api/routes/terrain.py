@@ -16,16 +16,17 @@ re-import, and a client's revalidation (304) costs one small query, no drawing.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi import status as http
 
 from api.access import Public
 from api.deps import (
     FastJSON,
     IfNoneMatch,
+    JsonFormat,
     KnownParameters,
     Plain,
     base_url,
@@ -52,6 +53,18 @@ PNG_ANSWER = {200: {"content": {PNG: {}}, "description": "The tile (PNG)"},
               304: {"description": "Unchanged since the ETag given"}}  # fmt: skip
 
 
+async def png_format(
+    f: Annotated[
+        Literal["png"] | None,
+        Query(description="the format: png, the only one of these tiles"),
+    ] = None,
+) -> None:
+    """OGC API's ``f`` on a terrain tile: taken when it asks for PNG."""
+
+
+# Every route refuses a query parameter it does not take, and takes OGC API's f.
+DOCUMENT = [Public, KnownParameters, JsonFormat]
+TILE = [Public, KnownParameters, Depends(png_format)]
 TILESETS = {terrain_tiles.MAP: "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map",
             terrain_tiles.COVERAGE: "http://www.opengis.net/def/rel/ogc/1.0/tilesets-coverage"}  # fmt: skip
 _TILES_TITLES = {terrain_tiles.MAP: "shaded relief to look at",
@@ -183,7 +196,7 @@ async def _tilejson(request: Request, kind: str, tms_id: str) -> FastJSON:
 
 
 @router.get("/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}",
-            dependencies=[Public, KnownParameters], response_class=Response,
+            dependencies=TILE, response_class=Response,
             responses=PNG_ANSWER,  # type: ignore[arg-type]
             summary="A terrain tile, elevations in Terrarium PNG (public)")  # fmt: skip
 async def coverage_tile(
@@ -196,7 +209,7 @@ async def coverage_tile(
 
 
 @router.get("/collections/terrain/map/tiles/{tms}/{z}/{y}/{x}",
-            dependencies=[Public, KnownParameters], response_class=Response,
+            dependencies=TILE, response_class=Response,
             responses=PNG_ANSWER,  # type: ignore[arg-type]
             summary="A terrain tile to look at: elevation colours, shaded (public)")  # fmt: skip
 async def map_tile(
@@ -209,7 +222,7 @@ async def map_tile(
 
 
 @router.get("/collections/terrain/coverage/tiles/{tms}/tilejson.json",
-            dependencies=[Public, KnownParameters],
+            dependencies=DOCUMENT,
             summary="TileJSON of the Terrarium terrain tiles (public)")  # fmt: skip
 async def coverage_tilejson(request: Request, tms: TmsId) -> FastJSON:
     """TileJSON 3.0 with ``encoding: terrarium``, the DEM's bounds and the zooms worth
@@ -218,28 +231,28 @@ async def coverage_tilejson(request: Request, tms: TmsId) -> FastJSON:
 
 
 @router.get("/collections/terrain/map/tiles/{tms}/tilejson.json",
-            dependencies=[Public, KnownParameters],
+            dependencies=DOCUMENT,
             summary="TileJSON of the shaded terrain tiles (public)")  # fmt: skip
 async def map_tilejson(request: Request, tms: TmsId) -> FastJSON:
     """TileJSON 3.0 of the map tiles: the DEM's bounds and zooms."""
     return await _tilejson(request, terrain_tiles.MAP, tms)
 
 
-@router.get("/collections/terrain/map/tiles", dependencies=[Public, KnownParameters],
+@router.get("/collections/terrain/map/tiles", dependencies=DOCUMENT,
             summary="The terrain's map tilesets (public)")  # fmt: skip
 async def map_tilesets(request: Request) -> FastJSON:
     """The tilesets of the shaded terrain: one per matrix set served."""
     return await _tilesets(request, terrain_tiles.MAP)
 
 
-@router.get("/collections/terrain/coverage/tiles", dependencies=[Public, KnownParameters],
+@router.get("/collections/terrain/coverage/tiles", dependencies=DOCUMENT,
             summary="The terrain's coverage tilesets (public)")  # fmt: skip
 async def coverage_tilesets(request: Request) -> FastJSON:
     """The tilesets of the terrain's elevations (Terrarium PNG): one per matrix set."""
     return await _tilesets(request, terrain_tiles.COVERAGE)
 
 
-@router.get("/collections/terrain/map/tiles/{tms}", dependencies=[Public, KnownParameters],
+@router.get("/collections/terrain/map/tiles/{tms}", dependencies=DOCUMENT,
             summary="The terrain's map tileset (public)")  # fmt: skip
 async def map_tileset(request: Request, tms: TmsId) -> FastJSON:
     """The OGC tileset metadata of the shaded terrain tiles: the template of its tiles
@@ -248,7 +261,7 @@ async def map_tileset(request: Request, tms: TmsId) -> FastJSON:
     return await _tileset(request, terrain_tiles.MAP, tms)
 
 
-@router.get("/collections/terrain/coverage/tiles/{tms}", dependencies=[Public, KnownParameters],
+@router.get("/collections/terrain/coverage/tiles/{tms}", dependencies=DOCUMENT,
             summary="The terrain's coverage tileset (public)")  # fmt: skip
 async def coverage_tileset(request: Request, tms: TmsId) -> FastJSON:
     """The OGC tileset metadata of the Terrarium elevation tiles: the template of its

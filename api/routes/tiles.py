@@ -15,16 +15,18 @@ import asyncio
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qs, quote
 
 import psycopg
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.access import Public
 from api.deps import (
+    JsonFormat,
+    KnownParameters,
     Plain,
     accepts_gzip,
     base_url,
@@ -52,6 +54,21 @@ LayersParam = Annotated[
         "(default: every feature layer)",
     ),
 ]
+
+
+async def mvt_format(
+    f: Annotated[
+        Literal["mvt"] | None,
+        Query(description="the format: mvt (Mapbox Vector Tile), the only one of these tiles"),
+    ] = None,
+) -> None:
+    """OGC API's ``f`` on a vector tile: taken when it asks for MVT."""
+
+
+# Every route here refuses a query parameter it does not take (a typo, layerz=, would
+# be answered with the defaults as if understood), and takes OGC API's f.
+DOCUMENT = [Public, KnownParameters, JsonFormat]
+TILE = [Public, KnownParameters, Depends(mvt_format)]
 TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
@@ -70,7 +87,7 @@ def _json(body: dict[str, Any]) -> JSONResponse:
 # --- tile matrix sets -------------------------------------------------------------------
 
 
-@router.get("/tileMatrixSets", dependencies=[Public], summary="Tile matrix sets (public)")
+@router.get("/tileMatrixSets", dependencies=DOCUMENT, summary="Tile matrix sets (public)")
 async def tile_matrix_sets(request: Request) -> JSONResponse:
     """The tiling schemes the tiles are served in."""
     base = base_url(request)
@@ -80,7 +97,7 @@ async def tile_matrix_sets(request: Request) -> JSONResponse:
     })  # fmt: skip
 
 
-@router.get("/tileMatrixSets/{tms}", dependencies=[Public], summary="One tile matrix set (public)")
+@router.get("/tileMatrixSets/{tms}", dependencies=DOCUMENT, summary="One tile matrix set (public)")
 async def tile_matrix_set(tms: MatrixSetId) -> JSONResponse:
     """The OGC Two Dimensional Tile Matrix Set document (2.0)."""
     return _json(matrix.matrix_set_document(tms))
@@ -316,7 +333,7 @@ def tilesets_list(
 
 @router.get(
     "/collections/{collection_id}/tiles",
-    dependencies=[Public],
+    dependencies=DOCUMENT,
     summary="A collection's vector tilesets (public)",
 )
 async def collection_tilesets(request: Request, collection_id: CollectionId) -> JSONResponse:
@@ -351,7 +368,7 @@ async def _collection_document(
 
 @router.get(
     "/collections/{collection_id}/tiles/{tms}",
-    dependencies=[Public],
+    dependencies=DOCUMENT,
     summary="A collection's vector tileset (public)",
 )
 async def collection_tileset(
@@ -363,7 +380,7 @@ async def collection_tileset(
 
 @router.get(
     "/collections/{collection_id}/tiles/{tms}/tilejson.json",
-    dependencies=[Public],
+    dependencies=DOCUMENT,
     summary="A collection's TileJSON (public)",
 )
 async def collection_tilejson(
@@ -373,13 +390,13 @@ async def collection_tilejson(
     return await _collection_document(request, collection_id, tms, tilejson)
 
 
-@router.get("/tiles", dependencies=[Public], summary="The one map's vector tilesets (public)")
+@router.get("/tiles", dependencies=DOCUMENT, summary="The one map's vector tilesets (public)")
 async def map_tilesets(request: Request) -> JSONResponse:
     """The tilesets of the composite one-map tile (every layer as a named MVT layer)."""
     return _json(tilesets_list(request, "The one map (一张图)", None))
 
 
-@router.get("/tiles/{tms}", dependencies=[Public], summary="The one map's vector tileset (public)")
+@router.get("/tiles/{tms}", dependencies=DOCUMENT, summary="The one map's vector tileset (public)")
 async def map_tileset(
     request: Request, tms: MatrixSetId, layers: LayersParam = None
 ) -> JSONResponse:
@@ -394,7 +411,7 @@ async def map_tileset(
 
 
 @router.get(
-    "/tiles/{tms}/tilejson.json", dependencies=[Public], summary="The one map's TileJSON (public)"
+    "/tiles/{tms}/tilejson.json", dependencies=DOCUMENT, summary="The one map's TileJSON (public)"
 )
 async def map_tilejson(
     request: Request, tms: MatrixSetId, layers: LayersParam = None
@@ -486,7 +503,8 @@ class TileMemoryFront:
     """Answers a tile this process holds in memory before FastAPI routes the request:
     routing, dependency solving and the middlewares inside were two thirds of a warm
     tile's time. The answer is the route's own (tile_answer); anything else, a tile not
-    in memory or a query other than ``layers=``, goes on to the routes. Sits inside
+    in memory or a query other than ``layers=`` (``f=``, or a parameter the routes refuse
+    with 400), goes on to the routes. Sits inside
     InputGuard, which has refused NUL bytes and answers HEAD as GET."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -587,7 +605,7 @@ def _also_with_suffixes(path: str) -> Callable[[Endpoint], Endpoint]:
     def register(endpoint: Endpoint) -> Endpoint:
         for suffix in TILE_SUFFIXES:
             router.add_api_route(
-                path + suffix, endpoint, methods=["GET"], dependencies=[Public],
+                path + suffix, endpoint, methods=["GET"], dependencies=TILE,
                 response_class=Response, include_in_schema=False,
             )  # fmt: skip
         return endpoint
@@ -597,7 +615,7 @@ def _also_with_suffixes(path: str) -> Callable[[Endpoint], Endpoint]:
 
 @router.get(
     "/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}",
-    dependencies=[Public],
+    dependencies=TILE,
     summary="A collection's vector tile (public)",
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
@@ -613,7 +631,7 @@ async def collection_tile(
 
 @router.get(
     "/tiles/{tms}/{z}/{y}/{x}",
-    dependencies=[Public],
+    dependencies=TILE,
     summary="The one map's vector tile (public)",
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
