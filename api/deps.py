@@ -4,6 +4,7 @@ pool of the route's class (api/access.py)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Concatenate, Literal, ParamSpec, TypeVar
@@ -28,6 +29,22 @@ def _plain_number(value: Any) -> Any:
     return value
 
 
+_TILE_NUMBER = re.compile(r"0|[1-9][0-9]*")
+
+
+def _tile_number(value: Any) -> Any:
+    # int() also reads " 16", "+16", "016" and "١٦" as 16: one tile at several addresses,
+    # which clients and proxies would each cache apart. A tile has one address.
+    if isinstance(value, str) and not _TILE_NUMBER.fullmatch(value):
+        raise ValueError(
+            f"{value[:40]!r} is not a tile number: give plain digits 0-9, with no sign, "
+            "space or leading zero"
+        )
+    return value
+
+
+# For z, y and x of a tile's address: Annotated[int, Path(), TileNumber].
+TileNumber = BeforeValidator(_tile_number)
 # For numeric query parameters, beside their Query(): Annotated[int, Query(ge=1), Plain].
 # (Inside an Annotated of its own, FastAPI writes Query's bounds into the API document
 # under their Python names.)

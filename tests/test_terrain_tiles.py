@@ -166,7 +166,8 @@ def test_a_tile_with_no_dem_under_it_is_204(plane_client: TestClient, kind: str)
 @pytest.mark.parametrize(
     ("address", "named"),
     [("23/0/0", "z"), ("-1/0/0", "z"), ("3/8/0", "y"), ("3/0/8", "x"), ("3/-1/0", "y"),
-     ("3/0/99999999999999999999999", "x"), ("a/0/0", "z"), ("3/0/1.5", "x")],
+     ("3/0/99999999999999999999999", "x"), ("a/0/0", "z"), ("3/0/1.5", "x"),
+     ("+3/0/0", "z"), ("03/0/0", "z"), ("3/%200/0", "y"), ("3/0/1_0", "x")],
 )  # fmt: skip
 def test_an_impossible_tile_is_400_naming_the_index(
     plane_client: TestClient, address: str, named: str

@@ -541,6 +541,25 @@ def test_unknown_query_parameters_are_refused_naming_them(
         assert answer.status_code == 400 and answer.json()["parameter"] == "f", path
 
 
+def test_a_tile_number_is_plain_digits_only(warm: TestClient, centre: tuple[float, float]):
+    # int() reads " 16", "+16", "016" and "١٦" as 16: one tile at several addresses,
+    # each cached apart by clients and proxies (door test D7). Warm or not, refused.
+    tile = _tile(centre, 16)
+    one = "/collections/buildings/tiles/WebMercatorQuad"
+    _warmed(warm, f"{one}/16/{tile.y}/{tile.x}")
+    for z, y, x, named in (("%2016", tile.y, tile.x, "z"), ("+16", tile.y, tile.x, "z"),
+                           ("016", tile.y, tile.x, "z"), (16, f"0{tile.y}", tile.x, "y"),
+                           (16, tile.y, f"{tile.x}%20", "x"), (16, tile.y, f"+{tile.x}", "x"),
+                           ("%D9%A1%D9%A6", tile.y, tile.x, "z"), ("00", 0, 0, "z")):  # fmt: skip
+        for path in (f"{one}/{z}/{y}/{x}", f"{one}/{z}/{y}/{x}.mvt",
+                     f"/tiles/WebMercatorQuad/{z}/{y}/{x}?layers=buildings"):  # fmt: skip
+            answer = _get(warm, path)
+            assert answer.status_code == 400, (path, answer.status_code)
+            assert answer.json()["parameter"] == named, path
+            assert "digits" in answer.json()["detail"], path
+    assert _get(warm, f"{one}/0/0/0").status_code == 204  # a plain 0 is a number
+
+
 # --- caps -------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from api.deps import (
     IfNoneMatch,
     JsonFormat,
     KnownParameters,
-    Plain,
+    TileNumber,
     base_url,
     catalogue_of,
     etag_matches,
@@ -44,7 +44,7 @@ from twin.errors import NotFound
 
 router = APIRouter(tags=["Terrain tiles"])
 TmsId = Annotated[str, Path(max_length=63)]
-Zoom = Annotated[int, Path(), Plain]
+Zoom = Annotated[int, Path(), TileNumber]
 # Clients keep tiles but ask again each time (a 304 is cheap): a re-import shows at once.
 CACHE = "public, no-cache"
 PNG = "image/png"

@@ -27,7 +27,7 @@ from api.access import Public
 from api.deps import (
     JsonFormat,
     KnownParameters,
-    Plain,
+    TileNumber,
     accepts_gzip,
     base_url,
     byte_range,
@@ -43,9 +43,9 @@ from twin.errors import InvalidInput, NotFound
 router = APIRouter(tags=["OGC API Tiles"])
 CollectionId = Annotated[str, Path(max_length=63)]
 MatrixSetId = Annotated[str, Path(max_length=63, description="WebMercatorQuad")]
-Zoom = Annotated[int, Path(description=f"tile matrix (zoom), 0 to {matrix.MAX_ZOOM}"), Plain]
-Row = Annotated[int, Path(description="tile row, from the top"), Plain]
-Column = Annotated[int, Path(description="tile column, from the left"), Plain]
+Zoom = Annotated[int, Path(description=f"tile matrix (zoom), 0 to {matrix.MAX_ZOOM}"), TileNumber]
+Row = Annotated[int, Path(description="tile row, from the top"), TileNumber]
+Column = Annotated[int, Path(description="tile column, from the left"), TileNumber]
 LayersParam = Annotated[
     str | None,
     Query(
@@ -494,8 +494,10 @@ def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) ->
 
 
 # A tile's address, as the two tile routes below take it (no query, or layers= only).
+# Its numbers as the routes take them (TileNumber): ASCII digits, no leading zero.
+_NUMBER = r"(0|[1-9][0-9]{0,7})"
 _TILE_PATH = re.compile(
-    r"/(?:collections/([^/]+)/)?tiles/([^/]+)/(\d{1,2})/(\d{1,8})/(\d{1,8})(?:\.mvt|\.pbf)?"
+    rf"/(?:collections/([^/]+)/)?tiles/([^/]+)/(0|[1-9][0-9]?)/{_NUMBER}/{_NUMBER}(?:\.mvt|\.pbf)?"
 )
 
 
