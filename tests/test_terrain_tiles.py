@@ -229,6 +229,23 @@ def test_a_tile_is_revalidated_with_its_etag(plane_client: TestClient, kind: str
     ] not in (tag, other)
 
 
+def test_a_long_if_none_match_list_is_answered_and_only_an_absurd_one_refused(
+    plane_client: TestClient,
+):
+    # As on the vector tiles and the view's files (door test D9).
+    tile = TMS.tile(*inside(0.5), 15)
+    tag = plane_client.get(url("coverage", tile)).headers["etag"]
+    others = ", ".join(f'"{i:040x}"' for i in range(60))
+    asked = plane_client.get(url("coverage", tile), headers={"If-None-Match": f"{others}, {tag}"})
+    assert asked.status_code == 304
+    assert (
+        plane_client.get(url("coverage", tile), headers={"If-None-Match": others}).status_code
+        == 200
+    )
+    absurd = plane_client.get(url("coverage", tile), headers={"If-None-Match": others * 10})
+    assert absurd.status_code == 400 and absurd.json()["parameter"] == "If-None-Match"
+
+
 def test_the_tilejson_documents_say_where_and_how(plane_client: TestClient):
     coverage = plane_client.get(f"{BASE}/coverage/tiles/WebMercatorQuad/tilejson.json").json()
     shaded = plane_client.get(f"{BASE}/map/tiles/WebMercatorQuad/tilejson.json").json()

@@ -389,6 +389,25 @@ def test_etag_and_304(client: TestClient, centre: tuple[float, float]):
     assert "no-cache" in first.headers["cache-control"]
 
 
+def test_a_long_if_none_match_list_is_answered_and_only_an_absurd_one_refused(
+    client: TestClient, warm: TestClient, centre: tuple[float, float]
+):
+    # Browsers send every ETag they hold for an address: a list of dozens is legitimate
+    # (door test D9). Warm tiles (the memory front) and cold ones alike.
+    tile = _tile(centre, 16)
+    path = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"
+    _warmed(warm, path)
+    others = ", ".join(f'"{i:040x}"' for i in range(60))  # some 2,600 characters
+    for each in (client, warm):
+        tag = _get(each, path).headers["etag"]
+        assert _get(each, path, **{"If-None-Match": f"{others}, {tag}"}).status_code == 304
+        assert _get(each, path, **{"If-None-Match": f"{tag}, {others}"}).status_code == 304
+        assert _get(each, path, **{"If-None-Match": others}).status_code == 200
+        absurd = _get(each, path, **{"If-None-Match": others * 10})
+        assert absurd.status_code == 400, absurd.status_code
+        assert absurd.json()["parameter"] == "If-None-Match"
+
+
 def vector_etag(data: bytes) -> str:
     from tiles.cache import etag_of
 

@@ -25,6 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.access import Public
 from api.deps import (
+    IF_NONE_MATCH_MAX,
+    IfNoneMatch,
     JsonFormat,
     KnownParameters,
     TileNumber,
@@ -65,10 +67,15 @@ async def mvt_format(
     """OGC API's ``f`` on a vector tile: taken when it asks for MVT."""
 
 
+async def tile_conditions(if_none_match: IfNoneMatch = None) -> None:
+    """The conditions a tile's answer reads (tile_answer), checked as the terrain's and
+    the view's are: an If-None-Match of a length some client sends."""
+
+
 # Every route here refuses a query parameter it does not take (a typo, layerz=, would
 # be answered with the defaults as if understood), and takes OGC API's f.
 DOCUMENT = [Public, KnownParameters, JsonFormat]
-TILE = [Public, KnownParameters, Depends(mvt_format)]
+TILE = [Public, KnownParameters, Depends(mvt_format), Depends(tile_conditions)]
 TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
@@ -525,6 +532,9 @@ class TileMemoryFront:
     def _in_memory(scope: Scope) -> tuple[cache.Cached, Sequence[str]] | None:
         if scope["method"] != "GET":
             return None
+        for name, value in scope["headers"]:
+            if name == b"if-none-match" and len(value) > IF_NONE_MATCH_MAX:
+                return None  # the route's 400
         match = _TILE_PATH.fullmatch(scope["path"])
         if match is None:
             return None
