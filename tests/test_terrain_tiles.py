@@ -246,6 +246,27 @@ def test_a_long_if_none_match_list_is_answered_and_only_an_absurd_one_refused(
     assert absurd.status_code == 400 and absurd.json()["parameter"] == "If-None-Match"
 
 
+@pytest.mark.parametrize("kind", ["coverage", "map"])
+def test_a_tile_address_ending_in_png_answers_the_same_tile(plane_client: TestClient, kind: str):
+    # Raster clients (MapLibre styles, Leaflet, GDAL's XYZ) write {x}.png, as vector
+    # clients write {x}.mvt: the same tile, headers and all, at one address in /api.
+    tile = TMS.tile(*inside(0.5), 15)
+    plain = plane_client.get(url(kind, tile))
+    suffixed = plane_client.get(url(kind, tile) + ".png")
+    assert suffixed.status_code == 200, suffixed.text
+    assert suffixed.content == plain.content and suffixed.headers["etag"] == plain.headers["etag"]
+    assert suffixed.headers["content-type"] == "image/png"
+    again = plane_client.get(
+        url(kind, tile) + ".png", headers={"If-None-Match": plain.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert plane_client.get(url(kind, TMS.tile(2.35, 48.85, 14)) + ".png").status_code == 204
+    for address, named in (("3/0/8.png", "x"), ("3/0/%2B1.png", "x"), ("3/0/0.mvt", "x")):
+        answer = plane_client.get(f"{BASE}/{kind}/tiles/WebMercatorQuad/{address}")
+        assert answer.status_code == 400 and answer.json()["parameter"] == named, address
+    assert not [p for p in plane_client.get("/api").json()["paths"] if p.endswith(".png")]
+
+
 def test_the_tilejson_documents_say_where_and_how(plane_client: TestClient):
     coverage = plane_client.get(f"{BASE}/coverage/tiles/WebMercatorQuad/tilejson.json").json()
     shaded = plane_client.get(f"{BASE}/map/tiles/WebMercatorQuad/tilejson.json").json()

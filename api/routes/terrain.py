@@ -8,6 +8,7 @@ one tileset per matrix set, whose metadata gives the tiles' template and the DEM
 ``/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}`` is the elevation in Terrarium
 PNG (deck.gl's TerrainLayer, MapLibre's raster-dem source), ``.../map/tiles/...`` the
 shaded, coloured DEM to drape on it; each has a TileJSON 3.0 document beside its tiles.
+Both answer at ``.../{x}.png`` too, as raster clients write their templates.
 tiles.terrain draws them. A tile with no DEM under it is 204 (as an empty vector tile is),
 and the TileJSON's bounds keep clients from asking for those; 404 when no terrain is
 loaded. The ETag follows the terrain's version in the change log, so a tile changes with a
@@ -199,6 +200,8 @@ async def _tilejson(request: Request, kind: str, tms_id: str) -> FastJSON:
             dependencies=TILE, response_class=Response,
             responses=PNG_ANSWER,  # type: ignore[arg-type]
             summary="A terrain tile, elevations in Terrarium PNG (public)")  # fmt: skip
+@tile_routes.also_with_suffixes("/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}",
+                                on=router, suffixes=(".png",), dependencies=TILE)  # fmt: skip
 async def coverage_tile(
     request: Request, tms: TmsId, z: Zoom, y: Zoom, x: Zoom, if_none_match: IfNoneMatch = None
 ) -> Response:
@@ -212,6 +215,8 @@ async def coverage_tile(
             dependencies=TILE, response_class=Response,
             responses=PNG_ANSWER,  # type: ignore[arg-type]
             summary="A terrain tile to look at: elevation colours, shaded (public)")  # fmt: skip
+@tile_routes.also_with_suffixes("/collections/terrain/map/tiles/{tms}/{z}/{y}/{x}",
+                                on=router, suffixes=(".png",), dependencies=TILE)  # fmt: skip
 async def map_tile(
     request: Request, tms: TmsId, z: Zoom, y: Zoom, x: Zoom, if_none_match: IfNoneMatch = None
 ) -> Response:

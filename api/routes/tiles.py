@@ -611,13 +611,17 @@ TILE_SUFFIXES = (".mvt", ".pbf")
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
-def _also_with_suffixes(path: str) -> Callable[[Endpoint], Endpoint]:
-    """Serve ``endpoint`` at ``path`` with each of the tile file suffixes too."""
+def also_with_suffixes(
+    path: str, *, on: APIRouter = router, suffixes: Sequence[str] = TILE_SUFFIXES,
+    dependencies: Sequence[Any] = TILE,
+) -> Callable[[Endpoint], Endpoint]:  # fmt: skip
+    """Serve ``endpoint`` at ``path`` with each of the tile file ``suffixes`` too, on the
+    router ``on`` (the terrain's takes ``.png``); the decorator goes below the route's."""
 
     def register(endpoint: Endpoint) -> Endpoint:
-        for suffix in TILE_SUFFIXES:
-            router.add_api_route(
-                path + suffix, endpoint, methods=["GET"], dependencies=TILE,
+        for suffix in suffixes:
+            on.add_api_route(
+                path + suffix, endpoint, methods=["GET"], dependencies=list(dependencies),
                 response_class=Response, include_in_schema=False,
             )  # fmt: skip
         return endpoint
@@ -632,7 +636,7 @@ def _also_with_suffixes(path: str) -> Callable[[Endpoint], Endpoint]:
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
 )
-@_also_with_suffixes("/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}")
+@also_with_suffixes("/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}")
 async def collection_tile(
     request: Request, collection_id: CollectionId, tms: MatrixSetId, z: Zoom, y: Row, x: Column
 ) -> Response:
@@ -648,7 +652,7 @@ async def collection_tile(
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
 )
-@_also_with_suffixes("/tiles/{tms}/{z}/{y}/{x}")
+@also_with_suffixes("/tiles/{tms}/{z}/{y}/{x}")
 async def map_tile(
     request: Request, tms: MatrixSetId, z: Zoom, y: Row, x: Column, layers: LayersParam = None
 ) -> Response:
