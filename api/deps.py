@@ -239,30 +239,33 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
+_BYTE_RANGE = re.compile(r"([0-9]*)-([0-9]*)")  # ASCII digits: isdigit() takes "²"
+
+
 def byte_range(range_header: str | None, size: int) -> tuple[int, int] | None:
     """The one byte range (first, last, inclusive) that a Range header asks of ``size``
-    bytes; None to answer the whole (no Range, several ranges, or one not in bytes, which
-    HTTP lets a server ignore); ValueError when the range starts past the end (416)."""
+    bytes; None to answer the whole (no Range, several ranges, one not in bytes or not
+    well formed, such as 5-2: HTTP lets a server ignore those); ValueError when the range
+    holds no byte there is (416): it starts past the end, or is the last 0 bytes."""
     if range_header is None:
         return None
-    unit, _, spec = range_header.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
+    unit, _, spec = range_header.partition("=")
+    # A list may hold empty elements, which a recipient ignores (RFC 9110, 5.6.1).
+    ranges = [part.strip() for part in spec.split(",") if part.strip()]
+    if unit.strip().lower() != "bytes" or len(ranges) != 1:
         return None
-    first_text, dash, last_text = spec.strip().partition("-")
-    if (
-        not dash
-        or not (first_text.isdigit() or first_text == "")
-        or not (last_text.isdigit() or last_text == "")
-    ):
+    well_formed = _BYTE_RANGE.fullmatch(ranges[0])
+    if well_formed is None or well_formed[0] == "-":
         return None
+    first_text, last_text = well_formed.groups()
     if first_text == "":  # the last N bytes
-        if not last_text or int(last_text) == 0:
-            return None
+        if int(last_text) == 0:
+            raise ValueError("the range asks for the last 0 bytes, which is no byte")
         return (max(0, size - int(last_text)), size - 1)
     first = int(first_text)
-    last = size - 1 if last_text == "" else min(int(last_text), size - 1)
+    if last_text and int(last_text) < first:
+        return None  # not a range (RFC 9110, 14.1.1): ignored, as a malformed header is
     if first >= size:
         raise ValueError(f"the range starts at byte {first}, past the {size} bytes there are")
-    if last < first:
-        return None
+    last = size - 1 if last_text == "" else min(int(last_text), size - 1)
     return (first, last)

@@ -471,6 +471,64 @@ def test_a_tile_is_read_by_byte_ranges(client: TestClient, centre: tuple[float, 
         assert answer.status_code == 200 and answer.content == whole.content, headers
 
 
+def test_odd_byte_ranges_are_answered_as_http_says(client: TestClient, centre: tuple[float, float]):
+    tile = _tile(centre, 15)
+    path = f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}?layers=buildings,pipes"
+    whole = _get(client, path)
+    size, tag = len(whole.content), whole.headers["etag"]
+    # No byte at all (a zero-length suffix) cannot be served: 416 (RFC 9110, 14.1.1).
+    for asked in ("bytes=-0", f"bytes={size}-{size + 5}"):
+        answer = _get(client, path, Range=asked)
+        assert answer.status_code == 416, asked
+        assert answer.headers["content-range"] == f"bytes */{size}", asked
+    # A range that is no range (last before first, not digits, several): the whole tile,
+    # as HTTP lets a server ignore what it does not serve; never 416, never a 500.
+    for asked in ("bytes=5-2", f"bytes={size + 10}-2", b"bytes=\xb2-5",
+                  b"bytes=1-\xb3", "bytes=0-1,5-6", "bytes=--1", "bytes=1", "bytes=a-b", "bytes=-",
+                  "bytes=+1-2", "bytes= 0 - 1 ,"):  # fmt: skip
+        answer = client.get(path, headers={"Accept-Encoding": "identity", "Range": asked})
+        assert answer.status_code == 200 and answer.content == whole.content, asked
+    assert _get(client, path, Range="bytes=0-0").content == whole.content[:1]
+    assert _get(client, path, Range="bytes=0-1, ,").content == whole.content[:2]  # empty elements
+    assert _get(client, path, Range=f"bytes=-{size * 2}").content == whole.content
+    # If-Range is compared strongly: the current tag gives the part, a weak or stale one
+    # (or a date, the tiles having no Last-Modified) the whole.
+    assert _get(client, path, Range="bytes=0-9", **{"If-Range": tag}).status_code == 206
+    for validator in (f"W/{tag}", '"stale"', "Wed, 21 Oct 2015 07:28:00 GMT"):
+        answer = _get(client, path, Range="bytes=0-9", **{"If-Range": validator})
+        assert answer.status_code == 200 and answer.content == whole.content, validator
+
+
+def test_a_range_of_a_gzipped_tile_is_of_the_gzip_sent(
+    client: TestClient, centre: tuple[float, float]
+):
+    # The range is of the representation sent (RFC 9110, 14.1.2): here the gzip, whose
+    # bytes the client puts together and inflates; never a slice of the plain tile
+    # labelled gzip, which no client can inflate.
+    tile = _tile(centre, 15)
+    path = f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}?layers=buildings,pipes"
+    plain = _get(client, path).content
+    zipped = {"Accept-Encoding": "gzip"}
+
+    def raw(**headers: str) -> tuple[int, dict[str, str], bytes]:
+        with client.stream("GET", path, headers={**zipped, **headers}) as answer:
+            return answer.status_code, dict(answer.headers), b"".join(answer.iter_raw())
+
+    status, headers, whole = raw()
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert gzip.decompress(whole) == plain
+    half = len(whole) // 2
+    status, first_headers, first = raw(Range=f"bytes=0-{half - 1}")
+    assert status == 206 and first_headers["content-encoding"] == "gzip"
+    assert first_headers["content-range"] == f"bytes 0-{half - 1}/{len(whole)}"
+    status, _, rest = raw(Range=f"bytes={half}-", **{"If-Range": first_headers["etag"]})
+    assert status == 206 and gzip.decompress(first + rest) == plain
+    # The identity tag does not stand for the gzip: the whole gzip, not a part.
+    identity_tag = _get(client, path).headers["etag"]
+    status, _, again = raw(Range="bytes=0-9", **{"If-Range": identity_tag})
+    assert status == 200 and again == whole
+
+
 def test_the_tile_matrix_set_reads_as_tms_2_and_1():
     # TMS 2.0 for today's clients, the 1.0 members beside for GDAL before 3.7 (Debian 12).
     document = matrix.matrix_set_document("WebMercatorQuad")
