@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Concatenate, Literal, ParamSpec, TypeVar
 
@@ -13,11 +13,16 @@ import anyio
 import orjson
 import psycopg
 from fastapi import Depends, Header, Query, Request, Response
+from fastapi.routing import APIRoute
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BeforeValidator
+from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.access import RouteClass, route_class
+from api.access import RouteClass, public, route_class
+from api.errors import TITLES, problem
 from twin import registry
 from twin.errors import DatabaseUnavailable, InvalidInput
 
@@ -269,3 +274,129 @@ def byte_range(range_header: str | None, size: int) -> tuple[int, int] | None:
         raise ValueError(f"the range starts at byte {first}, past the {size} bytes there are")
     last = size - 1 if last_text == "" else min(int(last_text), size - 1)
     return (first, last)
+
+
+# --- cross-origin reads of the public routes ---------------------------------------------
+
+# What a page on another origin may read of an answer beyond the safelisted headers.
+CORS_EXPOSED = (
+    "ETag, Content-Range, Accept-Ranges, Link, Retry-After, X-Tile-Cache, X-Tile-Truncated"
+)
+CORS_MAX_AGE_S = 3600  # how long a browser keeps a preflight's answer
+# Set in the scope by what answers a public route's request ahead of the routes
+# (tiles.TileMemoryFront): its answer takes the CORS headers a route's would.
+PUBLIC_ANSWER = "twin.public"
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # a header's name (RFC 9110, 5.1)
+
+
+def is_public_get(route: Any) -> bool:
+    """Whether ``route`` is a GET route open to anyone (its audience is ``Public``)."""
+    return (
+        isinstance(route, APIRoute)
+        and "GET" in route.methods
+        and any(dependency.call is public for dependency in route.dependant.dependencies)
+    )
+
+
+def _routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """The routes in the order the app tries them, inside included routers too."""
+    for route in routes:
+        if hasattr(route, "original_router"):
+            yield from _routes(route.original_router.routes)
+        else:
+            yield route
+
+
+def _public_get_at(scope: Scope) -> bool:
+    """Whether a GET of the scope's path would reach a public route (for a preflight,
+    which the routing itself cannot answer: it is an OPTIONS)."""
+    asked = {**scope, "method": "GET"}
+    for route in _routes(scope["app"].routes):
+        if isinstance(route, BaseRoute) and route.matches(asked)[0] is Match.FULL:
+            return is_public_get(route)
+    return False
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class PublicCORS:
+    """Cross-origin reads (CORS) of the public GET routes: map clients on other origins
+    (MapLibre, deck.gl pages, TiPg's and Martin's users) fetch the tiles, TileJSON,
+    terrain and the OGC collections. ``origins`` is TWIN_CORS_ORIGINS: ``*``, or origins
+    separated by commas.
+
+    Never credentials, and never a staff route or a write: a preflight for those is 403.
+    With ``*`` every public answer carries ``Access-Control-Allow-Origin: *``, asked with
+    an Origin or not, so a shared cache's copy serves every page; with a list, the
+    origin is echoed when listed and the answers vary by Origin. Sits inside InputGuard
+    (which answers HEAD as GET) and outside TileMemoryFront (whose answers it marks)."""
+
+    def __init__(self, app: ASGIApp, origins: str) -> None:
+        self.app = app
+        listed = [origin.strip().rstrip("/") for origin in origins.split(",") if origin.strip()]
+        self.any = "*" in listed
+        self.origins = frozenset(listed)
+
+    def _allowed(self, origin: str | None) -> str | None:
+        if self.any:
+            return "*"
+        return origin if origin in self.origins else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            origin = _header(scope, b"origin")
+            method = _header(scope, b"access-control-request-method")
+            if origin is not None and method is not None:
+                await self._preflight(scope, origin, method)(scope, receive, send)
+                return
+        elif scope["type"] == "http" and scope["method"] == "GET":
+            allowed = self._allowed(_header(scope, b"origin"))
+            await self.app(scope, receive, self._marked(scope, send, allowed))
+            return
+        await self.app(scope, receive, send)
+
+    def _marked(self, scope: Scope, send: Send, allowed: str | None) -> Send:
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start" and (
+                scope.get(PUBLIC_ANSWER) or is_public_get(scope.get("route"))
+            ):
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                if allowed is not None:
+                    headers["Access-Control-Allow-Origin"] = allowed
+                    headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
+                if not self.any:
+                    headers.add_vary_header("Origin")
+            await send(message)
+
+        return marked
+
+    def _preflight(self, scope: Scope, origin: str, method: str) -> Response:
+        path = scope["path"]
+        if method not in ("GET", "HEAD") or not _public_get_at(scope):
+            return problem(403, TITLES[403], f"a page on another origin may read the public "
+                           f"routes only (GET, HEAD); {method[:20]} {path} is not one", path)  # fmt: skip
+        allowed = self._allowed(origin)
+        if allowed is None:
+            return problem(403, TITLES[403], f"pages of {origin[:100]!r} may not read this "
+                           "API: their origin is not in TWIN_CORS_ORIGINS", path)  # fmt: skip
+        headers = {
+            "Access-Control-Allow-Origin": allowed,
+            "Access-Control-Allow-Methods": "GET, HEAD",
+            "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+            "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        }
+        # Whatever request headers the page sends (If-None-Match, Range, its own): the
+        # answers are public, and no credentials are ever taken.
+        asked = _header(scope, b"access-control-request-headers") or ""
+        names = [n.strip() for n in asked.split(",") if _TOKEN.fullmatch(n.strip())]
+        if names:
+            headers["Access-Control-Allow-Headers"] = ", ".join(names)
+        if _header(scope, b"access-control-request-private-network") == "true":
+            headers["Access-Control-Allow-Private-Network"] = "true"  # an intranet server
+        return Response(status_code=204, headers=headers)

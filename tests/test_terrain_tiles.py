@@ -267,6 +267,19 @@ def test_a_tile_address_ending_in_png_answers_the_same_tile(plane_client: TestCl
     assert not [p for p in plane_client.get("/api").json()["paths"] if p.endswith(".png")]
 
 
+def test_a_webgl_page_on_another_origin_reads_the_terrain(plane_client: TestClient):
+    # deck.gl's TerrainLayer fetches these from the page's origin (door test D11).
+    tile = TMS.tile(*inside(0.5), 15)
+    for path in (url("coverage", tile), url("map", tile) + ".png",
+                 f"{BASE}/coverage/tiles/WebMercatorQuad/tilejson.json", BASE):  # fmt: skip
+        asked = plane_client.options(path, headers={"Origin": "https://deck.example",
+                                                    "Access-Control-Request-Method": "GET"})  # fmt: skip
+        assert asked.status_code == 204, (path, asked.status_code)
+        assert asked.headers["access-control-allow-origin"] == "*"
+        answer = plane_client.get(path, headers={"Origin": "https://deck.example"})
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "*"
+
+
 def test_the_tilejson_documents_say_where_and_how(plane_client: TestClient):
     coverage = plane_client.get(f"{BASE}/coverage/tiles/WebMercatorQuad/tilejson.json").json()
     shaded = plane_client.get(f"{BASE}/map/tiles/WebMercatorQuad/tilejson.json").json()

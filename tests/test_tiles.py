@@ -637,6 +637,80 @@ def test_a_tile_number_is_plain_digits_only(warm: TestClient, centre: tuple[floa
     assert _get(warm, f"{one}/0/0/0").status_code == 204  # a plain 0 is a number
 
 
+PAGE = "https://map.example.org"  # a MapLibre or deck.gl page on another origin
+
+
+def _preflight(client: TestClient, path: str, origin: str = PAGE, method: str = "GET"):
+    return client.options(path, headers={"Origin": origin, "Access-Control-Request-Method": method,
+                                         "Access-Control-Request-Headers": "if-none-match, range"})  # fmt: skip
+
+
+def test_map_pages_on_other_origins_read_the_public_tiles_and_documents(
+    warm: TestClient, centre: tuple[float, float]
+):
+    # A page's fetch with Range or If-None-Match is preflighted; the answer was 405 and
+    # the browser gave up before asking the tile (door test D11).
+    tile = _tile(centre, 16)
+    warm_tile = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"
+    _warmed(warm, warm_tile)
+    public = (warm_tile, f"{warm_tile}.pbf", f"/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}",
+              "/tiles/WebMercatorQuad/tilejson.json", "/tileMatrixSets/WebMercatorQuad",
+              "/collections", "/collections/buildings", "/collections/buildings/items?limit=1",
+              "/collections/buildings/tiles", "/")  # fmt: skip
+    for path in public:
+        asked = _preflight(warm, path)
+        assert asked.status_code == 204, (path, asked.status_code, asked.text)
+        assert asked.headers["access-control-allow-origin"] == "*", path
+        assert {"GET", "HEAD"} <= set(asked.headers["access-control-allow-methods"].split(", "))
+        assert {"if-none-match", "range"} <= set(
+            asked.headers["access-control-allow-headers"].lower().replace(" ", "").split(",")
+        )
+        assert "access-control-allow-credentials" not in asked.headers
+        answer = _get(warm, path, Origin=PAGE)
+        assert answer.status_code in (200, 204), path
+        assert answer.headers["access-control-allow-origin"] == "*", path
+        assert "etag" in answer.headers["access-control-expose-headers"].lower(), path
+        assert "access-control-allow-credentials" not in answer.headers
+    # The memory front's answer is the route's, CORS headers and all.
+    assert _get(warm, warm_tile).headers["x-tile-cache"] == "memory"
+    assert _get(warm, warm_tile, Origin=PAGE).headers["access-control-allow-origin"] == "*"
+    # A 400 of a public route is readable by the page that asked (it says what was wrong).
+    bad = _get(warm, f"{warm_tile}?layerz=1", Origin=PAGE)
+    assert bad.status_code == 400 and bad.headers["access-control-allow-origin"] == "*"
+    # Staff routes and writes are not opened to other origins.
+    for path, method in (("/keys", "GET"), ("/incidents", "POST"), (warm_tile, "DELETE")):
+        refused = _preflight(warm, path, method=method)
+        assert refused.status_code == 403, (path, method, refused.status_code)
+        assert "access-control-allow-origin" not in refused.headers
+    staff = warm.get("/keys", headers={"Origin": PAGE})
+    assert staff.status_code == 401 and "access-control-allow-origin" not in staff.headers
+
+
+def test_the_origins_allowed_are_a_setting(city_url: str, centre: tuple[float, float]):
+    tile = _tile(centre, 16)
+    path = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"
+    settings = settings_for(
+        make_data_dir("twin-tiles-"), api={"cors_origins": f"{PAGE}, https://b.example"}
+    )
+    with TestClient(create_app(settings, database_url=city_url)) as listed:
+        asked = _preflight(listed, path)
+        assert asked.status_code == 204 and asked.headers["access-control-allow-origin"] == PAGE
+        assert "Origin" in asked.headers["vary"]
+        answer = _get(listed, path, Origin=PAGE)
+        assert answer.headers["access-control-allow-origin"] == PAGE
+        assert "Origin" in answer.headers["vary"]  # a cache keeps one answer per origin
+        other = _get(listed, path, Origin="https://elsewhere.example")
+        assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+        assert "Origin" in _get(listed, path).headers["vary"]
+        refused = _preflight(listed, path, origin="https://elsewhere.example")
+        assert refused.status_code == 403 and "TWIN_CORS_ORIGINS" in refused.json()["detail"]
+    settings = settings_for(make_data_dir("twin-tiles-"), api={"cors_origins": ""})
+    with TestClient(create_app(settings, database_url=city_url)) as closed:
+        answer = _get(closed, path, Origin=PAGE)
+        assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
+        assert _preflight(closed, path).status_code == 405
+
+
 # --- caps -------------------------------------------------------------------------------
 
 

@@ -87,6 +87,13 @@ class ApiSettings(_Concern):
         description="API processes (uvicorn workers) on one port; each has its own pools, "
         "catalogue snapshot and heavy gate.",
     )
+    cors_origins: str = Field(
+        default="*",
+        description="Origins whose pages may read the public routes (tiles, TileJSON, terrain, "
+        "the OGC collections) from the browser: * for any, origins separated by commas "
+        "(https://map.example.org), or empty for none. Never with credentials; staff routes "
+        "and writes are never opened to other origins.",
+    )
     sweep_interval_s: float = Field(
         default=60,
         ge=0,

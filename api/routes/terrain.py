@@ -36,7 +36,6 @@ from api.deps import (
     with_connection,
 )
 from api.routes import tiles as tile_routes
-from api.routes.tiles import CORS
 from tiles import matrix
 from tiles import terrain as terrain_tiles
 from twin import registry
@@ -132,9 +131,7 @@ async def _tilesets(request: Request, kind: str) -> FastJSON:
                                          tiles_path=_tiles_path(kind), data_type=kind,
                                          tile_type=PNG)  # fmt: skip
 
-    return FastJSON(
-        await with_connection(request, answer), headers={"Cache-Control": CACHE, **CORS}
-    )
+    return FastJSON(await with_connection(request, answer), headers={"Cache-Control": CACHE})
 
 
 async def _tileset(request: Request, kind: str, tms_id: str) -> FastJSON:
@@ -165,7 +162,7 @@ async def _tileset(request: Request, kind: str, tms_id: str) -> FastJSON:
         "boundingBox": {"lowerLeft": [west, south], "upperRight": [east, north], "crs": CRS84},
         "centerPoint": {"coordinates": [lon, lat], "crs": CRS84, "tileMatrix": str(zoom)},
     }
-    return FastJSON(document, headers={"Cache-Control": CACHE, **CORS})
+    return FastJSON(document, headers={"Cache-Control": CACHE})
 
 
 async def _tile(
@@ -181,7 +178,7 @@ async def _tile(
         return tag, terrain_tiles.render(conn, found, kind, tile, tms_id)
 
     tag, png = await with_connection(request, draw)
-    headers = {"ETag": tag, "Cache-Control": CACHE, **CORS}
+    headers = {"ETag": tag, "Cache-Control": CACHE}
     if png is None:
         return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers=headers)
     if not png:
@@ -193,7 +190,7 @@ async def _tilejson(request: Request, kind: str, tms_id: str) -> FastJSON:
     matrix.matrix_set(tms_id)
     found = await with_connection(request, terrain_tiles.terrain)
     document = terrain_tiles.tilejson(found, kind, _tile_url(request, kind, tms_id), tms_id)
-    return FastJSON(document, headers={"Cache-Control": CACHE, **CORS})
+    return FastJSON(document, headers={"Cache-Control": CACHE})
 
 
 @router.get("/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}",

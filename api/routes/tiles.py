@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.access import Public
 from api.deps import (
     IF_NONE_MATCH_MAX,
+    PUBLIC_ANSWER,
     IfNoneMatch,
     JsonFormat,
     KnownParameters,
@@ -80,15 +81,14 @@ TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
 TEMPLATE = "{tileMatrix}/{tileRow}/{tileCol}"
-# Public data, read by map clients on other origins too (QGIS, MapLibre, deck.gl pages).
-CORS = {"Access-Control-Allow-Origin": "*",
-        "Access-Control-Expose-Headers": "ETag, X-Tile-Truncated"}  # fmt: skip
+# Public data, read by map clients on other origins too (QGIS, MapLibre, deck.gl pages):
+# api.deps.PublicCORS gives every public answer its CORS headers, the front's too.
 _GEOMETRY_DIMENSION = {"point": 0, "line": 1, "polygon": 2}
 _TILEJSON_TYPES = {"number": "Number", "integer": "Number", "boolean": "Boolean"}
 
 
 def _json(body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, headers=CORS)
+    return JSONResponse(body)
 
 
 # --- tile matrix sets -------------------------------------------------------------------
@@ -469,7 +469,7 @@ def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) ->
     else:
         cache_control = f"public, max-age={settings.tile_max_age_s}"
     headers = {"Cache-Control": cache_control, "Vary": "Accept-Encoding",
-               "X-Tile-Cache": found.source, **CORS}  # fmt: skip
+               "X-Tile-Cache": found.source}  # fmt: skip
     if found.truncated:
         headers["X-Tile-Truncated"] = ", ".join(found.truncated)
     if not found.data:
@@ -524,6 +524,7 @@ class TileMemoryFront:
         if found is None:
             await self.app(scope, receive, send)
             return
+        scope[PUBLIC_ANSWER] = True  # its CORS headers, as the route's (api.deps.PublicCORS)
         request = Request(scope)
         response = tile_answer(request, found[0], found[1])
         await response(scope, receive, send)
