@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Concatenate, Literal, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import orjson
@@ -400,3 +401,48 @@ class PublicCORS:
         if _header(scope, b"access-control-request-private-network") == "true":
             headers["Access-Control-Allow-Private-Network"] = "true"  # an intranet server
         return Response(status_code=204, headers=headers)
+
+
+# --- the public address ------------------------------------------------------------------
+
+
+class PublicAddress:
+    """Every link and redirect starts with TWIN_PUBLIC_URL (``public_url``), whatever Host
+    a request carries: the request is seen as made to that address (its scheme, its
+    host and port, and its path under the URL's own path, the ``root_path`` Starlette
+    builds URLs with). A proxy may pass the path on with that prefix or without it.
+
+    Without it, links are made from the request's Host header (InputGuard has refused
+    one that is no host[:port]): a client that sends another host name gets links to
+    it, which only misleads that client; set the URL wherever caches are shared."""
+
+    def __init__(self, app: ASGIApp, public_url: str) -> None:
+        self.app = app
+        parts = urlsplit(public_url)
+        self.scheme = parts.scheme
+        self.host = parts.netloc.encode("latin-1")
+        self.prefix = parts.path.rstrip("/")
+        self.raw_prefix = self.prefix.encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != b"host"]
+        headers.append((b"host", self.host))
+        path, raw_path = scope["path"], scope.get("raw_path")
+        if self.prefix and not (path == self.prefix or path.startswith(self.prefix + "/")):
+            path = self.prefix + path
+            raw_path = None if raw_path is None else self.raw_prefix + raw_path
+        public = {**scope, "scheme": self.scheme, "headers": headers, "path": path,
+                  "raw_path": raw_path, "root_path": self.prefix}  # fmt: skip
+        await self.app(public, receive, send)
+
+
+def route_path(scope: Scope) -> str:
+    """The scope's path without its root_path (TWIN_PUBLIC_URL's path): what routes match."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :]
+    return path

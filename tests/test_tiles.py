@@ -711,6 +711,64 @@ def test_the_origins_allowed_are_a_setting(city_url: str, centre: tuple[float, f
         assert _preflight(closed, path).status_code == 405
 
 
+def test_links_are_made_from_a_host_header_only_when_it_is_one(client: TestClient):
+    # Links and redirects are made from the Host a client sends (door test D12): one
+    # that is no host[:port] is refused, never written into a document.
+    for host in ("evil.example/x?a=", "a b", "example.org:99999", "[::zz]", "exa<mple>.org",
+                 "example.org:80:80", "@evil.example", "évil.example"):  # fmt: skip
+        answer = client.get("/tiles/WebMercatorQuad/tilejson.json",
+                            headers={"Host": host.encode("utf-8")})  # fmt: skip
+        assert answer.status_code == 400, (host, answer.status_code, answer.text[:200])
+        assert answer.json()["parameter"] == "Host", host
+    two = client.get("/tiles/WebMercatorQuad/tilejson.json",
+                     headers=[("Host", "a.example"), ("Host", "b.example")])  # fmt: skip
+    assert two.status_code == 400
+    # A host name or address, with a port or not: the address the client reached us at.
+    for host in ("map.example.org", "map.example.org:8443", "10.0.0.7:8000", "[::1]:8000",
+                 "twin_api:8000", "localhost"):  # fmt: skip
+        answer = client.get("/tiles/WebMercatorQuad/tilejson.json", headers={"Host": host})
+        assert answer.status_code == 200, host
+        assert answer.json()["tiles"][0].startswith(f"http://{host}/tiles/"), host
+    # HTTP/1.1's empty Host (a target with no authority): the server's own address.
+    assert client.get("/tiles", headers={"Host": ""}).status_code == 200
+
+
+def test_with_a_public_url_every_link_and_redirect_starts_with_it(
+    city_url: str, centre: tuple[float, float]
+):
+    # Behind a proxy, or to keep a forged Host out of every link (door test D12).
+    public = "https://map.example.gov.cn/twin"
+    settings = settings_for(make_data_dir("twin-tiles-"), api={"public_url": public + "/"})
+    memory = TileCacheSettings(_env_file=None, tile_memory_mb=64, tile_cache_mb=0)  # type: ignore[call-arg]
+    app = create_app(settings.model_copy(update={"tile_cache": memory}), database_url=city_url)
+    forged = {"Host": "evil.example"}
+    with TestClient(app) as c:
+        template = c.get("/tiles/WebMercatorQuad/tilejson.json", headers=forged).json()["tiles"][0]
+        assert template.startswith(f"{public}/tiles/WebMercatorQuad/{{z}}/"), template
+        tileset = c.get("/collections/buildings/tiles/WebMercatorQuad", headers=forged).json()
+        assert all(link["href"].startswith(public) for link in tileset["links"]), tileset["links"]
+        items = c.get("/collections/buildings/items?limit=1", headers=forged).json()
+        assert all(link["href"].startswith(public) for link in items["links"]), items["links"]
+        moved = c.get("/collections/", headers=forged, follow_redirects=False)
+        assert moved.status_code == 307 and moved.headers["location"] == f"{public}/collections"
+        # The proxy may pass the path on with its prefix or without; the tiles are the
+        # same, warm ones too.
+        tile = _tile(centre, 16)
+        path = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"
+        _warmed(c, path)
+        prefixed = _get(c, f"/twin{path}")
+        assert prefixed.status_code == 200 and prefixed.headers["x-tile-cache"] == "memory"
+        assert prefixed.content == _get(c, path).content
+        assert c.get("/twin/collections").json()["links"][0]["href"].startswith(public)
+
+
+def test_a_public_url_that_is_no_address_is_refused_at_start():
+    for bad in ("map.example.org", "ftp://map.example.org", "https://", "https://a b/",
+                "https://map.example.org/?x=1", "https://user@map.example.org"):  # fmt: skip
+        with pytest.raises(ValueError, match="public_url"):
+            settings_for(make_data_dir("twin-tiles-"), api={"public_url": bad})
+
+
 # --- caps -------------------------------------------------------------------------------
 
 

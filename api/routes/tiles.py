@@ -36,6 +36,7 @@ from api.deps import (
     byte_range,
     catalogue_of,
     etag_matches,
+    route_path,
     with_connection,
 )
 from tiles import cache, matrix, vector
@@ -536,7 +537,7 @@ class TileMemoryFront:
         for name, value in scope["headers"]:
             if name == b"if-none-match" and len(value) > IF_NONE_MATCH_MAX:
                 return None  # the route's 400
-        match = _TILE_PATH.fullmatch(scope["path"])
+        match = _TILE_PATH.fullmatch(route_path(scope))
         if match is None:
             return None
         collection, tms, z, y, x = match.groups()
