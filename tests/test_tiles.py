@@ -7,8 +7,10 @@ from __future__ import annotations
 import gzip
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2 as httpx
 import mapbox_vector_tile
 import morecantile
 import psycopg
@@ -20,7 +22,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from layers import scenes
 from tests.conftest import _clone, _drop
-from tests.helpers import make_data_dir, settings_for
+from tests.helpers import make_data_dir, serve_app, settings_for
 from tiles import matrix, vector
 from twin import registry
 from twin.incidents import intake
@@ -849,6 +851,36 @@ def test_a_tile_past_its_time_limit_is_503_with_retry_after(crowded: str):
     # 200,000 points merged in 100 ms: not on this machine (nor, loaded, in 5 s above).
     assert answer.status_code == 503, answer.status_code
     assert answer.headers["retry-after"] and "TWIN_TILE_TIMEOUT_MS" in answer.json()["detail"]
+
+
+def test_many_asking_a_tile_that_fails_get_its_answer_from_one_try(crowded: str):
+    # A view opening asks one tile of many clients at once; the first asker makes it and
+    # the others wait (single flight). When that making fails (past its time limit),
+    # the waiters get the same 503 at once instead of each trying again: 20 tries of a
+    # tile too heavy for its limit, on a data base slow already.
+    app = create_app(_tiles_settings(tile_timeout_ms=100), database_url=crowded)
+    tile_cache = app.state.tile_cache
+    tries = []
+    render = tile_cache.render
+
+    def slow_render(*args: object, **kwargs: object) -> object:
+        tries.append(1)
+        time.sleep(1.0)  # a busy data base: every asker arrives while it is being made
+        return render(*args, **kwargs)
+
+    tile_cache.render = slow_render
+    with serve_app(app) as base:
+
+        def ask(_: int) -> tuple[int, str | None]:
+            with httpx.Client(timeout=60) as http:
+                answer = http.get(f"{base}/tiles/WebMercatorQuad/0/0/0?layers=dots")
+                return answer.status_code, answer.headers.get("retry-after")
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(ask, range(20)))
+    assert {status for status, _ in answers} == {503}, answers
+    assert all(retry for _, retry in answers)
+    assert len(tries) == 1, len(tries)
 
 
 def test_cache_control_follows_the_layers(city_url: str, centre: tuple[float, float]):

@@ -567,6 +567,13 @@ class TileMemoryFront:
         return None if found is None else (found, keyed or (cache.ALL,))
 
 
+# What a flight's waiters are told when it lands: None, the tile is made (in memory, or
+# in the shared tier); an exception, the answer its asker got, theirs too; GONE, its
+# asker went away before it was made (cancelled), so one of them makes it.
+GONE = asyncio.CancelledError()
+Flight = asyncio.Future[BaseException | None]
+
+
 async def _tile(
     request: Request, tms: str, names: Sequence[str] | None, tile: matrix.Tile,
     layers_text: str | None,
@@ -574,7 +581,9 @@ async def _tile(
     """A tile's answer: from this process's memory without a connection when it is
     there (a warm tile), else through the cache on a pooled connection. A tile already
     being made for another request of this process is waited for, not made again (a
-    view opening asks the same tiles of many clients at once), holding no connection."""
+    view opening asks the same tiles of many clients at once), holding no connection;
+    when that making fails (a tile over its time limit) the waiters get the same answer
+    rather than each trying again at once, and when its asker is gone, one makes it."""
     if names is None and layers_text is not None and not layers_text.strip(", "):
         key = None  # no layer named: the route's error, once each
     else:
@@ -584,24 +593,35 @@ async def _tile(
         found = tile_cache.from_memory(key)
         if found is not None:
             return tile_answer(request, found, keyed or (cache.ALL,))
-    flights: dict[cache.Key, asyncio.Future[None]] = request.app.state.tile_flights
-    flight = None if key is None else flights.get(key)
-    if flight is not None:
-        await asyncio.shield(flight)
+    flights: dict[cache.Key, Flight] = request.app.state.tile_flights
+    waited = False
+    while key is not None and (flight := flights.get(key)) is not None:
+        outcome = await asyncio.shield(flight)
+        if outcome is GONE:
+            continue  # the next in line makes it
+        if outcome is not None:
+            raise outcome.with_traceback(None)  # the first asker's answer
         found = request.app.state.tile_cache.from_memory(key)
         if found is not None:
             return tile_answer(request, found, keyed or (cache.ALL,))
-        flight = None  # not kept in memory (off, or a change came): through the cache
-    elif key is not None:
+        waited = True  # not kept in memory (off, or a change came): through the cache
+        break
+    flight = None
+    if key is not None and not waited:
         flight = flights[key] = asyncio.get_running_loop().create_future()
+    outcome = GONE
     try:
         found, layers = await with_connection(
             request, cached_tile, request, tms, names, tile, layers_text
         )
+        outcome = None
+    except Exception as exc:
+        outcome = exc
+        raise
     finally:
         if flight is not None:
             del flights[key]
-            flight.set_result(None)
+            flight.set_result(outcome)
     return tile_answer(request, found, layers)
 
 
