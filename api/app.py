@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 import twin
 from api.access import Gate, KeyCache
 from api.background import Sweeper
-from api.deps import configure
+from api.deps import PublicAddress, PublicCORS, configure
 from api.errors import install_error_handlers
 from api.routes import (
     changes,
@@ -113,6 +113,10 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.state.tile_cache = TileCache(settings.tile_cache, vector.renderer(settings.tiles))
     app.state.tile_flights = {}  # tiles being made now, by key (api.routes.tiles)
     app.add_middleware(tiles.TileMemoryFront)  # before the error handlers: inside InputGuard
+    if settings.api.cors_origins.strip():  # outside the front: its answers get CORS too
+        app.add_middleware(PublicCORS, origins=settings.api.cors_origins)
+    if settings.api.public_url:  # every link from it, whatever Host a request carries
+        app.add_middleware(PublicAddress, public_url=settings.api.public_url)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(layers.router)

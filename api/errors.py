@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from dataclasses import asdict
@@ -284,9 +285,11 @@ def _non_finite(value: Any) -> bool:
 
 class InputGuard:
     """Refuses, before any route, what no route can take, naming where: a NUL byte in the
-    path or query (PostgreSQL text cannot hold one: it would reach a query and answer 500)
-    and a query parameter given twice (every route would silently take the last). Answers
-    HEAD as GET without the body, as HTTP asks of every GET route."""
+    path or query (PostgreSQL text cannot hold one: it would reach a query and answer 500),
+    a query parameter given twice (every route would silently take the last) and a Host
+    header that is no host[:port] (links and redirects are made from it, unless
+    TWIN_PUBLIC_URL is set). Answers HEAD as GET without the body, as HTTP asks of every
+    GET route."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -297,6 +300,13 @@ class InputGuard:
             if detail is not None:
                 path = scope.get("path", "").replace("\x00", "")
                 await problem(400, TITLES[400], detail, path)(scope, receive, send)
+                return
+            detail = _bad_host(scope)
+            if detail is not None:
+                response = problem(
+                    400, TITLES[400], detail, scope.get("path", ""), parameter="Host"
+                )
+                await response(scope, receive, send)
                 return
             too_large = _json_body_over_limit(scope)
             if too_large is not None:
@@ -324,6 +334,38 @@ def _json_body_over_limit(scope: Scope) -> str | None:
     return (
         f"the request body is larger than {MAX_BODY_MB} MB: send less per request, or upload a file"
     )
+
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"  # _ too: compose's service names
+_HOST = re.compile(
+    rf"(?:\[(?P<ipv6>[0-9A-Fa-f:.]{{2,45}})\]|(?P<name>{_LABEL}(?:\.{_LABEL})*\.?))"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def _bad_host(scope: Scope) -> str | None:
+    """Why the request's Host header cannot be the address in links and redirects: it is
+    given twice, or is not a host name or IP address with an optional port (RFC 9110,
+    7.2; HTTP/1.1 asks a server to answer 400 to it). None when it is fine or absent (an
+    HTTP/1.0 client: the server's own address), or empty (a target with no authority)."""
+    hosts = [value for name, value in scope.get("headers") or () if name == b"host"]
+    if len(hosts) > 1:
+        return "the request has more than one Host header; send one"
+    if not hosts or not hosts[0]:
+        return None
+    text = hosts[0].decode("latin-1")
+    found = _HOST.fullmatch(text) if len(text) <= 260 else None
+    if found is not None and found["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(found["ipv6"])
+        except ValueError:
+            found = None
+    if found is None or (found["port"] is not None and not 0 < int(found["port"]) <= 65535):
+        return (
+            f"the Host header {text[:100]!r} is not a host name or address with an "
+            "optional port (map.example.org, 10.0.0.7:8000, [::1]:8000)"
+        )
+    return None
 
 
 def _headers_only(send: Send) -> Send:

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def _worded(exc: TwinError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``twin`` console command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_signed_values_joined(sys.argv[1:] if argv is None else argv))
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
@@ -304,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--layers", type=_names, metavar="A,B",
                       help="layers, separated by commas (default: every feature layer)")  # fmt: skip
     seed.add_argument("--bbox", type=_bbox, metavar="W,S,E,N",
-                      help="lon/lat box (default: the layers' extent)")  # fmt: skip
+                      help="lon/lat box, e.g. 121.38,31.22,121.42,31.25 or -122.5,37.7,"
+                           "-122.4,37.8 (default: the layers' extent)")  # fmt: skip
     seed.add_argument("--tms", default="WebMercatorQuad", choices=("WebMercatorQuad",),
                       help="tile matrix set")  # fmt: skip
     seed.add_argument("--jobs", type=_jobs, default=2, help="tiles rendered at once (default 2)")
@@ -376,6 +378,30 @@ def build_parser() -> argparse.ArgumentParser:
                                help="a first demo city without its history of incidents")  # fmt: skip
         serve.set_defaults(run=run)
     return parser
+
+
+# Options whose value may start with a minus, a longitude west of Greenwich: argparse
+# takes "-122.5,37.7,-122.4,37.8" for an option (only a plain negative number is a value
+# to it) and says "expected one argument". Written --bbox=VALUE it is one argument.
+SIGNED_VALUES = frozenset({"--bbox"})
+_SIGNED = re.compile(r"-\.?[0-9]")
+
+
+def _signed_values_joined(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--bbox -122.5,…`` as ``--bbox=-122.5,…`` (up to a ``--``)."""
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return joined + list(argv[i:])
+        if arg in SIGNED_VALUES and i + 1 < len(argv) and _SIGNED.match(argv[i + 1]):
+            joined.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        joined.append(arg)
+        i += 1
+    return joined
 
 
 def _seed(text: str) -> int:

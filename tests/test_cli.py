@@ -213,3 +213,16 @@ def test_serve_runs_several_api_processes_on_one_port(demo_url: str):
     started = set(re.findall(r"Started server process \[(\d+)\]", out))
     assert len(started) == 2, out[-2000:]
     assert "Traceback" not in out
+
+
+def test_a_bbox_west_of_greenwich_is_taken_after_a_space(fresh_url: str):
+    # argparse reads "-122.5,37.7,..." as an option (a minus, then no plain number) and
+    # said "--bbox: expected one argument" (door test D15): half the world's boxes.
+    box = "-122.5,37.7,-122.4,37.8"
+    for given in (["--bbox", box], [f"--bbox={box}"]):
+        result = run_twin("tiles", "seed", *given, "--zooms", "10", "--layers", "buildings",
+                          "--json", env={"TWIN_DATABASE_URL": fresh_url})  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["bbox"] == [-122.5, 37.7, -122.4, 37.8]
+    wrong = run_twin("tiles", "seed", "--bbox", "-122.5,37.7", env={"TWIN_DATABASE_URL": fresh_url})
+    assert wrong.returncode == 2 and "give four numbers" in wrong.stderr

@@ -166,7 +166,8 @@ def test_a_tile_with_no_dem_under_it_is_204(plane_client: TestClient, kind: str)
 @pytest.mark.parametrize(
     ("address", "named"),
     [("23/0/0", "z"), ("-1/0/0", "z"), ("3/8/0", "y"), ("3/0/8", "x"), ("3/-1/0", "y"),
-     ("3/0/99999999999999999999999", "x"), ("a/0/0", "z"), ("3/0/1.5", "x")],
+     ("3/0/99999999999999999999999", "x"), ("a/0/0", "z"), ("3/0/1.5", "x"),
+     ("+3/0/0", "z"), ("03/0/0", "z"), ("3/%200/0", "y"), ("3/0/1_0", "x")],
 )  # fmt: skip
 def test_an_impossible_tile_is_400_naming_the_index(
     plane_client: TestClient, address: str, named: str
@@ -174,6 +175,30 @@ def test_an_impossible_tile_is_400_naming_the_index(
     answer = plane_client.get(f"{BASE}/coverage/tiles/WebMercatorQuad/{address}")
     assert answer.status_code == 400, answer.text
     assert answer.json()["parameter"] == named
+
+
+def test_an_unknown_query_parameter_is_named_as_one_with_what_the_route_takes(
+    plane_client: TestClient,
+):
+    # A GET has no body: the message must not send the client to one (door test D14).
+    tile = TMS.tile(*inside(0.5), 15)
+    for path in (url("coverage", tile), f"{BASE}/map/tiles/WebMercatorQuad/tilejson.json",
+                 f"{BASE}/coverage/tiles"):  # fmt: skip
+        answer = plane_client.get(path, params={"zoom": "3"})
+        assert answer.status_code == 400, path
+        detail = answer.json()["detail"]
+        assert "unknown query parameter 'zoom'" in detail, detail
+        assert "body" not in detail, detail
+
+
+def test_ogcs_format_parameter_is_taken_when_it_names_the_format(plane_client: TestClient):
+    tile = TMS.tile(*inside(0.5), 15)
+    assert plane_client.get(url("coverage", tile), params={"f": "png"}).status_code == 200
+    for path in (f"{BASE}/map/tiles/WebMercatorQuad/tilejson.json", f"{BASE}/map/tiles",
+                 f"{BASE}/coverage/tiles/WebMercatorQuad"):  # fmt: skip
+        assert plane_client.get(path, params={"f": "json"}).status_code == 200, path
+    answer = plane_client.get(url("map", tile), params={"f": "json"})
+    assert answer.status_code == 400 and answer.json()["parameter"] == "f"
 
 
 def test_an_unknown_matrix_set_is_404(plane_client: TestClient):
@@ -202,6 +227,57 @@ def test_a_tile_is_revalidated_with_its_etag(plane_client: TestClient, kind: str
     assert plane_client.get(url("map" if kind == "coverage" else "coverage", tile)).headers[
         "etag"
     ] not in (tag, other)
+
+
+def test_a_long_if_none_match_list_is_answered_and_only_an_absurd_one_refused(
+    plane_client: TestClient,
+):
+    # As on the vector tiles and the view's files (door test D9).
+    tile = TMS.tile(*inside(0.5), 15)
+    tag = plane_client.get(url("coverage", tile)).headers["etag"]
+    others = ", ".join(f'"{i:040x}"' for i in range(60))
+    asked = plane_client.get(url("coverage", tile), headers={"If-None-Match": f"{others}, {tag}"})
+    assert asked.status_code == 304
+    assert (
+        plane_client.get(url("coverage", tile), headers={"If-None-Match": others}).status_code
+        == 200
+    )
+    absurd = plane_client.get(url("coverage", tile), headers={"If-None-Match": others * 10})
+    assert absurd.status_code == 400 and absurd.json()["parameter"] == "If-None-Match"
+
+
+@pytest.mark.parametrize("kind", ["coverage", "map"])
+def test_a_tile_address_ending_in_png_answers_the_same_tile(plane_client: TestClient, kind: str):
+    # Raster clients (MapLibre styles, Leaflet, GDAL's XYZ) write {x}.png, as vector
+    # clients write {x}.mvt: the same tile, headers and all, at one address in /api.
+    tile = TMS.tile(*inside(0.5), 15)
+    plain = plane_client.get(url(kind, tile))
+    suffixed = plane_client.get(url(kind, tile) + ".png")
+    assert suffixed.status_code == 200, suffixed.text
+    assert suffixed.content == plain.content and suffixed.headers["etag"] == plain.headers["etag"]
+    assert suffixed.headers["content-type"] == "image/png"
+    again = plane_client.get(
+        url(kind, tile) + ".png", headers={"If-None-Match": plain.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert plane_client.get(url(kind, TMS.tile(2.35, 48.85, 14)) + ".png").status_code == 204
+    for address, named in (("3/0/8.png", "x"), ("3/0/%2B1.png", "x"), ("3/0/0.mvt", "x")):
+        answer = plane_client.get(f"{BASE}/{kind}/tiles/WebMercatorQuad/{address}")
+        assert answer.status_code == 400 and answer.json()["parameter"] == named, address
+    assert not [p for p in plane_client.get("/api").json()["paths"] if p.endswith(".png")]
+
+
+def test_a_webgl_page_on_another_origin_reads_the_terrain(plane_client: TestClient):
+    # deck.gl's TerrainLayer fetches these from the page's origin (door test D11).
+    tile = TMS.tile(*inside(0.5), 15)
+    for path in (url("coverage", tile), url("map", tile) + ".png",
+                 f"{BASE}/coverage/tiles/WebMercatorQuad/tilejson.json", BASE):  # fmt: skip
+        asked = plane_client.options(path, headers={"Origin": "https://deck.example",
+                                                    "Access-Control-Request-Method": "GET"})  # fmt: skip
+        assert asked.status_code == 204, (path, asked.status_code)
+        assert asked.headers["access-control-allow-origin"] == "*"
+        answer = plane_client.get(path, headers={"Origin": "https://deck.example"})
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "*"
 
 
 def test_the_tilejson_documents_say_where_and_how(plane_client: TestClient):

@@ -5,9 +5,12 @@ pyogrio), their content per zoom, their HTTP, their caps, and nonsense at the do
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2 as httpx
 import mapbox_vector_tile
 import morecantile
 import psycopg
@@ -19,7 +22,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from layers import scenes
 from tests.conftest import _clone, _drop
-from tests.helpers import make_data_dir, settings_for
+from tests.helpers import make_data_dir, serve_app, settings_for
 from tiles import matrix, vector
 from twin import registry
 from twin.incidents import intake
@@ -72,6 +75,27 @@ def city_url(template_url: str) -> Iterator[str]:
 def client(city_url: str) -> Iterator[TestClient]:
     with TestClient(create_app(_tiles_settings(), database_url=city_url)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def warm(city_url: str) -> Iterator[TestClient]:
+    """An app that keeps tiles in memory, where TileMemoryFront answers them ahead of the
+    routes once warm (and no shared tier: the other apps' tiles are not its own)."""
+    settings = settings_for(make_data_dir("twin-tiles-"))
+    memory = TileCacheSettings(_env_file=None, tile_memory_mb=64, tile_cache_mb=0)  # type: ignore[call-arg]
+    app = create_app(settings.model_copy(update={"tile_cache": memory}), database_url=city_url)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _warmed(client: TestClient, path: str) -> None:
+    """Asks ``path`` until its tile comes from memory (the change log's listener is
+    connected a moment after start-up; until then tiles are not kept)."""
+    for _ in range(50):
+        if _get(client, path).headers.get("x-tile-cache") == "memory":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never came from memory")
 
 
 def _centre(conn: psycopg.Connection) -> tuple[float, float]:
@@ -367,6 +391,25 @@ def test_etag_and_304(client: TestClient, centre: tuple[float, float]):
     assert "no-cache" in first.headers["cache-control"]
 
 
+def test_a_long_if_none_match_list_is_answered_and_only_an_absurd_one_refused(
+    client: TestClient, warm: TestClient, centre: tuple[float, float]
+):
+    # Browsers send every ETag they hold for an address: a list of dozens is legitimate
+    # (door test D9). Warm tiles (the memory front) and cold ones alike.
+    tile = _tile(centre, 16)
+    path = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"
+    _warmed(warm, path)
+    others = ", ".join(f'"{i:040x}"' for i in range(60))  # some 2,600 characters
+    for each in (client, warm):
+        tag = _get(each, path).headers["etag"]
+        assert _get(each, path, **{"If-None-Match": f"{others}, {tag}"}).status_code == 304
+        assert _get(each, path, **{"If-None-Match": f"{tag}, {others}"}).status_code == 304
+        assert _get(each, path, **{"If-None-Match": others}).status_code == 200
+        absurd = _get(each, path, **{"If-None-Match": others * 10})
+        assert absurd.status_code == 400, absurd.status_code
+        assert absurd.json()["parameter"] == "If-None-Match"
+
+
 def vector_etag(data: bytes) -> str:
     from tiles.cache import etag_of
 
@@ -430,6 +473,64 @@ def test_a_tile_is_read_by_byte_ranges(client: TestClient, centre: tuple[float, 
         assert answer.status_code == 200 and answer.content == whole.content, headers
 
 
+def test_odd_byte_ranges_are_answered_as_http_says(client: TestClient, centre: tuple[float, float]):
+    tile = _tile(centre, 15)
+    path = f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}?layers=buildings,pipes"
+    whole = _get(client, path)
+    size, tag = len(whole.content), whole.headers["etag"]
+    # No byte at all (a zero-length suffix) cannot be served: 416 (RFC 9110, 14.1.1).
+    for asked in ("bytes=-0", f"bytes={size}-{size + 5}"):
+        answer = _get(client, path, Range=asked)
+        assert answer.status_code == 416, asked
+        assert answer.headers["content-range"] == f"bytes */{size}", asked
+    # A range that is no range (last before first, not digits, several): the whole tile,
+    # as HTTP lets a server ignore what it does not serve; never 416, never a 500.
+    for asked in ("bytes=5-2", f"bytes={size + 10}-2", b"bytes=\xb2-5",
+                  b"bytes=1-\xb3", "bytes=0-1,5-6", "bytes=--1", "bytes=1", "bytes=a-b", "bytes=-",
+                  "bytes=+1-2", "bytes= 0 - 1 ,"):  # fmt: skip
+        answer = client.get(path, headers={"Accept-Encoding": "identity", "Range": asked})
+        assert answer.status_code == 200 and answer.content == whole.content, asked
+    assert _get(client, path, Range="bytes=0-0").content == whole.content[:1]
+    assert _get(client, path, Range="bytes=0-1, ,").content == whole.content[:2]  # empty elements
+    assert _get(client, path, Range=f"bytes=-{size * 2}").content == whole.content
+    # If-Range is compared strongly: the current tag gives the part, a weak or stale one
+    # (or a date, the tiles having no Last-Modified) the whole.
+    assert _get(client, path, Range="bytes=0-9", **{"If-Range": tag}).status_code == 206
+    for validator in (f"W/{tag}", '"stale"', "Wed, 21 Oct 2015 07:28:00 GMT"):
+        answer = _get(client, path, Range="bytes=0-9", **{"If-Range": validator})
+        assert answer.status_code == 200 and answer.content == whole.content, validator
+
+
+def test_a_range_of_a_gzipped_tile_is_of_the_gzip_sent(
+    client: TestClient, centre: tuple[float, float]
+):
+    # The range is of the representation sent (RFC 9110, 14.1.2): here the gzip, whose
+    # bytes the client puts together and inflates; never a slice of the plain tile
+    # labelled gzip, which no client can inflate.
+    tile = _tile(centre, 15)
+    path = f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}?layers=buildings,pipes"
+    plain = _get(client, path).content
+    zipped = {"Accept-Encoding": "gzip"}
+
+    def raw(**headers: str) -> tuple[int, dict[str, str], bytes]:
+        with client.stream("GET", path, headers={**zipped, **headers}) as answer:
+            return answer.status_code, dict(answer.headers), b"".join(answer.iter_raw())
+
+    status, headers, whole = raw()
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert gzip.decompress(whole) == plain
+    half = len(whole) // 2
+    status, first_headers, first = raw(Range=f"bytes=0-{half - 1}")
+    assert status == 206 and first_headers["content-encoding"] == "gzip"
+    assert first_headers["content-range"] == f"bytes 0-{half - 1}/{len(whole)}"
+    status, _, rest = raw(Range=f"bytes={half}-", **{"If-Range": first_headers["etag"]})
+    assert status == 206 and gzip.decompress(first + rest) == plain
+    # The identity tag does not stand for the gzip: the whole gzip, not a part.
+    identity_tag = _get(client, path).headers["etag"]
+    status, _, again = raw(Range="bytes=0-9", **{"If-Range": identity_tag})
+    assert status == 200 and again == whole
+
+
 def test_the_tile_matrix_set_reads_as_tms_2_and_1():
     # TMS 2.0 for today's clients, the 1.0 members beside for GDAL before 3.7 (Debian 12).
     document = matrix.matrix_set_document("WebMercatorQuad")
@@ -473,6 +574,201 @@ def test_impossible_addresses_and_unknown_names(client: TestClient):
     assert len(answer.text) < 2000  # the message names a few, not ten thousand
     answer = _get(client, f"/tiles/WebMercatorQuad/3/0/0?layers={many}")
     assert answer.status_code == 400
+
+
+def test_unknown_query_parameters_are_refused_naming_them(
+    warm: TestClient, centre: tuple[float, float]
+):
+    # A typo (layerz=) answered with the defaults looks understood (door test D4); warm
+    # tiles, answered ahead of the routes, are refused as the routes refuse them.
+    tile = _tile(centre, 16)
+    at = f"WebMercatorQuad/16/{tile.y}/{tile.x}"
+    one, chosen = f"/collections/buildings/tiles/{at}", f"/tiles/{at}?layers=buildings"
+    for path in (one, chosen):
+        _warmed(warm, path)
+    refused = {
+        f"{one}?layerz=pipes": "layerz",
+        f"{one}.mvt?zoom=3": "zoom",
+        f"{chosen}&layer=pipes": "layer",
+        f"/tiles/{at}?layerz=pipes": "layerz",
+        f"/tiles/{at}.pbf?layerz=pipes": "layerz",
+        "/tileMatrixSets?limit=5": "limit",
+        "/tileMatrixSets/WebMercatorQuad?crs=4326": "crs",
+        "/tiles?x=1": "x",
+        "/tiles/WebMercatorQuad?layerz=pipes": "layerz",
+        "/tiles/WebMercatorQuad/tilejson.json?layerz=pipes": "layerz",
+        "/collections/buildings/tiles?x=1": "x",
+        "/collections/buildings/tiles/WebMercatorQuad?x=1": "x",
+        "/collections/buildings/tiles/WebMercatorQuad/tilejson.json?x=1": "x",
+    }
+    for path, name in refused.items():
+        answer = _get(warm, path)
+        assert answer.status_code == 400, (path, answer.status_code)
+        assert f"unknown query parameter {name!r}" in answer.json()["detail"], path
+    # What OGC clients send is taken: f, the format (GDAL repeats the query of the
+    # address it was given on every request it makes).
+    for path in (f"{one}?f=mvt", f"{chosen}&f=mvt", "/tileMatrixSets?f=json",
+                 "/tileMatrixSets/WebMercatorQuad?f=json", "/tiles?f=json",
+                 "/tiles/WebMercatorQuad?f=json", "/tiles/WebMercatorQuad/tilejson.json?f=json",
+                 "/collections/buildings/tiles?f=json",
+                 "/collections/buildings/tiles/WebMercatorQuad?f=json",
+                 "/collections/buildings/tiles/WebMercatorQuad/tilejson.json?f=json"):  # fmt: skip
+        assert _get(warm, path).status_code == 200, path
+    # A format these are not served in is named.
+    for path in (f"{one}?f=json", "/tiles/WebMercatorQuad/tilejson.json?f=html"):
+        answer = _get(warm, path)
+        assert answer.status_code == 400 and answer.json()["parameter"] == "f", path
+
+
+def test_a_tile_number_is_plain_digits_only(warm: TestClient, centre: tuple[float, float]):
+    # int() reads " 16", "+16", "016" and "١٦" as 16: one tile at several addresses,
+    # each cached apart by clients and proxies (door test D7). Warm or not, refused.
+    tile = _tile(centre, 16)
+    one = "/collections/buildings/tiles/WebMercatorQuad"
+    _warmed(warm, f"{one}/16/{tile.y}/{tile.x}")
+    for z, y, x, named in (("%2016", tile.y, tile.x, "z"), ("+16", tile.y, tile.x, "z"),
+                           ("016", tile.y, tile.x, "z"), (16, f"0{tile.y}", tile.x, "y"),
+                           (16, tile.y, f"{tile.x}%20", "x"), (16, tile.y, f"+{tile.x}", "x"),
+                           ("%D9%A1%D9%A6", tile.y, tile.x, "z"), ("00", 0, 0, "z")):  # fmt: skip
+        for path in (f"{one}/{z}/{y}/{x}", f"{one}/{z}/{y}/{x}.mvt",
+                     f"/tiles/WebMercatorQuad/{z}/{y}/{x}?layers=buildings"):  # fmt: skip
+            answer = _get(warm, path)
+            assert answer.status_code == 400, (path, answer.status_code)
+            assert answer.json()["parameter"] == named, path
+            assert "digits" in answer.json()["detail"], path
+    assert _get(warm, f"{one}/0/0/0").status_code == 204  # a plain 0 is a number
+
+
+PAGE = "https://map.example.org"  # a MapLibre or deck.gl page on another origin
+
+
+def _preflight(client: TestClient, path: str, origin: str = PAGE, method: str = "GET"):
+    return client.options(path, headers={"Origin": origin, "Access-Control-Request-Method": method,
+                                         "Access-Control-Request-Headers": "if-none-match, range"})  # fmt: skip
+
+
+def test_map_pages_on_other_origins_read_the_public_tiles_and_documents(
+    warm: TestClient, centre: tuple[float, float]
+):
+    # A page's fetch with Range or If-None-Match is preflighted; the answer was 405 and
+    # the browser gave up before asking the tile (door test D11).
+    tile = _tile(centre, 16)
+    warm_tile = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"
+    _warmed(warm, warm_tile)
+    public = (warm_tile, f"{warm_tile}.pbf", f"/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}",
+              "/tiles/WebMercatorQuad/tilejson.json", "/tileMatrixSets/WebMercatorQuad",
+              "/collections", "/collections/buildings", "/collections/buildings/items?limit=1",
+              "/collections/buildings/tiles", "/")  # fmt: skip
+    for path in public:
+        asked = _preflight(warm, path)
+        assert asked.status_code == 204, (path, asked.status_code, asked.text)
+        assert asked.headers["access-control-allow-origin"] == "*", path
+        assert {"GET", "HEAD"} <= set(asked.headers["access-control-allow-methods"].split(", "))
+        assert {"if-none-match", "range"} <= set(
+            asked.headers["access-control-allow-headers"].lower().replace(" ", "").split(",")
+        )
+        assert "access-control-allow-credentials" not in asked.headers
+        answer = _get(warm, path, Origin=PAGE)
+        assert answer.status_code in (200, 204), path
+        assert answer.headers["access-control-allow-origin"] == "*", path
+        assert "etag" in answer.headers["access-control-expose-headers"].lower(), path
+        assert "access-control-allow-credentials" not in answer.headers
+    # The memory front's answer is the route's, CORS headers and all.
+    assert _get(warm, warm_tile).headers["x-tile-cache"] == "memory"
+    assert _get(warm, warm_tile, Origin=PAGE).headers["access-control-allow-origin"] == "*"
+    # A 400 of a public route is readable by the page that asked (it says what was wrong).
+    bad = _get(warm, f"{warm_tile}?layerz=1", Origin=PAGE)
+    assert bad.status_code == 400 and bad.headers["access-control-allow-origin"] == "*"
+    # Staff routes and writes are not opened to other origins.
+    for path, method in (("/keys", "GET"), ("/incidents", "POST"), (warm_tile, "DELETE")):
+        refused = _preflight(warm, path, method=method)
+        assert refused.status_code == 403, (path, method, refused.status_code)
+        assert "access-control-allow-origin" not in refused.headers
+    staff = warm.get("/keys", headers={"Origin": PAGE})
+    assert staff.status_code == 401 and "access-control-allow-origin" not in staff.headers
+
+
+def test_the_origins_allowed_are_a_setting(city_url: str, centre: tuple[float, float]):
+    tile = _tile(centre, 16)
+    path = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"
+    settings = settings_for(
+        make_data_dir("twin-tiles-"), api={"cors_origins": f"{PAGE}, https://b.example"}
+    )
+    with TestClient(create_app(settings, database_url=city_url)) as listed:
+        asked = _preflight(listed, path)
+        assert asked.status_code == 204 and asked.headers["access-control-allow-origin"] == PAGE
+        assert "Origin" in asked.headers["vary"]
+        answer = _get(listed, path, Origin=PAGE)
+        assert answer.headers["access-control-allow-origin"] == PAGE
+        assert "Origin" in answer.headers["vary"]  # a cache keeps one answer per origin
+        other = _get(listed, path, Origin="https://elsewhere.example")
+        assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+        assert "Origin" in _get(listed, path).headers["vary"]
+        refused = _preflight(listed, path, origin="https://elsewhere.example")
+        assert refused.status_code == 403 and "TWIN_CORS_ORIGINS" in refused.json()["detail"]
+    settings = settings_for(make_data_dir("twin-tiles-"), api={"cors_origins": ""})
+    with TestClient(create_app(settings, database_url=city_url)) as closed:
+        answer = _get(closed, path, Origin=PAGE)
+        assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
+        assert _preflight(closed, path).status_code == 405
+
+
+def test_links_are_made_from_a_host_header_only_when_it_is_one(client: TestClient):
+    # Links and redirects are made from the Host a client sends (door test D12): one
+    # that is no host[:port] is refused, never written into a document.
+    for host in ("evil.example/x?a=", "a b", "example.org:99999", "[::zz]", "exa<mple>.org",
+                 "example.org:80:80", "@evil.example", "évil.example"):  # fmt: skip
+        answer = client.get("/tiles/WebMercatorQuad/tilejson.json",
+                            headers={"Host": host.encode("utf-8")})  # fmt: skip
+        assert answer.status_code == 400, (host, answer.status_code, answer.text[:200])
+        assert answer.json()["parameter"] == "Host", host
+    two = client.get("/tiles/WebMercatorQuad/tilejson.json",
+                     headers=[("Host", "a.example"), ("Host", "b.example")])  # fmt: skip
+    assert two.status_code == 400
+    # A host name or address, with a port or not: the address the client reached us at.
+    for host in ("map.example.org", "map.example.org:8443", "10.0.0.7:8000", "[::1]:8000",
+                 "twin_api:8000", "localhost"):  # fmt: skip
+        answer = client.get("/tiles/WebMercatorQuad/tilejson.json", headers={"Host": host})
+        assert answer.status_code == 200, host
+        assert answer.json()["tiles"][0].startswith(f"http://{host}/tiles/"), host
+    # HTTP/1.1's empty Host (a target with no authority): the server's own address.
+    assert client.get("/tiles", headers={"Host": ""}).status_code == 200
+
+
+def test_with_a_public_url_every_link_and_redirect_starts_with_it(
+    city_url: str, centre: tuple[float, float]
+):
+    # Behind a proxy, or to keep a forged Host out of every link (door test D12).
+    public = "https://map.example.gov.cn/twin"
+    settings = settings_for(make_data_dir("twin-tiles-"), api={"public_url": public + "/"})
+    memory = TileCacheSettings(_env_file=None, tile_memory_mb=64, tile_cache_mb=0)  # type: ignore[call-arg]
+    app = create_app(settings.model_copy(update={"tile_cache": memory}), database_url=city_url)
+    forged = {"Host": "evil.example"}
+    with TestClient(app) as c:
+        template = c.get("/tiles/WebMercatorQuad/tilejson.json", headers=forged).json()["tiles"][0]
+        assert template.startswith(f"{public}/tiles/WebMercatorQuad/{{z}}/"), template
+        tileset = c.get("/collections/buildings/tiles/WebMercatorQuad", headers=forged).json()
+        assert all(link["href"].startswith(public) for link in tileset["links"]), tileset["links"]
+        items = c.get("/collections/buildings/items?limit=1", headers=forged).json()
+        assert all(link["href"].startswith(public) for link in items["links"]), items["links"]
+        moved = c.get("/collections/", headers=forged, follow_redirects=False)
+        assert moved.status_code == 307 and moved.headers["location"] == f"{public}/collections"
+        # The proxy may pass the path on with its prefix or without; the tiles are the
+        # same, warm ones too.
+        tile = _tile(centre, 16)
+        path = f"/collections/buildings/tiles/WebMercatorQuad/16/{tile.y}/{tile.x}"
+        _warmed(c, path)
+        prefixed = _get(c, f"/twin{path}")
+        assert prefixed.status_code == 200 and prefixed.headers["x-tile-cache"] == "memory"
+        assert prefixed.content == _get(c, path).content
+        assert c.get("/twin/collections").json()["links"][0]["href"].startswith(public)
+
+
+def test_a_public_url_that_is_no_address_is_refused_at_start():
+    for bad in ("map.example.org", "ftp://map.example.org", "https://", "https://a b/",
+                "https://map.example.org/?x=1", "https://user@map.example.org"):  # fmt: skip
+        with pytest.raises(ValueError, match="public_url"):
+            settings_for(make_data_dir("twin-tiles-"), api={"public_url": bad})
 
 
 # --- caps -------------------------------------------------------------------------------
@@ -555,6 +851,36 @@ def test_a_tile_past_its_time_limit_is_503_with_retry_after(crowded: str):
     # 200,000 points merged in 100 ms: not on this machine (nor, loaded, in 5 s above).
     assert answer.status_code == 503, answer.status_code
     assert answer.headers["retry-after"] and "TWIN_TILE_TIMEOUT_MS" in answer.json()["detail"]
+
+
+def test_many_asking_a_tile_that_fails_get_its_answer_from_one_try(crowded: str):
+    # A view opening asks one tile of many clients at once; the first asker makes it and
+    # the others wait (single flight). When that making fails (past its time limit),
+    # the waiters get the same 503 at once instead of each trying again: 20 tries of a
+    # tile too heavy for its limit, on a data base slow already.
+    app = create_app(_tiles_settings(tile_timeout_ms=100), database_url=crowded)
+    tile_cache = app.state.tile_cache
+    tries = []
+    render = tile_cache.render
+
+    def slow_render(*args: object, **kwargs: object) -> object:
+        tries.append(1)
+        time.sleep(1.0)  # a busy data base: every asker arrives while it is being made
+        return render(*args, **kwargs)
+
+    tile_cache.render = slow_render
+    with serve_app(app) as base:
+
+        def ask(_: int) -> tuple[int, str | None]:
+            with httpx.Client(timeout=60) as http:
+                answer = http.get(f"{base}/tiles/WebMercatorQuad/0/0/0?layers=dots")
+                return answer.status_code, answer.headers.get("retry-after")
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(ask, range(20)))
+    assert {status for status, _ in answers} == {503}, answers
+    assert all(retry for _, retry in answers)
+    assert len(tries) == 1, len(tries)
 
 
 def test_cache_control_follows_the_layers(city_url: str, centre: tuple[float, float]):

@@ -114,6 +114,19 @@ def test_the_bundle_is_cached_gzipped_and_revalidated(server: str):
     assert again.status_code == 304
 
 
+def test_a_long_if_none_match_list_is_answered_and_only_an_absurd_one_refused(
+    client: TestClient,
+):
+    # As on the tiles (door test D9): a browser sends every ETag it holds.
+    path = "/view/static/one-map.js"
+    tag = client.get(path).headers["etag"]
+    others = ", ".join(f'"{i:040x}"' for i in range(60))
+    assert client.get(path, headers={"If-None-Match": f"{others}, {tag}"}).status_code == 304
+    assert client.get(path, headers={"If-None-Match": others}).status_code == 200
+    absurd = client.get(path, headers={"If-None-Match": others * 10})
+    assert absurd.status_code == 400 and absurd.json()["parameter"] == "If-None-Match"
+
+
 @pytest.mark.parametrize(
     ("name", "status"),
     [("nope.js", 404), ("..%2F..%2Fpyproject.toml", 404), ("x" * 81, 400), ("a%00.js", 400)],

@@ -13,9 +13,12 @@ Created by the composition root (CLI, app factory, tests), never at import time.
 
 from __future__ import annotations
 
+import re
+from ipaddress import IPv6Address
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -87,6 +90,19 @@ class ApiSettings(_Concern):
         description="API processes (uvicorn workers) on one port; each has its own pools, "
         "catalogue snapshot and heavy gate.",
     )
+    cors_origins: str = Field(
+        default="*",
+        description="Origins whose pages may read the public routes (tiles, TileJSON, terrain, "
+        "the OGC collections) from the browser: * for any, origins separated by commas "
+        "(https://map.example.org), or empty for none. Never with credentials; staff routes "
+        "and writes are never opened to other origins.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The address clients reach the API at (https://map.example.org/twin): "
+        "every link and redirect starts with it, whatever Host header a request carries; "
+        "unset: the address each request reached, from its Host header.",
+    )
     sweep_interval_s: float = Field(
         default=60,
         ge=0,
@@ -94,6 +110,46 @@ class ApiSettings(_Concern):
         description="How often the server runs the SLA sweep (督办); 0: never (`twin incidents "
         "sweep` does it by hand or from cron).",
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        """An http(s) address of a host, with a port and a path or not, and nothing else
+        (no user, query or fragment), without its trailing slash; empty is unset."""
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or not (_HOST.fullmatch(parts.hostname) or _ipv6(parts.hostname))
+            or not port_ok
+            or "@" in parts.netloc
+            or parts.query
+            or parts.fragment
+            or not re.fullmatch(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*", parts.path)
+        ):
+            raise ValueError(
+                f"public_url {value[:100]!r} is not an address such as "
+                "https://map.example.org or https://map.example.org:8443/twin"
+            )
+        return value.strip().rstrip("/")
+
+
+# A host name or IPv4 address (the validator's; api checks Host headers itself).
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class ImportSettings(_Concern):

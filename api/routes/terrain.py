@@ -8,6 +8,7 @@ one tileset per matrix set, whose metadata gives the tiles' template and the DEM
 ``/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}`` is the elevation in Terrarium
 PNG (deck.gl's TerrainLayer, MapLibre's raster-dem source), ``.../map/tiles/...`` the
 shaded, coloured DEM to drape on it; each has a TileJSON 3.0 document beside its tiles.
+Both answer at ``.../{x}.png`` too, as raster clients write their templates.
 tiles.terrain draws them. A tile with no DEM under it is 204 (as an empty vector tile is),
 and the TileJSON's bounds keep clients from asking for those; 404 when no terrain is
 loaded. The ETag follows the terrain's version in the change log, so a tile changes with a
@@ -16,25 +17,25 @@ re-import, and a client's revalidation (304) costs one small query, no drawing.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi import status as http
 
 from api.access import Public
 from api.deps import (
     FastJSON,
     IfNoneMatch,
+    JsonFormat,
     KnownParameters,
-    Plain,
+    TileNumber,
     base_url,
     catalogue_of,
     etag_matches,
     with_connection,
 )
 from api.routes import tiles as tile_routes
-from api.routes.tiles import CORS
 from tiles import matrix
 from tiles import terrain as terrain_tiles
 from twin import registry
@@ -43,7 +44,7 @@ from twin.errors import NotFound
 
 router = APIRouter(tags=["Terrain tiles"])
 TmsId = Annotated[str, Path(max_length=63)]
-Zoom = Annotated[int, Path(), Plain]
+Zoom = Annotated[int, Path(), TileNumber]
 # Clients keep tiles but ask again each time (a 304 is cheap): a re-import shows at once.
 CACHE = "public, no-cache"
 PNG = "image/png"
@@ -52,6 +53,18 @@ PNG_ANSWER = {200: {"content": {PNG: {}}, "description": "The tile (PNG)"},
               304: {"description": "Unchanged since the ETag given"}}  # fmt: skip
 
 
+async def png_format(
+    f: Annotated[
+        Literal["png"] | None,
+        Query(description="the format: png, the only one of these tiles"),
+    ] = None,
+) -> None:
+    """OGC API's ``f`` on a terrain tile: taken when it asks for PNG."""
+
+
+# Every route refuses a query parameter it does not take, and takes OGC API's f.
+DOCUMENT = [Public, KnownParameters, JsonFormat]
+TILE = [Public, KnownParameters, Depends(png_format)]
 TILESETS = {terrain_tiles.MAP: "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map",
             terrain_tiles.COVERAGE: "http://www.opengis.net/def/rel/ogc/1.0/tilesets-coverage"}  # fmt: skip
 _TILES_TITLES = {terrain_tiles.MAP: "shaded relief to look at",
@@ -118,9 +131,7 @@ async def _tilesets(request: Request, kind: str) -> FastJSON:
                                          tiles_path=_tiles_path(kind), data_type=kind,
                                          tile_type=PNG)  # fmt: skip
 
-    return FastJSON(
-        await with_connection(request, answer), headers={"Cache-Control": CACHE, **CORS}
-    )
+    return FastJSON(await with_connection(request, answer), headers={"Cache-Control": CACHE})
 
 
 async def _tileset(request: Request, kind: str, tms_id: str) -> FastJSON:
@@ -151,7 +162,7 @@ async def _tileset(request: Request, kind: str, tms_id: str) -> FastJSON:
         "boundingBox": {"lowerLeft": [west, south], "upperRight": [east, north], "crs": CRS84},
         "centerPoint": {"coordinates": [lon, lat], "crs": CRS84, "tileMatrix": str(zoom)},
     }
-    return FastJSON(document, headers={"Cache-Control": CACHE, **CORS})
+    return FastJSON(document, headers={"Cache-Control": CACHE})
 
 
 async def _tile(
@@ -167,7 +178,7 @@ async def _tile(
         return tag, terrain_tiles.render(conn, found, kind, tile, tms_id)
 
     tag, png = await with_connection(request, draw)
-    headers = {"ETag": tag, "Cache-Control": CACHE, **CORS}
+    headers = {"ETag": tag, "Cache-Control": CACHE}
     if png is None:
         return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers=headers)
     if not png:
@@ -179,13 +190,15 @@ async def _tilejson(request: Request, kind: str, tms_id: str) -> FastJSON:
     matrix.matrix_set(tms_id)
     found = await with_connection(request, terrain_tiles.terrain)
     document = terrain_tiles.tilejson(found, kind, _tile_url(request, kind, tms_id), tms_id)
-    return FastJSON(document, headers={"Cache-Control": CACHE, **CORS})
+    return FastJSON(document, headers={"Cache-Control": CACHE})
 
 
 @router.get("/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}",
-            dependencies=[Public, KnownParameters], response_class=Response,
+            dependencies=TILE, response_class=Response,
             responses=PNG_ANSWER,  # type: ignore[arg-type]
             summary="A terrain tile, elevations in Terrarium PNG (public)")  # fmt: skip
+@tile_routes.also_with_suffixes("/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}",
+                                on=router, suffixes=(".png",), dependencies=TILE)  # fmt: skip
 async def coverage_tile(
     request: Request, tms: TmsId, z: Zoom, y: Zoom, x: Zoom, if_none_match: IfNoneMatch = None
 ) -> Response:
@@ -196,9 +209,11 @@ async def coverage_tile(
 
 
 @router.get("/collections/terrain/map/tiles/{tms}/{z}/{y}/{x}",
-            dependencies=[Public, KnownParameters], response_class=Response,
+            dependencies=TILE, response_class=Response,
             responses=PNG_ANSWER,  # type: ignore[arg-type]
             summary="A terrain tile to look at: elevation colours, shaded (public)")  # fmt: skip
+@tile_routes.also_with_suffixes("/collections/terrain/map/tiles/{tms}/{z}/{y}/{x}",
+                                on=router, suffixes=(".png",), dependencies=TILE)  # fmt: skip
 async def map_tile(
     request: Request, tms: TmsId, z: Zoom, y: Zoom, x: Zoom, if_none_match: IfNoneMatch = None
 ) -> Response:
@@ -209,7 +224,7 @@ async def map_tile(
 
 
 @router.get("/collections/terrain/coverage/tiles/{tms}/tilejson.json",
-            dependencies=[Public, KnownParameters],
+            dependencies=DOCUMENT,
             summary="TileJSON of the Terrarium terrain tiles (public)")  # fmt: skip
 async def coverage_tilejson(request: Request, tms: TmsId) -> FastJSON:
     """TileJSON 3.0 with ``encoding: terrarium``, the DEM's bounds and the zooms worth
@@ -218,28 +233,28 @@ async def coverage_tilejson(request: Request, tms: TmsId) -> FastJSON:
 
 
 @router.get("/collections/terrain/map/tiles/{tms}/tilejson.json",
-            dependencies=[Public, KnownParameters],
+            dependencies=DOCUMENT,
             summary="TileJSON of the shaded terrain tiles (public)")  # fmt: skip
 async def map_tilejson(request: Request, tms: TmsId) -> FastJSON:
     """TileJSON 3.0 of the map tiles: the DEM's bounds and zooms."""
     return await _tilejson(request, terrain_tiles.MAP, tms)
 
 
-@router.get("/collections/terrain/map/tiles", dependencies=[Public, KnownParameters],
+@router.get("/collections/terrain/map/tiles", dependencies=DOCUMENT,
             summary="The terrain's map tilesets (public)")  # fmt: skip
 async def map_tilesets(request: Request) -> FastJSON:
     """The tilesets of the shaded terrain: one per matrix set served."""
     return await _tilesets(request, terrain_tiles.MAP)
 
 
-@router.get("/collections/terrain/coverage/tiles", dependencies=[Public, KnownParameters],
+@router.get("/collections/terrain/coverage/tiles", dependencies=DOCUMENT,
             summary="The terrain's coverage tilesets (public)")  # fmt: skip
 async def coverage_tilesets(request: Request) -> FastJSON:
     """The tilesets of the terrain's elevations (Terrarium PNG): one per matrix set."""
     return await _tilesets(request, terrain_tiles.COVERAGE)
 
 
-@router.get("/collections/terrain/map/tiles/{tms}", dependencies=[Public, KnownParameters],
+@router.get("/collections/terrain/map/tiles/{tms}", dependencies=DOCUMENT,
             summary="The terrain's map tileset (public)")  # fmt: skip
 async def map_tileset(request: Request, tms: TmsId) -> FastJSON:
     """The OGC tileset metadata of the shaded terrain tiles: the template of its tiles
@@ -248,7 +263,7 @@ async def map_tileset(request: Request, tms: TmsId) -> FastJSON:
     return await _tileset(request, terrain_tiles.MAP, tms)
 
 
-@router.get("/collections/terrain/coverage/tiles/{tms}", dependencies=[Public, KnownParameters],
+@router.get("/collections/terrain/coverage/tiles/{tms}", dependencies=DOCUMENT,
             summary="The terrain's coverage tileset (public)")  # fmt: skip
 async def coverage_tileset(request: Request, tms: TmsId) -> FastJSON:
     """The OGC tileset metadata of the Terrarium elevation tiles: the template of its

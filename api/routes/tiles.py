@@ -15,22 +15,28 @@ import asyncio
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qs, quote
 
 import psycopg
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.access import Public
 from api.deps import (
-    Plain,
+    IF_NONE_MATCH_MAX,
+    PUBLIC_ANSWER,
+    IfNoneMatch,
+    JsonFormat,
+    KnownParameters,
+    TileNumber,
     accepts_gzip,
     base_url,
     byte_range,
     catalogue_of,
     etag_matches,
+    route_path,
     with_connection,
 )
 from tiles import cache, matrix, vector
@@ -41,9 +47,9 @@ from twin.errors import InvalidInput, NotFound
 router = APIRouter(tags=["OGC API Tiles"])
 CollectionId = Annotated[str, Path(max_length=63)]
 MatrixSetId = Annotated[str, Path(max_length=63, description="WebMercatorQuad")]
-Zoom = Annotated[int, Path(description=f"tile matrix (zoom), 0 to {matrix.MAX_ZOOM}"), Plain]
-Row = Annotated[int, Path(description="tile row, from the top"), Plain]
-Column = Annotated[int, Path(description="tile column, from the left"), Plain]
+Zoom = Annotated[int, Path(description=f"tile matrix (zoom), 0 to {matrix.MAX_ZOOM}"), TileNumber]
+Row = Annotated[int, Path(description="tile row, from the top"), TileNumber]
+Column = Annotated[int, Path(description="tile column, from the left"), TileNumber]
 LayersParam = Annotated[
     str | None,
     Query(
@@ -52,25 +58,44 @@ LayersParam = Annotated[
         "(default: every feature layer)",
     ),
 ]
+
+
+async def mvt_format(
+    f: Annotated[
+        Literal["mvt"] | None,
+        Query(description="the format: mvt (Mapbox Vector Tile), the only one of these tiles"),
+    ] = None,
+) -> None:
+    """OGC API's ``f`` on a vector tile: taken when it asks for MVT."""
+
+
+async def tile_conditions(if_none_match: IfNoneMatch = None) -> None:
+    """The conditions a tile's answer reads (tile_answer), checked as the terrain's and
+    the view's are: an If-None-Match of a length some client sends."""
+
+
+# Every route here refuses a query parameter it does not take (a typo, layerz=, would
+# be answered with the defaults as if understood), and takes OGC API's f.
+DOCUMENT = [Public, KnownParameters, JsonFormat]
+TILE = [Public, KnownParameters, Depends(mvt_format), Depends(tile_conditions)]
 TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
 TEMPLATE = "{tileMatrix}/{tileRow}/{tileCol}"
-# Public data, read by map clients on other origins too (QGIS, MapLibre, deck.gl pages).
-CORS = {"Access-Control-Allow-Origin": "*",
-        "Access-Control-Expose-Headers": "ETag, X-Tile-Truncated"}  # fmt: skip
+# Public data, read by map clients on other origins too (QGIS, MapLibre, deck.gl pages):
+# api.deps.PublicCORS gives every public answer its CORS headers, the front's too.
 _GEOMETRY_DIMENSION = {"point": 0, "line": 1, "polygon": 2}
 _TILEJSON_TYPES = {"number": "Number", "integer": "Number", "boolean": "Boolean"}
 
 
 def _json(body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, headers=CORS)
+    return JSONResponse(body)
 
 
 # --- tile matrix sets -------------------------------------------------------------------
 
 
-@router.get("/tileMatrixSets", dependencies=[Public], summary="Tile matrix sets (public)")
+@router.get("/tileMatrixSets", dependencies=DOCUMENT, summary="Tile matrix sets (public)")
 async def tile_matrix_sets(request: Request) -> JSONResponse:
     """The tiling schemes the tiles are served in."""
     base = base_url(request)
@@ -80,7 +105,7 @@ async def tile_matrix_sets(request: Request) -> JSONResponse:
     })  # fmt: skip
 
 
-@router.get("/tileMatrixSets/{tms}", dependencies=[Public], summary="One tile matrix set (public)")
+@router.get("/tileMatrixSets/{tms}", dependencies=DOCUMENT, summary="One tile matrix set (public)")
 async def tile_matrix_set(tms: MatrixSetId) -> JSONResponse:
     """The OGC Two Dimensional Tile Matrix Set document (2.0)."""
     return _json(matrix.matrix_set_document(tms))
@@ -316,7 +341,7 @@ def tilesets_list(
 
 @router.get(
     "/collections/{collection_id}/tiles",
-    dependencies=[Public],
+    dependencies=DOCUMENT,
     summary="A collection's vector tilesets (public)",
 )
 async def collection_tilesets(request: Request, collection_id: CollectionId) -> JSONResponse:
@@ -351,7 +376,7 @@ async def _collection_document(
 
 @router.get(
     "/collections/{collection_id}/tiles/{tms}",
-    dependencies=[Public],
+    dependencies=DOCUMENT,
     summary="A collection's vector tileset (public)",
 )
 async def collection_tileset(
@@ -363,7 +388,7 @@ async def collection_tileset(
 
 @router.get(
     "/collections/{collection_id}/tiles/{tms}/tilejson.json",
-    dependencies=[Public],
+    dependencies=DOCUMENT,
     summary="A collection's TileJSON (public)",
 )
 async def collection_tilejson(
@@ -373,13 +398,13 @@ async def collection_tilejson(
     return await _collection_document(request, collection_id, tms, tilejson)
 
 
-@router.get("/tiles", dependencies=[Public], summary="The one map's vector tilesets (public)")
+@router.get("/tiles", dependencies=DOCUMENT, summary="The one map's vector tilesets (public)")
 async def map_tilesets(request: Request) -> JSONResponse:
     """The tilesets of the composite one-map tile (every layer as a named MVT layer)."""
     return _json(tilesets_list(request, "The one map (一张图)", None))
 
 
-@router.get("/tiles/{tms}", dependencies=[Public], summary="The one map's vector tileset (public)")
+@router.get("/tiles/{tms}", dependencies=DOCUMENT, summary="The one map's vector tileset (public)")
 async def map_tileset(
     request: Request, tms: MatrixSetId, layers: LayersParam = None
 ) -> JSONResponse:
@@ -394,7 +419,7 @@ async def map_tileset(
 
 
 @router.get(
-    "/tiles/{tms}/tilejson.json", dependencies=[Public], summary="The one map's TileJSON (public)"
+    "/tiles/{tms}/tilejson.json", dependencies=DOCUMENT, summary="The one map's TileJSON (public)"
 )
 async def map_tilejson(
     request: Request, tms: MatrixSetId, layers: LayersParam = None
@@ -445,7 +470,7 @@ def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) ->
     else:
         cache_control = f"public, max-age={settings.tile_max_age_s}"
     headers = {"Cache-Control": cache_control, "Vary": "Accept-Encoding",
-               "X-Tile-Cache": found.source, **CORS}  # fmt: skip
+               "X-Tile-Cache": found.source}  # fmt: skip
     if found.truncated:
         headers["X-Tile-Truncated"] = ", ".join(found.truncated)
     if not found.data:
@@ -477,8 +502,10 @@ def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) ->
 
 
 # A tile's address, as the two tile routes below take it (no query, or layers= only).
+# Its numbers as the routes take them (TileNumber): ASCII digits, no leading zero.
+_NUMBER = r"(0|[1-9][0-9]{0,7})"
 _TILE_PATH = re.compile(
-    r"/(?:collections/([^/]+)/)?tiles/([^/]+)/(\d{1,2})/(\d{1,8})/(\d{1,8})(?:\.mvt|\.pbf)?"
+    rf"/(?:collections/([^/]+)/)?tiles/([^/]+)/(0|[1-9][0-9]?)/{_NUMBER}/{_NUMBER}(?:\.mvt|\.pbf)?"
 )
 
 
@@ -486,7 +513,8 @@ class TileMemoryFront:
     """Answers a tile this process holds in memory before FastAPI routes the request:
     routing, dependency solving and the middlewares inside were two thirds of a warm
     tile's time. The answer is the route's own (tile_answer); anything else, a tile not
-    in memory or a query other than ``layers=``, goes on to the routes. Sits inside
+    in memory or a query other than ``layers=`` (``f=``, or a parameter the routes refuse
+    with 400), goes on to the routes. Sits inside
     InputGuard, which has refused NUL bytes and answers HEAD as GET."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -497,6 +525,7 @@ class TileMemoryFront:
         if found is None:
             await self.app(scope, receive, send)
             return
+        scope[PUBLIC_ANSWER] = True  # its CORS headers, as the route's (api.deps.PublicCORS)
         request = Request(scope)
         response = tile_answer(request, found[0], found[1])
         await response(scope, receive, send)
@@ -505,7 +534,10 @@ class TileMemoryFront:
     def _in_memory(scope: Scope) -> tuple[cache.Cached, Sequence[str]] | None:
         if scope["method"] != "GET":
             return None
-        match = _TILE_PATH.fullmatch(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"if-none-match" and len(value) > IF_NONE_MATCH_MAX:
+                return None  # the route's 400
+        match = _TILE_PATH.fullmatch(route_path(scope))
         if match is None:
             return None
         collection, tms, z, y, x = match.groups()
@@ -535,6 +567,13 @@ class TileMemoryFront:
         return None if found is None else (found, keyed or (cache.ALL,))
 
 
+# What a flight's waiters are told when it lands: None, the tile is made (in memory, or
+# in the shared tier); an exception, the answer its asker got, theirs too; GONE, its
+# asker went away before it was made (cancelled), so one of them makes it.
+GONE = asyncio.CancelledError()
+Flight = asyncio.Future[BaseException | None]
+
+
 async def _tile(
     request: Request, tms: str, names: Sequence[str] | None, tile: matrix.Tile,
     layers_text: str | None,
@@ -542,7 +581,9 @@ async def _tile(
     """A tile's answer: from this process's memory without a connection when it is
     there (a warm tile), else through the cache on a pooled connection. A tile already
     being made for another request of this process is waited for, not made again (a
-    view opening asks the same tiles of many clients at once), holding no connection."""
+    view opening asks the same tiles of many clients at once), holding no connection;
+    when that making fails (a tile over its time limit) the waiters get the same answer
+    rather than each trying again at once, and when its asker is gone, one makes it."""
     if names is None and layers_text is not None and not layers_text.strip(", "):
         key = None  # no layer named: the route's error, once each
     else:
@@ -552,24 +593,35 @@ async def _tile(
         found = tile_cache.from_memory(key)
         if found is not None:
             return tile_answer(request, found, keyed or (cache.ALL,))
-    flights: dict[cache.Key, asyncio.Future[None]] = request.app.state.tile_flights
-    flight = None if key is None else flights.get(key)
-    if flight is not None:
-        await asyncio.shield(flight)
+    flights: dict[cache.Key, Flight] = request.app.state.tile_flights
+    waited = False
+    while key is not None and (flight := flights.get(key)) is not None:
+        outcome = await asyncio.shield(flight)
+        if outcome is GONE:
+            continue  # the next in line makes it
+        if outcome is not None:
+            raise outcome.with_traceback(None)  # the first asker's answer
         found = request.app.state.tile_cache.from_memory(key)
         if found is not None:
             return tile_answer(request, found, keyed or (cache.ALL,))
-        flight = None  # not kept in memory (off, or a change came): through the cache
-    elif key is not None:
+        waited = True  # not kept in memory (off, or a change came): through the cache
+        break
+    flight = None
+    if key is not None and not waited:
         flight = flights[key] = asyncio.get_running_loop().create_future()
+    outcome = GONE
     try:
         found, layers = await with_connection(
             request, cached_tile, request, tms, names, tile, layers_text
         )
+        outcome = None
+    except Exception as exc:
+        outcome = exc
+        raise
     finally:
         if flight is not None:
             del flights[key]
-            flight.set_result(None)
+            flight.set_result(outcome)
     return tile_answer(request, found, layers)
 
 
@@ -581,13 +633,17 @@ TILE_SUFFIXES = (".mvt", ".pbf")
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
-def _also_with_suffixes(path: str) -> Callable[[Endpoint], Endpoint]:
-    """Serve ``endpoint`` at ``path`` with each of the tile file suffixes too."""
+def also_with_suffixes(
+    path: str, *, on: APIRouter = router, suffixes: Sequence[str] = TILE_SUFFIXES,
+    dependencies: Sequence[Any] = TILE,
+) -> Callable[[Endpoint], Endpoint]:  # fmt: skip
+    """Serve ``endpoint`` at ``path`` with each of the tile file ``suffixes`` too, on the
+    router ``on`` (the terrain's takes ``.png``); the decorator goes below the route's."""
 
     def register(endpoint: Endpoint) -> Endpoint:
-        for suffix in TILE_SUFFIXES:
-            router.add_api_route(
-                path + suffix, endpoint, methods=["GET"], dependencies=[Public],
+        for suffix in suffixes:
+            on.add_api_route(
+                path + suffix, endpoint, methods=["GET"], dependencies=list(dependencies),
                 response_class=Response, include_in_schema=False,
             )  # fmt: skip
         return endpoint
@@ -597,12 +653,12 @@ def _also_with_suffixes(path: str) -> Callable[[Endpoint], Endpoint]:
 
 @router.get(
     "/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}",
-    dependencies=[Public],
+    dependencies=TILE,
     summary="A collection's vector tile (public)",
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
 )
-@_also_with_suffixes("/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}")
+@also_with_suffixes("/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}")
 async def collection_tile(
     request: Request, collection_id: CollectionId, tms: MatrixSetId, z: Zoom, y: Row, x: Column
 ) -> Response:
@@ -613,12 +669,12 @@ async def collection_tile(
 
 @router.get(
     "/tiles/{tms}/{z}/{y}/{x}",
-    dependencies=[Public],
+    dependencies=TILE,
     summary="The one map's vector tile (public)",
     response_class=Response,
     responses={200: {"content": {vector.MVT_TYPE: {}}}, 204: {"description": "empty tile"}},
 )
-@_also_with_suffixes("/tiles/{tms}/{z}/{y}/{x}")
+@also_with_suffixes("/tiles/{tms}/{z}/{y}/{x}")
 async def map_tile(
     request: Request, tms: MatrixSetId, z: Zoom, y: Row, x: Column, layers: LayersParam = None
 ) -> Response:
