@@ -120,7 +120,7 @@ def _settings(request: Request) -> NetworkSettings:
 
 @router.post(
     "/network/{network}/isolate",
-    dependencies=[Operational],
+    dependencies=[Operational, KnownParameters],
     summary="Valve isolation of a burst: valves to close, what goes dry, who is affected",
 )
 def isolate(
@@ -146,7 +146,7 @@ def isolate(
 
 @router.post(
     "/network/{network}/trace",
-    dependencies=[Operational],
+    dependencies=[Operational, KnownParameters],
     summary="Trace: connected, upstream, downstream, or the shortest path (GeoJSON)",
 )
 def trace_network(
@@ -260,7 +260,7 @@ BurstId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 @router.post(
     "/network/{network}/bursts",
     status_code=201,
-    dependencies=[Operational],
+    dependencies=[Operational, KnownParameters],
     summary="A burst turned into action: incident, valve work orders, notice list",
 )
 def open_burst(
@@ -314,7 +314,7 @@ def get_burst(burst_id: BurstId, conn: Connection, holder: NetworkStaff) -> Fast
     return FastJSON(burst.get_burst(conn, burst_id))
 
 
-@router.post("/network/bursts/{burst_id}/close", dependencies=[Operational],
+@router.post("/network/bursts/{burst_id}/close", dependencies=[Operational, KnownParameters],
              summary="Close a burst: mended, valves open again")  # fmt: skip
 def close_burst(burst_id: BurstId, conn: Connection, holder: NetworkOperator) -> FastJSON:
     """Mark the burst closed (its isolation no longer overlaps others); 409 when it is

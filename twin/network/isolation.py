@@ -24,7 +24,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from twin.errors import InvalidInput
-from twin.network.topology import PRESSURE_NETWORKS, Topology, fed_segments
+from twin.network.topology import PRESSURE_NETWORKS, Topology, distinct, fed_segments
 
 SENSITIVE_USES = ("health", "education", "hospital", "school", "kindergarten", "elderly_care")
 # Words in a building's name that mark a sensitive site whatever its use says.
@@ -48,8 +48,11 @@ class Isolation:
 
 def _valve_segments(t: Topology) -> tuple[np.ndarray, np.ndarray]:
     """(valve vertices sorted, their segments): the boundary pairs ordered by valve."""
-    order = np.argsort(t.boundary_valve, kind="stable")
-    return t.boundary_valve[order], t.boundary_segment[order]
+    held = t.__dict__.get("_by_valve")
+    if held is None:
+        order = np.argsort(t.boundary_valve, kind="stable")
+        held = t.__dict__["_by_valve"] = (t.boundary_valve[order], t.boundary_segment[order])
+    return held
 
 
 def method(t: Topology) -> str:
@@ -146,7 +149,7 @@ def _upstream_of(t: Topology, pieces: np.ndarray) -> np.ndarray:
     what backs up behind a burst."""
     from twin.network.trace import reach  # trace builds on this module's neighbour
 
-    ends = np.unique(np.concatenate([t.piece_u[pieces], t.piece_v[pieces]]))
+    ends = distinct(np.concatenate([t.piece_u[pieces], t.piece_v[pieces]]), len(t.vertex_xy))
     found = reach(t, ends, "upstream")
     return np.setdiff1d(found, pieces)
 
@@ -181,7 +184,7 @@ def _pipe_rows(t: Topology, pieces: np.ndarray, *, own_only: bool) -> tuple[list
         return [], 0.0
     pipes = t.piece_pipe[pieces]
     lengths = np.bincount(pipes, weights=t.piece_length_m[pieces], minlength=len(t.pipe_id))
-    chosen = np.unique(pipes)
+    chosen = distinct(pipes, len(t.pipe_id))
     if own_only:
         chosen = chosen[np.isin(t.pipe_own_piece[chosen], pieces)]
     rows = [
@@ -218,7 +221,7 @@ def _valve_rows(t: Topology, vertices: np.ndarray, **extra: Any) -> list[dict[st
 
 def _nodes_in(t: Topology, pieces: np.ndarray, kinds: tuple[str, ...]) -> list[int]:
     """Nodes of these kinds at the vertices of the pieces."""
-    vertices = np.unique(np.concatenate([t.piece_u[pieces], t.piece_v[pieces]]))
+    vertices = distinct(np.concatenate([t.piece_u[pieces], t.piece_v[pieces]]), len(t.vertex_xy))
     out = []
     for v in vertices.tolist():
         for n in t.vertex_nodes.get(v, ()):
@@ -242,40 +245,33 @@ def _volume(t: Topology, pieces: np.ndarray) -> tuple[float | None, float]:
 
 
 _UNCONNECTED_QUERY = """
-    SELECT b.id, ST_AsBinary(b.geom) FROM buildings b
-    WHERE b.geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)
+    SELECT DISTINCT b.id, ST_AsBinary(b.geom) FROM pipes p
+    JOIN buildings b ON ST_DWithin(b.geom, p.geom, %(degrees)s)
+    WHERE p.id = ANY(%(pipes)s)
       AND NOT EXISTS (SELECT 1 FROM pipe_nodes n
                       WHERE n.building_id = b.id AND n.network = %(network)s)
 """
 
 
 def _served_by_nearest(
-    conn: psycopg.Connection, t: Topology, service_m: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(building ids, pipe index): each building with no service connection on this network
-    taken as served by the nearest pipe within ``service_m``. Made once per topology."""
-    held = t.__dict__.setdefault("_served_by_nearest", {})
-    if service_m in held:
-        return held[service_m]
-    out = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-    if len(t.pipe_lines):
-        (x0, y0), (x1, y1) = t.frame.lonlat(
-            np.array([t.vertex_xy.min(0) - service_m, t.vertex_xy.max(0) + service_m])
-        )
-        rows = conn.execute(
-            _UNCONNECTED_QUERY,
-            {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "network": t.network},
-            binary=True,
-        ).fetchall()
-        if rows:
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            shapes = shapely.transform(shapely.from_wkb([bytes(r[1]) for r in rows]),
-                                       t.frame.metric)  # fmt: skip
-            tree = t.__dict__.setdefault("_pipe_tree", shapely.STRtree(t.pipe_lines))
-            which, pipe = tree.query_nearest(shapes, max_distance=service_m, all_matches=False)
-            out = (ids[which], pipe.astype(np.int64))
-    held[service_m] = out
-    return out
+    conn: psycopg.Connection, t: Topology, pipes: np.ndarray, service_m: float
+) -> list[int]:
+    """The buildings with no service connection on this network whose nearest pipe of it,
+    within ``service_m``, is one of ``pipes`` (indices): taken as served from there."""
+    if not len(pipes):
+        return []
+    rows = conn.execute(
+        _UNCONNECTED_QUERY,
+        {"pipes": t.pipe_id[pipes].tolist(), "network": t.network,
+         "degrees": service_m / 80_000},  # metres to degrees, generously; exact below
+        binary=True,
+    ).fetchall()  # fmt: skip
+    if not rows:
+        return []
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    shapes = shapely.transform(shapely.from_wkb([bytes(r[1]) for r in rows]), t.frame.metric)
+    which, nearest = t.pipe_tree().query_nearest(shapes, max_distance=service_m, all_matches=False)
+    return sorted(set(ids[which[np.isin(nearest, pipes)]].tolist()))
 
 
 _BUILDINGS_QUERY = """
@@ -328,10 +324,9 @@ def affected_buildings(
             if t.node_building[n] >= 0:
                 served.setdefault(int(t.node_building[n]), (part, "service_connection"))
         own = t.piece_pipe[pieces]
-        pipes = np.unique(own[np.isin(t.pipe_own_piece[own], pieces)])
-        buildings, nearest = _served_by_nearest(conn, t, service_m)
-        for building in buildings[np.isin(nearest, pipes)].tolist():
-            served.setdefault(int(building), (part, "nearest_pipe"))
+        pipes = distinct(own[np.isin(t.pipe_own_piece[own], pieces)], len(t.pipe_id))
+        for building in _served_by_nearest(conn, t, pipes, service_m):
+            served.setdefault(building, (part, "nearest_pipe"))
     if not served:
         return []
     with conn.cursor(row_factory=dict_row) as cur:

@@ -16,7 +16,7 @@ import psycopg
 
 from twin.errors import InvalidInput
 from twin.network import check, isolation, trace
-from twin.network.topology import Topology, topology
+from twin.network.topology import Topology, distinct, topology
 from twin.spatial import check_point
 
 PLACES = ("pipe", "node", "point")
@@ -136,9 +136,9 @@ def run_trace(
                                option="to")  # fmt: skip
         pieces = trace.reach(t, trace.start_vertices(t, piece, vertex, way), way)
         if piece is not None and way != "connected":
-            pieces = np.union1d(pieces, [piece])
+            pieces = distinct(np.append(pieces, piece), len(t.piece_pipe))
     found, total, count = trace.features(t, pieces, limit=limit)
-    answer.update(features=found, total_length_m=total, pipe_count=len(np.unique(t.piece_pipe[pieces])),
+    answer.update(features=found, total_length_m=total, pipe_count=len(distinct(t.piece_pipe[pieces], len(t.pipe_id))),
                   numberMatched=count, numberReturned=len(found), truncated=count > len(found))  # fmt: skip
     unknown = trace.unknown_directions(t)
     if way in ("upstream", "downstream") and unknown:
@@ -155,20 +155,18 @@ def _path(
     goal_vertex: int | None,
 ) -> np.ndarray | None:
     """The shortest way between two places (pieces or vertices): tried from each end of a
-    piece to each end of the other, the shortest kept, the pieces themselves included."""
-    starts = [vertex] if vertex is not None else [int(t.piece_u[piece]), int(t.piece_v[piece])]
+    piece to the nearer end of the other, the pieces themselves included."""
+    u, v = trace.graph_ends(t)  # closed valves split: a path never passes one
+    starts = [vertex] if vertex is not None else [int(u[piece]), int(v[piece])]
     goals = [goal_vertex] if goal_vertex is not None else \
-        [int(t.piece_u[goal_piece]), int(t.piece_v[goal_piece])]  # fmt: skip
-    best: np.ndarray | None = None
-    best_m = np.inf
-    for s in starts:
-        for g in goals:
-            found = np.zeros(0, dtype=np.int64) if s == g else trace.path(t, s, g)
-            if found is None:
-                continue
-            length = float(t.piece_length_m[found].sum())
-            if length < best_m:
-                best, best_m = found, length
+        [int(u[goal_piece]), int(v[goal_piece])]  # fmt: skip
+    # Most ways along pipes are under three times the crow's flight: look that far first.
+    here = t.vertex_xy[t.piece_u[piece]] if vertex is None else t.vertex_xy[vertex]
+    there = t.vertex_xy[t.piece_u[goal_piece]] if goal_vertex is None else t.vertex_xy[goal_vertex]
+    crow = float(np.hypot(*(here - there)))
+    best = trace.path(t, starts, goals, limit=3 * crow + 500)
+    if best is None:
+        best = trace.path(t, starts, goals)
     if best is None:
         return None
     ends = [p for p in (piece, goal_piece) if p is not None]

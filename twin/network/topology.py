@@ -185,10 +185,8 @@ class Topology:
         far the nearest pipe is when none is within ``POINT_SEARCH_M``."""
         if len(self.pipe_id) == 0:
             raise NotFound(f"the {self.network} network has no pipes in service")
-        if self._tree is None:
-            self._tree = shapely.STRtree(self.pipe_lines)
         here = shapely.points(self.frame.metric(np.array([[lon, lat]])))[0]
-        pipe = int(self._tree.nearest(here))
+        pipe = int(self.pipe_tree().nearest(here))
         line = self.pipe_lines[pipe]
         distance = float(shapely.distance(line, here))
         if distance > POINT_SEARCH_M:
@@ -199,6 +197,12 @@ class Topology:
             )
         fraction = float(shapely.line_locate_point(line, here, normalized=True))
         return self.piece_at(pipe, fraction), distance
+
+    def pipe_tree(self) -> shapely.STRtree:
+        """The spatial index of the pipes (metric frame), made on first use."""
+        if self._tree is None:
+            self._tree = shapely.STRtree(self.pipe_lines)
+        return self._tree
 
     def piece_at(self, pipe: int, fraction: float) -> int:
         """The piece of ``pipe`` that holds ``fraction`` of its length."""
@@ -246,6 +250,14 @@ class Topology:
         """A metric-frame shapely geometry as a lon/lat GeoJSON geometry."""
         moved = shapely.transform(shape, self.frame.lonlat)
         return shapely.geometry.mapping(shapely.set_precision(moved, 1e-8))
+
+
+def distinct(values: np.ndarray, size: int) -> np.ndarray:
+    """The distinct values of an array of indices below ``size``, sorted: a mask, much
+    faster than ``np.unique`` on the hundreds of thousands a trace can reach."""
+    seen = np.zeros(size, dtype=bool)
+    seen[values] = True
+    return np.flatnonzero(seen)
 
 
 def _index(values: np.ndarray) -> dict[str, list[int]]:
@@ -523,24 +535,30 @@ def _segment(t: Topology) -> None:
 
 def fed_segments(t: Topology, *, closing: np.ndarray, removed: np.ndarray) -> np.ndarray:
     """Per segment, whether it still reaches a source once the valves ``closing`` are shut
-    and the segments ``removed`` are out (closed valves stay closed; open ones join the
-    segments on both sides)."""
-    closed = t.node_state[t.vertex_valve[t.boundary_valve]] == "closed"
-    usable = ~closed & ~np.isin(t.boundary_valve, closing) & ~np.isin(t.boundary_segment, removed)
-    valves, segs = t.boundary_valve[usable], t.boundary_segment[usable]
-    # Each usable valve ties the segments it touches: an edge from each to the valve's first.
-    order = np.argsort(valves, kind="stable")
-    valves, segs = valves[order], segs[order]
-    first = np.r_[True, valves[1:] != valves[:-1]] if len(valves) else np.zeros(0, dtype=bool)
-    head = segs[np.flatnonzero(first)[np.cumsum(first) - 1]] if len(valves) else segs
-    graph = sparse.coo_matrix(
-        (np.ones(len(segs), dtype=np.int8), (segs, head)), shape=(t.segments, t.segments)
-    )
+    and the segments ``removed`` are out (closed valves stay closed; an open one joins the
+    segments on its sides). A graph of segments and valves: each boundary pair an edge."""
+    held = t.__dict__.setdefault("_fed_graph", {})
+    if not held:
+        valves, number = np.unique(t.boundary_valve, return_inverse=True)
+        held["valve_node"] = t.segments + number  # each valve a node after the segments
+        held["size"] = t.segments + len(valves)
+        held["closed"] = t.node_state[t.vertex_valve[t.boundary_valve]] == "closed"
+    usable = ~held["closed"]
+    if len(closing):
+        usable &= ~np.isin(t.boundary_valve, closing)
+    if len(removed):
+        usable &= ~np.isin(t.boundary_segment, removed)
+    size = held["size"]
+    graph = sparse.csr_matrix(
+        (np.ones(int(usable.sum()), dtype=np.int8),
+         (t.boundary_segment[usable], held["valve_node"][usable])),
+        shape=(size, size),
+    )  # fmt: skip
     _, label = csgraph.connected_components(graph, directed=False)
+    label = label[: t.segments]
     alive = t.segment_source.copy()
     alive[removed] = False
-    fed_labels = np.unique(label[alive])
-    fed = np.isin(label, fed_labels)
+    fed = np.isin(label, np.unique(label[alive]))
     fed[removed] = False
     return fed
 

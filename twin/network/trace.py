@@ -16,7 +16,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from twin.errors import InvalidInput
-from twin.network.topology import PRESSURE_NETWORKS, Topology
+from twin.network.topology import PRESSURE_NETWORKS, Topology, distinct
 
 TRACES = ("connected", "upstream", "downstream", "path")
 MAX_FEATURES = 10_000  # features in one answer; the totals count everything found
@@ -100,47 +100,61 @@ def reach(t: Topology, starts: np.ndarray, way: str) -> np.ndarray:
     # A piece is walked when the walk enters it: at its tail going downstream, at its head
     # going upstream.
     entry = g["tails"] if way == "downstream" else g["heads"]
-    return np.unique(g["edge_piece"][seen[entry]])
+    return distinct(g["edge_piece"][seen[entry]], len(t.piece_pipe))
 
 
-def path(t: Topology, start: int, goal: int) -> np.ndarray | None:
-    """The pieces of the shortest way along the pipes from vertex ``start`` to ``goal``, in
-    order; None when no way joins them."""
+def graph_ends(t: Topology) -> tuple[np.ndarray, np.ndarray]:
+    """Each piece's end vertices in the graphs traces walk (closed valves split)."""
     g = _graphs(t)
-    u, v = g["u"], g["v"]
-    distance, predecessor = csgraph.dijkstra(
-        _shortest_pieces(t, u, v, g["size"]), directed=False, indices=start,
-        return_predecessors=True,
+    return g["u"], g["v"]
+
+
+def path(
+    t: Topology, starts: list[int], goals: list[int], *, limit: float = np.inf
+) -> np.ndarray | None:
+    """The pieces of the shortest way along the pipes from any of the vertices ``starts`` to
+    the nearest of ``goals`` (vertices of ``graph_ends``), in order; None when no way within
+    ``limit`` metres joins them. One Dijkstra walk, no farther than ``limit``."""
+    g = _graphs(t)
+    weighted, keys, key_piece = _shortest_pieces(t, g["u"], g["v"], g["size"])
+    distance, predecessor, _ = csgraph.dijkstra(
+        weighted, directed=False, indices=starts, return_predecessors=True, min_only=True,
+        limit=limit,
     )  # fmt: skip
-    if not np.isfinite(distance[goal]):
+    reachable = [goal for goal in goals if np.isfinite(distance[goal])]
+    if not reachable:
         return None
+    goal = min(reachable, key=lambda v: distance[v])
     hops = []
     at = goal
-    while at != start:
+    while predecessor[at] >= 0:
         before = int(predecessor[at])
-        hops.append((before, at))
+        hops.append((min(before, at), max(before, at)))
         at = before
     hops.reverse()
-    return np.array([_piece_between(t, u, v, a, b) for a, b in hops], dtype=np.int64)
+    size = g["size"]
+    wanted = np.array([a * size + b for a, b in hops], dtype=np.int64)
+    return key_piece[np.searchsorted(keys, wanted)] if len(wanted) else np.zeros(0, np.int64)
 
 
-def _shortest_pieces(t: Topology, u: np.ndarray, v: np.ndarray, size: int) -> sparse.csr_matrix:
-    """The graph weighted by length, with the shortest of parallel pieces kept."""
+def _shortest_pieces(
+    t: Topology, u: np.ndarray, v: np.ndarray, size: int
+) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+    """The graph weighted by length, with the shortest of parallel pieces kept; and, sorted,
+    each kept pair's key (low * size + high) with its piece."""
     held = t.__dict__.setdefault("_trace_graphs", {})
     if "weighted" not in held:
-        a, b = np.minimum(u, v), np.maximum(u, v)
+        a, b = np.minimum(u, v).astype(np.int64), np.maximum(u, v).astype(np.int64)
         length = np.maximum(t.piece_length_m, 1e-6)
         order = np.lexsort((length, b, a))
         keep = order[np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]]
         held["weighted"] = sparse.coo_matrix(
             (length[keep], (a[keep], b[keep])), shape=(size, size)
         ).tocsr()
-    return held["weighted"]
-
-
-def _piece_between(t: Topology, u: np.ndarray, v: np.ndarray, a: int, b: int) -> int:
-    candidates = np.flatnonzero(((u == a) & (v == b)) | ((u == b) & (v == a)))
-    return int(candidates[np.argmin(t.piece_length_m[candidates])])
+        keys = a[keep] * size + b[keep]
+        by_key = np.argsort(keys)
+        held["keys"], held["key_piece"] = keys[by_key], keep[by_key]
+    return held["weighted"], held["keys"], held["key_piece"]
 
 
 def start_vertices(t: Topology, piece: int | None, vertex: int | None, way: str) -> np.ndarray:
@@ -171,27 +185,28 @@ def features(
     t: Topology, pieces: np.ndarray, *, limit: int = MAX_FEATURES
 ) -> tuple[list[dict[str, Any]], float, int]:
     """GeoJSON features of the pipes the pieces are of (each pipe once, with the length
-    traced along it and the traced part's geometry) and of the nodes at their ends;
-    (features, total length in metres, how many features there were in all)."""
+    traced along it and the traced part's geometry) and of the nodes at their ends, the
+    first ``limit`` of them; (features, total length in metres, how many there were)."""
     total = float(t.piece_length_m[pieces].sum()) if len(pieces) else 0.0
     pipes = t.piece_pipe[pieces]
-    chosen = np.unique(pipes)
-    vertices = (
-        np.unique(np.concatenate([t.piece_u[pieces], t.piece_v[pieces]]))
-        if len(pieces)
-        else np.zeros(0, dtype=np.int64)
-    )
-    nodes = sorted(n for v in vertices.tolist() for n in t.vertex_nodes.get(v, ()))
+    chosen = distinct(pipes, len(t.pipe_id))
+    reached = np.zeros(len(t.vertex_xy), dtype=bool)
+    reached[t.piece_u[pieces]] = True
+    reached[t.piece_v[pieces]] = True
+    on = t.node_vertex >= 0
+    nodes = np.flatnonzero(on)[reached[t.node_vertex[on]]]
     count = len(chosen) + len(nodes)
+    shown = chosen[:limit]
+    shown_pieces = pieces[np.isin(pipes, shown)]
+    lengths = np.bincount(t.piece_pipe[shown_pieces], weights=t.piece_length_m[shown_pieces],
+                          minlength=len(t.pipe_id))  # fmt: skip
     out: list[dict[str, Any]] = []
-    lengths = np.bincount(pipes, weights=t.piece_length_m[pieces], minlength=len(t.pipe_id))
-    for p in chosen[:limit].tolist():
-        own = pieces[pipes == p]
+    for p in shown.tolist():
         whole = abs(lengths[p] - t.pipe_length_m[p]) < 1e-6 * max(1.0, t.pipe_length_m[p])
         if whole:
             geometry = t.lonlat_geometry(t.pipe_lines[p])
         else:
-            parts = t.piece_geometry(np.sort(own))
+            parts = t.piece_geometry(np.sort(shown_pieces[t.piece_pipe[shown_pieces] == p]))
             geometry = (
                 parts[0]
                 if len(parts) == 1
@@ -208,7 +223,7 @@ def features(
                 "diameter_mm": None if np.isnan(t.pipe_diameter_mm[p]) else t.pipe_diameter_mm[p],
             },
         })  # fmt: skip
-    for n in nodes[: max(0, limit - len(out))]:
+    for n in nodes[: max(0, limit - len(out))].tolist():
         lon, lat = t.node_lonlat[n]
         out.append({
             "type": "Feature",
