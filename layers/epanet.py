@@ -57,6 +57,7 @@ def read_epanet(path: Path, source: str | None = None) -> tuple[FeatureFrame, Fe
         nodes.append(record)
 
     pipes: list[dict[str, Any]] = []
+    node_names = {n["id"] for n in nodes}
     for name, link in network.links():
         start = network.get_node(link.start_node_name).coordinates
         end = network.get_node(link.end_node_name).coordinates
@@ -77,8 +78,12 @@ def read_epanet(path: Path, source: str | None = None) -> tuple[FeatureFrame, Fe
                 }
             )
             continue
-        # A valve or pump link: a node at its middle, and the two halves as pipes.
+        # A valve or pump link: a node at its middle, and the two halves as pipes. EPANET
+        # names links and nodes apart (Net3 has pump 10 and junction 10): a link's name
+        # taken by a node gets its kind in front, so neither node replaces the other.
         middle = line.interpolate(0.5, normalized=True)
+        if name in node_names:
+            name = f"{link.link_type.lower()}-{name}"
         node: dict[str, Any] = {"id": name, "geometry": middle, "epanet_type": link.link_type}
         if link.link_type == "Valve":
             node.update(kind="valve", state="closed" if status == "closed" else "open",

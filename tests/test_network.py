@@ -497,3 +497,31 @@ def test_a_burst_becomes_an_incident_valve_work_orders_and_notices(
     unknown = staff.post("/network/heat/bursts", json={"pipe": {"source_id": "20"},
                          "category": "NOPE"}, headers=KEY)  # fmt: skip
     assert unknown.status_code == 400 and "NOPE" in unknown.json()["detail"]
+
+
+def test_an_epanet_import_keeps_its_own_node_ids(fresh_url: str, tmp_path: Path):
+    wn = wntr.network.WaterNetworkModel(str(NET3))
+    for _, node in wn.nodes():
+        node.coordinates = _xy(node.coordinates)
+    for _, link in wn.links():
+        link.vertices = [_xy(v) for v in link.vertices]
+    path = tmp_path / "net3.inp"
+    wntr.network.write_inpfile(wn, str(path))
+    settings = settings_for(make_data_dir("twin-network-"), api={"api_keys": {"test-key": "t"}})
+    with TestClient(create_app(settings, database_url=fresh_url)) as client:
+        answer = client.post("/layers/pipes/import", headers=KEY,
+                             files={"file": ("net3.inp", path.read_bytes(), "text/plain")},
+                             data={"crs": CRS, "values": json.dumps({"network": "heat"})})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        report = client.get("/network/heat/check", headers=KEY).json()
+        # Every EPANET node is a node of the network, tied by its name, none on no pipe.
+        assert report["nodes"] == wn.num_nodes + wn.num_pumps + wn.num_valves
+        assert report["component_count"] == 1 and report["off_network_count"] == 0
+        assert report["sources"] == wn.num_reservoirs + wn.num_tanks
+        found = client.post("/network/heat/trace", headers=KEY, json={
+            "trace": "path", "from": {"node": {"source_id": "River"}},
+            "to": {"node": {"source_id": "Lake"}}}).json()  # fmt: skip
+        assert found["found"] and found["total_length_m"] > 0
+        names = {f["properties"]["source_id"] for f in found["features"]
+                 if f["properties"]["layer"] == "pipe_nodes"}  # fmt: skip
+        assert {"River", "Lake"} <= names
