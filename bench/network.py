@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -44,18 +45,20 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     with db.connect(url) as conn:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         builds = []
         for _ in range(3):
             started = time.perf_counter()
             t = topology.build(conn, args.network, 0.2)
             builds.append(time.perf_counter() - started)
         pipes = t.pipe_id[t.pipe_own_piece >= 0]
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     print(
         f"data: {args.network}: {len(t.pipe_id):,} pipes, {len(t.node_id):,} nodes, "
         f"{int((t.vertex_valve >= 0).sum()):,} valves, {t.segments:,} valve segments"
     )
     print(f"topology build (read from PostGIS and built), best of 3: {min(builds):.2f} s "
-          f"(each: {', '.join(f'{b:.2f}' for b in builds)})")  # fmt: skip
+          f"(each: {', '.join(f'{b:.2f}' for b in builds)}); peak memory grew {grown:,.0f} MB")  # fmt: skip
 
     rng = np.random.default_rng(7)
     chosen = rng.choice(pipes, size=args.requests, replace=True).tolist()

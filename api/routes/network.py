@@ -120,7 +120,7 @@ def _settings(request: Request) -> NetworkSettings:
 
 @router.post(
     "/network/{network}/isolate",
-    dependencies=[Operational, KnownParameters],
+    dependencies=[Heavy, KnownParameters],
     summary="Valve isolation of a burst: valves to close, what goes dry, who is affected",
 )
 def isolate(
@@ -146,7 +146,7 @@ def isolate(
 
 @router.post(
     "/network/{network}/trace",
-    dependencies=[Operational, KnownParameters],
+    dependencies=[Heavy, KnownParameters],
     summary="Trace: connected, upstream, downstream, or the shortest path (GeoJSON)",
 )
 def trace_network(
