@@ -194,7 +194,7 @@ def _line(*points: tuple[float, float]) -> shapely.LineString:
 
 
 @pytest.fixture(scope="module")
-def hand(staff: TestClient) -> TestClient:
+def hand(staff: TestClient, module_url: str) -> TestClient:
     """A gas network drawn as a surveyor would: a source, a main with valves a metre from
     its junctions, a branch behind a valve, an end that misses its pipe by 0.5 m, ends 5 cm
     apart that meet, a valve closed already, and a valve that will not turn."""
@@ -220,11 +220,23 @@ def hand(staff: TestClient) -> TestClient:
         ({"id": "H1", "kind": "hydrant"}, shapely.Point(_at(150, 0))),                   # on M2
         ({"id": "FAR", "kind": "junction"}, shapely.Point(_at(260, 30))),                # 10 m off X2
     ]  # fmt: skip
-    _upload(staff, "pipe_nodes", [_feature(p, g) for p, g in nodes], "hand-nodes", network="gas")
+    with psycopg.connect(module_url) as conn:
+        (gas_company,) = conn.execute(
+            "SELECT code FROM units WHERE code LIKE 'U-%%-GAS' ORDER BY code LIMIT 1"
+        ).fetchone()
+    _upload(staff, "pipe_nodes", [_feature(p, g) for p, g in nodes], "hand-nodes", network="gas",
+            owner_unit=gas_company)  # fmt: skip
     clinic = shapely.Polygon([_at(108, 140), _at(120, 140), _at(120, 160), _at(108, 160)])
     _upload(staff, "buildings", [_feature({"id": "HB1", "name": "社区卫生服务中心", "households": 3}, clinic)],
             "hand-buildings")  # fmt: skip
-    _upload(staff, "pipes", [_feature(p, g) for p, g in pipes], "hand", network="gas")
+    _upload(
+        staff,
+        "pipes",
+        [_feature(p, g) for p, g in pipes],
+        "hand",
+        network="gas",
+        owner_unit=gas_company,
+    )
     return staff
 
 
@@ -525,3 +537,17 @@ def test_an_epanet_import_keeps_its_own_node_ids(fresh_url: str, tmp_path: Path)
         names = {f["properties"]["source_id"] for f in found["features"]
                  if f["properties"]["layer"] == "pipe_nodes"}  # fmt: skip
         assert {"River", "Lake"} <= names
+
+
+def test_a_burst_on_a_network_imported_from_files_goes_to_its_owner(hand: TestClient):
+    answer = hand.post("/network/gas/bursts", json=_hand("M1"), headers=KEY)
+    assert answer.status_code == 201, answer.text
+    burst = answer.json()
+    owner = burst["isolation"]["burst"]["pipe"]["owner_unit"]
+    assert owner and burst["incident"]["unit"]["code"] == owner
+    assert burst["incident"]["category"]["code"] == "SJ040104"  # 燃气管道破损
+    assert [o["valve_source_id"] for o in burst["work_orders"]] == ["VA"]
+    assert burst["work_orders"][0]["unit"]["code"] == owner
+    # The clinic beyond VA is told first: a sensitive site.
+    assert burst["notices"][0]["source_id"] == "HB1" and burst["notices"][0]["sensitive"]
+    assert hand.post(f"/network/bursts/{burst['id']}/close", headers=KEY).status_code == 200
