@@ -551,3 +551,11 @@ def test_a_burst_on_a_network_imported_from_files_goes_to_its_owner(hand: TestCl
     # The clinic beyond VA is told first: a sensitive site.
     assert burst["notices"][0]["source_id"] == "HB1" and burst["notices"][0]["sensitive"]
     assert hand.post(f"/network/bursts/{burst['id']}/close", headers=KEY).status_code == 200
+
+
+def test_a_burst_behind_a_closed_valve_says_its_part_reaches_no_source(hand: TestClient):
+    found = _gas(hand, _hand("L1"))
+    assert _ids(found["valves_closed_already"]) == {"VF"} and found["cut_off_pipes"] == []
+    assert any("reaches no source" in w for w in found["warnings"]), found["warnings"]
+    fed = _gas(hand, _hand("M2"))
+    assert not any("reaches no source" in w for w in fed["warnings"])

@@ -370,6 +370,11 @@ def describe(
     if result.sourceless:
         warnings.append(f"the {t.network} network has no source or tank: what the closed valves "
                         "cut off cannot be told")  # fmt: skip
+    if (method(t) == "valves" and t.segment_source.any()
+            and not t.baseline_fed[t.piece_segment[result.burst_piece]]):  # fmt: skip
+        warnings.append("the burst's part of the network reaches no source even with every "
+                        "valve as it is (a part apart from the rest, or behind closed "
+                        "valves): nothing is supplied through it")  # fmt: skip
     if not len(result.closing) and t.network in PRESSURE_NETWORKS:
         warnings.append("no valve bounds this part: it can only be isolated at its sources")
     return {

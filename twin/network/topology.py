@@ -46,7 +46,8 @@ EARTH_M = 6_371_008.8  # mean radius: metres per radian
 PRESSURE_NETWORKS = ("water", "gas", "heat")  # isolated by valves, fed from sources
 SOURCE_KINDS = ("source", "tank")
 LIVE_STATUSES = ("in_service", "under_repair")  # planned and abandoned pipes carry nothing
-POINT_SEARCH_M = 200.0  # a point farther than this from every pipe names no pipe
+POINT_SEARCH_M = 200.0
+MAX_KEPT = 16  # topologies kept per process (networks of each data base served)  # a point farther than this from every pipe names no pipe
 
 
 @dataclass(frozen=True)
@@ -588,6 +589,8 @@ def topology(conn: psycopg.Connection, network: str, snap_m: float) -> Topology:
         if held is not None and held.version == network_version(conn):
             return held
         built = build(conn, network, snap_m)
+        while len(_cache) >= MAX_KEPT:  # the oldest first: dicts keep their order
+            _cache.pop(next(iter(_cache)))
         _cache[key] = built
         return built
 
