@@ -205,7 +205,9 @@ class FastJSON(Response):
     media_type = "application/json"
 
     def render(self, content: object) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS, default=str)
+        return orjson.dumps(
+            content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY, default=str
+        )
 
 
 # --- HTTP conditions and encodings, the same on every route that answers bytes ----------

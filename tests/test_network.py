@@ -199,9 +199,9 @@ def hand(staff: TestClient, module_url: str) -> TestClient:
     its junctions, a branch behind a valve, an end that misses its pipe by 0.5 m, ends 5 cm
     apart that meet, a valve closed already, and a valve that will not turn."""
     pipes = [
-        ({"id": "M1"}, _line((0, 0), (100, 0))),           # source -> J1
-        ({"id": "M2"}, _line((100, 0), (200, 0))),         # J1 -> J2
-        ({"id": "M3"}, _line((200.05, 0), (300, 0))),      # J2 (5 cm off) -> end
+        ({"id": "M1", "diameter_mm": 200}, _line((0, 0), (100, 0))),           # source -> J1
+        ({"id": "M2", "diameter_mm": 200}, _line((100, 0), (200, 0))),         # J1 -> J2
+        ({"id": "M3", "diameter_mm": 200}, _line((200.05, 0), (300, 0))),      # J2 (5 cm off) -> end
         ({"id": "B1"}, _line((100, 0), (100, 100))),       # branch from J1
         ({"id": "B2"}, _line((100, 100), (100, 200))),     # branch on
         ({"id": "L1"}, _line((200, 0), (200, 100))),       # branch from J2, behind the closed valve
@@ -409,7 +409,7 @@ def test_a_source_id_in_several_datasets_must_be_told_apart(hand: TestClient):
     _upload(
         hand,
         "pipes",
-        [_feature({"id": "M1"}, _line((0, 500), (50, 500)))],
+        [_feature({"id": "M1", "diameter_mm": 200}, _line((0, 500), (50, 500)))],
         "hand-copy",
         network="gas",
     )
@@ -559,3 +559,15 @@ def test_a_burst_behind_a_closed_valve_says_its_part_reaches_no_source(hand: Tes
     assert any("reaches no source" in w for w in found["warnings"]), found["warnings"]
     fed = _gas(hand, _hand("M2"))
     assert not any("reaches no source" in w for w in fed["warnings"])
+
+
+def test_answers_hold_numbers_as_numbers(hand: TestClient):
+    found = _gas(hand, _hand("M2"))
+    assert all(isinstance(p["length_m"], float) for p in found["isolated_pipes"])
+    traced = hand.post("/network/gas/trace", json={"from": _hand("M2")}, headers=KEY).json()
+    sizes = {f["properties"]["source_id"]: f["properties"].get("diameter_mm")
+             for f in traced["features"] if f["properties"]["layer"] == "pipes"}  # fmt: skip
+    assert sizes["M1"] == 200.0 and sizes["B1"] is None
+    # 98 m of DN200 between the valves: π × 0.1² × 98.
+    assert found["volume_m3"] == pytest.approx(3.08, abs=0.02) and found["volume_known_share"] == 1
+    assert isinstance(traced["total_length_m"], float) and isinstance(traced["pipe_count"], int)

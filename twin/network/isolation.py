@@ -193,7 +193,9 @@ def _pipe_rows(t: Topology, pieces: np.ndarray, *, own_only: bool) -> tuple[list
             "source_id": t.pipe_source_id[p],
             "dataset": t.pipe_dataset[p],
             "length_m": round(float(lengths[p]), 2),
-            "diameter_mm": None if math.isnan(t.pipe_diameter_mm[p]) else t.pipe_diameter_mm[p],
+            "diameter_mm": None
+            if math.isnan(t.pipe_diameter_mm[p])
+            else float(t.pipe_diameter_mm[p]),
         }
         for p in chosen.tolist()
     ]

@@ -220,7 +220,7 @@ def features(
                 "layer": "pipes", "id": int(t.pipe_id[p]), "source_id": t.pipe_source_id[p],
                 "dataset": t.pipe_dataset[p], "length_m": round(float(lengths[p]), 2),
                 "whole": bool(whole),
-                "diameter_mm": None if np.isnan(t.pipe_diameter_mm[p]) else t.pipe_diameter_mm[p],
+                "diameter_mm": None if np.isnan(t.pipe_diameter_mm[p]) else float(t.pipe_diameter_mm[p]),
             },
         })  # fmt: skip
     for n in nodes[: max(0, limit - len(out))].tolist():
