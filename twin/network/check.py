@@ -55,9 +55,9 @@ def connectivity(t: Topology, near_miss_m: float) -> dict[str, Any]:
     degree = np.bincount(t.piece_u, minlength=vertices) + np.bincount(t.piece_v, minlength=vertices)
     has_node = np.zeros(vertices, dtype=bool)
     ends_well = np.zeros(vertices, dtype=bool)
-    for v, nodes in t.vertex_nodes.items():
-        has_node[v] = True
-        ends_well[v] = any(t.node_kind[n] in ENDING_KINDS for n in nodes)
+    on = np.flatnonzero(t.node_vertex >= 0)
+    has_node[t.node_vertex[on]] = True
+    ends_well[t.node_vertex[on[np.isin(t.node_kind[on], ENDING_KINDS)]]] = True
     dangling = np.flatnonzero((degree == 1) & ~has_node)
     loose = np.flatnonzero((degree == 1) & ~ends_well)  # ends that may be meant to meet a pipe
     near = _near_misses(t, loose, near_miss_m)

@@ -223,13 +223,7 @@ def _valve_rows(t: Topology, vertices: np.ndarray, **extra: Any) -> list[dict[st
 
 def _nodes_in(t: Topology, pieces: np.ndarray, kinds: tuple[str, ...]) -> list[int]:
     """Nodes of these kinds at the vertices of the pieces."""
-    vertices = distinct(np.concatenate([t.piece_u[pieces], t.piece_v[pieces]]), len(t.vertex_xy))
-    out = []
-    for v in vertices.tolist():
-        for n in t.vertex_nodes.get(v, ()):
-            if t.node_kind[n] in kinds:
-                out.append(n)
-    return sorted(out)
+    return t.nodes_at(np.concatenate([t.piece_u[pieces], t.piece_v[pieces]]), kinds).tolist()
 
 
 def _volume(t: Topology, pieces: np.ndarray) -> tuple[float | None, float]:

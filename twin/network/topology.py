@@ -24,6 +24,8 @@ right to the millimetre); lengths are geodesic, from PostGIS.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import threading
 import time
@@ -110,7 +112,6 @@ class Topology:
     vertex_xy: np.ndarray
     vertex_valve: np.ndarray  # node index of the valve that is this vertex, or -1
     vertex_source: np.ndarray  # bool: a source or tank is here
-    vertex_nodes: dict[int, list[int]]  # vertex -> node indices, for vertices with nodes
     # pieces, by index e
     piece_pipe: np.ndarray
     piece_u: np.ndarray
@@ -218,6 +219,14 @@ class Topology:
         hi = int(np.searchsorted(self.piece_pipe, pipe, side="right"))
         return np.arange(lo, hi)
 
+    def nodes_at(self, vertices: np.ndarray, kinds: tuple[str, ...] | None = None) -> np.ndarray:
+        """The nodes (indices, sorted) at these vertices, of these kinds (default: all)."""
+        here = np.zeros(len(self.vertex_xy), dtype=bool)
+        here[vertices] = True
+        on = np.flatnonzero(self.node_vertex >= 0)
+        found = on[here[self.node_vertex[on]]]
+        return found if kinds is None else found[np.isin(self.node_kind[found], kinds)]
+
     def pieces_of(self, pipes: np.ndarray) -> np.ndarray:
         """Every piece of these pipes (pieces are sorted by pipe)."""
         return np.flatnonzero(np.isin(self.piece_pipe, pipes))
@@ -318,6 +327,13 @@ def build(conn: psycopg.Connection, network: str, snap_m: float) -> Topology:
 
 def _column(rows: list[Any], i: int, dtype: Any = object) -> np.ndarray:
     return np.array([r[i] for r in rows], dtype=dtype)
+
+
+def _shared(rows: list[Any], i: int) -> np.ndarray:
+    """A text column of few distinct values (dataset, owner, kind, state), each value held
+    once: hundreds of thousands of copies of "demo" cost tens of megabytes."""
+    held: dict[Any, Any] = {}
+    return np.array([held.setdefault(r[i], r[i]) for r in rows], dtype=object)
 
 
 def _assemble(
@@ -424,35 +440,30 @@ def _assemble(
         last = np.r_[piece_pipe[by_length][1:] != piece_pipe[by_length][:-1], True]
         own[piece_pipe[by_length][last]] = by_length[last]
 
-    kind = _column(nodes, 3)
-    state = _column(nodes, 4)
+    kind = _shared(nodes, 3)
+    state = _shared(nodes, 4)
     operable = _column(nodes, 5, bool)
     vertex_valve = np.full(vertices, -1, dtype=np.int64)
     vertex_source = np.zeros(vertices, dtype=bool)
-    vertex_nodes: dict[int, list[int]] = {}
-    for n in np.flatnonzero(node_vertex >= 0).tolist():
-        v = int(node_vertex[n])
-        vertex_nodes.setdefault(v, []).append(n)
-        if kind[n] == "valve" and vertex_valve[v] < 0:
-            vertex_valve[v] = n
-        if kind[n] in SOURCE_KINDS:
-            vertex_source[v] = True
+    on = np.flatnonzero(node_vertex >= 0)
+    valves = on[kind[on] == "valve"][::-1]  # reversed: the first valve at a vertex is written last
+    vertex_valve[node_vertex[valves]] = valves
+    vertex_source[node_vertex[on[np.isin(kind[on], SOURCE_KINDS)]]] = True
 
     direction, known = _directions(pipes, network)
     topology = Topology(
         network=network, version=version, snap_m=snap_m, frame=frame, built_s=0.0,
         pipe_id=_column(pipes, 0, np.int64), pipe_source_id=_column(pipes, 1),
-        pipe_dataset=_column(pipes, 2),
+        pipe_dataset=_shared(pipes, 2),
         pipe_length_m=pipe_length,
         pipe_diameter_mm=np.array([np.nan if r[3] is None else r[3] for r in pipes], dtype=float),
         pipe_direction=direction, pipe_direction_known=known,
-        pipe_owner=_column(pipes, 9), pipe_lines=lines, pipe_own_piece=own,
-        node_id=node_id, node_source_id=_column(nodes, 1), node_dataset=_column(nodes, 2),
+        pipe_owner=_shared(pipes, 9), pipe_lines=lines, pipe_own_piece=own,
+        node_id=node_id, node_source_id=_column(nodes, 1), node_dataset=_shared(nodes, 2),
         node_kind=kind, node_state=state, node_operable=operable,
-        node_building=_column(nodes, 6, np.int64), node_owner=_column(nodes, 7),
+        node_building=_column(nodes, 6, np.int64), node_owner=_shared(nodes, 7),
         node_lonlat=node_ll, node_vertex=node_vertex, node_gap_m=node_gap,
         vertex_xy=vertex_xy, vertex_valve=vertex_valve, vertex_source=vertex_source,
-        vertex_nodes=vertex_nodes,
         piece_pipe=piece_pipe, piece_u=piece_u, piece_v=piece_v,
         piece_from=piece_from, piece_to=piece_to, piece_length_m=piece_length,
         piece_segment=np.zeros(0, dtype=np.int64), vertex_segment=np.zeros(0, dtype=np.int64),
@@ -589,10 +600,18 @@ def topology(conn: psycopg.Connection, network: str, snap_m: float) -> Topology:
         if held is not None and held.version == network_version(conn):
             return held
         built = build(conn, network, snap_m)
+        _give_back_memory()
         while len(_cache) >= MAX_KEPT:  # the oldest first: dicts keep their order
             _cache.pop(next(iter(_cache)))
         _cache[key] = built
         return built
+
+
+def _give_back_memory() -> None:
+    """Hand the memory of the rows a build read back to the system (glibc keeps freed
+    small blocks otherwise: some 200 MB after the large city's water network)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def forget() -> None:
