@@ -123,10 +123,11 @@ MAX_BATCH = 64
 # report costs less CPU than with two (bench/RESULTS.md); the processes overlap each other.
 IN_FLIGHT = 1
 # The batches' own pool (made in the app's lifespan), of IN_FLIGHT connections: every
-# batch is taken on the same backend. Round the operational pool's 16 (which hands them
-# out in turn) each met intake's statements a sixteenth as often: planned afresh, its
-# caches cold, 0.7 ms more of PostgreSQL and 0.3 ms more of Python a report in batches
-# of 16 (bench/RESULTS.md, "Intake on one connection").
+# batch is taken on the same backend. The operational pool hands its connections out in
+# turn, and once staff's other routes have grown it to its 4, each met intake's
+# statements a quarter as often: planned afresh, its caches cold, 0.3 ms more a report
+# in batches of 16 (0.2 of PostgreSQL, 0.1 of Python; 1.0 ms round 16), in
+# bench/RESULTS.md, "Intake on one connection".
 POOL = "intake_pool"
 
 
