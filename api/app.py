@@ -68,8 +68,11 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
             settings.database.operational_pool_size
         )
         app.state.heavy_gate = Gate(settings.api.heavy_concurrency, settings.api.heavy_queue_s)
+        # Intake's batches, each on the same connection (api/routes/intake.py).
+        setattr(app.state, intake.POOL, pool(intake.IN_FLIGHT, intake.IN_FLIGHT))
         app.state.pool.open()
         app.state.operational_pool.open()
+        getattr(app.state, intake.POOL).open()
         app.state.catalogue.listen(database_url)
         app.state.tile_cache.listen(database_url)
         app.state.sweeper = Sweeper(app.state.pool, settings.api.sweep_interval_s)
@@ -89,6 +92,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
             app.state.sweeper.stop()
             app.state.tile_cache.close()
             app.state.catalogue.close()
+            getattr(app.state, intake.POOL).close()
             app.state.operational_pool.close()
             app.state.pool.close()
 

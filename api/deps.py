@@ -126,14 +126,17 @@ def _operational(request: Request) -> bool:
 
 @contextmanager
 def pooled_connection(
-    request: Request, operational: bool | None = None
+    request: Request, operational: bool | None = None, *, pool_name: str | None = None
 ) -> Iterator[psycopg.Connection]:
     """A connection from the pool of the route's class (operational routes have their own),
-    returned (and rolled back if left open) after."""
+    or from the app's pool ``pool_name`` when it has one (intake's batches), returned (and
+    rolled back if left open) after."""
     state = request.app.state
     if operational is None:
         operational = _operational(request)
     pool: ConnectionPool = state.operational_pool if operational else state.pool
+    if pool_name is not None:
+        pool = getattr(state, pool_name, None) or pool
     try:
         with pool.connection() as conn:
             yield conn
@@ -188,9 +191,21 @@ async def with_connection(
     takes four (checkout, route, return, validating the answer): on the 2-core standard
     machine that was a fifth of locate's time over HTTP. Operational routes run on
     threads of their own, so a thread pool full of public requests cannot hold them up."""
+    return await with_pool_connection(request, None, call, *args, **kwargs)
+
+
+async def with_pool_connection(
+    request: Request,
+    pool_name: str | None,
+    call: Callable[Concatenate[psycopg.Connection, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """``with_connection``, on a connection of the app's pool ``pool_name`` when it has
+    one (else the route's class's pool)."""
 
     def run() -> T:
-        with pooled_connection(request, operational) as conn:
+        with pooled_connection(request, operational, pool_name=pool_name) as conn:
             return call(conn, *args, **kwargs)
 
     operational = _operational(request)  # once per request: locate and nearest are hot

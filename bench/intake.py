@@ -57,7 +57,8 @@ def _clean(url: str) -> None:
     with db.connect(url) as conn:
         # One statement: it waits for any intake still in flight (whose rows go too), the
         # incidents first, as an intake takes them, so the two never wait for each other.
-        conn.execute("TRUNCATE incidents, incident_events, incident_photos")
+        # A network burst refers to its incident (migration 0013): it goes with them.
+        conn.execute("TRUNCATE incidents, incident_events, incident_photos, network_bursts")
         conn.execute("DELETE FROM layer_changes WHERE layer = 'incidents'")
         conn.execute("DELETE FROM layer_catalogue_deltas WHERE layer = 'incidents'")
         conn.execute("UPDATE layer_catalogue SET feature_count = 0, extent = NULL"

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.routes import intake as intake_routes
 from tests.helpers import make_data_dir, settings_for
 from tests.test_fusion import PLAIN, _east
 from tests.test_intake import KEY, _report, _water_main
@@ -169,6 +170,30 @@ def test_the_same_key_at_once_makes_one_incident(staff: TestClient, fresh_url: s
         assert isinstance(same, intake.Incident) and not same.replayed
         assert isinstance(again, intake.Incident) and again.replayed and again.id == same.id
         assert isinstance(other, Conflict) and str(same.id) in str(other)
+
+
+def test_batches_go_on_when_their_connection_is_lost(staff: TestClient, fresh_url: str):
+    """Every batch is taken on the one connection of intake's own pool: when the data base
+    drops it, a report in flight hears 503 (never a 500), and the next is taken on a new
+    one."""
+    first, second, third = _points(fresh_url, 3)
+    assert _report(staff, "SJ0401", *first).status_code == 201
+    pool = getattr(staff.app.state, intake_routes.POOL)  # type: ignore[attr-defined]
+    with pool.connection() as conn:  # the one connection the batches are taken on
+        backend = conn.info.backend_pid
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    lost = _report(staff, "SJ0401", *second)
+    assert lost.status_code in (201, 503), lost.text
+    if lost.status_code == 503:
+        assert lost.headers["Retry-After"] and "data base" in lost.json()["detail"]
+    again = _report(staff, "SJ0401", *third)
+    assert again.status_code == 201, again.text
+    with pool.connection() as conn:
+        assert conn.info.backend_pid != backend
+    with psycopg.connect(fresh_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM incidents").fetchone()
+    assert stored is not None and stored[0] == (3 if lost.status_code == 201 else 2)
 
 
 def test_attach_of_many_points_at_once_is_each_points_own(demo_url: str):
