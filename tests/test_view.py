@@ -5,7 +5,10 @@ is not to this machine refused (and recorded), and behind that a proxy that lead
 The page must draw the city (the buildings' pixels go when their toggle is cleared), show
 no console error, ask nothing of any outside host, get every tile answered 200 or 204,
 show a feature's properties as text in its tooltip, answer a click with the locate answer,
-and reload the incidents when the change log says one came in.
+and reload the incidents when the change log says one came in. Staff isolate a burst with
+the isolation tool: what goes dry, the valves to close and the buildings affected are drawn
+over the map and summed up in the panel; a wrong key is told there; /view?burst=<id> draws
+an open burst's isolation.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from api.app import create_app
 from tests.conftest import _clone, _drop
 from tests.helpers import make_data_dir, serve_app, settings_for
 from tiles.view import assets
+from twin import changes
 
 CHROMIUM = Path("/usr/bin/chromium")
 KEY = {"X-API-Key": "view-key"}
@@ -348,3 +352,246 @@ def test_a_new_incident_reloads_the_incidents_layer(
     visit.page.wait_for_function(INCIDENTS_DRAWN + " > 0", timeout=90_000, polling=1000)
     assert "incidents updated" in visit.page.locator("#status").inner_text()
     assert visit.errors == [], visit.errors
+
+
+# --- the isolation tool (staff) ------------------------------------------------------------
+
+ROLES = {"isolated", "close", "closed", "building_isolated", "building_cut_off"}
+ISOLATED_RGB = np.array([255, 40, 200])  # tiles.view.deck.ISOLATION_COLOURS["isolated"]
+# The features the isolation layer holds: (role, sensitive).
+ISOLATION_DRAWN = """(() => {
+  const layer = window.oneMap.deck.props.layers.find((l) => l.id === "isolation");
+  return (layer.props.data.features || []).map((f) => [f.properties.role, !!f.properties.sensitive]);
+})()"""
+# What the browser itself logs for any answer of 400 or more: not the page's doing, and
+# no page can keep it from the console.
+BROWSER_401 = "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+
+
+def _isolate(server: str, pipe: int) -> dict[str, Any]:
+    answer = httpx.post(f"{server}/network/water/isolate", json={"pipe": {"id": pipe}},
+                        headers=KEY, timeout=60)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _close_valves(view_url: str, valves: list[dict[str, Any]]) -> None:
+    """Close valves as a field crew would have: their state, and the change log that says
+    the network changed (the topology is built again)."""
+    lons, lats = [v["lon"] for v in valves], [v["lat"] for v in valves]
+    with psycopg.connect(view_url) as conn:
+        conn.execute("UPDATE pipe_nodes SET state = 'closed' WHERE id = ANY(%s)",
+                     ([v["id"] for v in valves],))  # fmt: skip
+        changes.record(conn, "pipe_nodes", "edit", box=(min(lons), min(lats), max(lons), max(lats)),
+                       features=len(valves), table="pipe_nodes")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def isolation_case(server: str, view_url: str) -> dict[str, Any]:
+    """A demo water main whose isolation has every role: valves to close, one closed
+    already, buildings isolated (one a hospital) and buildings cut off. The demo's mains
+    are in loops; a main with three valves is taken, the segment beyond one valve is left
+    fed through it alone (its other valves closed: cut off when the main is isolated), and
+    a second of the main's valves is closed already."""
+    with psycopg.connect(view_url) as conn:
+        mains = [r[0] for r in conn.execute(
+            "SELECT id FROM pipes WHERE network = 'water' AND dataset = 'demo'"
+            " AND properties->>'role' IS NULL AND status = 'in_service' ORDER BY id LIMIT 400"
+        )]  # fmt: skip
+    for pipe in mains:
+        first = _isolate(server, pipe)
+        if len(first["valves"]) < 3 or not first["buildings"] or first["total_length_m"] > 3000:
+            continue
+        mine = {p["id"] for p in first["isolated_pipes"]}
+        for gate in first["valves"]:
+            with psycopg.connect(view_url) as conn:
+                beyond = [r[0] for r in conn.execute(
+                    "SELECT id FROM pipes WHERE network = 'water' AND status = 'in_service'"
+                    " AND ST_DWithin(geom::geography, ST_SetSRID(ST_MakePoint(%s, %s), 4326)"
+                    "::geography, 2) ORDER BY id", (gate["lon"], gate["lat"]),
+                ) if r[0] not in mine]  # fmt: skip
+            if not beyond:
+                continue
+            other = _isolate(server, beyond[0])
+            others = [v for v in other["valves"] if v["id"] != gate["id"]]
+            if not others or not other["buildings"] or gate not in other["valves"]:
+                continue
+            _close_valves(view_url, others)
+            _close_valves(view_url, [next(v for v in first["valves"] if v["id"] != gate["id"])])
+            answer = _isolate(server, pipe)
+            hospital = next(b["id"] for b in answer["buildings"] if b["part"] == "isolated")
+            with psycopg.connect(view_url) as conn:
+                conn.execute(
+                    "UPDATE buildings SET name = '第一人民医院' WHERE id = %s", (hospital,)
+                )
+                lon, lat = conn.execute(
+                    "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_LineInterpolatePoint("
+                    "ST_LineMerge(geom), 0.5) AS p FROM pipes WHERE id = %s) AS m", (pipe,),
+                ).fetchone()  # fmt: skip
+            answer = _isolate(server, pipe)
+            assert {f["properties"]["role"] for f in answer["map"]["features"]} == ROLES
+            return {"pipe": pipe, "lon": lon, "lat": lat, "answer": answer}
+    raise AssertionError("no demo water main whose isolation can be given every role")
+
+
+ALL_LOADED = "() => window.oneMap.deck.props.layers.every(l => !l.props.visible || l.isLoaded)"
+
+
+def _look_at(visit: Visit, view: dict[str, float]) -> dict[str, float]:
+    """Move the camera to ``view`` (longitude and latitude, the rest kept), its tiles
+    loaded; where it was."""
+    was = visit.page.evaluate(
+        """(view) => {
+          const deck = window.oneMap.deck;
+          const v = deck.getViewports()[0];
+          const was = {longitude: v.longitude, latitude: v.latitude, zoom: v.zoom,
+                       pitch: v.pitch, bearing: v.bearing, maxPitch: 85};
+          deck.setProps({initialViewState: {...was, ...view}});
+          return was;
+        }""",
+        view,
+    )
+    visit.page.wait_for_function(ALL_LOADED, timeout=LOAD_S * 1000, polling=500)
+    visit.page.wait_for_timeout(1000)
+    return was
+
+
+def _isolated_pixels(visit: Visit, path: Path) -> int:
+    visit.page.screenshot(path=str(path))
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=int)
+    return int((np.abs(pixels - ISOLATED_RGB).max(axis=2) < 40).sum())
+
+
+def _on_screen_point(visit: Visit, lon: float, lat: float) -> tuple[float, float] | None:
+    """Where (lon, lat) is drawn at the isolation's height, if it is clear of the panel."""
+    x, y = visit.page.evaluate(
+        "([lon, lat]) => window.oneMap.deck.getViewports()[0].project("
+        "[lon, lat, JSON.parse(document.getElementById('view-config').textContent)"
+        ".isolation.z]).slice(0, 2)",
+        [lon, lat],
+    )
+    panel = visit.page.locator("#panel").bounding_box()
+    inside = 10 < x < VIEWPORT["width"] - 10 and 10 < y < VIEWPORT["height"] - 10
+    under_panel = x < panel["x"] + panel["width"] + 10 and y < panel["y"] + panel["height"] + 10
+    return (x, y) if inside and not under_panel else None
+
+
+@browser_only
+def test_staff_isolate_a_burst_and_see_it_drawn_over_the_map(
+    visit: Visit, isolation_case: dict[str, Any], tmp_path
+):
+    page, answer = visit.page, isolation_case["answer"]
+    errors_before = len(visit.errors)
+    if page.locator("#locate").is_visible():
+        page.locator("#locate-close").click()
+    # The burst in the middle of the screen, clear of the panel.
+    was = _look_at(visit, {"longitude": isolation_case["lon"], "latitude": isolation_case["lat"]})
+    before = _isolated_pixels(visit, tmp_path / "before.png")
+    if page.locator("#isolation-tool").get_attribute("open") is None:
+        page.locator("#isolation-tool summary").click()
+    page.select_option("#iso-network", "water")
+    page.fill("#iso-key", KEY["X-API-Key"])
+    page.check("#iso-on")
+    # The key is kept in this tab only, never in the address.
+    assert page.evaluate("() => sessionStorage.getItem('oneMap.apiKey')") == KEY["X-API-Key"]
+    assert KEY["X-API-Key"] not in page.url
+
+    done = page.evaluate("([lon, lat]) => window.twinIsolate(lon, lat)",
+                         [isolation_case["lon"], isolation_case["lat"]])  # fmt: skip
+    assert done == {"status": 200, "drawn": len(answer["map"]["features"])}, done
+    drawn = page.evaluate(ISOLATION_DRAWN)
+    assert {role for role, _ in drawn} == ROLES, drawn
+    assert any(sensitive for role, sensitive in drawn if role == "building_isolated")
+
+    summary = page.locator("#iso-summary").inner_text()
+    pipe = answer["burst"]["pipe"]
+    assert f"pipe {pipe['source_id']} (id {pipe['id']})" in summary, summary
+    assert f"Valves to close 需关阀门\n{len(answer['valves'])}" in summary, summary
+    assert f"Buildings 影响楼宇\n{answer['building_count']}" in summary, summary
+    assert f"Households 户数\n{answer['households']}" in summary, summary
+    assert f"Isolated pipes 停水管段\n{answer['isolated_pipe_count']}" in summary, summary
+    assert f"{round(answer['total_length_m']):,} m" in summary, summary
+    assert all(v["source_id"] in summary for v in answer["valves"])
+
+    # The canvas draws it: the isolated pipes' colour is on the screen, over what was there.
+    page.wait_for_timeout(1500)
+    shown = _isolated_pixels(visit, tmp_path / "drawn.png")
+    assert shown > before + 200, (before, shown)
+
+    # A valve to close says so in its tooltip.
+    places = [_on_screen_point(visit, v["lon"], v["lat"]) for v in answer["valves"]]
+    x, y = next(p for p in places if p)
+    page.mouse.move(x, y)
+    tooltip = page.locator(".deck-tooltip")
+    tooltip.wait_for(state="visible", timeout=20_000)
+    assert "valve to close" in tooltip.inner_text(), tooltip.inner_text()
+    page.mouse.move(5, VIEWPORT["height"] - 5)
+
+    page.click("#iso-clear")
+    assert page.evaluate(ISOLATION_DRAWN) == []
+    assert page.locator("#iso-summary").inner_text() == ""
+    page.wait_for_timeout(1500)
+    assert _isolated_pixels(visit, tmp_path / "cleared.png") < before + 50
+    _look_at(visit, was)
+    assert visit.errors[errors_before:] == [], visit.errors
+
+
+@browser_only
+def test_a_wrong_key_is_told_in_the_panel_and_locate_works_with_the_tool_off(
+    visit: Visit, building: dict[str, Any]
+):
+    page = visit.page
+    errors_before = len(visit.errors)
+    if page.locator("#isolation-tool").get_attribute("open") is None:
+        page.locator("#isolation-tool summary").click()
+    page.fill("#iso-key", "not-a-key")
+    page.check("#iso-on")
+    x, y = _screen_point(visit, building)
+    page.mouse.click(x, y)  # a real click, with the tool on
+    error = page.locator("#iso-summary .error")
+    error.wait_for(state="visible", timeout=20_000)
+    assert "401" in error.inner_text() and "valid X-API-Key" in error.inner_text()
+    assert page.evaluate(ISOLATION_DRAWN) == []
+    assert not page.locator("#locate").is_visible()  # the click isolated; it did not locate
+    # Nothing from the page; only the browser's own line for the answer it received.
+    assert visit.errors[errors_before:] == [BROWSER_401], visit.errors
+
+    page.uncheck("#iso-on")
+    page.mouse.click(x, y)
+    page.locator("#locate").wait_for(state="visible", timeout=20_000)
+    assert building["district"] in page.locator("#locate").inner_text()
+    page.fill("#iso-key", KEY["X-API-Key"])
+    assert visit.errors[errors_before:] == [BROWSER_401], visit.errors
+
+
+@browser_only
+def test_view_burst_draws_an_open_bursts_isolation_once_a_key_is_given(
+    server: str, visit: Visit, isolation_case: dict[str, Any]
+):
+    # After the incidents' test: a burst opens incidents of its own.
+    opened = httpx.post(f"{server}/network/water/bursts", json={"pipe": {"id": isolation_case["pipe"]}},
+                        headers=KEY, timeout=60)  # fmt: skip
+    assert opened.status_code == 201, opened.text
+    burst = opened.json()["id"]
+    page = visit.page.context.new_page()  # another tab: its own sessionStorage, no key yet
+    errors: list[str] = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    try:
+        page.goto(f"{server}/view?burst={burst}")
+        summary = page.locator("#iso-summary")
+        page.wait_for_function(
+            "() => document.getElementById('iso-summary').textContent.includes('paste a staff')",
+            timeout=LOAD_S * 1000,
+        )
+        page.fill("#iso-key", KEY["X-API-Key"])
+        page.press("#iso-key", "Enter")
+        page.wait_for_function(ISOLATION_DRAWN + ".length > 0", timeout=60_000, polling=250)
+        assert {role for role, _ in page.evaluate(ISOLATION_DRAWN)} == ROLES
+        text = summary.inner_text()
+        assert f"Burst {burst} 爆管 (open), water" in text, text
+        assert f"Valves to close 需关阀门\n{len(isolation_case['answer']['valves'])}" in text
+        assert KEY["X-API-Key"] not in page.url
+        assert errors == [], errors
+    finally:
+        page.close()

@@ -23,6 +23,7 @@ import psycopg
 from tiles.view import assets, deck
 from twin import registry
 from twin.errors import NotFound
+from twin.network.topology import PRESSURE_NETWORKS
 from twin.schema import SRID
 
 PAGE = Template((Path(__file__).resolve().parent / "page.html").read_text(encoding="utf-8"))
@@ -134,6 +135,18 @@ def page(conn: psycopg.Connection, catalogue: registry.Catalogue) -> str:
             "Pipes 管网": deck.NETWORK_COLOURS,
             "Sensors 感知": deck.SENSOR_COLOURS,
             "Incidents 事件": deck.INCIDENT_COLOURS,
+            "Isolation 关阀隔离": {
+                **deck.ISOLATION_COLOURS,
+                "close": [230, 0, 0, 255],  # its red ring is what is seen
+                "sensitive": deck.SENSITIVE_RING,
+            },
+        },
+        # The isolation tool (staff): the networks isolated by valves, and the height its
+        # answer is drawn at.
+        "isolation": {
+            "title": "Isolation 关阀隔离",
+            "networks": list(PRESSURE_NETWORKS),
+            "z": round(ground + deck.ISOLATION_LIFT_M, 2),
         },
     }
     return PAGE.substitute(

@@ -81,6 +81,17 @@ INCIDENT_COLOURS = {
     "duplicate": [170, 170, 170, 200],
     "not_our_duty": [170, 170, 170, 200],
 }
+# An isolation (POST /network/{network}/isolate) drawn over everything, by the role of each
+# feature of its map: what goes dry in a strong colour, valves to act on ringed red.
+ISOLATION_COLOURS = {
+    "isolated": [255, 40, 200, 255],
+    "close": [255, 255, 255, 255],
+    "closed": [110, 110, 110, 255],
+    "building_isolated": [255, 70, 70, 255],
+    "building_cut_off": [255, 170, 0, 255],
+}
+SENSITIVE_RING = [170, 60, 255, 255]  # a hospital, a school, a home for the elderly
+ISOLATION_LIFT_M = 3.0  # above the ground, so it is seen over the pipes beneath it
 FINISHED = ("resolved", "closed", "cancelled", "duplicate", "not_our_duty")
 OTHER = [200, 200, 200, 255]
 TERRAIN_DECODER = {"rScaler": 256, "gScaler": 1, "bScaler": 1 / 256, "offset": -32768}
@@ -286,6 +297,38 @@ def layers(
     return drawn
 
 
+def isolation_layer() -> pydeck.Layer:
+    """The layer the page fills with an isolation's ``map`` (GeoJSON whose features carry
+    ``properties.role``): empty until staff ask. Drawn last and whatever the depth says, so
+    buildings and the ground never hide it."""
+    role = "properties.role"
+    return pydeck.Layer(
+        "GeoJsonLayer",
+        [],
+        id="isolation",
+        pickable=True,
+        auto_highlight=True,
+        highlight_color=[255, 255, 255, 120],
+        stroked=True,
+        filled=True,
+        point_type="'circle'",
+        get_fill_color=_match(role, ISOLATION_COLOURS, OTHER),
+        # Pipes take their line colour; a point's ring says what to do with it.
+        get_line_color=f"{role} === 'isolated' ? {ISOLATION_COLOURS['isolated']} : "
+        f"({role} === 'close' ? [230, 0, 0, 255] : "
+        f"(properties.sensitive ? {SENSITIVE_RING} : [20, 20, 20, 255]))",
+        get_line_width=f"{role} === 'isolated' ? 7 : ({role} === 'close' || "
+        "properties.sensitive ? 3 : 1.5)",
+        line_width_units="'pixels'",
+        line_cap_rounded=True,
+        line_joint_rounded=True,
+        get_point_radius=f"{role} === 'close' ? 8 : (properties.sensitive ? 8 : "
+        f"({role} === 'closed' ? 6 : 5))",
+        point_radius_units="'pixels'",
+        parameters={"depthCompare": "always", "depthWriteEnabled": False},
+    )
+
+
 def deck_json(
     view: ViewState,
     *,
@@ -293,9 +336,10 @@ def deck_json(
     ground: float = 0.0,
     url: Callable[[str], str] = static_url,
 ) -> str:
-    """The deck as deck.gl's JSON converter reads it (``layers`` says what is drawn)."""
+    """The deck as deck.gl's JSON converter reads it (``layers`` says what is drawn, and
+    the isolation's layer, empty, comes last)."""
     deck = pydeck.Deck(
-        layers=layers(terrain=terrain, ground=ground, url=url),
+        layers=[*layers(terrain=terrain, ground=ground, url=url), isolation_layer()],
         initial_view_state=pydeck.ViewState(
             longitude=view.longitude,
             latitude=view.latitude,

@@ -1,6 +1,7 @@
 // The 3D view's page: deck.gl (pydeck's bundle) draws the deck that tiles/view/deck.py
 // wrote; this script adds what a JSON deck cannot say: vertices lifted to their height,
-// the layer toggles, tooltips, the locate answer on a click, and incidents kept live.
+// the layer toggles, tooltips, the locate answer on a click, incidents kept live, and the
+// staff's isolation tool (a burst's valves to close, drawn over the map).
 /* global createDeck */
 (function () {
   "use strict";
@@ -98,6 +99,15 @@
     };
   }
 
+  // What each feature of an isolation's map is, in words.
+  const ROLE_WORDS = {
+    isolated: "isolated pipe 停水管段",
+    close: "valve to close 需关阀门",
+    closed: "valve closed already 已关阀门",
+    building_isolated: "building isolated 停水楼宇",
+    building_cut_off: "building cut off 断供楼宇",
+  };
+
   const escapes = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
   function escapeHtml(value) {
     const text = typeof value === "object" ? JSON.stringify(value) : String(value);
@@ -114,7 +124,11 @@
       .filter(([key, value]) => value !== null && value !== undefined && key !== "layerName")
       .map(([key, value]) => `<tr><th>${escapeHtml(key)}</th><td>${escapeHtml(value)}</td></tr>`)
       .join("");
-    const title = titles[info.layer && info.layer.id] || (info.layer && info.layer.id) || "";
+    let title = titles[info.layer && info.layer.id] || (info.layer && info.layer.id) || "";
+    if (info.layer && info.layer.id === "isolation") {
+      const role = feature.properties.role;
+      title = `${title}: ${ROLE_WORDS[role] || role}${feature.properties.sensitive ? " · sensitive 敏感" : ""}`;
+    }
     return { html: `<b>${escapeHtml(title)}</b><table>${rows}</table>` };
   }
 
@@ -207,7 +221,257 @@
     configuration: { functions: { lifted } },
   });
   deckgl.setProps({ getTooltip: tooltip });
-  window.oneMap = { deck: deckgl, locate, showLocate };
+
+  // --- the isolation tool (staff): a burst's valves to close, drawn over the map -------
+  // POST /network/{network}/isolate at a clicked point, or GET /network/bursts/{id} for
+  // /view?burst=<id>. The key lives in this tab's sessionStorage and in a header: never
+  // in an address, a log or the console.
+  const iso = config.isolation;
+  titles.isolation = iso.title;
+  const isoTool = document.getElementById("isolation-tool");
+  const isoNetwork = document.getElementById("iso-network");
+  const isoKey = document.getElementById("iso-key");
+  const isoOn = document.getElementById("iso-on");
+  const isoSummary = document.getElementById("iso-summary");
+  const KEY_STORE = "oneMap.apiKey";
+  const LISTED = 20; // valves named in the summary; the rest counted
+  let asked = 0; // the latest request's number: an older answer, or one after a clear, is dropped
+  let pendingBurst = null; // ?burst= waiting for a key
+
+  for (const name of iso.networks) {
+    const option = element("option", name);
+    option.value = name;
+    isoNetwork.append(option);
+  }
+
+  function keyStore() {
+    try {
+      return window.sessionStorage; // a sandboxed frame may refuse it
+    } catch {
+      return null;
+    }
+  }
+  isoKey.value = (keyStore() && keyStore().getItem(KEY_STORE)) || "";
+  isoKey.addEventListener("input", () => {
+    const store = keyStore();
+    const key = isoKey.value.trim();
+    if (store) {
+      key ? store.setItem(KEY_STORE, key) : store.removeItem(KEY_STORE);
+    }
+  });
+  isoKey.addEventListener("change", () => {
+    if (pendingBurst && isoKey.value.trim()) {
+      showBurst(pendingBurst);
+    }
+  });
+
+  function note(text, kind) {
+    const line = element("p", text);
+    if (kind) {
+      line.className = kind;
+    }
+    return line;
+  }
+
+  function showError(what, text) {
+    isoSummary.replaceChildren(note(`${what}: ${text}`, "error"));
+    isoTool.open = true;
+  }
+
+  // A staff route with the key: {answer} on success, {error, status} otherwise (the
+  // problem's detail, e.g. 401 "this route needs a valid X-API-Key header").
+  async function staffFetch(path, options = {}) {
+    const key = isoKey.value.trim();
+    if (!key) {
+      return { error: "paste a staff API key (X-API-Key) first", status: 0 };
+    }
+    let response;
+    try {
+      response = await fetch(path, {
+        ...options,
+        headers: { ...(options.headers || {}), "X-API-Key": key },
+        cache: "no-store",
+      });
+    } catch (error) {
+      return { error: error.message, status: 0 };
+    }
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch {
+      answer = null;
+    }
+    if (!response.ok) {
+      const detail = (answer && (answer.detail || answer.title)) || response.statusText;
+      const text = typeof detail === "string" ? detail : JSON.stringify(detail);
+      return { error: `${response.status} ${text}`, status: response.status };
+    }
+    if (!answer) {
+      return { error: `${response.status}: the answer is not JSON`, status: response.status };
+    }
+    return { answer, status: response.status };
+  }
+
+  // The map's features lifted above the ground, drawn in the isolation layer.
+  function draw(map) {
+    const features = ((map && map.features) || [])
+      .filter((f) => f && f.geometry)
+      .map((f) => ({ ...f, geometry: { ...f.geometry, coordinates: lift(f.geometry.coordinates, iso.z) } }));
+    replaceLayer("isolation", { data: { type: "FeatureCollection", features } });
+    return features;
+  }
+
+  function clearIsolation() {
+    asked += 1;
+    pendingBurst = null;
+    replaceLayer("isolation", { data: [] });
+    isoSummary.replaceChildren();
+  }
+
+  function summarise(answer, heading) {
+    const list = element("dl");
+    const count = (value) => (Array.isArray(value) ? value.length : value);
+    const rows = [
+      ["Valves to close 需关阀门", count(answer.valves)],
+      ["Closed already 已关", count(answer.valves_closed_already)],
+      ["Isolated pipes 停水管段", answer.isolated_pipe_count ?? count(answer.isolated_pipes)],
+      ["Length 长度", `${Math.round(answer.total_length_m || 0).toLocaleString()} m`],
+      ["Cut off pipes 断供管段", answer.cut_off_pipe_count || undefined],
+      ["Buildings 影响楼宇", answer.building_count ?? count(answer.buildings)],
+      ["Sensitive sites 敏感单位", answer.sensitive_sites],
+      ["Households 户数", answer.households],
+    ];
+    for (const [name, value] of rows) {
+      if (value !== undefined && value !== null) {
+        list.append(element("dt", name), element("dd", String(value)));
+      }
+    }
+    isoSummary.replaceChildren(element("h2", heading), list);
+    const valves = answer.valves || [];
+    if (valves.length) {
+      const named = element("ol");
+      valves.slice(0, LISTED).forEach((v) => named.append(element("li", `${v.source_id} (id ${v.id})`)));
+      isoSummary.append(element("h2", "Close 关闭"), named);
+      if (valves.length > LISTED) {
+        isoSummary.append(note(`… and ${valves.length - LISTED} more`));
+      }
+    }
+    const warnings = [
+      ...(answer.warnings || []),
+      ...(answer.valves_skipped || []).map((v) => `valve ${v.source_id} passed: ${v.reason}`),
+    ];
+    if (warnings.length) {
+      const said = element("ul");
+      warnings.forEach((w) => said.append(note(w, "warning")));
+      isoSummary.append(said);
+    }
+    isoTool.open = true;
+  }
+
+  // Isolate a burst at (lon, lat) on the chosen network; what the page did, in short.
+  async function isolateAt(lon, lat) {
+    const ticket = ++asked;
+    const network = isoNetwork.value;
+    isoSummary.replaceChildren(note(`isolating on ${network}…`));
+    const got = await staffFetch(`/network/${encodeURIComponent(network)}/isolate`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ point: { lon: Number(lon.toFixed(7)), lat: Number(lat.toFixed(7)) } }),
+    });
+    if (ticket !== asked) {
+      return { dropped: true };
+    }
+    if (got.error) {
+      showError("isolate", got.error);
+      return { status: got.status, error: got.error };
+    }
+    const features = draw(got.answer.map);
+    const burst = got.answer.burst || {};
+    const pipe = burst.pipe || {};
+    const away = burst.distance_m === undefined ? "" : `, ${burst.distance_m} m away`;
+    summarise(got.answer, `Burst on ${network} pipe ${pipe.source_id} (id ${pipe.id})${away}`);
+    return { status: got.status, drawn: features.length };
+  }
+
+  // Centre the camera on the features (a burst asked for by address may be anywhere).
+  function centreOn(features) {
+    const points = [];
+    const collect = (c) => (typeof c[0] === "number" ? points.push(c) : c.forEach(collect));
+    features.forEach((f) => collect(f.geometry.coordinates));
+    const viewport = deckgl.getViewports()[0];
+    if (!points.length || !viewport) {
+      return;
+    }
+    const lons = points.map((p) => p[0]);
+    const lats = points.map((p) => p[1]);
+    const { zoom, pitch, bearing } = viewport;
+    deckgl.setProps({
+      initialViewState: {
+        longitude: (Math.min(...lons) + Math.max(...lons)) / 2,
+        latitude: (Math.min(...lats) + Math.max(...lats)) / 2,
+        zoom, pitch, bearing, maxPitch: 85,
+      },
+    });
+  }
+
+  // An open burst's isolation (GET /network/bursts/{id}), as opened.
+  async function showBurst(id) {
+    const ticket = ++asked;
+    pendingBurst = null;
+    isoSummary.replaceChildren(note(`burst ${id}…`));
+    const got = await staffFetch(`/network/bursts/${encodeURIComponent(id)}`);
+    if (ticket !== asked) {
+      return { dropped: true };
+    }
+    if (got.error) {
+      if (got.status === 0 && !isoKey.value.trim()) {
+        pendingBurst = id; // the key, when pasted, shows it
+      }
+      showError(`burst ${id}`, got.error);
+      return { status: got.status, error: got.error };
+    }
+    const burst = got.answer;
+    const isolation = burst.isolation || {};
+    if (!isolation.map) {
+      showError(`burst ${id}`, "its answer holds no isolation map to draw");
+      return { status: got.status, error: "no map" };
+    }
+    if (iso.networks.includes(burst.network)) {
+      isoNetwork.value = burst.network;
+    }
+    const features = draw(isolation.map);
+    summarise(isolation, `Burst ${burst.id} 爆管 (${burst.status}), ${burst.network}`);
+    centreOn(features);
+    return { status: got.status, drawn: features.length };
+  }
+
+  isoOn.addEventListener("change", () => {
+    if (isoOn.checked && !isoSummary.childElementCount) {
+      isoSummary.replaceChildren(note("click the map: the nearest pipe's burst is isolated"));
+    }
+  });
+  document.getElementById("iso-clear").addEventListener("click", clearIsolation);
+  deckgl.setProps({
+    getCursor: ({ isDragging }) => (isDragging ? "grabbing" : isoOn.checked ? "crosshair" : "grab"),
+  });
+
+  const burstAsked = new URLSearchParams(window.location.search).get("burst");
+  if (burstAsked !== null) {
+    if (!/^[1-9][0-9]{0,17}$/.test(burstAsked)) {
+      showError("burst", `?burst= is a burst's number, not ${JSON.stringify(burstAsked.slice(0, 40))}`);
+    } else if (!isoKey.value.trim()) {
+      pendingBurst = burstAsked;
+      isoSummary.replaceChildren(note(`paste a staff API key to show burst ${burstAsked}`));
+      isoTool.open = true;
+    } else {
+      showBurst(burstAsked);
+    }
+  }
+
+  window.oneMap = { deck: deckgl, locate, showLocate, isolateAt, showBurst, clearIsolation };
+  // Hooks for a person at the console or a test: isolate at a point, show a burst.
+  window.twinIsolate = isolateAt;
+  window.twinBurst = showBurst;
 
   // A click (not the end of a drag) asks what is at that point: the feature's own point
   // when one is under the pointer, else the ground's. The browser's click, not deck.gl's
@@ -226,6 +490,12 @@
     const picked = deckgl.pickObject({ x, y, radius: 2, unproject3D: true });
     const viewport = deckgl.getViewports()[0];
     const coordinate = (picked && picked.coordinate) || (viewport && viewport.unproject([x, y]));
+    if (isoOn.checked) {
+      if (coordinate) {
+        isolateAt(coordinate[0], coordinate[1]);
+      }
+      return;
+    }
     locate({ coordinate });
   });
 
