@@ -68,8 +68,9 @@ def print_check(report: dict[str, Any]) -> None:
     say(
         f"[bold]{report['network']}[/]: {report['pipes']:,} pipes, {report['nodes']:,} nodes, "
         f"{report['length_m'] / 1000:,.1f} km, {report['valves']:,} valves, "
-        f"{report['sources']} sources; {report['segments']:,} valve segments "
-        f"(snapped at {report['snap_m']} m, built in {report['built_s']:.2f} s)"
+        f"{report['sources']} sources"
+        + (f"; {report['segments']:,} valve segments" if report["valves"] else "")
+        + f" (snapped at {report['snap_m']} m, built in {report['built_s']:.2f} s)"
     )
     parts = report["component_count"]
     unfed = report["components_without_source"]

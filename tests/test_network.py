@@ -571,3 +571,14 @@ def test_answers_hold_numbers_as_numbers(hand: TestClient):
     # 98 m of DN200 between the valves: π × 0.1² × 98.
     assert found["volume_m3"] == pytest.approx(3.08, abs=0.02) and found["volume_known_share"] == 1
     assert isinstance(traced["total_length_m"], float) and isinstance(traced["pipe_count"], int)
+
+
+def test_traces_say_when_mains_flow_both_ways_and_households_are_null_when_unknown(
+    staff: TestClient, module_url: str
+):
+    pipe, isolation = _water_main_with_valves(staff, module_url)
+    down = staff.post("/network/water/trace", headers=KEY,
+                      json={"trace": "downstream", "from": {"pipe": {"id": pipe}}, "limit": 5}).json()  # fmt: skip
+    assert any("flow both ways" in w for w in down["warnings"]), down.get("warnings")
+    # The demo's buildings record no households: none known is null, not 0.
+    assert isolation["households"] is None and isolation["households_known_for"] == 0

@@ -289,7 +289,7 @@ def open_burst(
     answer = burst.open_burst(
         conn, network, {k: v for k, v in plain.items() if v is not None},
         snap_m=settings.network_snap_m, service_m=settings.network_service_m,
-        actor=holder.name, idempotency_key=key,
+        actor=holder.name, idempotency_key=key, shown_key=idempotency_key,
     )  # fmt: skip
     return FastJSON(answer, status_code=200 if answer.get("replayed") else 201)
 

@@ -41,6 +41,10 @@ def _category(conn: psycopg.Connection, code: str, what: str) -> str:
     return code
 
 
+def _households(count: int | None) -> str:
+    return "households not known" if count is None else f"{count} households"
+
+
 def _payload_hash(network: str, request: dict[str, Any]) -> str:
     text = json.dumps([network, request], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -69,11 +73,13 @@ def open_burst(
     service_m: float,
     actor: str,
     idempotency_key: str | None = None,
+    shown_key: str | None = None,
 ) -> dict[str, Any]:
     """Isolate the burst ``request`` names (as ``queries.run_isolation`` reads it, plus
     optional ``note``, ``category`` and ``valve_category``) and turn it into an incident,
     valve work orders and a notice list, in one transaction. With ``idempotency_key``: the
-    same key and request again answer the burst opened already; another request Conflict."""
+    same key and request again answer the burst opened already; another request Conflict
+    (naming ``shown_key``, the key as the caller gave it, when the stored one is scoped)."""
     check_network(network)
     note = intake._text("note", request.get("note"), MAX_NOTE)
     digest = _payload_hash(network, request)
@@ -84,7 +90,7 @@ def open_burst(
         ).fetchone()
         if held is not None:
             if held[1] != digest:
-                raise Conflict(f"Idempotency-Key {idempotency_key!r} was used for another burst "
+                raise Conflict(f"Idempotency-Key {shown_key or idempotency_key!r} was used for another burst "
                                f"({held[0]}): use a new key for a new burst")  # fmt: skip
             return {**get_burst(conn, held[0]), "replayed": True}
     burst_category = _category(conn, request.get("category")
@@ -101,7 +107,7 @@ def open_burst(
         description = (
             f"{network} pipe {pipe['source_id'] or pipe['id']} burst: close "
             f"{len(isolation['valves'])} valves; {isolation['building_count']} buildings "
-            f"({isolation['households']} households, {isolation['sensitive_sites']} sensitive "
+            f"({_households(isolation['households'])}, {isolation['sensitive_sites']} sensitive "
             "sites) lose supply" + (f". {note}" if note else "")
         )
         incident = intake.report(conn, category_code=burst_category, channel=CHANNEL, lon=lon,
@@ -229,7 +235,7 @@ def list_bursts(
     if network is not None:
         check_network(network)
     if status is not None and status not in ("open", "closed"):
-        raise InvalidInput(f"status {status!r} is open or closed", option="status")
+        raise InvalidInput(f"status must be open or closed, not {status!r}", option="status")
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             """

@@ -391,7 +391,11 @@ def describe(
         "cut_off_length_m": cut_m,
         "buildings": buildings[:MAX_LISTED],
         "building_count": len(buildings),
-        "households": sum(b["households"] or 0 for b in buildings),
+        # Summed where known; null when no affected building's households are known.
+        "households": sum(b["households"] for b in known)
+        if (known := [b for b in buildings if b["households"] is not None])
+        else None,
+        "households_known_for": len(known),
         "sensitive_sites": sum(1 for b in buildings if b["sensitive"]),
         "warnings": warnings,
     }

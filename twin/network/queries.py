@@ -22,34 +22,43 @@ from twin.spatial import check_point
 PLACES = ("pipe", "node", "point")
 
 
-def _place(t: Topology, request: dict[str, Any], what: str) -> tuple[int | None, int | None, dict]:
-    """(piece, vertex, description) of the place ``request[what]`` names."""
+def _place(
+    t: Topology, request: dict[str, Any], what: str, *, label: str | None = None
+) -> tuple[int | None, int | None, dict]:
+    """(piece, vertex, description) of the place ``request[what]`` names; messages name
+    its fields under ``label`` (``what`` unless given; "" for the body itself)."""
     place = request.get(what)
+    prefix = what if label is None else label
+    what = prefix or "the body"
     if not isinstance(place, dict) or len([k for k in PLACES if k in place]) != 1:
         raise InvalidInput(f"{what} must name one of: a pipe, a node or a point, e.g. "
                            f'{{"pipe": {{"id": 12}}}}', option=what)  # fmt: skip
     if "point" in place:
         lon, lat = place["point"]["lon"], place["point"]["lat"]
         check_point(lon, lat)
-        piece, distance = t.nearest_piece(lon, lat, f"{what}.point")
+        piece, distance = t.nearest_piece(lon, lat, _field(prefix, "point"))
         p = int(t.piece_pipe[piece])
         return piece, None, {"point": {"lon": lon, "lat": lat}, "pipe": _pipe(t, p),
                              "distance_m": round(distance, 2), "at": t.on_pipe(p, lon, lat)}  # fmt: skip
     if "pipe" in place:
-        p = t.pipe_index(place["pipe"], f"{what}.pipe")
+        p = t.pipe_index(place["pipe"], _field(prefix, "pipe"))
         own = int(t.pipe_own_piece[p])
         middle = (t.piece_from[own] + t.piece_to[own]) / 2
         return own, None, {"pipe": _pipe(t, p), "at": t.along_pipe(p, middle)}
-    n = t.node_index(place["node"], f"{what}.node")
+    n = t.node_index(place["node"], _field(prefix, "node"))
     vertex = int(t.node_vertex[n])
     if vertex < 0:
         raise InvalidInput(
-            f"{what}.node: node {t.node_id[n]} is not on the {t.network} network: the nearest "
+            f"{_field(prefix, 'node')}: node {t.node_id[n]} is not on the {t.network} network: the nearest "
             f"pipe is {t.node_gap_m[n]:.1f} m away (the snapping tolerance is {t.snap_m} m)",
-            option=f"{what}.node",
+            option=_field(prefix, "node"),
         )
     return None, vertex, {"node": {"id": int(t.node_id[n]), "source_id": t.node_source_id[n],
                                    "dataset": t.node_dataset[n], "kind": t.node_kind[n]}}  # fmt: skip
+
+
+def _field(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def _pipe(t: Topology, p: int) -> dict[str, Any]:
@@ -71,7 +80,7 @@ def run_isolation(
     if "node" in request:
         raise InvalidInput("a burst is on a pipe: name the pipe or a point, not a node",
                            option="node")  # fmt: skip
-    piece, _, burst = _place(t, {"burst": request}, "burst")
+    piece, _, burst = _place(t, {"burst": request}, "burst", label="")
     assert piece is not None
     failed = isolation.failed_valves(t, request.get("failed_valves") or [])
     result = isolation.isolate(t, piece, failed)
@@ -140,10 +149,17 @@ def run_trace(
     found, total, count = trace.features(t, pieces, limit=limit)
     answer.update(features=found, total_length_m=total, pipe_count=len(distinct(t.piece_pipe[pieces], len(t.pipe_id))),
                   numberMatched=count, numberReturned=len(found), truncated=count > len(found))  # fmt: skip
-    unknown = trace.unknown_directions(t)
-    if way in ("upstream", "downstream") and unknown:
-        answer["warnings"] = [f"{unknown} pieces of pipe have no known flow direction and were "
-                              "taken both ways"]  # fmt: skip
+    warnings = []
+    if way in ("upstream", "downstream"):
+        if unknown := trace.unknown_directions(t):
+            warnings.append(f"{unknown} pieces of pipe have no known flow direction and were "
+                            "taken both ways")  # fmt: skip
+        if both := trace.both_ways(t):
+            warnings.append(f"{both} pieces of pipe flow both ways (flow_direction both, as "
+                            "looped mains do): the trace passes them either way, so it may "
+                            "reach most of the network")  # fmt: skip
+    if warnings:
+        answer["warnings"] = warnings
     return answer
 
 

@@ -155,7 +155,8 @@ class Topology:
             if i < len(ids) and ids[i] == spec["id"]:
                 return i
             raise NotFound(f"{what}: the {self.network} network has no {noun} with id "
-                           f"{spec['id']}" + (" in service" if noun == "pipe" else ""))  # fmt: skip
+                           f"{spec['id']}" + (" in service (is it of another network?)" if noun == "pipe"
+                                                  else ""))  # fmt: skip
         found = by_source.get(spec["source_id"], [])
         if spec.get("dataset") is not None:
             found = [i for i in found if datasets[i] == spec["dataset"]]

@@ -44,6 +44,7 @@ def _graphs(t: Topology) -> dict[str, Any]:
     pieces = len(u)
     direction = t.pipe_direction[t.piece_pipe].astype(np.int8)
     unknown = ~t.pipe_direction_known[t.piece_pipe]
+    both_ways = int((~unknown & (direction == 0)).sum())
     undirected = sparse.coo_matrix((np.ones(pieces), (u, v)), shape=(size, size)).tocsr()
     if t.network in PRESSURE_NETWORKS and unknown.any() and t.vertex_source.any():
         # Away from the sources: along each piece from the end nearer a source.
@@ -75,6 +76,7 @@ def _graphs(t: Topology) -> dict[str, Any]:
         edge_piece=edge_piece,
         component=component,
         unknown=int(unknown.sum()),
+        both_ways=both_ways,
     )
     return held
 
@@ -235,6 +237,11 @@ def features(
             },
         })  # fmt: skip
     return out, round(total, 2), count
+
+
+def both_ways(t: Topology) -> int:
+    """Pieces whose pipe says its flow goes both ways (a looped main)."""
+    return int(_graphs(t)["both_ways"])
 
 
 def unknown_directions(t: Topology) -> int:
