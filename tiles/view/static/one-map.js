@@ -339,7 +339,8 @@
       ["Cut off pipes 断供管段", answer.cut_off_pipe_count || undefined],
       ["Buildings 影响楼宇", answer.building_count ?? count(answer.buildings)],
       ["Sensitive sites 敏感单位", answer.sensitive_sites],
-      ["Households 户数", answer.households],
+      // null: no affected building's households are known (not none affected).
+      ["Households 户数", answer.households ?? "not known 未知"],
     ];
     for (const [name, value] of rows) {
       if (value !== undefined && value !== null) {
