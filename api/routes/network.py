@@ -18,7 +18,6 @@ from api.routes.spatial import _geojson_area
 from twin.crs import point_to_storage
 from twin.errors import InvalidInput
 from twin.network import burst, excavation, queries
-from twin.network.topology import check_network
 from twin.network.trace import MAX_FEATURES
 from twin.schema import PIPE_NETWORKS, SRID
 from twin.settings import NetworkSettings
@@ -96,6 +95,14 @@ class IsolationRequest(BaseModel):
     point: PointRef | None = None
     failed_valves: list[FeatureRef] = Field(default_factory=list, max_length=200)
 
+    def plain(self) -> dict[str, Any]:
+        """The burst and the failed valves as the core reads them (a pipe or a point)."""
+        if (self.pipe is None) == (self.point is None):
+            raise InvalidInput('name the burst with "pipe" or "point" (one of them)',
+                               option="pipe")  # fmt: skip
+        place = {"pipe": self.pipe.plain()} if self.pipe else {"point": self.point.plain()}  # type: ignore[union-attr]
+        return {**place, "failed_valves": [v.plain() for v in self.failed_valves]}
+
 
 class TraceRequest(BaseModel):
     """A trace from a place (and, for a path, to another)."""
@@ -133,15 +140,10 @@ def isolate(
     from every source, and the buildings that lose supply with their jurisdictions.
     Closed valves are honoured; inoperable valves, and those in ``failed_valves``, are
     passed and the isolation grows to the next ring."""
-    check_network(network)
-    if (body.pipe is None) == (body.point is None):
-        raise InvalidInput('name the burst with "pipe" or "point" (one of them)', option="pipe")
-    place = {"pipe": body.pipe.plain()} if body.pipe else {"point": body.point.plain()}  # type: ignore[union-attr]
     settings = _settings(request)
-    return FastJSON(queries.run_isolation(
-        conn, network, {**place, "failed_valves": [v.plain() for v in body.failed_valves]},
-        snap_m=settings.network_snap_m, service_m=settings.network_service_m,
-    ))  # fmt: skip
+    return FastJSON(queries.run_isolation(conn, network, body.plain(),
+                                          snap_m=settings.network_snap_m,
+                                          service_m=settings.network_service_m))  # fmt: skip
 
 
 @router.post(
@@ -157,7 +159,6 @@ def trace_network(
     by the flow, or on the shortest way to another place (``"trace": "path"`` with
     ``"to"``); closed valves stop every trace. A GeoJSON FeatureCollection, each pipe with
     the length traced along it."""
-    check_network(network)
     plain = {"trace": body.trace, "from": body.from_.plain()}
     if body.to is not None:
         plain["to"] = body.to.plain()
@@ -176,7 +177,6 @@ def check_connectivity(
     """How the network's pipes and nodes tie together once snapped: its parts (and which
     reach no source), pipe ends that meet nothing, ends that nearly touch a pipe they do not
     meet (with the gap), and nodes that lie on no pipe."""
-    check_network(network)
     settings = _settings(request)
     return FastJSON(queries.run_check(conn, network, snap_m=settings.network_snap_m,
                                       near_miss_m=settings.network_near_miss_m))  # fmt: skip
@@ -273,21 +273,14 @@ def open_burst(
     for each valve to close, to the valve's owner; the notice list of the buildings that
     lose supply, sensitive sites first; and the open bursts whose isolations share a valve
     or a pipe with this one. ``Idempotency-Key`` makes a retry safe."""
-    check_network(network)
-    if (body.pipe is None) == (body.point is None):
-        raise InvalidInput('name the burst with "pipe" or "point" (one of them)', option="pipe")
     if idempotency_key is not None and "\x00" in idempotency_key:
         raise InvalidInput("Idempotency-Key holds a NUL character", option="Idempotency-Key")
-    plain: dict[str, Any] = {
-        "pipe": body.pipe.plain() if body.pipe else None,
-        "point": body.point.plain() if body.point else None,
-        "failed_valves": [v.plain() for v in body.failed_valves],
-        "note": body.note, "category": body.category, "valve_category": body.valve_category,
-    }  # fmt: skip
+    extra = {"note": body.note, "category": body.category, "valve_category": body.valve_category}
+    plain = {**body.plain(), **{k: v for k, v in extra.items() if v is not None}}
     settings = _settings(request)
     key = None if idempotency_key is None else f"{len(holder.name)}:{holder.name}:{idempotency_key}"
     answer = burst.open_burst(
-        conn, network, {k: v for k, v in plain.items() if v is not None},
+        conn, network, plain,
         snap_m=settings.network_snap_m, service_m=settings.network_service_m,
         actor=holder.name, idempotency_key=key, shown_key=idempotency_key,
     )  # fmt: skip
