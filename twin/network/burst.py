@@ -10,7 +10,6 @@ open at the same time that share valves or pipes are reported, each to the other
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -19,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from twin.errors import Conflict, InvalidInput, NotFound
-from twin.incidents import intake
+from twin.incidents import categories, intake
 from twin.network import queries
 from twin.network.topology import check_network
 
@@ -34,20 +33,16 @@ MAX_NOTE = 2000
 
 
 def _category(conn: psycopg.Connection, code: str, what: str) -> str:
-    row = conn.execute("SELECT 1 FROM incident_categories WHERE code = %s", (code,)).fetchone()
-    if row is None:
+    try:
+        categories.get_category(conn, code)
+    except NotFound:
         raise InvalidInput(f"{what} {code!r} is not an incident category (GET /categories lists "
-                           f"them); name the city's own with \"{what}\"", option=what)  # fmt: skip
+                           f"them); name the city's own with \"{what}\"", option=what) from None  # fmt: skip
     return code
 
 
 def _households(count: int | None) -> str:
     return "households not known" if count is None else f"{count} households"
-
-
-def _payload_hash(network: str, request: dict[str, Any]) -> str:
-    text = json.dumps([network, request], sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _to_owner(
@@ -82,7 +77,7 @@ def open_burst(
     (naming ``shown_key``, the key as the caller gave it, when the stored one is scoped)."""
     check_network(network)
     note = intake._text("note", request.get("note"), MAX_NOTE)
-    digest = _payload_hash(network, request)
+    digest = intake._payload_hash({"network": network, "request": request})
     if idempotency_key is not None:
         held = conn.execute(
             "SELECT id, payload_hash FROM network_bursts WHERE idempotency_key = %s",
