@@ -17,14 +17,11 @@ import json
 import os
 import platform
 import resource
-import subprocess
-import sys
 import time
 
-import httpx2 as httpx
 import numpy as np
 from city import demo_city
-from timing import figures, free_port
+from timing import figures, serving
 
 from twin import db
 from twin.network import topology
@@ -70,20 +67,7 @@ def main() -> None:
 
     rng = np.random.default_rng(7)
     chosen = rng.choice(pipes, size=args.requests, replace=True).tolist()
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
-        env={**env, "TWIN_API_KEYS": json.dumps({KEY: "bench"})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with serving({**env, "TWIN_API_KEYS": json.dumps({KEY: "bench"})}) as port:
         client = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
         def post(path: str, body: dict) -> float:
@@ -115,9 +99,6 @@ def main() -> None:
             started = time.perf_counter()
             times = [post(f"/network/{args.network}/{path}", body(p, q)) for p, q in pairs[:count]]
             print(figures(f"{name}, HTTP, 1 connection", times, time.perf_counter() - started))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

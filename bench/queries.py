@@ -15,16 +15,13 @@ import argparse
 import http.client
 import os
 import platform
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx2 as httpx
 import numpy as np
 from city import demo_city
-from timing import figures, free_port
+from timing import figures, serving
 
 from twin import db, spatial
 
@@ -67,21 +64,7 @@ def main() -> None:
                 times.append(time.perf_counter() - t)
             print(figures(name, times, time.perf_counter() - started))
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
-        env={**env, "TWIN_POOL_MAX_SIZE": "16"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with serving({**env, "TWIN_POOL_MAX_SIZE": "16"}) as port:
         for path in (
             "/locate?lon={}&lat={}",
             "/nearest?lon={}&lat={}&layers=buildings,sensors,pipe_nodes&k=5",
@@ -114,9 +97,6 @@ def main() -> None:
                     " max_distance" if "max_distance" in path else ""
                 )
                 print(figures(f"{label}, HTTP, {connections} connection(s)", times, wall))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

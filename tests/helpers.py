@@ -117,3 +117,16 @@ def serve_app(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def demo_water_mains(url: str, limit: int) -> list[int]:
+    """Ids of the demo city's water mains in service (not service pipes or hydrant
+    laterals), lowest first: where tests look for a burst to isolate."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT id FROM pipes WHERE network = 'water' AND dataset = 'demo'"
+            " AND properties->>'role' IS NULL AND status = 'in_service' ORDER BY id LIMIT %s",
+            (limit,),
+        )]  # fmt: skip

@@ -18,7 +18,7 @@ import wntr
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.helpers import make_data_dir, run_twin, settings_for
+from tests.helpers import demo_water_mains, make_data_dir, run_twin, settings_for
 
 KEY = {"X-API-Key": "test-key"}
 NET3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
@@ -442,11 +442,7 @@ def test_twin_network_check_prints_the_report_and_fails_on_problems(
 
 def _water_main_with_valves(client: TestClient, module_url: str) -> tuple[int, dict[str, Any]]:
     """A water main of the demo city whose isolation closes valves and empties buildings."""
-    with psycopg.connect(module_url) as conn:
-        mains = [r[0] for r in conn.execute(
-            "SELECT id FROM pipes WHERE network = 'water' AND dataset = 'demo'"
-            " AND properties->>'role' IS NULL AND status = 'in_service' ORDER BY id LIMIT 200"
-        )]  # fmt: skip
+    mains = demo_water_mains(module_url, 200)
     for pipe in mains:
         found = _isolate(client, {"pipe": {"id": pipe}}, "water")
         if found["valves"] and found["buildings"]:

@@ -31,7 +31,7 @@ from PIL import Image
 
 from api.app import create_app
 from tests.conftest import _clone, _drop
-from tests.helpers import make_data_dir, serve_app, settings_for
+from tests.helpers import demo_water_mains, make_data_dir, serve_app, settings_for
 from tiles.view import assets
 from twin import changes
 
@@ -393,11 +393,7 @@ def isolation_case(server: str, view_url: str) -> dict[str, Any]:
     are in loops; a main with three valves is taken, the segment beyond one valve is left
     fed through it alone (its other valves closed: cut off when the main is isolated), and
     a second of the main's valves is closed already."""
-    with psycopg.connect(view_url) as conn:
-        mains = [r[0] for r in conn.execute(
-            "SELECT id FROM pipes WHERE network = 'water' AND dataset = 'demo'"
-            " AND properties->>'role' IS NULL AND status = 'in_service' ORDER BY id LIMIT 400"
-        )]  # fmt: skip
+    mains = demo_water_mains(view_url, 400)
     for pipe in mains:
         first = _isolate(server, pipe)
         if len(first["valves"]) < 3 or not first["buildings"] or first["total_length_m"] > 3000:
