@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.conftest import _clone, _drop
 from tests.helpers import make_data_dir, run_twin, settings_for
 from twin.crs import wgs84_to_gcj02
 
@@ -67,18 +65,9 @@ DIG = box(-8, -10, 10, 10)  # 18 m by 20 m, over all but G-9
 
 
 @pytest.fixture(scope="module")
-def site_url(template_url: str) -> Iterator[str]:
-    """A private copy of the small demo with the site's pipes (made once: tests only read)."""
-    name = f"excavation_{os.getpid()}"
-    url = _clone(template_url, name)
-    yield url
-    _drop(template_url, name)
-
-
-@pytest.fixture(scope="module")
-def staff(site_url: str) -> Iterator[TestClient]:
+def staff(module_url: str) -> Iterator[TestClient]:
     settings = settings_for(make_data_dir("twin-dig-"), api={"api_keys": {"test-key": "工程师"}})
-    with TestClient(create_app(settings, database_url=site_url)) as client:
+    with TestClient(create_app(settings, database_url=module_url)) as client:
         for layer, features in (("pipes", PIPES), ("pipe_nodes", NODES)):
             body = {"type": "FeatureCollection", "features": features}
             loaded = client.post(f"/layers/{layer}/features?dataset=site", json=body, headers=KEY)
@@ -154,10 +143,10 @@ def test_a_dig_in_another_crs_finds_the_same(staff):
     assert [p["id"] for p in answer["pipes"]] == [p["id"] for p in plain["pipes"]]
 
 
-def test_depth_is_worked_out_from_inverts_and_ground_where_not_recorded(staff, site_url):
+def test_depth_is_worked_out_from_inverts_and_ground_where_not_recorded(staff, module_url):
     # Two demo drainage pipes without a recorded depth: one whose end nodes know the
     # ground, one drawn without nodes, whose ground is the terrain's.
-    with psycopg.connect(site_url, autocommit=True) as conn:
+    with psycopg.connect(module_url, autocommit=True) as conn:
         linked, loose = conn.execute(
             "SELECT id FROM pipes WHERE network = 'drainage' AND dataset = 'demo'"
             " ORDER BY id LIMIT 2"
@@ -270,11 +259,11 @@ def test_only_network_staff_may_ask(staff):
     assert engineer.status_code == 200
 
 
-def test_the_command_line_prints_gas_and_power_first(staff, site_url: str, tmp_path: Path):
+def test_the_command_line_prints_gas_and_power_first(staff, module_url: str, tmp_path: Path):
     outline = tmp_path / "dig.geojson"
     outline.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": DIG}))
     result = run_twin("network", "excavation", str(outline), "--margin", "0.5",
-                      env={"TWIN_DATABASE_URL": site_url})  # fmt: skip
+                      env={"TWIN_DATABASE_URL": module_url})  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "6 pipes and 2 nodes under it or within 0.5 m" in lines[0]
@@ -285,6 +274,6 @@ def test_the_command_line_prints_gas_and_power_first(staff, site_url: str, tmp_p
     assert "gas: 演示区燃气公司 (U-310199-GAS), 021-66432605" in result.stdout
     assert "! gas under the dig or within 0.5 m of it" in result.stdout
     wrong = run_twin("network", "excavation", str(outline), "--margin", "60",
-                     env={"TWIN_DATABASE_URL": site_url})  # fmt: skip
+                     env={"TWIN_DATABASE_URL": module_url})  # fmt: skip
     assert wrong.returncode == 1
     assert "margin_m 60 is outside 0 to 50 m (option --margin)" in wrong.stderr
