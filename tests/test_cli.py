@@ -116,6 +116,19 @@ def _assert_cluster_stopped(data_dir: Path, output: str) -> None:
         raise AssertionError(f"the cluster was left running: {output}")
 
 
+def _stop_when_healthy(process: subprocess.Popen, port: int, stop: signal.Signals) -> str:
+    """Send ``stop`` once the server on ``port`` answers /health; its output when it has
+    ended (killed if it does not end)."""
+    try:
+        _wait_for_health(process, port)
+        process.send_signal(stop)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return output
+
+
 @STOPS
 def test_up_stops_its_cluster_when_terminated(stop: signal.Signals):
     """`twin up` stopped with SIGTERM (kill, Docker, systemd) or SIGINT (Ctrl+C) shuts the
@@ -124,13 +137,7 @@ def test_up_stops_its_cluster_when_terminated(stop: signal.Signals):
     port = _free_port()
     up = _twin_process("up", "--size", "small", cwd=data_dir,
                        env={"TWIN_DATA_DIR": str(data_dir), "TWIN_PORT": str(port)})  # fmt: skip
-    try:
-        _wait_for_health(up, port)
-        up.send_signal(stop)
-        output, _ = up.communicate(timeout=60)
-    finally:
-        if up.poll() is None:
-            up.kill()
+    output = _stop_when_healthy(up, port, stop)
     _assert_cluster_stopped(data_dir, output)
     assert "Finished server process" in output, output  # uvicorn shut down, not cut off
     assert "stopped the embedded PostGIS" in output, output
@@ -171,13 +178,7 @@ def test_serve_shuts_down_on_a_stop_signal(demo_url: str, stop: signal.Signals):
     # No sweep: it would supervise the shared demo's overdue incidents.
     env = {"TWIN_DATABASE_URL": demo_url, "TWIN_SWEEP_INTERVAL_S": "0"}
     server = _twin_process("serve", "--port", str(port), env=env)
-    try:
-        _wait_for_health(server, port)
-        server.send_signal(stop)
-        output, _ = server.communicate(timeout=60)
-    finally:
-        if server.poll() is None:
-            server.kill()
+    output = _stop_when_healthy(server, port, stop)
     assert "Application shutdown complete" in output, output
     assert server.returncode == 128 + stop and "Traceback" not in output, output
 
