@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,6 +96,13 @@ esac
     return env, log
 
 
+def _debian13(tmp_path: Path, **overrides: Any) -> tuple[dict[str, str], Path]:
+    """A Debian 13 machine with PostgreSQL 17 and its PostGIS installed (the common case),
+    ``overrides`` as ``_machine`` takes them."""
+    return _machine(tmp_path, depends="postgresql-17", postgis_packages=RELEASES["debian13"][1],
+                    servers=(17,), postgis_for=(17,), **overrides)  # fmt: skip
+
+
 def _make_system(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [MAKE, "-s", "-C", str(ROOT), "system", *env["TEST_MAKE_ARGS"].splitlines(), *args],
@@ -155,12 +163,8 @@ def test_an_installed_postgresql_gets_its_own_postgis_only(tmp_path: Path):
 
 
 def test_postgis_present_and_gdal_missing_installs_gdal_only(tmp_path: Path):
-    env, log = _machine(
+    env, log = _debian13(
         tmp_path,
-        depends="postgresql-17",
-        postgis_packages=RELEASES["debian13"][1],
-        servers=(17,),
-        postgis_for=(17,),
     )
     result = _make_system(env)
     assert result.returncode == 0, result.stderr
@@ -168,12 +172,8 @@ def test_postgis_present_and_gdal_missing_installs_gdal_only(tmp_path: Path):
 
 
 def test_everything_present_runs_no_apt(tmp_path: Path):
-    env, log = _machine(
+    env, log = _debian13(
         tmp_path,
-        depends="postgresql-17",
-        postgis_packages=RELEASES["debian13"][1],
-        servers=(17,),
-        postgis_for=(17,),
         gdal=True,
     )
     result = _make_system(env)
@@ -255,12 +255,8 @@ def test_a_bare_machine_gets_npm_and_chromium_too(tmp_path: Path):
 
 def test_postgis_present_and_chromium_missing_installs_chromium_only(tmp_path: Path):
     # The 3D view's test needs a browser; PostgreSQL is not looked at again.
-    env, log = _machine(
+    env, log = _debian13(
         tmp_path,
-        depends="postgresql-17",
-        postgis_packages=RELEASES["debian13"][1],
-        servers=(17,),
-        postgis_for=(17,),
         gdal=True,
         chromium=False,
     )
@@ -278,12 +274,8 @@ def test_postgis_present_and_chromium_missing_installs_chromium_only(tmp_path: P
 
 
 def test_without_apt_a_missing_browser_is_one_clear_error(tmp_path: Path):
-    env, _log = _machine(
+    env, _log = _debian13(
         tmp_path,
-        depends="postgresql-17",
-        postgis_packages=RELEASES["debian13"][1],
-        servers=(17,),
-        postgis_for=(17,),
         gdal=True,
         npm=False,
     )
@@ -296,12 +288,8 @@ def test_without_apt_a_missing_browser_is_one_clear_error(tmp_path: Path):
 @pytest.mark.parametrize("fontconfig", [True, False], ids=["no-chinese-font", "no-fontconfig"])
 def test_a_machine_without_a_cjk_font_gets_the_small_one(tmp_path: Path, fontconfig: bool):
     # Without one, Chromium here draws the 3D view's Chinese names as boxes.
-    env, log = _machine(
+    env, log = _debian13(
         tmp_path,
-        depends="postgresql-17",
-        postgis_packages=RELEASES["debian13"][1],
-        servers=(17,),
-        postgis_for=(17,),
         gdal=True,
         cjk_font=False if fontconfig else None,
     )
@@ -323,12 +311,8 @@ def test_without_wenquanyi_in_apt_noto_cjk_is_installed(tmp_path: Path):
 
 
 def test_without_apt_a_missing_font_is_a_warning_only(tmp_path: Path):
-    env, log = _machine(
+    env, log = _debian13(
         tmp_path,
-        depends="postgresql-17",
-        postgis_packages=RELEASES["debian13"][1],
-        servers=(17,),
-        postgis_for=(17,),
         gdal=True,
         cjk_font=False,
     )
