@@ -53,10 +53,11 @@ def _to_owner(
         return incident
     if (incident.get("unit") or {}).get("code") == owner:
         return incident
-    if conn.execute("SELECT 1 FROM units WHERE code = %s", (owner,)).fetchone() is None:
-        return incident  # an owner the unit list does not know: the rules' choice stands
-    return intake.dispatch_manually(conn, incident["id"], owner, actor=actor, note=why,
-                                    expected_version=incident["version"])  # fmt: skip
+    try:
+        return intake.dispatch_manually(conn, incident["id"], owner, actor=actor, note=why,
+                                        expected_version=incident["version"])  # fmt: skip
+    except InvalidInput:  # an owner the unit list does not know: the rules' choice stands
+        return incident
 
 
 def open_burst(
