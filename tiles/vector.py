@@ -23,6 +23,7 @@ without asking.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections import OrderedDict
@@ -237,11 +238,17 @@ def _run(
     """The statement's tile and its layers' counts, under the tile's own time limit
     (``prepare``: False to have it planned with this tile's numbers, None to let psycopg
     prepare it once it has run a few times)."""
+    # Inside a transaction block its caller opened on an autocommit connection (the tile
+    # cache's snapshot), which a failure here ends, the time limit is set for the rest of
+    # it: a savepoint of our own cost a tenth of a street tile's time. Anywhere else (an
+    # implicit transaction a caller goes on with) a failure stays in a savepoint. No
+    # pipeline: for two statements psycopg's took longer than two round trips.
+    inside = (
+        conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    )
     try:
-        with conn.pipeline(), conn.transaction():
-            conn.execute(
-                sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(limits.timeout_ms))
-            )
+        with contextlib.nullcontext() if inside else conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_ms)}")
             row = conn.execute(statement, params, prepare=prepare).fetchone()
     except psycopg.errors.QueryCanceled as exc:
         raise TileTooHeavy(
@@ -298,28 +305,46 @@ _ENVELOPE = sql.SQL("ST_TileEnvelope(%(z)s, %(x)s, %(y)s)")  # WebMercatorQuad's
 def _statement(
     shown: list[registry.Layer], z: int, ranked: frozenset[str] = frozenset()
 ) -> sql.Composable:
-    """One statement for the whole tile: a capped selection per layer (``r0``, ``r1`` …),
-    then their MVT layers joined, and how many features each had (up to the cap and one:
-    more than the cap means it was cut). The features of the layers in ``ranked`` are
-    sorted by their rank (the cap keeps the first); the others are all there, unsorted."""
+    """One statement for the whole tile: a selection per layer, their MVT layers joined,
+    and how many features each had (up to the cap and one: more than the cap means it was
+    cut). A layer not in ``ranked`` is encoded and counted in one pass over its features
+    (``r0``, ``r1`` … in FROM), all there and unsorted by rank: when its count passes the
+    cap the tile is made again with it ranked. A layer in ``ranked`` is kept (a CTE),
+    sorted by its rank, and its first ``cap`` encoded (the cap keeps the most important)."""
     ctes: list[sql.Composable] = []
+    sources: list[sql.Composable] = []
     tiles: list[sql.Composable] = []
     counts: list[sql.Composable] = []
     for i, layer in enumerate(shown):
         name = sql.Identifier(f"r{i}")
         merged = z < layer.tiling.merge_below
-        select = _merged(layer) if merged else _detailed(layer, z, layer.name in ranked)
-        ctes.append(sql.SQL("{} AS MATERIALIZED ({})").format(name, select))
+        cut = layer.name in ranked
+        select = _merged(layer) if merged else _detailed(layer, z, cut)
         feature_id = sql.SQL(", '__id'") if _integer_id(layer) and not merged else sql.SQL("")
+        encode = sql.SQL("ST_AsMVT(m, {}, {}, '__geom'{})").format(
+            sql.Literal(layer.name), sql.Literal(EXTENT), feature_id
+        )
+        if not cut:
+            sources.append(
+                sql.SQL("(SELECT {} AS tile, count(*) AS n FROM ({}) AS m) AS {}").format(
+                    encode, select, name
+                )
+            )
+            tiles.append(sql.SQL("coalesce({}.tile, '')").format(name))
+            counts.append(sql.SQL("{}.n").format(name))
+            continue
+        ctes.append(sql.SQL("{} AS MATERIALIZED ({})").format(name, select))
         tiles.append(
-            sql.SQL(
-                "coalesce((SELECT ST_AsMVT(m, {}, {}, '__geom'{}) FROM"
-                " (SELECT * FROM {} LIMIT %(cap)s) AS m), '')"
-            ).format(sql.Literal(layer.name), sql.Literal(EXTENT), feature_id, name)
+            sql.SQL("coalesce((SELECT {} FROM (SELECT * FROM {} LIMIT %(cap)s) AS m), '')").format(
+                encode, name
+            )
         )
         counts.append(sql.SQL("(SELECT count(*) FROM {})").format(name))
-    return sql.SQL("WITH {} SELECT {}, ARRAY[{}]").format(
-        sql.SQL(", ").join(ctes), sql.SQL(" || ").join(tiles), sql.SQL(", ").join(counts)
+    return sql.SQL("{}SELECT {}, ARRAY[{}]::bigint[]{}").format(
+        sql.SQL("WITH {} ").format(sql.SQL(", ").join(ctes)) if ctes else sql.SQL(""),
+        sql.SQL(" || ").join(tiles),
+        sql.SQL(", ").join(counts),
+        sql.SQL(" FROM {}").format(sql.SQL(", ").join(sources)) if sources else sql.SQL(""),
     )
 
 
