@@ -116,7 +116,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     # Rendered tiles, shared with the other processes and kept current by the change log.
     app.state.tile_cache = TileCache(settings.tile_cache, vector.renderer(settings.tiles))
     app.state.tile_flights = {}  # tiles being made now, by key (api.routes.tiles)
-    app.add_middleware(tiles.TileMemoryFront)  # before the error handlers: inside InputGuard
+    app.add_middleware(tiles.TileFront)  # before the error handlers: inside InputGuard
     if settings.api.cors_origins.strip():  # outside the front: its answers get CORS too
         app.add_middleware(PublicCORS, origins=settings.api.cors_origins)
     if settings.api.public_url:  # every link from it, whatever Host a request carries

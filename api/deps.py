@@ -302,7 +302,7 @@ CORS_EXPOSED = (
 )
 CORS_MAX_AGE_S = 3600  # how long a browser keeps a preflight's answer
 # Set in the scope by what answers a public route's request ahead of the routes
-# (tiles.TileMemoryFront): its answer takes the CORS headers a route's would.
+# (tiles.TileFront): its answer takes the CORS headers a route's would.
 PUBLIC_ANSWER = "twin.public"
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # a header's name (RFC 9110, 5.1)
 
@@ -352,7 +352,7 @@ class PublicCORS:
     With ``*`` every public answer carries ``Access-Control-Allow-Origin: *``, asked with
     an Origin or not, so a shared cache's copy serves every page; with a list, the
     origin is echoed when listed and the answers vary by Origin. Sits inside InputGuard
-    (which answers HEAD as GET) and outside TileMemoryFront (whose answers it marks)."""
+    (which answers HEAD as GET) and outside TileFront (whose answers it marks)."""
 
     def __init__(self, app: ASGIApp, origins: str) -> None:
         self.app = app

@@ -454,7 +454,7 @@ def test_a_category_priority_edit_drops_the_tiles_of_its_incidents(
 
 
 def test_a_tile_in_memory_is_answered_as_the_route_answers_it(staff: TestClient, fresh_url: str):
-    # Warm tiles are answered ahead of FastAPI's routing (api.routes.tiles.TileMemoryFront):
+    # Warm tiles are answered ahead of FastAPI's routing (api.routes.tiles.TileFront):
     # the same bytes and headers, the same conditions and encodings, HEAD as GET.
     with psycopg.connect(fresh_url) as conn:
         lon, lat = conn.execute(
@@ -483,6 +483,11 @@ def test_a_tile_in_memory_is_answered_as_the_route_answers_it(staff: TestClient,
         head = staff.head(path, headers=plain)
         assert head.status_code == 200 and head.content == b""
         assert head.headers["etag"] == first.headers["etag"]
+    # A tile the front makes but cannot (no such collection): the app's own problem.
+    unknown = staff.get(f"/collections/nosuch/tiles/{TMS}/15/{tile.y}/{tile.x}")
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert "nosuch" in unknown.json()["detail"]
     # What the front does not take goes on to the routes, as before.
     assert staff.get(f"/tiles/NoSuchSet/15/{tile.y}/{tile.x}").status_code == 404
     assert staff.get(f"/tiles/{TMS}/15/{tile.y}/{tile.x}?layers=,").status_code == 400

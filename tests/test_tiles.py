@@ -79,7 +79,7 @@ def client(city_url: str) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def warm(city_url: str) -> Iterator[TestClient]:
-    """An app that keeps tiles in memory, where TileMemoryFront answers them ahead of the
+    """An app that keeps tiles in memory, where TileFront answers them ahead of the
     routes once warm (and no shared tier: the other apps' tiles are not its own)."""
     settings = settings_for(make_data_dir("twin-tiles-"))
     memory = TileCacheSettings(_env_file=None, tile_memory_mb=64, tile_cache_mb=0)  # type: ignore[call-arg]
