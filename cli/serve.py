@@ -115,7 +115,12 @@ def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -
         console.print(f"warning: the 3D view: {problem}", highlight=False, markup=False)
     view_line = f"The one map: http://{shown}:{port}/view"
     if settings.api.workers == 1:
-        server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info"), view_line)
+        server = _Server(
+            uvicorn.Config(
+                app, host=host, port=port, log_level="info", access_log=settings.api.access_log
+            ),
+            view_line,
+        )
         server.run()  # a stop signal ends it as SystemExit once it has shut down
         return 0 if server.started else 3  # uvicorn's exit status for a failed start-up
     # Several processes on one port: uvicorn starts each from the factory below, which
@@ -123,7 +128,7 @@ def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -
     os.environ["TWIN_DATABASE_URL"] = url
     console.print(view_line, highlight=False)
     uvicorn.run("cli.serve:worker_app", factory=True, workers=settings.api.workers, host=host,
-                port=port, log_level="info")  # fmt: skip
+                port=port, log_level="info", access_log=settings.api.access_log)  # fmt: skip
     return 0
 
 

@@ -103,6 +103,11 @@ class ApiSettings(_Concern):
         "every link and redirect starts with it, whatever Host header a request carries; "
         "unset: the address each request reached, from its Host header.",
     )
+    access_log: bool = Field(
+        default=False,
+        description="A log line per request (uvicorn's access log): off, it was a seventh of "
+        "a tile's time; the reverse proxy in front of a deployment logs requests.",
+    )
     sweep_interval_s: float = Field(
         default=60,
         ge=0,
