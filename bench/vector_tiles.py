@@ -1,6 +1,7 @@
 """Vector tiles, side by side on one data base and machine: our tile API, TiPg 1.6.1
-pointed at the same tables, and the raw ST_AsMVT statement through psycopg (the data
-base's ceiling), for z12, z14 and z16 over the demo district, at 1 and 8 connections.
+pointed at the same tables, the raw ST_AsMVT statement through psycopg (the data base's
+ceiling: every feature under the tile, drawn as stored) and our renderer's statement,
+for z12, z14 and z16 over the demo district, at 1 and 8 connections.
 
 For each zoom the same fixed list of tile URLs is asked of each server: once with every
 tile new to the server (ours starts with an empty cache: "first"), then again ("warm").
@@ -142,7 +143,7 @@ def _wrk(port: int, paths: list[str], connections: int, seconds: float, name: st
 
 
 def _ceiling(url: str, layers: list[str], tiles: list[matrix.Tile], connections: int) -> str:
-    """The renderer's statement straight through psycopg: what the data base can give."""
+    """Our renderer's statement straight through psycopg, no HTTP and no cache."""
     local = threading.local()
     catalogue_lock = threading.Lock()
 
@@ -159,7 +160,44 @@ def _ceiling(url: str, layers: list[str], tiles: list[matrix.Tile], connections:
     with ThreadPoolExecutor(max_workers=connections) as pool:
         times = list(pool.map(one, tiles))
     return figures(
-        f"  ST_AsMVT via psycopg, {connections} conn", times, time.perf_counter() - started, "tiles"
+        f"  our statement via psycopg, {connections} conn",
+        times,
+        time.perf_counter() - started,
+        "tiles",
+    )
+
+
+def _raw(layer: registry.Layer) -> sql.Composed:
+    """The plain ST_AsMVT statement of a layer's tile, as a hand-written tile server has
+    it (every feature under the tile, drawn through ST_Transform; the layer's tile
+    properties): the issue's "raw ST_AsMVT query", the data base's ceiling."""
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in ["id", *layer.tile])
+    return sql.SQL(
+        "SELECT ST_AsMVT(t, %(name)s, 4096, 'geom') FROM (SELECT {columns},"
+        " ST_AsMVTGeom(ST_Transform(geom, 3857), ST_TileEnvelope(%(z)s, %(x)s, %(y)s), 4096, 64,"
+        " true) AS geom FROM {table} WHERE geom && ST_Transform(ST_TileEnvelope(%(z)s, %(x)s,"
+        " %(y)s, margin => 64.0 / 4096), 4326)) AS t"
+    ).format(columns=columns, table=sql.Identifier(layer.table))
+
+
+def _raw_ceiling(url: str, layer: str, tiles: list[matrix.Tile], connections: int) -> str:
+    """The raw statement (``_raw``) straight through psycopg: the data base's ceiling."""
+    local = threading.local()
+    with db.connect(url) as conn:
+        statement = _raw(registry.load(conn).layer(layer))
+
+    def one(tile: matrix.Tile) -> float:
+        if not hasattr(local, "conn"):
+            local.conn = db.connect(url, autocommit=True)
+        t = time.perf_counter()
+        local.conn.execute(statement, {"name": layer, "z": tile.z, "x": tile.x, "y": tile.y})
+        return time.perf_counter() - t
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        times = list(pool.map(one, tiles))
+    return figures(
+        f"  raw ST_AsMVT, {connections} conn", times, time.perf_counter() - started, "tiles"
     )
 
 
@@ -249,6 +287,7 @@ def main() -> None:
                 tipg_paths = [f"/collections/public.{layer}/tiles/{TMS}/{t.z}/{t.x}/{t.y}?properties={props}" for t in tiles]  # fmt: skip
                 for connections in (1, 8):
                     print(f" {layer}, {connections} connection(s):")
+                    print(_raw_ceiling(url, layer, tiles, connections))
                     print(_ceiling(url, [layer], tiles, connections))
                     server = start_ours(layer)
                     try:
