@@ -48,14 +48,14 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        timeout = f"-c statement_timeout={settings.database.statement_timeout_ms}"
-
-        def pool(min_size: int, max_size: int) -> ConnectionPool:
+        def pool(
+            min_size: int, max_size: int, timeout_ms: int = settings.database.statement_timeout_ms
+        ) -> ConnectionPool:
             return ConnectionPool(
                 database_url,
                 min_size=min(min_size, max_size),
                 max_size=max_size,
-                kwargs={"options": timeout, "autocommit": True},
+                kwargs={"options": f"-c statement_timeout={timeout_ms}", "autocommit": True},
                 configure=configure,
                 open=False,
                 timeout=settings.database.pool_timeout_s,
@@ -70,9 +70,14 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
         app.state.heavy_gate = Gate(settings.api.heavy_concurrency, settings.api.heavy_queue_s)
         # Intake's batches, each on the same connection (api/routes/intake.py).
         setattr(app.state, intake.POOL, pool(intake.IN_FLIGHT, intake.IN_FLIGHT))
+        # Tiles, on connections whose time limit is a tile's: a miss is one statement,
+        # with no transaction to set the limit in (tiles/cache.py).
+        setattr(app.state, tiles.POOL, pool(1, settings.database.pool_max_size,
+                                            settings.tiles.tile_timeout_ms))  # fmt: skip
         app.state.pool.open()
         app.state.operational_pool.open()
         getattr(app.state, intake.POOL).open()
+        getattr(app.state, tiles.POOL).open()
         app.state.catalogue.listen(database_url)
         app.state.tile_cache.listen(database_url)
         app.state.sweeper = Sweeper(app.state.pool, settings.api.sweep_interval_s)
@@ -93,6 +98,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
             app.state.tile_cache.close()
             app.state.catalogue.close()
             getattr(app.state, intake.POOL).close()
+            getattr(app.state, tiles.POOL).close()
             app.state.operational_pool.close()
             app.state.pool.close()
 
@@ -114,7 +120,7 @@ def create_app(settings: Settings, *, database_url: str) -> FastAPI:
     app.state.catalogue = registry.Snapshot()
     app.state.key_cache = KeyCache()
     # Rendered tiles, shared with the other processes and kept current by the change log.
-    app.state.tile_cache = TileCache(settings.tile_cache, vector.renderer(settings.tiles))
+    app.state.tile_cache = TileCache(settings.tile_cache, vector.Limits.of(settings.tiles))
     app.state.tile_flights = {}  # tiles being made now, by key (api.routes.tiles)
     app.add_middleware(tiles.TileFront)  # before the error handlers: inside InputGuard
     if settings.api.cors_origins.strip():  # outside the front: its answers get CORS too

@@ -57,7 +57,7 @@ def cmd_tiles_seed(settings: Settings, args: argparse.Namespace) -> int:
             f"{_zooms_text(args.zooms)} for {len(targets)} tilesets): choose fewer zooms or a "
             "smaller --bbox"
         )
-    tile_cache = cache.TileCache(settings.tile_cache, vector.renderer(settings.tiles))
+    tile_cache = cache.TileCache(settings.tile_cache, vector.Limits.of(settings.tiles))
     counts = {"rendered": 0, "empty": 0, "cached": 0, "failed": 0, "bytes": 0}
     failures: list[str] = []
     local = threading.local()
@@ -126,7 +126,7 @@ def cmd_tiles_clear(settings: Settings, args: argparse.Namespace) -> int:
             catalogue = registry.load(conn)
             for name in args.layers:
                 catalogue.layer(name)  # NotFound for an unknown one
-        tile_cache = cache.TileCache(settings.tile_cache, vector.render_tile)
+        tile_cache = cache.TileCache(settings.tile_cache)
         gone = tile_cache.clear(conn, args.layers)
     out.print(f"removed {gone:,} cached tiles", highlight=False)
     return 0

@@ -39,10 +39,6 @@ WEST = "ST_X(ST_PointOnSurface(geom)) < 121.392"
 EAST = "ST_X(ST_PointOnSurface(geom)) > 121.407"
 
 
-# The real renderer, at its default limits.
-render = vector.render_tile
-
-
 def _settings(memory_mb: int = 64, shared_mb: int = 256) -> TileCacheSettings:
     return TileCacheSettings(_env_file=None, tile_memory_mb=memory_mb, tile_cache_mb=shared_mb)  # type: ignore[call-arg]
 
@@ -57,7 +53,7 @@ def staff(fresh_url: str) -> Iterator[TestClient]:
 @pytest.fixture
 def tile_cache(fresh_url: str) -> Iterator[TileCache]:
     """A cache hearing the change log of the fresh copy, as an API process's is."""
-    kept = TileCache(_settings(), render)
+    kept = TileCache(_settings())
     kept.listen(fresh_url)
     assert kept.wait_listening()
     yield kept
@@ -156,15 +152,18 @@ def test_a_change_committed_during_a_render_never_leaves_a_stale_tile(fresh_url:
     tile = _tiles_over(building["lon"], building["lat"])[-1]
     raced = threading.Event()
 
-    def racing_render(conn, catalogue, layers, at):
-        # The render's snapshot is taken: a change commits now, on another connection.
+    def racing_execute(*args, **kwargs):
+        row = vector.run(*args, **kwargs)
+        # Made (and stored) from a snapshot before the change, which commits now, on
+        # another connection, before the tile is kept in memory.
         if not raced.is_set():
             raced.set()
             with psycopg.connect(fresh_url) as writer:
                 _set_height(writer, building["id"], 654.25)
-        return render(conn, catalogue, layers, at)
+        return row
 
-    process = TileCache(_settings(), racing_render)
+    process = TileCache(_settings())
+    process.execute = racing_execute
     process.listen(fresh_url)
     assert process.wait_listening()
     try:
@@ -185,8 +184,8 @@ def test_a_tile_stored_while_a_change_was_in_flight_is_refused_once_it_commits(f
     # run before the store lands. Reading checks the change log: the tile is refused.
     building = _building(fresh_url, WEST)
     tile = _tiles_over(building["lon"], building["lat"])[-1]
-    storing = TileCache(_settings(memory_mb=0), render)  # stores as it renders
-    reading = TileCache(_settings(memory_mb=0), render)  # another process
+    storing = TileCache(_settings(memory_mb=0))  # stores as it renders
+    reading = TileCache(_settings(memory_mb=0))  # another process
     with psycopg.connect(fresh_url) as writer:
         _set_height(writer, building["id"], 777.0)
         old = _through(storing, fresh_url, ["buildings"], tile)
@@ -292,7 +291,7 @@ def test_memory_keeps_the_most_recently_used_within_its_bytes():
 
 
 def test_the_shared_tier_evicts_the_least_recently_used(fresh_url: str):
-    kept = TileCache(_settings(memory_mb=0), render)
+    kept = TileCache(_settings(memory_mb=0))
     lon, lat = _point(_building(fresh_url, WEST))
     tiles = list(matrix.tiles_under(TMS, (lon - 0.01, lat - 0.005, lon + 0.01, lat + 0.005),
                                     range(17, 18)))  # fmt: skip

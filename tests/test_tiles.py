@@ -861,14 +861,14 @@ def test_many_asking_a_tile_that_fails_get_its_answer_from_one_try(crowded: str)
     app = create_app(_tiles_settings(tile_timeout_ms=100), database_url=crowded)
     tile_cache = app.state.tile_cache
     tries = []
-    render = tile_cache.render
+    execute = tile_cache.execute
 
-    def slow_render(*args: object, **kwargs: object) -> object:
+    def slow_execute(*args: object, **kwargs: object) -> object:
         tries.append(1)
         time.sleep(1.0)  # a busy data base: every asker arrives while it is being made
-        return render(*args, **kwargs)
+        return execute(*args, **kwargs)
 
-    tile_cache.render = slow_render
+    tile_cache.execute = slow_execute
     with serve_app(app) as base:
 
         def ask(_: int) -> tuple[int, str | None]:

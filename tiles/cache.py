@@ -49,6 +49,7 @@ tier; the least recently used tiles go first. Stores, drops and the shared tier'
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -77,10 +78,8 @@ log = logging.getLogger(__name__)
 BUFFER = vector.BUFFER / vector.EXTENT
 ALL = "*"  # the layers of the composite tile of every layer
 Box = changes.Box
-# The renderer: tiles.vector.render_tile (or vector.renderer's, with the settings' limits).
-Render = Callable[
-    [psycopg.Connection, registry.Catalogue, Sequence[str], matrix.Tile], vector.Rendered
-]
+# What runs a tile's one statement: tiles.vector.run (a test slows it, or races it).
+Execute = Callable[..., tuple[Any, ...]]
 # Bytes a cached tile costs beyond its data (key, ETag, bookkeeping): empty tiles count.
 OVERHEAD = 200
 
@@ -148,7 +147,7 @@ class Cached:
 def etag_of(data: bytes) -> str:
     """The strong ETag of a tile's bytes: the same bytes give the same tag in every
     process, so a tile rendered again unchanged keeps its clients' copies valid."""
-    return '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
+    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'  # as _ETAG
 
 
 def envelope(tms_id: str, tile: matrix.Tile) -> Box:
@@ -290,28 +289,12 @@ _UNSEEN = sql.SQL("""
           AND (c.bbox IS NULL OR c.bbox && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326))
     )
 """)
-_SNAPSHOT = "SELECT pg_current_snapshot()::text, NULL::bytea, NULL, NULL::numeric, NULL"
-_LOOKUP = (
-    sql.SQL("""
-    SELECT pg_current_snapshot()::text, t.data, t.etag,
-           extract(epoch FROM t.expires_at - %(now)s), t.truncated
-    FROM (SELECT 1) AS one
-    LEFT JOIN tile_cache t ON t.tms = %(tms)s AND t.layers = %(key)s AND t.z = %(z)s
-         AND t.x = %(x)s AND t.y = %(y)s
-         AND (t.expires_at IS NULL OR t.expires_at > %(now)s) AND {unseen}
-""")
-    .format(unseen=_UNSEEN.format(snapshot=sql.SQL("t.snapshot")))
-    .as_string()
-)
-# Stored unless a change it did not see is known already.
-_STORE = (
-    sql.SQL("""
-    INSERT INTO tile_cache AS t
-        (tms, layers, z, x, y, data, etag, bytes, truncated, snapshot, envelope, expires_at)
-    SELECT %(tms)s, %(key)s, %(z)s, %(x)s, %(y)s, %(data)s, %(etag)s, %(bytes)s,
-           %(truncated)s, %(snapshot)s::pg_snapshot,
-           ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326), %(expires_at)s
-    WHERE {unseen}
+_SNAPSHOT = "SELECT pg_current_snapshot()::text"
+# The tile's ETag in SQL, as etag_of makes it in Python.
+_ETAG = sql.SQL("""'"' || md5({}) || '"'""")
+_PLACE = sql.SQL("""%(tms)s, %(key)s, %(z)s, %(x)s, %(y)s""")
+_ENVELOPE = sql.SQL("ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)")
+_ON_CONFLICT = sql.SQL("""
     ON CONFLICT (tms, layers, z, x, y) DO UPDATE SET
         data = EXCLUDED.data, etag = EXCLUDED.etag, bytes = EXCLUDED.bytes,
         truncated = EXCLUDED.truncated,
@@ -320,7 +303,62 @@ _STORE = (
     -- Never an older render over a newer one (a slow render finishing last).
     WHERE pg_snapshot_xmax(t.snapshot) <= pg_snapshot_xmax(EXCLUDED.snapshot)
 """)
-    .format(unseen=_UNSEEN.format(snapshot=sql.SQL("%(snapshot)s::pg_snapshot")))
+# A miss, in one statement and so one snapshot (no transaction of its own): the shared
+# tile if a current one is there; else the render, which is stored unless the caps cut it
+# (the tile is made again then, ranked: tiles.vector.finish), with when it turns stale.
+# Rows: hit (data, etag, seconds it stays current, truncated) or made (tile, counts,
+# snapshot, expires_at). The render runs only when there is no hit (its NOT EXISTS is a
+# one-time filter). Five round trips were a third of a street tile's first request.
+_MISS = sql.SQL("""
+    WITH hit AS MATERIALIZED (
+        SELECT t.data, t.etag, extract(epoch FROM t.expires_at - %(now)s) AS expires_in,
+               t.truncated
+        FROM tile_cache t
+        WHERE t.tms = %(tms)s AND t.layers = %(key)s AND t.z = %(z)s AND t.x = %(x)s
+          AND t.y = %(y)s AND (t.expires_at IS NULL OR t.expires_at > %(now)s) AND {unseen}
+    ), made AS MATERIALIZED (
+        SELECT r.tile, r.counts, pg_current_snapshot() AS snapshot, {clock} AS expires_at
+        FROM ({render}) AS r(tile, counts)
+        WHERE NOT EXISTS (SELECT 1 FROM hit)
+    ), stored AS (
+        INSERT INTO tile_cache AS t
+            (tms, layers, z, x, y, data, etag, bytes, truncated, snapshot, envelope, expires_at)
+        SELECT {place}, m.tile, {etag}, length(m.tile), '{{}}', m.snapshot, {envelope},
+               m.expires_at
+        FROM made m
+        WHERE length(m.tile) <= %(max_bytes)s AND %(max_features)s >= ALL(m.counts)
+        {on_conflict}
+    )
+    SELECT data, etag, expires_in, truncated, NULL::bytea, NULL::bigint[], NULL, NULL
+    FROM hit
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, tile, counts, snapshot::text,
+           extract(epoch FROM expires_at - %(now)s)
+    FROM made
+""")
+# The same without the shared tier: the render, its snapshot and when it turns stale.
+_RENDER = sql.SQL("""
+    SELECT NULL::bytea, NULL::text, NULL::numeric, NULL::text[], r.tile, r.counts,
+           pg_current_snapshot()::text, extract(epoch FROM {clock} - %(now)s)
+    FROM ({render}) AS r(tile, counts)
+""")
+_NO_CLOCK = sql.SQL("NULL::timestamptz")
+# Stored unless a change it did not see is known already (a render of the slow path).
+_STORE = (
+    sql.SQL("""
+    INSERT INTO tile_cache AS t
+        (tms, layers, z, x, y, data, etag, bytes, truncated, snapshot, envelope, expires_at)
+    SELECT {place}, %(data)s, %(etag)s, %(bytes)s, %(truncated)s, %(snapshot)s::pg_snapshot,
+           {envelope}, %(expires_at)s
+    WHERE {unseen}
+    {on_conflict}
+""")
+    .format(
+        place=_PLACE,
+        envelope=_ENVELOPE,
+        on_conflict=_ON_CONFLICT,
+        unseen=_UNSEEN.format(snapshot=sql.SQL("%(snapshot)s::pg_snapshot")),
+    )
     .as_string()
 )
 # The tiles a batch of changes dropped (each process hears every change: the second
@@ -356,23 +394,34 @@ def _place_params(key: Key) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _clock(
-    conn: psycopg.Connection,
-    catalogue: registry.Catalogue,
-    names: Sequence[str],
-    params: dict[str, Any],
-) -> datetime | None:
-    """When the tile's content turns with the clock (the first incident under it to fall
-    overdue after ``params["now"]``), or None when it holds nothing that does. "now" is
-    this process's clock, as the renderer's overdue is (tiles.vector), taken before the
-    render: never later."""
-    if not any(
+def _holds_incidents(catalogue: registry.Catalogue, names: Sequence[str]) -> bool:
+    """Whether a tile of these layers changes with the clock (an incident's overdue)."""
+    return any(
         (layer := catalogue.layers.get(name)) is not None and layer.kind == "incident"
         for name in names
-    ):
-        return None
+    )
+
+
+def _clock(conn: psycopg.Connection, params: dict[str, Any]) -> datetime | None:
+    """When the tile's content turns with the clock (the first incident under it to fall
+    overdue after ``params["now"]``). "now" is this process's clock, as the renderer's
+    overdue is (tiles.vector), taken before the render: never later."""
     box = (params["w"], params["s"], params["e"], params["n"])
     return intake.next_overdue_at(conn, box, params["now"])
+
+
+@functools.lru_cache(maxsize=512)
+def _miss_statement(render: str, shared: bool, clocked: bool) -> str:
+    """``_MISS`` (or ``_RENDER`` without the shared tier) around a render's statement;
+    with the incidents' clock (intake.NEXT_OVERDUE) when the tile holds incidents."""
+    clock = sql.SQL("({})").format(intake.NEXT_OVERDUE) if clocked else _NO_CLOCK
+    if not shared:
+        return _RENDER.format(render=sql.SQL(render), clock=clock).as_string()
+    return _MISS.format(
+        render=sql.SQL(render), clock=clock, place=_PLACE, envelope=_ENVELOPE,
+        etag=_ETAG.format(sql.SQL("m.tile")), on_conflict=_ON_CONFLICT,
+        unseen=_UNSEEN.format(snapshot=sql.SQL("t.snapshot")),
+    ).as_string()  # fmt: skip
 
 
 def _readable(fileno: int | None) -> bool:
@@ -401,13 +450,15 @@ def _snapshot_transaction(conn: psycopg.Connection) -> Iterator[None]:
 class TileCache:
     """The two tiers, their listener and their writer; one per process.
 
-    ``render`` is the renderer (tiles.vector.render). ``listen(url)`` starts hearing the
-    change log (the memory front serves only while it hears) and the writer that stores
-    tiles behind the requests; without it (``twin tiles seed``) tiles are stored at once.
+    ``limits`` are the renderer's (tiles.vector.Limits). ``listen(url)`` starts hearing
+    the change log (the memory front serves only while it hears) and the writer that
+    stores behind the requests what the miss's own statement did not; without it (``twin
+    tiles seed``) those are stored at once.
     """
 
-    def __init__(self, settings: TileCacheSettings, render: Render) -> None:
-        self.render = render
+    def __init__(self, settings: TileCacheSettings, limits: vector.Limits | None = None) -> None:
+        self.limits = limits or vector.Limits()
+        self.execute: Execute = vector.run
         self.shared = settings.tile_cache_mb > 0
         self.shared_limit = settings.tile_cache_mb * 1024 * 1024
         self.memory = Memory(settings.tile_memory_mb * 1024 * 1024)
@@ -450,16 +501,19 @@ class TileCache:
         tms_id: str,
         layers: Sequence[str] | None,
         tile: matrix.Tile,
+        *,
+        timed: bool = False,
     ) -> Cached:
         """The tile of ``layers`` (None: every feature layer) at ``tile``: from memory,
-        from the shared tier, or rendered (and kept). ``conn`` must be idle."""
+        from the shared tier, or rendered (and kept). ``conn`` must be idle, in autocommit;
+        ``timed``: its ``statement_timeout`` is the tile's limit already (tiles.vector.run)."""
         key = key_for(tms_id, layers, tile)
         found = self.from_memory(key)
         if found is not None:
             return found
         with self._lock:
             mark, generation = self._heard, self._generation
-        found, expires, rendered = self._lookup_or_render(conn, catalogue, key)
+        found, expires, rendered = self._lookup_or_render(conn, catalogue, key, timed)
         if rendered is not None:
             if self._threads:
                 self._enqueue("store", rendered)
@@ -485,40 +539,50 @@ class TileCache:
         """The tile put in the shared tier now (``twin tiles seed``): ``shared`` when a
         current one was there already, else ``rendered`` and stored."""
         key = key_for(tms_id, layers, tile)
-        found, _, rendered = self._lookup_or_render(conn, catalogue, key)
+        found, _, rendered = self._lookup_or_render(conn, catalogue, key, False)
         if rendered is not None and self.shared:
             self._store(conn, rendered)
         return found
 
     def _lookup_or_render(
-        self, conn: psycopg.Connection, catalogue: registry.Catalogue, key: Key
+        self, conn: psycopg.Connection, catalogue: registry.Catalogue, key: Key, timed: bool
     ) -> tuple[Cached, float | None, _Rendered | None]:
-        """The shared tile if a current one is there, else one rendered, in one snapshot;
-        with when it turns stale (time.monotonic(), None: never) and, if rendered, what
-        the shared tier keeps of it."""
+        """The shared tile if a current one is there, else one rendered (and stored by the
+        same statement), in one snapshot; with when it turns stale (time.monotonic(),
+        None: never) and, when the caps cut it and it was made again, what the shared
+        tier is still to keep of it."""
         names = (
             [layer.name for layer in catalogue.feature_layers()]
             if key.layers == (ALL,)
             else list(key.layers)
         )
         started, now = time.monotonic(), datetime.now(UTC)
-        params = {**_place_params(key), "now": now}
-
-        def monotonic(at: datetime | None) -> float | None:
-            return None if at is None else started + (at - now).total_seconds()
-
+        first = vector.first_try(conn, catalogue, names, key.tile, limits=self.limits, now=now)
+        clocked = _holds_incidents(catalogue, first.shown)
+        params = {
+            **first.params, **_place_params(key), "now": now,
+            "max_bytes": self.limits.max_bytes, "max_features": self.limits.max_features,
+        }  # fmt: skip
+        statement = _miss_statement(first.text, self.shared, clocked)
+        row = self.execute(conn, statement, params, self.limits, key.tile, first.prepare,
+                           timed=timed)  # fmt: skip
+        data, etag, expires_in, truncated, made, counts, snapshot, stale_in = row
+        if data is not None:
+            expires = None if expires_in is None else started + float(expires_in)
+            return Cached(bytes(data), etag, "shared", tuple(truncated or ())), expires, None
+        body, counts = bytes(made or b""), list(counts)
+        expires = None if stale_in is None else started + float(stale_in)
+        if not first.cut(body, counts):  # stored already, when there is a shared tier
+            return Cached(body, etag_of(body), "rendered"), expires, None
+        # Cut by the caps: made again, ranked, in a snapshot of its own, and stored after.
         with _snapshot_transaction(conn):
-            row = conn.execute(_LOOKUP if self.shared else _SNAPSHOT, params).fetchone()
-            assert row is not None
-            snapshot, data, etag, expires_in, truncated = row
-            if data is not None:
-                expires = None if expires_in is None else started + float(expires_in)
-                return Cached(bytes(data), etag, "shared", tuple(truncated or ())), expires, None
-            made = self.render(conn, catalogue, names, key.tile)
-            clock = _clock(conn, catalogue, names, params)
-        body, cut = made.data, tuple(made.truncated)
+            snapshot = conn.execute(_SNAPSHOT).fetchone()[0]  # type: ignore[index]
+            done = vector.finish(conn, catalogue, first, body, counts, key.tile, timed=timed)
+            clock = _clock(conn, params) if clocked else None
+        body, cut = done.data, tuple(done.truncated)
+        expires = None if clock is None else started + (clock - now).total_seconds()
         rendered = _Rendered(key, body, cut, snapshot, clock)
-        return Cached(body, etag_of(body), "rendered", cut), monotonic(clock), rendered
+        return Cached(body, etag_of(body), "rendered", cut), expires, rendered
 
     def _keep(self, key: Key, entry: _Entry, mark: int, generation: int) -> None:
         """Put a tile in memory unless a change heard since ``mark`` touches it (its

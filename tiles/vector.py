@@ -24,10 +24,9 @@ without asking.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -106,11 +105,6 @@ class Rendered:
     truncated: tuple[str, ...] = ()
 
 
-def renderer(settings: TileSettings) -> Callable[..., Rendered]:
-    """``render_tile`` with the settings' limits: what the tile cache renders with."""
-    return functools.partial(render_tile, limits=Limits.of(settings))
-
-
 def render(
     conn: psycopg.Connection,
     catalogue: registry.Catalogue,
@@ -131,36 +125,108 @@ def render_tile(
     tile: matrix.Tile,
     *,
     limits: Limits = Limits(),
+    timed: bool = False,
 ) -> Rendered:
     """``render``, saying which layers the caps cut. TileTooHeavy when the tile takes
-    longer than ``limits.timeout_ms`` or stays over ``limits.max_bytes``."""
+    longer than ``limits.timeout_ms`` or stays over ``limits.max_bytes``. ``timed``: the
+    connection's own ``statement_timeout`` is the tile's limit already (the API's tile
+    pool), so no transaction is opened to set it."""
+    first = first_try(conn, catalogue, layers, tile, limits=limits)
+    row = run(conn, first.text, first.params, limits, tile, first.prepare, timed=timed)
+    data, counts = bytes(row[0] or b""), list(row[1])
+    return first.outcome(data, counts) or finish(
+        conn, catalogue, first, data, counts, tile, timed=timed
+    )
+
+
+@dataclass(frozen=True)
+class FirstTry:
+    """A tile's first render as one statement (its row: the tile's bytes, its layers'
+    counts), for a caller that may run it inside a statement of its own: the tile cache
+    looks up, renders and stores a tile in one (tiles/cache.py)."""
+
+    text: str
+    params: dict[str, Any]
+    prepare: bool | None  # as ``run`` takes it
+    names: tuple[str, ...]  # the layers asked, in the catalogue's order
+    shown: tuple[str, ...]  # those drawn at the tile's zoom
+    limits: Limits
+
+    def cut(self, data: bytes, counts: Sequence[int]) -> bool:
+        """Whether the caps cut this first render (``finish`` makes the tile then)."""
+        cap = self.limits.max_features
+        return any(n > cap for n in counts) or len(data) > self.limits.max_bytes
+
+    def outcome(self, data: bytes, counts: Sequence[int]) -> Rendered | None:
+        """The tile, if the first render is it; None when the caps cut it."""
+        return None if self.cut(data, counts) else Rendered(data, self.names)
+
+
+# A tile no layer is drawn in at its zoom: empty, in the shape of a render's row.
+_NOTHING = "SELECT ''::bytea, ARRAY[]::bigint[]"
+
+
+def first_try(
+    conn: psycopg.Connection,
+    catalogue: registry.Catalogue,
+    layers: Sequence[str],
+    tile: matrix.Tile,
+    *,
+    limits: Limits = Limits(),
+    now: datetime | None = None,
+) -> FirstTry:
+    """The statement of the tile's first render: every feature there (unranked), under
+    the feature cap; NotFound for a name that is no feature layer. ``now``: the clock an
+    incident's overdue is read against (the caller's, when it reads the same)."""
     chosen = tile_layers(catalogue, layers)
     names = tuple(layer.name for layer in chosen)
     shown = [layer for layer in chosen if tile.z >= layer.tiling.min_zoom]
+    params = _params(tile, limits.max_features, now or datetime.now(UTC))
     if not shown:
-        return Rendered(b"", names)
-    cap = limits.max_features
-    ranked: frozenset[str] = frozenset()  # the layers whose features the cap cuts
+        return FirstTry(_NOTHING, params, None, names, (), limits)
     # Prepared where the plan does not hang on the tile's numbers: no merged layer.
     prepare = None if all(tile.z >= layer.tiling.merge_below for layer in shown) else False
-    for _ in range(MAX_TRIES + 1):
-        statement = _statement_text(conn, catalogue, shown, tile.z, ranked)
-        data, counts = _run(conn, statement, _params(tile, cap), limits, tile, prepare)
+    text = _statement_text(conn, catalogue, shown, tile.z, frozenset())
+    return FirstTry(text, params, prepare, names, tuple(x.name for x in shown), limits)
+
+
+def finish(
+    conn: psycopg.Connection,
+    catalogue: registry.Catalogue,
+    first: FirstTry,
+    data: bytes,
+    counts: list[int],
+    tile: matrix.Tile,
+    *,
+    timed: bool = False,
+) -> Rendered:
+    """The tile whose first render (``data``, ``counts``) the caps cut: rendered again,
+    the layers over the feature cap ranked so the most important are kept, and with
+    fewer features while it is over the byte cap; TileTooHeavy past ``MAX_TRIES``."""
+    limits = first.limits
+    shown = [catalogue.layer(name) for name in first.shown]
+    cap, ranked, tries = limits.max_features, frozenset[str](), 1
+    while True:
         over = frozenset(layer.name for layer, n in zip(shown, counts, strict=True) if n > cap)
-        if not over <= ranked:  # cut: render again, keeping the most important first
+        if over <= ranked:
+            if len(data) <= limits.max_bytes:
+                truncated = tuple(layer.name for layer in shown if layer.name in over)
+                return Rendered(data, first.names, truncated)
+            # Over the byte cap: as many fewer features as the bytes are over, and a margin.
+            most = min(cap, max(counts))
+            cap = max(1, int(most * limits.max_bytes / len(data) * 0.8))
+            ranked |= {layer.name for layer, n in zip(shown, counts, strict=True) if n > cap}
+        else:  # cut: render again, keeping the most important first
             ranked |= over
-            continue
-        truncated = tuple(layer.name for layer in shown if layer.name in over)
-        if len(data) <= limits.max_bytes:
-            return Rendered(data, names, truncated)
-        # Over the byte cap: as many fewer features as the bytes are over, and a margin.
-        most = min(cap, max(counts))
-        cap = max(1, int(most * limits.max_bytes / len(data) * 0.8))
-        ranked |= {layer.name for layer, n in zip(shown, counts, strict=True) if n > cap}
-    raise TileTooHeavy(
-        f"tile {tile.z}/{tile.y}/{tile.x} stays over {limits.max_bytes:,} bytes with "
-        f"{cap} features a layer; ask for fewer layers or a deeper zoom"
-    )
+        if tries > MAX_TRIES:
+            raise TileTooHeavy(
+                f"tile {tile.z}/{tile.y}/{tile.x} stays over {limits.max_bytes:,} bytes with "
+                f"{cap} features a layer; ask for fewer layers or a deeper zoom"
+            )
+        statement = _statement_text(conn, catalogue, shown, tile.z, ranked)
+        params = {**first.params, "cap": cap, "over": cap + 1}
+        row = run(conn, statement, params, limits, tile, first.prepare, timed=timed)
+        data, counts, tries = bytes(row[0] or b""), list(row[1]), tries + 1
 
 
 def tile_layers(catalogue: registry.Catalogue, names: Sequence[str]) -> list[registry.Layer]:
@@ -227,28 +293,31 @@ def _statement_text(
 _STATEMENTS: OrderedDict[tuple[Any, ...], tuple[registry.Catalogue, str]] = OrderedDict()
 
 
-def _run(
+def run(
     conn: psycopg.Connection,
     statement: str,
     params: dict[str, Any],
     limits: Limits,
     tile: matrix.Tile,
     prepare: bool | None,
-) -> tuple[bytes, list[int]]:
-    """The statement's tile and its layers' counts, under the tile's own time limit
-    (``prepare``: False to have it planned with this tile's numbers, None to let psycopg
-    prepare it once it has run a few times)."""
+    *,
+    timed: bool = False,
+) -> tuple[Any, ...]:
+    """The statement's one row, under the tile's own time limit (``prepare``: False to
+    have it planned with this tile's numbers, None to let psycopg prepare it once it has
+    run a few times; ``timed``: the connection's ``statement_timeout`` is that limit)."""
     # Inside a transaction block its caller opened on an autocommit connection (the tile
     # cache's snapshot), which a failure here ends, the time limit is set for the rest of
     # it: a savepoint of our own cost a tenth of a street tile's time. Anywhere else (an
     # implicit transaction a caller goes on with) a failure stays in a savepoint. No
     # pipeline: for two statements psycopg's took longer than two round trips.
-    inside = (
+    inside = timed or (
         conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
     )
     try:
         with contextlib.nullcontext() if inside else conn.transaction():
-            conn.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_ms)}")
+            if not timed:
+                conn.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_ms)}")
             row = conn.execute(statement, params, prepare=prepare).fetchone()
     except psycopg.errors.QueryCanceled as exc:
         raise TileTooHeavy(
@@ -256,10 +325,10 @@ def _run(
             "(TWIN_TILE_TIMEOUT_MS); retry later, or ask for a deeper zoom"
         ) from exc
     assert row is not None
-    return bytes(row[0] or b""), list(row[1])
+    return tuple(row)
 
 
-def _params(tile: matrix.Tile, cap: int) -> dict[str, Any]:
+def _params(tile: matrix.Tile, cap: int, now: datetime) -> dict[str, Any]:
     west, south, east, north = matrix.lonlat_bounds("WebMercatorQuad", tile)
     box = matrix.lonlat_bounds("WebMercatorQuad", tile, BUFFER / EXTENT)
     size = 2 * EARTH / 2**tile.z  # the tile's width in metres (WebMercatorQuad)
@@ -275,7 +344,7 @@ def _params(tile: matrix.Tile, cap: int) -> dict[str, Any]:
         "west": west, "north": north, "lon_span": east - west,
         "north_y": _mercator_y(north), "y_span": _mercator_y(north) - _mercator_y(south),
         **_tangent(north, south),
-        **intake.overdue_params(datetime.now(UTC)),
+        **intake.overdue_params(now),
     }  # fmt: skip
 
 

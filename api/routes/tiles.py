@@ -38,6 +38,7 @@ from api.deps import (
     etag_matches,
     route_path,
     with_connection,
+    with_pool_connection,
 )
 from tiles import cache, matrix, vector
 from twin import registry
@@ -45,6 +46,8 @@ from twin.crs import CRS84
 from twin.errors import InvalidInput, NotFound
 
 router = APIRouter(tags=["OGC API Tiles"])
+# The app's pool for tiles: connections whose statement_timeout is a tile's (api/app.py).
+POOL = "tile_pool"
 NAME_MAX = 63  # a collection's or matrix set's id, at most
 LAYERS_MAX = 20_000  # ``layers=``, at most
 CollectionId = Annotated[str, Path(max_length=NAME_MAX)]
@@ -455,7 +458,7 @@ def cached_tile(
             _feature_layer(catalogue, name)
         chosen = keyed = list(names)
     tile_cache: cache.TileCache = request.app.state.tile_cache
-    found = tile_cache.tile(conn, catalogue, tms, keyed, tile)
+    found = tile_cache.tile(conn, catalogue, tms, keyed, tile, timed=True)
     if found.data and accepts_gzip(request.headers.get("accept-encoding")):
         found.gzipped()  # here, in the request's thread, not on the event loop
     return found, tuple(chosen)
@@ -628,8 +631,8 @@ async def _tile(
         flight = flights[key] = asyncio.get_running_loop().create_future()
     outcome = GONE
     try:
-        found, layers = await with_connection(
-            request, cached_tile, request, tms, names, tile, layers_text
+        found, layers = await with_pool_connection(
+            request, POOL, cached_tile, request, tms, names, tile, layers_text
         )
         outcome = None
     except Exception as exc:

@@ -62,7 +62,7 @@ def overdue_params(now: datetime) -> dict[str, Any]:
 
 # The earliest due time ahead of ``now`` among the incidents in a box: when one of them
 # next turns overdue (the clocks of OVERDUE_WHERE).
-_NEXT_OVERDUE = sql.SQL("""
+NEXT_OVERDUE = sql.SQL("""
     SELECT min(due)
     FROM {table} AS i, LATERAL (VALUES
         (CASE WHEN i.status = ANY(%(awaiting)s) THEN i.due_response_at END),
@@ -78,7 +78,7 @@ def next_overdue_at(
     overdue after ``now`` does so; None when none will (what a map of them waits for)."""
     w, s, e, n = box
     row = conn.execute(
-        _NEXT_OVERDUE, {**overdue_params(now), "w": w, "s": s, "e": e, "n": n}
+        NEXT_OVERDUE, {**overdue_params(now), "w": w, "s": s, "e": e, "n": n}
     ).fetchone()
     return None if row is None else row[0]
 
