@@ -263,7 +263,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
 
-    def start_ours(layer: str) -> subprocess.Popen:
+    def start_ours(layer: str, z: int, connections: int) -> subprocess.Popen:
         subprocess.run([sys.executable, "-m", "cli", "tiles", "clear"], env=env, check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
         server = subprocess.Popen(
@@ -272,9 +272,11 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         _wait(ours_port, "/health", server)
-        # The process warmed up (its pool, the catalogue), not its cache: an empty tile far
-        # from the city, as TiPg's process is warm from its start.
-        _get_all(ours_port, [f"/collections/{layer}/tiles/{TMS}/16/0/0"], 1)
+        # The process warmed up (its pool grown to the clients' connections, its statement
+        # of the zoom prepared on them), not its cache: empty tiles far from the city, each
+        # a miss, as TiPg's process is warm from the rounds before.
+        far = [f"/collections/{layer}/tiles/{TMS}/{z}/0/{x}" for x in range(8 * connections)]
+        _get_all(ours_port, far, connections)
         return server
 
     try:
@@ -289,7 +291,7 @@ def main() -> None:
                     print(f" {layer}, {connections} connection(s):")
                     print(_raw_ceiling(url, layer, tiles, connections))
                     print(_ceiling(url, [layer], tiles, connections))
-                    server = start_ours(layer)
+                    server = start_ours(layer, z, connections)
                     try:
                         times, wall, ours = _get_all(ours_port, ours_paths, connections)
                         print(figures("  ours, first request", times, wall, "tiles"))
