@@ -106,14 +106,17 @@ def serve(settings: Settings, url: str, *, host: str | None, port: int | None) -
     if features == 0:
         console.print("the map is empty: load the demo city with 'twin demo', or import data")
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    # Behind a proxy (TWIN_PUBLIC_URL) the address a person opens is the public one.
+    address = settings.api.public_url or f"http://{shown}:{port}"
+    listening = f", listening on {host}:{port}" if settings.api.public_url else ""
     console.print(
-        f"the one map is served at http://{shown}:{port}/  "
-        f"(health: /health, API docs: /docs, layers: /layers)",
+        f"the one map is served at {address}/  "
+        f"(health: /health, API docs: /docs, layers: /layers){listening}",
         highlight=False,
     )
     for problem in view_assets.check():
         console.print(f"warning: the 3D view: {problem}", highlight=False, markup=False)
-    view_line = f"The one map: http://{shown}:{port}/view"
+    view_line = f"The one map: {address}/view"
     if settings.api.workers == 1:
         server = _Server(
             uvicorn.Config(

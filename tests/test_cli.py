@@ -173,14 +173,18 @@ def test_up_stopped_while_its_new_cluster_starts_stops_it(stop: signal.Signals):
 
 @STOPS
 def test_serve_shuts_down_on_a_stop_signal(demo_url: str, stop: signal.Signals):
-    """`twin serve` ends as a server does on SIGTERM or Ctrl+C: shut down, no traceback."""
+    """`twin serve` ends as a server does on SIGTERM or Ctrl+C: shut down, no traceback.
+    Behind a proxy, the view's address it prints is the public one people open."""
     port = _free_port()
     # No sweep: it would supervise the shared demo's overdue incidents.
-    env = {"TWIN_DATABASE_URL": demo_url, "TWIN_SWEEP_INTERVAL_S": "0"}
+    env = {"TWIN_DATABASE_URL": demo_url, "TWIN_SWEEP_INTERVAL_S": "0",
+           "TWIN_PUBLIC_URL": "https://map.example.org/twin/"}  # fmt: skip
     server = _twin_process("serve", "--port", str(port), env=env)
     output = _stop_when_healthy(server, port, stop)
     assert "Application shutdown complete" in output, output
     assert server.returncode == 128 + stop and "Traceback" not in output, output
+    assert "The one map: https://map.example.org/twin/view" in output, output
+    assert f"listening on 127.0.0.1:{port}" in output, output
 
 
 def test_a_port_out_of_range_is_one_line_not_a_traceback():
