@@ -56,7 +56,9 @@ class DatabaseSettings(_Concern):
         default=5000, ge=100, description="Per-statement time limit of the API's queries."
     )
     pool_min_size: int = Field(default=1, ge=1)
-    pool_max_size: int = Field(default=10, ge=1, description="Connections of the shared pool.")
+    pool_max_size: int = Field(
+        default=10, ge=1, description="Connections of the shared pool, and of the tiles' pool."
+    )
     pool_timeout_s: float = Field(default=10.0, gt=0, description="Wait for a connection.")
     operational_pool_size: int = Field(
         default=4,
