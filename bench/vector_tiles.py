@@ -23,6 +23,7 @@ import argparse
 import gzip
 import http.client
 import json
+import math
 import os
 import platform
 import random
@@ -43,7 +44,7 @@ from psycopg import sql
 from timing import figures, free_port
 
 from tiles import matrix, vector
-from twin import db, registry
+from twin import db, embedded, registry
 
 TMS = "WebMercatorQuad"
 ZOOMS = (12, 14, 16)
@@ -119,25 +120,37 @@ def _get_all(port: int, paths: list[str], connections: int) -> tuple[list[float]
 
 
 WRK_SCRIPT = Path(__file__).with_name("tiles_wrk.lua")
+WRK_ONCE = Path(__file__).with_name("tiles_wrk_once.lua")
 TILE_ITSELF = shapely.box(0, 0, vector.EXTENT, vector.EXTENT)
 
 
-def _wrk(port: int, paths: list[str], connections: int, seconds: float, name: str) -> str:
-    """wrk asking ``paths`` round and round for ``seconds``: the figures of warm tiles,
-    with no Python client on the cores (None when wrk is not installed)."""
-    prelude = "PATHS = {" + ", ".join(json.dumps(p) for p in paths) + "}\n"
+def _wrk(
+    port: int, paths: list[str], connections: int, seconds: float, name: str, *,
+    once: bool = False,
+) -> str:  # fmt: skip
+    """wrk asking ``paths`` round and round for ``seconds`` (warm tiles), or, ``once``,
+    each path once (first requests, ``WRK_ONCE``; ``seconds`` is wrk's run, which must
+    outlast them): the figures of the server, with no Python client on the cores."""
+    threads = connections if once else min(2, connections)
+    prelude = f"THREADS = {threads}\nPATHS = {{" + ", ".join(json.dumps(p) for p in paths) + "}\n"
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(prelude + WRK_SCRIPT.read_text())
+        script.write(prelude + (WRK_ONCE if once else WRK_SCRIPT).read_text())
         script.flush()
         done = subprocess.run(
-            ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-s", script.name,
-             "-d", f"{seconds:g}s", f"http://127.0.0.1:{port}"],
+            ["wrk", "-t", str(threads), "-c", str(connections), "-s", script.name,
+             "-d", f"{math.ceil(seconds)}s", "--timeout", "30s", f"http://127.0.0.1:{port}"],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
     found = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("WRK "))[4:])
     if found["failed"] or found["socket_errors"]:
         raise RuntimeError(f"wrk: {found['failed']} failed, {found['socket_errors']} socket errors")
-    rate = found["requests"] / found["seconds"]
+    if once:
+        if found["requests"] != len(paths):
+            raise RuntimeError(f"wrk answered {found['requests']} of {len(paths)} in {seconds} s")
+        # Each connection always waits on one answer: the rate is theirs over the mean.
+        rate = connections / (found["mean_ms"] / 1000)
+    else:
+        rate = found["requests"] / found["seconds"]
     return (f"{name:<34} p50 {found['p50_ms']:6.2f} ms  p99 {found['p99_ms']:6.2f} ms  "
             f"{rate:7.0f} tiles/s")  # fmt: skip
 
@@ -199,6 +212,43 @@ def _raw_ceiling(url: str, layer: str, tiles: list[matrix.Tile], connections: in
     return figures(
         f"  raw ST_AsMVT, {connections} conn", times, time.perf_counter() - started, "tiles"
     )
+
+
+def _raw_pgbench(
+    url: str, layer: str, tiles: list[matrix.Tile], connections: int, seconds: float = 5
+) -> str | None:
+    """The raw statement (``_raw``) run by pgbench for ``seconds``, a tile of the list
+    at random each time: the data base's ceiling with a C client, which the Python one
+    is not at 8 connections (its threads share one interpreter). None without pgbench."""
+    pgbench = embedded.find_bin_dir() / "pgbench"
+    if not pgbench.exists():
+        return None
+    with db.connect(url) as conn:
+        text = _raw(registry.load(conn).layer(layer)).as_string(conn)
+        name = sql.Literal(layer).as_string(conn)
+    (z,) = {t.z for t in tiles}
+    xs = ",".join(str(t.x) for t in tiles)
+    ys = ",".join(str(t.y) for t in tiles)
+    text = (text.replace("%(name)s", name).replace("%(z)s", str(z))
+            .replace("%(x)s", f"(ARRAY[{xs}])[:i]").replace("%(y)s", f"(ARRAY[{ys}])[:i]"))  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder, "tile.sql")
+        script.write_text(f"\\set i random(1, {len(tiles)})\n{text};\n")
+        done = subprocess.run(
+            [str(pgbench), "-n", "-M", "prepared", "-f", str(script), "-c", str(connections),
+             "-j", str(min(2, connections)), "-T", f"{seconds:g}", "-l",
+             "--log-prefix", str(Path(folder, "log")), url],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        ms = sorted(
+            int(line.split()[2]) / 1000
+            for log in Path(folder).glob("log*")
+            for line in log.read_text().splitlines()
+        )
+    tps = next(float(x.split()[2]) for x in done.stdout.splitlines() if x.startswith("tps ="))
+    p50, p99 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    return (f"{f'  raw ST_AsMVT, {connections} conn (pgbench)':<34} p50 {p50:6.2f} ms  "
+            f"p99 {p99:6.2f} ms  {tps:7.0f} tiles/s")  # fmt: skip
 
 
 def _reaches_tile(geometry: dict) -> bool:
@@ -279,6 +329,7 @@ def main() -> None:
         _get_all(ours_port, far, connections)
         return server
 
+    wrk = shutil.which("wrk") is not None
     try:
         _wait(tipg_port, "/collections", tipg)
         for z, tiles in chosen.items():
@@ -290,20 +341,33 @@ def main() -> None:
                 for connections in (1, 8):
                     print(f" {layer}, {connections} connection(s):")
                     print(_raw_ceiling(url, layer, tiles, connections))
+                    if (line := _raw_pgbench(url, layer, tiles, connections)) is not None:
+                        print(line)
                     print(_ceiling(url, [layer], tiles, connections))
                     server = start_ours(layer, z, connections)
                     try:
-                        times, wall, ours = _get_all(ours_port, ours_paths, connections)
-                        print(figures("  ours, first request", times, wall, "tiles"))
+                        times, first_wall, ours = _get_all(ours_port, ours_paths, connections)
+                        print(figures("  ours, first request", times, first_wall, "tiles"))
                         times, wall, _ = _get_all(ours_port, ours_paths, connections)
                         print(figures("  ours, warm", times, wall, "tiles"))
-                        if shutil.which("wrk"):
+                        if wrk:
                             print(_wrk(ours_port, ours_paths, connections, 5, "  ours, warm (wrk)"))
                     finally:
                         server.terminate()
                         server.wait(timeout=30)
+                    if wrk:  # first requests again, from a C client, on a new process
+                        server = start_ours(layer, z, connections)
+                        try:
+                            print(_wrk(ours_port, ours_paths, connections, 2 * first_wall + 1,
+                                       "  ours, first request (wrk)", once=True))  # fmt: skip
+                        finally:
+                            server.terminate()
+                            server.wait(timeout=30)
                     times, wall, theirs = _get_all(tipg_port, tipg_paths, connections)
                     print(figures("  TiPg 1.6.1, first request", times, wall, "tiles"))
+                    if wrk:
+                        print(_wrk(tipg_port, tipg_paths, connections, 2 * wall + 1,
+                                   "  TiPg 1.6.1, first request (wrk)", once=True))  # fmt: skip
                     times, wall, _ = _get_all(tipg_port, tipg_paths, connections)
                     print(figures("  TiPg 1.6.1, again", times, wall, "tiles"))
                     if connections == 1:
