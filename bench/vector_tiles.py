@@ -131,6 +131,8 @@ def _wrk(
     """wrk asking ``paths`` round and round for ``seconds`` (warm tiles), or, ``once``,
     each path once (first requests, ``WRK_ONCE``; ``seconds`` is wrk's run, which must
     outlast them): the figures of the server, with no Python client on the cores."""
+    if once:  # no connection without a tile to ask (z12's two tiles keep two busy)
+        connections = min(connections, len(paths))
     threads = connections if once else min(2, connections)
     prelude = f"THREADS = {threads}\nPATHS = {{" + ", ".join(json.dumps(p) for p in paths) + "}\n"
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
