@@ -212,6 +212,9 @@ def elevations(
         )
         if source.size == 0:
             continue
+        # Contiguous: rasterio copies a strided array into a GDAL MEM dataset it makes
+        # without a geotransform first, and warns (NotGeoreferencedWarning) in the log.
+        source = np.ascontiguousarray(source)
         reproject(
             source, out, src_transform=source_transform, src_crs=_STORAGE, src_nodata=NODATA,
             dst_transform=transform, dst_crs=tms.rasterio_crs,
