@@ -55,6 +55,9 @@ STEP_WORDS = {
     "supervised": "overdue: supervised by the centre",
     "fused": "another report of the same problem joined this request",
 }
+# The joined request's steps, as a duplicate that follows it reads them: its own joining
+# is the fused step there ("another report joined this request" would say it of itself).
+FOLLOWED_WORDS = {**STEP_WORDS, "fused": "this report joined it"}
 # XML 1.0 cannot hold these characters at all, escaped or not.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -96,7 +99,8 @@ def service(category: Any, parent_name: str | None, keywords: Sequence[str]) -> 
 def status_notes(step: Mapping[str, Any] | None, joined: int | None) -> str:
     """The latest step in words; for a duplicate, which request it joined and how that
     one stands."""
-    words = "" if step is None else STEP_WORDS.get(step["action"], step["action"].replace("_", " "))
+    said = STEP_WORDS if joined is None else FOLLOWED_WORDS
+    words = "" if step is None else said.get(step["action"], step["action"].replace("_", " "))
     if joined is not None:
         return f"the same problem as request {joined}, which it follows: {words}".rstrip(": ")
     return words

@@ -207,6 +207,9 @@ def test_a_fused_report_keeps_its_own_id_and_reads_as_the_request_it_joined(
     (got,) = client.get(f"{V2}/requests/{joined['service_request_id']}.json").json()
     assert got["status"] == "open"  # the problem is still being fixed
     assert str(first["service_request_id"]) in got["status_notes"]
+    # Its joining in its own words, not the joined request's ("another report ... joined
+    # this request" read as if said of the duplicate).
+    assert got["status_notes"].endswith("this report joined it"), got["status_notes"]
     listed = client.get(f"{V2}/requests.json", params={"status": "open"}).json()
     assert {r["service_request_id"] for r in listed} >= {
         first["service_request_id"], joined["service_request_id"]
