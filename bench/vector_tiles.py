@@ -120,7 +120,6 @@ def _get_all(port: int, paths: list[str], connections: int) -> tuple[list[float]
 
 
 WRK_SCRIPT = Path(__file__).with_name("tiles_wrk.lua")
-WRK_ONCE = Path(__file__).with_name("tiles_wrk_once.lua")
 TILE_ITSELF = shapely.box(0, 0, vector.EXTENT, vector.EXTENT)
 
 
@@ -129,14 +128,15 @@ def _wrk(
     once: bool = False,
 ) -> str:  # fmt: skip
     """wrk asking ``paths`` round and round for ``seconds`` (warm tiles), or, ``once``,
-    each path once (first requests, ``WRK_ONCE``; ``seconds`` is wrk's run, which must
+    each path once (first requests; ``seconds`` is wrk's run, which must
     outlast them): the figures of the server, with no Python client on the cores."""
     if once:  # no connection without a tile to ask (z12's two tiles keep two busy)
         connections = min(connections, len(paths))
     threads = connections if once else min(2, connections)
-    prelude = f"THREADS = {threads}\nPATHS = {{" + ", ".join(json.dumps(p) for p in paths) + "}\n"
+    prelude = (f"THREADS = {threads}\nONCE = {'true' if once else 'false'}\nPATHS = {{"
+               + ", ".join(json.dumps(p) for p in paths) + "}\n")  # fmt: skip
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(prelude + (WRK_ONCE if once else WRK_SCRIPT).read_text())
+        script.write(prelude + WRK_SCRIPT.read_text())
         script.flush()
         done = subprocess.run(
             ["wrk", "-t", str(threads), "-c", str(connections), "-s", script.name,
