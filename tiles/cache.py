@@ -567,20 +567,23 @@ class TileCache:
         row = self.execute(conn, statement, params, self.limits, key.tile, first.prepare,
                            timed=timed)  # fmt: skip
         data, etag, expires_in, truncated, made, counts, snapshot, stale_in = row
+
+        def later(seconds: Any) -> float | None:  # time.monotonic() then; None: never
+            return None if seconds is None else started + float(seconds)
+
         if data is not None:
-            expires = None if expires_in is None else started + float(expires_in)
-            return Cached(bytes(data), etag, "shared", tuple(truncated or ())), expires, None
+            found = Cached(bytes(data), etag, "shared", tuple(truncated or ()))
+            return found, later(expires_in), None
         body, counts = bytes(made or b""), list(counts)
-        expires = None if stale_in is None else started + float(stale_in)
         if not first.cut(body, counts):  # stored already, when there is a shared tier
-            return Cached(body, etag_of(body), "rendered"), expires, None
+            return Cached(body, etag_of(body), "rendered"), later(stale_in), None
         # Cut by the caps: made again, ranked, in a snapshot of its own, and stored after.
         with _snapshot_transaction(conn):
             snapshot = conn.execute(_SNAPSHOT).fetchone()[0]  # type: ignore[index]
             done = vector.finish(conn, catalogue, first, body, counts, key.tile, timed=timed)
             clock = _clock(conn, params) if clocked else None
         body, cut = done.data, tuple(done.truncated)
-        expires = None if clock is None else started + (clock - now).total_seconds()
+        expires = later(None if clock is None else (clock - now).total_seconds())
         rendered = _Rendered(key, body, cut, snapshot, clock)
         return Cached(body, etag_of(body), "rendered", cut), expires, rendered
 

@@ -125,18 +125,13 @@ def render_tile(
     tile: matrix.Tile,
     *,
     limits: Limits = Limits(),
-    timed: bool = False,
 ) -> Rendered:
     """``render``, saying which layers the caps cut. TileTooHeavy when the tile takes
-    longer than ``limits.timeout_ms`` or stays over ``limits.max_bytes``. ``timed``: the
-    connection's own ``statement_timeout`` is the tile's limit already (the API's tile
-    pool), so no transaction is opened to set it."""
+    longer than ``limits.timeout_ms`` or stays over ``limits.max_bytes``."""
     first = first_try(conn, catalogue, layers, tile, limits=limits)
-    row = run(conn, first.text, first.params, limits, tile, first.prepare, timed=timed)
+    row = run(conn, first.text, first.params, limits, tile, first.prepare)
     data, counts = bytes(row[0] or b""), list(row[1])
-    return first.outcome(data, counts) or finish(
-        conn, catalogue, first, data, counts, tile, timed=timed
-    )
+    return first.outcome(data, counts) or finish(conn, catalogue, first, data, counts, tile)
 
 
 @dataclass(frozen=True)
