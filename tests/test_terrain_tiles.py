@@ -9,9 +9,11 @@ import io
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import morecantile
 import numpy as np
 import psycopg
@@ -498,3 +500,23 @@ def test_gdals_feature_driver_lists_the_feature_layers_and_not_the_terrain(
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert summary.returncode == 0, summary.stderr
     assert "Feature Count:" in summary.stdout
+
+
+def test_many_terrain_tiles_asked_at_once_all_draw(plane_server: str):
+    # The view asks a screenful of terrain tiles at once. Each is drawn in its own server
+    # thread; rasterio's warp silences a warning through the process's one warnings filter
+    # list, so two warps at once would let it through (here, with the suite's
+    # -W error::NotGeoreferencedWarning, as a 500).
+    west, north = inside(0.0, 0.0)
+    east, south = inside(1.0, 1.0)
+    addresses = [url(kind, tile) for z in (14, 15, 16, 17)
+                 for tile in TMS.tiles(west, south, east, north, [z]) for kind in ("coverage", "map")]  # fmt: skip
+    assert len(addresses) > 150
+
+    def ask(share: list[str]) -> list[tuple[str, int]]:
+        with httpx.Client(base_url=plane_server, timeout=60) as http:
+            return [(a, http.get(a).status_code) for a in share for _ in range(2)]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = [a for part in pool.map(ask, [addresses[i::8] for i in range(8)]) for a in part]
+    assert {status for _, status in answers} == {200}, [a for a in answers if a[1] != 200][:5]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,12 @@ _COLOURS = np.stack(
     [np.interp(np.linspace(0, 1, 256), RAMP[:, 0], RAMP[:, c]) for c in (1, 2, 3)], axis=-1
 ).astype("float32")
 _STORAGE = CRS.from_epsg(SRID)
+# One warp at a time per process. rasterio wraps the in-memory dataset it makes for an
+# array in warnings.catch_warnings(), and before Python 3.14 that swaps the process's one
+# warnings filter list: two tiles warped at once in the API's threads undo each other's
+# silencing, and its NotGeoreferencedWarning reaches the log (a 500 under -W error).
+# A warp of a tile is about a millisecond; the read and the PNG stay parallel.
+_WARP = threading.Lock()
 _NO_TERRAIN = "no terrain is loaded: load a DEM with `twin terrain import DEM.tif`"
 # PostGIS raster pixel types (1BB, 2BUI, 4BUI take a byte each) as numpy's.
 _PIXEL_TYPES = {0: "u1", 1: "u1", 2: "u1", 3: "i1", 4: "u1", 5: "i2", 6: "u2", 7: "i4",
@@ -215,11 +222,12 @@ def elevations(
         # Contiguous: rasterio copies a strided array into a GDAL MEM dataset it makes
         # without a geotransform first, and warns (NotGeoreferencedWarning) in the log.
         source = np.ascontiguousarray(source)
-        reproject(
-            source, out, src_transform=source_transform, src_crs=_STORAGE, src_nodata=NODATA,
-            dst_transform=transform, dst_crs=tms.rasterio_crs,
-            dst_nodata=NODATA, init_dest_nodata=False, resampling=Resampling.bilinear,
-        )  # fmt: skip
+        with _WARP:
+            reproject(
+                source, out, src_transform=source_transform, src_crs=_STORAGE,
+                src_nodata=NODATA, dst_transform=transform, dst_crs=tms.rasterio_crs,
+                dst_nodata=NODATA, init_dest_nodata=False, resampling=Resampling.bilinear,
+            )  # fmt: skip
     if not (out[1:-1, 1:-1] != NODATA).any():
         return None
     return out
