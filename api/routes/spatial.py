@@ -5,9 +5,9 @@ assets and jurisdictions, never anything personal.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Annotated, Any
 
+import numpy as np
 import psycopg
 import shapely
 from fastapi import APIRouter, Body, Query, Request
@@ -156,8 +156,7 @@ def _area(body: Area) -> Any:
         return _geojson_area(body.geometry)
     if body.wkt is not None:
         try:
-            with warnings.catch_warnings():  # NaN: named below, not warned of
-                warnings.simplefilter("ignore", RuntimeWarning)
+            with np.errstate(invalid="ignore"):  # NaN: named below (this thread's only)
                 area = shapely.from_wkt(body.wkt)
         except shapely.errors.ShapelyError as exc:
             why = next((w for k, w in _WKT_TROUBLE.items() if k in str(exc)), "")

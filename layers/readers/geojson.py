@@ -4,7 +4,6 @@ each geometry's coordinates checked as they are read and the reason kept where t
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -95,8 +94,8 @@ def geojson_geometry(geometry: Any, axes: tuple[str, str]) -> tuple[Any, str | N
     else:
         return None, f"{kind!r} is not a GeoJSON geometry type"
     try:
-        with warnings.catch_warnings():  # NaN coordinates: refused by the import, naming them
-            warnings.simplefilter("ignore", RuntimeWarning)
+        # NaN coordinates: refused by the import, naming them (errstate: this thread's only)
+        with np.errstate(invalid="ignore"):
             return shapely.geometry.shape(geometry), None
     except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException):
         return None, f"a {kind} with these coordinates is not a geometry"

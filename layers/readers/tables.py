@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -137,8 +136,9 @@ def _wkt(value: str | None) -> Any:
     if value is None:
         return None
     try:
-        with warnings.catch_warnings():  # NaN in WKT: the import names it, not a warning
-            warnings.simplefilter("ignore", RuntimeWarning)
+        # NaN in WKT: the import names it, not a warning. errstate, not catch_warnings:
+        # it is the calling thread's alone, the warnings filters are the whole process's.
+        with np.errstate(invalid="ignore"):
             return shapely.from_wkt(value)
     except shapely.errors.GEOSException:
         return None
