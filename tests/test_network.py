@@ -450,6 +450,19 @@ def _water_main_with_valves(client: TestClient, module_url: str) -> tuple[int, d
     raise AssertionError("no demo water main with valves and buildings")
 
 
+def _nearest_address(url: str, incident: dict[str, Any]) -> str:
+    """The address of the building nearest the incident that has one (the demo city has
+    one in every street block, so one lies within the burst's 150 m)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT address FROM buildings WHERE address <> '' ORDER BY"
+            " ST_Distance(geom::geography, ST_SetSRID(ST_MakePoint(%s, %s), 4326)::geography)"
+            " LIMIT 1", (incident["location"]["lon"], incident["location"]["lat"]),
+        ).fetchone()  # fmt: skip
+    assert row is not None
+    return row[0]
+
+
 def test_a_burst_becomes_an_incident_valve_work_orders_and_notices(
     staff: TestClient, module_url: str
 ):
@@ -463,6 +476,8 @@ def test_a_burst_becomes_an_incident_valve_work_orders_and_notices(
     owner = isolation["burst"]["pipe"]["owner_unit"]
     assert incident["unit"]["code"] == owner and "路面冒水" in incident["description"]
     assert any(a["layer"] == "pipes" and a["id"] == pipe for a in incident["assets"])
+    # The crew finds it by the nearest building's address, as the valves' crews do theirs.
+    assert incident["address"] == f"near {_nearest_address(module_url, incident)}"
     # One work order per valve to close, each to the valve's owner.
     assert sorted(o["valve"] for o in burst["work_orders"]) == sorted(
         v["id"] for v in isolation["valves"]
@@ -472,6 +487,7 @@ def test_a_burst_becomes_an_incident_valve_work_orders_and_notices(
         assert order["unit"]["code"] == owners[order["valve"]], order
         got = staff.get(f"/incidents/{order['incident_id']}", headers=KEY).json()
         assert got["category"]["code"] == "SJ040105" and str(incident["id"]) in got["description"]
+        assert got["address"] == f"near {_nearest_address(module_url, got)}"
     # The notice list: every building that loses supply, sensitive sites first.
     assert [n["building"] for n in burst["notices"]] == [b["id"] for b in isolation["buildings"]]
     flags = [n["sensitive"] for n in burst["notices"]]
@@ -496,9 +512,29 @@ def test_a_burst_becomes_an_incident_valve_work_orders_and_notices(
     listed = staff.get("/network/bursts?network=water&status=open", headers=KEY).json()["bursts"]
     assert {b["id"] for b in listed} >= {burst["id"], second["id"]}
 
-    closed = staff.post(f"/network/bursts/{burst['id']}/close", headers=KEY)
+    # Closing: who closed it and how it was mended are kept; a body it cannot take closes
+    # nothing.
+    close = f"/network/bursts/{burst['id']}/close"
+    for bad, words in (({"notes": "typo"}, "notes"), ({"note": "a\u0000b"}, "NUL"),
+                       ({"note": 5}, "note"), ([1], "body")):  # fmt: skip
+        refused = staff.post(close, json=bad, headers=KEY)
+        assert refused.status_code == 400 and words in refused.json()["detail"], refused.text
+    assert staff.get(f"/network/bursts/{burst['id']}", headers=KEY).json()["status"] == "open"
+    closed = staff.post(close, json={"note": "换管 DN300，已恢复供水"}, headers=KEY)
     assert closed.status_code == 200 and closed.json()["status"] == "closed"
-    assert staff.post(f"/network/bursts/{burst['id']}/close", headers=KEY).status_code == 409
+    assert (
+        closed.json()["closed_by"] == "t"
+        and closed.json()["close_note"] == "换管 DN300，已恢复供水"
+    )
+    listed = staff.get("/network/bursts?status=closed", headers=KEY).json()["bursts"]
+    assert {"id": burst["id"], "closed_by": "t"}.items() <= next(
+        b for b in listed if b["id"] == burst["id"]
+    ).items()
+    assert staff.post(close, headers=KEY).status_code == 409
+    assert (
+        staff.post(f"/network/bursts/{second['id']}/close", headers=KEY).json()["close_note"]
+        is None
+    )
     assert staff.get(f"/network/bursts/{second['id']}", headers=KEY).json()["overlapping"] == []
     assert staff.get("/network/bursts/999999", headers=KEY).status_code == 404
     assert staff.post("/network/water/bursts", json={"pipe": {"id": pipe}}).status_code == 401

@@ -619,4 +619,6 @@ class NetworkBurst(Base):
     created_by: Mapped[str] = mapped_column(Text, server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_by: Mapped[str | None] = mapped_column(Text)
+    close_note: Mapped[str | None] = mapped_column(Text)
     geom: Mapped[WKBElement | None] = mapped_column(Geometry("GEOMETRY", srid=SRID))

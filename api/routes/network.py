@@ -254,6 +254,14 @@ class BurstRequest(IsolationRequest):
     valve_category: Annotated[str, Field(max_length=100)] | None = None
 
 
+class CloseBurstRequest(BaseModel):
+    """How the burst was dealt with, for its record (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
 BurstId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
@@ -309,7 +317,12 @@ def get_burst(burst_id: BurstId, conn: Connection, holder: NetworkStaff) -> Fast
 
 @router.post("/network/bursts/{burst_id}/close", dependencies=[Operational, KnownParameters],
              summary="Close a burst: mended, valves open again")  # fmt: skip
-def close_burst(burst_id: BurstId, conn: Connection, holder: NetworkOperator) -> FastJSON:
-    """Mark the burst closed (its isolation no longer overlaps others); 409 when it is
-    closed already. The incident and work orders follow their own closed loop."""
-    return FastJSON(burst.close_burst(conn, burst_id))
+def close_burst(
+    burst_id: BurstId, conn: Connection, holder: NetworkOperator,
+    body: Annotated[CloseBurstRequest | None, Body()] = None,
+) -> FastJSON:  # fmt: skip
+    """Mark the burst closed (its isolation no longer overlaps others), keeping who closed
+    it and the body's ``note`` (how it was mended); 409 when it is closed already. The
+    incident and work orders follow their own closed loop."""
+    note = None if body is None else body.note
+    return FastJSON(burst.close_burst(conn, burst_id, actor=holder.name, note=note))

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from twin import spatial
 from twin.errors import Conflict, InvalidInput, NotFound
 from twin.incidents import categories, intake
 from twin.network import queries
@@ -30,6 +31,8 @@ BURST_CATEGORY = "SJ0401"  # any other network's burst
 VALVE_CATEGORY = "SJ040105"  # 关阀停水作业: closing a valve for an isolation
 CHANNEL = "external_system"  # the pipe network system reports it
 MAX_NOTE = 2000
+# A crew finds a burst or a valve in the street by the nearest building's address.
+ADDRESS_WITHIN_M = 150.0
 
 
 def _category(conn: psycopg.Connection, code: str, what: str) -> str:
@@ -39,6 +42,18 @@ def _category(conn: psycopg.Connection, code: str, what: str) -> str:
         raise InvalidInput(f"{what} {code!r} is not an incident category (GET /categories lists "
                            f"them); name the city's own with \"{what}\"", option=what) from None  # fmt: skip
     return code
+
+
+def address_near(conn: psycopg.Connection, lon: float, lat: float) -> str | None:
+    """ "near <address>" of the nearest building with an address within
+    ``ADDRESS_WITHIN_M`` of the point, for an incident the pipe network reports (it has
+    none of its own); None when no building with one is that near."""
+    found = spatial.nearest(conn, lon, lat, layers=["buildings"], k=5,
+                            max_distance_m=ADDRESS_WITHIN_M, columns=("address",))  # fmt: skip
+    for building in found["buildings"]:
+        if address := (building["properties"] or {}).get("address"):
+            return f"near {address}"[: intake.MAX_ADDRESS]
+    return None
 
 
 def _households(count: int | None) -> str:
@@ -108,14 +123,15 @@ def open_burst(
         )
         incident = intake.report(conn, category_code=burst_category, channel=CHANNEL, lon=lon,
                                  lat=lat, description=description[:intake.MAX_DESCRIPTION],
-                                 actor=actor).view  # fmt: skip
+                                 address=address_near(conn, lon, lat), actor=actor).view  # fmt: skip
         incident = _to_owner(conn, incident, burst.get("owner_unit"),
                              "the burst pipe's owner answers for it", actor)  # fmt: skip
         orders = []
         for valve in isolation["valves"]:
             order = intake.report(
                 conn, category_code=valve_category, channel=CHANNEL, lon=valve["lon"],
-                lat=valve["lat"], actor=actor,
+                lat=valve["lat"], address=address_near(conn, valve["lon"], valve["lat"]),
+                actor=actor,
                 description=f"close valve {valve['source_id'] or valve['id']} to isolate the "
                             f"burst of incident {incident['id']} ({network} pipe "
                             f"{pipe['source_id'] or pipe['id']})",
@@ -221,6 +237,8 @@ def get_burst(conn: psycopg.Connection, burst_id: int) -> dict[str, Any]:
         "created_by": row["created_by"],
         "created_at": row["created_at"].isoformat(),
         "closed_at": row["closed_at"].isoformat() if row["closed_at"] else None,
+        "closed_by": row["closed_by"],
+        "close_note": row["close_note"],
     }  # fmt: skip
 
 
@@ -236,7 +254,8 @@ def list_bursts(
         rows = cur.execute(
             """
             SELECT id, network, status, incident_id, pipe_id, cardinality(valve_ids) AS valves,
-                   cardinality(isolated_pipe_ids) AS isolated_pipes, created_at, closed_at
+                   cardinality(isolated_pipe_ids) AS isolated_pipes, created_at, closed_at,
+                   closed_by
             FROM network_bursts
             WHERE (%(network)s::text IS NULL OR network = %(network)s)
               AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -250,15 +269,19 @@ def list_bursts(
     return rows
 
 
-def close_burst(conn: psycopg.Connection, burst_id: int) -> dict[str, Any]:
+def close_burst(
+    conn: psycopg.Connection, burst_id: int, *, actor: str, note: str | None = None
+) -> dict[str, Any]:
     """Close a burst (the pipe is mended, the valves open again): it no longer overlaps
-    other isolations. Conflict when it is closed already."""
+    other isolations; who closed it (``actor``) and their ``note`` are kept with it.
+    Conflict when it is closed already."""
     intake._check_id(burst_id)
+    note = intake._text("note", note, MAX_NOTE) or None
     with conn.transaction():
         row = conn.execute(
-            "UPDATE network_bursts SET status = 'closed', closed_at = now()"
-            " WHERE id = %s AND status = 'open' RETURNING id",
-            (burst_id,),
+            "UPDATE network_bursts SET status = 'closed', closed_at = now(), closed_by = %s,"
+            " close_note = %s WHERE id = %s AND status = 'open' RETURNING id",
+            (actor, note, burst_id),
         ).fetchone()
         if row is None:
             get_burst(conn, burst_id)  # NotFound for an unknown burst
