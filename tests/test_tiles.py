@@ -336,6 +336,33 @@ def test_a_tiles_bytes_do_not_depend_on_the_order_its_layers_are_named(
     assert one.content == two.content and one.headers["etag"] == two.headers["etag"]
 
 
+def test_ogc_clients_choose_the_one_maps_layers_with_collections(
+    client: TestClient, centre: tuple[float, float]
+):
+    # OGC API - Tiles' collections selection (OpenLayers' OGCVectorTile sends it): the same
+    # tile as layers= gives, answered ahead of the routes or by them (with f=).
+    tile = _tile(centre, 15)
+    at = f"/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}"
+    ours = _get(client, f"{at}?layers=buildings,pipes")
+    for query in ("collections=pipes,buildings", "collections=buildings,pipes&f=mvt"):
+        theirs = _get(client, f"{at}?{query}")
+        assert theirs.status_code == 200, (query, theirs.text)
+        assert theirs.content == ours.content and theirs.headers["etag"] == ours.headers["etag"]
+        assert set(_decode(theirs.content)) == {"buildings", "pipes"}
+    both = _get(client, f"{at}?layers=pipes&collections=pipes")
+    assert both.status_code == 400 and both.json()["parameter"] == "collections", both.text
+    unknown = _get(client, f"{at}?collections=nope")
+    assert unknown.status_code == 400 and "nope" in unknown.json()["detail"]
+    doc = _get(client, "/tiles/WebMercatorQuad?collections=sensors").json()
+    assert [layer["id"] for layer in doc["layers"]] == ["sensors"]
+    item = next(link for link in doc["links"] if link["rel"] == "item")
+    assert item["href"].endswith("{tileMatrix}/{tileRow}/{tileCol}?collections=sensors")
+    conformance = _get(client, "/conformance").json()["conformsTo"]
+    assert (
+        "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/collections-selection" in conformance
+    )
+
+
 # --- HTTP -------------------------------------------------------------------------------
 
 

@@ -63,6 +63,27 @@ LayersParam = Annotated[
         "(default: every feature layer)",
     ),
 ]
+CollectionsParam = Annotated[
+    str | None,
+    Query(
+        max_length=LAYERS_MAX,
+        description="the same as layers: OGC API - Tiles' name for it (collections selection)",
+    ),
+]
+# The query names that choose the one map's layers: ours, and OGC API - Tiles' own.
+CHOOSING = ("layers", "collections")
+
+
+def choice(layers: LayersParam = None, collections: CollectionsParam = None) -> str | None:
+    """The one map's layers as ``layers=`` or ``collections=`` names them (OGC API - Tiles'
+    collections selection: OpenLayers' OGCVectorTile ``collections`` sends it)."""
+    if layers is not None and collections is not None:
+        raise InvalidInput("give layers or collections, not both: they choose the same thing",
+                           option="collections")  # fmt: skip
+    return layers if layers is not None else collections
+
+
+Chosen = Annotated[str | None, Depends(choice)]
 
 
 async def mvt_format(
@@ -179,12 +200,13 @@ def _center(bbox: list[float] | None, min_zoom: int) -> tuple[float, float, int]
 
 
 def _query(request: Request) -> str:
-    """``?layers=`` as the links of a tileset carry it: the names given, each once, with
-    nothing else the client sent (the route has checked them against the catalogue)."""
-    layers = request.query_params.get("layers")
-    if layers is None:
-        return ""
-    return "?layers=" + quote(",".join(layer_names(layers)), safe=",")
+    """``?layers=`` (or ``?collections=``, as the client named it) as the links of a
+    tileset carry it: the names given, each once, with nothing else the client sent (the
+    route has checked them against the catalogue)."""
+    for name in CHOOSING:
+        if (layers := request.query_params.get(name)) is not None:
+            return f"?{name}=" + quote(",".join(layer_names(layers)), safe=",")
+    return ""
 
 
 def _tileset(
@@ -410,9 +432,7 @@ async def map_tilesets(request: Request) -> JSONResponse:
 
 
 @router.get("/tiles/{tms}", dependencies=DOCUMENT, summary="The one map's vector tileset (public)")
-async def map_tileset(
-    request: Request, tms: MatrixSetId, layers: LayersParam = None
-) -> JSONResponse:
+async def map_tileset(request: Request, tms: MatrixSetId, layers: Chosen) -> JSONResponse:
     """The tileset metadata of the one-map tile (of the ``layers`` chosen)."""
     matrix.matrix_set(tms)
 
@@ -426,9 +446,7 @@ async def map_tileset(
 @router.get(
     "/tiles/{tms}/tilejson.json", dependencies=DOCUMENT, summary="The one map's TileJSON (public)"
 )
-async def map_tilejson(
-    request: Request, tms: MatrixSetId, layers: LayersParam = None
-) -> JSONResponse:
+async def map_tilejson(request: Request, tms: MatrixSetId, layers: Chosen) -> JSONResponse:
     """The TileJSON 3.0.0 document of the one-map tile (of the ``layers`` chosen)."""
     matrix.matrix_set(tms)
 
@@ -506,7 +524,8 @@ def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) ->
     return Response(body, media_type=vector.MVT_TYPE, headers=headers)
 
 
-# A tile's address, as the two tile routes below take it (no query, or layers= only).
+# A tile's address, as the two tile routes below take it (no query, or layers= or
+# collections= only).
 # Its numbers as the routes take them (TileNumber): ASCII digits, no leading zero.
 _NUMBER = r"(0|[1-9][0-9]{0,7})"
 _TILE_PATH = re.compile(
@@ -519,9 +538,9 @@ class TileFront:
     and the middlewares inside were two thirds of a warm tile's time, and a third of a
     street tile's first. A tile this process holds in memory is answered without a
     connection; another is made as the route makes it (``_tile``), its errors answered by
-    the app's own handlers. Anything else, a query other than ``layers=`` (``f=``, or a
-    parameter the routes refuse with 400), an address the routes refuse (a name past
-    their length, a tile off its matrix), goes on to the routes. Sits inside InputGuard,
+    the app's own handlers. Anything else, a query other than ``layers=`` or
+    ``collections=`` (``f=``, or a parameter the routes refuse with 400), an address the
+    routes refuse (a name past their length, a tile off its matrix), goes on to the routes. Sits inside InputGuard,
     which has refused NUL bytes and answers HEAD as GET."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -568,9 +587,11 @@ class TileFront:
             if collection is not None:
                 return None
             given = parse_qs(query.decode("latin-1"), keep_blank_values=True)
-            if list(given) != ["layers"] or len(given["layers"]) != 1:
+            if len(given) != 1 or (name := next(iter(given))) not in CHOOSING:
                 return None
-            layers_text = given["layers"][0]
+            if len(given[name]) != 1:
+                return None
+            layers_text = given[name][0]
             if not layer_names(layers_text) or len(layers_text) > LAYERS_MAX:
                 return None
         try:
@@ -696,9 +717,9 @@ async def collection_tile(
 )
 @also_with_suffixes("/tiles/{tms}/{z}/{y}/{x}")
 async def map_tile(
-    request: Request, tms: MatrixSetId, z: Zoom, y: Row, x: Column, layers: LayersParam = None
+    request: Request, tms: MatrixSetId, z: Zoom, y: Row, x: Column, layers: Chosen
 ) -> Response:
-    """The composite one-map tile: every feature layer (or those ``layers`` names) as a
-    named MVT layer."""
+    """The composite one-map tile: every feature layer (or those ``layers``, or OGC's
+    ``collections``, names) as a named MVT layer."""
     tile = matrix.tile_at(tms, z, y, x)
     return await _tile(request, tms, None, tile, layers)
