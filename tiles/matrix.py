@@ -134,8 +134,10 @@ def matrix_set_document(tms_id: str) -> dict[str, Any]:
         "type": "TileMatrixSetType",
         "identifier": tms_id,
         "supportedCRS": crs,
-        "boundingBox": {"type": "BoundingBoxType", "crs": crs,
-                        "lowerCorner": [world.left, world.bottom],
+        # One member in both versions: 2.0's corners (its schema requires them) and 1.0's.
+        "boundingBox": {"lowerLeft": [world.left, world.bottom],
+                        "upperRight": [world.right, world.top], "crs": crs,
+                        "type": "BoundingBoxType", "lowerCorner": [world.left, world.bottom],
                         "upperCorner": [world.right, world.top]},
         "tileMatrix": [
             {"type": "TileMatrixType", "identifier": m["id"],
