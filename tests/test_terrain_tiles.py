@@ -28,6 +28,7 @@ from api.app import create_app
 from layers.terrain import import_dem
 from tests.conftest import _clone, _drop
 from tests.helpers import make_data_dir, serve_app, settings_for
+from tiles import matrix
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 BASE = "/collections/terrain"
@@ -160,9 +161,17 @@ def test_the_map_tile_is_drawn_where_the_dem_is_and_transparent_beyond(plane_cli
 
 
 @pytest.mark.parametrize("kind", ["coverage", "map"])
-def test_a_tile_with_no_dem_under_it_is_204(plane_client: TestClient, kind: str):
+def test_a_tile_beyond_the_dem_is_404_as_its_limits_say(plane_client: TestClient, kind: str):
+    # OGC API - Tiles: outside the tileset's tileMatrixSetLimits, 404 (204 is for an empty
+    # tile within them).
     answer = plane_client.get(url(kind, TMS.tile(2.35, 48.85, 14)))  # Paris
-    assert answer.status_code == 204 and answer.content == b""
+    assert answer.status_code == 404 and "beyond the terrain" in answer.json()["detail"]
+    limits = plane_client.get(f"{BASE}/{kind}/tiles/WebMercatorQuad").json()["tileMatrixSetLimits"]
+    z14 = next(limit for limit in limits if limit["tileMatrix"] == "14")
+    past = f"{BASE}/{kind}/tiles/WebMercatorQuad/14/{z14['maxTileRow'] + 1}/{z14['minTileCol']}"
+    assert plane_client.get(past).status_code == 404
+    last = f"{BASE}/{kind}/tiles/WebMercatorQuad/14/{z14['maxTileRow']}/{z14['minTileCol']}"
+    assert plane_client.get(last).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -191,6 +200,15 @@ def test_an_unknown_query_parameter_is_named_as_one_with_what_the_route_takes(
         detail = answer.json()["detail"]
         assert "unknown query parameter 'zoom'" in detail, detail
         assert "body" not in detail, detail
+
+
+def test_the_terrain_tilesets_lists_carry_their_limits(plane_client: TestClient):
+    # As every tilesets list does (OGC's test suite picks its tile from them).
+    for kind in ("map", "coverage"):
+        [entry] = plane_client.get(f"{BASE}/{kind}/tiles").json()["tilesets"]
+        tileset = plane_client.get(f"{BASE}/{kind}/tiles/WebMercatorQuad").json()
+        assert entry["tileMatrixSetId"] == "WebMercatorQuad"
+        assert entry["tileMatrixSetLimits"] == tileset["tileMatrixSetLimits"] != []
 
 
 def test_ogcs_format_parameter_is_taken_when_it_names_the_format(plane_client: TestClient):
@@ -262,7 +280,7 @@ def test_a_tile_address_ending_in_png_answers_the_same_tile(plane_client: TestCl
         url(kind, tile) + ".png", headers={"If-None-Match": plain.headers["etag"]}
     )
     assert again.status_code == 304
-    assert plane_client.get(url(kind, TMS.tile(2.35, 48.85, 14)) + ".png").status_code == 204
+    assert plane_client.get(url(kind, TMS.tile(2.35, 48.85, 14)) + ".png").status_code == 404
     for address, named in (("3/0/8.png", "x"), ("3/0/%2B1.png", "x"), ("3/0/0.mvt", "x")):
         answer = plane_client.get(f"{BASE}/{kind}/tiles/WebMercatorQuad/{address}")
         assert answer.status_code == 400 and answer.json()["parameter"] == named, address
@@ -441,10 +459,12 @@ def test_a_terrain_tileset_gives_its_scheme_limits_and_tilejson(
     tilejson = _get(plane_client, _link(tileset, "alternate")["href"])
     assert tilejson["tilejson"] == "3.0.0" and ("encoding" in tilejson) == (kind == "coverage")
     assert _get(plane_client, _link(tileset, "collection")["href"])["id"] == "terrain"
-    # The limits: the zooms TileJSON gives, and at each the tiles under the DEM's bounds.
+    # The limits: every zoom (each is drawn; TileJSON names those worth asking for), and
+    # at each the tiles under the DEM's bounds.
     limits = tileset["tileMatrixSetLimits"]
     zooms = [int(limit["tileMatrix"]) for limit in limits]
-    assert zooms == list(range(tilejson["minzoom"], tilejson["maxzoom"] + 1))
+    assert zooms == list(range(matrix.MAX_ZOOM + 1))
+    assert 0 < tilejson["minzoom"] < tilejson["maxzoom"] < matrix.MAX_ZOOM
     west, south, east, north = tilejson["bounds"]
     for limit, z in zip(limits, zooms, strict=True):
         first, last = TMS.tile(west, north, z), TMS.tile(east, south, z)

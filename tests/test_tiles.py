@@ -366,11 +366,26 @@ def test_ogc_clients_choose_the_one_maps_layers_with_collections(
 # --- HTTP -------------------------------------------------------------------------------
 
 
-def test_an_empty_tile_is_204(client: TestClient):
-    answer = _get(client, "/tiles/WebMercatorQuad/16/0/0")
-    assert answer.status_code == 204 and answer.content == b""
+def _empty_within_limits(client: TestClient, layer: str) -> morecantile.Tile:
+    """A z22 tile within a point layer's tileset limits that holds none of its points:
+    the one at its bounding box's north-west corner (no point lies at both extremes)."""
+    box = _get(client, f"/collections/{layer}/tiles/WebMercatorQuad").json()["boundingBox"]
+    west, north = box["lowerLeft"][0], box["upperRight"][1]
+    return TMS.tile(west + 1e-7, north - 1e-7, 22)
+
+
+def test_an_empty_tile_is_204_and_one_outside_the_limits_404(client: TestClient):
+    # OGC API - Tiles: 204 for an empty tile within its tileset's limits, 404 outside them.
+    tile = _empty_within_limits(client, "sensors")
+    for path in (f"/collections/sensors/tiles/WebMercatorQuad/22/{tile.y}/{tile.x}",
+                 f"/tiles/WebMercatorQuad/22/{tile.y}/{tile.x}?layers=sensors"):  # fmt: skip
+        answer = _get(client, path)
+        assert answer.status_code == 204 and answer.content == b"", (path, answer.text)
+    far = _get(client, "/tiles/WebMercatorQuad/16/0/0")
+    assert far.status_code == 404 and "beyond their extent" in far.json()["detail"], far.text
     below = _get(client, "/collections/buildings/tiles/WebMercatorQuad/3/3/6")
-    assert below.status_code == 204  # buildings start at z8
+    assert below.status_code == 404 and "below their lowest zoom" in below.json()["detail"]
+    assert far.headers["content-type"] == "application/problem+json"
 
 
 def test_tile_addresses_ending_in_mvt_or_pbf_answer_the_same_tile(
@@ -390,7 +405,7 @@ def test_tile_addresses_ending_in_mvt_or_pbf_answer_the_same_tile(
             assert suffixed.headers["etag"] == plain.headers["etag"]
             again = _get(client, path + suffix, **{"If-None-Match": plain.headers["etag"]})
             assert again.status_code == 304
-    assert _get(client, "/tiles/WebMercatorQuad/16/0/0.pbf").status_code == 204
+    assert _get(client, "/tiles/WebMercatorQuad/16/0/0.pbf").status_code == 404  # as plain
     # The suffix is no way around the checks of the address, nor of the layer.
     for path, parameter in (("/tiles/WebMercatorQuad/3/0/8.mvt", "x"),
                             ("/tiles/WebMercatorQuad/3/0/NaN.pbf", "x"),
@@ -665,7 +680,8 @@ def test_a_tile_number_is_plain_digits_only(warm: TestClient, centre: tuple[floa
             assert answer.status_code == 400, (path, answer.status_code)
             assert answer.json()["parameter"] == named, path
             assert "digits" in answer.json()["detail"], path
-    assert _get(warm, f"{one}/0/0/0").status_code == 204  # a plain 0 is a number
+    zero = _get(warm, f"{one}/0/0/0")  # a plain 0 is a number: a tile outside the limits
+    assert zero.status_code == 404 and "below their lowest zoom" in zero.json()["detail"]
 
 
 PAGE = "https://map.example.org"  # a MapLibre or deck.gl page on another origin
@@ -978,6 +994,28 @@ def test_tileset_documents_lead_to_tiles(client: TestClient, centre: tuple[float
     scheme = next(k for k in tileset["links"] if k["rel"].endswith("tiling-scheme"))
     tms = _get(client, scheme["href"].removeprefix("http://testserver")).json()
     assert tms["id"] == "WebMercatorQuad" and len(tms["tileMatrices"]) > matrix.MAX_ZOOM
+
+
+def test_each_tilesets_list_entry_carries_its_limits_as_ogcs_test_suite_reads_them(
+    client: TestClient,
+):
+    # OGC's test suite (ets-ogcapi-tiles10) reads tileMatrixSetId and the first of the
+    # tileMatrixSetLimits of each entry of a tilesets list, asks that tile, and the one
+    # past its last row: a tile, then an error.
+    for listed in ("/tiles", "/collections/buildings/tiles", "/collections/pipes/tiles"):
+        [entry] = _get(client, listed).json()["tilesets"]
+        assert entry["tileMatrixSetId"] == "WebMercatorQuad", listed
+        self_link = next(k for k in entry["links"] if k["rel"] == "self")
+        tileset = _get(client, self_link["href"].removeprefix("http://testserver")).json()
+        assert entry["tileMatrixSetLimits"] == tileset["tileMatrixSetLimits"], listed
+        first = entry["tileMatrixSetLimits"][0]
+        item = next(k for k in entry["links"] if k["rel"] == "item")["href"]
+        ask = item.removeprefix("http://testserver").format(
+            tileMatrix=first["tileMatrix"], tileCol=first["minTileCol"],
+            tileRow=first["maxTileRow"])  # fmt: skip
+        assert _get(client, ask).status_code in (200, 204), ask
+        beyond = ask.rsplit("/", 2)[0] + f"/{first['maxTileRow'] + 1}/{first['minTileCol']}"
+        assert _get(client, beyond).status_code in (400, 404), beyond
 
 
 def test_the_one_map_tilesets_and_the_conformance(client: TestClient):

@@ -177,6 +177,18 @@ def matrix_set_limits(
     return limits
 
 
+def within_limits(
+    tms_id: str, box: tuple[float, float, float, float] | None, min_zoom: int, tile: Tile
+) -> bool:
+    """Whether ``tile`` is one of the tiles ``matrix_set_limits`` gives for ``box`` from
+    ``min_zoom`` up (OGC API - Tiles answers any other 404)."""
+    if tile.z < min_zoom:
+        return False
+    [limit] = matrix_set_limits(tms_id, box, range(tile.z, tile.z + 1))
+    return (limit["minTileRow"] <= tile.y <= limit["maxTileRow"]
+            and limit["minTileCol"] <= tile.x <= limit["maxTileCol"])  # fmt: skip
+
+
 def _inside(
     tms: morecantile.TileMatrixSet, box: tuple[float, float, float, float]
 ) -> tuple[float, float, float, float]:

@@ -124,10 +124,18 @@ def collection_bodies(base: str, catalogue: registry.Catalogue) -> list[dict[str
 # --- its tilesets -----------------------------------------------------------------------
 
 
+def _limits(found: terrain_tiles.Terrain, tms_id: str) -> list[dict[str, Any]]:
+    """The terrain's tiles: over its bounds, at every zoom (drawn at any; its TileJSON
+    says which are worth asking for)."""
+    return matrix.matrix_set_limits(tms_id, found.bounds, range(matrix.MAX_ZOOM + 1))
+
+
 async def _tilesets(request: Request, kind: str) -> FastJSON:
     def answer(conn: psycopg.Connection) -> dict[str, Any]:
         title = terrain_tiles.catalogued(catalogue_of(request, conn))["title"]
+        found = terrain_tiles.terrain(conn)
         return tile_routes.tilesets_list(request, title, terrain_tiles.NAME,
+                                         lambda tms: _limits(found, tms),
                                          tiles_path=_tiles_path(kind), data_type=kind,
                                          tile_type=PNG)  # fmt: skip
 
@@ -156,9 +164,7 @@ async def _tileset(request: Request, kind: str, tms_id: str) -> FastJSON:
     west, south, east, north = found.bounds
     document |= {
         "description": terrain_tiles.DESCRIPTIONS[kind],
-        "tileMatrixSetLimits": matrix.matrix_set_limits(
-            tms_id, found.bounds, range(zooms[0], zooms[1] + 1)
-        ),
+        "tileMatrixSetLimits": _limits(found, tms_id),
         "boundingBox": {"lowerLeft": [west, south], "upperRight": [east, north], "crs": CRS84},
         "centerPoint": {"coordinates": [lon, lat], "crs": CRS84, "tileMatrix": str(zoom)},
     }
@@ -172,6 +178,9 @@ async def _tile(
 
     def draw(conn: psycopg.Connection) -> tuple[str, bytes | None]:
         found = terrain_tiles.terrain(conn)
+        if not matrix.within_limits(tms_id, found.bounds, 0, tile):
+            raise NotFound(f"tile {z}/{y}/{x} lies beyond the terrain (its tileset's "
+                           "tileMatrixSetLimits say which tiles there are)")  # fmt: skip
         tag = terrain_tiles.etag(found, kind, tile)
         if etag_matches(if_none_match, {tag}):
             return tag, None
@@ -204,7 +213,8 @@ async def coverage_tile(
 ) -> Response:
     """The DEM on the tile's 256 x 256 grid, metres = R * 256 + G + B / 256 - 32768;
     outside the DEM within the tile, the nearest DEM value. 204 when no DEM lies under
-    the tile, 404 when no terrain is loaded, 400 for a tile that does not exist."""
+    the tile, 404 when no terrain is loaded or the tile lies beyond it, 400 for a tile
+    that does not exist."""
     return await _tile(request, terrain_tiles.COVERAGE, tms, z, y, x, if_none_match)
 
 
@@ -219,7 +229,7 @@ async def map_tile(
 ) -> Response:
     """The DEM coloured from its lowest to its highest ground and shaded by slope, RGBA,
     transparent where there is no DEM. 204 when no DEM lies under the tile, 404 when no
-    terrain is loaded, 400 for a tile that does not exist."""
+    terrain is loaded or the tile lies beyond it, 400 for a tile that does not exist."""
     return await _tile(request, terrain_tiles.MAP, tms, z, y, x, if_none_match)
 
 

@@ -223,13 +223,24 @@ def _tileset(
     return base, path, title, bbox, min_zoom, _center(bbox, min_zoom)
 
 
+def vector_limits(
+    catalogue: registry.Catalogue, layers: Sequence[registry.Layer], tms: str
+) -> list[dict[str, Any]]:
+    """The ``tileMatrixSetLimits`` of the vector tiles of ``layers``: the tiles over their
+    bbox from their lowest zoom up."""
+    bbox = _bbox(catalogue, layers)
+    min_zoom = min(layer.tiling.min_zoom for layer in layers)
+    return matrix.matrix_set_limits(tms, tuple(bbox) if bbox else None,
+                                    range(min_zoom, matrix.MAX_ZOOM + 1))  # fmt: skip
+
+
 def tileset_document(
     request: Request, catalogue: registry.Catalogue, layers: Sequence[registry.Layer],
     tms: str, collection: str | None,
 ) -> dict[str, Any]:  # fmt: skip
     """The OGC tileset metadata of ``layers`` in ``tms`` (one collection's or the one
     map's): its limits, its layers and the template of its tiles."""
-    base, path, title, bbox, min_zoom, (lon, lat, zoom) = _tileset(
+    base, path, title, bbox, _, (lon, lat, zoom) = _tileset(
         request, catalogue, layers, tms, collection
     )
     query = _query(request)
@@ -251,9 +262,7 @@ def tileset_document(
         "dataType": "vector",
         "crs": matrix.crs_uri(tms),
         "tileMatrixSetURI": matrix.matrix_set(tms).uri,
-        "tileMatrixSetLimits": matrix.matrix_set_limits(
-            tms, tuple(bbox) if bbox else None, range(min_zoom, matrix.MAX_ZOOM + 1)
-        ),
+        "tileMatrixSetLimits": vector_limits(catalogue, layers, tms),
         "layers": [_layer_entry(base, catalogue, layer) for layer in layers],
         "centerPoint": {"coordinates": [lon, lat], "crs": CRS84, "tileMatrix": str(zoom)},
         "links": links,
@@ -328,17 +337,27 @@ def tilejson(
     }
 
 
+Limits = Callable[[str], list[dict[str, Any]]]  # a matrix set's id: the tileset's limits
+
+
 def tileset_summary(
     base: str, path: str, title: str, tms: str,
-    data_type: str = "vector", tile_type: str = vector.MVT_TYPE,
+    data_type: str = "vector", tile_type: str = vector.MVT_TYPE, limits: Limits | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A tileset as a tilesets list names it (``path``: the list's address): its data
-    type, CRS and matrix set, and links to itself, its tiling scheme and its tiles."""
-    return {
+    type, CRS and matrix set, its limits when ``limits`` gives them (the OGC test suite
+    picks a tile to ask from the first), and links to itself, its tiling scheme and its
+    tiles."""
+    summary: dict[str, Any] = {
         "title": f"{title}: {data_type} tiles in {tms}",
         "dataType": data_type,
         "crs": matrix.crs_uri(tms),
+        "tileMatrixSetId": tms,
         "tileMatrixSetURI": matrix.matrix_set(tms).uri,
+    }
+    if limits is not None:
+        summary["tileMatrixSetLimits"] = limits(tms)
+    return summary | {
         "links": [
             {"rel": "self", "href": f"{path}/{tms}", "type": "application/json"},
             {"rel": TILING_SCHEME, "href": f"{base}/tileMatrixSets/{tms}",
@@ -350,17 +369,18 @@ def tileset_summary(
 
 
 def tilesets_list(
-    request: Request, title: str, collection: str | None, *, tiles_path: str | None = None,
-    data_type: str = "vector", tile_type: str = vector.MVT_TYPE,
+    request: Request, title: str, collection: str | None, limits: Limits, *,
+    tiles_path: str | None = None, data_type: str = "vector", tile_type: str = vector.MVT_TYPE,
 ) -> dict[str, Any]:  # fmt: skip
-    """The tilesets of a collection or of the one map: one per matrix set served; of
-    other tiles than the vector tiles (the terrain's) at ``tiles_path``, of ``data_type``
-    and ``tile_type``."""
+    """The tilesets of a collection or of the one map: one per matrix set served, with
+    its ``limits``; of other tiles than the vector tiles (the terrain's) at ``tiles_path``,
+    of ``data_type`` and ``tile_type``."""
     base = base_url(request)
     path = f"{base}{tiles_path or _tiles_path(collection)}"
     return {
         "tilesets": [
-            tileset_summary(base, path, title, tms, data_type, tile_type) for tms in matrix.SERVED
+            tileset_summary(base, path, title, tms, data_type, tile_type, limits)
+            for tms in matrix.SERVED
         ],
         "links": [{"rel": "self", "href": path, "type": "application/json"}],
     }
@@ -375,9 +395,11 @@ async def collection_tilesets(request: Request, collection_id: CollectionId) -> 
     """The tilesets of one layer."""
 
     def answer(conn: psycopg.Connection) -> dict[str, Any]:
-        layer = _feature_layer(catalogue_of(request, conn), collection_id)
-        title = catalogue_of(request, conn).entries[layer.name]["title"]
-        return tilesets_list(request, title, layer.name)
+        catalogue = catalogue_of(request, conn)
+        layer = _feature_layer(catalogue, collection_id)
+        title = catalogue.entries[layer.name]["title"]
+        return tilesets_list(request, title, layer.name,
+                             lambda tms: vector_limits(catalogue, [layer], tms))  # fmt: skip
 
     return _json(await with_connection(request, answer))
 
@@ -428,7 +450,14 @@ async def collection_tilejson(
 @router.get("/tiles", dependencies=DOCUMENT, summary="The one map's vector tilesets (public)")
 async def map_tilesets(request: Request) -> JSONResponse:
     """The tilesets of the composite one-map tile (every layer as a named MVT layer)."""
-    return _json(tilesets_list(request, "The one map (一张图)", None))
+
+    def answer(conn: psycopg.Connection) -> dict[str, Any]:
+        catalogue = catalogue_of(request, conn)
+        layers = catalogue.feature_layers()
+        return tilesets_list(request, "The one map (一张图)", None,
+                             lambda tms: vector_limits(catalogue, layers, tms))  # fmt: skip
+
+    return _json(await with_connection(request, answer))
 
 
 @router.get("/tiles/{tms}", dependencies=DOCUMENT, summary="The one map's vector tileset (public)")
@@ -469,17 +498,32 @@ def cached_tile(
     it has no current one; and the layers it holds."""
     catalogue = catalogue_of(request, conn)
     if names is None:
-        chosen = [layer.name for layer in chosen_layers(catalogue, layers_text)]
+        shown = chosen_layers(catalogue, layers_text)
+        chosen = [layer.name for layer in shown]
         keyed = None if layers_text is None else chosen  # None: the composite of every layer
     else:
-        for name in names:
-            _feature_layer(catalogue, name)
+        shown = [_feature_layer(catalogue, name) for name in names]
         chosen = keyed = list(names)
+    _check_limits(catalogue, shown, tms, tile)
     tile_cache: cache.TileCache = request.app.state.tile_cache
     found = tile_cache.tile(conn, catalogue, tms, keyed, tile, timed=True)
     if found.data and accepts_gzip(request.headers.get("accept-encoding")):
         found.gzipped()  # here, in the request's thread, not on the event loop
     return found, tuple(chosen)
+
+
+def _check_limits(
+    catalogue: registry.Catalogue, layers: Sequence[registry.Layer], tms: str, tile: matrix.Tile
+) -> None:
+    """NotFound for a tile outside the tileMatrixSetLimits the layers' tileset gives (OGC
+    API - Tiles: 404 outside the limits; 204 is for an empty tile within them)."""
+    bbox = _bbox(catalogue, layers)
+    min_zoom = min(layer.tiling.min_zoom for layer in layers)
+    if not matrix.within_limits(tms, tuple(bbox) if bbox else None, min_zoom, tile):
+        what = ", ".join(layer.name for layer in layers[:5]) + (", …" if len(layers) > 5 else "")
+        where = "below their lowest zoom" if tile.z < min_zoom else "beyond their extent"
+        raise NotFound(f"tile {tile.z}/{tile.y}/{tile.x} lies outside the tiles of {what} "
+                       f"({where}; their tileset's tileMatrixSetLimits say which there are)")  # fmt: skip
 
 
 def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) -> Response:

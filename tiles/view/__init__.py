@@ -124,6 +124,9 @@ def _script_json(value: Any) -> str:
 def page(conn: psycopg.Connection, catalogue: registry.Catalogue) -> str:
     """The 3D view's HTML for the one map as ``catalogue`` describes it."""
     terrain = terrain_bbox(catalogue)
+    extents = {layer.name: catalogue.entries[layer.name]["bbox"]
+               for layer in catalogue.feature_layers()
+               if catalogue.entries[layer.name].get("bbox")}  # fmt: skip
     view = deck.fit(city_bbox(catalogue))
     ground = ground_level(conn, view.longitude, view.latitude)
     drawn = [layer.id for layer in deck.layers(terrain=terrain, url=_url)]
@@ -153,6 +156,8 @@ def page(conn: psycopg.Connection, catalogue: registry.Catalogue) -> str:
         deckgl=_url("deckgl.js"),
         script=_url("one-map.js"),
         style=_url("one-map.css"),
-        deck=_script_json(deck.deck_json(view, terrain=terrain, ground=ground, url=_url)),
+        deck=_script_json(
+            deck.deck_json(view, terrain=terrain, ground=ground, url=_url, extents=extents)
+        ),
         config=_script_json(config),
     )

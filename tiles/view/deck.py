@@ -13,11 +13,13 @@ hidden where the ground rises a metre above ``ground``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pydeck
+
+from twin import registry
 
 TMS = "WebMercatorQuad"
 STATIC = "/view/static"
@@ -155,9 +157,16 @@ def static_url(name: str) -> str:
     return f"{STATIC}/{name}"
 
 
-def _mvt(layer: str, worker: str, **props: Any) -> pydeck.Layer:
-    """An MVTLayer over one collection's tiles, parsed by our own served ``worker``."""
+def _mvt(
+    layer: str, worker: str, extents: Mapping[str, Sequence[float]], **props: Any
+) -> pydeck.Layer:
+    """An MVTLayer over one collection's tiles, parsed by our own served ``worker``,
+    asking only the tiles its tileset has (from the layer's lowest zoom, within its extent
+    in ``extents`` when it has one): any other is a 404 (OGC API - Tiles)."""
     props.setdefault("visible", layer not in DEFAULT_HIDDEN)
+    props.setdefault("min_zoom", registry.BUILTIN[layer].tiling.min_zoom)
+    if extents.get(layer):
+        props.setdefault("extent", [round(float(v), 7) for v in extents[layer]])
     props.setdefault("load_options", {"mvt": {"workerUrl": worker}})
     return pydeck.Layer(
         "MVTLayer",
@@ -176,10 +185,14 @@ def layers(
     terrain: Sequence[float] | None,
     ground: float = 0.0,
     url: Callable[[str], str] = static_url,
+    extents: Mapping[str, Sequence[float]] | None = None,
 ) -> list[pydeck.Layer]:
     """The one map's layers, ground first; the terrain's only when a DEM is loaded, over
     its extent ``terrain`` (west, south, east, north). ``ground`` is the elevation of the
-    ground (metres) for features that have none; ``url`` gives the workers' addresses."""
+    ground (metres) for features that have none; ``url`` gives the workers' addresses;
+    ``extents`` the feature layers' (west, south, east, north), beyond which they have no
+    tiles."""
+    extents = extents or {}
     mvt_worker = url("mvt-worker.js")
     surface = ground + 0.3  # what lies on the ground, a hair above it
     drawn = []
@@ -202,6 +215,7 @@ def layers(
         _mvt(
             "public_spaces",
             mvt_worker,
+            extents,
             fetch=_lifted(None, missing=surface),
             filled=True,
             stroked=False,
@@ -212,6 +226,7 @@ def layers(
         _mvt(
             "jurisdictions",
             mvt_worker,
+            extents,
             fetch=_lifted(None, missing=surface + 0.2),
             filled=False,
             stroked=True,
@@ -222,6 +237,7 @@ def layers(
         _mvt(
             "pipes",
             mvt_worker,
+            extents,
             # A pipe whose depth is not known is drawn at 1.5 m, a usual cover.
             fetch=_lifted("depth_m", scale=-1.0, offset=ground, missing=ground - 1.5),
             get_line_color=_match("properties.network", NETWORK_COLOURS, OTHER),
@@ -233,6 +249,7 @@ def layers(
         _mvt(
             "pipe_nodes",
             mvt_worker,
+            extents,
             fetch=_lifted("depth_m", scale=-1.0, offset=ground, missing=surface),
             point_type="'circle'",
             get_fill_color="properties.kind === 'hydrant' ? [255, 50, 50, 255] : "
@@ -248,6 +265,7 @@ def layers(
         _mvt(
             "buildings",
             mvt_worker,
+            extents,
             fetch=_lifted("base_elevation_m", missing=ground),
             extruded=True,
             wireframe=False,
@@ -258,6 +276,7 @@ def layers(
         _mvt(
             "sensors",
             mvt_worker,
+            extents,
             fetch=_lifted("elevation_m", missing=surface + 1.0),  # where it is mounted
             point_type="'circle'",
             get_fill_color=(
@@ -273,6 +292,7 @@ def layers(
         _mvt(
             "incidents",
             mvt_worker,
+            extents,
             fetch=_lifted(None, missing=surface + 1.0),
             point_type="'circle'",
             get_fill_color=_match("properties.status", INCIDENT_COLOURS, OTHER),
@@ -335,11 +355,13 @@ def deck_json(
     terrain: Sequence[float] | None,
     ground: float = 0.0,
     url: Callable[[str], str] = static_url,
+    extents: Mapping[str, Sequence[float]] | None = None,
 ) -> str:
     """The deck as deck.gl's JSON converter reads it (``layers`` says what is drawn, and
     the isolation's layer, empty, comes last)."""
+    drawn = layers(terrain=terrain, ground=ground, url=url, extents=extents)
     deck = pydeck.Deck(
-        layers=[*layers(terrain=terrain, ground=ground, url=url), isolation_layer()],
+        layers=[*drawn, isolation_layer()],
         initial_view_state=pydeck.ViewState(
             longitude=view.longitude,
             latitude=view.latitude,

@@ -542,7 +542,13 @@
         const answer = await response.json();
         if (answer.changes.length) {
           version = answer.latest;
-          replaceLayer("incidents", { updateTriggers: { getTileData: version } });
+          // A new incident may lie beyond the extent the page was made with: the
+          // tileset's bounding box says where its tiles are now.
+          const changes = { updateTriggers: { getTileData: version } };
+          const tileset = await fetch("/collections/incidents/tiles/WebMercatorQuad");
+          const box = tileset.ok ? (await tileset.json()).boundingBox : null;
+          if (box) changes.extent = [...box.lowerLeft, ...box.upperRight];
+          replaceLayer("incidents", changes);
           say(`incidents updated ${new Date().toLocaleTimeString()}`);
         }
       }
