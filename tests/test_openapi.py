@@ -53,6 +53,24 @@ def test_fastapis_document_converts_to_a_valid_openapi_30(client: TestClient):
     assert source["openapi"].startswith("3.1")  # the app's own document is left as it was
 
 
+def test_the_tile_operations_are_named_as_ogc_api_tiles_names_them(client: TestClient):
+    # OGC API - Tiles' operation ids (its OpenAPI building blocks; OGC's test suite looks
+    # for a ".getTile" among them), unique through the whole document.
+    document = client.get(
+        "/api", headers={"Accept": "application/vnd.oai.openapi+json;version=3.0"}
+    ).json()
+    ids = [op["operationId"] for path in document["paths"].values() for op in path.values()
+           if isinstance(op, dict) and "operationId" in op]  # fmt: skip
+    assert len(ids) == len(set(ids))
+    paths = document["paths"]
+    assert paths["/tiles/{tms}/{z}/{y}/{x}"]["get"]["operationId"] == "dataset.vector.getTile"
+    assert (paths["/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}"]["get"]["operationId"]
+            == "collection.vector.getTile")  # fmt: skip
+    assert paths["/tileMatrixSets/{tms}"]["get"]["operationId"] == "getTileMatrixSet"
+    assert {"dataset.vector.getTileSetsList", "collection.vector.getTileSet",
+            "collection.map.getTile", "collection.coverage.getTile"} <= set(ids)  # fmt: skip
+
+
 def _converted_schema(schema: dict) -> dict:
     document = {
         "openapi": "3.1.0",

@@ -202,7 +202,7 @@ async def _tilejson(request: Request, kind: str, tms_id: str) -> FastJSON:
     return FastJSON(document, headers={"Cache-Control": CACHE})
 
 
-@router.get("/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}",
+@router.get("/collections/terrain/coverage/tiles/{tms}/{z}/{y}/{x}", operation_id="collection.coverage.getTile",
             dependencies=TILE, response_class=Response,
             responses=PNG_ANSWER,  # type: ignore[arg-type]
             summary="A terrain tile, elevations in Terrarium PNG (public)")  # fmt: skip
@@ -218,7 +218,7 @@ async def coverage_tile(
     return await _tile(request, terrain_tiles.COVERAGE, tms, z, y, x, if_none_match)
 
 
-@router.get("/collections/terrain/map/tiles/{tms}/{z}/{y}/{x}",
+@router.get("/collections/terrain/map/tiles/{tms}/{z}/{y}/{x}", operation_id="collection.map.getTile",
             dependencies=TILE, response_class=Response,
             responses=PNG_ANSWER,  # type: ignore[arg-type]
             summary="A terrain tile to look at: elevation colours, shaded (public)")  # fmt: skip
@@ -233,7 +233,7 @@ async def map_tile(
     return await _tile(request, terrain_tiles.MAP, tms, z, y, x, if_none_match)
 
 
-@router.get("/collections/terrain/coverage/tiles/{tms}/tilejson.json",
+@router.get("/collections/terrain/coverage/tiles/{tms}/tilejson.json", operation_id="collection.coverage.getTileJSON",
             dependencies=DOCUMENT,
             summary="TileJSON of the Terrarium terrain tiles (public)")  # fmt: skip
 async def coverage_tilejson(request: Request, tms: TmsId) -> FastJSON:
@@ -242,7 +242,7 @@ async def coverage_tilejson(request: Request, tms: TmsId) -> FastJSON:
     return await _tilejson(request, terrain_tiles.COVERAGE, tms)
 
 
-@router.get("/collections/terrain/map/tiles/{tms}/tilejson.json",
+@router.get("/collections/terrain/map/tiles/{tms}/tilejson.json", operation_id="collection.map.getTileJSON",
             dependencies=DOCUMENT,
             summary="TileJSON of the shaded terrain tiles (public)")  # fmt: skip
 async def map_tilejson(request: Request, tms: TmsId) -> FastJSON:
@@ -250,21 +250,21 @@ async def map_tilejson(request: Request, tms: TmsId) -> FastJSON:
     return await _tilejson(request, terrain_tiles.MAP, tms)
 
 
-@router.get("/collections/terrain/map/tiles", dependencies=DOCUMENT,
+@router.get("/collections/terrain/map/tiles", operation_id="collection.map.getTileSetsList", dependencies=DOCUMENT,
             summary="The terrain's map tilesets (public)")  # fmt: skip
 async def map_tilesets(request: Request) -> FastJSON:
     """The tilesets of the shaded terrain: one per matrix set served."""
     return await _tilesets(request, terrain_tiles.MAP)
 
 
-@router.get("/collections/terrain/coverage/tiles", dependencies=DOCUMENT,
+@router.get("/collections/terrain/coverage/tiles", operation_id="collection.coverage.getTileSetsList", dependencies=DOCUMENT,
             summary="The terrain's coverage tilesets (public)")  # fmt: skip
 async def coverage_tilesets(request: Request) -> FastJSON:
     """The tilesets of the terrain's elevations (Terrarium PNG): one per matrix set."""
     return await _tilesets(request, terrain_tiles.COVERAGE)
 
 
-@router.get("/collections/terrain/map/tiles/{tms}", dependencies=DOCUMENT,
+@router.get("/collections/terrain/map/tiles/{tms}", operation_id="collection.map.getTileSet", dependencies=DOCUMENT,
             summary="The terrain's map tileset (public)")  # fmt: skip
 async def map_tileset(request: Request, tms: TmsId) -> FastJSON:
     """The OGC tileset metadata of the shaded terrain tiles: the template of its tiles
@@ -273,7 +273,7 @@ async def map_tileset(request: Request, tms: TmsId) -> FastJSON:
     return await _tileset(request, terrain_tiles.MAP, tms)
 
 
-@router.get("/collections/terrain/coverage/tiles/{tms}", dependencies=DOCUMENT,
+@router.get("/collections/terrain/coverage/tiles/{tms}", operation_id="collection.coverage.getTileSet", dependencies=DOCUMENT,
             summary="The terrain's coverage tileset (public)")  # fmt: skip
 async def coverage_tileset(request: Request, tms: TmsId) -> FastJSON:
     """The OGC tileset metadata of the Terrarium elevation tiles: the template of its

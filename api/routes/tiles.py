@@ -121,7 +121,12 @@ def _json(body: dict[str, Any]) -> JSONResponse:
 # --- tile matrix sets -------------------------------------------------------------------
 
 
-@router.get("/tileMatrixSets", dependencies=DOCUMENT, summary="Tile matrix sets (public)")
+@router.get(
+    "/tileMatrixSets",
+    operation_id="getTileMatrixSetsList",
+    dependencies=DOCUMENT,
+    summary="Tile matrix sets (public)",
+)
 async def tile_matrix_sets(request: Request) -> JSONResponse:
     """The tiling schemes the tiles are served in."""
     base = base_url(request)
@@ -131,7 +136,12 @@ async def tile_matrix_sets(request: Request) -> JSONResponse:
     })  # fmt: skip
 
 
-@router.get("/tileMatrixSets/{tms}", dependencies=DOCUMENT, summary="One tile matrix set (public)")
+@router.get(
+    "/tileMatrixSets/{tms}",
+    operation_id="getTileMatrixSet",
+    dependencies=DOCUMENT,
+    summary="One tile matrix set (public)",
+)
 async def tile_matrix_set(tms: MatrixSetId) -> JSONResponse:
     """The OGC Two Dimensional Tile Matrix Set document (2.0)."""
     return _json(matrix.matrix_set_document(tms))
@@ -388,6 +398,7 @@ def tilesets_list(
 
 @router.get(
     "/collections/{collection_id}/tiles",
+    operation_id="collection.vector.getTileSetsList",
     dependencies=DOCUMENT,
     summary="A collection's vector tilesets (public)",
 )
@@ -425,6 +436,7 @@ async def _collection_document(
 
 @router.get(
     "/collections/{collection_id}/tiles/{tms}",
+    operation_id="collection.vector.getTileSet",
     dependencies=DOCUMENT,
     summary="A collection's vector tileset (public)",
 )
@@ -437,6 +449,7 @@ async def collection_tileset(
 
 @router.get(
     "/collections/{collection_id}/tiles/{tms}/tilejson.json",
+    operation_id="collection.vector.getTileJSON",
     dependencies=DOCUMENT,
     summary="A collection's TileJSON (public)",
 )
@@ -447,7 +460,12 @@ async def collection_tilejson(
     return await _collection_document(request, collection_id, tms, tilejson)
 
 
-@router.get("/tiles", dependencies=DOCUMENT, summary="The one map's vector tilesets (public)")
+@router.get(
+    "/tiles",
+    operation_id="dataset.vector.getTileSetsList",
+    dependencies=DOCUMENT,
+    summary="The one map's vector tilesets (public)",
+)
 async def map_tilesets(request: Request) -> JSONResponse:
     """The tilesets of the composite one-map tile (every layer as a named MVT layer)."""
 
@@ -460,7 +478,12 @@ async def map_tilesets(request: Request) -> JSONResponse:
     return _json(await with_connection(request, answer))
 
 
-@router.get("/tiles/{tms}", dependencies=DOCUMENT, summary="The one map's vector tileset (public)")
+@router.get(
+    "/tiles/{tms}",
+    operation_id="dataset.vector.getTileSet",
+    dependencies=DOCUMENT,
+    summary="The one map's vector tileset (public)",
+)
 async def map_tileset(request: Request, tms: MatrixSetId, layers: Chosen) -> JSONResponse:
     """The tileset metadata of the one-map tile (of the ``layers`` chosen)."""
     matrix.matrix_set(tms)
@@ -473,7 +496,10 @@ async def map_tileset(request: Request, tms: MatrixSetId, layers: Chosen) -> JSO
 
 
 @router.get(
-    "/tiles/{tms}/tilejson.json", dependencies=DOCUMENT, summary="The one map's TileJSON (public)"
+    "/tiles/{tms}/tilejson.json",
+    operation_id="dataset.vector.getTileJSON",
+    dependencies=DOCUMENT,
+    summary="The one map's TileJSON (public)",
 )
 async def map_tilejson(request: Request, tms: MatrixSetId, layers: Chosen) -> JSONResponse:
     """The TileJSON 3.0.0 document of the one-map tile (of the ``layers`` chosen)."""
@@ -738,6 +764,7 @@ def also_with_suffixes(
 
 @router.get(
     "/collections/{collection_id}/tiles/{tms}/{z}/{y}/{x}",
+    operation_id="collection.vector.getTile",
     dependencies=TILE,
     summary="A collection's vector tile (public)",
     response_class=Response,
@@ -754,6 +781,7 @@ async def collection_tile(
 
 @router.get(
     "/tiles/{tms}/{z}/{y}/{x}",
+    operation_id="dataset.vector.getTile",
     dependencies=TILE,
     summary="The one map's vector tile (public)",
     response_class=Response,
