@@ -177,13 +177,9 @@ def matrix_set_limits(
     return limits
 
 
-def within_limits(
-    tms_id: str, box: tuple[float, float, float, float] | None, min_zoom: int, tile: Tile
-) -> bool:
-    """Whether ``tile`` is one of the tiles ``matrix_set_limits`` gives for ``box`` from
-    ``min_zoom`` up (OGC API - Tiles answers any other 404)."""
-    if tile.z < min_zoom:
-        return False
+def within_limits(tms_id: str, box: tuple[float, float, float, float] | None, tile: Tile) -> bool:
+    """Whether ``tile`` is one of the tiles ``matrix_set_limits`` gives for ``box`` (OGC
+    API - Tiles answers any other 404)."""
     [limit] = matrix_set_limits(tms_id, box, range(tile.z, tile.z + 1))
     return (limit["minTileRow"] <= tile.y <= limit["maxTileRow"]
             and limit["minTileCol"] <= tile.x <= limit["maxTileCol"])  # fmt: skip

@@ -178,7 +178,7 @@ async def _tile(
 
     def draw(conn: psycopg.Connection) -> tuple[str, bytes | None]:
         found = terrain_tiles.terrain(conn)
-        if not matrix.within_limits(tms_id, found.bounds, 0, tile):
+        if not matrix.within_limits(tms_id, found.bounds, tile):
             raise NotFound(f"tile {z}/{y}/{x} lies beyond the terrain (its tileset's "
                            "tileMatrixSetLimits say which tiles there are)")  # fmt: skip
         tag = terrain_tiles.etag(found, kind, tile)

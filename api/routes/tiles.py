@@ -237,11 +237,10 @@ def vector_limits(
     catalogue: registry.Catalogue, layers: Sequence[registry.Layer], tms: str
 ) -> list[dict[str, Any]]:
     """The ``tileMatrixSetLimits`` of the vector tiles of ``layers``: the tiles over their
-    bbox from their lowest zoom up."""
+    bbox at every zoom (below a layer's lowest zoom, its tiles there are empty: 204)."""
     bbox = _bbox(catalogue, layers)
-    min_zoom = min(layer.tiling.min_zoom for layer in layers)
     return matrix.matrix_set_limits(tms, tuple(bbox) if bbox else None,
-                                    range(min_zoom, matrix.MAX_ZOOM + 1))  # fmt: skip
+                                    range(matrix.MAX_ZOOM + 1))  # fmt: skip
 
 
 def tileset_document(
@@ -544,12 +543,10 @@ def _check_limits(
     """NotFound for a tile outside the tileMatrixSetLimits the layers' tileset gives (OGC
     API - Tiles: 404 outside the limits; 204 is for an empty tile within them)."""
     bbox = _bbox(catalogue, layers)
-    min_zoom = min(layer.tiling.min_zoom for layer in layers)
-    if not matrix.within_limits(tms, tuple(bbox) if bbox else None, min_zoom, tile):
+    if not matrix.within_limits(tms, tuple(bbox) if bbox else None, tile):
         what = ", ".join(layer.name for layer in layers[:5]) + (", …" if len(layers) > 5 else "")
-        where = "below their lowest zoom" if tile.z < min_zoom else "beyond their extent"
-        raise NotFound(f"tile {tile.z}/{tile.y}/{tile.x} lies outside the tiles of {what} "
-                       f"({where}; their tileset's tileMatrixSetLimits say which there are)")  # fmt: skip
+        raise NotFound(f"tile {tile.z}/{tile.y}/{tile.x} lies beyond the extent of {what} "
+                       "(their tileset's tileMatrixSetLimits say which tiles there are)")  # fmt: skip
 
 
 def tile_answer(request: Request, found: cache.Cached, layers: Sequence[str]) -> Response:
