@@ -1012,6 +1012,7 @@ def test_each_tilesets_list_entry_carries_its_limits_as_ogcs_test_suite_reads_th
         self_link = next(k for k in entry["links"] if k["rel"] == "self")
         tileset = _get(client, self_link["href"].removeprefix("http://testserver")).json()
         assert entry["tileMatrixSetLimits"] == tileset["tileMatrixSetLimits"], listed
+        assert tileset["tileMatrixSetId"] == "WebMercatorQuad", listed
         first = entry["tileMatrixSetLimits"][0]
         item = next(k for k in entry["links"] if k["rel"] == "item")["href"]
         ask = item.removeprefix("http://testserver").format(

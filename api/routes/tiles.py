@@ -270,6 +270,7 @@ def tileset_document(
         "title": f"{title}: vector tiles",
         "dataType": "vector",
         "crs": matrix.crs_uri(tms),
+        "tileMatrixSetId": tms,
         "tileMatrixSetURI": matrix.matrix_set(tms).uri,
         "tileMatrixSetLimits": vector_limits(catalogue, layers, tms),
         "layers": [_layer_entry(base, catalogue, layer) for layer in layers],
