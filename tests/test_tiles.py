@@ -355,6 +355,30 @@ def test_ogc_clients_choose_the_one_maps_layers_with_collections(
     assert unknown.status_code == 400 and "nope" in unknown.json()["detail"]
     doc = _get(client, "/tiles/WebMercatorQuad?collections=sensors").json()
     assert [layer["id"] for layer in doc["layers"]] == ["sensors"]
+    # OpenLayers reads the dataset tileset's limits, then adds collections= to its tiles:
+    # they are the one map's, whichever layers are chosen (empty where those have none).
+    whole = _get(client, "/tiles/WebMercatorQuad").json()["tileMatrixSetLimits"]
+    assert doc["tileMatrixSetLimits"] == whole
+    z15 = next(limit for limit in whole if limit["tileMatrix"] == "15")
+    everywhere = {(r, c) for r in range(z15["minTileRow"], z15["maxTileRow"] + 1)
+                  for c in range(z15["minTileCol"], z15["maxTileCol"] + 1)}  # fmt: skip
+    beyond = {}  # a layer: a tile of the one map beyond that layer's own extent
+    for name in ("incidents", "sensors", "pipe_nodes", "pipes", "buildings"):
+        own = _get(client, f"/collections/{name}/tiles/WebMercatorQuad").json()
+        mine = next(limit for limit in own["tileMatrixSetLimits"] if limit["tileMatrix"] == "15")
+        outside = sorted(
+            (r, c) for r, c in everywhere
+            if not (mine["minTileRow"] <= r <= mine["maxTileRow"]
+                    and mine["minTileCol"] <= c <= mine["maxTileCol"])
+        )  # fmt: skip
+        if outside:
+            beyond[name] = outside[0]
+    assert beyond, "every layer spans the whole map: no tile to try"
+    for name, (row, col) in beyond.items():
+        chosen = _get(client, f"/tiles/WebMercatorQuad/15/{row}/{col}?collections={name}")
+        assert chosen.status_code == 204, (name, chosen.text)
+        alone = _get(client, f"/collections/{name}/tiles/WebMercatorQuad/15/{row}/{col}")
+        assert alone.status_code == 404, name  # beyond the layer's own tileset
     item = next(link for link in doc["links"] if link["rel"] == "item")
     assert item["href"].endswith("{tileMatrix}/{tileRow}/{tileCol}?collections=sensors")
     conformance = _get(client, "/conformance").json()["conformsTo"]

@@ -272,7 +272,9 @@ def tileset_document(
         "crs": matrix.crs_uri(tms),
         "tileMatrixSetId": tms,
         "tileMatrixSetURI": matrix.matrix_set(tms).uri,
-        "tileMatrixSetLimits": vector_limits(catalogue, layers, tms),
+        "tileMatrixSetLimits": vector_limits(
+            catalogue, layers if collection else catalogue.feature_layers(), tms
+        ),
         "layers": [_layer_entry(base, catalogue, layer) for layer in layers],
         "centerPoint": {"coordinates": [lon, lat], "crs": CRS84, "tileMatrix": str(zoom)},
         "links": links,
@@ -530,7 +532,9 @@ def cached_tile(
     else:
         shown = [_feature_layer(catalogue, name) for name in names]
         chosen = keyed = list(names)
-    _check_limits(catalogue, shown, tms, tile)
+    # The one map's tiles are those of its whole tileset, whichever layers a request
+    # chooses (an OGC client reads the dataset tileset's limits, then adds collections=).
+    _check_limits(catalogue, shown if names is not None else catalogue.feature_layers(), tms, tile)
     tile_cache: cache.TileCache = request.app.state.tile_cache
     found = tile_cache.tile(conn, catalogue, tms, keyed, tile, timed=True)
     if found.data and accepts_gzip(request.headers.get("accept-encoding")):
