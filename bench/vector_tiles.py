@@ -295,6 +295,9 @@ def main() -> None:
     with db.connect(url) as conn:
         catalogue = registry.load(conn)
         columns = {name: list(catalogue.layer(name).tile) for name in layers}
+        # Each layer's tiles of the list: those within its tileset's limits (beyond its
+        # extent ours are 404s, asking no statement: no measure of either server).
+        extents = {name: tuple(catalogue.entries[name]["bbox"]) for name in layers}
         counts = {
             name: conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(
@@ -333,10 +336,16 @@ def main() -> None:
         # of the zoom prepared on them), not its cache of the list: tiles of the district
         # outside it, each a miss, as TiPg's process is warm from the rounds before (far
         # from the city a tile is outside the layer's limits, a 404 asking no statement).
-        others = spare[z][: 8 * connections]  # none at z12: the district's 2 are the list
-        if others:
-            _get_all(ours_port, [f"/collections/{layer}/tiles/{TMS}/{t.z}/{t.y}/{t.x}"
-                                 for t in others], connections)  # fmt: skip
+        # none at z12: the district's 2 are the list
+        others = [t for t in spare[z] if matrix.within_limits(TMS, extents[layer], t)]
+        others = others[: 8 * connections]
+        try:
+            if others:
+                _get_all(ours_port, [f"/collections/{layer}/tiles/{TMS}/{t.z}/{t.y}/{t.x}"
+                                     for t in others], connections)  # fmt: skip
+        except BaseException:
+            server.terminate()  # not left serving after the run stops
+            raise
         return server
 
     wrk = shutil.which("wrk") is not None
@@ -344,7 +353,12 @@ def main() -> None:
         _wait(tipg_port, "/collections", tipg)
         for z, tiles in chosen.items():
             print(f"z{z}:")
+            every_tile = tiles
             for layer in layers:
+                tiles = [t for t in every_tile if matrix.within_limits(TMS, extents[layer], t)]
+                print(
+                    f" {layer}: {len(tiles)} of the {len(every_tile)} tiles lie within its limits"
+                )
                 props = ",".join(["id", *columns[layer]])
                 ours_paths = [f"/collections/{layer}/tiles/{TMS}/{t.z}/{t.y}/{t.x}" for t in tiles]
                 tipg_paths = [f"/collections/public.{layer}/tiles/{TMS}/{t.z}/{t.x}/{t.y}?properties={props}" for t in tiles]  # fmt: skip
