@@ -562,6 +562,36 @@ def test_a_wrong_key_is_told_in_the_panel_and_locate_works_with_the_tool_off(
 
 
 @browser_only
+def test_zooming_out_over_the_city_with_the_pointer_on_a_feature_draws_without_error(
+    visit: Visit, building: dict[str, Any]
+):
+    # The pointer rests on a building (hovered, highlighted) while the wheel takes the view
+    # out to the whole world: every layer's tiles merge, then stop at its lowest zoom and
+    # extent, the terrain's below the zoom worth drawing. deck.gl's highlight look-up by MVT
+    # feature id threw here, and empty terrain tiles broke the TerrainLayer.
+    page = visit.page
+    errors_before, tiles_before = len(visit.errors), len(visit.tiles)
+    x, y = _screen_point(visit, building)
+    page.mouse.move(x, y)  # hovered: the layer keeps it while the view changes
+    page.evaluate("""async () => {
+      const deck = window.oneMap.deck, v = deck.getViewports()[0];
+      for (let zoom = v.zoom - 1; zoom > 1; zoom -= 1) {
+        deck.setProps({ initialViewState: { longitude: v.longitude, latitude: v.latitude,
+                                            zoom, pitch: v.pitch, bearing: v.bearing } });
+        await new Promise((done) => setTimeout(done, 400));
+      }
+    }""")
+    page.wait_for_timeout(2500)
+    assert page.evaluate("() => window.oneMap.deck.getViewports()[0].zoom") < 3
+    assert visit.errors[errors_before:] == [], visit.errors[errors_before:][:3]
+    asked = visit.tiles[tiles_before:]
+    assert asked, "zooming out asked for no tile"
+    assert {status for _, status, _ in asked} <= {200, 204, 304}, [t for t in asked if t[1] >= 400][
+        :3
+    ]
+
+
+@browser_only
 def test_view_burst_draws_an_open_bursts_isolation_once_a_key_is_given(
     server: str, visit: Visit, isolation_case: dict[str, Any]
 ):

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from tiles import terrain as terrain_tiles
 from tiles.view import assets, deck
 from twin import registry
 from twin.errors import NotFound
@@ -124,6 +125,9 @@ def _script_json(value: Any) -> str:
 def page(conn: psycopg.Connection, catalogue: registry.Catalogue) -> str:
     """The 3D view's HTML for the one map as ``catalogue`` describes it."""
     terrain = terrain_bbox(catalogue)
+    terrain_min_zoom = 0
+    if terrain is not None:
+        terrain_min_zoom = terrain_tiles.zoom_range(terrain_tiles.terrain(conn))[0]
     extents = {layer.name: catalogue.entries[layer.name]["bbox"]
                for layer in catalogue.feature_layers()
                if catalogue.entries[layer.name].get("bbox")}  # fmt: skip
@@ -157,7 +161,14 @@ def page(conn: psycopg.Connection, catalogue: registry.Catalogue) -> str:
         script=_url("one-map.js"),
         style=_url("one-map.css"),
         deck=_script_json(
-            deck.deck_json(view, terrain=terrain, ground=ground, url=_url, extents=extents)
+            deck.deck_json(
+                view,
+                terrain=terrain,
+                ground=ground,
+                url=_url,
+                extents=extents,
+                terrain_min_zoom=terrain_min_zoom,
+            )
         ),
         config=_script_json(config),
     )

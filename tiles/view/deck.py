@@ -19,6 +19,7 @@ from typing import Any
 
 import pydeck
 
+from tiles import vector
 from twin import registry
 
 TMS = "WebMercatorQuad"
@@ -165,6 +166,11 @@ def _mvt(
     in ``extents`` when it has one): any other is a 404 (OGC API - Tiles)."""
     props.setdefault("visible", layer not in DEFAULT_HIDDEN)
     props.setdefault("min_zoom", registry.BUILTIN[layer].tiling.min_zoom)
+    if "id" in vector.fields(registry.BUILTIN[layer]):
+        # Highlight by the id property, which every feature of the tile has (merged ones
+        # none): by MVT feature id, deck.gl's binary look-up threw on hover while zooming
+        # out ("Cannot read properties of undefined (reading 'id')").
+        props.setdefault("unique_id_property", "'id'")
     if extents.get(layer):
         props.setdefault("extent", [round(float(v), 7) for v in extents[layer]])
     props.setdefault("load_options", {"mvt": {"workerUrl": worker}})
@@ -186,12 +192,14 @@ def layers(
     ground: float = 0.0,
     url: Callable[[str], str] = static_url,
     extents: Mapping[str, Sequence[float]] | None = None,
+    terrain_min_zoom: int = 0,
 ) -> list[pydeck.Layer]:
     """The one map's layers, ground first; the terrain's only when a DEM is loaded, over
     its extent ``terrain`` (west, south, east, north). ``ground`` is the elevation of the
     ground (metres) for features that have none; ``url`` gives the workers' addresses;
     ``extents`` the feature layers' (west, south, east, north), beyond which they have no
-    tiles."""
+    tiles; ``terrain_min_zoom`` the lowest zoom whose terrain tiles are worth asking (below
+    it the DEM is a smudge, its tiles empty, which the TerrainLayer cannot take)."""
     extents = extents or {}
     mvt_worker = url("mvt-worker.js")
     surface = ground + 0.3  # what lies on the ground, a hair above it
@@ -205,6 +213,7 @@ def layers(
                 texture=f"'/collections/terrain/map/tiles/{TMS}/{{z}}/{{y}}/{{x}}'",
                 elevation_decoder=TERRAIN_DECODER,
                 mesh_max_error=2.0,
+                min_zoom=terrain_min_zoom,
                 max_zoom=15,
                 extent=[round(v, 6) for v in terrain],  # no tiles asked for beyond the DEM
                 parameters={"depthWriteEnabled": False},
@@ -356,10 +365,12 @@ def deck_json(
     ground: float = 0.0,
     url: Callable[[str], str] = static_url,
     extents: Mapping[str, Sequence[float]] | None = None,
+    terrain_min_zoom: int = 0,
 ) -> str:
     """The deck as deck.gl's JSON converter reads it (``layers`` says what is drawn, and
     the isolation's layer, empty, comes last)."""
-    drawn = layers(terrain=terrain, ground=ground, url=url, extents=extents)
+    drawn = layers(terrain=terrain, ground=ground, url=url, extents=extents,
+                   terrain_min_zoom=terrain_min_zoom)  # fmt: skip
     deck = pydeck.Deck(
         layers=[*drawn, isolation_layer()],
         initial_view_state=pydeck.ViewState(
