@@ -233,6 +233,15 @@ def _tileset(
     return base, path, title, bbox, min_zoom, _center(bbox, min_zoom)
 
 
+def _limiting(
+    catalogue: registry.Catalogue, layers: Sequence[registry.Layer], collection: str | None
+) -> Sequence[registry.Layer]:
+    """The layers whose extent bounds a tileset's tiles: the collection's, or for the one
+    map every feature layer, whichever a request chooses (an OGC client reads the dataset
+    tileset's limits, then adds collections= to its tiles)."""
+    return layers if collection is not None else catalogue.feature_layers()
+
+
 def vector_limits(
     catalogue: registry.Catalogue, layers: Sequence[registry.Layer], tms: str
 ) -> list[dict[str, Any]]:
@@ -273,7 +282,7 @@ def tileset_document(
         "tileMatrixSetId": tms,
         "tileMatrixSetURI": matrix.matrix_set(tms).uri,
         "tileMatrixSetLimits": vector_limits(
-            catalogue, layers if collection else catalogue.feature_layers(), tms
+            catalogue, _limiting(catalogue, layers, collection), tms
         ),
         "layers": [_layer_entry(base, catalogue, layer) for layer in layers],
         "centerPoint": {"coordinates": [lon, lat], "crs": CRS84, "tileMatrix": str(zoom)},
@@ -532,9 +541,9 @@ def cached_tile(
     else:
         shown = [_feature_layer(catalogue, name) for name in names]
         chosen = keyed = list(names)
-    # The one map's tiles are those of its whole tileset, whichever layers a request
-    # chooses (an OGC client reads the dataset tileset's limits, then adds collections=).
-    _check_limits(catalogue, shown if names is not None else catalogue.feature_layers(), tms, tile)
+    _check_limits(
+        catalogue, _limiting(catalogue, shown, None if names is None else chosen[0]), tms, tile
+    )
     tile_cache: cache.TileCache = request.app.state.tile_cache
     found = tile_cache.tile(conn, catalogue, tms, keyed, tile, timed=True)
     if found.data and accepts_gzip(request.headers.get("accept-encoding")):
